@@ -1,0 +1,354 @@
+//! Wire types of GitLab's runner API (reference `protocol.md` §1–§3).
+//!
+//! Every field GitLab may omit is optional or defaulted, so an older or newer GitLab still decodes; unknown
+//! fields are ignored. The same types serve the client (runner side) and the coordinator (server side).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The `info` object sent with register, verify, jobs/request and job update (§1.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VersionInfo {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub revision: String,
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub executor: String,
+    #[serde(default)]
+    pub shell: String,
+    #[serde(default)]
+    pub features: FeaturesInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigInfo>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigInfo {
+    #[serde(default)]
+    pub gpus: String,
+}
+
+/// Feature flags advertised to GitLab. All keys are always sent (GitLab's runner does the same).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FeaturesInfo {
+    pub variables: bool,
+    pub image: bool,
+    pub services: bool,
+    pub artifacts: bool,
+    pub cache: bool,
+    pub fallback_cache_keys: bool,
+    pub shared: bool,
+    pub upload_multiple_artifacts: bool,
+    pub upload_raw_artifacts: bool,
+    pub session: bool,
+    pub terminal: bool,
+    pub refspecs: bool,
+    pub masking: bool,
+    pub proxy: bool,
+    pub raw_variables: bool,
+    pub artifacts_exclude: bool,
+    pub multi_build_steps: bool,
+    pub trace_reset: bool,
+    pub trace_checksum: bool,
+    pub trace_size: bool,
+    pub vault_secrets: bool,
+    pub cancelable: bool,
+    pub return_exit_code: bool,
+    pub service_variables: bool,
+    pub service_multiple_aliases: bool,
+    pub image_executor_opts: bool,
+    pub service_executor_opts: bool,
+    pub cancel_gracefully: bool,
+    pub native_steps_integration: bool,
+    pub two_phase_job_commit: bool,
+    pub job_inputs: bool,
+}
+
+/// Body of `POST /api/v4/jobs/request` (§2.1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobRequest {
+    pub token: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub system_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<String>,
+    #[serde(default)]
+    pub info: VersionInfo,
+}
+
+/// A job as GitLab hands it out (201 body of jobs/request, §2.5).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobResponse {
+    pub id: i64,
+    pub token: String,
+    #[serde(default)]
+    pub allow_git_fetch: bool,
+    #[serde(default)]
+    pub job_info: JobInfo,
+    #[serde(default)]
+    pub git_info: GitInfo,
+    #[serde(default)]
+    pub runner_info: RunnerInfo,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub variables: Vec<JobVariable>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub steps: Vec<Step>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub hooks: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub services: Vec<Image>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub artifacts: Vec<Artifact>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cache: Vec<Cache>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub credentials: Vec<Credentials>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub dependencies: Vec<Dependency>,
+    #[serde(default)]
+    pub features: GitlabFeatures,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct JobInfo {
+    pub id: i64,
+    pub name: String,
+    pub stage: String,
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    pub project_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub project_full_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_in_queue_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GitInfo {
+    pub repo_url: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub sha: String,
+    pub before_sha: String,
+    pub ref_type: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub refspecs: Vec<String>,
+    pub depth: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub repo_object_format: String,
+    pub protected: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RunnerInfo {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
+    /// Job timeout in seconds; 0 means GitLab's default of 7200 (§7.6).
+    pub timeout: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub runner_session_url: String,
+}
+
+/// One job variable (§2.5). `file` and `raw` are absent when false.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobVariable {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub masked: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
+    #[serde(default, skip_serializing)]
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Step {
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub script: Vec<String>,
+    #[serde(default)]
+    pub timeout: i64,
+    #[serde(default)]
+    pub when: String,
+    #[serde(default)]
+    pub allow_failure: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Hook {
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub script: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Image {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub alias: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ports: Vec<Port>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub variables: Vec<JobVariable>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_opts: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Port {
+    pub number: i64,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Artifact {
+    pub name: String,
+    pub untracked: bool,
+    #[serde(deserialize_with = "null_as_default")]
+    pub paths: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub exclude: Vec<String>,
+    pub when: String,
+    pub expire_in: String,
+    pub artifact_type: String,
+    pub artifact_format: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Cache {
+    pub key: String,
+    pub untracked: bool,
+    #[serde(deserialize_with = "null_as_default")]
+    pub paths: Vec<String>,
+    pub policy: String,
+    pub when: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub fallback_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Credentials {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Dependency {
+    pub id: i64,
+    pub name: String,
+    pub token: String,
+    pub artifacts_file: Option<DependencyArtifactsFile>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DependencyArtifactsFile {
+    pub filename: String,
+    pub size: i64,
+}
+
+/// `features` of the job payload: what GitLab itself supports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GitlabFeatures {
+    pub trace_sections: bool,
+    #[serde(deserialize_with = "null_as_default")]
+    pub failure_reasons: Vec<String>,
+    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub token_mask_prefixes: Vec<String>,
+}
+
+/// Body of `PUT /api/v4/jobs/:id` (§3).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpdateJobRequest {
+    #[serde(default)]
+    pub info: VersionInfo,
+    pub token: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<JobTraceOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobTraceOutput {
+    pub checksum: String,
+    pub bytesize: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_reference_payload_with_nulls_and_unknown_keys() {
+        let json = r#"{"id":4711,"token":"glcbt-abc","allow_git_fetch":true,
+          "job_info":{"id":4711,"name":"test","stage":"test","pipeline_id":9,"project_id":42,
+             "project_name":"app","project_jobs_running_on_instance_runners_count":"+Inf","queue_size":3},
+          "git_info":{"repo_url":"https://x/y.git","ref":"main","sha":"a","before_sha":"b","ref_type":"branch",
+             "refspecs":null,"depth":20,"protected":true},
+          "runner_info":{"timeout":3600},
+          "variables":[{"key":"A","value":"1","public":true,"masked":false},
+                       {"key":"S","value":"s","public":false,"masked":true,"file":true,"raw":true}],
+          "steps":[{"name":"script","script":["echo hi"],"timeout":3600,"when":"on_success","allow_failure":false}],
+          "image":null,"services":null,"artifacts":null,"cache":null,"dependencies":null,
+          "features":{"trace_sections":true,"failure_reasons":["script_failure"]},"future_key":{"x":1}}"#;
+        let job: JobResponse = serde_json::from_str(json).expect("decodes");
+        assert_eq!(job.id, 4711);
+        assert_eq!(job.git_info.ref_name, "main");
+        assert!(job.variables[1].file && job.variables[1].raw);
+        assert!(job.git_info.refspecs.is_empty());
+        let back = serde_json::to_value(&job.variables[0]).expect("encodes");
+        assert!(back.get("file").is_none(), "file absent when false");
+    }
+}

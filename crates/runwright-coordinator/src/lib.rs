@@ -1,0 +1,1 @@
+//! runwright-coordinator
