@@ -1,1 +1,16 @@
-//! runwright-engine
+//! The job engine: runs one GitLab job through GitLab's stages on any executor (reference `protocol.md` §7).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod control;
+pub mod duration;
+pub mod executor;
+pub mod job;
+pub mod layout;
+pub mod script;
+pub mod sources;
+pub mod steps;
+pub mod variables;
+
+pub use control::{AbortReason, JobControl};
+pub use executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
+pub use job::{run_job, JobEnv, JobOutcome, RunnerIdentity};

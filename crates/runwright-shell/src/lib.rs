@@ -1,1 +1,213 @@
-//! runwright-shell
+//! The shell executor: every stage script is fed on stdin to a login `bash` (or `sh`) running as the service
+//! user or, as root with `--user`, through `su` (runner executors/shell, shells/bash.go `GetConfiguration`).
+//!
+//! Each stage runs in its own process group, and every process of the job carries a mark in its environment,
+//! so cancelling a stage reaches the whole tree: SIGTERM first, SIGKILL after a grace period, and a sweep for
+//! marked stragglers that left the group. Nothing of a job outlives it.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod kill;
+
+use async_trait::async_trait;
+use runwright_client::types::FeaturesInfo;
+use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
+use runwright_trace::TraceBuffer;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// The environment variable that marks a job's processes.
+pub const PROCESS_MARK_VAR: &str = "RUNWRIGHT_JOB_MARK";
+
+#[derive(Debug, Clone)]
+pub struct ShellExecutor {
+    /// `bash` or `sh`; `None` picks bash when it exists, else sh.
+    shell: String,
+    /// Run scripts as this user (requires root), as `gitlab-runner run --user`.
+    user: Option<String>,
+    /// The service's working directory: relative builds dirs live below it.
+    working_dir: PathBuf,
+    kill_grace: Duration,
+}
+
+impl ShellExecutor {
+    pub fn new(shell: Option<&str>, user: Option<&str>, working_dir: PathBuf, kill_grace: Duration) -> Result<Self, String> {
+        let shell = match shell.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s @ ("bash" | "sh")) => s.to_string(),
+            Some(other) => {
+                return Err(format!(
+                    "shell {other:?} is not supported by the shell executor here (use bash or sh)"
+                ))
+            }
+            None if which("bash") => "bash".to_string(),
+            None => "sh".to_string(),
+        };
+        Ok(Self {
+            shell,
+            user: user.map(str::to_string).filter(|u| !u.is_empty()),
+            working_dir,
+            kill_grace,
+        })
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+#[async_trait]
+impl Executor for ShellExecutor {
+    fn name(&self) -> &str {
+        "shell"
+    }
+
+    fn shell(&self) -> &str {
+        &self.shell
+    }
+
+    fn features(&self, f: &mut FeaturesInfo) {
+        // runner executors/shell/shell.go: variables and shared builds dirs; session/terminal are not offered
+        // because runwright has no session server.
+        f.variables = true;
+        f.shared = true;
+    }
+
+    fn default_builds_dir(&self) -> PathBuf {
+        self.working_dir.join("builds")
+    }
+
+    fn builds_dir_shared(&self) -> bool {
+        true
+    }
+
+    fn description(&self) -> String {
+        format!("Using Shell ({}) executor...", self.shell)
+    }
+
+    async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
+        tokio::fs::create_dir_all(&job.builds_dir).await.map_err(|e| {
+            ExecutorError::System(format!("creating builds dir {}: {e}", job.builds_dir.display()))
+        })?;
+        Ok(Box::new(ShellSession {
+            exec: self.clone(),
+            job: job.clone(),
+        }))
+    }
+}
+
+struct ShellSession {
+    exec: ShellExecutor,
+    job: PreparedJob,
+}
+
+impl ShellSession {
+    fn command(&self) -> tokio::process::Command {
+        let shell = &self.exec.shell;
+        let mut cmd = match &self.exec.user {
+            Some(user) => {
+                let mut c = tokio::process::Command::new("su");
+                c.args(["-s", &format!("/bin/{shell}"), user, "-c", &format!("{shell} -l")]);
+                c
+            }
+            None => {
+                let mut c = tokio::process::Command::new(shell);
+                c.arg("-l");
+                c
+            }
+        };
+        cmd.current_dir(&self.job.builds_dir)
+            .env(PROCESS_MARK_VAR, &self.job.process_mark)
+            .process_group(0)
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+#[async_trait]
+impl ExecutorSession for ShellSession {
+    async fn run_stage(
+        &mut self,
+        stage: &str,
+        script: &str,
+        trace: &TraceBuffer,
+        cancel: CancellationToken,
+    ) -> Result<i32, ExecutorError> {
+        // stdout and stderr share one pipe so their lines keep the order the job wrote them in.
+        let (reader, writer) = std::io::pipe()
+            .map_err(|e| ExecutorError::System(format!("creating output pipe: {e}")))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| ExecutorError::System(format!("creating output pipe: {e}")))?;
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::from(OwnedFd::from(writer)))
+            .stderr(Stdio::from(OwnedFd::from(writer2)));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell)))?;
+        drop(cmd); // closes our copies of the pipe's write end
+        let pgid = child.id().map(|p| p as i32);
+
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
+            .map_err(|e| ExecutorError::System(format!("reading stage output: {e}")))?;
+        let trace_for_reader = trace.clone();
+        let pump = tokio::spawn(async move {
+            let mut reader = reader;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => trace_for_reader.write(&buf[..n]),
+                }
+            }
+        });
+
+        if let Some(mut stdin) = child.stdin.take() {
+            let script = script.as_bytes().to_vec();
+            // A script that exits before reading all of stdin must not fail the stage: ignore EPIPE.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&script).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
+
+        let status = tokio::select! {
+            s = child.wait() => Some(s),
+            _ = cancel.cancelled() => None,
+        };
+        let result = match status {
+            Some(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                Ok(status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+            }
+            Some(Err(e)) => Err(ExecutorError::System(format!("waiting for {stage}: {e}"))),
+            None => {
+                if let Some(pgid) = pgid {
+                    kill::terminate_group(pgid, &mut child, self.exec.kill_grace).await;
+                }
+                Err(ExecutorError::Canceled)
+            }
+        };
+        // Whatever the stage left behind in its group (background jobs) or marked elsewhere goes now; only then
+        // does the pipe reach EOF.
+        if let Some(pgid) = pgid {
+            kill::kill_group(pgid);
+        }
+        kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+        if tokio::time::timeout(Duration::from_secs(5), pump).await.is_err() {
+            tracing::warn!(stage, "stage output still open 5 s after the stage ended");
+        }
+        result
+    }
+
+    async fn cleanup(&mut self) {
+        kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+    }
+}

@@ -1,0 +1,62 @@
+//! The seam between the job engine and the places a job runs (shell today, docker next): the engine generates
+//! stage scripts, an executor runs them and streams their output into the trace.
+
+use async_trait::async_trait;
+use runwright_client::types::FeaturesInfo;
+use runwright_trace::TraceBuffer;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The stage was stopped because its cancellation token fired; the engine knows why.
+    #[error("stage canceled")]
+    Canceled,
+    /// The executor itself failed (could not start a shell, lost its container, …): `runner_system_failure`.
+    #[error("{0}")]
+    System(String),
+}
+
+/// What an executor needs to know about the job to prepare for it.
+#[derive(Debug, Clone)]
+pub struct PreparedJob {
+    pub job_id: i64,
+    pub project_dir: PathBuf,
+    pub builds_dir: PathBuf,
+    /// Marks every process of the job (exported as an environment variable), so stragglers that left the
+    /// process group can still be found and killed.
+    pub process_mark: String,
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// GitLab's executor name (`shell`, `docker`).
+    fn name(&self) -> &str;
+    /// The shell stage scripts are written for (`bash` or `sh`).
+    fn shell(&self) -> &str;
+    /// Sets the features this executor really supports (reference §1.1).
+    fn features(&self, features: &mut FeaturesInfo);
+    /// `CI_BUILDS_DIR` when `builds_dir` is not configured.
+    fn default_builds_dir(&self) -> PathBuf;
+    /// Whether several jobs share the builds dir, so the project dir needs `<short token>/<slot>/` (§7.4).
+    fn builds_dir_shared(&self) -> bool;
+    /// The human line under "Preparing the … executor".
+    fn description(&self) -> String;
+    async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError>;
+}
+
+#[async_trait]
+pub trait ExecutorSession: Send {
+    /// Runs one stage script to completion (or until `cancel` fires: then the stage's processes are terminated
+    /// and `Err(Canceled)` is returned). Output, stdout and stderr in their order, goes to `trace`.
+    async fn run_stage(
+        &mut self,
+        stage: &str,
+        script: &str,
+        trace: &TraceBuffer,
+        cancel: CancellationToken,
+    ) -> Result<i32, ExecutorError>;
+
+    /// Releases what `prepare` made; kills anything of the job still running.
+    async fn cleanup(&mut self);
+}

@@ -1,0 +1,832 @@
+//! One job from start to final state: the stage sequence of GitLab's runner (reference `protocol.md` §7.1),
+//! each stage in its own trace section, with job/script/after_script timeouts and cancellation (§7.6, §7.8).
+//!
+//! The engine owns no network: it writes to a `TraceBuffer` and returns a `JobOutcome`; the service sends both
+//! to GitLab.
+
+use crate::control::{AbortReason, JobControl};
+use crate::duration::{format_go_duration, parse_go_duration};
+use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
+use crate::layout::{project_slug, JobDirs};
+use crate::script::ScriptWriter;
+use crate::sources::{self, GitStrategy, SourcesSettings, SubmoduleStrategy};
+use crate::steps::{JobStep, StepContext, StepPosition};
+use crate::variables::Variables;
+use runwright_client::failure_reason::FailureReason;
+use runwright_client::types::{JobResponse, JobVariable};
+use runwright_config::RunnerConfig;
+use runwright_trace::{ansi, section_end, section_start, TraceBuffer};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// GitLab's default when `runner_info.timeout` is 0 (runner common/build.go).
+const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
+/// `RUNNER_AFTER_SCRIPT_TIMEOUT` default (runner common/build.go).
+const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Who is running the job: the runner's identity as it appears in the trace and in `CI_RUNNER_*`.
+#[derive(Debug, Clone)]
+pub struct RunnerIdentity {
+    pub name: String,
+    pub version: String,
+    pub revision: String,
+    pub platform: String,
+    pub architecture: String,
+    pub system_id: String,
+}
+
+/// Everything the engine needs besides the job itself.
+pub struct JobEnv<'a> {
+    pub runner: &'a RunnerConfig,
+    pub identity: &'a RunnerIdentity,
+    pub executor: &'a dyn Executor,
+    /// Directory relative builds dirs are resolved against (the service's working directory).
+    pub working_dir: PathBuf,
+    pub concurrent_id: usize,
+    pub concurrent_project_id: usize,
+    /// Cache and artifact stages; empty until those features exist.
+    pub steps: Vec<Arc<dyn JobStep>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    pub success: bool,
+    pub failure_reason: Option<FailureReason>,
+    pub exit_code: Option<i32>,
+    /// The one-line reason shown after `ERROR: Job failed`.
+    pub message: String,
+}
+
+impl JobOutcome {
+    fn succeeded() -> Self {
+        Self {
+            success: true,
+            failure_reason: None,
+            exit_code: None,
+            message: String::new(),
+        }
+    }
+
+    fn failed(reason: FailureReason, exit_code: Option<i32>, message: impl Into<String>) -> Self {
+        Self {
+            success: false,
+            failure_reason: Some(reason),
+            exit_code,
+            message: message.into(),
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes a section around `f` when GitLab understands sections, plus the stage's cyan title.
+struct Sections<'a> {
+    trace: &'a TraceBuffer,
+    enabled: bool,
+}
+
+impl Sections<'_> {
+    fn start(&self, name: &str, title: &str) {
+        if self.enabled {
+            self.trace.write(section_start(name, "", now_unix()).as_bytes());
+        }
+        self.trace.write(
+            format!("{}{}{title}{}\n", ansi::CLEAR, ansi::BOLD_CYAN, ansi::RESET).as_bytes(),
+        );
+    }
+
+    fn end(&self, name: &str) {
+        if self.enabled {
+            self.trace.write(section_end(name, now_unix()).as_bytes());
+        }
+    }
+}
+
+pub fn warn(trace: &TraceBuffer, text: &str) {
+    trace.write(format!("{}WARNING: {text}{}\n", ansi::YELLOW, ansi::RESET).as_bytes());
+}
+
+fn error_line(trace: &TraceBuffer, text: &str) {
+    trace.write(format!("{}ERROR: {text}{}\n", ansi::BOLD_RED, ansi::RESET).as_bytes());
+}
+
+/// The state of the job after its user script, as `CI_JOB_STATUS` names it for after_script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScriptState {
+    Success,
+    Failed,
+    Canceled,
+    TimedOut,
+}
+
+impl ScriptState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::TimedOut => "timedout",
+        }
+    }
+}
+
+/// Resolved per-job settings.
+struct Plan {
+    dirs: JobDirs,
+    vars: Variables,
+    shell: String,
+    debug_trace: bool,
+    sources: SourcesSettings,
+    get_sources_attempts: u32,
+    script_timeout: Option<Duration>,
+    after_script_timeout: Duration,
+}
+
+/// Runs `job` to its final state. Never panics on job input; every problem becomes a failed outcome with its
+/// reason written to the trace.
+pub async fn run_job(
+    env: &JobEnv<'_>,
+    job: &JobResponse,
+    trace: &TraceBuffer,
+    control: &JobControl,
+) -> JobOutcome {
+    let id = env.identity;
+    trace.write(
+        format!(
+            "{}Running with runwright {} ({}){}\n",
+            ansi::BOLD_CYAN,
+            id.version,
+            id.revision,
+            ansi::RESET
+        )
+        .as_bytes(),
+    );
+    trace.write(
+        format!(
+            "{}  on {} {}, system ID: {}{}\n",
+            ansi::BOLD_CYAN,
+            env.runner.name,
+            env.runner.short_token(),
+            id.system_id,
+            ansi::RESET
+        )
+        .as_bytes(),
+    );
+
+    let job_timeout = if job.runner_info.timeout > 0 {
+        Duration::from_secs(job.runner_info.timeout as u64)
+    } else {
+        DEFAULT_JOB_TIMEOUT
+    };
+    // The job context: cancelled by an abort or when the job timeout fires.
+    let job_ctx = control.abort_token().child_token();
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timer = {
+        let job_ctx = job_ctx.clone();
+        let timed_out = timed_out.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(job_timeout).await;
+            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            job_ctx.cancel();
+        })
+    };
+
+    let outcome = match plan(env, job) {
+        Ok(plan) => {
+            run_planned(env, job, trace, control, &plan, &job_ctx, &timed_out, job_timeout).await
+        }
+        Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg),
+    };
+    timer.abort();
+
+    if outcome.success {
+        trace.write(format!("{}Job succeeded{}\n", ansi::BOLD_GREEN, ansi::RESET).as_bytes());
+    } else if outcome.failure_reason == Some(FailureReason::RunnerSystemFailure) {
+        error_line(
+            trace,
+            &format!("Job failed (system failure): {}", outcome.message),
+        );
+    } else {
+        error_line(trace, &format!("Job failed: {}", outcome.message));
+    }
+    outcome
+}
+
+fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> {
+    let runner = env.runner;
+    let exec = env.executor;
+    let builds_dir = match runner.builds_dir.as_deref().filter(|s| !s.is_empty()) {
+        Some(d) => env.working_dir.join(d),
+        None => env.working_dir.join(exec.default_builds_dir()),
+    };
+    let job_vars = Variables::from_job(&job.variables);
+    let strategy = GitStrategy::parse(job_vars.value("GIT_STRATEGY"), job.allow_git_fetch)?;
+    let slug = project_slug(job);
+    let dirs = JobDirs::new(
+        &builds_dir,
+        exec.builds_dir_shared(),
+        &runner.short_token(),
+        env.concurrent_project_id,
+        &slug,
+        strategy == GitStrategy::Empty,
+    );
+    let project_dir = dirs.project_dir.to_string_lossy().to_string();
+    let tmp_dir = dirs.tmp_dir.to_string_lossy().to_string();
+    let job_timeout = if job.runner_info.timeout > 0 {
+        job.runner_info.timeout
+    } else {
+        DEFAULT_JOB_TIMEOUT.as_secs() as i64
+    };
+
+    // The runner's list, in GitLab's order (§7.3); the job's own variables come after the runner defaults.
+    let mut vars = Variables::new();
+    for (name, on) in &runner.feature_flags {
+        vars.set(name, on.to_string());
+    }
+    vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
+    for entry in &runner.environment {
+        match entry.split_once('=') {
+            Some((k, v)) => vars.set(k, v),
+            None => vars.set(entry, ""),
+        }
+    }
+    vars.set("CI_BUILDS_DIR", dirs.builds_dir.to_string_lossy());
+    vars.set("CI_PROJECT_DIR", project_dir.clone());
+    vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
+    vars.set("CI_CONCURRENT_PROJECT_ID", env.concurrent_project_id.to_string());
+    vars.set("CI_SERVER", "yes");
+    vars.set("CI_JOB_STATUS", "running");
+    vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
+    vars.extend(job.variables.iter().cloned());
+    vars.set("CI_SHARED_ENVIRONMENT", "true");
+    vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
+    vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
+    vars.set(
+        "CI_RUNNER_EXECUTABLE_ARCH",
+        format!("{}/{}", env.identity.platform, env.identity.architecture),
+    );
+    vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir.clone());
+    let tmp_for_files = tmp_dir.clone();
+    let vars = vars.expanded(&|key| format!("{tmp_for_files}/{key}"));
+
+    let shell = runner
+        .shell
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| exec.shell().to_string());
+    let debug_trace = !runner.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE") == Some(true);
+
+    let clean_flags = match vars.value("GIT_CLEAN_FLAGS").map(str::trim) {
+        Some("none") => None,
+        Some(f) if !f.is_empty() => Some(f.to_string()),
+        _ => Some("-ffdx".to_string()),
+    };
+    let fetch_flags = match vars.value("GIT_FETCH_EXTRA_FLAGS").map(str::trim) {
+        Some("none") => String::new(),
+        Some(f) if !f.is_empty() => f.to_string(),
+        _ => "--prune --quiet".to_string(),
+    };
+    let depth = match vars.value("GIT_DEPTH").and_then(|d| d.trim().parse::<i64>().ok()) {
+        Some(d) => d,
+        None => job.git_info.depth,
+    };
+    let project_path = vars
+        .value("CI_PROJECT_PATH")
+        .map(str::to_string)
+        .unwrap_or_else(|| slug.clone());
+    let sources = SourcesSettings {
+        strategy,
+        submodules: SubmoduleStrategy::parse(vars.value("GIT_SUBMODULE_STRATEGY"))?,
+        checkout: vars.bool("GIT_CHECKOUT").unwrap_or(true),
+        clean_flags,
+        fetch_flags,
+        depth,
+        submodule_depth: vars
+            .value("GIT_SUBMODULE_DEPTH")
+            .and_then(|d| d.trim().parse().ok())
+            .or(Some(depth)),
+        submodule_paths: vars.value("GIT_SUBMODULE_PATHS").unwrap_or("").to_string(),
+        submodule_update_flags: vars
+            .value("GIT_SUBMODULE_UPDATE_FLAGS")
+            .unwrap_or("")
+            .to_string(),
+        remote_url: sources::remote_url(job, runner.clone_url.as_deref(), &project_path),
+        project_dir,
+        tmp_dir,
+    };
+    let attempts = |key: &str| -> Result<u32, String> {
+        match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(1),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=10).contains(&n) => Ok(n),
+                _ => Err(format!("{key}: number of attempts out of the range [1, 10]: {v}")),
+            },
+        }
+    };
+    let duration_var = |key: &str| -> Result<Option<Duration>, String> {
+        match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => parse_go_duration(v)
+                .map(Some)
+                .ok_or_else(|| format!("{key}: invalid duration {v:?} (use Go syntax, e.g. 10m or 1h30m)")),
+        }
+    };
+    Ok(Plan {
+        get_sources_attempts: attempts("GET_SOURCES_ATTEMPTS")?,
+        script_timeout: duration_var("RUNNER_SCRIPT_TIMEOUT")?.filter(|d| !d.is_zero()),
+        after_script_timeout: duration_var("RUNNER_AFTER_SCRIPT_TIMEOUT")?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT),
+        dirs,
+        vars,
+        shell,
+        debug_trace,
+        sources,
+    })
+}
+
+impl Variables {
+    /// The job's own list (for settings like `GIT_STRATEGY` that are read before the full list exists).
+    pub fn from_job(vars: &[JobVariable]) -> Self {
+        let mut v = Variables::new();
+        v.extend(vars.iter().cloned());
+        v
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_planned(
+    env: &JobEnv<'_>,
+    job: &JobResponse,
+    trace: &TraceBuffer,
+    control: &JobControl,
+    plan: &Plan,
+    job_ctx: &CancellationToken,
+    timed_out: &std::sync::atomic::AtomicBool,
+    job_timeout: Duration,
+) -> JobOutcome {
+    let sections = Sections {
+        trace,
+        enabled: job.features.trace_sections,
+    };
+    for secret in plan.vars.masked_values() {
+        trace.add_masked(&secret);
+    }
+    let timeout_outcome = || {
+        JobOutcome::failed(
+            FailureReason::JobExecutionTimeout,
+            None,
+            format!(
+                "execution took longer than {} seconds",
+                format_go_duration(job_timeout)
+            ),
+        )
+    };
+    let aborted_outcome = |control: &JobControl| match control.abort_reason() {
+        Some(AbortReason::RunnerInterrupted) => JobOutcome::failed(
+            FailureReason::RunnerInterrupted,
+            None,
+            "aborted: interrupted by the runner shutting down",
+        ),
+        _ => JobOutcome::failed(FailureReason::JobCanceled, None, "canceled"),
+    };
+    let ctx_outcome = |control: &JobControl| {
+        if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+            timeout_outcome()
+        } else {
+            aborted_outcome(control)
+        }
+    };
+
+    // prepare_executor
+    sections.start(
+        "prepare_executor",
+        &format!("Preparing the \"{}\" executor", env.executor.name()),
+    );
+    trace.write(format!("{}\n", env.executor.description()).as_bytes());
+    let prepared = PreparedJob {
+        job_id: job.id,
+        project_dir: plan.dirs.project_dir.clone(),
+        builds_dir: plan.dirs.builds_dir.clone(),
+        process_mark: format!("{}-{}", job.id, uuid_like()),
+    };
+    let session = tokio::select! {
+        s = env.executor.prepare(&prepared) => s,
+        _ = job_ctx.cancelled() => {
+            sections.end("prepare_executor");
+            return ctx_outcome(control);
+        }
+    };
+    sections.end("prepare_executor");
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            return JobOutcome::failed(
+                FailureReason::RunnerSystemFailure,
+                None,
+                format!("preparing the {} executor: {e}", env.executor.name()),
+            )
+        }
+    };
+
+    let outcome = run_stages(
+        env,
+        job,
+        trace,
+        control,
+        plan,
+        job_ctx,
+        &sections,
+        session.as_mut(),
+        &ctx_outcome,
+    )
+    .await;
+
+    // cleanup_file_variables: runs natively, even after an abort, so secrets never stay on disk.
+    sections.start(
+        "cleanup_file_variables",
+        "Cleaning up project directory and file based variables",
+    );
+    if let Err(e) = remove_tmp_dir(&plan.dirs.tmp_dir) {
+        warn(trace, &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()));
+    }
+    session.cleanup().await;
+    sections.end("cleanup_file_variables");
+    outcome
+}
+
+fn remove_tmp_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// The result of one script stage.
+enum StageResult {
+    Ok,
+    ExitCode(i32),
+    Canceled,
+    System(String),
+}
+
+async fn run_script(
+    session: &mut dyn ExecutorSession,
+    stage: &str,
+    script: &str,
+    trace: &TraceBuffer,
+    cancel: CancellationToken,
+) -> StageResult {
+    match session.run_stage(stage, script, trace, cancel).await {
+        Ok(0) => StageResult::Ok,
+        Ok(code) => StageResult::ExitCode(code),
+        Err(ExecutorError::Canceled) => StageResult::Canceled,
+        Err(ExecutorError::System(e)) => StageResult::System(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_stages(
+    env: &JobEnv<'_>,
+    job: &JobResponse,
+    trace: &TraceBuffer,
+    control: &JobControl,
+    plan: &Plan,
+    job_ctx: &CancellationToken,
+    sections: &Sections<'_>,
+    session: &mut dyn ExecutorSession,
+    ctx_outcome: &dyn Fn(&JobControl) -> JobOutcome,
+) -> JobOutcome {
+    let shell = plan.shell.as_str();
+    let tmp = plan.dirs.tmp_dir.to_string_lossy().to_string();
+    let project_dir = plan.dirs.project_dir.to_string_lossy().to_string();
+    let base = |vars: &Variables, cd: bool| {
+        let mut w = ScriptWriter::new();
+        w.exports(vars, &tmp);
+        if cd {
+            w.cd(&project_dir);
+        }
+        w
+    };
+
+    // prepare_script
+    sections.start("prepare_script", "Preparing environment");
+    let mut w = ScriptWriter::new();
+    w.line("echo \"Running on $(hostname)...\"");
+    let r = run_script(
+        session,
+        "prepare_script",
+        &w.finish(shell, false),
+        trace,
+        job_ctx.clone(),
+    )
+    .await;
+    sections.end("prepare_script");
+    match r {
+        StageResult::Ok => {}
+        StageResult::Canceled => return ctx_outcome(control),
+        StageResult::ExitCode(c) => {
+            return JobOutcome::failed(
+                FailureReason::RunnerSystemFailure,
+                None,
+                format!("prepare environment: exit status {c}"),
+            )
+        }
+        StageResult::System(e) => {
+            return JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e)
+        }
+    }
+
+    // get_sources (with GET_SOURCES_ATTEMPTS)
+    sections.start("get_sources", "Getting source from Git repository");
+    let mut w = base(&plan.vars, false);
+    let pre_hooks = job_hook(job, "pre_get_sources_script");
+    let post_hooks = job_hook(job, "post_get_sources_script");
+    let git = plan.sources.strategy != GitStrategy::None && plan.sources.strategy != GitStrategy::Empty;
+    if git {
+        if let Some(s) = env.runner.pre_get_sources_script.as_deref().filter(|s| !s.trim().is_empty()) {
+            w.user_commands(&[s.to_string()]);
+        }
+        w.user_commands(&pre_hooks);
+    }
+    w.cd(&plan.dirs.builds_dir.to_string_lossy());
+    sources::write_sources(&mut w, job, &plan.sources);
+    if git {
+        w.user_commands(&post_hooks);
+        if let Some(s) = env.runner.post_get_sources_script.as_deref().filter(|s| !s.trim().is_empty()) {
+            w.user_commands(&[s.to_string()]);
+        }
+    }
+    let get_sources = w.finish(shell, plan.debug_trace);
+    let mut result = StageResult::Ok;
+    for attempt in 1..=plan.get_sources_attempts {
+        if attempt > 1 {
+            warn(
+                trace,
+                &format!("Retrying get_sources (attempt {attempt} of {})", plan.get_sources_attempts),
+            );
+        }
+        result = run_script(session, "get_sources", &get_sources, trace, job_ctx.clone()).await;
+        if !matches!(result, StageResult::ExitCode(_)) {
+            break;
+        }
+    }
+    sections.end("get_sources");
+    match result {
+        StageResult::Ok => {}
+        StageResult::Canceled => return ctx_outcome(control),
+        StageResult::ExitCode(c) => {
+            return JobOutcome::failed(
+                FailureReason::ScriptFailure,
+                Some(c),
+                format!("exit status {c}"),
+            )
+        }
+        StageResult::System(e) => {
+            return JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e)
+        }
+    }
+
+    // restore_cache, download_artifacts: pluggable.
+    if let Some(outcome) = run_steps(env, job, trace, plan, job_ctx, sections, StepPosition::BeforeScript, true).await {
+        return outcome;
+    }
+    if job_ctx.is_cancelled() {
+        return ctx_outcome(control);
+    }
+
+    // step_script and other steps (release, …): stop at the first failing one.
+    let script_ctx = job_ctx.child_token();
+    let graceful = control.graceful_token().clone();
+    let script_timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let script_ctx = script_ctx.clone();
+        let flag = script_timed_out.clone();
+        let timeout = plan.script_timeout;
+        tokio::spawn(async move {
+            let timer = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = graceful.cancelled() => script_ctx.cancel(),
+                _ = timer => { flag.store(true, std::sync::atomic::Ordering::SeqCst); script_ctx.cancel() }
+                _ = script_ctx.cancelled() => {}
+            }
+        })
+    };
+    let mut state = ScriptState::Success;
+    let mut outcome = JobOutcome::succeeded();
+    for step in job.steps.iter().filter(|s| s.name != "after_script") {
+        let stage = format!("step_{}", step.name.to_lowercase());
+        if !crate::script::is_valid_env_name(&step.name) {
+            outcome = JobOutcome::failed(
+                FailureReason::RunnerSystemFailure,
+                None,
+                format!("invalid step name {:?}", step.name),
+            );
+            state = ScriptState::Failed;
+            break;
+        }
+        if control.is_canceling() {
+            state = ScriptState::Canceled;
+            outcome = JobOutcome::failed(FailureReason::JobCanceled, None, "canceled");
+            break;
+        }
+        let title = format!("Executing \"{stage}\" stage of the job script");
+        sections.start(&stage, &title);
+        let mut w = base(&plan.vars, true);
+        if step.name == "script" {
+            if let Some(s) = env.runner.pre_build_script.as_deref().filter(|s| !s.trim().is_empty()) {
+                w.user_commands(&[s.to_string()]);
+            }
+        }
+        w.user_commands(&step.script);
+        if step.name == "script" {
+            if let Some(s) = env.runner.post_build_script.as_deref().filter(|s| !s.trim().is_empty()) {
+                w.user_commands(&[s.to_string()]);
+            }
+        }
+        let r = run_script(
+            session,
+            &stage,
+            &w.finish(shell, plan.debug_trace),
+            trace,
+            script_ctx.clone(),
+        )
+        .await;
+        sections.end(&stage);
+        match r {
+            StageResult::Ok => continue,
+            StageResult::ExitCode(c) => {
+                state = ScriptState::Failed;
+                outcome = JobOutcome::failed(
+                    FailureReason::ScriptFailure,
+                    Some(c),
+                    format!("exit status {c}"),
+                );
+            }
+            StageResult::Canceled => {
+                if job_ctx.is_cancelled() {
+                    watcher.abort();
+                    return ctx_outcome(control);
+                }
+                if script_timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                    state = ScriptState::TimedOut;
+                    outcome = JobOutcome::failed(
+                        FailureReason::JobExecutionTimeout,
+                        None,
+                        format!(
+                            "execution took longer than {} seconds",
+                            format_go_duration(plan.script_timeout.unwrap_or_default())
+                        ),
+                    );
+                } else {
+                    state = ScriptState::Canceled;
+                    outcome = JobOutcome::failed(FailureReason::JobCanceled, None, "canceled");
+                }
+            }
+            StageResult::System(e) => {
+                state = ScriptState::Failed;
+                outcome = JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e);
+            }
+        }
+        break;
+    }
+    watcher.abort();
+
+    // after_script: only when defined; its own timeout; never after an abort or the job timeout.
+    if job_ctx.is_cancelled() {
+        return ctx_outcome(control);
+    }
+    if let Some(after) = job.steps.iter().find(|s| s.name == "after_script") {
+        if !after.script.is_empty() {
+            sections.start("after_script", "Running after_script");
+            let mut vars = plan.vars.clone();
+            vars.set("CI_JOB_STATUS", state.as_str());
+            let mut w = base(&vars, true);
+            w.notice("Running after script...");
+            w.user_commands(&after.script);
+            let after_ctx = job_ctx.child_token();
+            let t = {
+                let c = after_ctx.clone();
+                let d = plan.after_script_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    c.cancel();
+                })
+            };
+            let r = run_script(
+                session,
+                "after_script",
+                &w.finish(shell, plan.debug_trace),
+                trace,
+                after_ctx,
+            )
+            .await;
+            t.abort();
+            sections.end("after_script");
+            let ignore_errors = plan.vars.bool("AFTER_SCRIPT_IGNORE_ERRORS").unwrap_or(true);
+            match r {
+                StageResult::Ok => {}
+                StageResult::Canceled if job_ctx.is_cancelled() => return ctx_outcome(control),
+                StageResult::Canceled => warn(
+                    trace,
+                    &format!(
+                        "after_script timed out after {}",
+                        format_go_duration(plan.after_script_timeout)
+                    ),
+                ),
+                StageResult::ExitCode(c) => {
+                    if ignore_errors || !outcome.success {
+                        warn(trace, &format!("after_script failed, but job will continue unaffected: exit status {c}"));
+                    } else {
+                        state = ScriptState::Failed;
+                        outcome = JobOutcome::failed(
+                            FailureReason::ScriptFailure,
+                            Some(c),
+                            format!("exit status {c}"),
+                        );
+                    }
+                }
+                StageResult::System(e) => warn(trace, &format!("after_script: {e}")),
+            }
+        }
+    }
+
+    // archive_cache / upload_artifacts: pluggable; their errors only count when the script succeeded.
+    let succeeded = state == ScriptState::Success;
+    if let Some(step_outcome) =
+        run_steps(env, job, trace, plan, job_ctx, sections, StepPosition::AfterScript, succeeded).await
+    {
+        if outcome.success {
+            outcome = step_outcome;
+        }
+    }
+    if job_ctx.is_cancelled() {
+        return ctx_outcome(control);
+    }
+    outcome
+}
+
+fn job_hook(job: &JobResponse, name: &str) -> Vec<String> {
+    job.hooks
+        .iter()
+        .filter(|h| h.name == name)
+        .flat_map(|h| h.script.iter().cloned())
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_steps(
+    env: &JobEnv<'_>,
+    job: &JobResponse,
+    trace: &TraceBuffer,
+    plan: &Plan,
+    job_ctx: &CancellationToken,
+    sections: &Sections<'_>,
+    position: StepPosition,
+    succeeded: bool,
+) -> Option<JobOutcome> {
+    for step in env.steps.iter().filter(|s| s.position() == position) {
+        let ctx = StepContext {
+            job,
+            trace,
+            project_dir: &plan.dirs.project_dir,
+            variables: &plan.vars,
+            succeeded,
+            cancel: job_ctx.clone(),
+        };
+        let Some((name, title)) = step.section(&ctx) else {
+            continue;
+        };
+        sections.start(&name, &title);
+        let r = step.run(&ctx).await;
+        sections.end(&name);
+        if let Err(e) = r {
+            return Some(JobOutcome::failed(e.reason, None, e.message));
+        }
+    }
+    None
+}

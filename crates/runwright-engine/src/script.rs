@@ -1,0 +1,292 @@
+//! Generated stage scripts for bash and POSIX sh, shaped as GitLab's runner writes them (runner shells/bash.go,
+//! shells/abstract.go): every stage is a self-contained script that exports the job's variables, changes into the
+//! project directory and runs its commands with `errexit`, so the first failing command ends the stage.
+
+use crate::variables::Variables;
+use runwright_trace::ansi;
+
+/// Quotes a string for bash/sh the way GitLab's `helpers.ShellEscape` does: plain when every byte is safe,
+/// otherwise ANSI-C quoting `$'…'` (understood by bash, busybox sh and dash ≥ 0.5.12).
+pub fn shell_escape(input: &str) -> String {
+    if !input.is_empty()
+        && input
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_/.:=,+-@%".contains(&b))
+    {
+        return input.to_string();
+    }
+    let mut out = String::with_capacity(input.len() + 3);
+    out.push_str("$'");
+    for b in input.bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\'' => out.push_str("\\'"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x1b => out.push_str("\\e"),
+            0x20..=0x7e => out.push(b as char),
+            // Bytes of UTF-8 sequences and other controls: hex escapes keep them byte-exact.
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Quotes with POSIX single quotes; used where `$'…'` is not guaranteed (the outer `eval` of sh scripts).
+pub fn single_quote(input: &str) -> String {
+    format!("'{}'", input.replace('\'', "'\\''"))
+}
+
+/// Accumulates the body of one stage script.
+#[derive(Debug, Default, Clone)]
+pub struct ScriptWriter {
+    body: String,
+    indent: usize,
+}
+
+impl ScriptWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    pub fn line(&mut self, text: &str) {
+        for _ in 0..self.indent {
+            self.body.push_str("  ");
+        }
+        self.body.push_str(text);
+        self.body.push('\n');
+    }
+
+    pub fn command(&mut self, argv: &[&str]) {
+        let line = argv
+            .iter()
+            .map(|a| shell_escape(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.line(&line);
+    }
+
+    fn echo_colored(&mut self, color: &str, text: &str) {
+        self.line(&format!(
+            "echo {}",
+            shell_escape(&format!("{color}{text}{}", ansi::RESET))
+        ));
+    }
+
+    /// A bold green notice, like the runner's `$ command` lines.
+    pub fn notice(&mut self, text: &str) {
+        self.echo_colored(ansi::BOLD_GREEN, text);
+    }
+
+    pub fn warning(&mut self, text: &str) {
+        self.echo_colored(ansi::YELLOW, text);
+    }
+
+    pub fn if_directory(&mut self, path: &str) {
+        self.line(&format!("if [ -d {} ]; then", shell_escape(path)));
+        self.indent += 1;
+    }
+
+    pub fn if_file(&mut self, path: &str) {
+        self.line(&format!("if [ -e {} ]; then", shell_escape(path)));
+        self.indent += 1;
+    }
+
+    pub fn else_(&mut self) {
+        self.indent = self.indent.saturating_sub(1);
+        self.line("else");
+        self.indent += 1;
+    }
+
+    pub fn end_if(&mut self) {
+        self.indent = self.indent.saturating_sub(1);
+        self.line("fi");
+    }
+
+    pub fn cd(&mut self, path: &str) {
+        self.command(&["cd", path]);
+    }
+
+    pub fn mkdir(&mut self, path: &str) {
+        self.command(&["mkdir", "-p", path]);
+    }
+
+    pub fn rm_dir(&mut self, path: &str) {
+        self.command(&["rm", "-r", "-f", path]);
+    }
+
+    pub fn rm_file(&mut self, path: &str) {
+        self.command(&["rm", "-f", path]);
+    }
+
+    /// Exports every variable (file variables become files in `tmp_dir`), then sources `GITLAB_ENV` so earlier
+    /// stages can pass variables on (runner shells/abstract.go `writeExports`, bash.go `Variable`, `SourceEnv`).
+    pub fn exports(&mut self, vars: &Variables, tmp_dir: &str) {
+        let mut made_tmp = false;
+        for v in vars.deduplicated() {
+            if !is_valid_env_name(&v.key) {
+                continue;
+            }
+            if v.file {
+                if !made_tmp {
+                    self.line(&format!("mkdir -p {}", shell_escape(tmp_dir)));
+                    made_tmp = true;
+                }
+                let path = format!("{tmp_dir}/{}", v.key);
+                self.line(&format!(
+                    "printf '%s' {} > {}",
+                    shell_escape(&v.value),
+                    shell_escape(&path)
+                ));
+                self.line(&format!("export {}={}", v.key, shell_escape(&path)));
+            } else {
+                self.line(&format!("export {}={}", v.key, shell_escape(&v.value)));
+            }
+        }
+        let env_file = format!("{tmp_dir}/gitlab_runner_env");
+        self.line(&format!("mkdir -p {}", shell_escape(tmp_dir)));
+        self.line(&format!("export GITLAB_ENV={}", shell_escape(&env_file)));
+        self.line(&format!("touch {}", shell_escape(&env_file)));
+        self.line(&format!(
+            "while read -r line; do export \"$line\"; done < {}",
+            shell_escape(&env_file)
+        ));
+    }
+
+    /// User commands: each echoed as a green `$ command` line, then run (runner shells/abstract.go `writeCommands`).
+    pub fn user_commands(&mut self, commands: &[String]) {
+        for command in commands {
+            let trimmed = command.trim();
+            if trimmed.is_empty() {
+                self.line("echo");
+            } else {
+                let mut lines = trimmed.splitn(2, '\n');
+                let first = lines.next().unwrap_or_default();
+                if lines.next().is_some() {
+                    self.notice(&format!("$ {first} # collapsed multi-line command"));
+                } else {
+                    self.notice(&format!("$ {first}"));
+                }
+            }
+            self.line(trimmed);
+        }
+    }
+
+    /// The complete script: the body runs under `eval` with `errexit` and `pipefail`, stdin empty
+    /// (runner shells/bash.go `Finish`). `trace` turns on `xtrace` (`CI_DEBUG_TRACE`).
+    pub fn finish(&self, shell: &str, trace: bool) -> String {
+        let mut s = String::with_capacity(self.body.len() * 2 + 200);
+        s.push_str(&format!("#!/usr/bin/env {shell}\n\n"));
+        s.push_str("trap exit 1 TERM\n\n");
+        if trace {
+            s.push_str("set -o xtrace\n");
+        }
+        s.push_str("if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n");
+        s.push_str("set +o noclobber\n");
+        let quoted = if shell == "bash" {
+            shell_escape(&self.body)
+        } else {
+            single_quote(&self.body)
+        };
+        s.push_str(&format!(": | eval {quoted}\n"));
+        s.push_str("exit 0\n");
+        s
+    }
+}
+
+/// Shell variable names: exporting anything else would be a syntax error that fails every stage.
+pub fn is_valid_env_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn run(shell: &str, script: &str) -> (i32, String) {
+        use std::io::Write;
+        let mut child = Command::new(shell)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("shell runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn escape_round_trips_through_bash() {
+        for s in [
+            "plain",
+            "with space",
+            "quote ' and \" and \\ and $HOME and `x`",
+            "new\nline\ttab",
+            "ünïcødé \u{1b}[31m",
+            "",
+        ] {
+            let script = format!("printf '%s' {}", shell_escape(s));
+            let (code, out) = run("bash", &script);
+            assert_eq!(code, 0);
+            assert_eq!(out, s);
+        }
+    }
+
+    #[test]
+    fn stops_at_first_failure_and_echoes_commands() {
+        let mut w = ScriptWriter::new();
+        w.user_commands(&["echo one".into(), "false".into(), "echo never".into()]);
+        for shell in ["bash", "sh"] {
+            let (code, out) = run(shell, &w.finish(shell, false));
+            assert_eq!(code, 1, "{shell}");
+            assert!(out.contains("$ echo one"), "{out}");
+            assert!(out.contains("one\n"));
+            assert!(!out.contains("never\n"), "{shell}: {out}");
+        }
+    }
+
+    #[test]
+    fn exports_file_variables_and_gitlab_env() {
+        let dir = std::env::temp_dir().join(format!("rw-script-{}", std::process::id()));
+        let tmp = dir.to_string_lossy().to_string();
+        let mut vars = Variables::new();
+        vars.set("PLAIN", "a b'c");
+        vars.push(runwright_client::types::JobVariable {
+            key: "FILEVAR".into(),
+            value: "line1\nline2".into(),
+            file: true,
+            ..Default::default()
+        });
+        vars.set("bad-name", "skipped");
+        let mut w = ScriptWriter::new();
+        w.exports(&vars, &tmp);
+        w.line("echo \"$PLAIN\"; cat \"$FILEVAR\"; echo; echo NEXT=1 >> \"$GITLAB_ENV\"");
+        let (code, out) = run("bash", &w.finish("bash", false));
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out, "a b'c\nline1\nline2\n");
+        let mut w2 = ScriptWriter::new();
+        w2.exports(&vars, &tmp);
+        w2.line("echo \"next=$NEXT\"");
+        let (_, out2) = run("sh", &w2.finish("sh", false));
+        assert_eq!(out2, "next=1\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
