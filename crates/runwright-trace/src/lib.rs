@@ -1,1 +1,29 @@
-//! runwright-trace
+//! runwright-trace: the job log on its way to GitLab.
+//!
+//! Everything a job prints reaches GitLab through a [`TraceBuffer`]: masked (masked variable
+//! values, sensitive URL parameters, prefixed tokens), made valid UTF-8, cut at the output limit
+//! with GitLab's notice, checksummed (`crc32:%08x`) and readable by offset for the trace-patch
+//! loop. The pieces are usable on their own: [`Masker`]/[`mask_str`] for other text that may
+//! hold secrets, [`section_start`]/[`section_end`] and [`ansi`] for the log's markup.
+//!
+//! Behaviour follows GitLab's runner; each module cites the Go file it mirrors and says where we
+//! deliberately differ (only ever by masking more).
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod ansi;
+mod automaton;
+mod buffer;
+mod masker;
+mod phrase;
+mod sections;
+mod token;
+mod url;
+mod utf8;
+
+pub use buffer::{limit_exceeded_notice, TraceBuffer, TraceOptions, DEFAULT_OUTPUT_LIMIT};
+pub use masker::{mask_str, Masker};
+pub use phrase::MASK;
+pub use sections::{section_end, section_start};
+pub use token::{DEFAULT_TOKEN_PREFIX, MAX_TOKEN_PREFIXES};
+pub use url::SENSITIVE_URL_PARAMS;

@@ -1,0 +1,322 @@
+//! The job log buffer: what the trace-patch loop sends to GitLab and checksums at the end.
+//!
+//! Mirrors GitLab's `helpers/trace/buffer.go` (`Buffer`, `limitWriter`) fed by the masking chain
+//! of `common/buildlogger/build_logger.go`. Every write goes:
+//!
+//! 1. through the [`Masker`] (phrases → URL parameters → token prefixes);
+//! 2. through Go-compatible invalid-UTF-8 replacement ([`crate::utf8`]);
+//! 3. to the optional sink (the full masked log, for the journal);
+//! 4. through the output limit: the prefix up to `output_limit` bytes is kept (cut on a UTF-8
+//!    boundary), GitLab's bold-yellow notice is appended once, and later output is dropped
+//!    while the job goes on;
+//! 5. into the stored log, the CRC32 and the byte count, and followers are notified.
+//!
+//! State owned (behind one mutex, so writes from several threads never interleave inside a
+//! write): the masker, the stored bytes (bounded by the limit plus the notice), the checksum,
+//! the finished flag and the sink. Large writes are processed in 64 KiB slices so temporary
+//! memory stays bounded too.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::ansi::{BOLD_YELLOW, RESET};
+use crate::masker::Masker;
+use crate::utf8::Utf8Sanitizer;
+
+/// GitLab's default `output_limit` (4096 KiB), in bytes (`helpers/trace/buffer.go`:
+/// `defaultBytesLimit`).
+pub const DEFAULT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Slice size for processing large writes.
+const SLICE: usize = 64 * 1024;
+
+/// What a [`TraceBuffer`] is built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// Maximum stored bytes (GitLab `output_limit` KiB × 1024), not counting the notice.
+    pub output_limit: usize,
+    /// Values of masked variables.
+    pub masked: Vec<String>,
+    /// Extra token prefixes (`features.token_mask_prefixes`); `glpat-` is always masked.
+    pub token_prefixes: Vec<String>,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        Self {
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+            masked: Vec::new(),
+            token_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// The notice GitLab appends when the log reaches the limit (`limitWriter.
+/// writeLimitExceededMessage` in `helpers/trace/buffer.go`).
+pub fn limit_exceeded_notice(limit: usize) -> String {
+    format!(
+        "\n{BOLD_YELLOW}Job's log exceeded limit of {limit} bytes.\n\
+         Job execution will continue but no more output will be collected.{RESET}\n"
+    )
+}
+
+/// The job log on its way to GitLab. Cheap to clone (shared state), `Send + Sync`.
+#[derive(Clone)]
+pub struct TraceBuffer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    len_tx: watch::Sender<u64>,
+}
+
+struct Inner {
+    masker: Masker,
+    utf8: Utf8Sanitizer,
+    limit: usize,
+    /// The notice has been written (or the limit is 0): further output is dropped.
+    limited: bool,
+    log: Vec<u8>,
+    crc: crc32fast::Hasher,
+    finished: bool,
+    sink: Option<Box<dyn Write + Send>>,
+    masked_scratch: Vec<u8>,
+    utf8_scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for TraceBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("TraceBuffer")
+            .field("len", &inner.log.len())
+            .field("limit", &inner.limit)
+            .field("limited", &inner.limited)
+            .field("finished", &inner.finished)
+            .field("sink", &inner.sink.is_some())
+            .finish()
+    }
+}
+
+impl TraceBuffer {
+    pub fn new(opts: TraceOptions) -> Self {
+        let (len_tx, _) = watch::channel(0u64);
+        let inner = Inner {
+            masker: Masker::new(&opts.masked, &opts.token_prefixes),
+            utf8: Utf8Sanitizer::default(),
+            limit: opts.output_limit,
+            limited: false,
+            log: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            finished: false,
+            sink: None,
+            masked_scratch: Vec::new(),
+            utf8_scratch: Vec::new(),
+        };
+        Self {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(inner),
+                len_tx,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough state for a log: keep going.
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends job output: masked, UTF-8 fixed, teed to the sink, then limited and stored.
+    /// Ignored after [`TraceBuffer::finish`].
+    pub fn write(&self, data: &[u8]) {
+        let mut inner = self.lock();
+        if inner.finished || data.is_empty() {
+            return;
+        }
+        let before = inner.log.len();
+        for slice in data.chunks(SLICE) {
+            if inner.limited && inner.sink.is_none() {
+                // Nothing can be stored any more and nobody wants the rest.
+                break;
+            }
+            inner.process(slice);
+        }
+        self.notify_if_grown(&inner, before);
+    }
+
+    /// Flushes bytes the masker held back, then marks the log finished (later writes are
+    /// ignored). Followers are notified once more.
+    pub fn finish(&self) {
+        let mut inner = self.lock();
+        if inner.finished {
+            return;
+        }
+        let before = inner.log.len();
+        inner.finish();
+        self.notify_if_grown(&inner, before);
+        self.shared.len_tx.send_replace(inner.log.len() as u64);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    /// Bytes stored (after masking and the output limit): GitLab's `bytesize`.
+    pub fn len(&self) -> u64 {
+        self.lock().log.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().log.is_empty()
+    }
+
+    /// Whether the output limit was reached (the notice is in the log).
+    pub fn limit_exceeded(&self) -> bool {
+        self.lock().limited
+    }
+
+    /// Stored bytes `[offset, offset + max)`, clamped to what is stored.
+    pub fn read(&self, offset: u64, max: usize) -> Vec<u8> {
+        let inner = self.lock();
+        let len = inner.log.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(max).min(len);
+        inner.log[start..end].to_vec()
+    }
+
+    /// `crc32:%08x` (IEEE) over all stored bytes, as GitLab checks it (`Buffer.Checksum`).
+    pub fn checksum(&self) -> String {
+        let crc = self.lock().crc.clone().finalize();
+        format!("crc32:{crc:08x}")
+    }
+
+    /// Masks `value` from now on (e.g. a file variable's contents learned late). Output still
+    /// held back by the masker is re-examined; output already stored cannot be changed.
+    pub fn add_masked(&self, value: &str) {
+        let mut inner = self.lock();
+        if inner.finished {
+            return;
+        }
+        let before = inner.log.len();
+        inner.add_masked(value);
+        self.notify_if_grown(&inner, before);
+    }
+
+    /// A receiver that sees [`TraceBuffer::len`] after every append (and once on finish).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.len_tx.subscribe()
+    }
+
+    /// Tees every byte from now on, after masking but **before** the output limit (the full
+    /// log, for the journal). A failing sink is dropped with a warning.
+    pub fn set_sink(&self, sink: Box<dyn Write + Send>) {
+        self.lock().sink = Some(sink);
+    }
+
+    fn notify_if_grown(&self, inner: &Inner, before: usize) {
+        if inner.log.len() != before {
+            self.shared.len_tx.send_replace(inner.log.len() as u64);
+        }
+    }
+}
+
+impl Inner {
+    fn process(&mut self, slice: &[u8]) {
+        self.masked_scratch.clear();
+        self.masker.write_into(slice, &mut self.masked_scratch);
+        self.after_masking(false);
+    }
+
+    fn add_masked(&mut self, value: &str) {
+        self.masked_scratch.clear();
+        self.masker.add_masked_into(value, &mut self.masked_scratch);
+        self.after_masking(false);
+    }
+
+    fn finish(&mut self) {
+        self.masked_scratch.clear();
+        self.masker.flush_into(&mut self.masked_scratch);
+        self.after_masking(true);
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(err) = sink.flush() {
+                tracing::warn!(%err, "trace sink failed to flush; dropping it");
+                self.sink = None;
+            }
+        }
+        self.finished = true;
+    }
+
+    /// UTF-8 fix `masked_scratch`, then tee and store it.
+    fn after_masking(&mut self, at_eof: bool) {
+        self.utf8_scratch.clear();
+        self.utf8
+            .write(&self.masked_scratch, &mut self.utf8_scratch);
+        if at_eof {
+            self.utf8.flush(&mut self.utf8_scratch);
+        }
+        if self.utf8_scratch.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.utf8_scratch);
+        self.tee(&bytes);
+        self.store(&bytes);
+        self.utf8_scratch = bytes;
+    }
+
+    fn tee(&mut self, bytes: &[u8]) {
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(err) = sink.write_all(bytes) {
+                tracing::warn!(%err, "trace sink failed; dropping it");
+                self.sink = None;
+            }
+        }
+    }
+
+    /// `limitWriter.Write` of `helpers/trace/buffer.go`.
+    fn store(&mut self, bytes: &[u8]) {
+        if self.limited {
+            return;
+        }
+        let written = self.log.len();
+        if written >= self.limit {
+            // Go: `capacity <= 0` → dropped silently (only reachable with a limit of 0).
+            self.limited = true;
+            return;
+        }
+        let capacity = self.limit - written;
+        if bytes.len() >= capacity {
+            // Go triggers the notice when a write reaches the limit exactly, too.
+            let cut = truncate_safe_utf8(bytes, capacity);
+            self.append(&bytes[..cut]);
+            let notice = limit_exceeded_notice(self.limit);
+            self.append(notice.as_bytes());
+            self.limited = true;
+        } else {
+            self.append(bytes);
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.log.extend_from_slice(bytes);
+        self.crc.update(bytes);
+    }
+}
+
+/// Longest prefix of `p` of at most `capacity` bytes that does not split a character
+/// (`truncateSafeUTF8` in `helpers/trace/buffer.go`; `p` is valid UTF-8 here).
+fn truncate_safe_utf8(p: &[u8], capacity: usize) -> usize {
+    let mut cut = capacity.min(p.len());
+    // At most 3 continuation bytes precede a character boundary.
+    for _ in 0..3 {
+        if cut == 0 || cut == p.len() || (p[cut] & 0xC0) != 0x80 {
+            break;
+        }
+        cut -= 1;
+    }
+    cut
+}

@@ -1,0 +1,173 @@
+//! The whole masking chain as one streaming writer, usable on its own (journal, error messages).
+//!
+//! GitLab's runner wraps every stream written to the job log in the same chain
+//! (`common/buildlogger/build_logger.go`, `wrap`): data goes through the **phrase masker** first,
+//! then the **URL parameter sanitizer**, then the **token-prefix sanitizer** (then, only with
+//! `FF_TIMESTAMPS`, the timestamper, which is not ours). Masking phrases first matters: a masked
+//! value that itself starts with `glpat-` becomes a plain `[MASKED]`.
+//!
+//! State owned: one of each stage plus two scratch buffers reused between writes. Held back at
+//! any time: at most the longest phrase (phrase masker) plus 3 bytes (URL sanitizer).
+
+use crate::phrase::PhraseMasker;
+use crate::token::TokenSanitizer;
+use crate::url::UrlSanitizer;
+
+/// Streaming masker: masked phrases, sensitive URL parameters and prefixed tokens → `[MASKED]`.
+///
+/// Feed the stream with [`Masker::write`] in pieces of any size; call [`Masker::flush`] at the
+/// end to release held-back bytes. The concatenated output does not depend on how the input was
+/// split.
+#[derive(Debug, Clone)]
+pub struct Masker {
+    phrases: PhraseMasker,
+    url: UrlSanitizer,
+    token: TokenSanitizer,
+    scratch_a: Vec<u8>,
+    scratch_b: Vec<u8>,
+}
+
+impl Masker {
+    /// `masked`: values of masked variables (empty and duplicate values ignored).
+    /// `token_prefixes`: extra token prefixes (`features.token_mask_prefixes`); `glpat-` is
+    /// always included.
+    pub fn new(masked: &[String], token_prefixes: &[String]) -> Self {
+        Self {
+            phrases: PhraseMasker::new(masked),
+            url: UrlSanitizer::default(),
+            token: TokenSanitizer::new(token_prefixes),
+            scratch_a: Vec::new(),
+            scratch_b: Vec::new(),
+        }
+    }
+
+    /// Masks the next piece of the stream; returns the bytes that are final.
+    pub fn write(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len());
+        self.write_into(input, &mut out);
+        out
+    }
+
+    /// Like [`Masker::write`], appending to `out`.
+    pub fn write_into(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.scratch_a.clear();
+        self.phrases.write(input, &mut self.scratch_a);
+        self.downstream(out);
+    }
+
+    /// End of stream: returns everything still held back (masked as needed).
+    pub fn flush(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.flush_into(&mut out);
+        out
+    }
+
+    /// Like [`Masker::flush`], appending to `out`.
+    pub fn flush_into(&mut self, out: &mut Vec<u8>) {
+        self.scratch_a.clear();
+        self.phrases.flush(&mut self.scratch_a);
+        self.scratch_b.clear();
+        self.url.write(&self.scratch_a, &mut self.scratch_b);
+        self.url.flush(&mut self.scratch_b);
+        self.token.write(&self.scratch_b, out);
+        self.token.flush(out);
+    }
+
+    /// Adds a secret learned mid-stream (e.g. a file variable's contents). Bytes still held back
+    /// are re-examined; bytes already returned cannot be taken back. Returns bytes made final.
+    pub fn add_masked(&mut self, value: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.add_masked_into(value, &mut out);
+        out
+    }
+
+    /// Like [`Masker::add_masked`], appending to `out`.
+    pub fn add_masked_into(&mut self, value: &str, out: &mut Vec<u8>) {
+        self.scratch_a.clear();
+        self.phrases.add_phrase(value, &mut self.scratch_a);
+        self.downstream(out);
+    }
+
+    /// Length of the longest masked phrase: the bound on bytes held back by the phrase stage.
+    pub fn max_phrase_len(&self) -> usize {
+        self.phrases.max_len()
+    }
+
+    /// Runs `scratch_a` through the URL and token stages into `out`.
+    fn downstream(&mut self, out: &mut Vec<u8>) {
+        if self.scratch_a.is_empty() {
+            return;
+        }
+        self.scratch_b.clear();
+        self.url.write(&self.scratch_a, &mut self.scratch_b);
+        self.token.write(&self.scratch_b, out);
+    }
+}
+
+/// Masks a whole string at once with `masked` phrases, sensitive URL parameters and `glpat-`
+/// tokens (for error messages and other one-off text).
+pub fn mask_str(s: &str, masked: &[String]) -> String {
+    let mut m = Masker::new(masked, &[]);
+    let mut out = m.write(s.as_bytes());
+    m.flush_into(&mut out);
+    // Masking replaces whole phrases/characters with ASCII, so valid UTF-8 stays valid.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn chain_order_matches_gitlab() {
+        // The phrase is masked first, so the token sanitizer sees no `glpat-` left.
+        assert_eq!(
+            mask_str("x glpat-SECRETVALUE y", &strings(&["glpat-SECRETVALUE"])),
+            "x [MASKED] y"
+        );
+        assert_eq!(
+            mask_str(
+                "clone https://h/r.git?private_token=abc and glpat-zzz and hunter22",
+                &strings(&["hunter22"])
+            ),
+            "clone https://h/r.git?private_token=[MASKED] and glpat-[MASKED] and [MASKED]"
+        );
+    }
+
+    #[test]
+    fn no_minimum_length_but_never_empty() {
+        // The runner masks whatever it is given (common/spec/variables.go `Masked()`), even short.
+        assert_eq!(
+            mask_str("a-b-a", &strings(&["a", ""])),
+            "[MASKED]-b-[MASKED]"
+        );
+    }
+
+    #[test]
+    fn flush_releases_held_back_bytes() {
+        let mut m = Masker::new(&strings(&["secret"]), &[]);
+        assert_eq!(m.write(b"abc sec"), b"abc ");
+        assert_eq!(m.flush(), b"sec");
+        let mut m = Masker::new(&strings(&["secret"]), &[]);
+        let mut out = m.write(b"abc glpat-12");
+        out.extend(m.write(b"34 secr"));
+        out.extend(m.write(b"et"));
+        out.extend(m.flush());
+        assert_eq!(out, b"abc glpat-[MASKED] [MASKED]");
+    }
+
+    #[test]
+    fn add_masked_mid_stream() {
+        let mut m = Masker::new(&[], &[]);
+        let mut out = m.write(b"before filecontent ");
+        out.extend(m.add_masked("filecontent"));
+        out.extend(m.write(b"after filecont"));
+        out.extend(m.write(b"ent"));
+        out.extend(m.flush());
+        assert_eq!(out, b"before filecontent after [MASKED]");
+    }
+}

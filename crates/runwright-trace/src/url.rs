@@ -1,0 +1,270 @@
+//! The URL parameter sanitizer: `?private_token=abc&x=1` becomes `?private_token=[MASKED]&x=1`.
+//!
+//! Tokens often leak through URLs printed by tools (`git`, `curl`, presigned S3 links), so the
+//! runner hides the value of a few well-known query parameters
+//! (`common/buildlogger/internal/urlsanitizer/urlsanitizer.go`). Rules taken from there:
+//!
+//! * a key is the text after `?` or `&` up to `=`, compared case-insensitively with
+//!   `private_token, authenticity_token, rss_token, x-amz-signature, x-amz-credential,
+//!   x-amz-security-token`; a key longer than the longest of them is given up on, and a `?` or `&`
+//!   inside a key starts a new key;
+//! * the value (possibly empty) is dropped up to the parameter end, a `?`, `&`, whitespace or
+//!   control character (Unicode, as Go's `unicode.IsSpace`/`IsControl`), where one `[MASKED]` is
+//!   written; the end character itself is kept and may start the next key;
+//! * a value running to the end of the stream is masked on flush.
+//!
+//! Key bytes are written through as they arrive; value bytes are dropped as they arrive. Only a
+//! multi-byte character cut by a write boundary inside a value is held back (at most 3 bytes),
+//! so that a Unicode space there ends the value whatever the chunking (GitLab decodes each write
+//! on its own and would not see it).
+
+use crate::phrase::MASK;
+
+/// The sensitive keys (`urlsanitizer.go`: `tokenParamKeys`).
+pub const SENSITIVE_URL_PARAMS: [&str; 6] = [
+    "private_token",
+    "authenticity_token",
+    "rss_token",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+];
+
+/// Longest key we still try to match (bytes after the `?`/`&`).
+const MAX_KEY_LEN: usize = 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum State {
+    /// Looking for `?` or `&`.
+    #[default]
+    Idle,
+    /// Reading a key (bytes after `?`/`&`, not yet `=`).
+    Key(Vec<u8>),
+    /// Dropping a sensitive value; holds the start of a split multi-byte character.
+    Value(Vec<u8>),
+}
+
+/// Streaming URL parameter sanitizer (see module docs).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UrlSanitizer {
+    state: State,
+}
+
+/// `isParamEnd` of `urlsanitizer.go`, for one character.
+fn is_param_end(c: char) -> bool {
+    c == '?' || c == '&' || c.is_whitespace() || c.is_control()
+}
+
+/// What the value scanner found at the start of `bytes`.
+enum ValueByte {
+    /// The value ends here (an end character starts at this byte).
+    End,
+    /// Part of the value; drop this many bytes.
+    Skip(usize),
+    /// A valid character may be cut by the write boundary: wait for more bytes.
+    Incomplete,
+}
+
+fn classify(bytes: &[u8], at_eof: bool) -> ValueByte {
+    let b = bytes[0];
+    if b.is_ascii() {
+        return if is_param_end(b as char) {
+            ValueByte::End
+        } else {
+            ValueByte::Skip(1)
+        };
+    }
+    let take = bytes.len().min(4);
+    match std::str::from_utf8(&bytes[..take]) {
+        Ok(s) => first_char(s),
+        Err(e) if e.valid_up_to() > 0 => {
+            first_char(std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default())
+        }
+        Err(e) if e.error_len().is_none() && !at_eof => ValueByte::Incomplete,
+        // Invalid (or cut at the very end): Go decodes U+FFFD, which is no end character.
+        Err(_) => ValueByte::Skip(1),
+    }
+}
+
+fn first_char(s: &str) -> ValueByte {
+    match s.chars().next() {
+        Some(c) if is_param_end(c) => ValueByte::End,
+        Some(c) => ValueByte::Skip(c.len_utf8()),
+        None => ValueByte::Skip(1),
+    }
+}
+
+fn is_sensitive_key(key: &[u8]) -> bool {
+    // Go lowercases with `strings.ToLower` (Unicode): so does `to_lowercase`.
+    let lower = String::from_utf8_lossy(key).to_lowercase();
+    SENSITIVE_URL_PARAMS.contains(&lower.as_str())
+}
+
+impl UrlSanitizer {
+    pub(crate) fn write(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if let State::Value(partial) = &mut self.state {
+            if !partial.is_empty() {
+                // A character was cut at the last boundary: scan it again, whole.
+                let mut joined = std::mem::take(partial);
+                joined.extend_from_slice(input);
+                self.scan(&joined, out);
+                return;
+            }
+        }
+        self.scan(input, out);
+    }
+
+    fn scan(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let n = input.len();
+        let mut i = 0usize;
+        // Start of the bytes to write through (value bytes are never written).
+        let mut copy_from = 0usize;
+        while i < n {
+            match &mut self.state {
+                State::Idle => match input[i..].iter().position(|&b| b == b'?' || b == b'&') {
+                    Some(off) => {
+                        i += off + 1;
+                        self.state = State::Key(Vec::new());
+                    }
+                    None => i = n,
+                },
+                State::Key(key) => {
+                    let b = input[i];
+                    i += 1;
+                    match b {
+                        b'?' | b'&' => key.clear(),
+                        b'=' => {
+                            if is_sensitive_key(key) {
+                                out.extend_from_slice(&input[copy_from..i]);
+                                self.state = State::Value(Vec::new());
+                            } else {
+                                self.state = State::Idle;
+                            }
+                        }
+                        _ if key.len() >= MAX_KEY_LEN => self.state = State::Idle,
+                        _ => key.push(b),
+                    }
+                }
+                State::Value(partial) => match classify(&input[i..], false) {
+                    ValueByte::Skip(k) => i += k,
+                    ValueByte::End => {
+                        out.extend_from_slice(MASK);
+                        copy_from = i;
+                        self.state = State::Idle;
+                    }
+                    ValueByte::Incomplete => {
+                        partial.extend_from_slice(&input[i..]);
+                        i = n;
+                    }
+                },
+            }
+        }
+        if !matches!(self.state, State::Value(_)) {
+            out.extend_from_slice(&input[copy_from..n]);
+        }
+    }
+
+    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) {
+        if let State::Value(_) = self.state {
+            // Held bytes of a cut character are part of the value: dropped.
+            out.extend_from_slice(MASK);
+        }
+        self.state = State::Idle;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sanitize(chunks: &[&[u8]]) -> String {
+        let mut u = UrlSanitizer::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            u.write(c, &mut out);
+        }
+        u.flush(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn masks_known_params() {
+        assert_eq!(
+            sanitize(&[b"GET https://x/api?private_token=abc123&page=2 HTTP"]),
+            "GET https://x/api?private_token=[MASKED]&page=2 HTTP"
+        );
+        assert_eq!(
+            sanitize(&[b"s3?X-Amz-Credential=AK/2024/us/s3/aws4_request&X-Amz-Signature=ff00\n"]),
+            "s3?X-Amz-Credential=[MASKED]&X-Amz-Signature=[MASKED]\n"
+        );
+        assert_eq!(
+            sanitize(&[b"u?a=1&x-amz-security-token=tok"]),
+            "u?a=1&x-amz-security-token=[MASKED]"
+        );
+        assert_eq!(
+            sanitize(&[b"?rss_token=&authenticity_token=q?z"]),
+            "?rss_token=[MASKED]&authenticity_token=[MASKED]?z"
+        );
+        assert_eq!(
+            sanitize(&[b"?page=private_token=1"]),
+            "?page=private_token=1"
+        );
+        assert_eq!(sanitize(&[b"private_token=1"]), "private_token=1");
+        assert_eq!(
+            sanitize(&[b"?x?private_token=1"]),
+            "?x?private_token=[MASKED]"
+        );
+    }
+
+    #[test]
+    fn value_ends_at_unicode_space_and_control() {
+        assert_eq!(
+            sanitize(&["?private_token=ab\u{a0}cd".as_bytes()]),
+            "?private_token=[MASKED]\u{a0}cd"
+        );
+        assert_eq!(
+            sanitize(&["?private_token=ab\u{3000}cd".as_bytes()]),
+            "?private_token=[MASKED]\u{3000}cd"
+        );
+        assert_eq!(
+            sanitize(&["?private_token=abé€cd\tz".as_bytes()]),
+            "?private_token=[MASKED]\tz"
+        );
+        assert_eq!(
+            sanitize(&[b"?private_token=ab\x1bcd"]),
+            "?private_token=[MASKED]\x1bcd"
+        );
+    }
+
+    #[test]
+    fn split_everywhere_matches_one_shot() {
+        let input =
+            "pre ?private_token=tok\u{3000}en&PRIVATE_TOKEN=x€y more&rss_token=z".as_bytes();
+        let want = sanitize(&[input]);
+        assert_eq!(
+            want,
+            "pre ?private_token=[MASKED]\u{3000}en&PRIVATE_TOKEN=[MASKED] more&rss_token=[MASKED]"
+        );
+        for i in 0..=input.len() {
+            for j in i..=input.len() {
+                assert_eq!(
+                    sanitize(&[&input[..i], &input[i..j], &input[j..]]),
+                    want,
+                    "split at {i},{j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn overlong_key_is_given_up() {
+        assert_eq!(
+            sanitize(&[b"?aaaaaaaaaaaaaaaaaaaaaprivate_token=1"]),
+            "?aaaaaaaaaaaaaaaaaaaaaprivate_token=1"
+        );
+        assert_eq!(
+            sanitize(&[b"?x-amz-security-token=1"]),
+            "?x-amz-security-token=[MASKED]"
+        );
+    }
+}
