@@ -1,4 +1,21 @@
 //! Client for GitLab's runner API (reference `protocol.md` §0–§4).
+//!
+//! [`Client`] speaks the HTTP API with GitLab's runner's retry and mapping rules; [`JobTrace`] drives the live
+//! trace patches and the final job update of one job; [`map_failure_reason`] fits a failure reason to what the
+//! GitLab instance understands. Environment variables runwright reads are declared in [`env`].
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod client;
+pub mod env;
+mod error;
+pub mod failure_reason;
+mod redact;
+mod retry;
 pub mod types;
+
+pub use client::{
+    Client, ClientOptions, PatchState, PatchTraceOutcome, RequestJobOutcome, UpdateJobOutcome,
+    UpdateJobState,
+};
+pub use error::ClientError;
+pub use failure_reason::{map_failure_reason, FailureReason};

@@ -2,6 +2,9 @@
 //!
 //! Every field GitLab may omit is optional or defaulted, so an older or newer GitLab still decodes; unknown
 //! fields are ignored. The same types serve the client (runner side) and the coordinator (server side).
+//!
+//! Types that carry secrets (runner and job tokens, variable values, registry passwords, the job token in
+//! `git_info.repo_url`) implement `Debug` by hand and print `[REDACTED]` instead.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -75,7 +78,7 @@ pub struct FeaturesInfo {
 }
 
 /// Body of `POST /api/v4/jobs/request` (§2.1).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobRequest {
     pub token: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -87,7 +90,7 @@ pub struct JobRequest {
 }
 
 /// A job as GitLab hands it out (201 body of jobs/request, §2.5).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobResponse {
     pub id: i64,
     pub token: String,
@@ -144,7 +147,7 @@ pub struct JobInfo {
     pub time_in_queue_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct GitInfo {
     pub repo_url: String,
@@ -173,7 +176,7 @@ pub struct RunnerInfo {
 }
 
 /// One job variable (§2.5). `file` and `raw` are absent when false.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobVariable {
     pub key: String,
     #[serde(default)]
@@ -266,7 +269,7 @@ pub struct Cache {
     pub fallback_keys: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Credentials {
     #[serde(rename = "type")]
@@ -276,7 +279,7 @@ pub struct Credentials {
     pub password: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Dependency {
     pub id: i64,
@@ -299,12 +302,15 @@ pub struct GitlabFeatures {
     pub trace_sections: bool,
     #[serde(deserialize_with = "null_as_default")]
     pub failure_reasons: Vec<String>,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub token_mask_prefixes: Vec<String>,
 }
 
 /// Body of `PUT /api/v4/jobs/:id` (§3).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct UpdateJobRequest {
     #[serde(default)]
     pub info: VersionInfo,
@@ -324,6 +330,150 @@ pub struct UpdateJobRequest {
 pub struct JobTraceOutput {
     pub checksum: String,
     pub bytesize: u64,
+}
+
+/// Final state of a job as sent in `PUT /jobs/:id` (runner common/network.go `JobState`; `running` is only
+/// sent as acknowledgment and keep-alive, see [`STATE_RUNNING`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Success,
+    Failed,
+}
+
+impl JobState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Success => "success",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `state` of the two-phase-commit acknowledgment and of keep-alive updates.
+pub const STATE_RUNNING: &str = "running";
+
+const REDACTED: &str = "[REDACTED]";
+
+/// Shows whether a secret is set without showing it.
+fn secret(value: &str) -> &'static str {
+    if value.is_empty() {
+        ""
+    } else {
+        REDACTED
+    }
+}
+
+impl std::fmt::Debug for JobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRequest")
+            .field("token", &secret(&self.token))
+            .field("system_id", &self.system_id)
+            .field("last_update", &self.last_update)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JobResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobResponse")
+            .field("id", &self.id)
+            .field("token", &secret(&self.token))
+            .field("allow_git_fetch", &self.allow_git_fetch)
+            .field("job_info", &self.job_info)
+            .field("git_info", &self.git_info)
+            .field("runner_info", &self.runner_info)
+            .field("variables", &self.variables)
+            .field("steps", &self.steps)
+            .field("hooks", &self.hooks)
+            .field("image", &self.image)
+            .field("services", &self.services)
+            .field("artifacts", &self.artifacts)
+            .field("cache", &self.cache)
+            .field("credentials", &self.credentials)
+            .field("dependencies", &self.dependencies)
+            .field("features", &self.features)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitInfo")
+            .field("repo_url", &crate::redact::url_str(&self.repo_url))
+            .field("ref_name", &self.ref_name)
+            .field("sha", &self.sha)
+            .field("before_sha", &self.before_sha)
+            .field("ref_type", &self.ref_type)
+            .field("refspecs", &self.refspecs)
+            .field("depth", &self.depth)
+            .field("repo_object_format", &self.repo_object_format)
+            .field("protected", &self.protected)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only public, unmasked values are safe to show.
+        let value: &str = if self.public && !self.masked {
+            &self.value
+        } else {
+            secret(&self.value)
+        };
+        f.debug_struct("JobVariable")
+            .field("key", &self.key)
+            .field("value", &value)
+            .field("public", &self.public)
+            .field("masked", &self.masked)
+            .field("file", &self.file)
+            .field("raw", &self.raw)
+            .field("internal", &self.internal)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &secret(&self.password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependency")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("token", &secret(&self.token))
+            .field("artifacts_file", &self.artifacts_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpdateJobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateJobRequest")
+            .field("info", &self.info)
+            .field("token", &secret(&self.token))
+            .field("state", &self.state)
+            .field("failure_reason", &self.failure_reason)
+            .field("checksum", &self.checksum)
+            .field("output", &self.output)
+            .field("exit_code", &self.exit_code)
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -350,5 +500,34 @@ mod tests {
         assert!(job.git_info.refspecs.is_empty());
         let back = serde_json::to_value(&job.variables[0]).expect("encodes");
         assert!(back.get("file").is_none(), "file absent when false");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let json = r#"{"id":1,"token":"glcbt-SECRET1",
+          "git_info":{"repo_url":"https://gitlab-ci-token:glcbt-SECRET1@host/g/p.git"},
+          "variables":[{"key":"PUB","value":"visible","public":true,"masked":false},
+                       {"key":"M","value":"SECRET2","public":true,"masked":true},
+                       {"key":"P","value":"SECRET3","public":false,"masked":false}],
+          "credentials":[{"type":"registry","url":"r","username":"u","password":"SECRET4"}],
+          "dependencies":[{"id":2,"name":"b","token":"SECRET5"}]}"#;
+        let job: JobResponse = serde_json::from_str(json).expect("decodes");
+        let shown = format!("{job:?}");
+        for s in ["SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5"] {
+            assert!(!shown.contains(s), "{s} leaked: {shown}");
+        }
+        assert!(shown.contains("visible"));
+        let req = JobRequest {
+            token: "glrt-SECRET6".into(),
+            system_id: "s_1".into(),
+            last_update: None,
+            info: VersionInfo::default(),
+        };
+        assert!(!format!("{req:?}").contains("SECRET6"));
+        let upd = UpdateJobRequest {
+            token: "glcbt-SECRET7".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{upd:?}").contains("SECRET7"));
     }
 }

@@ -17,3 +17,13 @@ pub const YELLOW: &str = "\x1b[0;33m";
 pub const BOLD_RED: &str = "\x1b[31;1m";
 /// Bold yellow (`ANSI_BOLD_YELLOW`): the output-limit notice.
 pub const BOLD_YELLOW: &str = "\x1b[33;1m";
+/// Bold black (`ANSI_BOLD_BLACK`).
+pub const BOLD_BLACK: &str = "\x1b[30;1m";
+/// Bold blue (`ANSI_BOLD_BLUE`).
+pub const BOLD_BLUE: &str = "\x1b[34;1m";
+/// Bold magenta (`ANSI_BOLD_MAGENTA`).
+pub const BOLD_MAGENTA: &str = "\x1b[35;1m";
+/// Bold white (`ANSI_BOLD_WHITE`).
+pub const BOLD_WHITE: &str = "\x1b[37;1m";
+/// Grey (`ANSI_GREY`).
+pub const GREY: &str = "\x1b[0;37m";

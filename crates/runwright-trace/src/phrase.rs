@@ -55,8 +55,13 @@ impl PhraseMasker {
     }
 
     /// Adds `phrase` unless empty or already known; returns whether it was new.
+    ///
+    /// Like GitLab (`common/buildlogger/internal/unique.go`) the phrase is trimmed of surrounding
+    /// whitespace (`strings.TrimSpace`: a file variable's trailing newline does not stop its
+    /// contents from being masked), deduplicated, and dropped when empty (it would match
+    /// everywhere). There is no minimum length: GitLab enforces 8 characters server-side only.
     fn push_phrase(&mut self, phrase: &str) -> bool {
-        // GitLab dedups phrases (`internal.Unique`); the empty string would match everywhere.
+        let phrase = phrase.trim();
         if phrase.is_empty() || self.phrases.iter().any(|p| p == phrase.as_bytes()) {
             return false;
         }
@@ -149,7 +154,7 @@ impl PhraseMasker {
         }
         let mut start = start;
         while let Some(&(s, e)) = intervals.last() {
-            if e > start {
+            if e >= start {
                 start = start.min(s);
                 intervals.pop();
             } else {
@@ -314,5 +319,91 @@ mod tests {
         m.write(b"-zz-abc", &mut out);
         m.flush(&mut out);
         assert_eq!(out, b"[MASKED]-[MASKED]-[MASKED]");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! The streaming masker against a brute-force reference, under random chunking.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reference: hide the union of all occurrences; overlapping ones merge, touching ones don't.
+    fn reference(phrases: &[String], input: &[u8]) -> Vec<u8> {
+        let mut iv: Vec<(usize, usize)> = Vec::new();
+        for p in phrases.iter().map(|p| p.trim().as_bytes()).filter(|p| !p.is_empty()) {
+            for s in 0..input.len() {
+                if input[s..].starts_with(p) {
+                    iv.push((s, s + p.len()));
+                }
+            }
+        }
+        iv.sort();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (s, e) in iv {
+            match merged.last_mut() {
+                Some(last) if s < last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (s, e) in merged {
+            out.extend_from_slice(&input[at..s]);
+            out.extend_from_slice(MASK);
+            at = e;
+        }
+        out.extend_from_slice(&input[at..]);
+        out
+    }
+
+    fn chunked(phrases: &[String], input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize) {
+        let mut m = PhraseMasker::new(phrases);
+        let mut out = Vec::new();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut at = 0;
+        let mut max_held = 0;
+        for c in cuts.into_iter().chain(std::iter::once(input.len())) {
+            m.write(&input[at..c], &mut out);
+            max_held = max_held.max(m.held_len());
+            at = c;
+        }
+        m.flush(&mut out);
+        (out, max_held)
+    }
+
+    fn phrases() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("[ab]{1,5}|[a-d]{1,12}", 1..5)
+    }
+
+    fn text(phrases: Vec<String>) -> impl Strategy<Value = (Vec<String>, Vec<u8>)> {
+        let pieces = phrases.clone();
+        let piece = prop_oneof![
+            "[a-e \n]{0,8}".prop_map(String::into_bytes),
+            prop::sample::select(pieces.clone()).prop_map(String::into_bytes),
+            (prop::sample::select(pieces), any::<prop::sample::Index>()).prop_map(|(p, i)| {
+                let b = p.into_bytes();
+                b[..i.index(b.len() + 1)].to_vec()
+            }),
+        ];
+        prop::collection::vec(piece, 0..24)
+            .prop_map(move |v| (phrases.clone(), v.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn streaming_equals_reference(
+            (phrases, input) in phrases().prop_flat_map(text),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let want = reference(&phrases, &input);
+            let (got, max_held) = chunked(&phrases, &input, &cuts);
+            prop_assert_eq!(&got, &want);
+            let longest = phrases.iter().map(|p| p.len()).max().unwrap_or(0);
+            prop_assert!(max_held <= longest, "held {} > longest {}", max_held, longest);
+        }
     }
 }

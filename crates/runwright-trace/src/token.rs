@@ -4,8 +4,9 @@
 //! even when it is not a masked variable (`common/buildlogger/internal/tokensanitizer/
 //! token_masker.go`). Rules taken from there:
 //!
-//! * prefixes: `glpat-` always, plus the job's `features.token_mask_prefixes`; at most 15 are
-//!   used (GitLab silently ignores the rest; we always keep `glpat-` among them);
+//! * prefixes: `glpat-` always, plus the job's `features.token_mask_prefixes`, trimmed and
+//!   deduplicated (`common/buildlogger/internal/unique.go`); at most 15 are used, the shortest
+//!   (GitLab sorts by length and silently ignores the rest; we always keep `glpat-` among them);
 //! * after a prefix, the following run of token characters `[A-Za-z0-9._=-]` is replaced by one
 //!   `[MASKED]`; the prefix itself stays; a prefix followed by no token character is left as is;
 //! * a token running to the end of the stream is masked on flush.
@@ -29,6 +30,21 @@ pub(crate) fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'=')
 }
 
+/// See [`TokenSanitizer::new`].
+pub(crate) fn prefix_set<S: AsRef<str>>(extra: &[S]) -> Vec<&str> {
+    let mut others: Vec<&str> = extra
+        .iter()
+        .map(|p| p.as_ref().trim())
+        .filter(|p| !p.is_empty() && *p != DEFAULT_TOKEN_PREFIX)
+        .collect();
+    others.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    others.dedup();
+    others.truncate(MAX_TOKEN_PREFIXES - 1);
+    let mut all = vec![DEFAULT_TOKEN_PREFIX];
+    all.extend(others);
+    all
+}
+
 /// Streaming token-prefix sanitizer (see module docs).
 #[derive(Debug, Clone)]
 pub(crate) struct TokenSanitizer {
@@ -41,18 +57,12 @@ pub(crate) struct TokenSanitizer {
 }
 
 impl TokenSanitizer {
-    /// `glpat-` first, then `extra` in order; duplicates and empty prefixes skipped; capped at 15.
+    /// The prefix set of GitLab's `internal.Unique` + `tokensanitizer.New`: `glpat-` and
+    /// `extra`, trimmed, empty ones dropped, deduplicated, ordered by (length, bytes) and cut to
+    /// the first 15 — except that `glpat-` is always kept.
     pub(crate) fn new<S: AsRef<str>>(extra: &[S]) -> Self {
-        let mut prefixes: Vec<&str> = vec![DEFAULT_TOKEN_PREFIX];
-        for p in extra {
-            let p = p.as_ref();
-            if !p.is_empty() && !prefixes.contains(&p) {
-                prefixes.push(p);
-            }
-        }
-        prefixes.truncate(MAX_TOKEN_PREFIXES);
         Self {
-            ac: Automaton::new(prefixes),
+            ac: Automaton::new(prefix_set(extra)),
             state: 0,
             in_token: false,
             masked: false,

@@ -1,1 +1,25 @@
-fn main() {}
+//! `runwright`: a GitLab-compatible CI runner. The binary is glue: argument parsing, logging, and the verbs.
+#![deny(clippy::print_stdout)]
+
+mod cli;
+mod identity;
+mod list;
+mod logging;
+mod service;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run() {
+        Ok(code) => code,
+        Err(err) => {
+            // One place renders every error: the chain, most specific cause last.
+            let mut msg = format!("error: {err}");
+            for cause in err.chain().skip(1) {
+                msg.push_str(&format!("\n  caused by: {cause}"));
+            }
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
