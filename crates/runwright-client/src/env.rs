@@ -1,0 +1,40 @@
+//! Every environment variable runwright reads, declared in one place.
+//!
+//! A variable that changes runwright's behaviour and is not listed here is a bug: add it here with a doc
+//! comment saying who reads it, what values mean and what the default is, then read it through the constant.
+//! (Variables that *jobs* see are a different matter: those come from GitLab's job payload and from
+//! `config.toml`, never from runwright's own environment.)
+
+use std::time::Duration;
+
+/// Test switch: when set to exactly `1`, every back-off or retry wait of the GitLab client is capped at
+/// [`FAST_RETRY_CAP`] (50 ms): transport retries (408/429/5xx, connection errors), the wait after a `202` or
+/// `412` answer to the final job update, the range-mismatch wait in the final flush, and the back-off between
+/// final-update attempts. The cadence of live trace patches still follows the interval the server asks for
+/// (`X-GitLab-Trace-Update-Interval`), because that is protocol, not retry.
+///
+/// Read once per [`crate::Client`] when it is built. Unset (or any other value): GitLab's real waits.
+pub const RUNWRIGHT_FAST_RETRIES: &str = "RUNWRIGHT_FAST_RETRIES";
+
+/// The cap applied to every retry wait when [`RUNWRIGHT_FAST_RETRIES`] is `1`.
+pub const FAST_RETRY_CAP: Duration = Duration::from_millis(50);
+
+/// `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` (and their lower-case forms) are read by the HTTP
+/// stack (reqwest's system proxy matcher) for every request to GitLab, as GitLab's runner does through Go's
+/// `http.ProxyFromEnvironment` (runner network/client.go `createTransport`). Listed for completeness; runwright
+/// code does not read them itself.
+pub const PROXY_VARIABLES: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Whether [`RUNWRIGHT_FAST_RETRIES`] is switched on in the current environment.
+pub fn fast_retries() -> bool {
+    std::env::var_os(RUNWRIGHT_FAST_RETRIES).is_some_and(|v| v == "1")
+}
