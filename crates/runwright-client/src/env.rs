@@ -38,3 +38,9 @@ pub const PROXY_VARIABLES: &[&str] = &[
 pub fn fast_retries() -> bool {
     std::env::var_os(RUNWRIGHT_FAST_RETRIES).is_some_and(|v| v == "1")
 }
+
+/// Seconds between SIGTERM and SIGKILL when a stage of a shell-executor job is stopped (cancel, timeout,
+/// shutdown). Read by the service when it builds an executor. Default 10; tests use a short one. GitLab's
+/// runner waits 10 minutes here (runner helpers/process/killer_unix.go); runwright's shorter default keeps a
+/// canceled job's slot from being held for that long.
+pub const RUNWRIGHT_KILL_GRACE_SECONDS: &str = "RUNWRIGHT_KILL_GRACE_SECONDS";

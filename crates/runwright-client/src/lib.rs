@@ -9,6 +9,7 @@ mod client;
 pub mod env;
 mod error;
 pub mod failure_reason;
+mod job_trace;
 mod redact;
 mod retry;
 pub mod types;
@@ -19,3 +20,8 @@ pub use client::{
 };
 pub use error::ClientError;
 pub use failure_reason::{map_failure_reason, FailureReason};
+pub use job_trace::{
+    FinalState, JobTrace, JobTraceOptions, RemoteCancel, DEFAULT_FINAL_UPDATE_RETRY_LIMIT,
+    DEFAULT_FORCE_SEND_INTERVAL, DEFAULT_MAX_PATCH, DEFAULT_UPDATE_INTERVAL, MAX_UPDATE_INTERVAL,
+};
+pub use types::JobState;
