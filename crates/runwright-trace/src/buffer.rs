@@ -320,3 +320,326 @@ fn truncate_safe_utf8(p: &[u8], capacity: usize) -> usize {
     }
     cut
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn opts(limit: usize, masked: &[&str]) -> TraceOptions {
+        TraceOptions {
+            output_limit: limit,
+            masked: masked.iter().map(|s| s.to_string()).collect(),
+            token_prefixes: Vec::new(),
+        }
+    }
+
+    fn all(t: &TraceBuffer) -> Vec<u8> {
+        t.read(0, usize::MAX)
+    }
+
+    /// A sink that can be inspected after being handed over.
+    #[derive(Clone, Default)]
+    struct SharedSink(Arc<Mutex<Vec<u8>>>);
+    impl Write for SharedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl SharedSink {
+        fn bytes(&self) -> Vec<u8> {
+            self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        }
+    }
+
+    struct FailingSink;
+    impl Write for FailingSink {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn is_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<TraceBuffer>();
+    }
+
+    #[test]
+    fn secret_split_at_every_two_points() {
+        let input = b"$ echo $TOKEN\nS3cr3tV4lue and S3cr3tV4lue!";
+        let want = b"$ echo $TOKEN\n[MASKED] and [MASKED]!";
+        for i in 0..=input.len() {
+            for j in i..=input.len() {
+                let t = TraceBuffer::new(opts(DEFAULT_OUTPUT_LIMIT, &["S3cr3tV4lue"]));
+                t.write(&input[..i]);
+                t.write(&input[i..j]);
+                t.write(&input[j..]);
+                t.finish();
+                assert_eq!(all(&t), want, "split {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn held_back_bytes_released_on_finish() {
+        let t = TraceBuffer::new(opts(DEFAULT_OUTPUT_LIMIT, &["password"]));
+        t.write(b"log: pass");
+        assert_eq!(all(&t), b"log: ");
+        assert!(!t.is_finished());
+        t.finish();
+        assert_eq!(all(&t), b"log: pass");
+        assert!(t.is_finished());
+        // Ignored once finished.
+        t.write(b"more");
+        t.add_masked("log");
+        t.finish();
+        assert_eq!(all(&t), b"log: pass");
+    }
+
+    #[test]
+    fn token_and_url_params_across_writes() {
+        let t = TraceBuffer::new(TraceOptions {
+            token_prefixes: vec!["glcbt-".into()],
+            ..TraceOptions::default()
+        });
+        for piece in [
+            "curl https://gl/api?priv",
+            "ate_token=abc",
+            "def&x=1 glp",
+            "at-AAA",
+            "BBB glcbt-",
+            "xyz",
+        ] {
+            t.write(piece.as_bytes());
+        }
+        t.finish();
+        assert_eq!(
+            String::from_utf8(all(&t)).expect("utf8"),
+            "curl https://gl/api?private_token=[MASKED]&x=1 glpat-[MASKED] glcbt-[MASKED]"
+        );
+    }
+
+    #[test]
+    fn output_limit_keeps_prefix_and_appends_notice_once() {
+        let t = TraceBuffer::new(opts(10, &[]));
+        t.write(b"01234");
+        t.write(b"56789abc");
+        t.write(b"dropped");
+        let notice = "\n\x1b[33;1mJob's log exceeded limit of 10 bytes.\n\
+                      Job execution will continue but no more output will be collected.\x1b[0;m\n";
+        let want = [b"0123456789".as_slice(), notice.as_bytes()].concat();
+        assert_eq!(all(&t), want);
+        assert_eq!(t.len(), want.len() as u64);
+        assert!(t.limit_exceeded());
+        t.finish();
+        assert_eq!(all(&t), want);
+    }
+
+    #[test]
+    fn reaching_the_limit_exactly_writes_the_notice_like_go() {
+        let t = TraceBuffer::new(opts(4, &[]));
+        t.write(b"abcd");
+        assert_eq!(
+            all(&t),
+            [b"abcd".as_slice(), limit_exceeded_notice(4).as_bytes()].concat()
+        );
+        let t = TraceBuffer::new(opts(5, &[]));
+        t.write(b"abcd");
+        t.finish();
+        assert_eq!(all(&t), b"abcd");
+        assert!(!t.limit_exceeded());
+    }
+
+    #[test]
+    fn output_limit_cuts_on_a_character_boundary() {
+        // "€" is 3 bytes: a cut after 5 bytes would split it.
+        let t = TraceBuffer::new(opts(5, &[]));
+        t.write("abcd€xyz".as_bytes());
+        assert_eq!(
+            all(&t),
+            [b"abcd".as_slice(), limit_exceeded_notice(5).as_bytes()].concat()
+        );
+        let t = TraceBuffer::new(opts(7, &[]));
+        t.write("abcd€xyz".as_bytes());
+        assert_eq!(
+            all(&t),
+            ["abcd€".as_bytes(), limit_exceeded_notice(7).as_bytes()].concat()
+        );
+    }
+
+    #[test]
+    fn zero_limit_drops_everything_silently_like_go() {
+        let t = TraceBuffer::new(opts(0, &[]));
+        t.write(b"abc");
+        t.finish();
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn invalid_utf8_replaced_go_style() {
+        let t = TraceBuffer::new(TraceOptions::default());
+        t.write(b"a\xE2\x82");
+        t.write(b"\xACb\xE2\x82X\xFF");
+        t.finish();
+        assert_eq!(all(&t), "a€b\u{FFFD}\u{FFFD}X\u{FFFD}".as_bytes());
+    }
+
+    #[test]
+    fn checksum_of_known_bytes() {
+        let t = TraceBuffer::new(TraceOptions::default());
+        assert_eq!(t.checksum(), "crc32:00000000");
+        t.write(b"12345");
+        t.write(b"6789");
+        // The IEEE CRC32 check value.
+        assert_eq!(t.checksum(), "crc32:cbf43926");
+        let t = TraceBuffer::new(TraceOptions::default());
+        t.write(b"The quick brown fox jumps over the lazy dog");
+        assert_eq!(t.checksum(), "crc32:414fa339");
+    }
+
+    #[test]
+    fn checksum_covers_exactly_the_stored_bytes() {
+        let t = TraceBuffer::new(opts(16, &["hunter2"]));
+        t.write(b"pw=hunter2; and a long tail that is cut");
+        t.finish();
+        let mut h = crc32fast::Hasher::new();
+        h.update(&all(&t));
+        assert_eq!(t.checksum(), format!("crc32:{:08x}", h.finalize()));
+    }
+
+    #[test]
+    fn read_ranges() {
+        let t = TraceBuffer::new(TraceOptions::default());
+        t.write(b"0123456789");
+        assert_eq!(t.read(0, 4), b"0123");
+        assert_eq!(t.read(4, 4), b"4567");
+        assert_eq!(t.read(8, 100), b"89");
+        assert_eq!(t.read(10, 5), b"");
+        assert_eq!(t.read(u64::MAX, usize::MAX), b"");
+        assert_eq!(t.read(3, 0), b"");
+        assert_eq!(t.len(), 10);
+    }
+
+    #[test]
+    fn subscribe_sees_every_append() {
+        let t = TraceBuffer::new(opts(DEFAULT_OUTPUT_LIMIT, &["secret"]));
+        let mut rx = t.subscribe();
+        assert_eq!(*rx.borrow_and_update(), 0);
+        t.write(b"hello ");
+        assert!(rx.has_changed().unwrap_or(false));
+        assert_eq!(*rx.borrow_and_update(), 6);
+        // Fully held back: nothing appended, no notification.
+        t.write(b"sec");
+        assert!(!rx.has_changed().unwrap_or(true));
+        t.finish();
+        assert!(rx.has_changed().unwrap_or(false));
+        assert_eq!(*rx.borrow_and_update(), 9);
+    }
+
+    #[test]
+    fn subscribe_wakes_an_async_follower() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let t = TraceBuffer::new(TraceOptions::default());
+            let mut rx = t.subscribe();
+            let writer = t.clone();
+            let follower = tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while rx.changed().await.is_ok() {
+                    seen.push(*rx.borrow_and_update());
+                    if seen.last() == Some(&5) {
+                        break;
+                    }
+                }
+                seen
+            });
+            tokio::task::yield_now().await;
+            writer.write(b"hello");
+            let seen = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+                .await
+                .expect("follower timed out")
+                .expect("follower panicked");
+            assert_eq!(seen.last(), Some(&5));
+        });
+    }
+
+    #[test]
+    fn sink_gets_the_full_masked_log_past_the_limit() {
+        let sink = SharedSink::default();
+        let t = TraceBuffer::new(opts(8, &["topsecret"]));
+        t.set_sink(Box::new(sink.clone()));
+        t.write(b"aaaa topsec");
+        t.write(b"ret bbbb glpat-xyz tail");
+        t.finish();
+        assert_eq!(sink.bytes(), b"aaaa [MASKED] bbbb glpat-[MASKED] tail");
+        assert_eq!(
+            all(&t),
+            [b"aaaa [MA".as_slice(), limit_exceeded_notice(8).as_bytes()].concat()
+        );
+    }
+
+    #[test]
+    fn failing_sink_is_dropped_and_log_goes_on() {
+        let t = TraceBuffer::new(TraceOptions::default());
+        t.set_sink(Box::new(FailingSink));
+        t.write(b"abc");
+        t.write(b"def");
+        assert_eq!(all(&t), b"abcdef");
+        assert!(!format!("{t:?}").contains("sink: true"));
+    }
+
+    #[test]
+    fn add_masked_later() {
+        let t = TraceBuffer::new(TraceOptions::default());
+        t.write(b"early contents\n");
+        t.add_masked("contents\n");
+        t.write(b"late contents\n");
+        t.finish();
+        // Trimmed like GitLab's `Unique`: the trailing newline is not part of the phrase.
+        assert_eq!(all(&t), b"early contents\nlate [MASKED]\n");
+    }
+
+    #[test]
+    fn large_stream_keeps_memory_bounded() {
+        let limit = 64 * 1024;
+        let t = TraceBuffer::new(opts(limit, &["needle-in-the-haystack"]));
+        let sink = SharedSink::default();
+        let line = b"some output line with a needle-in-the-hay and more text\n";
+        let block: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
+        for _ in 0..8 {
+            t.write(&block);
+        }
+        {
+            let inner = t.lock();
+            assert!(inner.log.len() <= limit + limit_exceeded_notice(limit).len());
+            assert!(
+                inner.log.capacity() <= 2 * (limit + 256),
+                "cap {}",
+                inner.log.capacity()
+            );
+            assert!(inner.masked_scratch.capacity() <= 2 * SLICE + 1024);
+            assert!(inner.utf8_scratch.capacity() <= 2 * SLICE + 1024);
+        }
+        // With a sink, everything flows through it.
+        t.set_sink(Box::new(sink.clone()));
+        t.write(&block);
+        t.finish();
+        // Plus whatever the masker still held back from before the sink was set.
+        let teed = sink.bytes().len();
+        assert!(teed >= block.len() && teed < block.len() + 22, "teed {teed}");
+    }
+}

@@ -171,3 +171,72 @@ mod tests {
         assert_eq!(out, b"before filecontent after [MASKED]");
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! The whole chain under random chunking: same bytes as one shot, no secret ever visible.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(masked: &[String], prefixes: &[String], input: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut m = Masker::new(masked, prefixes);
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain(std::iter::once(input.len())) {
+            out.extend(m.write(&input[at..c]));
+            at = c;
+        }
+        out.extend(m.flush());
+        out
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn case() -> impl Strategy<Value = (Vec<String>, Vec<u8>)> {
+        // Secrets use lowercase letters and digits only, so no secret can be spelled by the
+        // `[MASKED]` text or the kept prefixes/keys around it.
+        prop::collection::vec("[a-z0-9]{1,10}", 1..5).prop_flat_map(|secrets| {
+            let noise = prop_oneof![
+                "[a-zA-Z0-9 \n\t=&?._-]{0,10}",
+                Just("glpat-".to_string()),
+                Just("?private_token=".to_string()),
+                Just("&X-Amz-Signature=".to_string()),
+                Just("é€\u{3000}".to_string()),
+            ];
+            let piece = prop_oneof![
+                noise.prop_map(String::into_bytes),
+                prop::sample::select(secrets.clone()).prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..4),
+            ];
+            prop::collection::vec(piece, 0..30).prop_map(move |v| (secrets.clone(), v.concat()))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn chunking_never_matters_and_secrets_never_show(
+            (secrets, input) in case(),
+            cuts in prop::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let prefixes = vec!["tok_".to_string()];
+            let whole = run(&secrets, &prefixes, &input, &[]);
+            let got = run(&secrets, &prefixes, &input, &cuts);
+            prop_assert_eq!(&got, &whole);
+            for s in &secrets {
+                prop_assert!(!contains(&got, s.as_bytes()), "secret {:?} in {:?}", s, String::from_utf8_lossy(&got));
+            }
+        }
+
+        #[test]
+        fn byte_at_a_time_equals_one_shot((secrets, input) in case()) {
+            let cuts: Vec<usize> = (0..=input.len()).collect();
+            prop_assert_eq!(run(&secrets, &[], &input, &cuts), run(&secrets, &[], &input, &[]));
+        }
+    }
+}

@@ -154,7 +154,7 @@ impl PhraseMasker {
         }
         let mut start = start;
         while let Some(&(s, e)) = intervals.last() {
-            if e >= start {
+            if e > start {
                 start = start.min(s);
                 intervals.pop();
             } else {
@@ -331,7 +331,11 @@ mod props {
     /// Reference: hide the union of all occurrences; overlapping ones merge, touching ones don't.
     fn reference(phrases: &[String], input: &[u8]) -> Vec<u8> {
         let mut iv: Vec<(usize, usize)> = Vec::new();
-        for p in phrases.iter().map(|p| p.trim().as_bytes()).filter(|p| !p.is_empty()) {
+        for p in phrases
+            .iter()
+            .map(|p| p.trim().as_bytes())
+            .filter(|p| !p.is_empty())
+        {
             for s in 0..input.len() {
                 if input[s..].starts_with(p) {
                     iv.push((s, s + p.len()));
@@ -387,8 +391,7 @@ mod props {
                 b[..i.index(b.len() + 1)].to_vec()
             }),
         ];
-        prop::collection::vec(piece, 0..24)
-            .prop_map(move |v| (phrases.clone(), v.concat()))
+        prop::collection::vec(piece, 0..24).prop_map(move |v| (phrases.clone(), v.concat()))
     }
 
     proptest! {
