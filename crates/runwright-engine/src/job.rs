@@ -514,7 +514,7 @@ async fn run_stages(
     job_ctx: &CancellationToken,
     sections: &Sections<'_>,
     session: &mut dyn ExecutorSession,
-    ctx_outcome: &dyn Fn(&JobControl) -> JobOutcome,
+    ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
 ) -> JobOutcome {
     let shell = plan.shell.as_str();
     let tmp = plan.dirs.tmp_dir.to_string_lossy().to_string();

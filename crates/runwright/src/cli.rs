@@ -1,0 +1,83 @@
+//! The command line, with GitLab runner's verbs and flags (reference `protocol.md` §9.1), so existing units and
+//! scripts keep working.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "runwright", version, about = "A GitLab-compatible CI runner", long_about = None)]
+pub struct Cli {
+    /// Debug logging (same as --log-level debug).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Log level: debug, info, warn, error, fatal, panic.
+    #[arg(short = 'l', long, global = true, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: runner, text, json.
+    #[arg(long, global = true, env = "LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service: poll GitLab for jobs of every configured runner and execute them.
+    Run(RunArgs),
+    /// List the configured runners.
+    List(ConfigArg),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
+    #[arg(short = 'c', long, env = "CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(runwright_config::default_config_path)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Change to this directory before starting (relative builds_dir are resolved against it).
+    #[arg(short = 'd', long)]
+    pub working_directory: Option<PathBuf>,
+    /// Service name (used in messages).
+    #[arg(short = 'n', long, default_value = "gitlab-runner")]
+    pub service: String,
+    /// Run shell-executor jobs as this user (the service must run as root).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Accepted for compatibility with GitLab's unit files; logs go to stderr (journald reads them).
+    #[arg(long, hide = true)]
+    pub syslog: bool,
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::service::run(
+                args,
+                crate::logging::LogArgs {
+                    debug: cli.debug,
+                    level: cli.log_level,
+                    format: cli.log_format,
+                },
+            ))
+        }
+        Command::List(args) => crate::list::run(&args),
+    }
+}

@@ -1,0 +1,240 @@
+//! One received job: live trace, two-phase commit, the engine, and the final update (reference `protocol.md`
+//! §2.6, §3, §4). Whatever happens inside, the job ends with a final update attempt and never takes the service
+//! down.
+
+use super::slots::SlotGuard;
+use super::Shared;
+use runwright_client::failure_reason::FailureReason;
+use runwright_client::types::{JobResponse, UpdateJobRequest, VersionInfo};
+use runwright_client::{
+    Client, FinalState, JobState, JobTrace, JobTraceOptions, RemoteCancel, UpdateJobState,
+};
+use runwright_config::RunnerConfig;
+use runwright_engine::{run_job, AbortReason, Executor, JobControl, JobEnv};
+use runwright_trace::{TraceBuffer, TraceOptions};
+use std::sync::Arc;
+
+fn trace_for(runner: &RunnerConfig, job: &JobResponse) -> TraceBuffer {
+    let mut masked: Vec<String> = job
+        .variables
+        .iter()
+        .filter(|v| v.masked && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect();
+    if !job.token.is_empty() {
+        masked.push(job.token.clone());
+    }
+    TraceBuffer::new(TraceOptions {
+        output_limit: runner.output_limit_bytes(),
+        masked,
+        token_prefixes: job.features.token_mask_prefixes.clone(),
+    })
+}
+
+fn trace_options(runner: &RunnerConfig) -> JobTraceOptions {
+    JobTraceOptions {
+        final_update_retry_limit: runner.final_update_retry_limit(),
+        ..JobTraceOptions::default()
+    }
+}
+
+/// Options of the job payload that runwright cannot honour fail the job up front (§2.6 step 1).
+fn validate(job: &JobResponse) -> Result<(), String> {
+    let check = |what: &str, opts: &Option<serde_json::Value>| -> Result<(), String> {
+        if let Some(serde_json::Value::Object(map)) = opts {
+            for (executor, v) in map {
+                let allowed: &[&str] = match executor.as_str() {
+                    "docker" => &["platform", "user"],
+                    "kubernetes" => &["user"],
+                    _ => return Err(format!("{what}: unsupported executor_opts key {executor:?}")),
+                };
+                if let serde_json::Value::Object(inner) = v {
+                    if let Some(k) = inner.keys().find(|k| !allowed.contains(&k.as_str())) {
+                        return Err(format!("{what}: unsupported executor_opts.{executor} key {k:?}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Some(image) = &job.image {
+        check("image", &image.executor_opts)?;
+    }
+    for s in &job.services {
+        check("service", &s.executor_opts)?;
+    }
+    Ok(())
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    runner: Arc<RunnerConfig>,
+    executor: Arc<dyn Executor>,
+    client: Client,
+    info: VersionInfo,
+    job: JobResponse,
+    mut slot: SlotGuard,
+) {
+    let job_id = job.id;
+    let trace = trace_for(&runner, &job);
+    let (jt, mut remote) = JobTrace::start(
+        client.clone(),
+        job.id,
+        job.token.clone(),
+        info.clone(),
+        trace.clone(),
+        trace_options(&runner),
+    );
+    let supported = job.features.failure_reasons.clone();
+    let finish = |success: bool, reason: Option<FailureReason>, exit_code: Option<i32>| FinalState {
+        state: if success { JobState::Success } else { JobState::Failed },
+        failure_reason: reason,
+        exit_code,
+        supported_reasons: supported.clone(),
+    };
+
+    // Two-phase commit: acknowledge right after receipt (§2.6 step 2).
+    let ack = client
+        .update_job(
+            job.id,
+            &job.token,
+            &UpdateJobRequest {
+                info: info.clone(),
+                token: job.token.clone(),
+                state: "running".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    match ack.state {
+        UpdateJobState::Abort | UpdateJobState::NotFound => {
+            tracing::warn!(job = job_id, "GitLab withdrew the job before it started; dropping it");
+            drop(jt); // stops the patch loop without a final update
+            return;
+        }
+        _ if ack.cancel_requested => {
+            trace.write(b"Job was canceled before it started\n");
+            report(jt, finish(false, Some(FailureReason::JobCanceled), None), job_id).await;
+            return;
+        }
+        _ => {}
+    }
+
+    if let Err(msg) = validate(&job) {
+        runwright_engine::job::warn(&trace, &msg);
+        report(jt, finish(false, Some(FailureReason::RunnerSystemFailure), None), job_id).await;
+        return;
+    }
+
+    let control = JobControl::new();
+    let watcher = {
+        let control = control.clone();
+        let abort_all = shared.abort_jobs.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = abort_all.cancelled() => { control.abort(AbortReason::RunnerInterrupted); return; }
+                    changed = remote.changed() => {
+                        if changed.is_err() { return; }
+                        let state = *remote.borrow_and_update();
+                        match state {
+                            RemoteCancel::Graceful => control.cancel_gracefully(),
+                            RemoteCancel::Abort => { control.abort(AbortReason::Remote); return; }
+                            RemoteCancel::None => {}
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let (concurrent_id, concurrent_project_id) = slot.assign_job(job.job_info.project_id);
+    let env = JobEnv {
+        runner: &runner,
+        identity: &shared.identity,
+        executor: executor.as_ref(),
+        working_dir: shared.working_dir.clone(),
+        concurrent_id,
+        concurrent_project_id,
+        steps: Vec::new(),
+    };
+    let outcome = run_job(&env, &job, &trace, &control).await;
+    watcher.abort();
+    tracing::info!(
+        job = job_id,
+        success = outcome.success,
+        reason = outcome.failure_reason.map(|r| r.as_str()).unwrap_or(""),
+        "job finished"
+    );
+    report(
+        jt,
+        finish(outcome.success, outcome.failure_reason, outcome.exit_code),
+        job_id,
+    )
+    .await;
+    drop(slot);
+}
+
+async fn report(jt: JobTrace, state: FinalState, job_id: i64) {
+    if let Err(e) = jt.finish(state).await {
+        tracing::error!(job = job_id, "final update failed: {e}");
+    }
+}
+
+/// A job whose payload did not decode, but whose id and token did: its trace says why, and it fails.
+pub async fn fail_malformed(
+    runner: Arc<RunnerConfig>,
+    client: Client,
+    info: VersionInfo,
+    id: i64,
+    token: String,
+    error: String,
+    slot: SlotGuard,
+) {
+    let job = JobResponse {
+        id,
+        token: token.clone(),
+        ..Default::default()
+    };
+    let trace = trace_for(&runner, &job);
+    let (jt, _remote) = JobTrace::start(
+        client.clone(),
+        id,
+        token.clone(),
+        info.clone(),
+        trace.clone(),
+        trace_options(&runner),
+    );
+    let _ = client
+        .update_job(
+            id,
+            &token,
+            &UpdateJobRequest {
+                info,
+                token: token.clone(),
+                state: "running".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    trace.write(
+        format!(
+            "{}ERROR: Job failed (system failure): the job payload from GitLab could not be read: {error}{}\n",
+            runwright_trace::ansi::BOLD_RED,
+            runwright_trace::ansi::RESET
+        )
+        .as_bytes(),
+    );
+    report(
+        jt,
+        FinalState {
+            state: JobState::Failed,
+            failure_reason: Some(FailureReason::RunnerSystemFailure),
+            exit_code: None,
+            supported_reasons: Vec::new(),
+        },
+        id,
+    )
+    .await;
+    drop(slot);
+}

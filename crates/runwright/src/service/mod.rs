@@ -1,0 +1,292 @@
+//! `runwright run`: one process coordinating every `[[runners]]` entry of `config.toml`, across any number of
+//! GitLab instances (reference `protocol.md` §2, §8, §9.3).
+//!
+//! Each entry polls on its own tasks (`request_concurrency` of them), so one entry's long poll never delays
+//! another's jobs; a shared slot pool enforces `concurrent` and `limit`. Shutdown is one `select!` over the
+//! signals: SIGQUIT drains, SIGTERM/SIGINT abort running jobs (`runner_interrupted`), SIGHUP and a changed
+//! file reload the configuration without touching running jobs.
+
+mod health;
+mod job;
+mod poll;
+mod slots;
+
+use crate::cli::RunArgs;
+use crate::logging::LogArgs;
+use anyhow::Context;
+use runwright_config::{Config, RunnerConfig};
+use runwright_engine::{Executor, RunnerIdentity};
+use slots::Slots;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often the config file's mtime is checked (runner commands/multi.go: every 3 s).
+const RELOAD_CHECK: Duration = Duration::from_secs(3);
+
+/// State shared by every entry's tasks.
+pub struct Shared {
+    pub identity: RunnerIdentity,
+    pub working_dir: PathBuf,
+    pub user: Option<String>,
+    pub slots: Slots,
+    /// Cancelled on any shutdown: no new requests, in-flight requests dropped.
+    pub stop_requests: CancellationToken,
+    /// Cancelled on a forceful shutdown: running jobs are aborted with `runner_interrupted`.
+    pub abort_jobs: CancellationToken,
+    /// Every job task, so shutdown can wait for final updates.
+    pub jobs: TaskTracker,
+    pub check_interval: std::sync::Mutex<Duration>,
+}
+
+impl Shared {
+    pub fn check_interval(&self) -> Duration {
+        self.check_interval
+            .lock()
+            .map(|d| *d)
+            .unwrap_or(Duration::from_secs(3))
+    }
+}
+
+/// A running `[[runners]]` entry: its pollers stop when `stop` fires; its jobs live on in `Shared::jobs`.
+struct Entry {
+    config: RunnerConfig,
+    stop: CancellationToken,
+}
+
+/// Entries are keyed by URL and token: a renamed entry is the same runner, a new token is a new one.
+fn entry_key(r: &RunnerConfig) -> String {
+    format!("{}\u{0}{}", r.url, r.token)
+}
+
+pub fn make_executor(
+    runner: &RunnerConfig,
+    shared: &Shared,
+) -> Result<Arc<dyn Executor>, String> {
+    match runner.executor.as_str() {
+        "shell" => runwright_shell::ShellExecutor::new(
+            runner.shell.as_deref(),
+            shared.user.as_deref(),
+            shared.working_dir.clone(),
+            kill_grace(),
+        )
+        .map(|e| Arc::new(e) as Arc<dyn Executor>),
+        other => Err(format!(
+            "executor {other:?} is not supported by this runwright build yet; runner {:?} will not request jobs",
+            runner.name
+        )),
+    }
+}
+
+/// Grace between SIGTERM and SIGKILL for a stage's processes; `RUNWRIGHT_KILL_GRACE_SECONDS` overrides it
+/// (tests use a short one).
+fn kill_grace() -> Duration {
+    std::env::var(runwright_client::env::RUNWRIGHT_KILL_GRACE_SECONDS)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    let loaded = runwright_config::load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded.config)
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.working_directory {
+        std::env::set_current_dir(dir)
+            .with_context(|| format!("changing to working directory {}", dir.display()))?;
+    }
+    let config_path = std::path::absolute(args.config.path())
+        .context("resolving the config path")?;
+    let config = match runwright_config::load(&config_path) {
+        Ok(l) => {
+            crate::logging::init(&log, l.config.log_level.as_deref(), l.config.log_format.as_deref());
+            for w in &l.warnings {
+                tracing::warn!("{w}");
+            }
+            l.config
+        }
+        Err(e) => {
+            crate::logging::init(&log, None, None);
+            return Err(e).context("the service cannot start with this configuration");
+        }
+    };
+    let system_id = runwright_config::load_or_create_system_id(&config_path)?;
+    let identity = crate::identity::identity(&system_id);
+    tracing::info!(
+        arch = crate::identity::architecture(),
+        os = std::env::consts::OS,
+        pid = std::process::id(),
+        revision = crate::identity::REVISION,
+        version = crate::identity::VERSION,
+        "Runtime platform"
+    );
+    tracing::info!(
+        config = %config_path.display(),
+        concurrent = config.concurrent,
+        runners = config.runners.len(),
+        "Starting multi-runner"
+    );
+    if config.concurrent < config.runners.len() {
+        tracing::warn!(
+            "concurrent = {} is less than the number of runners ({}): runners wait for each other's slots, and a long poll of one delays the others",
+            config.concurrent,
+            config.runners.len()
+        );
+    }
+
+    let shared = Arc::new(Shared {
+        identity,
+        working_dir: std::env::current_dir().context("reading the working directory")?,
+        user: args.user.clone().or(config.user.clone()),
+        slots: Slots::new(config.concurrent),
+        stop_requests: CancellationToken::new(),
+        abort_jobs: CancellationToken::new(),
+        jobs: TaskTracker::new(),
+        check_interval: std::sync::Mutex::new(config.check_interval()),
+    });
+
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    apply_config(&shared, &mut entries, &config);
+    let mut last_mtime = mtime(&config_path);
+    let mut shutdown_timeout = config.shutdown_timeout();
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigquit = signal(SignalKind::quit())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(RELOAD_CHECK);
+    tick.tick().await;
+
+    let graceful = loop {
+        let reload = tokio::select! {
+            _ = sigquit.recv() => break true,
+            _ = sigterm.recv() => break false,
+            _ = sigint.recv() => break false,
+            _ = sighup.recv() => { tracing::info!("SIGHUP: reloading configuration"); true }
+            _ = tick.tick() => {
+                let now = mtime(&config_path);
+                let changed = now != last_mtime;
+                if changed { tracing::info!("configuration file changed: reloading"); }
+                changed
+            }
+        };
+        if reload {
+            last_mtime = mtime(&config_path);
+            match load(&config_path) {
+                Ok(new) => {
+                    shared.slots.set_concurrent(new.concurrent);
+                    if let Ok(mut ci) = shared.check_interval.lock() {
+                        *ci = new.check_interval();
+                    }
+                    shutdown_timeout = new.shutdown_timeout();
+                    apply_config(&shared, &mut entries, &new);
+                    tracing::info!("configuration loaded");
+                }
+                Err(e) => tracing::error!(
+                    "keeping the previous configuration: the new one is invalid: {e:#}"
+                ),
+            }
+        }
+    };
+
+    shared.stop_requests.cancel();
+    shared.jobs.close();
+    if graceful {
+        tracing::info!(
+            running = shared.jobs.len(),
+            "SIGQUIT: graceful shutdown, no new jobs; waiting for running jobs to finish"
+        );
+        tokio::select! {
+            _ = shared.jobs.wait() => {}
+            _ = sigterm.recv() => return abort_and_wait(&shared, shutdown_timeout, &mut sigterm, &mut sigint).await,
+            _ = sigint.recv() => return abort_and_wait(&shared, shutdown_timeout, &mut sigterm, &mut sigint).await,
+        }
+        tracing::info!("all jobs finished; exiting");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        abort_and_wait(&shared, shutdown_timeout, &mut sigterm, &mut sigint).await
+    }
+}
+
+/// Forceful shutdown: abort every job (each still sends its final update), wait up to `shutdown_timeout`;
+/// a second signal exits at once.
+async fn abort_and_wait(
+    shared: &Shared,
+    timeout: Duration,
+    sigterm: &mut tokio::signal::unix::Signal,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<ExitCode> {
+    tracing::warn!(
+        running = shared.jobs.len(),
+        "forceful shutdown: aborting running jobs (runner_interrupted)"
+    );
+    shared.abort_jobs.cancel();
+    tokio::select! {
+        _ = shared.jobs.wait() => { tracing::info!("all jobs finalised; exiting"); Ok(ExitCode::SUCCESS) }
+        _ = tokio::time::sleep(timeout) => {
+            tracing::error!("shutdown_timeout of {timeout:?} reached with jobs still finishing; exiting");
+            Ok(ExitCode::from(1))
+        }
+        _ = sigterm.recv() => { tracing::warn!("second signal: exiting now"); Ok(ExitCode::from(1)) }
+        _ = sigint.recv() => { tracing::warn!("second signal: exiting now"); Ok(ExitCode::from(1)) }
+    }
+}
+
+/// Starts, stops or restarts entries so they match `config`. Unchanged entries are left alone; a changed entry
+/// gets new pollers while its running jobs finish with the settings they started with.
+fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, config: &Config) {
+    let mut wanted: HashMap<String, &RunnerConfig> = HashMap::new();
+    for r in &config.runners {
+        wanted.insert(entry_key(r), r);
+    }
+    entries.retain(|key, entry| {
+        let keep = wanted.get(key).is_some_and(|r| **r == entry.config);
+        if !keep {
+            tracing::info!(runner = %entry.config.name, "runner entry removed or changed: stopping its pollers");
+            entry.stop.cancel();
+        }
+        keep
+    });
+    for (key, r) in wanted {
+        if entries.contains_key(&key) {
+            continue;
+        }
+        let executor = match make_executor(r, shared) {
+            Ok(e) => e,
+            Err(msg) => {
+                tracing::error!(runner = %r.name, "{msg}");
+                continue;
+            }
+        };
+        let stop = shared.stop_requests.child_token();
+        let runner = Arc::new(r.clone());
+        match poll::start(shared.clone(), runner, executor, stop.clone()) {
+            Ok(()) => {
+                tracing::info!(runner = %r.name, url = %r.url, executor = %r.executor, "runner entry started");
+                entries.insert(
+                    key,
+                    Entry {
+                        config: r.clone(),
+                        stop,
+                    },
+                );
+            }
+            Err(e) => tracing::error!(runner = %r.name, "cannot start runner entry: {e}"),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Polling GitLab for one `[[runners]]` entry: `request_concurrency` tasks, each taking a slot, asking
+//! `POST /jobs/request`, and handing a received job to its own task (reference `protocol.md` §2.2, §2.6).
+
+use super::health::Health;
+use super::job;
+use super::Shared;
+use runwright_client::{Client, ClientOptions, RequestJobOutcome};
+use runwright_config::RunnerConfig;
+use runwright_engine::Executor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub fn start(
+    shared: Arc<Shared>,
+    runner: Arc<RunnerConfig>,
+    executor: Arc<dyn Executor>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let client = Client::new(ClientOptions {
+        url: runner.url.clone(),
+        tls_ca_file: runner.tls_ca_file.clone(),
+        tls_cert_file: runner.tls_cert_file.clone(),
+        tls_key_file: runner.tls_key_file.clone(),
+        user_agent: crate::identity::user_agent(),
+    })
+    .map_err(|e| e.to_string())?;
+    let health = Arc::new(Mutex::new(Health::default()));
+    let info = crate::identity::version_info(executor.as_ref());
+    for _ in 0..runner.request_concurrency() {
+        tokio::spawn(poll_loop(
+            shared.clone(),
+            runner.clone(),
+            executor.clone(),
+            client.clone(),
+            info.clone(),
+            health.clone(),
+            stop.clone(),
+        ));
+    }
+    Ok(())
+}
+
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+async fn poll_loop(
+    shared: Arc<Shared>,
+    runner: Arc<RunnerConfig>,
+    executor: Arc<dyn Executor>,
+    client: Client,
+    info: runwright_client::types::VersionInfo,
+    health: Arc<Mutex<Health>>,
+    stop: CancellationToken,
+) {
+    let key = format!("{}\u{0}{}", runner.url, runner.token);
+    let name = runner.name.as_str();
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let skip = health.lock().ok().and_then(|h| h.skip_for());
+        if let Some(wait) = skip {
+            tracing::warn!(runner = name, "runner is unhealthy: skipping requests for {wait:?}");
+            if !sleep_or_stop(wait, &stop).await {
+                return;
+            }
+            continue;
+        }
+        let slot = tokio::select! {
+            s = shared.slots.acquire(&key, runner.limit) => s,
+            _ = stop.cancelled() => return,
+        };
+        let outcome = tokio::select! {
+            o = client.request_job(&runner.token, &shared.identity.system_id, &info) => o,
+            _ = stop.cancelled() => return,
+        };
+        let set_health = |ok: bool| {
+            if let Ok(mut h) = health.lock() {
+                if ok {
+                    h.succeeded()
+                } else {
+                    h.failed(runner.unhealthy_requests_limit(), runner.unhealthy_interval())
+                }
+            }
+        };
+        match outcome {
+            RequestJobOutcome::Job(received) => {
+                set_health(true);
+                tracing::info!(runner = name, job = received.id, "received job");
+                let task = job::handle(
+                    shared.clone(),
+                    runner.clone(),
+                    executor.clone(),
+                    client.clone(),
+                    info.clone(),
+                    *received,
+                    slot,
+                );
+                shared.jobs.spawn(task);
+                // GitLab's runner asks again at once unless strict_check_interval (§2.6 step 3).
+                if runner.strict_check_interval
+                    && !sleep_or_stop(shared.check_interval(), &stop).await
+                {
+                    return;
+                }
+                continue;
+            }
+            RequestJobOutcome::Malformed { id, token, error } => {
+                set_health(true);
+                match (id, token) {
+                    (Some(id), Some(token)) => {
+                        tracing::error!(runner = name, job = id, "job payload is malformed: {error}; failing the job");
+                        shared.jobs.spawn(job::fail_malformed(
+                            runner.clone(),
+                            client.clone(),
+                            info.clone(),
+                            id,
+                            token,
+                            error,
+                            slot,
+                        ));
+                    }
+                    _ => {
+                        tracing::error!(runner = name, "unreadable job payload skipped: {error}");
+                        drop(slot);
+                    }
+                }
+                continue;
+            }
+            RequestJobOutcome::NoJob => {
+                set_health(true);
+                tracing::debug!(runner = name, "no job");
+            }
+            RequestJobOutcome::Forbidden => {
+                set_health(false);
+                tracing::error!(runner = name, "job request forbidden (403): the runner token is invalid, expired or the runner was deleted");
+            }
+            RequestJobOutcome::Conflict => {
+                tracing::debug!(runner = name, "job request conflict (409)");
+            }
+            RequestJobOutcome::Orphaned => {
+                tracing::warn!(runner = name, "job request failed (422): runner is orphaned");
+            }
+            RequestJobOutcome::Unavailable => {
+                tracing::warn!(runner = name, "GitLab instance currently unavailable (503)");
+            }
+            RequestJobOutcome::Failed(msg) => {
+                tracing::warn!(runner = name, "job request failed: {msg}");
+            }
+        }
+        drop(slot);
+        if !sleep_or_stop(shared.check_interval(), &stop).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Test support: a temp dir, a coordinator, a config file and the `runwright run` process.
+
+use runwright_coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "glrt-t1_testrunner0000001";
+pub const TOKEN2: &str = "glrt-t1_testrunner0000002";
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub coordinator: Coordinator,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_options(|_| {}).await
+    }
+
+    pub async fn with_options(f: impl FnOnce(&mut CoordinatorOptions)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let git_root = dir.path().join("git");
+        std::fs::create_dir_all(&git_root).expect("git root");
+        std::fs::create_dir_all(dir.path().join("work")).expect("work dir");
+        std::fs::write(
+            dir.path().join("gitconfig"),
+            "[user]\n\temail = tests@runwright.invalid\n\tname = runwright tests\n[protocol \"file\"]\n\tallow = always\n[init]\n\tdefaultBranch = main\n",
+        )
+        .expect("gitconfig");
+        let mut opts = CoordinatorOptions {
+            trace_update_interval: 1,
+            git_root: Some(git_root),
+            ..Default::default()
+        };
+        f(&mut opts);
+        let coordinator = Coordinator::start(opts).await.expect("coordinator starts");
+        let config_path = dir.path().join("config.toml");
+        Self {
+            dir,
+            coordinator,
+            config_path,
+            child: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// A `[[runners]]` entry for the shell executor pointing at the coordinator.
+    pub fn runner_toml(&self, name: &str, token: &str, extra: &str) -> String {
+        format!(
+            "[[runners]]\n  name = \"{name}\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"shell\"\n{extra}\n",
+            self.coordinator.url()
+        )
+    }
+
+    /// Writes config.toml with `global` settings and one shell runner (token [`TOKEN`]) registered at the
+    /// coordinator.
+    pub fn single_runner(&self, global: &str, runner_extra: &str) {
+        self.coordinator.add_runner(TOKEN, RunnerOptions::default());
+        let body = format!(
+            "concurrent = 4\ncheck_interval = 1\n{global}\n{}",
+            self.runner_toml("test-runner", TOKEN, runner_extra)
+        );
+        self.write_config(&body);
+    }
+
+    pub fn write_config(&self, body: &str) {
+        std::fs::write(&self.config_path, body).expect("write config");
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwright"));
+        cmd.env("RUNWRIGHT_FAST_RETRIES", "1")
+            .env("RUNWRIGHT_KILL_GRACE_SECONDS", "2")
+            .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("RUNWRIGHT_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `runwright run`; its stderr goes to `service.log` in the temp dir.
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("service.log")).expect("log file");
+        let child = self
+            .command()
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .arg("-d")
+            .arg(self.work_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("runwright starts");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("started")
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    /// Waits for the service to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .expect("started")
+                .try_wait()
+                .expect("try_wait")
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn final_job(&self, id: i64) -> runwright_coordinator::JobRecord {
+        match self.coordinator.wait_for_final(id, WAIT).await {
+            Ok(rec) => rec,
+            Err(e) => panic!(
+                "job {id} did not finish: {e}\nrecord: {:?}\nservice log:\n{}",
+                self.coordinator.job(id).map(|j| (j.state, j.trace_text())),
+                self.log()
+            ),
+        }
+    }
+
+    /// Waits until the job's trace contains `needle`.
+    pub async fn wait_trace(&self, id: i64, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(j) = self.coordinator.job(id) {
+                if j.trace_text().contains(needle) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trace of job {id} never showed {needle:?}: {:?}\nservice log:\n{}",
+                self.coordinator.job(id).map(|j| j.trace_text()),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs git with the test's own global config.
+    pub fn git(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Creates the bare repository `<git root>/<path>.git` with one commit of `files`; returns the commit sha.
+    pub fn make_repo(&self, path: &str, files: &[(&str, &str)]) -> String {
+        let work = self.dir.path().join("src").join(path);
+        std::fs::create_dir_all(&work).expect("src dir");
+        self.git(&work, &["init", "-q", "-b", "main"]);
+        self.commit(path, files, "initial")
+    }
+
+    /// Adds a commit to the repository made by [`Harness::make_repo`]; returns its sha.
+    pub fn commit(&self, path: &str, files: &[(&str, &str)], message: &str) -> String {
+        let work = self.dir.path().join("src").join(path);
+        for (name, content) in files {
+            let p = work.join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("dirs");
+            }
+            std::fs::write(p, content).expect("file");
+        }
+        self.git(&work, &["add", "-A"]);
+        self.git(&work, &["commit", "-q", "-m", message]);
+        self.publish(path);
+        self.git(&work, &["rev-parse", "HEAD"])
+    }
+
+    /// Mirrors the source repository into the bare one the coordinator serves.
+    pub fn publish(&self, path: &str) {
+        let work = self.dir.path().join("src").join(path);
+        let bare = self.dir.path().join("git").join(format!("{path}.git"));
+        if !bare.exists() {
+            std::fs::create_dir_all(&bare).expect("bare dir");
+            self.git(&bare, &["init", "-q", "--bare"]);
+        }
+        let bare_s = bare.to_string_lossy().to_string();
+        self.git(&work, &["push", "-q", "--force", &bare_s, "HEAD:refs/heads/main"]);
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `runwright` binary against a coordinator that follows GitLab's documented
+//! runner API, real git repositories over loopback HTTP, real processes. One test binary (ripgrep's layout).
+
+mod harness;
+
+mod cancel;
+mod config;
+mod jobs;
+mod polling;
+mod signals;
+mod sources;
+mod trace;

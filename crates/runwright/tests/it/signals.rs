@@ -1,0 +1,79 @@
+//! Service signals: SIGQUIT drains, SIGTERM aborts with runner_interrupted, SIGHUP and file changes reload.
+
+use crate::harness::*;
+use nix::sys::signal::Signal;
+use runwright_coordinator::{JobSpec, RunnerOptions};
+use std::time::Duration;
+
+#[tokio::test]
+async fn sigquit_stops_taking_jobs_and_waits_for_running_ones() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.start();
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("long", &["echo started", "sleep 2", "echo finished"]));
+    h.wait_trace(id, "started\n").await;
+    h.signal(Signal::SIGQUIT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = h.coordinator.enqueue(JobSpec::shell("later", &["true"]));
+    let status = h.wait_exit(WAIT).await;
+    assert!(status.success(), "{}", h.log());
+    let job = h.coordinator.job(id).expect("job");
+    assert_eq!(job.state, "success");
+    assert!(job.trace_text().contains("finished\n"));
+    assert_eq!(h.coordinator.job(later).expect("job").state, "pending");
+}
+
+#[tokio::test]
+async fn sigterm_aborts_running_jobs_as_runner_interrupted_with_their_trace() {
+    let mut h = Harness::new().await;
+    h.single_runner("shutdown_timeout = 20", "");
+    h.start();
+    let mut spec = JobSpec::shell("long", &["echo started", "sleep 300"]);
+    spec.after_script = vec!["echo after-ran".into()];
+    let id = h.coordinator.enqueue(spec);
+    h.wait_trace(id, "started\n").await;
+    h.signal(Signal::SIGTERM);
+    h.wait_exit(WAIT).await;
+    let job = h.coordinator.job(id).expect("job");
+    assert_eq!(job.state, "failed", "{}", h.log());
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_interrupted"));
+    assert!(job.trace_text().contains("started\n"));
+    assert!(!job.trace_text().contains("after-ran"));
+    assert_eq!(job.final_checksum_ok, Some(true));
+}
+
+#[tokio::test]
+async fn reload_adds_a_runner_and_keeps_old_config_when_the_new_one_is_invalid() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.coordinator.add_runner(TOKEN2, RunnerOptions::default());
+    h.start();
+    let running = h
+        .coordinator
+        .enqueue(JobSpec::shell("running", &["echo started", "sleep 3", "echo survived"]).for_runner(TOKEN));
+    h.wait_trace(running, "started\n").await;
+
+    // An invalid file: logged, old config kept, running job untouched.
+    std::fs::write(&h.config_path, "concurrent = \"many\"\n").expect("write");
+    h.signal(Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.log().contains("keeping the previous configuration"), "{}", h.log());
+
+    // A valid file with a second runner: picked up by SIGHUP.
+    let body = format!(
+        "concurrent = 4\ncheck_interval = 1\n{}{}",
+        h.runner_toml("test-runner", TOKEN, ""),
+        h.runner_toml("second", TOKEN2, "")
+    );
+    h.write_config(&body);
+    h.signal(Signal::SIGHUP);
+    let second = h
+        .coordinator
+        .enqueue(JobSpec::shell("second", &["echo second"]).for_runner(TOKEN2));
+    assert_eq!(h.final_job(second).await.state, "success");
+    let job = h.final_job(running).await;
+    assert_eq!(job.state, "success");
+    assert!(job.trace_text().contains("survived\n"));
+}
