@@ -1,1 +1,46 @@
-//! runwright-coordinator
+//! A coordinator that speaks GitLab's runner API exactly as documented (reference `protocol.md` §0–§4, §12),
+//! so runwright's own tests cannot "only agree with themselves", and the local-pipeline mode can serve a
+//! `.gitlab-ci.yml`'s jobs to a real runner.
+//!
+//! * [`Coordinator`] — start one on a free loopback port, register runner tokens, enqueue [`JobSpec`]s, read
+//!   back [`JobRecord`]s and the [`RequestLog`];
+//! * [`FaultPlan`] — scripted or random faults per endpoint (5xx, 429, connection resets, stalls, trace range
+//!   mismatches, `202` on final updates);
+//! * git smart HTTP through `git http-backend` with job-token basic auth;
+//! * [`fixtures`] (feature `fixtures`, on by default) — bare repositories made with the `git` CLI.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runwright_coordinator::CoordinatorError> {
+//! use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, RunnerOptions};
+//! use std::time::Duration;
+//! let coord = Coordinator::start(CoordinatorOptions::default()).await?;
+//! coord.add_runner("glrt-test", RunnerOptions::default());
+//! let id = coord.enqueue(JobSpec::shell("hello", &["echo hello"]));
+//! // … point a runner at coord.url() with token glrt-test …
+//! let job = coord.wait_for_final(id, Duration::from_secs(60)).await?;
+//! assert_eq!(job.state, "success");
+//! coord.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod coordinator;
+mod error;
+pub mod faults;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+mod git;
+pub mod jobs;
+mod log;
+mod payload;
+mod server;
+mod state;
+
+pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
+pub use error::CoordinatorError;
+pub use faults::{Endpoint, Fault, FaultKind, FaultPlan};
+pub use jobs::{variable, JobRecord, JobSpec, ProjectSpec, DUMMY_SHA};
+pub use log::RequestLog;
+pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
+/// The wire types this crate speaks (re-exported from `runwright-client`).
+pub use runwright_client::types;

@@ -1,0 +1,356 @@
+//! Scripted and random fault injection (style.md idea 9: fault-injecting servers).
+//!
+//! A [`FaultPlan`] is shared by every connection of one coordinator. Per [`Endpoint`] it keeps a FIFO queue of
+//! scripted faults applied to the next matching requests, and optionally a seeded random mode for soak tests.
+//! It also counts every fault it actually injected, by kind.
+//!
+//! Faults that only make sense for some requests wait at the head of their queue until such a request
+//! arrives: [`Fault::RangeMismatch`] is applied to trace patches only, [`Fault::Accepted202`] only to a final
+//! job update that carries a trace checksum (the only case where GitLab can answer `202`, gitlab
+//! app/services/ci/update_build_state_service.rb `accept_available?`).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The coordinator's endpoints, as far as faults and the request log are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// `POST /api/v4/jobs/request`
+    RequestJob,
+    /// `PUT /api/v4/jobs/:id`
+    UpdateJob,
+    /// `PATCH /api/v4/jobs/:id/trace`
+    PatchTrace,
+    /// Git smart HTTP (`/<path>.git/info/refs`, `/<path>.git/git-upload-pack`).
+    Git,
+    /// Anything else (never faulted).
+    Other,
+}
+
+impl Endpoint {
+    /// Short name used in logs and reports (`request_job`, `update_job`, `patch_trace`, `git`, `other`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::RequestJob => "request_job",
+            Endpoint::UpdateJob => "update_job",
+            Endpoint::PatchTrace => "patch_trace",
+            Endpoint::Git => "git",
+            Endpoint::Other => "other",
+        }
+    }
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status (e.g. 500, 502, 503) without touching any state.
+    Status(u16),
+    /// Answer `429 Too Many Requests` with `Retry-After: <retry_after>` (seconds), as GitLab's rate limiter
+    /// and migration backoff do (gitlab lib/api/ci/helpers/runner.rb `check_if_backoff_required!`).
+    TooManyRequests { retry_after: u64 },
+    /// Close the connection before any response byte is written; the request is not processed.
+    Reset,
+    /// Process the request normally, then close the connection instead of sending the response (the client
+    /// cannot know whether its request took effect).
+    ResetAfterProcessing,
+    /// Wait this long, then process the request normally.
+    Stall(Duration),
+    /// Trace patches only: answer `416` claiming a stored length of half the current one, and truncate the
+    /// stored trace to that length so the bytes the runner resends stay consistent.
+    RangeMismatch,
+    /// Final job updates with a checksum only: answer `202 Accepted` with `X-GitLab-Trace-Update-Interval`
+    /// as GitLab does while live trace chunks are still being persisted.
+    Accepted202,
+}
+
+impl Fault {
+    /// The kind of this fault (for counting).
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Fault::Status(_) => FaultKind::Status,
+            Fault::TooManyRequests { .. } => FaultKind::TooManyRequests,
+            Fault::Reset => FaultKind::Reset,
+            Fault::ResetAfterProcessing => FaultKind::ResetAfterProcessing,
+            Fault::Stall(_) => FaultKind::Stall,
+            Fault::RangeMismatch => FaultKind::RangeMismatch,
+            Fault::Accepted202 => FaultKind::Accepted202,
+        }
+    }
+
+    fn applies_to(&self, ctx: &FaultContext) -> bool {
+        match self {
+            Fault::RangeMismatch => ctx.endpoint == Endpoint::PatchTrace,
+            Fault::Accepted202 => {
+                ctx.endpoint == Endpoint::UpdateJob && ctx.final_update_with_checksum
+            }
+            _ => true,
+        }
+    }
+
+    /// Faults the HTTP layer applies before (or instead of) the handler.
+    pub(crate) fn is_transport(&self) -> bool {
+        !matches!(self, Fault::RangeMismatch | Fault::Accepted202)
+    }
+}
+
+/// Fault kinds, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    Status,
+    TooManyRequests,
+    Reset,
+    ResetAfterProcessing,
+    Stall,
+    RangeMismatch,
+    Accepted202,
+}
+
+/// What the HTTP layer knows about a request when it asks for a fault.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FaultContext {
+    pub endpoint: Endpoint,
+    /// `PUT /jobs/:id` with a state other than `running`/`pending` and a trace checksum.
+    pub final_update_with_checksum: bool,
+}
+
+/// A fault handed to a request, with where it came from (so an unused one can be put back).
+#[derive(Debug, Clone)]
+pub(crate) struct Drawn {
+    pub fault: Fault,
+    pub from_queue: bool,
+}
+
+struct RandomMode {
+    share: f64,
+    kinds: Vec<Fault>,
+    rng: StdRng,
+}
+
+#[derive(Default)]
+struct PlanState {
+    queues: HashMap<Endpoint, VecDeque<Fault>>,
+    random: Option<RandomMode>,
+    counts: BTreeMap<FaultKind, u64>,
+    by_endpoint: BTreeMap<(Endpoint, FaultKind), u64>,
+}
+
+/// Shared, thread-safe fault plan of one coordinator (see the module docs).
+#[derive(Default)]
+pub struct FaultPlan {
+    state: Mutex<PlanState>,
+}
+
+impl std::fmt::Debug for FaultPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.lock();
+        f.debug_struct("FaultPlan")
+            .field("queues", &st.queues)
+            .field(
+                "random",
+                &st.random.as_ref().map(|r| (r.share, r.kinds.clone())),
+            )
+            .field("counts", &st.counts)
+            .finish()
+    }
+}
+
+impl FaultPlan {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PlanState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queue one fault for the next matching request on `endpoint`.
+    pub fn push(&self, endpoint: Endpoint, fault: Fault) {
+        self.push_n(endpoint, fault, 1);
+    }
+
+    /// Queue the same fault for the next `n` matching requests on `endpoint`.
+    pub fn push_n(&self, endpoint: Endpoint, fault: Fault, n: usize) {
+        let mut st = self.lock();
+        let q = st.queues.entry(endpoint).or_default();
+        for _ in 0..n {
+            q.push_back(fault.clone());
+        }
+    }
+
+    /// Faults still queued for `endpoint`.
+    pub fn pending(&self, endpoint: Endpoint) -> usize {
+        self.lock().queues.get(&endpoint).map_or(0, VecDeque::len)
+    }
+
+    /// Random mode for soak tests: each request to `request_job`, `update_job` or `patch_trace` whose queue is
+    /// empty gets, with probability `share` (0..=1), one of `kinds` that applies to it, drawn uniformly from a
+    /// generator seeded with `seed` (so a failing soak run can be replayed).
+    pub fn set_random(&self, share: f64, kinds: &[Fault], seed: u64) {
+        let share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.lock().random = Some(RandomMode {
+            share,
+            kinds: kinds.to_vec(),
+            rng: StdRng::seed_from_u64(seed),
+        });
+    }
+
+    /// Turn random mode off.
+    pub fn clear_random(&self) {
+        self.lock().random = None;
+    }
+
+    /// Drop every queued fault and turn random mode off (counters are kept).
+    pub fn clear(&self) {
+        let mut st = self.lock();
+        st.queues.clear();
+        st.random = None;
+    }
+
+    /// How many faults of `kind` were injected so far.
+    pub fn injected(&self, kind: FaultKind) -> u64 {
+        self.lock().counts.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// How many faults of `kind` were injected on `endpoint`.
+    pub fn injected_on(&self, endpoint: Endpoint, kind: FaultKind) -> u64 {
+        self.lock()
+            .by_endpoint
+            .get(&(endpoint, kind))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All faults injected so far.
+    pub fn injected_total(&self) -> u64 {
+        self.lock().counts.values().sum()
+    }
+
+    /// Injected faults by kind.
+    pub fn counts(&self) -> BTreeMap<FaultKind, u64> {
+        self.lock().counts.clone()
+    }
+
+    /// Draw the fault for one request, if any. Queued faults first; random mode only when the queue is empty.
+    pub(crate) fn draw(&self, ctx: FaultContext) -> Option<Drawn> {
+        if ctx.endpoint == Endpoint::Other {
+            return None;
+        }
+        let mut st = self.lock();
+        if let Some(q) = st.queues.get_mut(&ctx.endpoint) {
+            if let Some(front) = q.front() {
+                if front.applies_to(&ctx) {
+                    return q.pop_front().map(|fault| Drawn {
+                        fault,
+                        from_queue: true,
+                    });
+                }
+                // A fault that does not apply to this request waits for one it applies to.
+                return None;
+            }
+        }
+        if ctx.endpoint == Endpoint::Git {
+            return None;
+        }
+        let random = st.random.as_mut()?;
+        if random.kinds.is_empty() || !random.rng.random_bool(random.share) {
+            return None;
+        }
+        let eligible: Vec<&Fault> = random.kinds.iter().filter(|f| f.applies_to(&ctx)).collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        let pick = random.rng.random_range(0..eligible.len());
+        eligible.get(pick).map(|f| Drawn {
+            fault: (*f).clone(),
+            from_queue: false,
+        })
+    }
+
+    /// A drawn fault could not be applied (e.g. the request failed authentication first): queued faults go
+    /// back to the head of their queue.
+    pub(crate) fn give_back(&self, endpoint: Endpoint, drawn: Drawn) {
+        if drawn.from_queue {
+            self.lock()
+                .queues
+                .entry(endpoint)
+                .or_default()
+                .push_front(drawn.fault);
+        }
+    }
+
+    /// Count a fault that was applied.
+    pub(crate) fn record(&self, endpoint: Endpoint, fault: &Fault) {
+        let mut st = self.lock();
+        *st.counts.entry(fault.kind()).or_default() += 1;
+        *st.by_endpoint.entry((endpoint, fault.kind())).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(endpoint: Endpoint, final_update: bool) -> FaultContext {
+        FaultContext {
+            endpoint,
+            final_update_with_checksum: final_update,
+        }
+    }
+
+    #[test]
+    fn queued_faults_are_fifo_and_wait_for_applicable_requests() {
+        let plan = FaultPlan::default();
+        plan.push(Endpoint::UpdateJob, Fault::Accepted202);
+        plan.push(Endpoint::UpdateJob, Fault::Status(500));
+        assert!(
+            plan.draw(ctx(Endpoint::UpdateJob, false)).is_none(),
+            "running update skips 202"
+        );
+        let d = plan
+            .draw(ctx(Endpoint::UpdateJob, true))
+            .expect("final update gets it");
+        assert_eq!(d.fault, Fault::Accepted202);
+        assert_eq!(
+            plan.draw(ctx(Endpoint::UpdateJob, false)).map(|d| d.fault),
+            Some(Fault::Status(500))
+        );
+        assert!(plan.draw(ctx(Endpoint::UpdateJob, false)).is_none());
+    }
+
+    #[test]
+    fn give_back_restores_queue_head() {
+        let plan = FaultPlan::default();
+        plan.push_n(Endpoint::PatchTrace, Fault::RangeMismatch, 2);
+        let d = plan.draw(ctx(Endpoint::PatchTrace, false)).expect("drawn");
+        plan.give_back(Endpoint::PatchTrace, d);
+        assert_eq!(plan.pending(Endpoint::PatchTrace), 2);
+    }
+
+    #[test]
+    fn random_mode_is_reproducible() {
+        let draws = |seed| {
+            let plan = FaultPlan::default();
+            plan.set_random(
+                0.5,
+                &[Fault::Status(503), Fault::Reset, Fault::RangeMismatch],
+                seed,
+            );
+            (0..200)
+                .map(|_| plan.draw(ctx(Endpoint::RequestJob, false)).map(|d| d.fault))
+                .collect::<Vec<_>>()
+        };
+        let a = draws(7);
+        assert_eq!(a, draws(7));
+        let hits = a.iter().filter(|f| f.is_some()).count();
+        assert!((50..150).contains(&hits), "about half: {hits}");
+        assert!(
+            a.iter().flatten().all(|f| *f != Fault::RangeMismatch),
+            "not applicable to request_job"
+        );
+    }
+}
