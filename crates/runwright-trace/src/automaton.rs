@@ -35,6 +35,17 @@ pub(crate) struct Automaton {
     root_next: [u32; 256],
     /// Length of the longest needle.
     max_len: usize,
+    /// How to find the next byte that leaves the root.
+    first: FirstBytes,
+}
+
+/// The bytes that can begin a needle, searched with SIMD (`memchr`) when there are few.
+#[derive(Debug, Clone)]
+enum FirstBytes {
+    One(u8),
+    Two(u8, u8),
+    Three(u8, u8, u8),
+    Many,
 }
 
 impl Automaton {
@@ -129,7 +140,16 @@ impl Automaton {
         }
         edge_start.push(edges.len() as u32);
 
+        let starts: Vec<u8> = children[ROOT as usize].iter().map(|&(b, _)| b).collect();
+        let first = match starts[..] {
+            [a] => FirstBytes::One(a),
+            [a, b] => FirstBytes::Two(a, b),
+            [a, b, c] => FirstBytes::Three(a, b, c),
+            _ => FirstBytes::Many,
+        };
+
         Some(Self {
+            first,
             edge_start,
             edges,
             fail,
@@ -146,10 +166,15 @@ impl Automaton {
         ROOT
     }
 
-    /// Whether `b` leaves the root state (i.e. may begin a needle).
+    /// Offset of the first byte in `hay` that may begin a needle (leaves the root state).
     #[inline]
-    pub(crate) fn starts_needle(&self, b: u8) -> bool {
-        self.root_next[b as usize] != ROOT
+    pub(crate) fn find_start(&self, hay: &[u8]) -> Option<usize> {
+        match self.first {
+            FirstBytes::One(a) => memchr::memchr(a, hay),
+            FirstBytes::Two(a, b) => memchr::memchr2(a, b, hay),
+            FirstBytes::Three(a, b, c) => memchr::memchr3(a, b, c, hay),
+            FirstBytes::Many => hay.iter().position(|&b| self.root_next[b as usize] != ROOT),
+        }
     }
 
     /// The state after reading `b` in state `s`.
@@ -264,6 +289,22 @@ mod tests {
         }
         assert_eq!(ac.match_len(s), 6);
         assert_eq!(ac.hold(s), 0);
+    }
+
+    #[test]
+    fn find_start_with_few_and_many_first_bytes() {
+        let one = Automaton::new(["xy"]).expect("needle");
+        assert_eq!(one.find_start(b"abcxy"), Some(3));
+        assert_eq!(one.find_start(b"abc"), None);
+        let three = Automaton::new(["a1", "b2", "c3"]).expect("needles");
+        assert_eq!(three.find_start(b"zzzc"), Some(3));
+        let many = Automaton::new(["a", "b", "c", "d", "\xff"]).expect("needles");
+        assert_eq!(many.find_start(b"zzzzd"), Some(4));
+        assert_eq!(many.find_start(b"zzzz"), None);
+        let mut hay = vec![b'z'; 100];
+        hay.push(0xff);
+        let high = Automaton::new([[0xffu8], [0x80u8], [0x81u8], [0x82u8]]).expect("needles");
+        assert_eq!(high.find_start(&hay), Some(100));
     }
 
     #[test]

@@ -640,6 +640,9 @@ mod tests {
         t.finish();
         // Plus whatever the masker still held back from before the sink was set.
         let teed = sink.bytes().len();
-        assert!(teed >= block.len() && teed < block.len() + 22, "teed {teed}");
+        assert!(
+            teed >= block.len() && teed < block.len() + 22,
+            "teed {teed}"
+        );
     }
 }

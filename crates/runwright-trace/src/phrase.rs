@@ -108,7 +108,6 @@ impl PhraseMasker {
         if input.is_empty() {
             return;
         }
-        self.held.extend_from_slice(input);
 
         let base = self.pos;
         let mut state = self.state;
@@ -117,7 +116,7 @@ impl PhraseMasker {
         while i < n {
             if state == ac.start() {
                 // Fast path: skip bytes that cannot begin a phrase.
-                match input[i..].iter().position(|&b| ac.starts_needle(b)) {
+                match ac.find_start(&input[i..]) {
                     Some(off) => i += off,
                     None => break,
                 }
@@ -138,7 +137,7 @@ impl PhraseMasker {
         self.state = state;
         self.pos = base + n as u64;
         let safe = self.pos - ac.hold(state) as u64;
-        self.settle(safe, out);
+        self.settle(safe, input, out);
     }
 
     /// Records the occurrence `[start, end)` (occurrences arrive in increasing `end` order).
@@ -164,8 +163,10 @@ impl PhraseMasker {
         intervals.push((start, end));
     }
 
-    /// Emits everything before `safe` (no future occurrence can start before it).
-    fn settle(&mut self, safe: u64, out: &mut Vec<u8>) {
+    /// Emits everything before `safe` (no future occurrence can start before it). The
+    /// unemitted stream is `held` (from `held_base`) followed by `input` (up to `pos`).
+    fn settle(&mut self, safe: u64, input: &[u8], out: &mut Vec<u8>) {
+        let input_base = self.pos - input.len() as u64;
         let mut cursor = self.held_base;
         if let Some(e) = self.mask_end {
             cursor = cursor.max(e);
@@ -176,7 +177,7 @@ impl PhraseMasker {
                 break;
             }
             // s >= cursor: intervals never start inside an emitted mask (they would have merged).
-            out.extend_from_slice(self.held_slice(cursor, s));
+            self.copy(input, input_base, cursor, s, out);
             out.extend_from_slice(MASK);
             cursor = e;
             self.mask_end = Some(e);
@@ -188,24 +189,39 @@ impl PhraseMasker {
             emit_to = emit_to.min(s);
         }
         if emit_to > cursor {
-            out.extend_from_slice(self.held_slice(cursor, emit_to));
+            self.copy(input, input_base, cursor, emit_to, out);
             cursor = emit_to;
         }
-        let drop = usize::try_from(cursor.min(self.pos) - self.held_base).unwrap_or(usize::MAX);
-        self.held.drain(..drop.min(self.held.len()));
-        self.held_base = cursor.min(self.pos);
+        // Keep [cursor, pos) for later.
+        if cursor >= input_base {
+            self.held.clear();
+            self.held
+                .extend_from_slice(&input[(cursor - input_base) as usize..]);
+        } else {
+            self.held.drain(..(cursor - self.held_base) as usize);
+            self.held.extend_from_slice(input);
+        }
+        self.held_base = cursor;
     }
 
-    fn held_slice(&self, from: u64, to: u64) -> &[u8] {
-        let a = (from - self.held_base) as usize;
-        let b = (to - self.held_base) as usize;
-        &self.held[a..b]
+    /// Appends stream bytes `[from, to)` to `out`, taking them from `held` and/or `input`.
+    fn copy(&self, input: &[u8], input_base: u64, from: u64, to: u64, out: &mut Vec<u8>) {
+        if from < input_base {
+            let a = (from - self.held_base) as usize;
+            let b = (to.min(input_base) - self.held_base) as usize;
+            out.extend_from_slice(&self.held[a..b]);
+        }
+        if to > input_base {
+            let a = (from.max(input_base) - input_base) as usize;
+            let b = (to - input_base) as usize;
+            out.extend_from_slice(&input[a..b]);
+        }
     }
 
     /// End of stream: everything held back is final.
     pub(crate) fn flush(&mut self, out: &mut Vec<u8>) {
         if self.ac.is_some() {
-            self.settle(self.pos, out);
+            self.settle(self.pos, &[], out);
         }
         self.state = 0;
         self.mask_end = None;

@@ -102,7 +102,7 @@ impl TokenSanitizer {
                 continue;
             }
             if self.state == ac.start() {
-                match input[i..].iter().position(|&b| ac.starts_needle(b)) {
+                match ac.find_start(&input[i..]) {
                     Some(off) => i += off,
                     None => {
                         i = n;

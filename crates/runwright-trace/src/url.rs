@@ -39,9 +39,33 @@ enum State {
     #[default]
     Idle,
     /// Reading a key (bytes after `?`/`&`, not yet `=`).
-    Key(Vec<u8>),
+    Key(KeyBuf),
     /// Dropping a sensitive value; holds the start of a split multi-byte character.
     Value(Vec<u8>),
+}
+
+/// The key read so far (never longer than [`MAX_KEY_LEN`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeyBuf {
+    bytes: [u8; MAX_KEY_LEN],
+    len: usize,
+}
+
+impl KeyBuf {
+    /// Appends `more`; false when the key would be longer than any sensitive key.
+    fn push(&mut self, more: &[u8]) -> bool {
+        let end = self.len + more.len();
+        if end > MAX_KEY_LEN {
+            return false;
+        }
+        self.bytes[self.len..end].copy_from_slice(more);
+        self.len = end;
+        true
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// Streaming URL parameter sanitizer (see module docs).
@@ -95,7 +119,13 @@ fn first_char(s: &str) -> ValueByte {
 }
 
 fn is_sensitive_key(key: &[u8]) -> bool {
-    // Go lowercases with `strings.ToLower` (Unicode): so does `to_lowercase`.
+    if key.is_ascii() {
+        return SENSITIVE_URL_PARAMS
+            .iter()
+            .any(|k| k.as_bytes().eq_ignore_ascii_case(key));
+    }
+    // Go lowercases with `strings.ToLower` (Unicode: the Kelvin sign becomes `k`): so does
+    // `to_lowercase`.
     let lower = String::from_utf8_lossy(key).to_lowercase();
     SENSITIVE_URL_PARAMS.contains(&lower.as_str())
 }
@@ -121,28 +151,43 @@ impl UrlSanitizer {
         let mut copy_from = 0usize;
         while i < n {
             match &mut self.state {
-                State::Idle => match input[i..].iter().position(|&b| b == b'?' || b == b'&') {
+                State::Idle => match memchr::memchr2(b'?', b'&', &input[i..]) {
                     Some(off) => {
                         i += off + 1;
-                        self.state = State::Key(Vec::new());
+                        self.state = State::Key(KeyBuf::default());
                     }
                     None => i = n,
                 },
                 State::Key(key) => {
-                    let b = input[i];
-                    i += 1;
-                    match b {
-                        b'?' | b'&' => key.clear(),
+                    let Some(off) = memchr::memchr3(b'=', b'?', b'&', &input[i..]) else {
+                        // The key goes on past this write.
+                        if !key.push(&input[i..]) {
+                            self.state = State::Idle;
+                        }
+                        i = n;
+                        continue;
+                    };
+                    let fits = key.push(&input[i..i + off]);
+                    let delim = input[i + off];
+                    i += off + 1;
+                    match delim {
+                        _ if !fits => {
+                            // Longer than any sensitive key: give up, but a `?`/`&` that ends
+                            // it still starts the next key.
+                            self.state = State::Idle;
+                            if delim != b'=' {
+                                i -= 1;
+                            }
+                        }
                         b'=' => {
-                            if is_sensitive_key(key) {
+                            if is_sensitive_key(key.as_bytes()) {
                                 out.extend_from_slice(&input[copy_from..i]);
                                 self.state = State::Value(Vec::new());
                             } else {
                                 self.state = State::Idle;
                             }
                         }
-                        _ if key.len() >= MAX_KEY_LEN => self.state = State::Idle,
-                        _ => key.push(b),
+                        _ => *key = KeyBuf::default(),
                     }
                 }
                 State::Value(partial) => match classify(&input[i..], false) {
