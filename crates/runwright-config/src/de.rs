@@ -57,16 +57,15 @@ impl Visitor<'_> for IntVisitor {
     type Value = i64;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.non_negative {
-            f.write_str("a non-negative integer")
-        } else {
-            f.write_str("an integer")
-        }
+        f.write_str("an integer")
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
         if self.non_negative && v < 0 {
-            return Err(E::invalid_value(Unexpected::Signed(v), &self));
+            return Err(E::invalid_value(
+                Unexpected::Signed(v),
+                &"a non-negative integer",
+            ));
         }
         Ok(v)
     }
@@ -187,32 +186,58 @@ fn go_zero_time() -> OffsetDateTime {
 // ---------------------------------------------------------------------------------------------
 // Strings with a closed set of values
 
-fn check_one_of<E: de::Error>(s: &str, allowed: &[&str], case_insensitive: bool) -> Result<(), E> {
-    let ok = allowed.iter().any(|a| {
-        if case_insensitive {
-            a.eq_ignore_ascii_case(s)
-        } else {
-            *a == s
-        }
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(E::invalid_value(
-            Unexpected::Str(s),
-            &one_of(allowed).as_str(),
-        ))
+/// Reads a string and checks it inside the visitor, so that the `toml` deserializer attaches
+/// the value's own span to the error (it does not for errors raised after `deserialize`
+/// returns, e.g. for array elements).
+pub(crate) fn checked_str<'de, D, T, F>(
+    d: D,
+    expecting: &'static str,
+    check: F,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct V<F> {
+        expecting: &'static str,
+        check: F,
     }
+
+    impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for V<F> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.check)(v)
+                .map_err(|allowed| E::invalid_value(Unexpected::Str(v), &allowed.as_str()))
+        }
+    }
+
+    d.deserialize_str(V { expecting, check })
 }
 
 fn checked_string<'de, D: Deserializer<'de>>(
     d: D,
-    allowed: &[&str],
+    allowed: &'static [&'static str],
     case_insensitive: bool,
 ) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    check_one_of::<D::Error>(&s, allowed, case_insensitive)?;
-    Ok(s)
+    checked_str(d, "a string", |s| {
+        let ok = allowed.iter().any(|a| {
+            if case_insensitive {
+                a.eq_ignore_ascii_case(s)
+            } else {
+                *a == s
+            }
+        });
+        if ok {
+            Ok(s.to_owned())
+        } else {
+            Err(one_of(allowed))
+        }
+    })
 }
 
 /// `executor`: one of GitLab's executor names.
@@ -222,12 +247,15 @@ pub(crate) fn executor<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
 
 /// `shell`: one of GitLab's shells; an empty string means the executor's default.
 pub(crate) fn opt_shell<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() {
-        return Ok(None);
-    }
-    check_one_of::<D::Error>(&s, SHELLS, false)?;
-    Ok(Some(s))
+    checked_str(d, "a string", |s| {
+        if s.is_empty() {
+            Ok(None)
+        } else if SHELLS.contains(&s) {
+            Ok(Some(s.to_owned()))
+        } else {
+            Err(one_of(SHELLS))
+        }
+    })
 }
 
 /// `log_level`: a logrus level.
@@ -242,14 +270,13 @@ pub(crate) fn opt_log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
 
 /// A string that must not be empty (`url`, `token`).
 pub(crate) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Err(de::Error::invalid_value(
-            Unexpected::Str(&s),
-            &"a non-empty string",
-        ));
-    }
-    Ok(s)
+    checked_str(d, "a string", |s| {
+        if s.trim().is_empty() {
+            Err("a non-empty string".to_owned())
+        } else {
+            Ok(s.to_owned())
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,28 +286,24 @@ pub(crate) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
 /// optional `k`/`m`/`g`/`t`/`p` with optional `i`/`b`). GitLab's runner aborts (`logrus.Fatalf`)
 /// on a bad value when a job starts; here it is caught at load.
 pub(crate) fn opt_ram_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() || crate::model::parse_ram_in_bytes(&s).is_some() {
-        Ok(Some(s))
-    } else {
-        Err(de::Error::invalid_value(
-            Unexpected::Str(&s),
-            &"a memory size such as \"512m\" or \"2g\"",
-        ))
-    }
+    checked_str(d, "a string", |s| {
+        if s.is_empty() || crate::model::parse_ram_in_bytes(s).is_some() {
+            Ok(Some(s.to_owned()))
+        } else {
+            Err("a memory size such as \"512m\" or \"2g\"".to_owned())
+        }
+    })
 }
 
 /// `cpus`, `service_cpus`: a decimal or fraction (Go `big.Rat.SetString`), e.g. `"1.5"`.
 pub(crate) fn opt_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() || crate::model::parse_cpus(&s).is_some() {
-        Ok(Some(s))
-    } else {
-        Err(de::Error::invalid_value(
-            Unexpected::Str(&s),
-            &"a number of CPUs such as \"1.5\"",
-        ))
-    }
+    checked_str(d, "a string", |s| {
+        if s.is_empty() || crate::model::parse_cpus(s).is_some() {
+            Ok(Some(s.to_owned()))
+        } else {
+            Err("a number of CPUs such as \"1.5\"".to_owned())
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

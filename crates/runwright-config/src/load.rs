@@ -61,11 +61,18 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
 
     let root = DeTable::parse(text).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |span| line_col(text, span.start));
+        let mut message = e.message().trim_end().to_owned();
+        // The parser points at the repeated key without naming it.
+        if message == "duplicate key" {
+            if let Some(key) = e.span().and_then(|s| text.get(s)).filter(|k| !k.is_empty()) {
+                message = format!("duplicate key `{key}`");
+            }
+        }
         ConfigError::Syntax {
             path: path.to_owned(),
             line,
             column,
-            message: e.message().trim_end().to_owned(),
+            message,
         }
     })?;
     let doc = Document {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -508,19 +508,13 @@ impl CacheType {
 
 /// `Type = ""` means no distributed cache; `None` is used for it.
 fn opt_cache_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CacheType>, D::Error> {
-    let s = String::deserialize(d)?;
-    Ok(Some(match s.as_str() {
-        "" => return Ok(None),
-        "s3" => CacheType::S3,
-        "gcs" => CacheType::Gcs,
-        "azure" => CacheType::Azure,
-        other => {
-            return Err(de::Error::invalid_value(
-                de::Unexpected::Str(other),
-                &"one of s3, gcs, azure, or \"\" for no distributed cache",
-            ))
-        }
-    }))
+    vde::checked_str(d, "a string", |s| match s {
+        "" => Ok(None),
+        "s3" => Ok(Some(CacheType::S3)),
+        "gcs" => Ok(Some(CacheType::Gcs)),
+        "azure" => Ok(Some(CacheType::Azure)),
+        _ => Err("one of s3, gcs, azure, or \"\" for no distributed cache".to_owned()),
+    })
 }
 
 /// `[runners.cache]` (runner common/config.go `CacheConfig`).
@@ -557,19 +551,13 @@ pub enum S3AuthType {
 }
 
 fn opt_s3_auth_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S3AuthType>, D::Error> {
-    let s = String::deserialize(d)?;
     // runner common/config.go `CacheS3Config.AuthType` lowercases the value.
-    Ok(Some(match s.to_ascii_lowercase().as_str() {
-        "" => return Ok(None),
-        "access-key" => S3AuthType::AccessKey,
-        "iam" => S3AuthType::Iam,
-        _ => {
-            return Err(de::Error::invalid_value(
-                de::Unexpected::Str(&s),
-                &"one of access-key, iam",
-            ))
-        }
-    }))
+    vde::checked_str(d, "a string", |s| match s.to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "access-key" => Ok(Some(S3AuthType::AccessKey)),
+        "iam" => Ok(Some(S3AuthType::Iam)),
+        _ => Err("one of access-key, iam".to_owned()),
+    })
 }
 
 /// `[runners.cache.s3]` (runner common/config.go `CacheS3Config`).
@@ -760,18 +748,12 @@ impl fmt::Display for PullPolicy {
 
 impl<'de> Deserialize<'de> for PullPolicy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
         // Exact spelling, as runner common/config.go `GetPullPolicies` compares.
-        Ok(match s.as_str() {
-            "always" => PullPolicy::Always,
-            "if-not-present" => PullPolicy::IfNotPresent,
-            "never" => PullPolicy::Never,
-            other => {
-                return Err(de::Error::invalid_value(
-                    de::Unexpected::Str(other),
-                    &"one of always, if-not-present, never",
-                ))
-            }
+        vde::checked_str(d, "a string", |s| match s {
+            "always" => Ok(PullPolicy::Always),
+            "if-not-present" => Ok(PullPolicy::IfNotPresent),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err("one of always, if-not-present, never".to_owned()),
         })
     }
 }

@@ -215,4 +215,30 @@ mod tests {
         assert!(!is_valid_system_id("s_0123456789a-"));
         assert!(!is_valid_system_id(""));
     }
+
+    #[test]
+    fn created_from_machine_id_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SYSTEM_ID_FILE_NAME);
+        let id = load_or_create_with(&file, Some(" 0123abcd\n".into())).unwrap();
+        assert_eq!(id, system_id_from_machine_id("0123abcd"));
+        assert_eq!(fs::read_to_string(&file).unwrap(), id);
+        // Present and valid: reused, whatever the machine id says now.
+        assert_eq!(
+            load_or_create_with(&file, Some("other".into())).unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn random_without_machine_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SYSTEM_ID_FILE_NAME);
+        let id = load_or_create_with(&file, None).unwrap();
+        assert!(id.starts_with("r_") && is_valid_system_id(&id), "{id}");
+        let blank = dir.path().join("blank");
+        let id2 = load_or_create_with(&blank, Some("   ".into())).unwrap();
+        assert!(id2.starts_with("r_"), "{id2}");
+        assert_ne!(id, id2);
+    }
 }
