@@ -48,7 +48,7 @@ pub struct RequestLog {
     pub request_headers: BTreeMap<String, String>,
     /// Response headers of interest, lower-case names.
     pub response_headers: BTreeMap<String, String>,
-    /// The body parsed as JSON, when it was JSON (never for git traffic).
+    /// The body parsed as JSON, when it was JSON (never for trace patches or git traffic).
     pub body: Option<serde_json::Value>,
     /// Body length in bytes (0 for git traffic, which is streamed).
     pub body_len: usize,

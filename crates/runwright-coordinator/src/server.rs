@@ -179,7 +179,10 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
                 return finish(&sh, entry, started, resp);
             }
         };
-        entry.body = serde_json::from_slice(&bytes).ok();
+        // Trace chunks are text: a chunk that happens to parse as JSON ("42") is not a JSON body.
+        if endpoint != Endpoint::PatchTrace {
+            entry.body = serde_json::from_slice(&bytes).ok();
+        }
         entry.body_len = bytes.len();
         Request::from_parts(parts, Body::from(bytes))
     };
