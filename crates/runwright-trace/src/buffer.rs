@@ -646,3 +646,80 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! The buffer under random chunking: stored bytes are exactly "mask everything, then cut".
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct SharedSink(Arc<Mutex<Vec<u8>>>);
+    impl Write for SharedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn chunked_writes_store_the_cut_of_the_masked_whole(
+            secrets in prop::collection::vec("[a-z]{1,6}", 0..3),
+            pieces in prop::collection::vec(
+                prop_oneof![
+                    "[a-z €\n]{0,12}".prop_map(String::into_bytes),
+                    prop::collection::vec(any::<u8>(), 0..3),
+                ],
+                0..20,
+            ),
+            limit in 0usize..80,
+        ) {
+            let input = pieces.concat();
+            let o = TraceOptions { output_limit: limit, masked: secrets.clone(), token_prefixes: vec![] };
+
+            // The whole stream, masked and UTF-8 fixed, without any limit.
+            let whole = TraceBuffer::new(TraceOptions { output_limit: usize::MAX, ..o.clone() });
+            whole.write(&input);
+            whole.finish();
+            let full = whole.read(0, usize::MAX);
+
+            let sink = SharedSink::default();
+            let t = TraceBuffer::new(o);
+            t.set_sink(Box::new(sink.clone()));
+            for p in &pieces {
+                t.write(p);
+            }
+            t.finish();
+
+            let want = if limit > 0 && full.len() >= limit {
+                let cut = truncate_safe_utf8(&full, limit);
+                prop_assert!(std::str::from_utf8(&full[..cut]).is_ok());
+                prop_assert!(limit - cut < 4);
+                [&full[..cut], limit_exceeded_notice(limit).as_bytes()].concat()
+            } else if limit == 0 {
+                Vec::new()
+            } else {
+                full.clone()
+            };
+            let stored = t.read(0, usize::MAX);
+            prop_assert_eq!(&stored, &want);
+            prop_assert_eq!(t.len(), want.len() as u64);
+            let teed = sink.0.lock().map(|v| v.clone()).unwrap_or_default();
+            prop_assert_eq!(&teed, &full);
+            prop_assert!(std::str::from_utf8(&full).is_ok());
+            let mut h = crc32fast::Hasher::new();
+            h.update(&want);
+            prop_assert_eq!(t.checksum(), format!("crc32:{:08x}", h.finalize()));
+        }
+    }
+}

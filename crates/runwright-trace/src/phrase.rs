@@ -253,6 +253,63 @@ mod tests {
         String::from_utf8(out).expect("utf8")
     }
 
+    /// GitLab's own table (`common/buildlogger/internal/masker/masker_test.go`); `|` separates
+    /// writes.
+    #[test]
+    fn gitlab_masker_test_table() {
+        let big = "_".repeat(8000);
+        let big_input = format!("large secret: {big}|{big}");
+        let big_phrase = "_".repeat(16000);
+        let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+            ("empty secrets have no affect", vec![""], "empty secrets have no affect"),
+            ("no escaping at all", vec![], "no escaping at all"),
+            ("secrets", vec!["secrets"], "[MASKED]"),
+            ("secret|s", vec!["secrets"], "[MASKED]"),
+            ("s|ecrets", vec!["secrets"], "[MASKED]"),
+            ("secretssecrets", vec!["secrets"], "[MASKED][MASKED]"),
+            ("ssecrets", vec!["secrets"], "s[MASKED]"),
+            ("s|secrets", vec!["secrets"], "s[MASKED]"),
+            ("at the start of the buffer", vec!["at"], "[MASKED] the start of the buffer"),
+            ("in the middle of the buffer", vec!["middle"], "in the [MASKED] of the buffer"),
+            ("at the end of the buffer", vec!["buffer"], "at the end of the [MASKED]"),
+            (
+                "all values are masked",
+                vec!["all", "values", "are", "masked"],
+                "[MASKED] [MASKED] [MASKED] [MASKED]",
+            ),
+            (
+                "prefixed and suffixed: xfoox ybary ffoo barr ffooo bbarr",
+                vec!["foo", "bar"],
+                "prefixed and suffixed: x[MASKED]x y[MASKED]y f[MASKED] [MASKED]r f[MASKED]o b[MASKED]r",
+            ),
+            (
+                "prefix|ed, su|ffi|xed |and split|:| xfo|ox y|bary ffo|o ba|rr ffooo b|barr",
+                vec!["foo", "bar"],
+                "prefixed, suffixed and split: x[MASKED]x y[MASKED]y f[MASKED] [MASKED]r f[MASKED]o b[MASKED]r",
+            ),
+            (
+                "sp|lit al|l val|ues ar|e |mask|ed",
+                vec!["split", "all", "values", "are", "masked"],
+                "[MASKED] [MASKED] [MASKED] [MASKED] [MASKED]",
+            ),
+            (
+                "prefix_mask mask prefix_|mask prefix_ma|sk mas|k",
+                vec!["mask", "prefix_mask"],
+                "[MASKED] [MASKED] [MASKED] [MASKED] [MASKED]",
+            ),
+            (&big_input, vec![&big_phrase], "large secret: [MASKED]"),
+            (
+                "overlap: this is the en| foobar",
+                vec!["this is the end", "en foobar", "en"],
+                "overlap: this is the [MASKED]",
+            ),
+        ];
+        for (input, phrases, want) in cases {
+            let chunks: Vec<&[u8]> = input.split('|').map(str::as_bytes).collect();
+            assert_eq!(mask_chunks(&phrases, &chunks), want, "input {input:?}");
+        }
+    }
+
     #[test]
     fn simple_occurrences() {
         assert_eq!(

@@ -149,6 +149,46 @@ mod tests {
         String::from_utf8(out).expect("utf8")
     }
 
+    /// GitLab's own table (`common/buildlogger/internal/tokensanitizer/token_masker_test.go`);
+    /// `|` separates writes. (Its "ignored eleventh prefix" case dates from a cap of 10; the
+    /// cap is 15 now, see `prefix_cap_keeps_glpat`.)
+    #[test]
+    fn gitlab_token_masker_test_table() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&[], "Lorem ipsum, ex ea commodo glpat-imperdiet in voluptate", "Lorem ipsum, ex ea commodo glpat-[MASKED] in voluptate"),
+            (&[], "velit esseglpat-imperdiet", "velit esseglpat-[MASKED]"),
+            (&[], "glpat-imperdiet Lorem", "glpat-[MASKED] Lorem"),
+            (&[], "esseglpat-imperdiet=_-. end Lorem", "esseglpat-[MASKED] end Lorem"),
+            (&[], "glpat-impglpat-erdiet Lorem", "glpat-[MASKED] Lorem"),
+            (
+                &[],
+                "glpat|-imperdiet Lorem ipsum commodo gl|pat-imperdiet in",
+                "glpat-[MASKED] Lorem ipsum commodo glpat-[MASKED] in",
+            ),
+            (&[], "glpat| -imperdiet Lorem", "glpat -imperdiet Lorem"),
+            (
+                &[],
+                "Lorglpat-ipsu dolor sit amglp|at-t, consglpat-ctg|lpat-tur adipiscing glpat-lit, sglpat-|d do glpat-iusmod t|glpat-mpor incididunt ut |laborglpat-=_ glpat-t dolorglpat-=_ magna aliqua.",
+                "Lorglpat-[MASKED] dolor sit amglpat-[MASKED], consglpat-[MASKED] adipiscing glpat-[MASKED], sglpat-[MASKED] do glpat-[MASKED] tglpat-[MASKED] incididunt ut laborglpat-[MASKED] glpat-[MASKED] dolorglpat-[MASKED] magna aliqua.",
+            ),
+            (
+                &[],
+                "Lorglpat- ipsu dolor sit amglpat-t, consglpat-ctglpat-tur",
+                "Lorglpat- ipsu dolor sit amglpat-[MASKED], consglpat-[MASKED]",
+            ),
+            (&["token-"], "token-imperdiet Lorem", "token-[MASKED] Lorem"),
+            (
+                &["tok-"],
+                "Lortok-ipsu dolor sit amt|ok-t, cons-ctg|lpat-tur adipiscing tok-lit, stok-|d do tok-iusmod t|tok-mpor incididunt ut |labortok-=_ tok-t dolortok-=_ magna aliqua. Tglpat-llus orci ac auctor auguglpat-eee mauris auguglpat-wEr_ lorem",
+                "Lortok-[MASKED] dolor sit amtok-[MASKED], cons-ctglpat-[MASKED] adipiscing tok-[MASKED], stok-[MASKED] do tok-[MASKED] ttok-[MASKED] incididunt ut labortok-[MASKED] tok-[MASKED] dolortok-[MASKED] magna aliqua. Tglpat-[MASKED] orci ac auctor auguglpat-[MASKED] mauris auguglpat-[MASKED] lorem",
+            ),
+        ];
+        for (prefixes, input, want) in cases {
+            let chunks: Vec<&[u8]> = input.split('|').map(str::as_bytes).collect();
+            assert_eq!(sanitize(prefixes, &chunks), *want, "input {input:?}");
+        }
+    }
+
     #[test]
     fn masks_pat_and_keeps_prefix() {
         assert_eq!(

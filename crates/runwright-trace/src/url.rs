@@ -232,6 +232,69 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// GitLab's own table (`common/buildlogger/internal/urlsanitizer/urlsanitizer_test.go`);
+    /// `|` separates writes.
+    #[test]
+    fn gitlab_urlsanitizer_test_table() {
+        let long = format!(
+            "a really long sensitive URL http://example.com/?x-amz-credential={} that is still scrubbed",
+            "0".repeat(8 * 1024)
+        );
+        let cases: &[(&str, &str)] = &[
+            ("no escaping at all http://example.org/?test=foobar", "no escaping at all http://example.org/?test=foobar"),
+            (
+                "multiple: &private_token=hello &?x-amz-security-token=hello &?x-amz-security-token=hello ?x-amz-security?x-amz-security-token=hello",
+                "multiple: &private_token=[MASKED] &?x-amz-security-token=[MASKED] &?x-amz-security-token=[MASKED] ?x-amz-security?x-amz-security-token=[MASKED]",
+            ),
+            (
+                "above known key size: http://example.org/?this-is-a-really-really-long-key-name=foobar",
+                "above known key size: http://example.org/?this-is-a-really-really-long-key-name=foobar",
+            ),
+            ("http://example.com/?private_token=deadbeef sensitive URL at the start", "http://example.com/?private_token=[MASKED] sensitive URL at the start"),
+            ("a sensitive URL at the end http://example.com/?authenticity_token=deadbeef", "a sensitive URL at the end http://example.com/?authenticity_token=[MASKED]"),
+            ("a sensitive URL http://example.com/?rss_token=deadbeef in the middle", "a sensitive URL http://example.com/?rss_token=[MASKED] in the middle"),
+            ("a sensitive URL http://example.com/?X-AMZ-sigNATure=deadbeef with mixed case", "a sensitive URL http://example.com/?X-AMZ-sigNATure=[MASKED] with mixed case"),
+            ("http://example.com/?param=second&x-amz-credential=deadbeef second param", "http://example.com/?param=second&x-amz-credential=[MASKED] second param"),
+            ("http://example.com/?rss_token=hide&x-amz-credential=deadbeef both params", "http://example.com/?rss_token=[MASKED]&x-amz-credential=[MASKED] both params"),
+            (&long, "a really long sensitive URL http://example.com/?x-amz-credential=[MASKED] that is still scrubbed"),
+            (
+                "spl|it sensit|ive UR|L http://example.com/?x-amz-cred|ential=abcdefghij|klmnopqrstuvwxyz01234567",
+                "split sensitive URL http://example.com/?x-amz-credential=[MASKED]",
+            ),
+            (
+                "newline: http://example.com/?x-amz-credential=abc\nhttp://example.com/?x-amz-credential=abc",
+                "newline: http://example.com/?x-amz-credential=[MASKED]\nhttp://example.com/?x-amz-credential=[MASKED]",
+            ),
+            (
+                "control character: http://example.com/?x-amz-credential=abc\x08http://example.com/?x-amz-credential=abc",
+                "control character: http://example.com/?x-amz-credential=[MASKED]\x08http://example.com/?x-amz-credential=[MASKED]",
+            ),
+            (
+                "rss_token=notmasked http://example.com/?rss_token=!@#$A&x-amz-credential=abc&test=test",
+                "rss_token=notmasked http://example.com/?rss_token=[MASKED]&x-amz-credential=[MASKED]&test=test",
+            ),
+            ("no value: http://example.com/?x-amz-credential=&private_token=gitlab", "no value: http://example.com/?x-amz-credential=[MASKED]&private_token=[MASKED]"),
+            ("double &: http://example.com/?x-amz-credential=abc&&private_token=gitlab", "double &: http://example.com/?x-amz-credential=[MASKED]&&private_token=[MASKED]"),
+            ("double ?: http://example.com/?x-amz-credential=abc??private_token=gitlab", "double ?: http://example.com/?x-amz-credential=[MASKED]??private_token=[MASKED]"),
+            ("split on &: http://example.com/|&|x-amz-cre|dential=abc", "split on &: http://example.com/&x-amz-credential=[MASKED]"),
+            ("split on ?: http://example.com/|?|x-amz-cre|dential=abc", "split on ?: http://example.com/?x-amz-credential=[MASKED]"),
+            ("split after ?: http://example.com/|?||x-amz-cre|dential=abc", "split after ?: http://example.com/?x-amz-credential=[MASKED]"),
+            (
+                "interweaved tokens: ?|one ?x-amz-credential=abc two=three ?|one=two &token &x-amz-credential=abc =token ?=",
+                "interweaved tokens: ?one ?x-amz-credential=[MASKED] two=three ?one=two &token &x-amz-credential=[MASKED] =token ?=",
+            ),
+            ("terminated before mask: ?x", "terminated before mask: ?x"),
+            ("terminated before mask: ?x|-", "terminated before mask: ?x-"),
+            ("terminated before mask: ?x-|", "terminated before mask: ?x-"),
+            ("terminated before mask: ?x-amz-credential=", "terminated before mask: ?x-amz-credential=[MASKED]"),
+            ("terminated before mask: ?x-amz-credential=|", "terminated before mask: ?x-amz-credential=[MASKED]"),
+        ];
+        for (input, want) in cases {
+            let chunks: Vec<&[u8]> = input.split('|').map(str::as_bytes).collect();
+            assert_eq!(sanitize(&chunks), *want, "input {input:?}");
+        }
+    }
+
     #[test]
     fn masks_known_params() {
         assert_eq!(
