@@ -82,7 +82,7 @@ impl fmt::Debug for Client {
 }
 
 /// What `POST /jobs/request` came to (runner network/gitlab.go `RequestJob`, `protocol.md` §2.2).
-#[derive(Debug)]
+/// `Debug` hides the job token of `Malformed` (the `Job` payload hides its own secrets).
 pub enum RequestJobOutcome {
     /// `201`: a job to run.
     Job(Box<JobResponse>),
@@ -107,6 +107,26 @@ pub enum RequestJobOutcome {
         /// What failed, with the JSON path (`variables[1].masked: invalid type: …`); values are elided.
         error: String,
     },
+}
+
+impl fmt::Debug for RequestJobOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestJobOutcome::Job(job) => f.debug_tuple("Job").field(job).finish(),
+            RequestJobOutcome::NoJob => f.write_str("NoJob"),
+            RequestJobOutcome::Forbidden => f.write_str("Forbidden"),
+            RequestJobOutcome::Conflict => f.write_str("Conflict"),
+            RequestJobOutcome::Orphaned => f.write_str("Orphaned"),
+            RequestJobOutcome::Unavailable => f.write_str("Unavailable"),
+            RequestJobOutcome::Failed(msg) => f.debug_tuple("Failed").field(msg).finish(),
+            RequestJobOutcome::Malformed { id, token, error } => f
+                .debug_struct("Malformed")
+                .field("id", id)
+                .field("token", &token.as_ref().map(|_| "[REDACTED]"))
+                .field("error", error)
+                .finish(),
+        }
+    }
 }
 
 /// How `PUT /jobs/:id` was answered (runner network/gitlab.go `createUpdateJobResult`, `protocol.md` §3).

@@ -1,0 +1,5 @@
+//! Integration tests of runwright-client against a fake GitLab on loopback (one test binary).
+
+mod client;
+mod job_trace;
+mod support;
