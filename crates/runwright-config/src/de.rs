@@ -37,7 +37,8 @@ pub(crate) const SHELLS: &[&str] = &["bash", "sh", "pwsh", "powershell", "cmd"];
 /// Log formats (runner log/configuration.go): `runner`, `text`, `json`.
 pub(crate) const LOG_FORMATS: &[&str] = &["runner", "text", "json"];
 
-/// Log levels accepted by logrus' `ParseLevel`, which GitLab's runner uses (case-insensitive).
+/// Log levels accepted by logrus `ParseLevel` (case-insensitive), which runner log/configuration.go
+/// `SetLevel` uses.
 pub(crate) const LOG_LEVELS: &[&str] = &[
     "panic", "fatal", "error", "warn", "warning", "info", "debug", "trace",
 ];

@@ -325,6 +325,10 @@ impl<'a, 'i> Document<'a, 'i> {
                 message = message.replace("invalid type: table", "invalid type: datetime");
             }
         }
+        // `[runners]` instead of `[[runners]]` is a classic.
+        if segs == [Seg::Key("runners".into())] && message.starts_with("invalid type: table") {
+            message.push_str(" (write [[runners]] for each runner)");
+        }
         let raw_token = match (segs.last(), &found) {
             (Some(Seg::Key(k)), Some(f)) if k == "token" => self.text.get(f.value.span()),
             _ => None,
@@ -530,13 +534,10 @@ pub fn default_config_path() -> PathBuf {
     dir.join("config.toml")
 }
 
+/// Whether the real user is root, as Go's `os.Getuid() == 0` in runner commands/config_unix.go.
 #[cfg(unix)]
 fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // The effective uid of this process, read without libc: /proc/self is owned by it.
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    nix::unistd::getuid().is_root()
 }
 
 #[cfg(not(unix))]

@@ -182,6 +182,34 @@ fn build_host_toml_loads_unchanged_without_warnings() {
 }
 
 #[test]
+fn file_written_by_gitlab_register_loads_without_warnings() {
+    let loaded = load(&fixture("gitlab-generated.toml")).unwrap();
+    assert_eq!(loaded.warnings, vec![]);
+    let c = &loaded.config;
+    assert_eq!(c.concurrent, 1);
+    assert_eq!(c.check_interval(), Duration::from_secs(3));
+    assert_eq!(c.shutdown_timeout(), Duration::from_secs(30));
+    assert_eq!(c.connection_max_age(), Duration::from_secs(900));
+    assert_eq!(
+        c.session_server.as_ref().unwrap().session_timeout(),
+        Duration::from_secs(1800)
+    );
+    let docker = &c.runners[0];
+    assert_eq!(docker.short_token(), "abcdefghi");
+    assert_eq!(docker.cache.as_ref().unwrap().cache_type, None);
+    assert_eq!(
+        docker.docker.as_ref().unwrap().pull_policies(),
+        vec![PullPolicy::IfNotPresent, PullPolicy::Always]
+    );
+    let k8s = &c.runners[1];
+    assert_eq!(k8s.executor, "kubernetes");
+    assert_eq!(
+        k8s.kubernetes.as_ref().unwrap()["namespace"].as_str(),
+        Some("gitlab")
+    );
+}
+
+#[test]
 fn missing_file_names_the_path_and_the_option() {
     let err = load(Path::new("/nonexistent/dir/config.toml")).unwrap_err();
     assert!(matches!(err, ConfigError::NotFound { .. }));
@@ -269,6 +297,15 @@ fn wrong_type_services_must_be_array_of_tables() {
     assert_eq!(
         error(&text),
         "config.toml:7:16: runners[0].docker.services: invalid type: table, expected an array"
+    );
+}
+
+#[test]
+fn single_brackets_for_runners() {
+    let text = HEAD.replace("[[runners]]", "[runners]");
+    assert_eq!(
+        error(&text),
+        "config.toml:1:1: runners: invalid type: table, expected an array (write [[runners]] for each runner)"
     );
 }
 
@@ -977,13 +1014,11 @@ fn machine_derived_system_id_matches_gitlab() {
     assert!(id[2..].bytes().all(|b| b.is_ascii_hexdigit()));
 }
 
+#[cfg(unix)]
 #[test]
 fn default_config_path_follows_gitlab() {
     let path = runwright_config::default_config_path();
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if root {
+    if nix::unistd::getuid().is_root() {
         assert_eq!(path, Path::new("/etc/gitlab-runner/config.toml"));
     } else {
         assert!(path.ends_with(".gitlab-runner/config.toml"), "{path:?}");
