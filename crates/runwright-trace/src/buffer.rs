@@ -32,8 +32,9 @@ pub const DEFAULT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
 /// Slice size for processing large writes.
 const SLICE: usize = 64 * 1024;
 
-/// What a [`TraceBuffer`] is built with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a [`TraceBuffer`] is built with. `Debug` shows how many masked values there are, never
+/// the values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TraceOptions {
     /// Maximum stored bytes (GitLab `output_limit` KiB × 1024), not counting the notice.
     pub output_limit: usize,
@@ -41,6 +42,16 @@ pub struct TraceOptions {
     pub masked: Vec<String>,
     /// Extra token prefixes (`features.token_mask_prefixes`); `glpat-` is always masked.
     pub token_prefixes: Vec<String>,
+}
+
+impl std::fmt::Debug for TraceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceOptions")
+            .field("output_limit", &self.output_limit)
+            .field("masked", &format_args!("[{} values]", self.masked.len()))
+            .field("token_prefixes", &self.token_prefixes)
+            .finish()
+    }
 }
 
 impl Default for TraceOptions {
@@ -367,6 +378,13 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn options_debug_redacts_masked_values() {
+        let dbg = format!("{:?}", opts(1, &["hunter22"]));
+        assert!(!dbg.contains("hunter22"), "{dbg}");
+        assert!(dbg.contains("[1 values]"), "{dbg}");
     }
 
     #[test]

@@ -6,6 +6,20 @@
 //! loop. The pieces are usable on their own: [`Masker`]/[`mask_str`] for other text that may
 //! hold secrets, [`section_start`]/[`section_end`] and [`ansi`] for the log's markup.
 //!
+//! ```
+//! use runwright_trace::{TraceBuffer, TraceOptions};
+//!
+//! let trace = TraceBuffer::new(TraceOptions {
+//!     masked: vec!["hunter22".into()],
+//!     ..TraceOptions::default()
+//! });
+//! trace.write(b"password: hun");
+//! trace.write(b"ter22, token glpat-abc123\n");
+//! trace.finish();
+//! assert_eq!(trace.read(0, 1024), b"password: [MASKED], token glpat-[MASKED]\n");
+//! assert_eq!(trace.checksum().len(), "crc32:".len() + 8);
+//! ```
+//!
 //! Behaviour follows GitLab's runner; each module cites the Go file it mirrors and says where we
 //! deliberately differ (only ever by masking more).
 

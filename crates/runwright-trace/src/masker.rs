@@ -17,14 +17,23 @@ use crate::url::UrlSanitizer;
 ///
 /// Feed the stream with [`Masker::write`] in pieces of any size; call [`Masker::flush`] at the
 /// end to release held-back bytes. The concatenated output does not depend on how the input was
-/// split.
-#[derive(Debug, Clone)]
+/// split. Its `Debug` output never shows the phrases or held-back bytes.
+#[derive(Clone)]
 pub struct Masker {
     phrases: PhraseMasker,
     url: UrlSanitizer,
     token: TokenSanitizer,
     scratch_a: Vec<u8>,
     scratch_b: Vec<u8>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("phrases", &self.phrases.len())
+            .field("max_phrase_len", &self.phrases.max_len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Masker {
@@ -136,6 +145,15 @@ mod tests {
             ),
             "clone https://h/r.git?private_token=[MASKED] and glpat-[MASKED] and [MASKED]"
         );
+    }
+
+    #[test]
+    fn debug_does_not_leak_secrets() {
+        let mut m = Masker::new(&strings(&["hunter22"]), &[]);
+        m.write(b"hunter2");
+        let dbg = format!("{m:?}");
+        assert!(!dbg.contains("hunter"), "{dbg}");
+        assert!(!dbg.contains("104, 117"), "{dbg}");
     }
 
     #[test]

@@ -86,6 +86,11 @@ impl PhraseMasker {
         self.write(&held, out);
     }
 
+    /// Number of distinct phrases.
+    pub(crate) fn len(&self) -> usize {
+        self.phrases.len()
+    }
+
     /// Length of the longest phrase (0 without phrases): the bound on held-back bytes.
     pub(crate) fn max_len(&self) -> usize {
         self.ac.as_ref().map_or(0, Automaton::max_len)
