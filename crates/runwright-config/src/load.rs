@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::casefold::{self, PathSeg};
 use crate::error::{ConfigError, ConfigWarning};
 use crate::model::{Config, RunnerConfig};
 use crate::token::short_token;
@@ -59,7 +60,7 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
     // A UTF-8 byte order mark is not TOML; editors on Windows add one.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
-    let root = DeTable::parse(text).map_err(|e| {
+    let mut root = DeTable::parse(text).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |span| line_col(text, span.start));
         let mut message = e.message().trim_end().to_owned();
         // The parser points at the repeated key without naming it.
@@ -75,6 +76,8 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
             message,
         }
     })?;
+    // `URL = …` works in GitLab's runner; see casefold.rs.
+    let renamed = casefold::normalize(root.get_mut());
     let doc = Document {
         text,
         path,
@@ -89,6 +92,25 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
     doc.check_runners(&config)?;
 
     let mut warnings = Vec::new();
+    for r in &renamed {
+        let mut segs: Vec<Seg> = r
+            .table
+            .iter()
+            .map(|s| match s {
+                PathSeg::Key(k) => Seg::Key((*k).to_owned()),
+                PathSeg::Index(i) => Seg::Index(*i),
+            })
+            .collect();
+        segs.push(Seg::Key(r.written.clone()));
+        warnings.push(doc.warning(
+            &r.span,
+            format!(
+                "key '{}' is read as '{}' (GitLab's runner matches keys case-insensitively)",
+                display_path(&segs),
+                r.canonical
+            ),
+        ));
+    }
     for key in &ignored {
         warnings.push(doc.unknown_key_warning(key));
     }

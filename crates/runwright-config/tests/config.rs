@@ -1024,3 +1024,77 @@ fn default_config_path_follows_gitlab() {
         assert!(path.ends_with(".gitlab-runner/config.toml"), "{path:?}");
     }
 }
+
+#[test]
+fn tokens_never_appear_in_syntax_errors() {
+    let cases = [
+        "[[runners]]\n  token = glrt-SECRETSECRETSECRET\n",
+        "[[runners]]\n  token = \"glrt-SECRETSECRETSECRET\n",
+        "[[runners]]\n  token = \"glrt-\\qSECRETSECRETSECRET\"\n",
+        "[[runners]]\n  token = \"glrt-SECRETSECRETSECRET\" x\n",
+        "[[runners]]\n  token = 'glrt-SECRETSECRETSECRET\n",
+        "[[runners]]\n  token = \"\"\"glrt-SECRETSECRETSECRET\n",
+    ];
+    for text in cases {
+        let msg = error(text);
+        assert!(!msg.contains("SECRETSECRET"), "{msg}");
+        assert!(msg.starts_with("config.toml:"), "{msg}");
+    }
+}
+
+#[test]
+fn keys_in_another_case_are_read_as_gitlab_does_with_a_warning() {
+    let text = r#"Concurrent = 2
+[[runners]]
+  name = "r"
+  URL = "https://gitlab.example.com/"
+  token = "abcdefghijkl"
+  Executor = "docker"
+  [runners.cache]
+    type = "s3"
+    [runners.cache.S3]
+      bucketname = "b"
+  [runners.Docker]
+    Image = "alpine"
+    image = "debian"
+    [[runners.Docker.services]]
+      Name = "postgres"
+  [runners.feature_flags]
+    ff_network_per_build = true
+"#;
+    let loaded = parse_str(text).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.concurrent, 2);
+    let r = &c.runners[0];
+    assert_eq!(r.url, "https://gitlab.example.com/");
+    assert_eq!(r.executor, "docker");
+    let cache = r.cache.as_ref().unwrap();
+    assert_eq!(cache.cache_type, Some(CacheType::S3));
+    assert_eq!(cache.s3.as_ref().unwrap().bucket_name.as_deref(), Some("b"));
+    let d = r.docker.as_ref().unwrap();
+    // Both spellings present: the exact one wins, the other is unknown.
+    assert_eq!(d.image.as_deref(), Some("debian"));
+    assert_eq!(d.services[0].name, "postgres");
+    // Feature flag names are map keys: kept as written, as in GitLab.
+    assert_eq!(r.feature_flag("ff_network_per_build"), Some(true));
+    assert_eq!(r.feature_flag("FF_NETWORK_PER_BUILD"), None);
+    let why = "(GitLab's runner matches keys case-insensitively)";
+    assert_eq!(
+        warnings(text),
+        [
+            format!("config.toml:1: key 'Concurrent' is read as 'concurrent' {why}"),
+            format!("config.toml:4: key 'runners[0].URL' is read as 'url' {why}"),
+            format!("config.toml:6: key 'runners[0].Executor' is read as 'executor' {why}"),
+            format!("config.toml:8: key 'runners[0].cache.type' is read as 'Type' {why}"),
+            format!("config.toml:9: key 'runners[0].cache.S3' is read as 's3' {why}"),
+            format!(
+                "config.toml:10: key 'runners[0].cache.s3.bucketname' is read as 'BucketName' {why}"
+            ),
+            format!("config.toml:11: key 'runners[0].Docker' is read as 'docker' {why}"),
+            "config.toml:12: unknown key 'runners[0].docker.Image' (ignored)".to_owned(),
+            format!(
+                "config.toml:15: key 'runners[0].docker.services[0].Name' is read as 'name' {why}"
+            ),
+        ]
+    );
+}
