@@ -20,7 +20,7 @@ use url::Url;
 use crate::error::ClientError;
 use crate::redact;
 use crate::retry::{self, Backoff};
-use crate::types::{JobRequest, JobResponse, UpdateJobRequest, VersionInfo};
+use crate::types::{FeaturesInfo, JobRequest, JobResponse, UpdateJobRequest, VersionInfo};
 
 /// Dial timeout (runner network/client.go `dialer`). reqwest applies it to TCP connect and TLS handshake
 /// together; GitLab's separate 10 s TLS handshake limit is therefore folded into these 30 s.
@@ -286,17 +286,20 @@ impl Client {
 
     /// `POST /api/v4/jobs/request` (runner network/gitlab.go `RequestJob`). Sends the stored `last_update`
     /// and stores a non-empty `X-GitLab-Last-Update` from the answer, whatever its status (`protocol.md` §2.3).
+    /// `info.features` gets the client's own features ([`network_features`]).
     pub async fn request_job(
         &self,
         token: &str,
         system_id: &str,
         info: &VersionInfo,
     ) -> RequestJobOutcome {
+        let mut info = info.clone();
+        network_features(&mut info.features);
         let body = JobRequest {
             token: token.to_owned(),
             system_id: system_id.to_owned(),
             last_update: self.last_update(),
-            info: info.clone(),
+            info,
         };
         let url = match self.endpoint("jobs/request") {
             Ok(u) => u,
@@ -351,7 +354,8 @@ impl Client {
     }
 
     /// `PUT /api/v4/jobs/:id` (runner network/gitlab.go `UpdateJob`). `req.token` should hold the job token;
-    /// it is sent in the body and as `JOB-TOKEN`.
+    /// it is sent in the body and as `JOB-TOKEN`. The client's own features are set in `req.info` as in
+    /// [`Client::request_job`].
     pub async fn update_job(
         &self,
         job_id: i64,
@@ -382,7 +386,9 @@ impl Client {
             tracing::error!(status = %msg, "Submitting job to coordinator... error");
             return abort;
         }
-        let prepared = match json_request(Method::PUT, url, headers, req) {
+        let mut req = req.clone();
+        network_features(&mut req.info.features);
+        let prepared = match json_request(Method::PUT, url, headers, &req) {
             Ok(p) => p,
             Err(msg) => {
                 tracing::error!(status = %msg, "Submitting job to coordinator... error");
@@ -641,6 +647,15 @@ impl Client {
             *self.lock_last_update() = Some(value.to_owned());
         }
     }
+}
+
+/// Features this client implements, set on every `info` it sends whatever the caller put there (runner
+/// network/gitlab.go `getFeatures`: "features that are properties of networking client").
+pub fn network_features(features: &mut FeaturesInfo) {
+    features.trace_reset = true;
+    features.trace_checksum = true;
+    features.trace_size = true;
+    features.cancelable = true;
 }
 
 /// `Job-Status` and `X-GitLab-Trace-Update-Interval` of an answer (runner network/remote_job_state_response.go).

@@ -44,3 +44,21 @@ pub fn fast_retries() -> bool {
 /// runner waits 10 minutes here (runner helpers/process/killer_unix.go); runwright's shorter default keeps a
 /// canceled job's slot from being held for that long.
 pub const RUNWRIGHT_KILL_GRACE_SECONDS: &str = "RUNWRIGHT_KILL_GRACE_SECONDS";
+
+/// `tracing` filter directives for runwright's own log (e.g. `runwright_client=debug,info`), read by the
+/// binary when it sets up logging; overrides `--log-level`/`--debug` and `log_level` of `config.toml`.
+/// Unset: runwright's crates at the chosen level, dependencies at `warn`.
+pub const RUNWRIGHT_LOG: &str = "RUNWRIGHT_LOG";
+
+/// Set by the shell executor in the environment of every process of a job, so that the processes of a job
+/// can be found again (and killed) even after they left its process group. Read back by runwright from
+/// `/proc/<pid>/environ`; never meant to be set by a user.
+pub const RUNWRIGHT_JOB_MARK: &str = "RUNWRIGHT_JOB_MARK";
+
+/// Build time only: the git revision embedded by the binary's `build.rs` (reported as `info.revision`, as
+/// GitLab's runner reports its own). Not read at run time.
+pub const RUNWRIGHT_REVISION: &str = "RUNWRIGHT_REVISION";
+
+/// Benchmarks only: MiB of log pushed through the trace path by `cargo bench -p runwright-trace`
+/// (default 1024).
+pub const RUNWRIGHT_BENCH_MIB: &str = "RUNWRIGHT_BENCH_MIB";

@@ -15,8 +15,8 @@ mod retry;
 pub mod types;
 
 pub use client::{
-    Client, ClientOptions, PatchState, PatchTraceOutcome, RequestJobOutcome, UpdateJobOutcome,
-    UpdateJobState,
+    network_features, Client, ClientOptions, PatchState, PatchTraceOutcome, RequestJobOutcome,
+    UpdateJobOutcome, UpdateJobState,
 };
 pub use error::ClientError;
 pub use failure_reason::{map_failure_reason, FailureReason};

@@ -53,6 +53,12 @@ async fn request_job_sends_gitlab_headers_and_body() {
     assert_eq!(body["token"], RUNNER_TOKEN);
     assert_eq!(body["system_id"], "s_0123456789ab");
     assert_eq!(body["info"]["name"], "gitlab-runner");
+    for feature in ["trace_reset", "trace_checksum", "trace_size", "cancelable"] {
+        assert_eq!(
+            body["info"]["features"][feature], true,
+            "network feature {feature}"
+        );
+    }
     assert!(
         body.get("last_update").is_none(),
         "no last_update before GitLab sent one: {body}"
@@ -378,6 +384,7 @@ async fn update_job_sends_job_token_and_body() {
     assert_eq!(body["state"], "success");
     assert_eq!(body["checksum"], "crc32:0a1b2c3d");
     assert_eq!(body["output"]["bytesize"], 12);
+    assert_eq!(body["info"]["features"]["trace_checksum"], true);
     assert!(
         body.get("failure_reason").is_none() && body.get("exit_code").is_none(),
         "{body}"

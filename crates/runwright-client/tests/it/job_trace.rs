@@ -69,6 +69,13 @@ fn start(
     )
 }
 
+/// `JobTrace::finish` bounded in time, so a regression that loops fails instead of hanging the suite.
+async fn finish(trace: JobTrace, state: FinalState) -> Result<(), ClientError> {
+    tokio::time::timeout(Duration::from_secs(20), trace.finish(state))
+        .await
+        .expect("final update loop ends in time")
+}
+
 fn all(buffer: &TraceBuffer) -> Vec<u8> {
     buffer.read(0, usize::MAX)
 }
@@ -107,8 +114,7 @@ async fn streams_the_trace_while_running_and_sends_the_final_state() {
         "no keep-alive while patches succeed"
     );
     buffer.write(b"last words");
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
 
@@ -151,8 +157,7 @@ async fn patches_carry_at_most_max_patch_bytes() {
         },
     );
     buffer.write(&[b'x'; 2500]);
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
     let ranges: Vec<String> = server
@@ -173,8 +178,7 @@ async fn resyncs_to_the_range_gitlab_reports_on_416() {
     let buffer = TraceBuffer::new(TraceOptions::default());
     buffer.write(b"hello world");
     let (trace, _cancel) = start(&server, &buffer, fast_opts());
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
 
@@ -210,8 +214,7 @@ async fn final_update_waits_on_202_then_succeeds() {
     buffer.write(b"log");
     let (trace, _cancel) = start(&server, &buffer, fast_opts());
     let started = Instant::now();
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
     assert!(
@@ -242,8 +245,7 @@ async fn resends_the_whole_trace_from_zero_on_412() {
     let buffer = TraceBuffer::new(TraceOptions::default());
     buffer.write(b"0123456789");
     let (trace, _cancel) = start(&server, &buffer, fast_opts());
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
 
@@ -310,8 +312,7 @@ async fn job_status_canceling_then_canceled_on_patches() {
     assert_eq!(server.count("PATCH"), patches, "no patches after abort");
 
     // The final update is still attempted; an abort answer ends it without error.
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("abort ends the final update");
     assert_eq!(server.count("PUT"), 1);
@@ -367,14 +368,16 @@ async fn failed_state_carries_mapped_reason_and_exit_code() {
     let server = gitlab(Arc::clone(&stored), |_, _| Reply::status(200)).await;
     let buffer = TraceBuffer::new(TraceOptions::default());
     let (trace, _c) = start(&server, &buffer, fast_opts());
-    trace
-        .finish(FinalState::failed(
+    finish(
+        trace,
+        FinalState::failed(
             FailureReason::ImagePullFailure,
             Some(2),
             vec!["script_failure".into()],
-        ))
-        .await
-        .expect("final update");
+        ),
+    )
+    .await
+    .expect("final update");
     let body = &puts(&server)[0];
     assert_eq!(body["state"], "failed");
     assert_eq!(
@@ -394,7 +397,7 @@ async fn failed_state_carries_mapped_reason_and_exit_code() {
         exit_code: Some(0),
         ..FinalState::failed(FailureReason::ScriptFailure, None, Vec::new())
     };
-    trace.finish(fin).await.expect("final update");
+    finish(trace, fin).await.expect("final update");
     let body = &puts(&server)[0];
     assert_eq!(
         body["failure_reason"], "script_failure",
@@ -418,8 +421,7 @@ async fn final_update_gives_up_after_the_retry_limit() {
             ..fast_opts()
         },
     );
-    let err = trace
-        .finish(FinalState::success())
+    let err = finish(trace, FinalState::success())
         .await
         .expect_err("gives up");
     assert!(
@@ -455,8 +457,7 @@ async fn final_flush_stops_at_404_and_still_updates() {
             ..Default::default()
         },
     );
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
     let seq: Vec<&str> = server
@@ -497,8 +498,7 @@ async fn patch_cadence_follows_the_server_interval_even_in_fast_mode() {
         1,
         "next patch waits for the server's 2 s interval"
     );
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
     assert_eq!(*stored.lock().expect("stored"), b"first second");
@@ -512,8 +512,7 @@ async fn debug_trace_switch_reaches_the_query() {
     let (trace, _c) = start(&server, &buffer, fast_opts());
     trace.set_debug_trace(true);
     buffer.write(b"x");
-    trace
-        .finish(FinalState::success())
+    finish(trace, FinalState::success())
         .await
         .expect("final update");
     let patch = server
