@@ -585,3 +585,54 @@ async fn outcomes_debug_without_secrets() {
     assert_no_secrets(&format!("{outcome:?}"));
     assert_no_secrets(&format!("{client:?}"));
 }
+
+/// Builds a client with a real CA bundle and client identity (made with `openssl`; skipped without it).
+#[tokio::test]
+async fn custom_ca_and_client_identity_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("runwright-client-pki-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !made {
+        eprintln!("skipped: openssl not available");
+        return;
+    }
+    let client = Client::new(ClientOptions {
+        url: "https://localhost:1/".into(),
+        tls_ca_file: Some(cert.clone()),
+        tls_cert_file: Some(cert.clone()),
+        tls_key_file: Some(key.clone()),
+        user_agent: USER_AGENT.into(),
+    });
+    assert!(client.is_ok(), "{:?}", client.err());
+
+    // Key and certificate swapped: the pair is rejected with the path named.
+    let err = Client::new(ClientOptions {
+        url: "https://localhost:1/".into(),
+        tls_cert_file: Some(key.clone()),
+        tls_key_file: Some(key),
+        user_agent: USER_AGENT.into(),
+        ..Default::default()
+    })
+    .expect_err("no certificate in the pair");
+    assert!(err.to_string().contains("key.pem"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
