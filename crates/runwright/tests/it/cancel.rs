@@ -40,7 +40,8 @@ async fn graceful_cancel_stops_the_script_runs_after_script_and_leaves_no_proces
         &[
             // A background process that detaches into its own session: only the mark sweep finds it.
             &format!("setsid sleep 300 & echo $! > {}", pidfile.display()),
-            "echo running; sleep 300",
+            // GitLab's runner learns about a cancel from the answers to its trace patches: keep writing.
+            "echo running; while true; do echo tick; sleep 0.3; done",
         ],
     );
     spec.after_script = vec!["echo after status=$CI_JOB_STATUS".into()];
@@ -65,7 +66,10 @@ async fn hard_cancel_aborts_without_after_script() {
     let pidfile = h.path().join("main.pid");
     let mut spec = JobSpec::shell(
         "abort-me",
-        &[&format!("echo $$ > {}; echo running; sleep 300", pidfile.display())],
+        &[&format!(
+            "echo $$ > {}; echo running; while true; do echo tick; sleep 0.3; done",
+            pidfile.display()
+        )],
     );
     spec.after_script = vec!["echo after-ran".into()];
     let id = h.coordinator.enqueue(spec);
@@ -97,7 +101,7 @@ async fn sigterm_ignoring_script_is_killed_after_the_grace_period() {
     let mut spec = JobSpec::shell(
         "stubborn",
         &[&format!(
-            "bash -c 'trap \"\" TERM; echo $$ > {}; while true; do sleep 0.1; done' ; echo unreachable",
+            "bash -c 'trap \"\" TERM; echo $$ > {}; while true; do echo tick; sleep 0.3; done' ; echo unreachable",
             pidfile.display()
         )],
     );

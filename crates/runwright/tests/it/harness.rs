@@ -144,7 +144,7 @@ impl Harness {
             Ok(rec) => rec,
             Err(e) => panic!(
                 "job {id} did not finish: {e}\nrecord: {:?}\nservice log:\n{}",
-                self.coordinator.job(id).map(|j| (j.state, j.trace_text())),
+                self.coordinator.job(id).map(|j| (j.state.clone(), j.trace_text())),
                 self.log()
             ),
         }
@@ -176,6 +176,8 @@ impl Harness {
             .current_dir(cwd)
             .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null())
             .output()
             .expect("git runs");
         assert!(

@@ -71,13 +71,15 @@ async fn submodules_normal_and_recursive() {
     h.make_repo("grp/lib", &[("lib.txt", "library\n")]);
     // lib has inner as a submodule; app has lib. Relative URLs resolve against the job's remote URL.
     let lib_src = h.path().join("src/grp/lib");
-    let inner_url = format!("{}grp/inner.git", h.coordinator.url());
+    // Added from the bare repositories on disk (a blocking git call must not need the coordinator, which runs
+    // on this test's runtime), then pointed at the relative URL the job resolves against its remote.
+    let inner_url = h.path().join("git/grp/inner.git").to_string_lossy().to_string();
     h.git(&lib_src, &["-c", "protocol.allow=always", "submodule", "add", "-q", &inner_url, "inner"]);
     h.git(&lib_src, &["config", "-f", ".gitmodules", "submodule.inner.url", "../inner.git"]);
     h.commit("grp/lib", &[], "add inner");
     let sha = h.make_repo("grp/app", &[("app.txt", "app\n")]);
     let app_src = h.path().join("src/grp/app");
-    let lib_url = format!("{}grp/lib.git", h.coordinator.url());
+    let lib_url = h.path().join("git/grp/lib.git").to_string_lossy().to_string();
     let _ = sha;
     h.git(&app_src, &["-c", "protocol.allow=always", "submodule", "add", "-q", &lib_url, "lib"]);
     h.git(&app_src, &["config", "-f", ".gitmodules", "submodule.lib.url", "../lib.git"]);

@@ -85,14 +85,15 @@ async fn final_update_answered_202_is_retried_until_accepted() {
 async fn server_errors_and_resets_on_every_endpoint_are_survived() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
-    let faults = h.coordinator.faults();
     for ep in [Endpoint::RequestJob, Endpoint::UpdateJob, Endpoint::PatchTrace] {
+        let faults = h.coordinator.faults();
         faults.push(ep, Fault::Status(500));
         faults.push(ep, Fault::Status(502));
         faults.push(ep, Fault::Reset);
         faults.push(ep, Fault::TooManyRequests { retry_after: 1 });
     }
     h.start();
+    let faults = h.coordinator.faults();
     let id = h.coordinator.enqueue(JobSpec::shell(
         "flaky",
         &["for i in $(seq 1 4); do echo part-$i; sleep 0.5; done"],
