@@ -5,7 +5,6 @@
 //! to GitLab.
 
 use crate::control::{AbortReason, JobControl};
-use crate::duration::{format_go_duration, parse_go_duration};
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use crate::layout::{project_slug, JobDirs};
 use crate::script::ScriptWriter;
@@ -14,7 +13,7 @@ use crate::steps::{JobStep, StepContext, StepPosition};
 use crate::variables::Variables;
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::{JobResponse, JobVariable};
-use runwright_config::RunnerConfig;
+use runwright_config::{format_go_duration, parse_go_duration, RunnerConfig};
 use runwright_trace::{ansi, section_end, section_start, TraceBuffer};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,7 +94,8 @@ struct Sections<'a> {
 impl Sections<'_> {
     fn start(&self, name: &str, title: &str) {
         if self.enabled {
-            self.trace.write(section_start(name, "", now_unix()).as_bytes());
+            self.trace
+                .write(section_start(name, "", now_unix()).as_bytes());
         }
         self.trace.write(
             format!("{}{}{title}{}\n", ansi::CLEAR, ansi::BOLD_CYAN, ansi::RESET).as_bytes(),
@@ -200,7 +200,17 @@ pub async fn run_job(
 
     let outcome = match plan(env, job) {
         Ok(plan) => {
-            run_planned(env, job, trace, control, &plan, &job_ctx, &timed_out, job_timeout).await
+            run_planned(
+                env,
+                job,
+                trace,
+                control,
+                &plan,
+                &job_ctx,
+                &timed_out,
+                job_timeout,
+            )
+            .await
         }
         Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg),
     };
@@ -260,7 +270,10 @@ fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> {
     vars.set("CI_BUILDS_DIR", dirs.builds_dir.to_string_lossy());
     vars.set("CI_PROJECT_DIR", project_dir.clone());
     vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
-    vars.set("CI_CONCURRENT_PROJECT_ID", env.concurrent_project_id.to_string());
+    vars.set(
+        "CI_CONCURRENT_PROJECT_ID",
+        env.concurrent_project_id.to_string(),
+    );
     vars.set("CI_SERVER", "yes");
     vars.set("CI_JOB_STATUS", "running");
     vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
@@ -293,7 +306,10 @@ fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> {
         Some(f) if !f.is_empty() => f.to_string(),
         _ => "--prune --quiet".to_string(),
     };
-    let depth = match vars.value("GIT_DEPTH").and_then(|d| d.trim().parse::<i64>().ok()) {
+    let depth = match vars
+        .value("GIT_DEPTH")
+        .and_then(|d| d.trim().parse::<i64>().ok())
+    {
         Some(d) => d,
         None => job.git_info.depth,
     };
@@ -326,16 +342,18 @@ fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> {
             None => Ok(1),
             Some(v) => match v.parse::<u32>() {
                 Ok(n) if (1..=10).contains(&n) => Ok(n),
-                _ => Err(format!("{key}: number of attempts out of the range [1, 10]: {v}")),
+                _ => Err(format!(
+                    "{key}: number of attempts out of the range [1, 10]: {v}"
+                )),
             },
         }
     };
     let duration_var = |key: &str| -> Result<Option<Duration>, String> {
         match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => parse_go_duration(v)
-                .map(Some)
-                .ok_or_else(|| format!("{key}: invalid duration {v:?} (use Go syntax, e.g. 10m or 1h30m)")),
+            Some(v) => parse_go_duration(v).map(Some).map_err(|_| {
+                format!("{key}: invalid duration {v:?} (use Go syntax, e.g. 10m or 1h30m)")
+            }),
         }
     };
     Ok(Plan {
@@ -455,7 +473,10 @@ async fn run_planned(
         "Cleaning up project directory and file based variables",
     );
     if let Err(e) = remove_tmp_dir(&plan.dirs.tmp_dir) {
-        warn(trace, &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()));
+        warn(
+            trace,
+            &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()),
+        );
     }
     session.cleanup().await;
     sections.end("cleanup_file_variables");
@@ -561,9 +582,15 @@ async fn run_stages(
     let mut w = base(&plan.vars, false);
     let pre_hooks = job_hook(job, "pre_get_sources_script");
     let post_hooks = job_hook(job, "post_get_sources_script");
-    let git = plan.sources.strategy != GitStrategy::None && plan.sources.strategy != GitStrategy::Empty;
+    let git =
+        plan.sources.strategy != GitStrategy::None && plan.sources.strategy != GitStrategy::Empty;
     if git {
-        if let Some(s) = env.runner.pre_get_sources_script.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(s) = env
+            .runner
+            .pre_get_sources_script
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             w.user_commands(&[s.to_string()]);
         }
         w.user_commands(&pre_hooks);
@@ -572,7 +599,12 @@ async fn run_stages(
     sources::write_sources(&mut w, job, &plan.sources);
     if git {
         w.user_commands(&post_hooks);
-        if let Some(s) = env.runner.post_get_sources_script.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(s) = env
+            .runner
+            .post_get_sources_script
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             w.user_commands(&[s.to_string()]);
         }
     }
@@ -582,7 +614,10 @@ async fn run_stages(
         if attempt > 1 {
             warn(
                 trace,
-                &format!("Retrying get_sources (attempt {attempt} of {})", plan.get_sources_attempts),
+                &format!(
+                    "Retrying get_sources (attempt {attempt} of {})",
+                    plan.get_sources_attempts
+                ),
             );
         }
         result = run_script(session, "get_sources", &get_sources, trace, job_ctx.clone()).await;
@@ -607,7 +642,18 @@ async fn run_stages(
     }
 
     // restore_cache, download_artifacts: pluggable.
-    if let Some(outcome) = run_steps(env, job, trace, plan, job_ctx, sections, StepPosition::BeforeScript, true).await {
+    if let Some(outcome) = run_steps(
+        env,
+        job,
+        trace,
+        plan,
+        job_ctx,
+        sections,
+        StepPosition::BeforeScript,
+        true,
+    )
+    .await
+    {
         return outcome;
     }
     if job_ctx.is_cancelled() {
@@ -658,13 +704,23 @@ async fn run_stages(
         sections.start(&stage, &title);
         let mut w = base(&plan.vars, true);
         if step.name == "script" {
-            if let Some(s) = env.runner.pre_build_script.as_deref().filter(|s| !s.trim().is_empty()) {
+            if let Some(s) = env
+                .runner
+                .pre_build_script
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+            {
                 w.user_commands(&[s.to_string()]);
             }
         }
         w.user_commands(&step.script);
         if step.name == "script" {
-            if let Some(s) = env.runner.post_build_script.as_deref().filter(|s| !s.trim().is_empty()) {
+            if let Some(s) = env
+                .runner
+                .post_build_script
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+            {
                 w.user_commands(&[s.to_string()]);
             }
         }
@@ -777,8 +833,17 @@ async fn run_stages(
 
     // archive_cache / upload_artifacts: pluggable; their errors only count when the script succeeded.
     let succeeded = state == ScriptState::Success;
-    if let Some(step_outcome) =
-        run_steps(env, job, trace, plan, job_ctx, sections, StepPosition::AfterScript, succeeded).await
+    if let Some(step_outcome) = run_steps(
+        env,
+        job,
+        trace,
+        plan,
+        job_ctx,
+        sections,
+        StepPosition::AfterScript,
+        succeeded,
+    )
+    .await
     {
         if outcome.success {
             outcome = step_outcome;

@@ -2,7 +2,6 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod control;
-pub mod duration;
 pub mod executor;
 pub mod job;
 pub mod layout;

@@ -187,7 +187,9 @@ impl ScriptWriter {
         if trace {
             s.push_str("set -o xtrace\n");
         }
-        s.push_str("if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n");
+        s.push_str(
+            "if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n",
+        );
         s.push_str("set +o noclobber\n");
         let quoted = if shell == "bash" {
             shell_escape(&self.body)

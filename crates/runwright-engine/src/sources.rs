@@ -17,7 +17,11 @@ impl GitStrategy {
     /// `GIT_STRATEGY`, defaulting to fetch when the project allows it (§2.5 `allow_git_fetch`).
     pub fn parse(value: Option<&str>, allow_git_fetch: bool) -> Result<Self, String> {
         match value.map(str::trim).unwrap_or("") {
-            "" => Ok(if allow_git_fetch { Self::Fetch } else { Self::Clone }),
+            "" => Ok(if allow_git_fetch {
+                Self::Fetch
+            } else {
+                Self::Clone
+            }),
             "clone" => Ok(Self::Clone),
             "fetch" => Ok(Self::Fetch),
             "none" => Ok(Self::None),
@@ -109,10 +113,38 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
     let template = format!("{}/git-template", s.tmp_dir);
     w.mkdir(&template);
     let template_cfg = format!("{template}/config");
-    w.command(&["git", "config", "-f", &template_cfg, "init.defaultBranch", "none"]);
-    w.command(&["git", "config", "-f", &template_cfg, "fetch.recurseSubmodules", "false"]);
-    w.command(&["git", "config", "-f", &template_cfg, "credential.interactive", "never"]);
-    w.command(&["git", "config", "-f", &template_cfg, "gc.autoDetach", "false"]);
+    w.command(&[
+        "git",
+        "config",
+        "-f",
+        &template_cfg,
+        "init.defaultBranch",
+        "none",
+    ]);
+    w.command(&[
+        "git",
+        "config",
+        "-f",
+        &template_cfg,
+        "fetch.recurseSubmodules",
+        "false",
+    ]);
+    w.command(&[
+        "git",
+        "config",
+        "-f",
+        &template_cfg,
+        "credential.interactive",
+        "never",
+    ]);
+    w.command(&[
+        "git",
+        "config",
+        "-f",
+        &template_cfg,
+        "gc.autoDetach",
+        "false",
+    ]);
     if s.submodules != SubmoduleStrategy::None {
         // Submodules on the same server are fetched with the job's credentials (runner: insteadOf rules).
         if let Some((with_creds, without)) = insteadof_pair(&s.remote_url) {
@@ -181,7 +213,15 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
             "Checking out {short} as detached HEAD (ref is {})...",
             job.git_info.ref_name
         ));
-        w.command(&["git", "-c", "submodule.recurse=false", "checkout", "-f", "-q", sha]);
+        w.command(&[
+            "git",
+            "-c",
+            "submodule.recurse=false",
+            "checkout",
+            "-f",
+            "-q",
+            sha,
+        ]);
         if let Some(flags) = &s.clean_flags {
             w.line(&format!("git clean {flags}"));
         }
@@ -227,9 +267,7 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
 /// For `http(s)://user:token@host/…`: the `(with credentials, without)` server prefixes for `insteadOf`.
 fn insteadof_pair(remote: &str) -> Option<(String, String)> {
     let url = url::Url::parse(remote).ok()?;
-    if url.password().is_none() {
-        return None;
-    }
+    url.password()?;
     let mut base = url.clone();
     base.set_path("/");
     base.set_query(None);
@@ -278,7 +316,10 @@ mod tests {
         let mut job = JobResponse::default();
         job.git_info.ref_name = "main".into();
         job.git_info.depth = 20;
-        assert_eq!(refspecs(&job), ["+refs/heads/main:refs/remotes/origin/main"]);
+        assert_eq!(
+            refspecs(&job),
+            ["+refs/heads/main:refs/remotes/origin/main"]
+        );
         job.git_info.ref_type = "tag".into();
         assert_eq!(refspecs(&job), ["+refs/tags/main:refs/tags/main"]);
         job.git_info.depth = 0;
@@ -287,8 +328,10 @@ mod tests {
 
     #[test]
     fn clone_url_keeps_credentials() {
-        let mut job = JobResponse::default();
-        job.token = "glcbt-secret".into();
+        let mut job = JobResponse {
+            token: "glcbt-secret".into(),
+            ..Default::default()
+        };
         job.git_info.repo_url = "https://gitlab-ci-token:glcbt-secret@a/grp/app.git".into();
         assert_eq!(
             remote_url(&job, Some("http://mirror:8080/git"), "grp/app"),

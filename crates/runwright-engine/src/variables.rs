@@ -158,7 +158,9 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
                 }
             },
             Some(c) if is_name_char(c) => {
-                let end = after.find(|c: char| !is_name_char(c)).unwrap_or(after.len());
+                let end = after
+                    .find(|c: char| !is_name_char(c))
+                    .unwrap_or(after.len());
                 let name = &after[..end];
                 if let Some(v) = lookup(name) {
                     out.push_str(&v);
@@ -232,7 +234,11 @@ mod tests {
         v.set("USE", "$BASE/x:$CERT");
         let e = v.expanded(&|k| format!("/tmp/job.tmp/{k}"));
         assert_eq!(e.value("RAW"), Some("$BASE/raw"));
-        assert_eq!(e.value("CERT"), Some("secret $BASE"), "file contents untouched");
+        assert_eq!(
+            e.value("CERT"),
+            Some("secret $BASE"),
+            "file contents untouched"
+        );
         assert_eq!(e.value("USE"), Some("/b/x:/tmp/job.tmp/CERT"));
     }
 

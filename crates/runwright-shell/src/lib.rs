@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// The environment variable that marks a job's processes.
-pub const PROCESS_MARK_VAR: &str = "RUNWRIGHT_JOB_MARK";
+pub use runwright_client::env::RUNWRIGHT_JOB_MARK as PROCESS_MARK_VAR;
 
 #[derive(Debug, Clone)]
 pub struct ShellExecutor {
@@ -34,7 +34,12 @@ pub struct ShellExecutor {
 }
 
 impl ShellExecutor {
-    pub fn new(shell: Option<&str>, user: Option<&str>, working_dir: PathBuf, kill_grace: Duration) -> Result<Self, String> {
+    pub fn new(
+        shell: Option<&str>,
+        user: Option<&str>,
+        working_dir: PathBuf,
+        kill_grace: Duration,
+    ) -> Result<Self, String> {
         let shell = match shell.map(str::trim).filter(|s| !s.is_empty()) {
             Some(s @ ("bash" | "sh")) => s.to_string(),
             Some(other) => {
@@ -90,9 +95,14 @@ impl Executor for ShellExecutor {
     }
 
     async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
-        tokio::fs::create_dir_all(&job.builds_dir).await.map_err(|e| {
-            ExecutorError::System(format!("creating builds dir {}: {e}", job.builds_dir.display()))
-        })?;
+        tokio::fs::create_dir_all(&job.builds_dir)
+            .await
+            .map_err(|e| {
+                ExecutorError::System(format!(
+                    "creating builds dir {}: {e}",
+                    job.builds_dir.display()
+                ))
+            })?;
         Ok(Box::new(ShellSession {
             exec: self.clone(),
             job: job.clone(),
@@ -111,7 +121,13 @@ impl ShellSession {
         let mut cmd = match &self.exec.user {
             Some(user) => {
                 let mut c = tokio::process::Command::new("su");
-                c.args(["-s", &format!("/bin/{shell}"), user, "-c", &format!("{shell} -l")]);
+                c.args([
+                    "-s",
+                    &format!("/bin/{shell}"),
+                    user,
+                    "-c",
+                    &format!("{shell} -l"),
+                ]);
                 c
             }
             None => {
@@ -147,9 +163,9 @@ impl ExecutorSession for ShellSession {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::from(OwnedFd::from(writer)))
             .stderr(Stdio::from(OwnedFd::from(writer2)));
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell)))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell))
+        })?;
         drop(cmd); // closes our copies of the pipe's write end
         let pgid = child.id().map(|p| p as i32);
 
@@ -201,7 +217,10 @@ impl ExecutorSession for ShellSession {
             kill::kill_group(pgid);
         }
         kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
-        if tokio::time::timeout(Duration::from_secs(5), pump).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), pump)
+            .await
+            .is_err()
+        {
             tracing::warn!(stage, "stage output still open 5 s after the stage ended");
         }
         result

@@ -44,7 +44,14 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 fn runwright_binary() -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "runwright", "--bin", "runwright"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "runwright",
+            "--bin",
+            "runwright",
+        ])
         .current_dir(&root)
         .status()?;
     anyhow::ensure!(status.success(), "building runwright failed");
@@ -63,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
 
     // The example project becomes a git repository the coordinator serves.
     let src = home.join("src");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/project"), &src)?;
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/project"),
+        &src,
+    )?;
     git(&src, home, &["init", "-q", "-b", "main"])?;
     git(&src, home, &["add", "-A"])?;
     git(&src, home, &["commit", "-q", "-m", "example project"])?;
@@ -71,7 +81,16 @@ async fn main() -> anyhow::Result<()> {
     let bare = home.join("git/demo/example.git");
     std::fs::create_dir_all(&bare)?;
     git(&bare, home, &["init", "-q", "--bare"])?;
-    git(&src, home, &["push", "-q", &bare.to_string_lossy(), "HEAD:refs/heads/main"])?;
+    git(
+        &src,
+        home,
+        &[
+            "push",
+            "-q",
+            &bare.to_string_lossy(),
+            "HEAD:refs/heads/main",
+        ],
+    )?;
 
     let coordinator = Coordinator::start(CoordinatorOptions {
         trace_update_interval: 1,
@@ -109,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let build = job("build", "build", &["./hello.sh", "ls -la"]);
-    let mut test = job("test", "test", &["./test.sh", "echo \"deploy key is $DEPLOY_KEY\""]);
+    let mut test = job(
+        "test",
+        "test",
+        &["./test.sh", "echo \"deploy key is $DEPLOY_KEY\""],
+    );
     test.after_script = vec!["echo \"after_script: job status is $CI_JOB_STATUS\"".into()];
     test.variables.push(JobVariable {
         key: "DEPLOY_KEY".into(),
@@ -123,8 +146,13 @@ async fn main() -> anyhow::Result<()> {
     for spec in [build, test] {
         let name = spec.name.clone();
         let id = coordinator.enqueue(spec);
-        let rec = coordinator.wait_for_final(id, Duration::from_secs(120)).await?;
-        println!("==================== job {id} ({name}): {} ====================", rec.state);
+        let rec = coordinator
+            .wait_for_final(id, Duration::from_secs(120))
+            .await?;
+        println!(
+            "==================== job {id} ({name}): {} ====================",
+            rec.state
+        );
         println!("{}", rec.trace_text());
         all_ok &= rec.state == "success";
     }
@@ -138,6 +166,10 @@ async fn main() -> anyhow::Result<()> {
         nix::sys::signal::Signal::SIGQUIT,
     );
     let _ = service.wait();
-    anyhow::ensure!(all_ok, "a job failed; service log: {}", home.join("service.log").display());
+    anyhow::ensure!(
+        all_ok,
+        "a job failed; service log: {}",
+        home.join("service.log").display()
+    );
     Ok(())
 }

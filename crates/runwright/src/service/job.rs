@@ -46,11 +46,17 @@ fn validate(job: &JobResponse) -> Result<(), String> {
                 let allowed: &[&str] = match executor.as_str() {
                     "docker" => &["platform", "user"],
                     "kubernetes" => &["user"],
-                    _ => return Err(format!("{what}: unsupported executor_opts key {executor:?}")),
+                    _ => {
+                        return Err(format!(
+                            "{what}: unsupported executor_opts key {executor:?}"
+                        ))
+                    }
                 };
                 if let serde_json::Value::Object(inner) = v {
                     if let Some(k) = inner.keys().find(|k| !allowed.contains(&k.as_str())) {
-                        return Err(format!("{what}: unsupported executor_opts.{executor} key {k:?}"));
+                        return Err(format!(
+                            "{what}: unsupported executor_opts.{executor} key {k:?}"
+                        ));
                     }
                 }
             }
@@ -86,12 +92,17 @@ pub async fn handle(
         trace_options(&runner),
     );
     let supported = job.features.failure_reasons.clone();
-    let finish = |success: bool, reason: Option<FailureReason>, exit_code: Option<i32>| FinalState {
-        state: if success { JobState::Success } else { JobState::Failed },
-        failure_reason: reason,
-        exit_code,
-        supported_reasons: supported.clone(),
-    };
+    let finish =
+        |success: bool, reason: Option<FailureReason>, exit_code: Option<i32>| FinalState {
+            state: if success {
+                JobState::Success
+            } else {
+                JobState::Failed
+            },
+            failure_reason: reason,
+            exit_code,
+            supported_reasons: supported.clone(),
+        };
 
     // Two-phase commit: acknowledge right after receipt (§2.6 step 2).
     let ack = client
@@ -108,13 +119,21 @@ pub async fn handle(
         .await;
     match ack.state {
         UpdateJobState::Abort | UpdateJobState::NotFound => {
-            tracing::warn!(job = job_id, "GitLab withdrew the job before it started; dropping it");
+            tracing::warn!(
+                job = job_id,
+                "GitLab withdrew the job before it started; dropping it"
+            );
             drop(jt); // stops the patch loop without a final update
             return;
         }
         _ if ack.cancel_requested => {
             trace.write(b"Job was canceled before it started\n");
-            report(jt, finish(false, Some(FailureReason::JobCanceled), None), job_id).await;
+            report(
+                jt,
+                finish(false, Some(FailureReason::JobCanceled), None),
+                job_id,
+            )
+            .await;
             return;
         }
         _ => {}
@@ -122,7 +141,12 @@ pub async fn handle(
 
     if let Err(msg) = validate(&job) {
         runwright_engine::job::warn(&trace, &msg);
-        report(jt, finish(false, Some(FailureReason::RunnerSystemFailure), None), job_id).await;
+        report(
+            jt,
+            finish(false, Some(FailureReason::RunnerSystemFailure), None),
+            job_id,
+        )
+        .await;
         return;
     }
 

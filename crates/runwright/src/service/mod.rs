@@ -64,10 +64,7 @@ fn entry_key(r: &RunnerConfig) -> String {
     format!("{}\u{0}{}", r.url, r.token)
 }
 
-pub fn make_executor(
-    runner: &RunnerConfig,
-    shared: &Shared,
-) -> Result<Arc<dyn Executor>, String> {
+pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn Executor>, String> {
     match runner.executor.as_str() {
         "shell" => runwright_shell::ShellExecutor::new(
             runner.shell.as_deref(),
@@ -110,11 +107,15 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         std::env::set_current_dir(dir)
             .with_context(|| format!("changing to working directory {}", dir.display()))?;
     }
-    let config_path = std::path::absolute(args.config.path())
-        .context("resolving the config path")?;
+    let config_path =
+        std::path::absolute(args.config.path()).context("resolving the config path")?;
     let config = match runwright_config::load(&config_path) {
         Ok(l) => {
-            crate::logging::init(&log, l.config.log_level.as_deref(), l.config.log_format.as_deref());
+            crate::logging::init(
+                &log,
+                l.config.log_level.as_deref(),
+                l.config.log_format.as_deref(),
+            );
             for w in &l.warnings {
                 tracing::warn!("{w}");
             }
@@ -125,7 +126,18 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
             return Err(e).context("the service cannot start with this configuration");
         }
     };
-    let system_id = runwright_config::load_or_create_system_id(&config_path)?;
+    let system_id = match runwright_config::load_or_create_system_id(&config_path) {
+        Ok(id) => id,
+        // As GitLab's runner: a read-only config directory costs a stable ID, not the service.
+        Err(runwright_config::ConfigError::SystemIdWrite { id, path, error }) => {
+            tracing::warn!(
+                "could not save the system ID to {}: {error}; using {id} for this run only",
+                path.display()
+            );
+            id
+        }
+        Err(e) => return Err(e.into()),
+    };
     let identity = crate::identity::identity(&system_id);
     tracing::info!(
         arch = crate::identity::architecture(),

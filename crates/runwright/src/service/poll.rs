@@ -65,7 +65,10 @@ async fn poll_loop(
         }
         let skip = health.lock().ok().and_then(|h| h.skip_for());
         if let Some(wait) = skip {
-            tracing::warn!(runner = name, "runner is unhealthy: skipping requests for {wait:?}");
+            tracing::warn!(
+                runner = name,
+                "runner is unhealthy: skipping requests for {wait:?}"
+            );
             if !sleep_or_stop(wait, &stop).await {
                 return;
             }
@@ -84,7 +87,10 @@ async fn poll_loop(
                 if ok {
                     h.succeeded()
                 } else {
-                    h.failed(runner.unhealthy_requests_limit(), runner.unhealthy_interval())
+                    h.failed(
+                        runner.unhealthy_requests_limit(),
+                        runner.unhealthy_interval(),
+                    )
                 }
             }
         };
@@ -114,7 +120,11 @@ async fn poll_loop(
                 set_health(true);
                 match (id, token) {
                     (Some(id), Some(token)) => {
-                        tracing::error!(runner = name, job = id, "job payload is malformed: {error}; failing the job");
+                        tracing::error!(
+                            runner = name,
+                            job = id,
+                            "job payload is malformed: {error}; failing the job"
+                        );
                         shared.jobs.spawn(job::fail_malformed(
                             runner.clone(),
                             client.clone(),
@@ -144,7 +154,10 @@ async fn poll_loop(
                 tracing::debug!(runner = name, "job request conflict (409)");
             }
             RequestJobOutcome::Orphaned => {
-                tracing::warn!(runner = name, "job request failed (422): runner is orphaned");
+                tracing::warn!(
+                    runner = name,
+                    "job request failed (422): runner is orphaned"
+                );
             }
             RequestJobOutcome::Unavailable => {
                 tracing::warn!(runner = name, "GitLab instance currently unavailable (503)");

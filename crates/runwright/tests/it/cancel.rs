@@ -83,12 +83,17 @@ async fn hard_cancel_aborts_without_after_script() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!alive(pid), "script process {pid} still running after a hard cancel");
+    assert!(
+        !alive(pid),
+        "script process {pid} still running after a hard cancel"
+    );
     let job = h.coordinator.job(id).expect("job");
     assert_eq!(job.state, "canceled");
     assert!(!job.trace_text().contains("after-ran"));
     // The service goes on.
-    let id2 = h.coordinator.enqueue(JobSpec::shell("next", &["echo next"]));
+    let id2 = h
+        .coordinator
+        .enqueue(JobSpec::shell("next", &["echo next"]));
     assert_eq!(h.final_job(id2).await.state, "success");
 }
 

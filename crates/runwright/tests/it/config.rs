@@ -32,6 +32,12 @@ async fn list_prints_gitlab_lines_with_shortened_tokens() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("wb31-projrunner-shellexec"), "{err}");
-    assert!(err.contains("Executor=shell Token=AsX-3Txxx URL=https://git.gfz.de/"), "{err}");
-    assert!(!err.contains("AsX-3Txxxxxxxxxxxxxxxxxxxxxx"), "full token printed: {err}");
+    assert!(
+        err.contains("Executor=shell Token=AsX-3Txxx URL=https://git.gfz.de/"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("AsX-3Txxxxxxxxxxxxxxxxxxxxxx"),
+        "full token printed: {err}"
+    );
 }

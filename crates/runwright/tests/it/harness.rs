@@ -144,7 +144,9 @@ impl Harness {
             Ok(rec) => rec,
             Err(e) => panic!(
                 "job {id} did not finish: {e}\nrecord: {:?}\nservice log:\n{}",
-                self.coordinator.job(id).map(|j| (j.state.clone(), j.trace_text())),
+                self.coordinator
+                    .job(id)
+                    .map(|j| (j.state.clone(), j.trace_text())),
                 self.log()
             ),
         }
@@ -221,7 +223,10 @@ impl Harness {
             self.git(&bare, &["init", "-q", "--bare"]);
         }
         let bare_s = bare.to_string_lossy().to_string();
-        self.git(&work, &["push", "-q", "--force", &bare_s, "HEAD:refs/heads/main"]);
+        self.git(
+            &work,
+            &["push", "-q", "--force", &bare_s, "HEAD:refs/heads/main"],
+        );
     }
 }
 

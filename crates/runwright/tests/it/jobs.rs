@@ -9,9 +9,10 @@ async fn successful_job_reports_success_with_its_output_and_checksum() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
-    let id = h
-        .coordinator
-        .enqueue(JobSpec::shell("hello", &["echo hello from $CI_JOB_NAME", "echo second"]));
+    let id = h.coordinator.enqueue(JobSpec::shell(
+        "hello",
+        &["echo hello from $CI_JOB_NAME", "echo second"],
+    ));
     let job = h.final_job(id).await;
     let trace = job.trace_text();
     assert_eq!(job.state, "success", "{trace}");
@@ -20,9 +21,16 @@ async fn successful_job_reports_success_with_its_output_and_checksum() {
     assert!(trace.contains("section_start:"), "sections: {trace}");
     assert!(trace.contains("step_script"), "{trace}");
     assert!(trace.contains("Job succeeded"), "{trace}");
-    assert_eq!(job.final_checksum_ok, Some(true), "checksum of what was patched");
+    assert_eq!(
+        job.final_checksum_ok,
+        Some(true),
+        "checksum of what was patched"
+    );
     // Two-phase commit: the first update acknowledges with state=running.
-    assert_eq!(job.updates.first().map(|u| u.state.as_str()), Some("running"));
+    assert_eq!(
+        job.updates.first().map(|u| u.state.as_str()),
+        Some("running")
+    );
 }
 
 #[tokio::test]
@@ -30,9 +38,10 @@ async fn script_failure_reports_exit_code_and_stops_at_first_failing_command() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
-    let id = h
-        .coordinator
-        .enqueue(JobSpec::shell("fails", &["echo before", "exit 42", "echo never-printed"]));
+    let id = h.coordinator.enqueue(JobSpec::shell(
+        "fails",
+        &["echo before", "exit 42", "echo never-printed"],
+    ));
     let job = h.final_job(id).await;
     let trace = job.trace_text();
     assert_eq!(job.state, "failed");
@@ -40,7 +49,10 @@ async fn script_failure_reports_exit_code_and_stops_at_first_failing_command() {
     assert_eq!(job.exit_code, Some(42));
     assert!(trace.contains("before\n"));
     assert!(!trace.contains("never-printed\n"), "{trace}");
-    assert!(trace.contains("ERROR: Job failed: exit status 42"), "{trace}");
+    assert!(
+        trace.contains("ERROR: Job failed: exit status 42"),
+        "{trace}"
+    );
 }
 
 #[tokio::test]
@@ -77,9 +89,19 @@ async fn job_timeout_kills_the_script_and_skips_after_script() {
     let job = h.final_job(id).await;
     let trace = job.trace_text();
     assert_eq!(job.state, "failed");
-    assert_eq!(job.failure_reason.as_deref(), Some("job_execution_timeout"), "{trace}");
-    assert!(trace.contains("execution took longer than 2s seconds"), "{trace}");
-    assert!(!trace.contains("after-ran"), "after_script must not run after the job timeout");
+    assert_eq!(
+        job.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("execution took longer than 2s seconds"),
+        "{trace}"
+    );
+    assert!(
+        !trace.contains("after-ran"),
+        "after_script must not run after the job timeout"
+    );
 }
 
 #[tokio::test]
@@ -87,13 +109,17 @@ async fn script_timeout_still_runs_after_script_with_timedout_status() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
-    let mut spec = JobSpec::shell("slow", &["sleep 60"])
-        .with_variable("RUNNER_SCRIPT_TIMEOUT", "1s");
+    let mut spec =
+        JobSpec::shell("slow", &["sleep 60"]).with_variable("RUNNER_SCRIPT_TIMEOUT", "1s");
     spec.after_script = vec!["echo status=$CI_JOB_STATUS".into()];
     let id = h.coordinator.enqueue(spec);
     let job = h.final_job(id).await;
     assert_eq!(job.failure_reason.as_deref(), Some("job_execution_timeout"));
-    assert!(job.trace_text().contains("status=timedout\n"), "{}", job.trace_text());
+    assert!(
+        job.trace_text().contains("status=timedout\n"),
+        "{}",
+        job.trace_text()
+    );
 }
 
 #[tokio::test]
@@ -151,7 +177,10 @@ async fn variables_file_variables_expansion_and_config_environment() {
         .into_iter()
         .filter(|p| p.ends_with("MY_FILE"))
         .collect();
-    assert!(leftovers.is_empty(), "file variable left on disk: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "file variable left on disk: {leftovers:?}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -173,9 +202,10 @@ async fn builds_dir_layout_uses_short_token_and_concurrent_project_id() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
-    let id = h
-        .coordinator
-        .enqueue(JobSpec::shell("where", &["echo dir=$CI_PROJECT_DIR", "echo builds=$CI_BUILDS_DIR"]));
+    let id = h.coordinator.enqueue(JobSpec::shell(
+        "where",
+        &["echo dir=$CI_PROJECT_DIR", "echo builds=$CI_BUILDS_DIR"],
+    ));
     let job = h.final_job(id).await;
     let t = job.trace_text();
     let builds = h.work_dir().join("builds");
@@ -192,7 +222,10 @@ async fn output_limit_truncates_what_gitlab_receives_and_the_job_continues() {
     h.start();
     let id = h.coordinator.enqueue(JobSpec::shell(
         "chatty",
-        &["for i in $(seq 1 200); do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done", "echo done > marker"],
+        &[
+            "for i in $(seq 1 200); do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done",
+            "echo done > marker",
+        ],
     ));
     let job = h.final_job(id).await;
     let t = job.trace_text();

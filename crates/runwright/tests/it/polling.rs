@@ -23,7 +23,8 @@ async fn job_request_carries_honest_info_system_id_and_echoes_last_update() {
     let sid = body["system_id"].as_str().expect("system_id");
     assert!(sid.starts_with("s_") || sid.starts_with("r_"), "{sid}");
     assert_eq!(sid.len(), 14);
-    let stored = std::fs::read_to_string(h.path().join(".runner_system_id")).expect("system id file");
+    let stored =
+        std::fs::read_to_string(h.path().join(".runner_system_id")).expect("system id file");
     assert_eq!(stored.trim(), sid);
     let info = &body["info"];
     assert_eq!(info["name"], "runwright");
@@ -109,12 +110,20 @@ async fn malformed_payload_fails_that_job_and_the_service_goes_on() {
         "bad",
         r#"{"id": {{JOB_ID}}, "token": "{{JOB_TOKEN}}", "steps": "not a list", "variables": 7}"#,
     ));
-    let unreadable = h.coordinator.enqueue(JobSpec::raw("worse", "this is not json"));
-    let good = h.coordinator.enqueue(JobSpec::shell("good", &["echo fine"]));
+    let unreadable = h
+        .coordinator
+        .enqueue(JobSpec::raw("worse", "this is not json"));
+    let good = h
+        .coordinator
+        .enqueue(JobSpec::shell("good", &["echo fine"]));
     let job = h.final_job(bad).await;
     assert_eq!(job.state, "failed");
     assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
-    assert!(job.trace_text().contains("could not be read"), "{}", job.trace_text());
+    assert!(
+        job.trace_text().contains("could not be read"),
+        "{}",
+        job.trace_text()
+    );
     assert_eq!(h.final_job(good).await.state, "success");
     // The unreadable one cannot be reported: it stays with GitLab (which times it out), and is logged.
     assert!(!h.coordinator.job(unreadable).expect("job").is_final());
@@ -144,5 +153,8 @@ async fn forbidden_runner_backs_off_after_the_unhealthy_limit() {
         .count();
     assert_eq!(n, 2, "requests after two 403s: {n}\n{}", h.log());
     assert!(h.log().contains("unhealthy"), "{}", h.log());
-    assert!(!h.log().contains("notregistered00001"), "token leaked to the log");
+    assert!(
+        !h.log().contains("notregistered00001"),
+        "token leaked to the log"
+    );
 }

@@ -10,9 +10,10 @@ async fn sigquit_stops_taking_jobs_and_waits_for_running_ones() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
-    let id = h
-        .coordinator
-        .enqueue(JobSpec::shell("long", &["echo started", "sleep 2", "echo finished"]));
+    let id = h.coordinator.enqueue(JobSpec::shell(
+        "long",
+        &["echo started", "sleep 2", "echo finished"],
+    ));
     h.wait_trace(id, "started\n").await;
     h.signal(Signal::SIGQUIT);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -50,16 +51,20 @@ async fn reload_adds_a_runner_and_keeps_old_config_when_the_new_one_is_invalid()
     h.single_runner("", "");
     h.coordinator.add_runner(TOKEN2, RunnerOptions::default());
     h.start();
-    let running = h
-        .coordinator
-        .enqueue(JobSpec::shell("running", &["echo started", "sleep 3", "echo survived"]).for_runner(TOKEN));
+    let running = h.coordinator.enqueue(
+        JobSpec::shell("running", &["echo started", "sleep 3", "echo survived"]).for_runner(TOKEN),
+    );
     h.wait_trace(running, "started\n").await;
 
     // An invalid file: logged, old config kept, running job untouched.
     std::fs::write(&h.config_path, "concurrent = \"many\"\n").expect("write");
     h.signal(Signal::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(h.log().contains("keeping the previous configuration"), "{}", h.log());
+    assert!(
+        h.log().contains("keeping the previous configuration"),
+        "{}",
+        h.log()
+    );
 
     // A valid file with a second runner: picked up by SIGHUP.
     let body = format!(

@@ -20,15 +20,23 @@ async fn clone_checks_out_the_commit_with_job_token_credentials() {
     let sha = h.make_repo("grp/app", &[("README.md", "hello repo\n")]);
     h.start();
     let id = h.coordinator.enqueue(
-        git_job("clone", "grp/app", &sha, &["cat README.md", "git rev-parse HEAD"])
-            .with_variable("GIT_STRATEGY", "clone"),
+        git_job(
+            "clone",
+            "grp/app",
+            &sha,
+            &["cat README.md", "git rev-parse HEAD"],
+        )
+        .with_variable("GIT_STRATEGY", "clone"),
     );
     let job = h.final_job(id).await;
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
     assert!(t.contains("hello repo\n"), "{t}");
     assert!(t.contains(&format!("{sha}\n")), "{t}");
-    assert!(t.contains(&format!("Checking out {} as detached HEAD", &sha[..8])), "{t}");
+    assert!(
+        t.contains(&format!("Checking out {} as detached HEAD", &sha[..8])),
+        "{t}"
+    );
     assert!(!t.contains(&job.token), "job token in trace");
 }
 
@@ -59,8 +67,14 @@ async fn fetch_reuses_the_existing_checkout_and_cleans_it() {
     let job = h.final_job(second).await;
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
-    assert!(t.contains("two\n") && t.contains("reused\n") && t.contains("cleaned\n"), "{t}");
-    assert!(!t.contains("Created fresh repository"), "fetch should reuse: {t}");
+    assert!(
+        t.contains("two\n") && t.contains("reused\n") && t.contains("cleaned\n"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("Created fresh repository"),
+        "fetch should reuse: {t}"
+    );
 }
 
 #[tokio::test]
@@ -73,16 +87,64 @@ async fn submodules_normal_and_recursive() {
     let lib_src = h.path().join("src/grp/lib");
     // Added from the bare repositories on disk (a blocking git call must not need the coordinator, which runs
     // on this test's runtime), then pointed at the relative URL the job resolves against its remote.
-    let inner_url = h.path().join("git/grp/inner.git").to_string_lossy().to_string();
-    h.git(&lib_src, &["-c", "protocol.allow=always", "submodule", "add", "-q", &inner_url, "inner"]);
-    h.git(&lib_src, &["config", "-f", ".gitmodules", "submodule.inner.url", "../inner.git"]);
+    let inner_url = h
+        .path()
+        .join("git/grp/inner.git")
+        .to_string_lossy()
+        .to_string();
+    h.git(
+        &lib_src,
+        &[
+            "-c",
+            "protocol.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &inner_url,
+            "inner",
+        ],
+    );
+    h.git(
+        &lib_src,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.inner.url",
+            "../inner.git",
+        ],
+    );
     h.commit("grp/lib", &[], "add inner");
     let sha = h.make_repo("grp/app", &[("app.txt", "app\n")]);
     let app_src = h.path().join("src/grp/app");
-    let lib_url = h.path().join("git/grp/lib.git").to_string_lossy().to_string();
+    let lib_url = h
+        .path()
+        .join("git/grp/lib.git")
+        .to_string_lossy()
+        .to_string();
     let _ = sha;
-    h.git(&app_src, &["-c", "protocol.allow=always", "submodule", "add", "-q", &lib_url, "lib"]);
-    h.git(&app_src, &["config", "-f", ".gitmodules", "submodule.lib.url", "../lib.git"]);
+    h.git(
+        &app_src,
+        &[
+            "-c",
+            "protocol.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &lib_url,
+            "lib",
+        ],
+    );
+    h.git(
+        &app_src,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.lib.url",
+            "../lib.git",
+        ],
+    );
     let sha = h.commit("grp/app", &[], "add lib");
     h.start();
     let mut project = ProjectSpec::new(7, "grp/app");
@@ -91,14 +153,20 @@ async fn submodules_normal_and_recursive() {
         "normal",
         "grp/app",
         &sha,
-        &["cat lib/lib.txt", "test ! -e lib/inner/inner.txt && echo inner-absent"],
+        &[
+            "cat lib/lib.txt",
+            "test ! -e lib/inner/inner.txt && echo inner-absent",
+        ],
     )
     .with_variable("GIT_SUBMODULE_STRATEGY", "normal");
     normal.project = project.clone();
     let job = h.final_job(h.coordinator.enqueue(normal)).await;
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
-    assert!(t.contains("library\n") && t.contains("inner-absent\n"), "{t}");
+    assert!(
+        t.contains("library\n") && t.contains("inner-absent\n"),
+        "{t}"
+    );
 
     let mut recursive = git_job("recursive", "grp/app", &sha, &["cat lib/inner/inner.txt"])
         .with_variable("GIT_SUBMODULE_STRATEGY", "recursive")
@@ -128,10 +196,19 @@ async fn pre_and_post_get_sources_scripts_from_config_and_hooks_run() {
     let job = h.final_job(h.coordinator.enqueue(spec)).await;
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
-    let order = ["cfg-pre\n", "job-pre\n", "cfg-post\n", "cfg-pre-build\n", "the-script\n", "cfg-post-build\n"];
+    let order = [
+        "cfg-pre\n",
+        "job-pre\n",
+        "cfg-post\n",
+        "cfg-pre-build\n",
+        "the-script\n",
+        "cfg-post-build\n",
+    ];
     let mut last = 0;
     for o in order {
-        let pos = t[last..].find(o).unwrap_or_else(|| panic!("{o:?} missing or out of order in {t}"));
+        let pos = t[last..]
+            .find(o)
+            .unwrap_or_else(|| panic!("{o:?} missing or out of order in {t}"));
         last += pos;
     }
 }

@@ -42,8 +42,15 @@ async fn masked_secret_split_across_writes_and_patches_never_reaches_gitlab() {
     assert!(!t.contains(&SECRET[..9]), "first half leaked: {t}");
     assert!(t.contains("start [MASKED] end\n"), "{t}");
     assert!(t.contains("whole: [MASKED]\n"), "{t}");
-    assert!(!t.contains("abcdefghijklmnop1234"), "glpat token leaked: {t}");
-    assert!(job.patches.len() >= 2, "expected several patches: {:?}", job.patches);
+    assert!(
+        !t.contains("abcdefghijklmnop1234"),
+        "glpat token leaked: {t}"
+    );
+    assert!(
+        job.patches.len() >= 2,
+        "expected several patches: {:?}",
+        job.patches
+    );
     // The job token is masked too, wherever it appears.
     assert!(!t.contains(&job.token));
 }
@@ -52,7 +59,9 @@ async fn masked_secret_split_across_writes_and_patches_never_reaches_gitlab() {
 async fn range_mismatch_416_resyncs_and_the_trace_stays_byte_exact() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
-    h.coordinator.faults().push_n(Endpoint::PatchTrace, Fault::RangeMismatch, 2);
+    h.coordinator
+        .faults()
+        .push_n(Endpoint::PatchTrace, Fault::RangeMismatch, 2);
     h.start();
     let id = h.coordinator.enqueue(JobSpec::shell(
         "resync",
@@ -63,7 +72,11 @@ async fn range_mismatch_416_resyncs_and_the_trace_stays_byte_exact() {
     assert_eq!(job.state, "success", "{t}");
     assert!(!job.range_truncations.is_empty(), "fault was not applied");
     for i in 1..=5 {
-        assert_eq!(t.matches(&format!("tick-{i}\n")).count(), 1, "tick-{i} in {t}");
+        assert_eq!(
+            t.matches(&format!("tick-{i}\n")).count(),
+            1,
+            "tick-{i} in {t}"
+        );
     }
     assert_eq!(job.final_checksum_ok, Some(true));
 }
@@ -72,9 +85,13 @@ async fn range_mismatch_416_resyncs_and_the_trace_stays_byte_exact() {
 async fn final_update_answered_202_is_retried_until_accepted() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
-    h.coordinator.faults().push_n(Endpoint::UpdateJob, Fault::Accepted202, 3);
+    h.coordinator
+        .faults()
+        .push_n(Endpoint::UpdateJob, Fault::Accepted202, 3);
     h.start();
-    let id = h.coordinator.enqueue(JobSpec::shell("accepted", &["echo hi"]));
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("accepted", &["echo hi"]));
     let job = h.final_job(id).await;
     assert_eq!(job.state, "success");
     assert_eq!(job.accepted_202, 3);
@@ -85,7 +102,11 @@ async fn final_update_answered_202_is_retried_until_accepted() {
 async fn server_errors_and_resets_on_every_endpoint_are_survived() {
     let mut h = Harness::new().await;
     h.single_runner("", "");
-    for ep in [Endpoint::RequestJob, Endpoint::UpdateJob, Endpoint::PatchTrace] {
+    for ep in [
+        Endpoint::RequestJob,
+        Endpoint::UpdateJob,
+        Endpoint::PatchTrace,
+    ] {
         let faults = h.coordinator.faults();
         faults.push(ep, Fault::Status(500));
         faults.push(ep, Fault::Status(502));
@@ -105,11 +126,17 @@ async fn server_errors_and_resets_on_every_endpoint_are_survived() {
         assert_eq!(t.matches(&format!("part-{i}\n")).count(), 1, "{t}");
     }
     assert_eq!(job.final_checksum_ok, Some(true));
-    for ep in [Endpoint::RequestJob, Endpoint::UpdateJob, Endpoint::PatchTrace] {
+    for ep in [
+        Endpoint::RequestJob,
+        Endpoint::UpdateJob,
+        Endpoint::PatchTrace,
+    ] {
         assert_eq!(faults.pending(ep), 0, "not all faults on {ep:?} were hit");
     }
     // The service is still healthy: a second job runs.
-    let id2 = h.coordinator.enqueue(JobSpec::shell("after", &["echo again"]));
+    let id2 = h
+        .coordinator
+        .enqueue(JobSpec::shell("after", &["echo again"]));
     assert_eq!(h.final_job(id2).await.state, "success");
     let _ = Duration::ZERO;
 }
