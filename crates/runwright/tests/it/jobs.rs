@@ -235,3 +235,39 @@ async fn output_limit_truncates_what_gitlab_receives_and_the_job_continues() {
     assert!(!t.contains("line-200-"), "{t}");
     assert_eq!(job.final_checksum_ok, Some(true));
 }
+
+#[tokio::test]
+async fn run_user_runs_scripts_as_that_user() {
+    if !nix::unistd::Uid::effective().is_root()
+        || std::process::Command::new("id")
+            .arg("nobody")
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+    {
+        eprintln!("skipped: needs root and a 'nobody' user");
+        return;
+    }
+    let mut h = Harness::new().await;
+    // nobody must reach the builds dir inside the (root-only) temp dir.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let builds = h.path().join("shared-builds");
+    std::fs::create_dir_all(&builds).expect("builds");
+    std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    h.single_runner(
+        "user = \"nobody\"",
+        &format!("  builds_dir = \"{}\"", builds.display()),
+    );
+    h.start();
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("whoami", &["echo user=$(id -un)"]));
+    let job = h.final_job(id).await;
+    assert_eq!(job.state, "success", "{}", job.trace_text());
+    assert!(
+        job.trace_text().contains("user=nobody\n"),
+        "{}",
+        job.trace_text()
+    );
+}

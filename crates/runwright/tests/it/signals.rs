@@ -82,3 +82,30 @@ async fn reload_adds_a_runner_and_keeps_old_config_when_the_new_one_is_invalid()
     assert_eq!(job.state, "success");
     assert!(job.trace_text().contains("survived\n"));
 }
+
+#[tokio::test]
+async fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.coordinator.add_runner(TOKEN2, RunnerOptions::default());
+    h.start();
+    let first = h
+        .coordinator
+        .enqueue(JobSpec::shell("first", &["true"]).for_runner(TOKEN));
+    assert_eq!(h.final_job(first).await.state, "success");
+    let body = format!(
+        "concurrent = 4\ncheck_interval = 1\n{}{}",
+        h.runner_toml("test-runner", TOKEN, ""),
+        h.runner_toml("added", TOKEN2, "")
+    );
+    h.write_config(&body);
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("for-added", &["echo added"]).for_runner(TOKEN2));
+    assert_eq!(h.final_job(id).await.state, "success", "{}", h.log());
+    assert!(
+        h.log().contains("configuration file changed"),
+        "{}",
+        h.log()
+    );
+}

@@ -212,3 +212,37 @@ async fn pre_and_post_get_sources_scripts_from_config_and_hooks_run() {
         last += pos;
     }
 }
+
+#[tokio::test]
+async fn get_sources_attempts_retries_a_failed_fetch() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    let sha = h.make_repo("grp/app", &[("f.txt", "content\n")]);
+    // The first git request fails at the server: the first attempt fails, the second succeeds.
+    h.coordinator.faults().push(
+        runwright_coordinator::Endpoint::Git,
+        runwright_coordinator::Fault::Status(500),
+    );
+    h.start();
+    let id = h.coordinator.enqueue(
+        git_job("retry", "grp/app", &sha, &["cat f.txt"])
+            .with_variable("GET_SOURCES_ATTEMPTS", "2"),
+    );
+    let job = h.final_job(id).await;
+    let t = job.trace_text();
+    assert_eq!(job.state, "success", "{t}");
+    assert!(t.contains("Retrying get_sources (attempt 2 of 2)"), "{t}");
+    assert!(t.contains("content\n"));
+
+    // Without attempts to spare, the same failure fails the job as a script failure.
+    h.coordinator.faults().push(
+        runwright_coordinator::Endpoint::Git,
+        runwright_coordinator::Fault::Status(500),
+    );
+    let id = h.coordinator.enqueue(
+        git_job("no-retry", "grp/app", &sha, &["true"]).with_variable("GIT_STRATEGY", "clone"),
+    );
+    let job = h.final_job(id).await;
+    assert_eq!(job.state, "failed", "{}", job.trace_text());
+    assert_eq!(job.failure_reason.as_deref(), Some("script_failure"));
+}
