@@ -28,7 +28,12 @@ pub fn init(args: &LogArgs, config_level: Option<&str>, config_format: Option<&s
     // Our crates at the chosen level, dependencies one notch quieter.
     let filter = EnvFilter::try_from_env(runwright_client::env::RUNWRIGHT_LOG)
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,runwright={level},runwright_client={level},runwright_engine={level},runwright_shell={level}")));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal; journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let format = args.format.as_deref().or(config_format).unwrap_or("runner");
     let _ = match format {
         "json" => builder.json().try_init(),
