@@ -171,7 +171,11 @@ pub struct RunnerInfo {
     pub uuid: String,
     /// Job timeout in seconds; 0 means GitLab's default of 7200 (§7.6).
     pub timeout: i64,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// GitLab sends `null` when the job has no session (`expose :runner_session_url`).
+    #[serde(
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub runner_session_url: String,
 }
 
@@ -241,18 +245,26 @@ pub struct Port {
     pub name: String,
 }
 
+/// GitLab's presenter fills the archive entry straight from the job's `artifacts:` keys, so any of them may be
+/// `null` (gitlab app/presenters/ci/build_runner_presenter.rb `create_archive`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Artifact {
+    #[serde(deserialize_with = "null_as_default")]
     pub name: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub untracked: bool,
     #[serde(deserialize_with = "null_as_default")]
     pub paths: Vec<String>,
     #[serde(deserialize_with = "null_as_default")]
     pub exclude: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub when: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub expire_in: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub artifact_type: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub artifact_format: String,
 }
 
@@ -500,6 +512,25 @@ mod tests {
         assert!(job.git_info.refspecs.is_empty());
         let back = serde_json::to_value(&job.variables[0]).expect("encodes");
         assert!(back.get("file").is_none(), "file absent when false");
+    }
+
+    #[test]
+    fn decodes_nulls_gitlab_sends_for_unset_session_and_artifact_keys() {
+        // Shapes of gitlab-runner-mock's payload, which follow GitLab's entities: no session ⇒ null URL; an
+        // `artifacts: paths:` entry without name/when/expire_in/untracked ⇒ nulls.
+        let json = r#"{"id":1,"token":"t","runner_info":{"timeout":3600,"runner_session_url":null},
+          "artifacts":[{"name":null,"untracked":null,"paths":["out/"],"when":null,"expire_in":null,
+                        "artifact_type":"archive","artifact_format":null}]}"#;
+        let job: JobResponse = serde_json::from_str(json).expect("decodes");
+        assert_eq!(job.runner_info.timeout, 3600);
+        assert!(job.runner_info.runner_session_url.is_empty());
+        let a = &job.artifacts[0];
+        assert_eq!(
+            (a.name.as_str(), a.untracked, a.when.as_str()),
+            ("", false, "")
+        );
+        assert_eq!(a.paths, vec!["out/".to_string()]);
+        assert_eq!(a.artifact_type, "archive");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod harness;
 mod cancel;
 mod config;
 mod jobs;
+mod mock_compat;
 mod polling;
 mod signals;
 mod sources;
