@@ -6,14 +6,14 @@
 
 use crate::control::{AbortReason, JobControl};
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
-use crate::layout::{project_slug, JobDirs};
+use crate::plan::{plan, Plan};
 use crate::script::ScriptWriter;
-use crate::sources::{self, GitStrategy, SourcesSettings, SubmoduleStrategy};
+use crate::sources::{self, GitStrategy};
 use crate::steps::{JobStep, StepContext, StepPosition};
 use crate::variables::Variables;
 use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::{JobResponse, JobVariable};
-use runwright_config::{format_go_duration, parse_go_duration, RunnerConfig};
+use runwright_client::types::JobResponse;
+use runwright_config::{format_go_duration, RunnerConfig};
 use runwright_trace::{ansi, section_end, section_start, TraceBuffer};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 /// GitLab's default when `runner_info.timeout` is 0 (runner common/build.go).
-const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
+pub(crate) const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
 /// `RUNNER_AFTER_SCRIPT_TIMEOUT` default (runner common/build.go).
-const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Who is running the job: the runner's identity as it appears in the trace and in `CI_RUNNER_*`.
 #[derive(Debug, Clone)]
@@ -137,18 +137,6 @@ impl ScriptState {
     }
 }
 
-/// Resolved per-job settings.
-struct Plan {
-    dirs: JobDirs,
-    vars: Variables,
-    shell: String,
-    debug_trace: bool,
-    sources: SourcesSettings,
-    get_sources_attempts: u32,
-    script_timeout: Option<Duration>,
-    after_script_timeout: Duration,
-}
-
 /// Runs `job` to its final state. Never panics on job input; every problem becomes a failed outcome with its
 /// reason written to the trace.
 pub async fn run_job(
@@ -227,156 +215,6 @@ pub async fn run_job(
         error_line(trace, &format!("Job failed: {}", outcome.message));
     }
     outcome
-}
-
-fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> {
-    let runner = env.runner;
-    let exec = env.executor;
-    let builds_dir = match runner.builds_dir.as_deref().filter(|s| !s.is_empty()) {
-        Some(d) => env.working_dir.join(d),
-        None => env.working_dir.join(exec.default_builds_dir()),
-    };
-    let job_vars = Variables::from_job(&job.variables);
-    let strategy = GitStrategy::parse(job_vars.value("GIT_STRATEGY"), job.allow_git_fetch)?;
-    let slug = project_slug(job);
-    let dirs = JobDirs::new(
-        &builds_dir,
-        exec.builds_dir_shared(),
-        &runner.short_token(),
-        env.concurrent_project_id,
-        &slug,
-        strategy == GitStrategy::Empty,
-    );
-    let project_dir = dirs.project_dir.to_string_lossy().to_string();
-    let tmp_dir = dirs.tmp_dir.to_string_lossy().to_string();
-    let job_timeout = if job.runner_info.timeout > 0 {
-        job.runner_info.timeout
-    } else {
-        DEFAULT_JOB_TIMEOUT.as_secs() as i64
-    };
-
-    // The runner's list, in GitLab's order (§7.3); the job's own variables come after the runner defaults.
-    let mut vars = Variables::new();
-    for (name, on) in &runner.feature_flags {
-        vars.set(name, on.to_string());
-    }
-    vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
-    for entry in &runner.environment {
-        match entry.split_once('=') {
-            Some((k, v)) => vars.set(k, v),
-            None => vars.set(entry, ""),
-        }
-    }
-    vars.set("CI_BUILDS_DIR", dirs.builds_dir.to_string_lossy());
-    vars.set("CI_PROJECT_DIR", project_dir.clone());
-    vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
-    vars.set(
-        "CI_CONCURRENT_PROJECT_ID",
-        env.concurrent_project_id.to_string(),
-    );
-    vars.set("CI_SERVER", "yes");
-    vars.set("CI_JOB_STATUS", "running");
-    vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
-    vars.extend(job.variables.iter().cloned());
-    vars.set("CI_SHARED_ENVIRONMENT", "true");
-    vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
-    vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
-    vars.set(
-        "CI_RUNNER_EXECUTABLE_ARCH",
-        format!("{}/{}", env.identity.platform, env.identity.architecture),
-    );
-    vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir.clone());
-    let tmp_for_files = tmp_dir.clone();
-    let vars = vars.expanded(&|key| format!("{tmp_for_files}/{key}"));
-
-    let shell = runner
-        .shell
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| exec.shell().to_string());
-    let debug_trace = !runner.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE") == Some(true);
-
-    let clean_flags = match vars.value("GIT_CLEAN_FLAGS").map(str::trim) {
-        Some("none") => None,
-        Some(f) if !f.is_empty() => Some(f.to_string()),
-        _ => Some("-ffdx".to_string()),
-    };
-    let fetch_flags = match vars.value("GIT_FETCH_EXTRA_FLAGS").map(str::trim) {
-        Some("none") => String::new(),
-        Some(f) if !f.is_empty() => f.to_string(),
-        _ => "--prune --quiet".to_string(),
-    };
-    let depth = match vars
-        .value("GIT_DEPTH")
-        .and_then(|d| d.trim().parse::<i64>().ok())
-    {
-        Some(d) => d,
-        None => job.git_info.depth,
-    };
-    let project_path = vars
-        .value("CI_PROJECT_PATH")
-        .map(str::to_string)
-        .unwrap_or_else(|| slug.clone());
-    let sources = SourcesSettings {
-        strategy,
-        submodules: SubmoduleStrategy::parse(vars.value("GIT_SUBMODULE_STRATEGY"))?,
-        checkout: vars.bool("GIT_CHECKOUT").unwrap_or(true),
-        clean_flags,
-        fetch_flags,
-        depth,
-        submodule_depth: vars
-            .value("GIT_SUBMODULE_DEPTH")
-            .and_then(|d| d.trim().parse().ok())
-            .or(Some(depth)),
-        submodule_paths: vars.value("GIT_SUBMODULE_PATHS").unwrap_or("").to_string(),
-        submodule_update_flags: vars
-            .value("GIT_SUBMODULE_UPDATE_FLAGS")
-            .unwrap_or("")
-            .to_string(),
-        remote_url: sources::remote_url(job, runner.clone_url.as_deref(), &project_path),
-        project_dir,
-        tmp_dir,
-    };
-    let attempts = |key: &str| -> Result<u32, String> {
-        match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(1),
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=10).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "{key}: number of attempts out of the range [1, 10]: {v}"
-                )),
-            },
-        }
-    };
-    let duration_var = |key: &str| -> Result<Option<Duration>, String> {
-        match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => parse_go_duration(v).map(Some).map_err(|_| {
-                format!("{key}: invalid duration {v:?} (use Go syntax, e.g. 10m or 1h30m)")
-            }),
-        }
-    };
-    Ok(Plan {
-        get_sources_attempts: attempts("GET_SOURCES_ATTEMPTS")?,
-        script_timeout: duration_var("RUNNER_SCRIPT_TIMEOUT")?.filter(|d| !d.is_zero()),
-        after_script_timeout: duration_var("RUNNER_AFTER_SCRIPT_TIMEOUT")?
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT),
-        dirs,
-        vars,
-        shell,
-        debug_trace,
-        sources,
-    })
-}
-
-impl Variables {
-    /// The job's own list (for settings like `GIT_STRATEGY` that are read before the full list exists).
-    pub fn from_job(vars: &[JobVariable]) -> Self {
-        let mut v = Variables::new();
-        v.extend(vars.iter().cloned());
-        v
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -585,28 +423,14 @@ async fn run_stages(
     let git =
         plan.sources.strategy != GitStrategy::None && plan.sources.strategy != GitStrategy::Empty;
     if git {
-        if let Some(s) = env
-            .runner
-            .pre_get_sources_script
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            w.user_commands(&[s.to_string()]);
-        }
+        w.config_snippet(env.runner.pre_get_sources_script.as_deref());
         w.user_commands(&pre_hooks);
     }
     w.cd(&plan.dirs.builds_dir.to_string_lossy());
     sources::write_sources(&mut w, job, &plan.sources);
     if git {
         w.user_commands(&post_hooks);
-        if let Some(s) = env
-            .runner
-            .post_get_sources_script
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            w.user_commands(&[s.to_string()]);
-        }
+        w.config_snippet(env.runner.post_get_sources_script.as_deref());
     }
     let get_sources = w.finish(shell, plan.debug_trace);
     let mut result = StageResult::Ok;
@@ -704,25 +528,11 @@ async fn run_stages(
         sections.start(&stage, &title);
         let mut w = base(&plan.vars, true);
         if step.name == "script" {
-            if let Some(s) = env
-                .runner
-                .pre_build_script
-                .as_deref()
-                .filter(|s| !s.trim().is_empty())
-            {
-                w.user_commands(&[s.to_string()]);
-            }
+            w.config_snippet(env.runner.pre_build_script.as_deref());
         }
         w.user_commands(&step.script);
         if step.name == "script" {
-            if let Some(s) = env
-                .runner
-                .post_build_script
-                .as_deref()
-                .filter(|s| !s.trim().is_empty())
-            {
-                w.user_commands(&[s.to_string()]);
-            }
+            w.config_snippet(env.runner.post_build_script.as_deref());
         }
         let r = run_script(
             session,

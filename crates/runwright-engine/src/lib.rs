@@ -5,6 +5,7 @@ pub mod control;
 pub mod executor;
 pub mod job;
 pub mod layout;
+mod plan;
 pub mod script;
 pub mod sources;
 pub mod steps;

@@ -178,6 +178,13 @@ impl ScriptWriter {
         }
     }
 
+    /// A shell snippet from config.toml (`pre_build_script`, …), run like a user command; empty ones are skipped.
+    pub fn config_snippet(&mut self, snippet: Option<&str>) {
+        if let Some(s) = snippet.filter(|s| !s.trim().is_empty()) {
+            self.user_commands(&[s.to_string()]);
+        }
+    }
+
     /// The complete script: the body runs under `eval` with `errexit` and `pipefail`, stdin empty
     /// (runner shells/bash.go `Finish`). `trace` turns on `xtrace` (`CI_DEBUG_TRACE`).
     pub fn finish(&self, shell: &str, trace: bool) -> String {

@@ -5,17 +5,6 @@ use crate::harness::*;
 use runwright_coordinator::JobSpec;
 use std::time::Duration;
 
-fn alive(pid: i32) -> bool {
-    // A zombie is dead for our purpose.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 async fn pid_from(h: &Harness, id: i64, file: &str) -> i32 {
     let path = h.path().join(file);
     for _ in 0..200 {

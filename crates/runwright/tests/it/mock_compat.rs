@@ -378,17 +378,6 @@ async fn mock_two_jobs_at_once_with_concurrent_2() {
     assert!(b_log.contains("\nb saw a\n"), "{b_log}");
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie is dead for our purpose.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[tokio::test]
 async fn mock_cancel_stops_the_job_and_the_service_takes_the_next_one() {
     let m = mock().await;
