@@ -409,6 +409,9 @@ impl Bench {
         if self.args.timeline {
             if let Some(&id) = ids.get(ids.len() / 2) {
                 print_timeline(log, id, token);
+                if let Some(rec) = self.coord.job(id) {
+                    eprintln!("bench: trace of job {id}:\n{}", rec.trace_text());
+                }
             }
         }
         Ok(o)
