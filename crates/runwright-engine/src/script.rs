@@ -5,8 +5,9 @@
 use crate::variables::Variables;
 use runwright_trace::ansi;
 
-/// Quotes a string for bash/sh the way GitLab's `helpers.ShellEscape` does: plain when every byte is safe,
-/// otherwise ANSI-C quoting `$'…'` (understood by bash, busybox sh and dash ≥ 0.5.12).
+/// Quotes a string for bash and POSIX sh: plain when every byte is safe, otherwise single quotes (with `'\''`
+/// for a quote). GitLab's bash writer uses ANSI-C `$'…'` quoting, which dash (Debian's sh) does not understand;
+/// single quotes carry every byte but NUL (which no variable can hold) in both shells.
 pub fn shell_escape(input: &str) -> String {
     if !input.is_empty()
         && input
@@ -15,23 +16,7 @@ pub fn shell_escape(input: &str) -> String {
     {
         return input.to_string();
     }
-    let mut out = String::with_capacity(input.len() + 3);
-    out.push_str("$'");
-    for b in input.bytes() {
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            b'\'' => out.push_str("\\'"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x1b => out.push_str("\\e"),
-            0x20..=0x7e => out.push(b as char),
-            // Bytes of UTF-8 sequences and other controls: hex escapes keep them byte-exact.
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out.push('\'');
-    out
+    single_quote(input)
 }
 
 /// Quotes with POSIX single quotes; used where `$'…'` is not guaranteed (the outer `eval` of sh scripts).
@@ -198,12 +183,7 @@ impl ScriptWriter {
             "if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n",
         );
         s.push_str("set +o noclobber\n");
-        let quoted = if shell == "bash" {
-            shell_escape(&self.body)
-        } else {
-            single_quote(&self.body)
-        };
-        s.push_str(&format!(": | eval {quoted}\n"));
+        s.push_str(&format!(": | eval {}\n", single_quote(&self.body)));
         s.push_str("exit 0\n");
         s
     }
@@ -243,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn escape_round_trips_through_bash() {
+    fn escape_round_trips_through_bash_and_sh() {
         for s in [
             "plain",
             "with space",
@@ -253,9 +233,11 @@ mod tests {
             "",
         ] {
             let script = format!("printf '%s' {}", shell_escape(s));
-            let (code, out) = run("bash", &script);
-            assert_eq!(code, 0);
-            assert_eq!(out, s);
+            for shell in ["bash", "sh"] {
+                let (code, out) = run(shell, &script);
+                assert_eq!(code, 0, "{shell}");
+                assert_eq!(out, s, "{shell}");
+            }
         }
     }
 

@@ -271,3 +271,34 @@ async fn run_user_runs_scripts_as_that_user() {
         job.trace_text()
     );
 }
+
+#[tokio::test]
+async fn posix_sh_runs_the_same_scripts_as_bash() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "  shell = \"sh\"");
+    h.start();
+    let mut spec = JobSpec::shell(
+        "sh",
+        &[
+            "echo \"quote ' and tab\there\"",
+            "echo file=$(cat \"$MY_FILE\")",
+        ],
+    )
+    .with_variable("WEIRD", "it's \"quoted\"\nand multi-line");
+    spec.variables.push(JobVariable {
+        key: "MY_FILE".into(),
+        value: "in a file".into(),
+        file: true,
+        ..Default::default()
+    });
+    spec.script.push("printf '%s|' \"$WEIRD\"; echo".into());
+    spec.after_script = vec!["echo after=$CI_JOB_STATUS".into()];
+    let job = h.final_job(h.coordinator.enqueue(spec)).await;
+    let t = job.trace_text();
+    assert_eq!(job.state, "success", "{t}");
+    assert!(t.contains("Using Shell (sh) executor"), "{t}");
+    assert!(t.contains("quote ' and tab\there\n"), "{t}");
+    assert!(t.contains("file=in a file\n"), "{t}");
+    assert!(t.contains("it's \"quoted\"\nand multi-line|\n"), "{t}");
+    assert!(t.contains("after=success\n"), "{t}");
+}
