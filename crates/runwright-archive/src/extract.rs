@@ -1,0 +1,599 @@
+//! Safe extraction of zip, zipzstd and tar.zst archives (artifacts of dependencies, caches).
+//!
+//! GitLab's runner extracts in place with `os.MkdirAll` and `os.OpenFile`, following whatever symlinks it meets
+//! (runner `helpers/archives/zip_extract.go`); this module does not trust the archive:
+//!
+//! * every name is checked: no absolute path, no `..`, no NUL, no path whose parent is a symlink or a file
+//!   created earlier by the same archive, no duplicate;
+//! * a symlink must point inside the target: relative, made of leading `..` followed only by normal
+//!   components, and staying inside the target when resolved from the link's own directory (so chains of
+//!   links cannot climb out either) — unless [`ExtractOptions::allow_external_symlinks`];
+//! * each file is copied up to its declared size plus one byte: more data than declared, less, or a CRC
+//!   mismatch fails the entry; the sum of declared sizes is checked against a limit and the free space first;
+//! * mode bits are kept, without setuid/setgid unless [`ExtractOptions::keep_setid`]; mtimes are kept (the
+//!   extended timestamp field when present, as `processZipTimestampField` does).
+//!
+//! **Nothing half-written is left behind.** Everything is extracted into a fresh staging directory created
+//! *inside* the target (so it is on the same filesystem even when the target is a mount point, and every later
+//! step is a `rename(2)`); on any error the staging directory is removed and the target is as it was (and is
+//! removed again if we created it). Only when every entry has been written and checked are the staged entries
+//! moved into the target, after a planning pass that finds conflicts (a file where a non-empty directory is)
+//! before anything moves. The commit step never follows a symlink that already exists in the target: a
+//! symlink standing where the archive has a directory is replaced, not entered.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, FileTimes, OpenOptions};
+use std::io::{self, BufWriter, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use zip::ZipArchive;
+
+use crate::error::{Error, IoContext, Result};
+use crate::Format;
+
+/// How to extract.
+#[derive(Clone, Debug, Default)]
+pub struct ExtractOptions {
+    /// The archive format; `None` sniffs it from the first bytes (zip or zstd).
+    pub format: Option<Format>,
+    /// Keep setuid and setgid bits (off by default: an artifact should not grant privileges).
+    pub keep_setid: bool,
+    /// Accept symlinks pointing outside the target (absolute, or climbing out). Off by default. Such links are
+    /// never followed while extracting either way; turn this on for caches that hold, say, a Python virtualenv
+    /// whose `bin/python` points at `/usr/bin/python3`.
+    pub allow_external_symlinks: bool,
+    /// Refuse archives declaring more than this many bytes in total.
+    pub max_total_size: Option<u64>,
+}
+
+/// What extraction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes written to regular files.
+    pub bytes: u64,
+    /// Entries skipped (fifos, devices), with a warning.
+    pub skipped: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// Extracts `archive` into `target` (created if missing). On error nothing of the archive is left in `target`.
+pub fn extract(archive: &Path, target: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => sniff(archive)?,
+    };
+    let created_target = std::fs::symlink_metadata(target).is_err();
+    std::fs::create_dir_all(target).at(target)?;
+    let result = extract_staged(archive, target, format, opts);
+    if result.is_err() && created_target {
+        // Only removes it if still empty, which it is: the staging directory is gone by now.
+        let _ = std::fs::remove_dir(target);
+    }
+    result
+}
+
+fn extract_staged(
+    archive: &Path,
+    target: &Path,
+    format: Format,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
+    let staging = tempfile::Builder::new()
+        .prefix(".runwright-extract-")
+        .tempdir_in(target)
+        .at(target)?;
+    let mut x = Extractor {
+        archive,
+        root: staging.path().to_path_buf(),
+        opts,
+        seen: HashMap::new(),
+        dirs: Vec::new(),
+        stats: ExtractStats::default(),
+    };
+    match format {
+        Format::Zip | Format::ZipZstd => x.zip()?,
+        Format::TarZstd => x.tar()?,
+        Format::Gzip => {
+            return Err(Error::Refused {
+                archive: archive.to_path_buf(),
+                reason: "gzip archives are upload-only (artifact reports); nothing extracts them"
+                    .into(),
+            })
+        }
+    }
+    commit(archive, staging.path(), target)?;
+    // Directory modes and mtimes last: adding children changes a directory's mtime, and a read-only directory
+    // could not have received its children.
+    x.dirs
+        .sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+    for (rel, mode, mtime) in &x.dirs {
+        let p = target.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).at(&p)?;
+                set_mtime_nofollow(&p, *mtime).at(&p)?;
+            }
+            _ => {}
+        }
+    }
+    staging.close().at(target)?;
+    Ok(x.stats)
+}
+
+fn sniff(archive: &Path) -> Result<Format> {
+    let mut magic = [0u8; 4];
+    let mut f = File::open(archive).at(archive)?;
+    let n = f.read(&mut magic).at(archive)?;
+    match &magic[..n] {
+        [b'P', b'K', 3, 4] | [b'P', b'K', 5, 6] => Ok(Format::Zip),
+        [0x28, 0xb5, 0x2f, 0xfd] => Ok(Format::TarZstd),
+        [0x1f, 0x8b, ..] => Ok(Format::Gzip),
+        _ => Err(Error::BadArchive {
+            archive: archive.to_path_buf(),
+            reason: "neither zip nor zstd".into(),
+        }),
+    }
+}
+
+struct Extractor<'a> {
+    archive: &'a Path,
+    root: PathBuf,
+    opts: &'a ExtractOptions,
+    /// Every path created so far (relative), with its kind.
+    seen: HashMap<PathBuf, Kind>,
+    /// Directories with their mode and mtime, applied after the commit.
+    dirs: Vec<(PathBuf, u32, i64)>,
+    stats: ExtractStats,
+}
+
+impl Extractor<'_> {
+    fn err(&self, entry: &[u8], reason: impl Into<String>) -> Error {
+        Error::entry(self.archive, String::from_utf8_lossy(entry), reason)
+    }
+
+    fn check_total(&self, total: u64) -> Result<()> {
+        if let Some(max) = self.opts.max_total_size {
+            if total > max {
+                return Err(Error::Refused {
+                    archive: self.archive.to_path_buf(),
+                    reason: format!(
+                        "declares {total} bytes in total, more than the limit of {max} bytes"
+                    ),
+                });
+            }
+        }
+        if let Ok(vfs) = nix::sys::statvfs::statvfs(&self.root) {
+            let free = (vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64);
+            if total > free {
+                return Err(Error::Refused {
+                    archive: self.archive.to_path_buf(),
+                    reason: format!("declares {total} bytes in total, more than the {free} bytes free on the target"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates a name and returns it relative to the target, or `None` for an entry naming the root itself.
+    fn check_name(&self, raw: &[u8], kind: Kind) -> Result<Option<PathBuf>> {
+        if raw.contains(&0) {
+            return Err(self.err(raw, "name contains a NUL byte"));
+        }
+        if raw.first() == Some(&b'/') {
+            return Err(self.err(raw, "absolute path: entries must stay inside the target"));
+        }
+        let mut rel = PathBuf::new();
+        for c in raw.split(|b| *b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    return Err(self.err(
+                        raw,
+                        "path contains '..': entries must stay inside the target",
+                    ))
+                }
+                c => rel.push(OsStr::from_bytes(c)),
+            }
+        }
+        if rel.as_os_str().is_empty() {
+            return if kind == Kind::Dir {
+                Ok(None)
+            } else {
+                Err(self.err(raw, "empty name"))
+            };
+        }
+        let mut anc = rel.parent();
+        while let Some(a) = anc {
+            if a.as_os_str().is_empty() {
+                break;
+            }
+            match self.seen.get(a) {
+                Some(Kind::Symlink) => return Err(self.err(
+                    raw,
+                    format!(
+                        "parent {} is a symlink from this archive: refusing to write through it",
+                        a.display()
+                    ),
+                )),
+                Some(Kind::File) => {
+                    return Err(self.err(
+                        raw,
+                        format!("parent {} is a file from this archive", a.display()),
+                    ))
+                }
+                _ => {}
+            }
+            anc = a.parent();
+        }
+        match self.seen.get(&rel) {
+            Some(Kind::Dir) if kind == Kind::Dir => {}
+            Some(_) => {
+                return Err(self.err(raw, "duplicate entry: the archive names this path twice"))
+            }
+            None => {}
+        }
+        Ok(Some(rel))
+    }
+
+    /// A symlink target is accepted if it is relative, normalised (leading `..` only) and stays inside the
+    /// target when resolved from the link's directory.
+    fn check_link(&self, raw: &[u8], rel: &Path, link: &[u8]) -> Result<()> {
+        if link.is_empty() || link.contains(&0) {
+            return Err(self.err(raw, "symlink with an empty or NUL-containing target"));
+        }
+        if self.opts.allow_external_symlinks {
+            return Ok(());
+        }
+        let shown = String::from_utf8_lossy(link);
+        if link.first() == Some(&b'/') {
+            return Err(self.err(
+                raw,
+                format!("symlink points outside the target (absolute: {shown})"),
+            ));
+        }
+        let mut depth = rel.components().count() as i64 - 1;
+        let mut seen_normal = false;
+        for c in link.split(|b| *b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    if seen_normal {
+                        return Err(self.err(
+                            raw,
+                            format!("symlink target {shown} is not normalised ('..' after a name)"),
+                        ));
+                    }
+                    depth -= 1;
+                    if depth < 0 {
+                        return Err(
+                            self.err(raw, format!("symlink points outside the target ({shown})"))
+                        );
+                    }
+                }
+                _ => seen_normal = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn mode(&self, mode: u32) -> u32 {
+        let keep = if self.opts.keep_setid { 0o7777 } else { 0o1777 };
+        mode & keep
+    }
+
+    fn make_parents(&mut self, rel: &Path) -> Result<()> {
+        if let Some(parent) = rel.parent() {
+            if !parent.as_os_str().is_empty() {
+                let p = self.root.join(parent);
+                std::fs::create_dir_all(&p).at(&p)?;
+                let mut a = Some(parent);
+                while let Some(d) = a {
+                    if d.as_os_str().is_empty() {
+                        break;
+                    }
+                    self.seen.entry(d.to_path_buf()).or_insert(Kind::Dir);
+                    a = d.parent();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn make_dir(&mut self, raw: &[u8], mode: u32, mtime: i64) -> Result<()> {
+        let Some(rel) = self.check_name(raw, Kind::Dir)? else {
+            return Ok(());
+        };
+        self.make_parents(&rel)?;
+        let p = self.root.join(&rel);
+        match std::fs::create_dir(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.err(raw, e.to_string())),
+        }
+        self.seen.insert(rel.clone(), Kind::Dir);
+        self.dirs.push((rel, self.mode(mode), mtime));
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    fn make_file(
+        &mut self,
+        raw: &[u8],
+        data: &mut dyn Read,
+        declared: u64,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<()> {
+        let Some(rel) = self.check_name(raw, Kind::File)? else {
+            return Ok(());
+        };
+        self.make_parents(&rel)?;
+        let p = self.root.join(&rel);
+        self.seen.insert(rel, Kind::File);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&p)
+            .map_err(|e| self.err(raw, e.to_string()))?;
+        let mut w = BufWriter::with_capacity(256 << 10, file);
+        // Stop one byte past the declared size: enough to tell a lie from the truth without writing a bomb.
+        let n = io::copy(&mut data.take(declared.saturating_add(1)), &mut w)
+            .map_err(|e| self.err(raw, format!("reading entry data: {e}")))?;
+        if n > declared {
+            return Err(self.err(
+                raw,
+                format!("size mismatch: more data than the {declared} bytes declared"),
+            ));
+        }
+        if n < declared {
+            return Err(self.err(
+                raw,
+                format!("size mismatch: {n} bytes of data, {declared} declared (truncated?)"),
+            ));
+        }
+        let file = w
+            .into_inner()
+            .map_err(|e| self.err(raw, e.error().to_string()))?;
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode(mode)))
+            .map_err(|e| self.err(raw, e.to_string()))?;
+        file.set_times(FileTimes::new().set_modified(system_time(mtime)))
+            .map_err(|e| self.err(raw, e.to_string()))?;
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        Ok(())
+    }
+
+    fn make_symlink(&mut self, raw: &[u8], link: &[u8], mtime: i64) -> Result<()> {
+        let Some(rel) = self.check_name(raw, Kind::Symlink)? else {
+            return Ok(());
+        };
+        self.check_link(raw, &rel, link)?;
+        self.make_parents(&rel)?;
+        let p = self.root.join(&rel);
+        std::os::unix::fs::symlink(OsStr::from_bytes(link), &p)
+            .map_err(|e| self.err(raw, e.to_string()))?;
+        let _ = set_mtime_nofollow(&p, mtime);
+        self.seen.insert(rel, Kind::Symlink);
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    fn zip(&mut self) -> Result<()> {
+        let f = File::open(self.archive).at(self.archive)?;
+        let mut za = ZipArchive::new(f).map_err(|e| Error::BadArchive {
+            archive: self.archive.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut total = 0u64;
+        for i in 0..za.len() {
+            let e = za.by_index_raw(i).map_err(|e| self.bad(e))?;
+            total = total.saturating_add(e.size());
+        }
+        self.check_total(total)?;
+        for i in 0..za.len() {
+            let mut e = za.by_index(i).map_err(|e| self.bad(e))?;
+            let raw = e.name_raw().to_vec();
+            let unix = e.unix_mode();
+            let mtime = e
+                .extra_data_fields()
+                .find_map(|f| match f {
+                    zip::extra_fields::ExtraField::ExtendedTimestamp(t) => t.mod_time(),
+                    _ => None,
+                })
+                .map(i64::from)
+                .or_else(|| e.last_modified().map(|d| crate::time::unix_from_dos(&d)))
+                .unwrap_or(0);
+            let ftype = unix.map(|m| m & 0o170_000).unwrap_or(0);
+            let declared = e.size();
+            if e.is_symlink() {
+                if declared > 4096 {
+                    return Err(self.err(&raw, format!("symlink target of {declared} bytes")));
+                }
+                let mut link = Vec::new();
+                let n = (&mut e)
+                    .take(4097)
+                    .read_to_end(&mut link)
+                    .map_err(|err| self.err(&raw, err.to_string()))?;
+                if n as u64 != declared {
+                    return Err(self.err(
+                        &raw,
+                        format!("size mismatch: {n} bytes of data, {declared} declared"),
+                    ));
+                }
+                self.make_symlink(&raw, &link, mtime)?;
+            } else if e.is_dir() || ftype == 0o040_000 {
+                self.make_dir(&raw, unix.unwrap_or(0o755) & 0o7777, mtime)?;
+            } else if ftype == 0 || ftype == 0o100_000 {
+                // Archives from hosts without Unix modes (MS-DOS attributes) get 0o644.
+                let mode = unix
+                    .filter(|_| ftype != 0)
+                    .map(|m| m & 0o7777)
+                    .unwrap_or(0o644);
+                self.make_file(&raw, &mut e, declared, mode, mtime)?;
+            } else {
+                tracing::warn!(archive = %self.archive.display(), entry = %String::from_utf8_lossy(&raw), "File ignored: not a regular file, directory or symlink");
+                self.stats.skipped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn bad(&self, e: zip::result::ZipError) -> Error {
+        Error::BadArchive {
+            archive: self.archive.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn tar(&mut self) -> Result<()> {
+        // A tar stream has no index, so the total cannot be checked up front: each entry is still capped at its
+        // declared size, and the free space is checked per entry.
+        let f = File::open(self.archive).at(self.archive)?;
+        let dec = zstd::Decoder::new(f).at(self.archive)?;
+        let mut ar = tar::Archive::new(dec);
+        let entries = ar.entries().map_err(|e| self.bad_tar(e))?;
+        let mut total = 0u64;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.bad_tar(e))?;
+            let raw = entry.path_bytes().into_owned();
+            let h = entry.header();
+            let mode = h.mode().unwrap_or(0o644) & 0o7777;
+            let mtime = h.mtime().unwrap_or(0) as i64;
+            let declared = h.size().map_err(|e| self.err(&raw, e.to_string()))?;
+            let et = h.entry_type();
+            if et.is_dir() {
+                self.make_dir(&raw, mode, mtime)?;
+            } else if et.is_symlink() {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                self.make_symlink(&raw, &link, mtime)?;
+            } else if et.is_hard_link() {
+                return Err(self.err(&raw, "hard links are not supported"));
+            } else if et.is_file() || et == tar::EntryType::Continuous {
+                total = total.saturating_add(declared);
+                self.check_total(total)?;
+                self.make_file(&raw, &mut entry, declared, mode, mtime)?;
+            } else {
+                tracing::warn!(archive = %self.archive.display(), entry = %String::from_utf8_lossy(&raw), "File ignored: not a regular file, directory or symlink");
+                self.stats.skipped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn bad_tar(&self, e: io::Error) -> Error {
+        Error::BadArchive {
+            archive: self.archive.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+fn system_time(unix: i64) -> SystemTime {
+    if unix >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(unix.unsigned_abs())
+    }
+}
+
+fn set_mtime_nofollow(p: &Path, mtime: i64) -> io::Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(mtime, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &TimeSpec::UTIME_OMIT,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// One move of the commit.
+enum Step {
+    /// Remove what is at the destination (a file or symlink where a directory goes), then rename.
+    Replace(PathBuf, PathBuf),
+    Rename(PathBuf, PathBuf),
+}
+
+/// Moves the staged tree into the target: plan every move first (so a conflict fails before anything moved),
+/// then rename. Existing symlinks in the target are never entered.
+fn commit(archive: &Path, staging: &Path, target: &Path) -> Result<()> {
+    let mut steps = Vec::new();
+    plan(archive, staging, target, Path::new(""), &mut steps)?;
+    for step in steps {
+        match step {
+            Step::Replace(s, d) => {
+                match std::fs::symlink_metadata(&d) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir(&d).at(&d)?,
+                    _ => std::fs::remove_file(&d).at(&d)?,
+                }
+                std::fs::rename(&s, &d).at(&d)?;
+            }
+            Step::Rename(s, d) => std::fs::rename(&s, &d).at(&d)?,
+        }
+    }
+    Ok(())
+}
+
+fn plan(
+    archive: &Path,
+    staging: &Path,
+    target: &Path,
+    rel: &Path,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    let dir = staging.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .at(&dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .at(&dir)?;
+    names.sort();
+    for name in names {
+        let r = rel.join(&name);
+        let s = staging.join(&r);
+        let d = target.join(&r);
+        let s_dir = std::fs::symlink_metadata(&s).at(&s)?.is_dir();
+        match std::fs::symlink_metadata(&d) {
+            Err(_) => steps.push(Step::Rename(s, d)),
+            Ok(dm) if dm.is_dir() => {
+                if s_dir {
+                    plan(archive, staging, target, &r, steps)?;
+                } else if std::fs::read_dir(&d).at(&d)?.next().is_none() {
+                    // An empty directory where the archive has a file: rmdir then rename.
+                    steps.push(Step::Replace(s, d));
+                } else {
+                    return Err(Error::entry(
+                        archive,
+                        r.to_string_lossy(),
+                        "the target has a non-empty directory where the archive has a file",
+                    ));
+                }
+            }
+            Ok(_) if s_dir => steps.push(Step::Replace(s, d)),
+            // rename(2) replaces a file or symlink atomically.
+            Ok(_) => steps.push(Step::Rename(s, d)),
+        }
+    }
+    Ok(())
+}
