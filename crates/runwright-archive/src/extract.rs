@@ -221,13 +221,15 @@ impl Extractor<'_> {
                 break;
             }
             match self.seen.get(a) {
-                Some(Kind::Symlink) => return Err(self.err(
-                    raw,
-                    format!(
+                Some(Kind::Symlink) => {
+                    return Err(self.err(
+                        raw,
+                        format!(
                         "parent {} is a symlink from this archive: refusing to write through it",
                         a.display()
                     ),
-                )),
+                    ))
+                }
                 Some(Kind::File) => {
                     return Err(self.err(
                         raw,
@@ -399,6 +401,13 @@ impl Extractor<'_> {
             archive: self.archive.to_path_buf(),
             reason: e.to_string(),
         })?;
+        if za.has_duplicate_names() {
+            // The zip crate keeps one of them; we refuse the archive, as the two could differ in kind or content.
+            return Err(Error::Refused {
+                archive: self.archive.to_path_buf(),
+                reason: "duplicate entry: the central directory names the same path twice".into(),
+            });
+        }
         let mut total = 0u64;
         for i in 0..za.len() {
             let e = za.by_index_raw(i).map_err(|e| self.bad(e))?;
@@ -408,7 +417,14 @@ impl Extractor<'_> {
         for i in 0..za.len() {
             let mut e = za.by_index(i).map_err(|e| self.bad(e))?;
             let raw = e.name_raw().to_vec();
-            let unix = e.unix_mode();
+            // The zip crate's `unix_mode()` clears setuid/setgid/sticky; read them from the raw attributes of
+            // Unix-made entries so `keep_setid` can keep them.
+            let unix = match e.system() {
+                zip::System::Unix if e.external_attributes() >> 16 != 0 => {
+                    Some(e.external_attributes() >> 16)
+                }
+                _ => e.unix_mode(),
+            };
             let mtime = e
                 .extra_data_fields()
                 .find_map(|f| match f {
