@@ -1,0 +1,931 @@
+//! One job's configuration after `include`, `extends`, `!reference` and `default:` are applied: every
+//! keyword of docs.gitlab.com/ci/yaml parsed into types, validated with GitLab's messages, but not yet
+//! evaluated for a pipeline (rules, `parallel` and `needs` resolution happen in `plan`).
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use yaml_serde::{Mapping, Value};
+
+use crate::duration::parse_duration;
+use crate::error::{Error, Result};
+use crate::rules::{parse_policy, parse_rules, string_list, Policy, Rule};
+use crate::variables::{gitlab_path, parse_variables, VariableSource, VariableValue};
+use crate::yaml::{as_bool, key_str, scalar_string, to_json, type_name, Source, YPath};
+
+/// Top-level keywords that are not jobs.
+pub(crate) const GLOBAL_KEYWORDS: &[&str] = &[
+    "default", "include", "stages", "variables", "workflow", "image", "services", "cache", "before_script",
+    "after_script", "types", "spec",
+];
+
+pub(crate) fn is_global_keyword(key: &str) -> bool {
+    GLOBAL_KEYWORDS.contains(&key)
+}
+
+/// Keywords allowed in a job (docs.gitlab.com/ci/yaml, "Job keywords").
+const JOB_KEYWORDS: &[&str] = &[
+    "after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dast_configuration",
+    "dependencies", "environment", "except", "extends", "hooks", "identity", "id_tokens", "image", "inherit",
+    "interruptible", "manual_confirmation", "needs", "only", "pages", "parallel", "release", "resource_group",
+    "retry", "rules", "run", "script", "secrets", "services", "stage", "start_in", "tags", "timeout", "trigger",
+    "variables", "when", "type",
+];
+
+/// Keys of `default:` (docs: "default").
+pub(crate) const DEFAULT_KEYWORDS: &[&str] = &[
+    "after_script", "artifacts", "before_script", "cache", "hooks", "id_tokens", "image", "interruptible",
+    "retry", "services", "tags", "timeout",
+];
+
+/// `when:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Run when all earlier stages (or needs) succeeded.
+    #[default]
+    OnSuccess,
+    /// Run when something earlier failed.
+    OnFailure,
+    /// Always run.
+    Always,
+    /// Run when started by hand.
+    Manual,
+    /// Run after `start_in`.
+    Delayed,
+    /// Do not run (the job is not created).
+    Never,
+}
+
+impl When {
+    pub(crate) fn parse(s: &str) -> Option<When> {
+        Some(match s {
+            "on_success" => When::OnSuccess,
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "delayed" => When::Delayed,
+            "never" => When::Never,
+            _ => return None,
+        })
+    }
+}
+
+/// `allow_failure:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum AllowFailure {
+    /// `true`/`false`.
+    Bool(bool),
+    /// `exit_codes:` — only these exit codes are allowed to fail.
+    ExitCodes {
+        /// The codes.
+        exit_codes: Vec<i64>,
+    },
+}
+
+/// `retry:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Retry {
+    /// 0 to 2.
+    pub max: u32,
+    /// Failure types that are retried (empty: all, GitLab's `always`).
+    pub when: Vec<String>,
+    /// Exit codes that are retried.
+    pub exit_codes: Vec<i64>,
+}
+
+/// `image:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Image {
+    /// Image name.
+    pub name: String,
+    /// `entrypoint:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `pull_policy:`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pull_policy: Vec<String>,
+    /// `docker:` options (platform, user), as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<serde_json::Value>,
+}
+
+/// One of `services:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Service {
+    /// Image name.
+    pub name: String,
+    /// `alias:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// `entrypoint:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `command:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// `variables:`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// `pull_policy:`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pull_policy: Vec<String>,
+}
+
+/// `artifacts:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Artifacts {
+    /// `paths:`.
+    pub paths: Vec<String>,
+    /// `exclude:`.
+    pub exclude: Vec<String>,
+    /// `untracked:`.
+    pub untracked: bool,
+    /// `when:` on_success (default), on_failure, always.
+    pub when: String,
+    /// `name:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `expire_in:` as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_in: Option<String>,
+    /// `expose_as:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expose_as: Option<String>,
+    /// `reports:` kept as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reports: Option<serde_json::Value>,
+}
+
+/// `cache:key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CacheKey {
+    /// A string (may hold variables); `default` when absent.
+    Key(String),
+    /// `key: {files:, prefix:}`.
+    Files {
+        /// Up to two files whose content makes the key.
+        files: Vec<String>,
+        /// Prefix.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+    },
+}
+
+/// One cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cache {
+    /// `key:`.
+    pub key: CacheKey,
+    /// `paths:`.
+    pub paths: Vec<String>,
+    /// `untracked:`.
+    pub untracked: bool,
+    /// `unprotect:`.
+    pub unprotect: bool,
+    /// `policy:` pull-push (default), pull, push.
+    pub policy: String,
+    /// `when:` on_success (default), on_failure, always.
+    pub when: String,
+    /// `fallback_keys:`.
+    pub fallback_keys: Vec<String>,
+}
+
+/// One entry of `needs:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Need {
+    /// The job (name before `parallel` expansion).
+    pub job: String,
+    /// `artifacts:` (default true).
+    pub artifacts: bool,
+    /// `optional:`.
+    pub optional: bool,
+    /// `parallel:matrix` filter: the matrix rows whose jobs are needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Vec<Vec<(String, Vec<String>)>>>,
+}
+
+/// `needs:`: `None` means stage ordering, `Some(vec![])` (`needs: []`) starts at once.
+pub type Needs = Option<Vec<Need>>;
+
+/// `parallel:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parallel {
+    /// `parallel: N`.
+    Count(u32),
+    /// `parallel: matrix:` rows, each a list of (variable, values) in the order written.
+    Matrix(Vec<Vec<(String, Vec<String>)>>),
+}
+
+/// `environment:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Environment {
+    /// Name.
+    pub name: String,
+    /// `url:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `action:` (start, prepare, stop, verify, access).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `on_stop:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_stop: Option<String>,
+    /// `deployment_tier:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_tier: Option<String>,
+    /// `auto_stop_in:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_stop_in: Option<String>,
+}
+
+/// `trigger:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A child pipeline from local files of this project: runnable locally.
+    Child {
+        /// The local files (`include:` of the trigger).
+        include: Vec<String>,
+        /// `strategy: depend`.
+        depend: bool,
+    },
+    /// Anything else (another project, a remote or template child): noted, not runnable offline.
+    Other {
+        /// What it points at.
+        description: String,
+    },
+}
+
+/// `inherit:` for one of `default` / `variables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inherit {
+    All,
+    None,
+    Only(Vec<String>),
+}
+
+impl Inherit {
+    pub(crate) fn allows(&self, key: &str) -> bool {
+        match self {
+            Inherit::All => true,
+            Inherit::None => false,
+            Inherit::Only(l) => l.iter().any(|k| k == key),
+        }
+    }
+}
+
+/// A job as configured: every keyword parsed; not yet evaluated for a pipeline.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Name as written.
+    pub name: String,
+    /// `stage:` (default `test`).
+    pub stage: String,
+    /// `before_script:` (from `default:` unless the job has its own), flattened.
+    pub before_script: Vec<String>,
+    /// `script:`, flattened.
+    pub script: Vec<String>,
+    /// `after_script:`, flattened.
+    pub after_script: Vec<String>,
+    /// `hooks:pre_get_sources_script:`.
+    pub pre_get_sources_script: Vec<String>,
+    /// The job's `variables:`.
+    pub variables: BTreeMap<String, VariableValue>,
+    /// Whether (and which) global variables are inherited (`inherit:variables`).
+    pub(crate) inherit_variables: Inherit,
+    /// `when:` as written (None: on_success).
+    pub when: Option<When>,
+    /// `start_in:` for delayed jobs.
+    pub start_in: Option<String>,
+    /// `allow_failure:` as written.
+    pub allow_failure: Option<AllowFailure>,
+    /// `needs:`.
+    pub needs: Needs,
+    /// `dependencies:`.
+    pub dependencies: Option<Vec<String>>,
+    /// `artifacts:`.
+    pub artifacts: Option<Artifacts>,
+    /// `cache:` (zero to four).
+    pub cache: Vec<Cache>,
+    /// `image:`.
+    pub image: Option<Image>,
+    /// `services:`.
+    pub services: Vec<Service>,
+    /// `timeout:` in seconds.
+    pub timeout: Option<u64>,
+    /// `retry:`.
+    pub retry: Retry,
+    /// `parallel:`.
+    pub parallel: Option<Parallel>,
+    /// `tags:`.
+    pub tags: Vec<String>,
+    /// `resource_group:`.
+    pub resource_group: Option<String>,
+    /// `interruptible:`.
+    pub interruptible: Option<bool>,
+    /// `coverage:` regex.
+    pub coverage: Option<String>,
+    /// `environment:`.
+    pub environment: Option<Environment>,
+    /// `trigger:`.
+    pub trigger: Option<Trigger>,
+    /// `rules:`.
+    pub rules: Option<Vec<Rule>>,
+    /// `only:`.
+    pub only: Option<Policy>,
+    /// `except:`.
+    pub except: Option<Policy>,
+    /// Notes for keywords that are kept but not acted on offline (`release`, `pages`, `secrets`, …).
+    pub notes: Vec<String>,
+    /// Where the job is.
+    pub(crate) path: YPath,
+}
+
+fn err(src: &Source, path: &YPath, msg: impl Into<String>) -> Error {
+    Error::config(src.locate(path), msg)
+}
+
+/// Flattens a script (`string` or nested arrays of strings, up to GitLab's 10 levels).
+pub(crate) fn script(value: &Value, path: &YPath, src: &Source) -> Result<Vec<String>> {
+    fn walk(v: &Value, path: &YPath, src: &Source, depth: usize, out: &mut Vec<String>) -> Result<()> {
+        if depth > 10 {
+            return Err(err(src, path, format!("{} config should be an array containing strings and arrays of strings", gitlab_path(path))));
+        }
+        match v {
+            Value::Sequence(s) => {
+                for (i, x) in s.iter().enumerate() {
+                    walk(x, &path.index(i), src, depth + 1, out)?;
+                }
+                Ok(())
+            }
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                out.push(scalar_string(v).unwrap_or_default());
+                Ok(())
+            }
+            Value::Null if depth > 0 => Ok(()),
+            _ => Err(err(
+                src,
+                path,
+                format!("{} config should be a string or a nested array of strings up to 10 levels deep", gitlab_path(path)),
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, path, src, 0, &mut out)?;
+    Ok(out)
+}
+
+fn bool_of(v: &Value, path: &YPath, src: &Source) -> Result<bool> {
+    as_bool(v).ok_or_else(|| err(src, path, format!("{} config should be a boolean value", gitlab_path(path))))
+}
+
+fn str_of(v: &Value, path: &YPath, src: &Source) -> Result<String> {
+    scalar_string(v).ok_or_else(|| err(src, path, format!("{} config should be a string", gitlab_path(path))))
+}
+
+fn int_list(v: &Value, path: &YPath, src: &Source) -> Result<Vec<i64>> {
+    match v {
+        Value::Number(n) => n.as_i64().map(|i| vec![i]).ok_or_else(|| err(src, path, "exit code should be an integer")),
+        Value::Sequence(s) => s
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x.as_i64().ok_or_else(|| err(src, &path.index(i), format!("{} should be an integer", gitlab_path(&path.index(i))))))
+            .collect(),
+        _ => Err(err(src, path, format!("{} should be an integer or an array of integers", gitlab_path(path)))),
+    }
+}
+
+pub(crate) fn parse_image(v: &Value, path: &YPath, src: &Source) -> Result<Image> {
+    match v {
+        Value::String(s) => Ok(Image { name: s.clone(), ..Image::default() }),
+        Value::Mapping(m) => {
+            let mut img = Image::default();
+            for (k, x) in m {
+                let key = key_str(k).unwrap_or_default();
+                let kp = path.key(key);
+                match key {
+                    "name" => img.name = str_of(x, &kp, src)?,
+                    "entrypoint" => img.entrypoint = Some(string_list(x, &kp, src)?),
+                    "pull_policy" => img.pull_policy = string_list(x, &kp, src)?,
+                    "docker" | "kubernetes" => img.docker = Some(to_json(x)),
+                    other => return Err(err(src, path, format!("{} config contains unknown keys: {other}", gitlab_path(path)))),
+                }
+            }
+            if img.name.is_empty() {
+                return Err(err(src, path, format!("{} config missing required keys: name", gitlab_path(path))));
+            }
+            Ok(img)
+        }
+        _ => Err(err(src, path, format!("{} config should be a hash or a string", gitlab_path(path)))),
+    }
+}
+
+pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Service>> {
+    let Value::Sequence(list) = v else {
+        return Err(err(src, path, format!("{} config should be a array", gitlab_path(path))));
+    };
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let sp = path.index(i);
+        match s {
+            Value::String(n) => out.push(Service { name: n.clone(), ..Service::default() }),
+            Value::Mapping(m) => {
+                let mut svc = Service::default();
+                for (k, x) in m {
+                    let key = key_str(k).unwrap_or_default();
+                    let kp = sp.key(key);
+                    match key {
+                        "name" => svc.name = str_of(x, &kp, src)?,
+                        "alias" => svc.alias = Some(str_of(x, &kp, src)?),
+                        "entrypoint" => svc.entrypoint = Some(string_list(x, &kp, src)?),
+                        "command" => svc.command = Some(string_list(x, &kp, src)?),
+                        "pull_policy" => svc.pull_policy = string_list(x, &kp, src)?,
+                        "variables" => {
+                            svc.variables = parse_variables(x, &kp, src, VariableSource::JobYaml, false)?
+                                .into_iter()
+                                .map(|(k, v)| (k, v.value))
+                                .collect()
+                        }
+                        "docker" | "kubernetes" => {}
+                        other => return Err(err(src, &sp, format!("{} config contains unknown keys: {other}", gitlab_path(&sp)))),
+                    }
+                }
+                out.push(svc);
+            }
+            _ => return Err(err(src, &sp, format!("{} config should be a hash or a string", gitlab_path(&sp)))),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<Artifacts> {
+    let Value::Mapping(m) = v else {
+        return Err(err(src, path, format!("{} config should be a hash", gitlab_path(path))));
+    };
+    let mut a = Artifacts { when: "on_success".into(), ..Artifacts::default() };
+    for (k, x) in m {
+        let key = key_str(k).unwrap_or_default();
+        let kp = path.key(key);
+        match key {
+            "paths" => a.paths = string_list(x, &kp, src)?,
+            "exclude" => a.exclude = string_list(x, &kp, src)?,
+            "untracked" => a.untracked = bool_of(x, &kp, src)?,
+            "when" => {
+                let w = str_of(x, &kp, src)?;
+                if !matches!(w.as_str(), "on_success" | "on_failure" | "always") {
+                    return Err(err(src, &kp, format!("{} config when should be on_success, on_failure or always", gitlab_path(path))));
+                }
+                a.when = w;
+            }
+            "name" => a.name = Some(str_of(x, &kp, src)?),
+            "expire_in" => {
+                let e = str_of(x, &kp, src)?;
+                if e != "never" && parse_duration(&e).is_none() {
+                    return Err(err(src, &kp, format!("{} config expire in should be a duration", gitlab_path(path))));
+                }
+                a.expire_in = Some(e);
+            }
+            "expose_as" => a.expose_as = Some(str_of(x, &kp, src)?),
+            "reports" => a.reports = Some(to_json(x)),
+            "public" | "access" => {}
+            other => return Err(err(src, path, format!("{} config contains unknown keys: {other}", gitlab_path(path)))),
+        }
+    }
+    Ok(a)
+}
+
+pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Cache>> {
+    let one = |v: &Value, path: &YPath| -> Result<Cache> {
+        let Value::Mapping(m) = v else {
+            return Err(err(src, path, format!("{} config should be a hash", gitlab_path(path))));
+        };
+        let mut c = Cache {
+            key: CacheKey::Key("default".into()),
+            paths: Vec::new(),
+            untracked: false,
+            unprotect: false,
+            policy: "pull-push".into(),
+            when: "on_success".into(),
+            fallback_keys: Vec::new(),
+        };
+        for (k, x) in m {
+            let key = key_str(k).unwrap_or_default();
+            let kp = path.key(key);
+            match key {
+                "key" => {
+                    c.key = match x {
+                        Value::Mapping(km) => {
+                            let files = string_list(km.get("files").unwrap_or(&Value::Null), &kp.key("files"), src)?;
+                            if files.is_empty() || files.len() > 2 {
+                                return Err(err(src, &kp, format!("{}:files config has to be an array of one or two files", gitlab_path(&kp))));
+                            }
+                            CacheKey::Files { files, prefix: km.get("prefix").and_then(scalar_string) }
+                        }
+                        _ => {
+                            let s = str_of(x, &kp, src)?;
+                            if s.contains('/') || s == "." || s == ".." || s.contains("%2F") || s.contains("%2f") {
+                                return Err(err(src, &kp, format!("{} config cannot contain the \"/\" character or be \".\" or \"..\"", gitlab_path(&kp))));
+                            }
+                            CacheKey::Key(s)
+                        }
+                    }
+                }
+                "paths" => c.paths = string_list(x, &kp, src)?,
+                "untracked" => c.untracked = bool_of(x, &kp, src)?,
+                "unprotect" => c.unprotect = bool_of(x, &kp, src)?,
+                "policy" => {
+                    let p = str_of(x, &kp, src)?;
+                    if !matches!(p.as_str(), "pull-push" | "pull" | "push") && !p.contains('$') {
+                        return Err(err(src, &kp, format!("{} config should be one of: pull-push, pull, push", gitlab_path(&kp))));
+                    }
+                    c.policy = p;
+                }
+                "when" => c.when = str_of(x, &kp, src)?,
+                "fallback_keys" => c.fallback_keys = string_list(x, &kp, src)?,
+                other => return Err(err(src, path, format!("{} config contains unknown keys: {other}", gitlab_path(path)))),
+            }
+        }
+        Ok(c)
+    };
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Sequence(s) => {
+            if s.len() > 4 {
+                return Err(err(src, path, format!("{} config no more than 4 caches can be created", gitlab_path(path))));
+            }
+            s.iter().enumerate().map(|(i, x)| one(x, &path.index(i))).collect()
+        }
+        Value::Mapping(m) if m.is_empty() => Ok(Vec::new()),
+        other => Ok(vec![one(other, path)?]),
+    }
+}
+
+fn parse_matrix_rows(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Vec<(String, Vec<String>)>>> {
+    let Value::Sequence(rows) = v else {
+        return Err(err(src, path, format!("{} config should be an array of hashes", gitlab_path(path))));
+    };
+    let mut out = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let rp = path.index(i);
+        let Value::Mapping(m) = row else {
+            return Err(err(src, &rp, format!("{} config should be a hash", gitlab_path(&rp))));
+        };
+        let mut r = Vec::new();
+        for (k, x) in m {
+            let key = scalar_string(k).unwrap_or_default();
+            r.push((key.clone(), string_list(x, &rp.key(&key), src)?));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+pub(crate) fn parse_needs(v: &Value, path: &YPath, src: &Source, notes: &mut Vec<String>) -> Result<Vec<Need>> {
+    let list: Vec<Value> = match v {
+        Value::Sequence(s) => s.clone(),
+        Value::Null => Vec::new(),
+        other => vec![other.clone()],
+    };
+    let mut out = Vec::new();
+    for (i, n) in list.iter().enumerate() {
+        let np = path.index(i);
+        match n {
+            Value::String(s) => out.push(Need { job: s.clone(), artifacts: true, optional: false, matrix: None }),
+            Value::Mapping(m) => {
+                if m.get("project").is_some() {
+                    notes.push(format!("{np}: cross-project `needs:project` is not available offline; ignored"));
+                    continue;
+                }
+                if m.get("pipeline").is_some() {
+                    notes.push(format!("{np}: `needs:pipeline` (parent pipeline artifacts) is ignored offline"));
+                    continue;
+                }
+                let job = m
+                    .get("job")
+                    .and_then(scalar_string)
+                    .ok_or_else(|| err(src, &np, format!("{} config missing required keys: job", gitlab_path(&np))))?;
+                let artifacts = match m.get("artifacts") {
+                    Some(x) => bool_of(x, &np.key("artifacts"), src)?,
+                    None => true,
+                };
+                let optional = match m.get("optional") {
+                    Some(x) => bool_of(x, &np.key("optional"), src)?,
+                    None => false,
+                };
+                let matrix = match m.get("parallel") {
+                    Some(Value::Mapping(pm)) => match pm.get("matrix") {
+                        Some(x) => Some(parse_matrix_rows(x, &np.key("parallel").key("matrix"), src)?),
+                        None => None,
+                    },
+                    _ => None,
+                };
+                out.push(Need { job, artifacts, optional, matrix });
+            }
+            other => {
+                return Err(err(src, &np, format!("{} config has unsupported type: {}", gitlab_path(&np), type_name(other))))
+            }
+        }
+    }
+    if out.len() > 50 {
+        return Err(err(src, path, format!("{} config has too many entries (maximum 50)", gitlab_path(path))));
+    }
+    Ok(out)
+}
+
+fn parse_inherit(v: Option<&Value>) -> Inherit {
+    match v {
+        None => Inherit::All,
+        Some(Value::Sequence(s)) => Inherit::Only(s.iter().filter_map(scalar_string).collect()),
+        Some(x) => match as_bool(x) {
+            Some(false) => Inherit::None,
+            _ => Inherit::All,
+        },
+    }
+}
+
+impl JobConfig {
+    /// Parses one job. `defaults` is the `default:` mapping (applied to keys the job lacks, per `inherit:`).
+    pub(crate) fn parse(name: &str, value: &Value, defaults: &Mapping, src: &Source) -> Result<JobConfig> {
+        let path = YPath::root().key(name);
+        let Value::Mapping(own) = value else {
+            return Err(err(src, &path, format!("jobs:{name} config should be a hash")));
+        };
+        let unknown: Vec<&str> =
+            own.keys().filter_map(key_str).filter(|k| !JOB_KEYWORDS.contains(k)).collect();
+        if !unknown.is_empty() {
+            return Err(err(src, &path, format!("jobs:{name} config contains unknown keys: {}", unknown.join(", "))));
+        }
+        let inherit = own.get("inherit");
+        let inherit_default = parse_inherit(inherit.and_then(|i| i.get("default")));
+        let inherit_variables = parse_inherit(inherit.and_then(|i| i.get("variables")));
+        // `default:` keys fill what the job does not set (no deep merge: the job's value replaces).
+        let mut m = own.clone();
+        for (k, v) in defaults {
+            if let Some(key) = key_str(k) {
+                if inherit_default.allows(key) && !m.contains_key(key) {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let get = |k: &str| m.get(k);
+        let mut notes = Vec::new();
+        let kp = |k: &str| path.key(k);
+
+        let script_v = get("script").or(get("run"));
+        let trigger = match get("trigger") {
+            Some(t) => Some(parse_trigger(t, &kp("trigger"), src)?),
+            None => None,
+        };
+        if script_v.is_none() && trigger.is_none() {
+            return Err(err(src, &path, format!("jobs:{name} config should implement the script:, run:, or trigger: keyword")));
+        }
+        if get("run").is_some() {
+            notes.push("`run:` (CI steps) is not supported; its value is ignored".into());
+        }
+        let script_lines = match get("script") {
+            Some(v) => script(v, &kp("script"), src)?,
+            None => Vec::new(),
+        };
+        if get("script").is_some() && script_lines.is_empty() && trigger.is_none() {
+            return Err(err(src, &kp("script"), format!("jobs:{name}:script config should be a string or a nested array of strings up to 10 levels deep")));
+        }
+        let stage = match get("stage").or(get("type")) {
+            Some(v) => str_of(v, &kp("stage"), src)?,
+            None => "test".into(),
+        };
+        let when = match get("when") {
+            Some(v) => {
+                let s = str_of(v, &kp("when"), src)?;
+                Some(When::parse(&s).ok_or_else(|| {
+                    err(src, &kp("when"), format!("jobs:{name} when should be one of: on_success, on_failure, always, manual, delayed"))
+                })?)
+            }
+            None => None,
+        };
+        let start_in = get("start_in").and_then(scalar_string);
+        if when == Some(When::Delayed) {
+            match &start_in {
+                None => return Err(err(src, &path, format!("jobs:{name} start in should be a duration"))),
+                Some(s) if parse_duration(s).is_none_or(|d| d > 7 * 86400) => {
+                    return Err(err(src, &kp("start_in"), format!("jobs:{name} start in should be a duration not longer than one week")))
+                }
+                _ => {}
+            }
+        }
+        let allow_failure = match get("allow_failure") {
+            None => None,
+            Some(Value::Mapping(am)) => Some(AllowFailure::ExitCodes {
+                exit_codes: int_list(am.get("exit_codes").unwrap_or(&Value::Null), &kp("allow_failure").key("exit_codes"), src)?,
+            }),
+            Some(v) => Some(AllowFailure::Bool(bool_of(v, &kp("allow_failure"), src)?)),
+        };
+        let retry = match get("retry") {
+            None => Retry::default(),
+            Some(Value::Mapping(rm)) => {
+                let rp = kp("retry");
+                let max = match rm.get("max") {
+                    Some(v) => v.as_u64().ok_or_else(|| err(src, &rp.key("max"), "retry max should be an integer"))?,
+                    None => 0,
+                };
+                if max > 2 {
+                    return Err(err(src, &rp.key("max"), format!("jobs:{name}:retry max must be less than or equal to 2")));
+                }
+                let when = match rm.get("when") {
+                    Some(v) => string_list(v, &rp.key("when"), src)?,
+                    None => Vec::new(),
+                };
+                let exit_codes = match rm.get("exit_codes") {
+                    Some(v) => int_list(v, &rp.key("exit_codes"), src)?,
+                    None => Vec::new(),
+                };
+                Retry { max: max as u32, when, exit_codes }
+            }
+            Some(v) => {
+                let max = v.as_u64().ok_or_else(|| err(src, &kp("retry"), format!("jobs:{name}:retry config has to be either an integer or a hash")))?;
+                if max > 2 {
+                    return Err(err(src, &kp("retry"), format!("jobs:{name}:retry config must be less than or equal to 2")));
+                }
+                Retry { max: max as u32, ..Retry::default() }
+            }
+        };
+        let timeout = match get("timeout") {
+            Some(v) => {
+                let s = str_of(v, &kp("timeout"), src)?;
+                Some(parse_duration(&s).ok_or_else(|| err(src, &kp("timeout"), format!("jobs:{name}:timeout config should be a duration")))?)
+            }
+            None => None,
+        };
+        let parallel = match get("parallel") {
+            None => None,
+            Some(Value::Mapping(pm)) => {
+                let mp = kp("parallel").key("matrix");
+                let rows = parse_matrix_rows(pm.get("matrix").unwrap_or(&Value::Null), &mp, src)?;
+                Some(Parallel::Matrix(rows))
+            }
+            Some(v) => {
+                let n = v.as_u64().filter(|n| (1..=200).contains(n)).ok_or_else(|| {
+                    err(src, &kp("parallel"), format!("jobs:{name}:parallel config must be greater than or equal to 1 and less than or equal to 200"))
+                })?;
+                Some(Parallel::Count(n as u32))
+            }
+        };
+        let needs = match get("needs") {
+            Some(v) => Some(parse_needs(v, &kp("needs"), src, &mut notes)?),
+            None => None,
+        };
+        let dependencies = match get("dependencies") {
+            Some(v) => Some(string_list(v, &kp("dependencies"), src)?),
+            None => None,
+        };
+        let environment = match get("environment") {
+            None => None,
+            Some(Value::Mapping(em)) => Some(Environment {
+                name: em.get("name").and_then(scalar_string).unwrap_or_default(),
+                url: em.get("url").and_then(scalar_string),
+                action: em.get("action").and_then(scalar_string),
+                on_stop: em.get("on_stop").and_then(scalar_string),
+                deployment_tier: em.get("deployment_tier").and_then(scalar_string),
+                auto_stop_in: em.get("auto_stop_in").and_then(scalar_string),
+            }),
+            Some(v) => Some(Environment { name: str_of(v, &kp("environment"), src)?, ..Environment::default() }),
+        };
+        if get("release").is_some() {
+            notes.push("`release:` is noted but not created offline (it needs GitLab's releases API)".into());
+        }
+        if get("pages").is_some() || name == "pages" {
+            notes.push("GitLab Pages are not deployed offline; the job runs and keeps its artifacts".into());
+        }
+        if get("secrets").is_some() {
+            notes.push("`secrets:` are not fetched offline".into());
+        }
+        if get("id_tokens").is_some() {
+            notes.push("`id_tokens:` are not issued offline".into());
+        }
+        let rules = match get("rules") {
+            Some(v) => Some(parse_rules(v, &kp("rules"), src, "job")?),
+            None => None,
+        };
+        let only = match get("only") {
+            Some(v) => Some(parse_policy(v, &kp("only"), src)?),
+            None => None,
+        };
+        let except = match get("except") {
+            Some(v) => Some(parse_policy(v, &kp("except"), src)?),
+            None => None,
+        };
+        if rules.is_some() && (only.is_some() || except.is_some()) {
+            return Err(err(src, &path, format!("jobs:{name} config key may not be used with `rules`: {}", if only.is_some() { "only" } else { "except" })));
+        }
+        let pre_get_sources_script = match get("hooks") {
+            Some(Value::Mapping(h)) => match h.get("pre_get_sources_script") {
+                Some(v) => script(v, &kp("hooks").key("pre_get_sources_script"), src)?,
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        Ok(JobConfig {
+            name: name.to_string(),
+            stage,
+            before_script: match get("before_script") {
+                Some(v) => script(v, &kp("before_script"), src)?,
+                None => Vec::new(),
+            },
+            script: script_lines,
+            after_script: match get("after_script") {
+                Some(v) => script(v, &kp("after_script"), src)?,
+                None => Vec::new(),
+            },
+            pre_get_sources_script,
+            variables: match get("variables") {
+                Some(v) => parse_variables(v, &kp("variables"), src, VariableSource::JobYaml, false)?,
+                None => BTreeMap::new(),
+            },
+            inherit_variables,
+            when,
+            start_in,
+            allow_failure,
+            needs,
+            dependencies,
+            artifacts: match get("artifacts") {
+                Some(v) => Some(parse_artifacts(v, &kp("artifacts"), src)?),
+                None => None,
+            },
+            cache: match get("cache") {
+                Some(v) => parse_cache(v, &kp("cache"), src)?,
+                None => Vec::new(),
+            },
+            image: match get("image") {
+                Some(v) => Some(parse_image(v, &kp("image"), src)?),
+                None => None,
+            },
+            services: match get("services") {
+                Some(v) => parse_services(v, &kp("services"), src)?,
+                None => Vec::new(),
+            },
+            timeout,
+            retry,
+            parallel,
+            tags: match get("tags") {
+                Some(v) => {
+                    let mut flat = Vec::new();
+                    for s in script(v, &kp("tags"), src)? {
+                        flat.push(s);
+                    }
+                    flat
+                }
+                None => Vec::new(),
+            },
+            resource_group: get("resource_group").and_then(scalar_string),
+            interruptible: match get("interruptible") {
+                Some(v) => Some(bool_of(v, &kp("interruptible"), src)?),
+                None => None,
+            },
+            coverage: get("coverage").and_then(scalar_string),
+            environment,
+            trigger,
+            rules,
+            only,
+            except,
+            notes,
+            path,
+        })
+    }
+}
+
+fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
+    match v {
+        Value::String(p) => Ok(Trigger::Other { description: format!("multi-project pipeline in `{p}`") }),
+        Value::Mapping(m) => {
+            let depend = m.get("strategy").and_then(|s| s.as_str()) == Some("depend");
+            if let Some(p) = m.get("project").and_then(scalar_string) {
+                return Ok(Trigger::Other { description: format!("multi-project pipeline in `{p}`") });
+            }
+            let Some(inc) = m.get("include") else {
+                return Err(err(src, path, format!("{} config must specify either project or include", gitlab_path(path))));
+            };
+            let entries: Vec<Value> = match inc {
+                Value::Sequence(s) => s.clone(),
+                other => vec![other.clone()],
+            };
+            let mut include = Vec::new();
+            for e in &entries {
+                match e {
+                    Value::String(s) if !s.starts_with("http://") && !s.starts_with("https://") => include.push(s.clone()),
+                    Value::Mapping(im) if im.get("local").is_some() => {
+                        include.push(im.get("local").and_then(scalar_string).unwrap_or_default())
+                    }
+                    other => {
+                        return Ok(Trigger::Other {
+                            description: format!("child pipeline from a non-local include ({})", serde_json::to_string(&to_json(other)).unwrap_or_default()),
+                        })
+                    }
+                }
+            }
+            Ok(Trigger::Child { include, depend })
+        }
+        other => Err(err(src, path, format!("{} config has unsupported type: {}", gitlab_path(path), type_name(other)))),
+    }
+}

@@ -1,0 +1,206 @@
+//! CI/CD variables: the YAML forms (`KEY: value`, `KEY: {value:, description:, expand:, options:}`), where a
+//! value comes from (GitLab's precedence, highest first: pipeline variables, job `rules:variables`,
+//! `parallel:matrix`, job `variables:`, global `variables:`, predefined), and `$VAR` / `${VAR}` expansion.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use yaml_serde::Value;
+
+use crate::error::{Error, Result};
+use crate::yaml::{key_str, scalar_string, Source, YPath};
+
+/// Where a variable's value comes from, lowest precedence first (GitLab's order, reversed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariableSource {
+    /// Predefined (`CI_*`), from the context.
+    Predefined,
+    /// Job-scoped predefined variables (`CI_JOB_NAME`, `CI_NODE_INDEX`, …).
+    Job,
+    /// Top-level `variables:` (and `workflow:rules:variables`).
+    Global,
+    /// The job's `variables:`.
+    JobYaml,
+    /// `parallel:matrix` values.
+    Matrix,
+    /// The matching rule's `variables:`.
+    Rules,
+    /// Pipeline variables (`--variable`, trigger, schedule, project settings).
+    Pipeline,
+}
+
+/// One variable with its attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VariableValue {
+    /// The value, unexpanded.
+    pub value: String,
+    /// Whether `$VAR` references in the value are expanded (`expand: false` keeps them raw).
+    pub expand: bool,
+    /// `description:` of a global variable (prefilled in "Run pipeline").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where it comes from.
+    pub source: VariableSource,
+}
+
+/// Parses a `variables:` mapping. `global` allows `description:`/`options:`.
+pub(crate) fn parse_variables(
+    value: &Value,
+    path: &YPath,
+    src: &Source,
+    source: VariableSource,
+    global: bool,
+) -> Result<BTreeMap<String, VariableValue>> {
+    let bad = || {
+        Error::config(
+            src.locate(path),
+            format!(
+                "{} config should be a hash of key value pairs, value can be a hash",
+                gitlab_path(path)
+            ),
+        )
+    };
+    let mut out = BTreeMap::new();
+    let map = match value {
+        Value::Null => return Ok(out),
+        Value::Mapping(m) => m,
+        _ => return Err(bad()),
+    };
+    for (k, v) in map {
+        let key = match k {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(bad()),
+        };
+        let vpath = path.key(&key);
+        let entry = match v {
+            Value::String(_) | Value::Number(_) => VariableValue {
+                value: scalar_string(v).unwrap_or_default(),
+                expand: true,
+                description: None,
+                source,
+            },
+            Value::Null => VariableValue { value: String::new(), expand: true, description: None, source },
+            Value::Mapping(m) => {
+                let mut value = String::new();
+                let mut expand = true;
+                let mut description = None;
+                for (mk, mv) in m {
+                    match key_str(mk) {
+                        Some("value") => value = scalar_string(mv).ok_or_else(bad)?,
+                        Some("expand") => {
+                            expand = crate::yaml::as_bool(mv).ok_or_else(|| {
+                                Error::config(src.locate(&vpath.key("expand")), "expand should be a boolean value")
+                            })?
+                        }
+                        Some("description") if global => description = scalar_string(mv),
+                        Some("options") if global => {}
+                        Some(other) => {
+                            return Err(Error::config(
+                                src.locate(&vpath),
+                                format!("{} config uses invalid data keys: {other}", gitlab_path(&vpath)),
+                            ))
+                        }
+                        None => return Err(bad()),
+                    }
+                }
+                VariableValue { value, expand, description, source }
+            }
+            _ => return Err(bad()),
+        };
+        out.insert(key, entry);
+    }
+    Ok(out)
+}
+
+/// `build.variables` → `jobs:build:variables`, as GitLab names config entries in messages.
+pub(crate) fn gitlab_path(path: &YPath) -> String {
+    let s = path.to_string().replace('.', ":");
+    if path.0.len() > 1 || path.0.first().is_some_and(|s| matches!(s, crate::yaml::Seg::Key(k) if !crate::job::is_global_keyword(k))) {
+        format!("jobs:{s}")
+    } else {
+        s
+    }
+}
+
+/// Expands `$VAR`, `${VAR}` (and `$$` → `$`) in `text` from `lookup`; unknown variables become empty, as in
+/// the runner.
+pub fn expand_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            if bytes.get(i + 1) == Some(&b'$') {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if bytes.get(i + 1) == Some(&b'{') {
+                if let Some(end) = text[i + 2..].find('}') {
+                    let name = &text[i + 2..i + 2 + end];
+                    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                        out.push_str(&lookup(name).unwrap_or_default());
+                        i += 3 + end;
+                        continue;
+                    }
+                }
+            }
+            let len = text[i + 1..].bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+            if len > 0 {
+                out.push_str(&lookup(&text[i + 1..i + 1 + len]).unwrap_or_default());
+                i += 1 + len;
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().unwrap_or('$');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Expands every variable of `vars` against the others (one level at a time, as GitLab's
+/// `sort_and_expand_all` does for references between variables; cycles end after a bounded number of rounds).
+pub(crate) fn expand_all(vars: &BTreeMap<String, VariableValue>) -> BTreeMap<String, String> {
+    let mut cur: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+    for _ in 0..8 {
+        let mut changed = false;
+        let next: BTreeMap<String, String> = cur
+            .iter()
+            .map(|(k, v)| {
+                let expand = vars.get(k).is_none_or(|x| x.expand);
+                let nv = if expand && v.contains('$') {
+                    expand_variables(v, &|n| if n == k { None } else { cur.get(n).cloned() })
+                } else {
+                    v.clone()
+                };
+                if &nv != v {
+                    changed = true;
+                }
+                (k.clone(), nv)
+            })
+            .collect();
+        cur = next;
+        if !changed {
+            break;
+        }
+    }
+    cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands() {
+        let look = |n: &str| match n {
+            "A" => Some("1".to_string()),
+            "B_C" => Some("x".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand_variables("$A-${B_C}-$NOPE-$$A-$", &look), "1-x--$A-$");
+        assert_eq!(expand_variables("é$A", &look), "é1");
+    }
+}
