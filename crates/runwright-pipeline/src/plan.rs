@@ -57,10 +57,11 @@ impl PipelineContext {
         self.var("CI_PIPELINE_SOURCE").unwrap_or("push")
     }
 
-    /// `changes:` applies to branch pushes and merge request pipelines; elsewhere it is true (GitLab docs,
-    /// "rules:changes").
+    /// `changes:` applies to branch pushes and merge request pipelines; elsewhere (tags, schedules, web, …) it
+    /// is true (GitLab docs, "rules:changes").
     pub(crate) fn changes_apply(&self) -> bool {
-        matches!(self.source(), "push" | "merge_request_event" | "external_pull_request_event")
+        let is_tag = self.var("CI_COMMIT_TAG").is_some_and(|t| !t.is_empty());
+        !is_tag && matches!(self.source(), "push" | "merge_request_event" | "external_pull_request_event")
     }
 
     /// Predefined and pipeline variables, expanded: what include rules see.
@@ -505,16 +506,17 @@ impl ResolvedConfig {
             }
             outcome = RuleOutcome::Rule { index };
         } else {
+            // Without `only`, GitLab applies `only: [branches, tags]` (also when `except` is set).
             let default_only;
-            let only = match (&job.only, &job.except) {
-                (None, None) => {
+            let only = match &job.only {
+                None => {
                     default_only = crate::rules::Policy {
                         refs: Some(vec!["branches".into(), "tags".into()]),
                         ..Default::default()
                     };
                     Some(&default_only)
                 }
-                (o, _) => o.as_ref(),
+                o => o.as_ref(),
             };
             if let Some(o) = only {
                 if !policy_satisfied(o, refs, &env)? {

@@ -259,7 +259,7 @@ pub(crate) fn first_match<'r>(rules: &'r [Rule], env: &RuleEnv<'_>) -> Result<Op
 
 /// `changes:`: true when a changed file matches a glob; true when changes are unknown or do not apply.
 pub(crate) fn changes_match(globs: &[String], compare_to: Option<&str>, env: &RuleEnv<'_>, loc: &Location) -> Result<bool> {
-    if !env.changes_apply && compare_to.is_none() {
+    if !env.changes_apply {
         return Ok(true);
     }
     let Some(changed) = env.files.changed_files(compare_to) else { return Ok(true) };
