@@ -63,7 +63,11 @@ pub struct ResolvedConfig {
 
 impl PipelineConfig {
     pub(crate) fn new(project_dir: PathBuf, source: Source, root: Mapping) -> Self {
-        PipelineConfig { project_dir, source, root }
+        PipelineConfig {
+            project_dir,
+            source,
+            root,
+        }
     }
 
     /// The project directory.
@@ -78,7 +82,9 @@ impl PipelineConfig {
 
     /// The file lister the context gives, or the project directory's files.
     pub(crate) fn files_for(&self, ctx: &PipelineContext) -> Arc<dyn ProjectFiles> {
-        ctx.files.clone().unwrap_or_else(|| Arc::new(FsProjectFiles::new(&self.project_dir, None)))
+        ctx.files
+            .clone()
+            .unwrap_or_else(|| Arc::new(FsProjectFiles::new(&self.project_dir, None)))
     }
 
     /// Applies includes (whose `rules:` see the context's variables and files), `extends`, `!reference`
@@ -86,7 +92,11 @@ impl PipelineConfig {
     pub fn resolve(&self, ctx: &PipelineContext) -> Result<ResolvedConfig> {
         let files = self.files_for(ctx);
         let vars = ctx.base_variables_expanded();
-        let env = RuleEnv { vars: &vars, files: files.as_ref(), changes_apply: ctx.changes_apply() };
+        let env = RuleEnv {
+            vars: &vars,
+            files: files.as_ref(),
+            changes_apply: ctx.changes_apply(),
+        };
         let root_rel = self.source.file.to_string_lossy().into_owned();
         let mut inc = Includer::new(&self.project_dir, &env, self.source.clone(), &root_rel);
         let mut merged = inc.expand(self.root.clone(), 0, 0)?;
@@ -116,13 +126,19 @@ impl ResolvedConfig {
                 let mut out = Vec::new();
                 for (i, v) in s.iter().enumerate() {
                     out.push(scalar_string(v).ok_or_else(|| {
-                        Error::config(src_of("stages").locate(&YPath::root().key("stages").index(i)), "stages config should be an array of strings")
+                        Error::config(
+                            src_of("stages").locate(&YPath::root().key("stages").index(i)),
+                            "stages config should be an array of strings",
+                        )
                     })?);
                 }
                 out
             }
             Some(_) => {
-                return Err(Error::config(src_of("stages").locate(&YPath::root().key("stages")), "stages config should be an array of strings"))
+                return Err(Error::config(
+                    src_of("stages").locate(&YPath::root().key("stages")),
+                    "stages config should be an array of strings",
+                ))
             }
         };
         if !stages.iter().any(|s| s == ".pre") {
@@ -133,7 +149,13 @@ impl ResolvedConfig {
         }
         // variables
         let variables = match merged.get("variables") {
-            Some(v) => parse_variables(v, &YPath::root().key("variables"), &src_of("variables"), VariableSource::Global, true)?,
+            Some(v) => parse_variables(
+                v,
+                &YPath::root().key("variables"),
+                &src_of("variables"),
+                VariableSource::Global,
+                true,
+            )?,
             None => BTreeMap::new(),
         };
         // workflow
@@ -142,17 +164,25 @@ impl ResolvedConfig {
             let wsrc = src_of("workflow");
             let wp = YPath::root().key("workflow");
             let Value::Mapping(wm) = w else {
-                return Err(Error::config(wsrc.locate(&wp), "workflow config should be a hash"));
+                return Err(Error::config(
+                    wsrc.locate(&wp),
+                    "workflow config should be a hash",
+                ));
             };
             for (k, v) in wm {
                 match key_str(k) {
-                    Some("rules") => workflow.rules = Some(parse_rules(v, &wp.key("rules"), &wsrc, "workflow")?),
+                    Some("rules") => {
+                        workflow.rules = Some(parse_rules(v, &wp.key("rules"), &wsrc, "workflow")?)
+                    }
                     Some("name") => workflow.name = scalar_string(v),
                     Some("auto_cancel") => {}
                     other => {
                         return Err(Error::config(
                             wsrc.locate(&wp),
-                            format!("workflow config contains unknown keys: {}", other.unwrap_or("?")),
+                            format!(
+                                "workflow config contains unknown keys: {}",
+                                other.unwrap_or("?")
+                            ),
                         ))
                     }
                 }
@@ -163,18 +193,34 @@ impl ResolvedConfig {
         if let Some(d) = merged.get("default") {
             let dsrc = src_of("default");
             let Value::Mapping(dm) = d else {
-                return Err(Error::config(dsrc.locate(&YPath::root().key("default")), "default config should be a hash"));
+                return Err(Error::config(
+                    dsrc.locate(&YPath::root().key("default")),
+                    "default config should be a hash",
+                ));
             };
-            let unknown: Vec<&str> = dm.keys().filter_map(key_str).filter(|k| !DEFAULT_KEYWORDS.contains(k)).collect();
+            let unknown: Vec<&str> = dm
+                .keys()
+                .filter_map(key_str)
+                .filter(|k| !DEFAULT_KEYWORDS.contains(k))
+                .collect();
             if !unknown.is_empty() {
                 return Err(Error::config(
                     dsrc.locate(&YPath::root().key("default")),
-                    format!("default config contains unknown keys: {}", unknown.join(", ")),
+                    format!(
+                        "default config contains unknown keys: {}",
+                        unknown.join(", ")
+                    ),
                 ));
             }
             defaults = dm.clone();
         }
-        for k in ["image", "services", "cache", "before_script", "after_script"] {
+        for k in [
+            "image",
+            "services",
+            "cache",
+            "before_script",
+            "after_script",
+        ] {
             if let Some(v) = merged.get(k) {
                 if !defaults.contains_key(k) {
                     defaults.insert(Value::String(k.into()), v.clone());
@@ -185,7 +231,10 @@ impl ResolvedConfig {
         let mut jobs = Vec::new();
         for (k, v) in &merged {
             let Some(name) = key_str(k) else {
-                return Err(Error::config(root_src.locate(&YPath::root()), "jobs config should contain only string keys"));
+                return Err(Error::config(
+                    root_src.locate(&YPath::root()),
+                    "jobs config should contain only string keys",
+                ));
             };
             if is_global_keyword(name) || name.starts_with('.') {
                 continue;
@@ -193,7 +242,10 @@ impl ResolvedConfig {
             jobs.push(JobConfig::parse(name, v, &defaults, &src_of(name))?);
         }
         if jobs.is_empty() {
-            return Err(Error::config(root_src.locate(&YPath::root()), "jobs config should contain at least one visible job"));
+            return Err(Error::config(
+                root_src.locate(&YPath::root()),
+                "jobs config should contain at least one visible job",
+            ));
         }
         let cfg = ResolvedConfig {
             files: sources.list.iter().map(|s| s.file.clone()).collect(),
@@ -216,7 +268,8 @@ impl ResolvedConfig {
     /// GitLab's static checks (`Gitlab::Ci::YamlProcessor#validate_job!`): stages exist, `needs` and
     /// `dependencies` name defined jobs of current or prior stages, dependencies are part of needs.
     fn validate(&self) -> Result<()> {
-        let by_name: HashMap<&str, &JobConfig> = self.jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+        let by_name: HashMap<&str, &JobConfig> =
+            self.jobs.iter().map(|j| (j.name.as_str(), j)).collect();
         for job in &self.jobs {
             let src = self.sources.source_for(&job.name);
             let Some(own) = self.stage_index(&job.stage) else {
@@ -235,11 +288,19 @@ impl ResolvedConfig {
                 for (i, n) in needs.iter().enumerate() {
                     let loc = src.locate(&job.path.key("needs").index(i));
                     match by_name.get(n.job.as_str()) {
-                        None => return Err(Error::config(loc, format!("{} job: undefined need: {}", job.name, n.job))),
+                        None => {
+                            return Err(Error::config(
+                                loc,
+                                format!("{} job: undefined need: {}", job.name, n.job),
+                            ))
+                        }
                         Some(t) if self.stage_index(&t.stage).is_some_and(|s| s > own) => {
                             return Err(Error::config(
                                 loc,
-                                format!("{} job: need {} is not defined in current or prior stages", job.name, n.job),
+                                format!(
+                                    "{} job: need {} is not defined in current or prior stages",
+                                    job.name, n.job
+                                ),
                             ))
                         }
                         _ => {}
@@ -263,7 +324,10 @@ impl ResolvedConfig {
                         if !needs.iter().any(|n| &n.job == d) {
                             return Err(Error::config(
                                 loc,
-                                format!("jobs:{} dependencies the {d} should be part of needs", job.name),
+                                format!(
+                                    "jobs:{} dependencies the {d} should be part of needs",
+                                    job.name
+                                ),
                             ));
                         }
                     }

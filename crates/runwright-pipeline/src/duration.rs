@@ -15,7 +15,9 @@ pub fn parse_duration(text: &str) -> Option<u64> {
         }
         let mut secs = 0u64;
         for p in parts {
-            secs = secs.checked_mul(60)?.checked_add(p.trim().parse::<u64>().ok()?)?;
+            secs = secs
+                .checked_mul(60)?
+                .checked_add(p.trim().parse::<u64>().ok()?)?;
         }
         return Some(secs);
     }

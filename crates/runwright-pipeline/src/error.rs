@@ -78,7 +78,9 @@ pub enum Error {
         target: String,
     },
     /// A `rules:if` / `only:variables` expression is invalid.
-    #[error("{location}: invalid expression syntax at column {column} of `{expression}`: {message}")]
+    #[error(
+        "{location}: invalid expression syntax at column {column} of `{expression}`: {message}"
+    )]
     Expression {
         /// Where the expression is.
         location: Location,
@@ -102,6 +104,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn config(location: Location, message: impl Into<String>) -> Self {
-        Error::Config { location, message: message.into() }
+        Error::Config {
+            location,
+            message: message.into(),
+        }
     }
 }

@@ -49,33 +49,58 @@ fn extend(
         cycle.push(key.to_string());
         return Err(Error::config(
             locate(&YPath::root().key(&chain[0]).key("extends")),
-            format!("{}: circular dependency detected in `extends` ({})", chain[0], cycle.join(" -> ")),
+            format!(
+                "{}: circular dependency detected in `extends` ({})",
+                chain[0],
+                cycle.join(" -> ")
+            ),
         ));
     }
-    let Some(Value::Mapping(job)) = root.get(key).cloned() else { return Ok(()) };
+    let Some(Value::Mapping(job)) = root.get(key).cloned() else {
+        return Ok(());
+    };
     let Some(ext) = job.get("extends") else {
         done.insert(key.to_string(), 1);
         return Ok(());
     };
-    let parents = parents_of(ext)
-        .ok_or_else(|| Error::config(locate(&path), format!("{key}: `extends` should be a string or an array of strings")))?;
+    let parents = parents_of(ext).ok_or_else(|| {
+        Error::config(
+            locate(&path),
+            format!("{key}: `extends` should be a string or an array of strings"),
+        )
+    })?;
     chain.push(key.to_string());
     for p in &parents {
         match root.get(p.as_str()) {
             None => {
-                return Err(Error::config(locate(&path), format!("{key}: unknown keys in `extends` ({p})")));
+                return Err(Error::config(
+                    locate(&path),
+                    format!("{key}: unknown keys in `extends` ({p})"),
+                ));
             }
             Some(Value::Mapping(_)) => extend(root, p, chain, done, locate)?,
-            Some(_) => return Err(Error::config(locate(&path), format!("{key}: invalid base hash in `extends` ({p})"))),
+            Some(_) => {
+                return Err(Error::config(
+                    locate(&path),
+                    format!("{key}: invalid base hash in `extends` ({p})"),
+                ))
+            }
         }
     }
     chain.pop();
     // Levels of inheritance: the job itself plus its longest chain of ancestors.
-    let depth = 1 + parents.iter().map(|p| done.get(p.as_str()).copied().unwrap_or(1)).max().unwrap_or(0);
+    let depth = 1 + parents
+        .iter()
+        .map(|p| done.get(p.as_str()).copied().unwrap_or(1))
+        .max()
+        .unwrap_or(0);
     if depth > MAX_NESTING + 1 {
         return Err(Error::config(
             locate(&path),
-            format!("{key}: nesting too deep in `extends` (more than {} levels)", MAX_NESTING + 1),
+            format!(
+                "{key}: nesting too deep in `extends` (more than {} levels)",
+                MAX_NESTING + 1
+            ),
         ));
     }
     let mut base = Mapping::new();
@@ -100,7 +125,11 @@ mod tests {
 
     fn run(yaml: &str) -> Result<Mapping> {
         let mut m: Mapping = yaml_serde::from_str(yaml).expect("yaml");
-        apply(&mut m, &|p| Location { file: None, path: p.to_string(), line: None })?;
+        apply(&mut m, &|p| Location {
+            file: None,
+            path: p.to_string(),
+            line: None,
+        })?;
         Ok(m)
     }
 
@@ -125,7 +154,11 @@ mod tests {
     #[test]
     fn cycles_and_depth() {
         let e = run("a: {extends: b, script: x}\nb: {extends: a}\n").expect_err("cycle");
-        assert!(e.to_string().contains("circular dependency detected in `extends`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("circular dependency detected in `extends`"),
+            "{e}"
+        );
         let mut y = String::from("j0: {script: x}\n");
         for i in 1..=10 {
             y.push_str(&format!("j{i}: {{extends: j{}}}\n", i - 1));
@@ -135,6 +168,9 @@ mod tests {
         let e = run(&y).expect_err("12 levels");
         assert!(e.to_string().contains("nesting too deep"), "{e}");
         let e = run("a: {extends: .nope, script: x}\n").expect_err("unknown");
-        assert!(e.to_string().contains("unknown keys in `extends` (.nope)"), "{e}");
+        assert!(
+            e.to_string().contains("unknown keys in `extends` (.nope)"),
+            "{e}"
+        );
     }
 }

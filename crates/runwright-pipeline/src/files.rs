@@ -42,7 +42,11 @@ pub struct FsProjectFiles {
 impl FsProjectFiles {
     /// Lists `root`; `changed` as for [`StaticProjectFiles`].
     pub fn new(root: impl Into<PathBuf>, changed: Option<Vec<String>>) -> Self {
-        FsProjectFiles { root: root.into(), changed, cache: OnceLock::new() }
+        FsProjectFiles {
+            root: root.into(),
+            changed,
+            cache: OnceLock::new(),
+        }
     }
 }
 
@@ -58,8 +62,10 @@ impl ProjectFiles for FsProjectFiles {
                 for entry in walker.flatten() {
                     if entry.file_type().is_file() {
                         if let Ok(rel) = entry.path().strip_prefix(&self.root) {
-                            let parts: Vec<String> =
-                                rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                            let parts: Vec<String> = rel
+                                .components()
+                                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                                .collect();
                             out.push(parts.join("/"));
                         }
                     }

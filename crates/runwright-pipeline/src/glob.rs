@@ -36,7 +36,10 @@ mod tests {
     #[test]
     fn fnmatch_semantics() {
         assert!(m("*.md", "README.md"));
-        assert!(!m("*.md", "docs/README.md"), "FNM_PATHNAME: * does not cross /");
+        assert!(
+            !m("*.md", "docs/README.md"),
+            "FNM_PATHNAME: * does not cross /"
+        );
         assert!(m("**/*.md", "docs/a/README.md"));
         assert!(m("**/*.md", "README.md"), "**/ matches zero directories");
         assert!(m("docs/**/*.md", "docs/x.md"));

@@ -45,10 +45,23 @@ pub(crate) struct Includer<'a> {
 }
 
 impl<'a> Includer<'a> {
-    pub(crate) fn new(project_dir: &'a Path, env: &'a RuleEnv<'a>, root: Source, root_rel: &str) -> Self {
+    pub(crate) fn new(
+        project_dir: &'a Path,
+        env: &'a RuleEnv<'a>,
+        root: Source,
+        root_rel: &str,
+    ) -> Self {
         let mut seen = HashSet::new();
         seen.insert(root_rel.to_string());
-        Includer { project_dir, env, sources: Sources { list: vec![root], origins: HashMap::new() }, seen }
+        Includer {
+            project_dir,
+            env,
+            sources: Sources {
+                list: vec![root],
+                origins: HashMap::new(),
+            },
+            seen,
+        }
     }
 
     /// Expands the includes of `doc` (read from source `idx`) and merges.
@@ -58,7 +71,11 @@ impl<'a> Includer<'a> {
             let src = self.sources.list[idx].clone();
             let ipath = YPath::root().key("include");
             let entries: Vec<(Value, YPath)> = match inc {
-                Value::Sequence(s) => s.into_iter().enumerate().map(|(i, v)| (v, ipath.index(i))).collect(),
+                Value::Sequence(s) => s
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (v, ipath.index(i)))
+                    .collect(),
                 Value::Null => Vec::new(),
                 other => vec![(other, ipath.clone())],
             };
@@ -68,20 +85,35 @@ impl<'a> Includer<'a> {
                         continue; // GitLab ignores duplicate includes.
                     }
                     if self.seen.len() > MAX_INCLUDES + 1 {
-                        return Err(Error::config(src.locate(&path), format!("Maximum of {MAX_INCLUDES} nested includes are allowed!")));
+                        return Err(Error::config(
+                            src.locate(&path),
+                            format!("Maximum of {MAX_INCLUDES} nested includes are allowed!"),
+                        ));
                     }
                     if depth + 1 > MAX_DEPTH {
-                        return Err(Error::config(src.locate(&path), format!("Nested includes limit reached ({MAX_DEPTH})")));
+                        return Err(Error::config(
+                            src.locate(&path),
+                            format!("Nested includes limit reached ({MAX_DEPTH})"),
+                        ));
                     }
                     let full = self.project_dir.join(&file);
                     let text = std::fs::read_to_string(&full).map_err(|_| {
-                        Error::config(src.locate(&path), format!("Local file `{file}` does not exist!"))
+                        Error::config(
+                            src.locate(&path),
+                            format!("Local file `{file}` does not exist!"),
+                        )
                     })?;
                     if text.trim().is_empty() {
-                        return Err(Error::config(src.locate(&path), format!("Local file `{file}` is empty!")));
+                        return Err(Error::config(
+                            src.locate(&path),
+                            format!("Local file `{file}` is empty!"),
+                        ));
                     }
                     let text = strip_spec_header(&text);
-                    let child_src = Source { file: PathBuf::from(&file), text: text.clone() };
+                    let child_src = Source {
+                        file: PathBuf::from(&file),
+                        text: text.clone(),
+                    };
                     let child = parse_file(&text, Path::new(&file))?;
                     self.sources.list.push(child_src);
                     let child_idx = self.sources.list.len() - 1;
@@ -101,7 +133,11 @@ impl<'a> Includer<'a> {
     fn local_targets(&self, entry: &Value, path: &YPath, src: &Source) -> Result<Vec<String>> {
         let local = match entry {
             Value::String(s) if s.starts_with("http://") || s.starts_with("https://") => {
-                return Err(Error::IncludeOffline { location: src.locate(path), kind: "remote".into(), target: s.clone() })
+                return Err(Error::IncludeOffline {
+                    location: src.locate(path),
+                    kind: "remote".into(),
+                    target: s.clone(),
+                })
             }
             Value::String(s) => s.clone(),
             Value::Mapping(m) => {
@@ -117,13 +153,23 @@ impl<'a> Includer<'a> {
                     if let Some(v) = m.get(kind) {
                         let mut target = scalar_string(v).unwrap_or_default();
                         if let Some(f) = m.get("file") {
-                            target = format!("{target}: {}", serde_json::to_string(&crate::yaml::to_json(f)).unwrap_or_default());
+                            target = format!(
+                                "{target}: {}",
+                                serde_json::to_string(&crate::yaml::to_json(f)).unwrap_or_default()
+                            );
                         }
-                        return Err(Error::IncludeOffline { location: src.locate(path), kind: kind.into(), target });
+                        return Err(Error::IncludeOffline {
+                            location: src.locate(path),
+                            kind: kind.into(),
+                            target,
+                        });
                     }
                 }
                 if m.get("inputs").is_some() {
-                    return Err(Error::config(src.locate(&path.key("inputs")), "`include:inputs` (spec:inputs) is not supported yet"));
+                    return Err(Error::config(
+                        src.locate(&path.key("inputs")),
+                        "`include:inputs` (spec:inputs) is not supported yet",
+                    ));
                 }
                 match m.get("local").and_then(scalar_string) {
                     Some(l) => l,
@@ -135,27 +181,46 @@ impl<'a> Includer<'a> {
                     }
                 }
             }
-            _ => return Err(Error::config(src.locate(path), "include config should be a hash or a string")),
+            _ => {
+                return Err(Error::config(
+                    src.locate(path),
+                    "include config should be a hash or a string",
+                ))
+            }
         };
         let rel = local.trim_start_matches('/').to_string();
-        if Path::new(&rel).components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(Error::config(src.locate(path), format!("Local file `{local}` is outside the project")));
+        if Path::new(&rel)
+            .components()
+            .any(|c| matches!(c, Component::ParentDir))
+        {
+            return Err(Error::config(
+                src.locate(path),
+                format!("Local file `{local}` is outside the project"),
+            ));
         }
         if rel.contains('*') {
             let files = self.env.files.list_files();
-            let m = crate::glob::compile(&rel).map_err(|e| Error::config(src.locate(path), format!("invalid glob `{rel}`: {e}")))?;
+            let m = crate::glob::compile(&rel).map_err(|e| {
+                Error::config(src.locate(path), format!("invalid glob `{rel}`: {e}"))
+            })?;
             let mut hits: Vec<String> = files
                 .into_iter()
                 .filter(|f| m.is_match(f) && (f.ends_with(".yml") || f.ends_with(".yaml")))
                 .collect();
             hits.sort();
             if hits.is_empty() {
-                return Err(Error::config(src.locate(path), format!("Included file `{local}` does not exist!")));
+                return Err(Error::config(
+                    src.locate(path),
+                    format!("Included file `{local}` does not exist!"),
+                ));
             }
             return Ok(hits);
         }
         if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
-            return Err(Error::config(src.locate(path), format!("Included file `{local}` does not have YAML extension!")));
+            return Err(Error::config(
+                src.locate(path),
+                format!("Included file `{local}` does not have YAML extension!"),
+            ));
         }
         Ok(vec![rel])
     }
@@ -166,7 +231,10 @@ fn strip_spec_header(text: &str) -> String {
     if text.trim_start().starts_with("spec:") {
         if let Some(pos) = text.find("\n---") {
             let rest = &text[pos + 4..];
-            return rest.split_once('\n').map(|(_, r)| r.to_string()).unwrap_or_default();
+            return rest
+                .split_once('\n')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or_default();
         }
     }
     text.to_string()

@@ -14,8 +14,18 @@ use crate::yaml::{as_bool, key_str, scalar_string, to_json, type_name, Source, Y
 
 /// Top-level keywords that are not jobs.
 pub(crate) const GLOBAL_KEYWORDS: &[&str] = &[
-    "default", "include", "stages", "variables", "workflow", "image", "services", "cache", "before_script",
-    "after_script", "types", "spec",
+    "default",
+    "include",
+    "stages",
+    "variables",
+    "workflow",
+    "image",
+    "services",
+    "cache",
+    "before_script",
+    "after_script",
+    "types",
+    "spec",
 ];
 
 pub(crate) fn is_global_keyword(key: &str) -> bool {
@@ -24,17 +34,60 @@ pub(crate) fn is_global_keyword(key: &str) -> bool {
 
 /// Keywords allowed in a job (docs.gitlab.com/ci/yaml, "Job keywords").
 const JOB_KEYWORDS: &[&str] = &[
-    "after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dast_configuration",
-    "dependencies", "environment", "except", "extends", "hooks", "identity", "id_tokens", "image", "inherit",
-    "interruptible", "manual_confirmation", "needs", "only", "pages", "parallel", "release", "resource_group",
-    "retry", "rules", "run", "script", "secrets", "services", "stage", "start_in", "tags", "timeout", "trigger",
-    "variables", "when", "type",
+    "after_script",
+    "allow_failure",
+    "artifacts",
+    "before_script",
+    "cache",
+    "coverage",
+    "dast_configuration",
+    "dependencies",
+    "environment",
+    "except",
+    "extends",
+    "hooks",
+    "identity",
+    "id_tokens",
+    "image",
+    "inherit",
+    "interruptible",
+    "manual_confirmation",
+    "needs",
+    "only",
+    "pages",
+    "parallel",
+    "release",
+    "resource_group",
+    "retry",
+    "rules",
+    "run",
+    "script",
+    "secrets",
+    "services",
+    "stage",
+    "start_in",
+    "tags",
+    "timeout",
+    "trigger",
+    "variables",
+    "when",
+    "type",
 ];
 
 /// Keys of `default:` (docs: "default").
 pub(crate) const DEFAULT_KEYWORDS: &[&str] = &[
-    "after_script", "artifacts", "before_script", "cache", "hooks", "id_tokens", "image", "interruptible",
-    "retry", "services", "tags", "timeout",
+    "after_script",
+    "artifacts",
+    "before_script",
+    "cache",
+    "hooks",
+    "id_tokens",
+    "image",
+    "interruptible",
+    "retry",
+    "services",
+    "tags",
+    "timeout",
 ];
 
 /// `when:`.
@@ -192,6 +245,9 @@ pub struct Cache {
     pub fallback_keys: Vec<String>,
 }
 
+/// One row of `parallel:matrix`: (variable, values) in the order written.
+pub type MatrixRow = Vec<(String, Vec<String>)>;
+
 /// One entry of `needs:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Need {
@@ -203,7 +259,7 @@ pub struct Need {
     pub optional: bool,
     /// `parallel:matrix` filter: the matrix rows whose jobs are needed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub matrix: Option<Vec<Vec<(String, Vec<String>)>>>,
+    pub matrix: Option<Vec<MatrixRow>>,
 }
 
 /// `needs:`: `None` means stage ordering, `Some(vec![])` (`needs: []`) starts at once.
@@ -216,7 +272,7 @@ pub enum Parallel {
     /// `parallel: N`.
     Count(u32),
     /// `parallel: matrix:` rows, each a list of (variable, values) in the order written.
-    Matrix(Vec<Vec<(String, Vec<String>)>>),
+    Matrix(Vec<MatrixRow>),
 }
 
 /// `environment:`.
@@ -350,9 +406,22 @@ fn err(src: &Source, path: &YPath, msg: impl Into<String>) -> Error {
 
 /// Flattens a script (`string` or nested arrays of strings, up to GitLab's 10 levels).
 pub(crate) fn script(value: &Value, path: &YPath, src: &Source) -> Result<Vec<String>> {
-    fn walk(v: &Value, path: &YPath, src: &Source, depth: usize, out: &mut Vec<String>) -> Result<()> {
+    fn walk(
+        v: &Value,
+        path: &YPath,
+        src: &Source,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
         if depth > 10 {
-            return Err(err(src, path, format!("{} config should be an array containing strings and arrays of strings", gitlab_path(path))));
+            return Err(err(
+                src,
+                path,
+                format!(
+                    "{} config should be an array containing strings and arrays of strings",
+                    gitlab_path(path)
+                ),
+            ));
         }
         match v {
             Value::Sequence(s) => {
@@ -379,28 +448,61 @@ pub(crate) fn script(value: &Value, path: &YPath, src: &Source) -> Result<Vec<St
 }
 
 fn bool_of(v: &Value, path: &YPath, src: &Source) -> Result<bool> {
-    as_bool(v).ok_or_else(|| err(src, path, format!("{} config should be a boolean value", gitlab_path(path))))
+    as_bool(v).ok_or_else(|| {
+        err(
+            src,
+            path,
+            format!("{} config should be a boolean value", gitlab_path(path)),
+        )
+    })
 }
 
 fn str_of(v: &Value, path: &YPath, src: &Source) -> Result<String> {
-    scalar_string(v).ok_or_else(|| err(src, path, format!("{} config should be a string", gitlab_path(path))))
+    scalar_string(v).ok_or_else(|| {
+        err(
+            src,
+            path,
+            format!("{} config should be a string", gitlab_path(path)),
+        )
+    })
 }
 
 fn int_list(v: &Value, path: &YPath, src: &Source) -> Result<Vec<i64>> {
     match v {
-        Value::Number(n) => n.as_i64().map(|i| vec![i]).ok_or_else(|| err(src, path, "exit code should be an integer")),
+        Value::Number(n) => n
+            .as_i64()
+            .map(|i| vec![i])
+            .ok_or_else(|| err(src, path, "exit code should be an integer")),
         Value::Sequence(s) => s
             .iter()
             .enumerate()
-            .map(|(i, x)| x.as_i64().ok_or_else(|| err(src, &path.index(i), format!("{} should be an integer", gitlab_path(&path.index(i))))))
+            .map(|(i, x)| {
+                x.as_i64().ok_or_else(|| {
+                    err(
+                        src,
+                        &path.index(i),
+                        format!("{} should be an integer", gitlab_path(&path.index(i))),
+                    )
+                })
+            })
             .collect(),
-        _ => Err(err(src, path, format!("{} should be an integer or an array of integers", gitlab_path(path)))),
+        _ => Err(err(
+            src,
+            path,
+            format!(
+                "{} should be an integer or an array of integers",
+                gitlab_path(path)
+            ),
+        )),
     }
 }
 
 pub(crate) fn parse_image(v: &Value, path: &YPath, src: &Source) -> Result<Image> {
     match v {
-        Value::String(s) => Ok(Image { name: s.clone(), ..Image::default() }),
+        Value::String(s) => Ok(Image {
+            name: s.clone(),
+            ..Image::default()
+        }),
         Value::Mapping(m) => {
             let mut img = Image::default();
             for (k, x) in m {
@@ -411,27 +513,51 @@ pub(crate) fn parse_image(v: &Value, path: &YPath, src: &Source) -> Result<Image
                     "entrypoint" => img.entrypoint = Some(string_list(x, &kp, src)?),
                     "pull_policy" => img.pull_policy = string_list(x, &kp, src)?,
                     "docker" | "kubernetes" => img.docker = Some(to_json(x)),
-                    other => return Err(err(src, path, format!("{} config contains unknown keys: {other}", gitlab_path(path)))),
+                    other => {
+                        return Err(err(
+                            src,
+                            path,
+                            format!(
+                                "{} config contains unknown keys: {other}",
+                                gitlab_path(path)
+                            ),
+                        ))
+                    }
                 }
             }
             if img.name.is_empty() {
-                return Err(err(src, path, format!("{} config missing required keys: name", gitlab_path(path))));
+                return Err(err(
+                    src,
+                    path,
+                    format!("{} config missing required keys: name", gitlab_path(path)),
+                ));
             }
             Ok(img)
         }
-        _ => Err(err(src, path, format!("{} config should be a hash or a string", gitlab_path(path)))),
+        _ => Err(err(
+            src,
+            path,
+            format!("{} config should be a hash or a string", gitlab_path(path)),
+        )),
     }
 }
 
 pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Service>> {
     let Value::Sequence(list) = v else {
-        return Err(err(src, path, format!("{} config should be a array", gitlab_path(path))));
+        return Err(err(
+            src,
+            path,
+            format!("{} config should be a array", gitlab_path(path)),
+        ));
     };
     let mut out = Vec::new();
     for (i, s) in list.iter().enumerate() {
         let sp = path.index(i);
         match s {
-            Value::String(n) => out.push(Service { name: n.clone(), ..Service::default() }),
+            Value::String(n) => out.push(Service {
+                name: n.clone(),
+                ..Service::default()
+            }),
             Value::Mapping(m) => {
                 let mut svc = Service::default();
                 for (k, x) in m {
@@ -444,18 +570,34 @@ pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Ve
                         "command" => svc.command = Some(string_list(x, &kp, src)?),
                         "pull_policy" => svc.pull_policy = string_list(x, &kp, src)?,
                         "variables" => {
-                            svc.variables = parse_variables(x, &kp, src, VariableSource::JobYaml, false)?
-                                .into_iter()
-                                .map(|(k, v)| (k, v.value))
-                                .collect()
+                            svc.variables =
+                                parse_variables(x, &kp, src, VariableSource::JobYaml, false)?
+                                    .into_iter()
+                                    .map(|(k, v)| (k, v.value))
+                                    .collect()
                         }
                         "docker" | "kubernetes" => {}
-                        other => return Err(err(src, &sp, format!("{} config contains unknown keys: {other}", gitlab_path(&sp)))),
+                        other => {
+                            return Err(err(
+                                src,
+                                &sp,
+                                format!(
+                                    "{} config contains unknown keys: {other}",
+                                    gitlab_path(&sp)
+                                ),
+                            ))
+                        }
                     }
                 }
                 out.push(svc);
             }
-            _ => return Err(err(src, &sp, format!("{} config should be a hash or a string", gitlab_path(&sp)))),
+            _ => {
+                return Err(err(
+                    src,
+                    &sp,
+                    format!("{} config should be a hash or a string", gitlab_path(&sp)),
+                ))
+            }
         }
     }
     Ok(out)
@@ -463,9 +605,16 @@ pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Ve
 
 pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<Artifacts> {
     let Value::Mapping(m) = v else {
-        return Err(err(src, path, format!("{} config should be a hash", gitlab_path(path))));
+        return Err(err(
+            src,
+            path,
+            format!("{} config should be a hash", gitlab_path(path)),
+        ));
     };
-    let mut a = Artifacts { when: "on_success".into(), ..Artifacts::default() };
+    let mut a = Artifacts {
+        when: "on_success".into(),
+        ..Artifacts::default()
+    };
     for (k, x) in m {
         let key = key_str(k).unwrap_or_default();
         let kp = path.key(key);
@@ -476,7 +625,14 @@ pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<A
             "when" => {
                 let w = str_of(x, &kp, src)?;
                 if !matches!(w.as_str(), "on_success" | "on_failure" | "always") {
-                    return Err(err(src, &kp, format!("{} config when should be on_success, on_failure or always", gitlab_path(path))));
+                    return Err(err(
+                        src,
+                        &kp,
+                        format!(
+                            "{} config when should be on_success, on_failure or always",
+                            gitlab_path(path)
+                        ),
+                    ));
                 }
                 a.when = w;
             }
@@ -484,14 +640,30 @@ pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<A
             "expire_in" => {
                 let e = str_of(x, &kp, src)?;
                 if e != "never" && parse_duration(&e).is_none() {
-                    return Err(err(src, &kp, format!("{} config expire in should be a duration", gitlab_path(path))));
+                    return Err(err(
+                        src,
+                        &kp,
+                        format!(
+                            "{} config expire in should be a duration",
+                            gitlab_path(path)
+                        ),
+                    ));
                 }
                 a.expire_in = Some(e);
             }
             "expose_as" => a.expose_as = Some(str_of(x, &kp, src)?),
             "reports" => a.reports = Some(to_json(x)),
             "public" | "access" => {}
-            other => return Err(err(src, path, format!("{} config contains unknown keys: {other}", gitlab_path(path)))),
+            other => {
+                return Err(err(
+                    src,
+                    path,
+                    format!(
+                        "{} config contains unknown keys: {other}",
+                        gitlab_path(path)
+                    ),
+                ))
+            }
         }
     }
     Ok(a)
@@ -500,7 +672,11 @@ pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<A
 pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Cache>> {
     let one = |v: &Value, path: &YPath| -> Result<Cache> {
         let Value::Mapping(m) = v else {
-            return Err(err(src, path, format!("{} config should be a hash", gitlab_path(path))));
+            return Err(err(
+                src,
+                path,
+                format!("{} config should be a hash", gitlab_path(path)),
+            ));
         };
         let mut c = Cache {
             key: CacheKey::Key("default".into()),
@@ -518,15 +694,34 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
                 "key" => {
                     c.key = match x {
                         Value::Mapping(km) => {
-                            let files = string_list(km.get("files").unwrap_or(&Value::Null), &kp.key("files"), src)?;
+                            let files = string_list(
+                                km.get("files").unwrap_or(&Value::Null),
+                                &kp.key("files"),
+                                src,
+                            )?;
                             if files.is_empty() || files.len() > 2 {
-                                return Err(err(src, &kp, format!("{}:files config has to be an array of one or two files", gitlab_path(&kp))));
+                                return Err(err(
+                                    src,
+                                    &kp,
+                                    format!(
+                                        "{}:files config has to be an array of one or two files",
+                                        gitlab_path(&kp)
+                                    ),
+                                ));
                             }
-                            CacheKey::Files { files, prefix: km.get("prefix").and_then(scalar_string) }
+                            CacheKey::Files {
+                                files,
+                                prefix: km.get("prefix").and_then(scalar_string),
+                            }
                         }
                         _ => {
                             let s = str_of(x, &kp, src)?;
-                            if s.contains('/') || s == "." || s == ".." || s.contains("%2F") || s.contains("%2f") {
+                            if s.contains('/')
+                                || s == "."
+                                || s == ".."
+                                || s.contains("%2F")
+                                || s.contains("%2f")
+                            {
                                 return Err(err(src, &kp, format!("{} config cannot contain the \"/\" character or be \".\" or \"..\"", gitlab_path(&kp))));
                             }
                             CacheKey::Key(s)
@@ -539,13 +734,29 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
                 "policy" => {
                     let p = str_of(x, &kp, src)?;
                     if !matches!(p.as_str(), "pull-push" | "pull" | "push") && !p.contains('$') {
-                        return Err(err(src, &kp, format!("{} config should be one of: pull-push, pull, push", gitlab_path(&kp))));
+                        return Err(err(
+                            src,
+                            &kp,
+                            format!(
+                                "{} config should be one of: pull-push, pull, push",
+                                gitlab_path(&kp)
+                            ),
+                        ));
                     }
                     c.policy = p;
                 }
                 "when" => c.when = str_of(x, &kp, src)?,
                 "fallback_keys" => c.fallback_keys = string_list(x, &kp, src)?,
-                other => return Err(err(src, path, format!("{} config contains unknown keys: {other}", gitlab_path(path)))),
+                other => {
+                    return Err(err(
+                        src,
+                        path,
+                        format!(
+                            "{} config contains unknown keys: {other}",
+                            gitlab_path(path)
+                        ),
+                    ))
+                }
             }
         }
         Ok(c)
@@ -554,24 +765,42 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
         Value::Null => Ok(Vec::new()),
         Value::Sequence(s) => {
             if s.len() > 4 {
-                return Err(err(src, path, format!("{} config no more than 4 caches can be created", gitlab_path(path))));
+                return Err(err(
+                    src,
+                    path,
+                    format!(
+                        "{} config no more than 4 caches can be created",
+                        gitlab_path(path)
+                    ),
+                ));
             }
-            s.iter().enumerate().map(|(i, x)| one(x, &path.index(i))).collect()
+            s.iter()
+                .enumerate()
+                .map(|(i, x)| one(x, &path.index(i)))
+                .collect()
         }
         Value::Mapping(m) if m.is_empty() => Ok(Vec::new()),
         other => Ok(vec![one(other, path)?]),
     }
 }
 
-fn parse_matrix_rows(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Vec<(String, Vec<String>)>>> {
+fn parse_matrix_rows(v: &Value, path: &YPath, src: &Source) -> Result<Vec<MatrixRow>> {
     let Value::Sequence(rows) = v else {
-        return Err(err(src, path, format!("{} config should be an array of hashes", gitlab_path(path))));
+        return Err(err(
+            src,
+            path,
+            format!("{} config should be an array of hashes", gitlab_path(path)),
+        ));
     };
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let rp = path.index(i);
         let Value::Mapping(m) = row else {
-            return Err(err(src, &rp, format!("{} config should be a hash", gitlab_path(&rp))));
+            return Err(err(
+                src,
+                &rp,
+                format!("{} config should be a hash", gitlab_path(&rp)),
+            ));
         };
         let mut r = Vec::new();
         for (k, x) in m {
@@ -583,7 +812,12 @@ fn parse_matrix_rows(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Vec<(S
     Ok(out)
 }
 
-pub(crate) fn parse_needs(v: &Value, path: &YPath, src: &Source, notes: &mut Vec<String>) -> Result<Vec<Need>> {
+pub(crate) fn parse_needs(
+    v: &Value,
+    path: &YPath,
+    src: &Source,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Need>> {
     let list: Vec<Value> = match v {
         Value::Sequence(s) => s.clone(),
         Value::Null => Vec::new(),
@@ -593,20 +827,32 @@ pub(crate) fn parse_needs(v: &Value, path: &YPath, src: &Source, notes: &mut Vec
     for (i, n) in list.iter().enumerate() {
         let np = path.index(i);
         match n {
-            Value::String(s) => out.push(Need { job: s.clone(), artifacts: true, optional: false, matrix: None }),
+            Value::String(s) => out.push(Need {
+                job: s.clone(),
+                artifacts: true,
+                optional: false,
+                matrix: None,
+            }),
             Value::Mapping(m) => {
                 if m.get("project").is_some() {
-                    notes.push(format!("{np}: cross-project `needs:project` is not available offline; ignored"));
+                    notes.push(format!(
+                        "{np}: cross-project `needs:project` is not available offline; ignored"
+                    ));
                     continue;
                 }
                 if m.get("pipeline").is_some() {
-                    notes.push(format!("{np}: `needs:pipeline` (parent pipeline artifacts) is ignored offline"));
+                    notes.push(format!(
+                        "{np}: `needs:pipeline` (parent pipeline artifacts) is ignored offline"
+                    ));
                     continue;
                 }
-                let job = m
-                    .get("job")
-                    .and_then(scalar_string)
-                    .ok_or_else(|| err(src, &np, format!("{} config missing required keys: job", gitlab_path(&np))))?;
+                let job = m.get("job").and_then(scalar_string).ok_or_else(|| {
+                    err(
+                        src,
+                        &np,
+                        format!("{} config missing required keys: job", gitlab_path(&np)),
+                    )
+                })?;
                 let artifacts = match m.get("artifacts") {
                     Some(x) => bool_of(x, &np.key("artifacts"), src)?,
                     None => true,
@@ -617,20 +863,44 @@ pub(crate) fn parse_needs(v: &Value, path: &YPath, src: &Source, notes: &mut Vec
                 };
                 let matrix = match m.get("parallel") {
                     Some(Value::Mapping(pm)) => match pm.get("matrix") {
-                        Some(x) => Some(parse_matrix_rows(x, &np.key("parallel").key("matrix"), src)?),
+                        Some(x) => Some(parse_matrix_rows(
+                            x,
+                            &np.key("parallel").key("matrix"),
+                            src,
+                        )?),
                         None => None,
                     },
                     _ => None,
                 };
-                out.push(Need { job, artifacts, optional, matrix });
+                out.push(Need {
+                    job,
+                    artifacts,
+                    optional,
+                    matrix,
+                });
             }
             other => {
-                return Err(err(src, &np, format!("{} config has unsupported type: {}", gitlab_path(&np), type_name(other))))
+                return Err(err(
+                    src,
+                    &np,
+                    format!(
+                        "{} config has unsupported type: {}",
+                        gitlab_path(&np),
+                        type_name(other)
+                    ),
+                ))
             }
         }
     }
     if out.len() > 50 {
-        return Err(err(src, path, format!("{} config has too many entries (maximum 50)", gitlab_path(path))));
+        return Err(err(
+            src,
+            path,
+            format!(
+                "{} config has too many entries (maximum 50)",
+                gitlab_path(path)
+            ),
+        ));
     }
     Ok(out)
 }
@@ -648,15 +918,34 @@ fn parse_inherit(v: Option<&Value>) -> Inherit {
 
 impl JobConfig {
     /// Parses one job. `defaults` is the `default:` mapping (applied to keys the job lacks, per `inherit:`).
-    pub(crate) fn parse(name: &str, value: &Value, defaults: &Mapping, src: &Source) -> Result<JobConfig> {
+    pub(crate) fn parse(
+        name: &str,
+        value: &Value,
+        defaults: &Mapping,
+        src: &Source,
+    ) -> Result<JobConfig> {
         let path = YPath::root().key(name);
         let Value::Mapping(own) = value else {
-            return Err(err(src, &path, format!("jobs:{name} config should be a hash")));
+            return Err(err(
+                src,
+                &path,
+                format!("jobs:{name} config should be a hash"),
+            ));
         };
-        let unknown: Vec<&str> =
-            own.keys().filter_map(key_str).filter(|k| !JOB_KEYWORDS.contains(k)).collect();
+        let unknown: Vec<&str> = own
+            .keys()
+            .filter_map(key_str)
+            .filter(|k| !JOB_KEYWORDS.contains(k))
+            .collect();
         if !unknown.is_empty() {
-            return Err(err(src, &path, format!("jobs:{name} config contains unknown keys: {}", unknown.join(", "))));
+            return Err(err(
+                src,
+                &path,
+                format!(
+                    "jobs:{name} config contains unknown keys: {}",
+                    unknown.join(", ")
+                ),
+            ));
         }
         let inherit = own.get("inherit");
         let inherit_default = parse_inherit(inherit.and_then(|i| i.get("default")));
@@ -680,7 +969,13 @@ impl JobConfig {
             None => None,
         };
         if script_v.is_none() && trigger.is_none() {
-            return Err(err(src, &path, format!("jobs:{name} config should implement the script:, run:, or trigger: keyword")));
+            return Err(err(
+                src,
+                &path,
+                format!(
+                    "jobs:{name} config should implement the script:, run:, or trigger: keyword"
+                ),
+            ));
         }
         if get("run").is_some() {
             notes.push("`run:` (CI steps) is not supported; its value is ignored".into());
@@ -708,9 +1003,21 @@ impl JobConfig {
         let start_in = get("start_in").and_then(scalar_string);
         if when == Some(When::Delayed) {
             match &start_in {
-                None => return Err(err(src, &path, format!("jobs:{name} start in should be a duration"))),
+                None => {
+                    return Err(err(
+                        src,
+                        &path,
+                        format!("jobs:{name} start in should be a duration"),
+                    ))
+                }
                 Some(s) if parse_duration(s).is_none_or(|d| d > 7 * 86400) => {
-                    return Err(err(src, &kp("start_in"), format!("jobs:{name} start in should be a duration not longer than one week")))
+                    return Err(err(
+                        src,
+                        &kp("start_in"),
+                        format!(
+                            "jobs:{name} start in should be a duration not longer than one week"
+                        ),
+                    ))
                 }
                 _ => {}
             }
@@ -718,7 +1025,11 @@ impl JobConfig {
         let allow_failure = match get("allow_failure") {
             None => None,
             Some(Value::Mapping(am)) => Some(AllowFailure::ExitCodes {
-                exit_codes: int_list(am.get("exit_codes").unwrap_or(&Value::Null), &kp("allow_failure").key("exit_codes"), src)?,
+                exit_codes: int_list(
+                    am.get("exit_codes").unwrap_or(&Value::Null),
+                    &kp("allow_failure").key("exit_codes"),
+                    src,
+                )?,
             }),
             Some(v) => Some(AllowFailure::Bool(bool_of(v, &kp("allow_failure"), src)?)),
         };
@@ -727,11 +1038,17 @@ impl JobConfig {
             Some(Value::Mapping(rm)) => {
                 let rp = kp("retry");
                 let max = match rm.get("max") {
-                    Some(v) => v.as_u64().ok_or_else(|| err(src, &rp.key("max"), "retry max should be an integer"))?,
+                    Some(v) => v.as_u64().ok_or_else(|| {
+                        err(src, &rp.key("max"), "retry max should be an integer")
+                    })?,
                     None => 0,
                 };
                 if max > 2 {
-                    return Err(err(src, &rp.key("max"), format!("jobs:{name}:retry max must be less than or equal to 2")));
+                    return Err(err(
+                        src,
+                        &rp.key("max"),
+                        format!("jobs:{name}:retry max must be less than or equal to 2"),
+                    ));
                 }
                 let when = match rm.get("when") {
                     Some(v) => string_list(v, &rp.key("when"), src)?,
@@ -741,20 +1058,43 @@ impl JobConfig {
                     Some(v) => int_list(v, &rp.key("exit_codes"), src)?,
                     None => Vec::new(),
                 };
-                Retry { max: max as u32, when, exit_codes }
+                Retry {
+                    max: max as u32,
+                    when,
+                    exit_codes,
+                }
             }
             Some(v) => {
-                let max = v.as_u64().ok_or_else(|| err(src, &kp("retry"), format!("jobs:{name}:retry config has to be either an integer or a hash")))?;
+                let max = v.as_u64().ok_or_else(|| {
+                    err(
+                        src,
+                        &kp("retry"),
+                        format!("jobs:{name}:retry config has to be either an integer or a hash"),
+                    )
+                })?;
                 if max > 2 {
-                    return Err(err(src, &kp("retry"), format!("jobs:{name}:retry config must be less than or equal to 2")));
+                    return Err(err(
+                        src,
+                        &kp("retry"),
+                        format!("jobs:{name}:retry config must be less than or equal to 2"),
+                    ));
                 }
-                Retry { max: max as u32, ..Retry::default() }
+                Retry {
+                    max: max as u32,
+                    ..Retry::default()
+                }
             }
         };
         let timeout = match get("timeout") {
             Some(v) => {
                 let s = str_of(v, &kp("timeout"), src)?;
-                Some(parse_duration(&s).ok_or_else(|| err(src, &kp("timeout"), format!("jobs:{name}:timeout config should be a duration")))?)
+                Some(parse_duration(&s).ok_or_else(|| {
+                    err(
+                        src,
+                        &kp("timeout"),
+                        format!("jobs:{name}:timeout config should be a duration"),
+                    )
+                })?)
             }
             None => None,
         };
@@ -790,13 +1130,22 @@ impl JobConfig {
                 deployment_tier: em.get("deployment_tier").and_then(scalar_string),
                 auto_stop_in: em.get("auto_stop_in").and_then(scalar_string),
             }),
-            Some(v) => Some(Environment { name: str_of(v, &kp("environment"), src)?, ..Environment::default() }),
+            Some(v) => Some(Environment {
+                name: str_of(v, &kp("environment"), src)?,
+                ..Environment::default()
+            }),
         };
         if get("release").is_some() {
-            notes.push("`release:` is noted but not created offline (it needs GitLab's releases API)".into());
+            notes.push(
+                "`release:` is noted but not created offline (it needs GitLab's releases API)"
+                    .into(),
+            );
         }
         if get("pages").is_some() || name == "pages" {
-            notes.push("GitLab Pages are not deployed offline; the job runs and keeps its artifacts".into());
+            notes.push(
+                "GitLab Pages are not deployed offline; the job runs and keeps its artifacts"
+                    .into(),
+            );
         }
         if get("secrets").is_some() {
             notes.push("`secrets:` are not fetched offline".into());
@@ -817,7 +1166,14 @@ impl JobConfig {
             None => None,
         };
         if rules.is_some() && (only.is_some() || except.is_some()) {
-            return Err(err(src, &path, format!("jobs:{name} config key may not be used with `rules`: {}", if only.is_some() { "only" } else { "except" })));
+            return Err(err(
+                src,
+                &path,
+                format!(
+                    "jobs:{name} config key may not be used with `rules`: {}",
+                    if only.is_some() { "only" } else { "except" }
+                ),
+            ));
         }
         let pre_get_sources_script = match get("hooks") {
             Some(Value::Mapping(h)) => match h.get("pre_get_sources_script") {
@@ -840,7 +1196,9 @@ impl JobConfig {
             },
             pre_get_sources_script,
             variables: match get("variables") {
-                Some(v) => parse_variables(v, &kp("variables"), src, VariableSource::JobYaml, false)?,
+                Some(v) => {
+                    parse_variables(v, &kp("variables"), src, VariableSource::JobYaml, false)?
+                }
                 None => BTreeMap::new(),
             },
             inherit_variables,
@@ -897,14 +1255,25 @@ impl JobConfig {
 
 fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
     match v {
-        Value::String(p) => Ok(Trigger::Other { description: format!("multi-project pipeline in `{p}`") }),
+        Value::String(p) => Ok(Trigger::Other {
+            description: format!("multi-project pipeline in `{p}`"),
+        }),
         Value::Mapping(m) => {
             let depend = m.get("strategy").and_then(|s| s.as_str()) == Some("depend");
             if let Some(p) = m.get("project").and_then(scalar_string) {
-                return Ok(Trigger::Other { description: format!("multi-project pipeline in `{p}`") });
+                return Ok(Trigger::Other {
+                    description: format!("multi-project pipeline in `{p}`"),
+                });
             }
             let Some(inc) = m.get("include") else {
-                return Err(err(src, path, format!("{} config must specify either project or include", gitlab_path(path))));
+                return Err(err(
+                    src,
+                    path,
+                    format!(
+                        "{} config must specify either project or include",
+                        gitlab_path(path)
+                    ),
+                ));
             };
             let entries: Vec<Value> = match inc {
                 Value::Sequence(s) => s.clone(),
@@ -913,19 +1282,32 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
             let mut include = Vec::new();
             for e in &entries {
                 match e {
-                    Value::String(s) if !s.starts_with("http://") && !s.starts_with("https://") => include.push(s.clone()),
+                    Value::String(s) if !s.starts_with("http://") && !s.starts_with("https://") => {
+                        include.push(s.clone())
+                    }
                     Value::Mapping(im) if im.get("local").is_some() => {
                         include.push(im.get("local").and_then(scalar_string).unwrap_or_default())
                     }
                     other => {
                         return Ok(Trigger::Other {
-                            description: format!("child pipeline from a non-local include ({})", serde_json::to_string(&to_json(other)).unwrap_or_default()),
+                            description: format!(
+                                "child pipeline from a non-local include ({})",
+                                serde_json::to_string(&to_json(other)).unwrap_or_default()
+                            ),
                         })
                     }
                 }
             }
             Ok(Trigger::Child { include, depend })
         }
-        other => Err(err(src, path, format!("{} config has unsupported type: {}", gitlab_path(path), type_name(other)))),
+        other => Err(err(
+            src,
+            path,
+            format!(
+                "{} config has unsupported type: {}",
+                gitlab_path(path),
+                type_name(other)
+            ),
+        )),
     }
 }

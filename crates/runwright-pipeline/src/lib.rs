@@ -36,9 +36,12 @@ pub use duration::parse_duration;
 pub use error::{Error, Location, Result};
 pub use files::{FsProjectFiles, ProjectFiles, StaticProjectFiles};
 pub use job::{
-    AllowFailure, Artifacts, Cache, CacheKey, Environment, Image, JobConfig, Need, Needs, Parallel, Retry,
-    Service, Trigger, When,
+    AllowFailure, Artifacts, Cache, CacheKey, Environment, Image, JobConfig, Need, Needs, Parallel,
+    Retry, Service, Trigger, When,
 };
 pub use load::Pipeline;
-pub use plan::{ExcludedJob, PipelineContext, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome, WorkflowOutcome};
+pub use plan::{
+    ExcludedJob, PipelineContext, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome,
+    WorkflowOutcome,
+};
 pub use variables::{expand_variables, VariableSource, VariableValue};

@@ -17,15 +17,29 @@ impl Pipeline {
         let project_dir = project_dir.as_ref().to_path_buf();
         let file = file.as_ref().to_path_buf();
         let full = project_dir.join(&file);
-        let text = std::fs::read_to_string(&full).map_err(|source| Error::Io { file: full.clone(), source })?;
+        let text = std::fs::read_to_string(&full).map_err(|source| Error::Io {
+            file: full.clone(),
+            source,
+        })?;
         Self::from_str(project_dir, file, &text)
     }
 
     /// Parses CI YAML given as text, as if read from `file` in `project_dir` (local includes are read from
     /// `project_dir`).
-    pub fn from_str(project_dir: impl Into<PathBuf>, file: impl Into<PathBuf>, text: &str) -> Result<PipelineConfig> {
+    pub fn from_str(
+        project_dir: impl Into<PathBuf>,
+        file: impl Into<PathBuf>,
+        text: &str,
+    ) -> Result<PipelineConfig> {
         let file = file.into();
         let root = parse_file(text, &file)?;
-        Ok(PipelineConfig::new(project_dir.into(), Source { file, text: text.to_string() }, root))
+        Ok(PipelineConfig::new(
+            project_dir.into(),
+            Source {
+                file,
+                text: text.to_string(),
+            },
+            root,
+        ))
     }
 }

@@ -44,13 +44,24 @@ pub(crate) fn matrix_name(base: &str, vars: &[(String, String)]) -> String {
 /// Expands a job's `parallel:`; `Err(count)` when it would create more than 200 jobs.
 pub(crate) fn expand(base: &str, parallel: Option<&Parallel>) -> Result<Vec<Instance>, usize> {
     match parallel {
-        None => Ok(vec![Instance { name: base.to_string(), node: None, vars: Vec::new() }]),
+        None => Ok(vec![Instance {
+            name: base.to_string(),
+            node: None,
+            vars: Vec::new(),
+        }]),
         Some(Parallel::Count(n)) => {
             let n = *n as usize;
-            Ok((1..=n).map(|i| Instance { name: format!("{base} {i}/{n}"), node: Some((i, n)), vars: Vec::new() }).collect())
+            Ok((1..=n)
+                .map(|i| Instance {
+                    name: format!("{base} {i}/{n}"),
+                    node: Some((i, n)),
+                    vars: Vec::new(),
+                })
+                .collect())
         }
         Some(Parallel::Matrix(rows)) => {
-            let combos: Vec<Vec<(String, String)>> = rows.iter().flat_map(|r| row_combinations(r)).collect();
+            let combos: Vec<Vec<(String, String)>> =
+                rows.iter().flat_map(|r| row_combinations(r)).collect();
             let total = combos.len();
             if total > MAX_PARALLEL {
                 return Err(total);
@@ -58,7 +69,11 @@ pub(crate) fn expand(base: &str, parallel: Option<&Parallel>) -> Result<Vec<Inst
             Ok(combos
                 .into_iter()
                 .enumerate()
-                .map(|(i, vars)| Instance { name: matrix_name(base, &vars), node: Some((i + 1, total)), vars })
+                .map(|(i, vars)| Instance {
+                    name: matrix_name(base, &vars),
+                    node: Some((i + 1, total)),
+                    vars,
+                })
                 .collect())
         }
     }
@@ -69,19 +84,29 @@ mod tests {
     use super::*;
 
     fn row(kv: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect()
     }
 
     #[test]
     fn names() {
         let p = Parallel::Count(3);
-        let names: Vec<String> = expand("test", Some(&p)).expect("ok").into_iter().map(|i| i.name).collect();
+        let names: Vec<String> = expand("test", Some(&p))
+            .expect("ok")
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         assert_eq!(names, ["test 1/3", "test 2/3", "test 3/3"]);
         let m = Parallel::Matrix(vec![
             row(&[("OS", &["linux", "mac"]), ("ARCH", &["amd64", "arm64"])]),
             row(&[("OS", &["windows"]), ("ARCH", &["amd64"])]),
         ]);
-        let names: Vec<String> = expand("build", Some(&m)).expect("ok").into_iter().map(|i| i.name).collect();
+        let names: Vec<String> = expand("build", Some(&m))
+            .expect("ok")
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         assert_eq!(
             names,
             [

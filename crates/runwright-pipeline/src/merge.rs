@@ -25,7 +25,8 @@ mod tests {
         let mut a: Mapping = yaml_serde::from_str("x: {a: 1, b: [1, 2]}\ny: 1").expect("yaml");
         let b: Mapping = yaml_serde::from_str("x: {b: [3], c: 2}\nz: 3").expect("yaml");
         deep_merge(&mut a, b);
-        let want: Mapping = yaml_serde::from_str("x: {a: 1, b: [3], c: 2}\ny: 1\nz: 3").expect("yaml");
+        let want: Mapping =
+            yaml_serde::from_str("x: {a: 1, b: [3], c: 2}\ny: 1\nz: 3").expect("yaml");
         assert_eq!(a, want);
     }
 }

@@ -9,7 +9,10 @@ use serde::Serialize;
 use crate::config::ResolvedConfig;
 use crate::error::{Error, Result};
 use crate::files::ProjectFiles;
-use crate::job::{AllowFailure, Artifacts, Cache, Environment, Image, JobConfig, Need, Retry, Service, Trigger, When};
+use crate::job::{
+    AllowFailure, Artifacts, Cache, Environment, Image, JobConfig, Need, Retry, Service, Trigger,
+    When,
+};
 use crate::matrix::{self, row_combinations, Instance};
 use crate::rules::{first_match, policy_satisfied, RefEnv, RuleEnv};
 use crate::variables::{expand_all, expand_variables, VariableSource, VariableValue};
@@ -39,7 +42,10 @@ impl std::fmt::Debug for PipelineContext {
 impl PipelineContext {
     /// A context with predefined variables only.
     pub fn new(variables: BTreeMap<String, String>) -> Self {
-        PipelineContext { variables, ..Self::default() }
+        PipelineContext {
+            variables,
+            ..Self::default()
+        }
     }
 
     /// Sets the file lister.
@@ -49,7 +55,10 @@ impl PipelineContext {
     }
 
     fn var(&self, name: &str) -> Option<&str> {
-        self.pipeline_variables.get(name).or_else(|| self.variables.get(name)).map(String::as_str)
+        self.pipeline_variables
+            .get(name)
+            .or_else(|| self.variables.get(name))
+            .map(String::as_str)
     }
 
     /// `CI_PIPELINE_SOURCE` (default `push`).
@@ -61,14 +70,22 @@ impl PipelineContext {
     /// is true (GitLab docs, "rules:changes").
     pub(crate) fn changes_apply(&self) -> bool {
         let is_tag = self.var("CI_COMMIT_TAG").is_some_and(|t| !t.is_empty());
-        !is_tag && matches!(self.source(), "push" | "merge_request_event" | "external_pull_request_event")
+        !is_tag
+            && matches!(
+                self.source(),
+                "push" | "merge_request_event" | "external_pull_request_event"
+            )
     }
 
     /// Predefined and pipeline variables, expanded: what include rules see.
     pub(crate) fn base_variables_expanded(&self) -> BTreeMap<String, String> {
         let mut layer = BTreeMap::new();
         push_layer(&mut layer, &self.variables, VariableSource::Predefined);
-        push_layer(&mut layer, &self.pipeline_variables, VariableSource::Pipeline);
+        push_layer(
+            &mut layer,
+            &self.pipeline_variables,
+            VariableSource::Pipeline,
+        );
         expand_all(&layer)
     }
 
@@ -88,9 +105,21 @@ impl PipelineContext {
     }
 }
 
-fn push_layer(into: &mut BTreeMap<String, VariableValue>, from: &BTreeMap<String, String>, source: VariableSource) {
+fn push_layer(
+    into: &mut BTreeMap<String, VariableValue>,
+    from: &BTreeMap<String, String>,
+    source: VariableSource,
+) {
     for (k, v) in from {
-        into.insert(k.clone(), VariableValue { value: v.clone(), expand: true, description: None, source });
+        into.insert(
+            k.clone(),
+            VariableValue {
+                value: v.clone(),
+                expand: true,
+                description: None,
+                source,
+            },
+        );
     }
 }
 
@@ -247,6 +276,12 @@ impl PipelinePlan {
     }
 }
 
+/// Concrete job names (and matrix values) of each job of the file.
+type Instances<'a> = HashMap<&'a str, Vec<(String, Vec<(String, String)>)>>;
+
+/// A planned job with its `rules:needs`, or why it is left out.
+type Planned = std::result::Result<(PlannedJob, Option<Vec<Need>>), String>;
+
 const NOT_CREATED_NO_JOBS: &str = "Pipeline will not run for the selected trigger. The rules configuration prevented any jobs from being added to the pipeline.";
 
 impl ResolvedConfig {
@@ -259,7 +294,11 @@ impl ResolvedConfig {
         }
     }
 
-    pub(crate) fn evaluate_with(&self, ctx: &PipelineContext, files: &dyn ProjectFiles) -> Result<PipelinePlan> {
+    pub(crate) fn evaluate_with(
+        &self,
+        ctx: &PipelineContext,
+        files: &dyn ProjectFiles,
+    ) -> Result<PipelinePlan> {
         let changes_apply = ctx.changes_apply();
         // Global layer: predefined < global YAML (< workflow rule variables) < pipeline variables.
         let mut global = BTreeMap::new();
@@ -268,23 +307,38 @@ impl ResolvedConfig {
             global.insert(k.clone(), v.clone());
         }
         let mut with_pipeline = global.clone();
-        push_layer(&mut with_pipeline, &ctx.pipeline_variables, VariableSource::Pipeline);
-        let mut workflow = WorkflowOutcome { created: true, name: None, reason: None };
+        push_layer(
+            &mut with_pipeline,
+            &ctx.pipeline_variables,
+            VariableSource::Pipeline,
+        );
+        let mut workflow = WorkflowOutcome {
+            created: true,
+            name: None,
+            reason: None,
+        };
         let mut global_yaml = self.variables.clone();
         if let Some(rules) = &self.workflow.rules {
             let vars = expand_all(&with_pipeline);
-            let env = RuleEnv { vars: &vars, files, changes_apply };
+            let env = RuleEnv {
+                vars: &vars,
+                files,
+                changes_apply,
+            };
             match first_match(rules, &env)? {
                 Some(r) if r.when.as_deref() != Some("never") => {
                     for (k, v) in &r.variables {
                         let mut v = v.clone();
                         v.source = VariableSource::Global;
                         global_yaml.insert(k.clone(), v.clone());
-                        with_pipeline.entry(k.clone()).and_modify(|e| {
-                            if e.source != VariableSource::Pipeline {
-                                *e = v.clone()
-                            }
-                        }).or_insert(v);
+                        with_pipeline
+                            .entry(k.clone())
+                            .and_modify(|e| {
+                                if e.source != VariableSource::Pipeline {
+                                    *e = v.clone()
+                                }
+                            })
+                            .or_insert(v);
                     }
                 }
                 _ => {
@@ -298,28 +352,51 @@ impl ResolvedConfig {
             workflow.name = Some(expand_variables(name, &|n| vars.get(n).cloned()));
         }
         if !workflow.created {
-            return Ok(PipelinePlan { workflow, stages: self.stages.clone(), jobs: Vec::new(), excluded: Vec::new() });
+            return Ok(PipelinePlan {
+                workflow,
+                stages: self.stages.clone(),
+                jobs: Vec::new(),
+                excluded: Vec::new(),
+            });
         }
 
         let refs = ctx.ref_env();
         let mut jobs = Vec::new();
         let mut excluded = Vec::new();
-        let mut instances_of: HashMap<&str, Vec<(String, Vec<(String, String)>)>> = HashMap::new();
+        let mut instances_of: Instances<'_> = HashMap::new();
         for job in &self.jobs {
             let src = self.job_source(&job.name);
             let instances = matrix::expand(&job.name, job.parallel.as_ref()).map_err(|n| {
                 Error::config(
                     src.locate(&job.path.key("parallel")),
-                    format!("jobs:{} config generates too many jobs (maximum is {}): {n}", job.name, matrix::MAX_PARALLEL),
+                    format!(
+                        "jobs:{} config generates too many jobs (maximum is {}): {n}",
+                        job.name,
+                        matrix::MAX_PARALLEL
+                    ),
                 )
             })?;
             for inst in instances {
-                match self.plan_instance(job, &inst, ctx, &global_yaml, files, &refs, changes_apply)? {
+                match self.plan_instance(
+                    job,
+                    &inst,
+                    ctx,
+                    &global_yaml,
+                    files,
+                    &refs,
+                    changes_apply,
+                )? {
                     Ok((p, rule_needs)) => {
-                        instances_of.entry(job.name.as_str()).or_default().push((p.name.clone(), p.matrix.clone()));
+                        instances_of
+                            .entry(job.name.as_str())
+                            .or_default()
+                            .push((p.name.clone(), p.matrix.clone()));
                         jobs.push((p, rule_needs));
                     }
-                    Err(reason) => excluded.push(ExcludedJob { name: inst.name.clone(), reason }),
+                    Err(reason) => excluded.push(ExcludedJob {
+                        name: inst.name.clone(),
+                        reason,
+                    }),
                 }
             }
         }
@@ -327,7 +404,10 @@ impl ResolvedConfig {
 
         // needs and dependencies, by concrete names.
         let mut errors = Vec::new();
-        let stage_of: HashMap<String, usize> = jobs.iter().map(|(j, _)| (j.name.clone(), j.stage_index)).collect();
+        let stage_of: HashMap<String, usize> = jobs
+            .iter()
+            .map(|(j, _)| (j.name.clone(), j.stage_index))
+            .collect();
         let jobs: Vec<PlannedJob> = jobs
             .into_iter()
             .map(|(mut job, rule_needs)| {
@@ -338,7 +418,10 @@ impl ResolvedConfig {
             })
             .collect();
         if let Some(cycle) = find_cycle(&jobs) {
-            errors.push(format!("The pipeline has circular dependencies: {}", cycle.join(" -> ")));
+            errors.push(format!(
+                "The pipeline has circular dependencies: {}",
+                cycle.join(" -> ")
+            ));
         }
         if !errors.is_empty() {
             return Err(Error::Plan { errors });
@@ -348,9 +431,17 @@ impl ResolvedConfig {
             workflow.reason = Some(NOT_CREATED_NO_JOBS.into());
         } else if jobs.iter().all(|j| j.stage == ".pre" || j.stage == ".post") {
             workflow.created = false;
-            workflow.reason = Some("The pipeline has only jobs in the .pre and .post stages, so it does not run.".into());
+            workflow.reason = Some(
+                "The pipeline has only jobs in the .pre and .post stages, so it does not run."
+                    .into(),
+            );
         }
-        Ok(PipelinePlan { workflow, stages: self.stages.clone(), jobs, excluded })
+        Ok(PipelinePlan {
+            workflow,
+            stages: self.stages.clone(),
+            jobs,
+            excluded,
+        })
     }
 
     /// Resolves `needs` (and `dependencies`) of one job to concrete job names, collecting GitLab's errors.
@@ -359,7 +450,7 @@ impl ResolvedConfig {
         job: &mut PlannedJob,
         cfg: Option<&JobConfig>,
         needs: Option<Vec<Need>>,
-        instances_of: &HashMap<&str, Vec<(String, Vec<(String, String)>)>>,
+        instances_of: &Instances<'_>,
         stage_of: &HashMap<String, usize>,
         errors: &mut Vec<String>,
     ) {
@@ -381,7 +472,8 @@ impl ResolvedConfig {
                     let wanted: Vec<&String> = match &n.matrix {
                         None => insts.iter().map(|(name, _)| name).collect(),
                         Some(rows) => {
-                            let combos: Vec<Vec<(String, String)>> = rows.iter().flat_map(|r| row_combinations(r)).collect();
+                            let combos: Vec<Vec<(String, String)>> =
+                                rows.iter().flat_map(|r| row_combinations(r)).collect();
                             let names: Vec<&String> = insts
                                 .iter()
                                 .filter(|(_, vars)| combos.iter().any(|c| c == vars))
@@ -400,13 +492,25 @@ impl ResolvedConfig {
                     };
                     for w in wanted {
                         if stage_of.get(w).is_some_and(|s| *s > job.stage_index) {
-                            errors.push(format!("{} job: need {} is not defined in current or prior stages", job.name, n.job));
+                            errors.push(format!(
+                                "{} job: need {} is not defined in current or prior stages",
+                                job.name, n.job
+                            ));
                         }
-                        out.push(PlannedNeed { job: w.clone(), artifacts: n.artifacts, optional: n.optional });
+                        out.push(PlannedNeed {
+                            job: w.clone(),
+                            artifacts: n.artifacts,
+                            optional: n.optional,
+                        });
                     }
                 }
                 if job.dependencies.is_none() {
-                    job.dependencies = Some(out.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect());
+                    job.dependencies = Some(
+                        out.iter()
+                            .filter(|n| n.artifacts)
+                            .map(|n| n.job.clone())
+                            .collect(),
+                    );
                 }
                 job.needs = Some(out);
             }
@@ -416,7 +520,8 @@ impl ResolvedConfig {
                     if let Some(insts) = instances_of.get(d.as_str()) {
                         out.extend(insts.iter().map(|(n, _)| n.clone()));
                     } else {
-                        job.notes.push(format!("dependency `{d}` is not in this pipeline"));
+                        job.notes
+                            .push(format!("dependency `{d}` is not in this pipeline"));
                     }
                 }
                 job.dependencies = Some(out);
@@ -435,7 +540,7 @@ impl ResolvedConfig {
         files: &dyn ProjectFiles,
         refs: &RefEnv<'_>,
         changes_apply: bool,
-    ) -> Result<std::result::Result<(PlannedJob, Option<Vec<Need>>), String>> {
+    ) -> Result<Planned> {
         let src = self.job_source(&job.name);
         let mut vars: BTreeMap<String, VariableValue> = BTreeMap::new();
         push_layer(&mut vars, &ctx.variables, VariableSource::Predefined);
@@ -461,7 +566,11 @@ impl ResolvedConfig {
         push_layer(&mut vars, &ctx.pipeline_variables, VariableSource::Pipeline);
 
         let expanded = expand_all(&vars);
-        let env = RuleEnv { vars: &expanded, files, changes_apply };
+        let env = RuleEnv {
+            vars: &expanded,
+            files,
+            changes_apply,
+        };
         let mut when = job.when.unwrap_or_default();
         let mut allow_failure = job.allow_failure.clone();
         let mut start_in = job.start_in.clone();
@@ -496,13 +605,21 @@ impl ResolvedConfig {
                 interruptible = r.interruptible;
             }
             for (k, v) in &r.variables {
-                if vars.get(k).is_none_or(|e| e.source != VariableSource::Pipeline) {
+                if vars
+                    .get(k)
+                    .is_none_or(|e| e.source != VariableSource::Pipeline)
+                {
                     vars.insert(k.clone(), v.clone());
                 }
             }
             if let Some(n) = &r.needs {
                 let mut notes = Vec::new();
-                rule_needs = Some(crate::job::parse_needs(n, &job.path.key("rules").index(index).key("needs"), src, &mut notes)?);
+                rule_needs = Some(crate::job::parse_needs(
+                    n,
+                    &job.path.key("rules").index(index).key("needs"),
+                    src,
+                    &mut notes,
+                )?);
             }
             outcome = RuleOutcome::Rule { index };
         } else {
@@ -528,13 +645,20 @@ impl ResolvedConfig {
                     return Ok(Err("except: satisfied".into()));
                 }
             }
-            outcome = if job.only.is_none() && job.except.is_none() { RuleOutcome::Default } else { RuleOutcome::OnlyExcept };
+            outcome = if job.only.is_none() && job.except.is_none() {
+                RuleOutcome::Default
+            } else {
+                RuleOutcome::OnlyExcept
+            };
             if when == When::Never {
                 return Ok(Err("when: never".into()));
             }
         }
         if when == When::Delayed && start_in.is_none() {
-            return Err(Error::config(src.locate(&job.path), format!("jobs:{} start in should be a duration", job.name)));
+            return Err(Error::config(
+                src.locate(&job.path),
+                format!("jobs:{} start in should be a duration", job.name),
+            ));
         }
         let (allow, codes) = match &allow_failure {
             Some(AllowFailure::Bool(b)) => (*b, Vec::new()),
@@ -547,55 +671,73 @@ impl ResolvedConfig {
         if job.image.is_some() || !job.services.is_empty() {
             notes.push("`image`/`services` need the docker executor".into());
         }
-        Ok(Ok((PlannedJob {
-            name: inst.name.clone(),
-            base_name: job.name.clone(),
-            stage: job.stage.clone(),
-            stage_index: self.stage_index(&job.stage).unwrap_or(0),
-            pre_get_sources_script: job.pre_get_sources_script.clone(),
-            before_script: job.before_script.clone(),
-            script: job.script.clone(),
-            after_script: job.after_script.clone(),
-            variables: vars,
-            when,
-            start_in,
-            allow_failure: allow,
-            allow_failure_exit_codes: codes,
-            needs: None,
-            dependencies: None,
-            artifacts: job.artifacts.clone(),
-            cache: job.cache.clone(),
-            image: job.image.clone(),
-            services: job.services.clone(),
-            timeout: job.timeout,
-            retry: job.retry.clone(),
-            parallel: inst.node,
-            matrix: inst.vars.clone(),
-            tags: job.tags.iter().map(|t| expand_variables(t, &|n| expanded.get(n).cloned())).collect(),
-            resource_group: job.resource_group.as_ref().map(|r| expand_variables(r, &|n| expanded.get(n).cloned())),
-            interruptible,
-            coverage: job.coverage.clone(),
-            environment: job.environment.clone().map(|mut e| {
-                e.name = expand_variables(&e.name, &|n| expanded.get(n).cloned());
-                e
-            }),
-            trigger: job.trigger.clone(),
-            rule: outcome,
-            notes,
-        }, rule_needs)))
+        Ok(Ok((
+            PlannedJob {
+                name: inst.name.clone(),
+                base_name: job.name.clone(),
+                stage: job.stage.clone(),
+                stage_index: self.stage_index(&job.stage).unwrap_or(0),
+                pre_get_sources_script: job.pre_get_sources_script.clone(),
+                before_script: job.before_script.clone(),
+                script: job.script.clone(),
+                after_script: job.after_script.clone(),
+                variables: vars,
+                when,
+                start_in,
+                allow_failure: allow,
+                allow_failure_exit_codes: codes,
+                needs: None,
+                dependencies: None,
+                artifacts: job.artifacts.clone(),
+                cache: job.cache.clone(),
+                image: job.image.clone(),
+                services: job.services.clone(),
+                timeout: job.timeout,
+                retry: job.retry.clone(),
+                parallel: inst.node,
+                matrix: inst.vars.clone(),
+                tags: job
+                    .tags
+                    .iter()
+                    .map(|t| expand_variables(t, &|n| expanded.get(n).cloned()))
+                    .collect(),
+                resource_group: job
+                    .resource_group
+                    .as_ref()
+                    .map(|r| expand_variables(r, &|n| expanded.get(n).cloned())),
+                interruptible,
+                coverage: job.coverage.clone(),
+                environment: job.environment.clone().map(|mut e| {
+                    e.name = expand_variables(&e.name, &|n| expanded.get(n).cloned());
+                    e
+                }),
+                trigger: job.trigger.clone(),
+                rule: outcome,
+                notes,
+            },
+            rule_needs,
+        )))
     }
 }
 
 /// `except`: the job is left out when any of its parts holds (GitLab's `none_of_except?`).
 fn except_matches(p: &crate::rules::Policy, refs: &RefEnv<'_>, env: &RuleEnv<'_>) -> Result<bool> {
     let parts = [
-        p.refs.as_ref().map(|r| crate::rules::Policy { refs: Some(r.clone()), location: p.location.clone(), ..Default::default() }),
-        p.variables
-            .as_ref()
-            .map(|v| crate::rules::Policy { variables: Some(v.clone()), location: p.location.clone(), ..Default::default() }),
-        p.changes
-            .as_ref()
-            .map(|c| crate::rules::Policy { changes: Some(c.clone()), location: p.location.clone(), ..Default::default() }),
+        p.refs.as_ref().map(|r| crate::rules::Policy {
+            refs: Some(r.clone()),
+            location: p.location.clone(),
+            ..Default::default()
+        }),
+        p.variables.as_ref().map(|v| crate::rules::Policy {
+            variables: Some(v.clone()),
+            location: p.location.clone(),
+            ..Default::default()
+        }),
+        p.changes.as_ref().map(|c| crate::rules::Policy {
+            changes: Some(c.clone()),
+            location: p.location.clone(),
+            ..Default::default()
+        }),
     ];
     for part in parts.into_iter().flatten() {
         if policy_satisfied(&part, refs, env)? {
@@ -607,7 +749,11 @@ fn except_matches(p: &crate::rules::Policy, refs: &RefEnv<'_>, env: &RuleEnv<'_>
 
 /// `CI_JOB_NAME_SLUG`: lowercased, non-alphanumerics to `-`, at most 63 bytes, no leading/trailing `-`.
 fn slug(name: &str) -> String {
-    let s: String = name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let s: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let s: String = s.chars().take(63).collect();
     s.trim_matches('-').to_string()
 }
@@ -616,7 +762,12 @@ fn slug(name: &str) -> String {
 fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<String>> {
     let edges: HashMap<&str, Vec<&str>> = jobs
         .iter()
-        .map(|j| (j.name.as_str(), j.needs.iter().flatten().map(|n| n.job.as_str()).collect()))
+        .map(|j| {
+            (
+                j.name.as_str(),
+                j.needs.iter().flatten().map(|n| n.job.as_str()).collect(),
+            )
+        })
         .collect();
     let mut done: HashSet<&str> = HashSet::new();
     for j in jobs {
@@ -652,4 +803,3 @@ fn dfs<'a>(
     done.insert(node);
     None
 }
-

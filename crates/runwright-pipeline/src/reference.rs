@@ -17,7 +17,10 @@ pub(crate) fn resolve(root: &Mapping, locate: &dyn Fn(&YPath) -> Location) -> Re
     for (k, v) in root {
         let path = YPath::root().key(k.as_str().unwrap_or_default());
         let mut chain = Vec::new();
-        out.insert(k.clone(), resolve_value(v, root, &path, &mut chain, locate)?);
+        out.insert(
+            k.clone(),
+            resolve_value(v, root, &path, &mut chain, locate)?,
+        );
     }
     Ok(out)
 }
@@ -41,13 +44,25 @@ fn resolve_value(
                 _ => None,
             };
             let Some(seq) = seq else {
-                return Err(Error::config(locate(path), "!reference should be an array of strings: [job, key, …]"));
+                return Err(Error::config(
+                    locate(path),
+                    "!reference should be an array of strings: [job, key, …]",
+                ));
             };
             if chain.contains(&seq) {
-                return Err(Error::config(locate(path), format!("{} is part of a circular chain", show(&seq))));
+                return Err(Error::config(
+                    locate(path),
+                    format!("{} is part of a circular chain", show(&seq)),
+                ));
             }
             if chain.len() >= MAX_NESTING {
-                return Err(Error::config(locate(path), format!("{}: too many nested references (maximum {MAX_NESTING})", show(&seq))));
+                return Err(Error::config(
+                    locate(path),
+                    format!(
+                        "{}: too many nested references (maximum {MAX_NESTING})",
+                        show(&seq)
+                    ),
+                ));
             }
             let mut cur: Option<&Value> = root.get(seq[0].as_str());
             for k in &seq[1..] {
@@ -58,7 +73,10 @@ fn resolve_value(
                 });
             }
             let Some(found) = cur else {
-                return Err(Error::config(locate(path), format!("{} could not be found", show(&seq))));
+                return Err(Error::config(
+                    locate(path),
+                    format!("{} could not be found", show(&seq)),
+                ));
             };
             chain.push(seq);
             let r = resolve_value(found, root, path, chain, locate);

@@ -80,7 +80,12 @@ pub(crate) fn parse_variables(
                 description: None,
                 source,
             },
-            Value::Null => VariableValue { value: String::new(), expand: true, description: None, source },
+            Value::Null => VariableValue {
+                value: String::new(),
+                expand: true,
+                description: None,
+                source,
+            },
             Value::Mapping(m) => {
                 let mut value = String::new();
                 let mut expand = true;
@@ -90,7 +95,10 @@ pub(crate) fn parse_variables(
                         Some("value") => value = scalar_string(mv).ok_or_else(bad)?,
                         Some("expand") => {
                             expand = crate::yaml::as_bool(mv).ok_or_else(|| {
-                                Error::config(src.locate(&vpath.key("expand")), "expand should be a boolean value")
+                                Error::config(
+                                    src.locate(&vpath.key("expand")),
+                                    "expand should be a boolean value",
+                                )
                             })?
                         }
                         Some("description") if global => description = scalar_string(mv),
@@ -98,13 +106,21 @@ pub(crate) fn parse_variables(
                         Some(other) => {
                             return Err(Error::config(
                                 src.locate(&vpath),
-                                format!("{} config uses invalid data keys: {other}", gitlab_path(&vpath)),
+                                format!(
+                                    "{} config uses invalid data keys: {other}",
+                                    gitlab_path(&vpath)
+                                ),
                             ))
                         }
                         None => return Err(bad()),
                     }
                 }
-                VariableValue { value, expand, description, source }
+                VariableValue {
+                    value,
+                    expand,
+                    description,
+                    source,
+                }
             }
             _ => return Err(bad()),
         };
@@ -116,7 +132,11 @@ pub(crate) fn parse_variables(
 /// `build.variables` → `jobs:build:variables`, as GitLab names config entries in messages.
 pub(crate) fn gitlab_path(path: &YPath) -> String {
     let s = path.to_string().replace('.', ":");
-    if path.0.len() > 1 || path.0.first().is_some_and(|s| matches!(s, crate::yaml::Seg::Key(k) if !crate::job::is_global_keyword(k))) {
+    if path.0.len() > 1
+        || path.0.first().is_some_and(
+            |s| matches!(s, crate::yaml::Seg::Key(k) if !crate::job::is_global_keyword(k)),
+        )
+    {
         format!("jobs:{s}")
     } else {
         s
@@ -139,14 +159,19 @@ pub fn expand_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
             if bytes.get(i + 1) == Some(&b'{') {
                 if let Some(end) = text[i + 2..].find('}') {
                     let name = &text[i + 2..i + 2 + end];
-                    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    if !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    {
                         out.push_str(&lookup(name).unwrap_or_default());
                         i += 3 + end;
                         continue;
                     }
                 }
             }
-            let len = text[i + 1..].bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+            let len = text[i + 1..]
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
             if len > 0 {
                 out.push_str(&lookup(&text[i + 1..i + 1 + len]).unwrap_or_default());
                 i += 1 + len;
@@ -163,7 +188,10 @@ pub fn expand_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
 /// Expands every variable of `vars` against the others (one level at a time, as GitLab's
 /// `sort_and_expand_all` does for references between variables; cycles end after a bounded number of rounds).
 pub(crate) fn expand_all(vars: &BTreeMap<String, VariableValue>) -> BTreeMap<String, String> {
-    let mut cur: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+    let mut cur: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
     for _ in 0..8 {
         let mut changed = false;
         let next: BTreeMap<String, String> = cur
@@ -200,7 +228,10 @@ mod tests {
             "B_C" => Some("x".to_string()),
             _ => None,
         };
-        assert_eq!(expand_variables("$A-${B_C}-$NOPE-$$A-$", &look), "1-x--$A-$");
+        assert_eq!(
+            expand_variables("$A-${B_C}-$NOPE-$$A-$", &look),
+            "1-x--$A-$"
+        );
         assert_eq!(expand_variables("é$A", &look), "é1");
     }
 }

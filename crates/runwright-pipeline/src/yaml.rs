@@ -56,8 +56,16 @@ impl fmt::Display for YPath {
 /// Parses one YAML file into a mapping and expands `<<` merge keys.
 pub(crate) fn parse_file(text: &str, file: &Path) -> Result<Mapping, Error> {
     let mut value: Value = yaml_serde::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        Error::Syntax { file: file.to_path_buf(), line, column, message: e.to_string() }
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        Error::Syntax {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: e.to_string(),
+        }
     })?;
     value.apply_merge().map_err(|e| Error::Syntax {
         file: file.to_path_buf(),
@@ -69,7 +77,11 @@ pub(crate) fn parse_file(text: &str, file: &Path) -> Result<Mapping, Error> {
         Value::Mapping(m) => Ok(m),
         Value::Null => Ok(Mapping::new()),
         _ => Err(Error::config(
-            Location { file: Some(file.to_path_buf()), path: String::new(), line: Some(1) },
+            Location {
+                file: Some(file.to_path_buf()),
+                path: String::new(),
+                line: Some(1),
+            },
             "Invalid configuration format",
         )),
     }
@@ -84,7 +96,11 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn locate(&self, path: &YPath) -> Location {
-        Location { file: Some(self.file.clone()), path: path.to_string(), line: find_line(&self.text, &path.0) }
+        Location {
+            file: Some(self.file.clone()),
+            path: path.to_string(),
+            line: find_line(&self.text, &path.0),
+        }
     }
 }
 
@@ -125,7 +141,10 @@ pub(crate) fn find_line(text: &str, segs: &[Seg]) -> Option<usize> {
         match seg {
             Seg::Key(k) => {
                 if let Some((line, col)) = inline.take() {
-                    let rest = lines.get(line).map(|l| &l[col.min(l.len())..]).unwrap_or("");
+                    let rest = lines
+                        .get(line)
+                        .map(|l| &l[col.min(l.len())..])
+                        .unwrap_or("");
                     if key_matches(rest, k) {
                         found = Some((line, col));
                     } else {
@@ -176,14 +195,22 @@ pub(crate) fn find_line(text: &str, segs: &[Seg]) -> Option<usize> {
                 }
             }
         }
-        let Some((line, col)) = found else { return best };
+        let Some((line, col)) = found else {
+            return best;
+        };
         best = Some(line + 1);
         start = line + 1;
         end = lines
             .iter()
             .enumerate()
             .skip(start)
-            .find(|(_, l)| !is_blank(l) && indent_of(l) <= col && !(indent_of(l) == col && l.trim_start().starts_with('-') && matches!(seg, Seg::Key(_))))
+            .find(|(_, l)| {
+                !is_blank(l)
+                    && indent_of(l) <= col
+                    && !(indent_of(l) == col
+                        && l.trim_start().starts_with('-')
+                        && matches!(seg, Seg::Key(_)))
+            })
             .map(|(i, _)| i)
             .unwrap_or(lines.len());
         child_col = None;
@@ -238,13 +265,18 @@ pub(crate) fn to_json(value: &Value) -> serde_json::Value {
             } else if let Some(u) = n.as_u64() {
                 u.into()
             } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::Null)
             }
         }
         Value::String(s) => serde_json::Value::String(s.clone()),
         Value::Sequence(s) => serde_json::Value::Array(s.iter().map(to_json).collect()),
         Value::Mapping(m) => serde_json::Value::Object(
-            m.iter().map(|(k, v)| (scalar_string(k).unwrap_or_default(), to_json(v))).collect(),
+            m.iter()
+                .map(|(k, v)| (scalar_string(k).unwrap_or_default(), to_json(v)))
+                .collect(),
         ),
         Value::Tagged(t) => to_json(&t.value),
     }
@@ -268,24 +300,44 @@ mod tests {
         let text = "stages: [a]\n\n# c\nbuild:\n  stage: a\n  script:\n    - one\n    - two\n    - three\ntest:\n  rules:\n    - if: $X\n      when: manual\n";
         assert_eq!(find_line(text, &p(&[Seg::Key("build".into())])), Some(4));
         assert_eq!(
-            find_line(text, &p(&[Seg::Key("build".into()), Seg::Key("script".into()), Seg::Index(2)])),
+            find_line(
+                text,
+                &p(&[
+                    Seg::Key("build".into()),
+                    Seg::Key("script".into()),
+                    Seg::Index(2)
+                ])
+            ),
             Some(9)
         );
         assert_eq!(
             find_line(
                 text,
-                &p(&[Seg::Key("test".into()), Seg::Key("rules".into()), Seg::Index(0), Seg::Key("when".into())])
+                &p(&[
+                    Seg::Key("test".into()),
+                    Seg::Key("rules".into()),
+                    Seg::Index(0),
+                    Seg::Key("when".into())
+                ])
             ),
             Some(13)
         );
         assert_eq!(
             find_line(
                 text,
-                &p(&[Seg::Key("test".into()), Seg::Key("rules".into()), Seg::Index(0), Seg::Key("if".into())])
+                &p(&[
+                    Seg::Key("test".into()),
+                    Seg::Key("rules".into()),
+                    Seg::Index(0),
+                    Seg::Key("if".into())
+                ])
             ),
             Some(12)
         );
-        assert_eq!(find_line(text, &p(&[Seg::Key("stages".into()), Seg::Index(0)])), Some(1));
+        assert_eq!(
+            find_line(text, &p(&[Seg::Key("stages".into()), Seg::Index(0)])),
+            Some(1)
+        );
     }
 
     #[test]

@@ -78,7 +78,10 @@ fn expression_table() {
         ("$BRANCH == \"x\" && $EMPTY || $ONE", true),
         ("$ONE || $BRANCH == \"x\" && $UNDEFINED", true),
         ("($ONE || $BRANCH == \"x\") && $UNDEFINED", false),
-        ("($BRANCH == \"main\" || $BRANCH == \"dev\") && $SOURCE =~ /merge/", true),
+        (
+            "($BRANCH == \"main\" || $BRANCH == \"dev\") && $SOURCE =~ /merge/",
+            true,
+        ),
         ("(($BRANCH))", true),
         // Ruby truthiness: "" is truthy inside &&/||, the statement is false only when the result is blank
         ("$EMPTY && $ONE", true),

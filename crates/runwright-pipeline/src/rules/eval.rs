@@ -110,8 +110,14 @@ fn split_pattern(s: &str) -> Option<(&str, &str)> {
 /// Compiles a GitLab pattern: `\/` stands for `/`, flags become RE2 inline flags.
 pub(crate) fn compile(source: &str, flags: &str) -> Result<Regex, EvalError> {
     let source = source.replace("\\/", "/");
-    let full = if flags.is_empty() { source } else { format!("(?{flags}){source}") };
-    Regex::new(&full).map_err(|e| EvalError { message: format!("invalid regular expression /{full}/: {e}") })
+    let full = if flags.is_empty() {
+        source
+    } else {
+        format!("(?{flags}){source}")
+    };
+    Regex::new(&full).map_err(|e| EvalError {
+        message: format!("invalid regular expression /{full}/: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -128,7 +134,10 @@ mod tests {
         };
         let ev = |s: &str| evaluate(&parse(s).expect("parse"), &look).expect("eval");
         assert!(!ev("$EMPTY"));
-        assert!(ev("$EMPTY && $X"), "\"\" is truthy in Ruby, so && returns $X");
+        assert!(
+            ev("$EMPTY && $X"),
+            "\"\" is truthy in Ruby, so && returns $X"
+        );
         assert!(!ev("$X && $EMPTY"));
         assert!(ev("$UNDEFINED == null"));
         assert!(!ev("$EMPTY == null"));

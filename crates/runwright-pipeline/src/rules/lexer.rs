@@ -69,9 +69,15 @@ pub fn lex(input: &str) -> Result<Vec<Spanned>, LexError> {
                 continue;
             }
             '$' => {
-                let len = chars[i + 1..].iter().take_while(|c| c.is_alphanumeric() || **c == '_').count();
+                let len = chars[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_alphanumeric() || **c == '_')
+                    .count();
                 if len == 0 {
-                    return Err(LexError { message: "`$` is not followed by a variable name".into(), column });
+                    return Err(LexError {
+                        message: "`$` is not followed by a variable name".into(),
+                        column,
+                    });
                 }
                 let name: String = chars[i + 1..i + 1 + len].iter().collect();
                 i += 1 + len;
@@ -79,7 +85,10 @@ pub fn lex(input: &str) -> Result<Vec<Spanned>, LexError> {
             }
             '"' | '\'' => {
                 let Some(end) = chars[i + 1..].iter().position(|x| *x == c) else {
-                    return Err(LexError { message: "unterminated string".into(), column });
+                    return Err(LexError {
+                        message: "unterminated string".into(),
+                        column,
+                    });
                 };
                 let s: String = chars[i + 1..i + 1 + end].iter().collect();
                 i += end + 2;
@@ -101,17 +110,28 @@ pub fn lex(input: &str) -> Result<Vec<Spanned>, LexError> {
                     j += 1;
                 }
                 let Some(end) = closed else {
-                    return Err(LexError { message: "unterminated regular expression".into(), column });
+                    return Err(LexError {
+                        message: "unterminated regular expression".into(),
+                        column,
+                    });
                 };
                 if end == i + 1 {
-                    return Err(LexError { message: "empty regular expression".into(), column });
+                    return Err(LexError {
+                        message: "empty regular expression".into(),
+                        column,
+                    });
                 }
                 let source: String = chars[i + 1..end].iter().collect();
-                let flen = chars[end + 1..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+                let flen = chars[end + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .count();
                 let flags: String = chars[end + 1..end + 1 + flen].iter().collect();
                 if let Some(bad) = flags.chars().find(|f| !"ismU".contains(*f)) {
                     return Err(LexError {
-                        message: format!("unknown regular expression flag `{bad}` (allowed: i, m, s, U)"),
+                        message: format!(
+                            "unknown regular expression flag `{bad}` (allowed: i, m, s, U)"
+                        ),
                         column: end + 2 + flags.find(bad).unwrap_or(0),
                     });
                 }
@@ -140,14 +160,20 @@ pub fn lex(input: &str) -> Result<Vec<Spanned>, LexError> {
                     i += 2;
                     t
                 } else {
-                    let word_len = chars[i..].iter().take_while(|c| c.is_alphanumeric() || **c == '_').count();
+                    let word_len = chars[i..]
+                        .iter()
+                        .take_while(|c| c.is_alphanumeric() || **c == '_')
+                        .count();
                     let word: String = chars[i..i + word_len].iter().collect();
                     if word == "null" {
                         i += 4;
                         Token::Null
                     } else {
                         let shown = if word.is_empty() { c.to_string() } else { word };
-                        return Err(LexError { message: format!("unexpected `{shown}`"), column });
+                        return Err(LexError {
+                            message: format!("unexpected `{shown}`"),
+                            column,
+                        });
                     }
                 }
             }
@@ -175,7 +201,10 @@ mod tests {
                 Token::LParen,
                 Token::Variable("B".into()),
                 Token::Matches,
-                Token::Pattern { source: "a\\/b".into(), flags: "i".into() },
+                Token::Pattern {
+                    source: "a\\/b".into(),
+                    flags: "i".into()
+                },
                 Token::Or,
                 Token::String("y".into()),
                 Token::NotEquals,

@@ -11,7 +11,9 @@ use yaml_serde::Value;
 
 use crate::error::{Error, Location, Result};
 use crate::files::ProjectFiles;
-use crate::variables::{expand_variables, gitlab_path, parse_variables, VariableSource, VariableValue};
+use crate::variables::{
+    expand_variables, gitlab_path, parse_variables, VariableSource, VariableValue,
+};
 use crate::yaml::{as_bool, key_str, scalar_string, type_name, Source, YPath};
 
 /// A parsed expression with its source text, ready to evaluate.
@@ -25,11 +27,17 @@ pub struct Expression {
 impl Expression {
     /// Parses `text`; the error carries the 1-based column.
     pub fn parse(text: &str) -> std::result::Result<Self, parser::ParseError> {
-        Ok(Expression { text: text.to_string(), ast: parser::parse(text)? })
+        Ok(Expression {
+            text: text.to_string(),
+            ast: parser::parse(text)?,
+        })
     }
 
     /// Evaluates with the given variables (already expanded).
-    pub fn evaluate(&self, lookup: &dyn Fn(&str) -> Option<String>) -> std::result::Result<bool, eval::EvalError> {
+    pub fn evaluate(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> std::result::Result<bool, eval::EvalError> {
         eval::evaluate(&self.ast, lookup)
     }
 }
@@ -84,29 +92,55 @@ impl RuleEnv<'_> {
     }
 }
 
-const RULE_KEYS: &[&str] =
-    &["if", "changes", "exists", "when", "start_in", "allow_failure", "variables", "needs", "interruptible"];
+const RULE_KEYS: &[&str] = &[
+    "if",
+    "changes",
+    "exists",
+    "when",
+    "start_in",
+    "allow_failure",
+    "variables",
+    "needs",
+    "interruptible",
+];
 
 /// Parses `rules:` (nested arrays from `!reference` are flattened). `kind` limits the allowed keys:
 /// `"workflow"`, `"include"` or `"job"`.
-pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str) -> Result<Vec<Rule>> {
+pub(crate) fn parse_rules(
+    value: &Value,
+    path: &YPath,
+    src: &Source,
+    kind: &str,
+) -> Result<Vec<Rule>> {
     let mut flat = Vec::new();
     flatten(value, path, &mut flat);
     if !matches!(value, Value::Sequence(_)) {
-        return Err(Error::config(src.locate(path), format!("{} config should be an array of hashes", gitlab_path(path))));
+        return Err(Error::config(
+            src.locate(path),
+            format!("{} config should be an array of hashes", gitlab_path(path)),
+        ));
     }
     let mut out = Vec::new();
     for (v, p) in flat {
         let Value::Mapping(m) = v else {
-            return Err(Error::config(src.locate(&p), format!("{} config should be a hash", gitlab_path(&p))));
+            return Err(Error::config(
+                src.locate(&p),
+                format!("{} config should be a hash", gitlab_path(&p)),
+            ));
         };
-        let mut rule = Rule { location: src.locate(&p), ..Rule::default() };
+        let mut rule = Rule {
+            location: src.locate(&p),
+            ..Rule::default()
+        };
         let mut unknown = Vec::new();
         for (k, v) in &m {
             let Some(key) = key_str(k) else { continue };
             let kp = p.key(key);
             let allowed = match kind {
-                "workflow" => matches!(key, "if" | "changes" | "exists" | "when" | "variables" | "auto_cancel"),
+                "workflow" => matches!(
+                    key,
+                    "if" | "changes" | "exists" | "when" | "variables" | "auto_cancel"
+                ),
                 "include" => matches!(key, "if" | "changes" | "exists" | "when"),
                 _ => RULE_KEYS.contains(&key),
             };
@@ -117,7 +151,10 @@ pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str)
             match key {
                 "if" => {
                     let text = v.as_str().ok_or_else(|| {
-                        Error::config(src.locate(&kp), format!("{} should be a string", gitlab_path(&kp)))
+                        Error::config(
+                            src.locate(&kp),
+                            format!("{} should be a string", gitlab_path(&kp)),
+                        )
                     })?;
                     let e = Expression::parse(text).map_err(|e| Error::Expression {
                         location: src.locate(&kp),
@@ -130,10 +167,17 @@ pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str)
                 "changes" => {
                     rule.changes = Some(match v {
                         Value::Mapping(cm) => Changes {
-                            paths: string_list(cm.get("paths").unwrap_or(&Value::Null), &kp.key("paths"), src)?,
+                            paths: string_list(
+                                cm.get("paths").unwrap_or(&Value::Null),
+                                &kp.key("paths"),
+                                src,
+                            )?,
                             compare_to: cm.get("compare_to").and_then(scalar_string),
                         },
-                        _ => Changes { paths: string_list(v, &kp, src)?, compare_to: None },
+                        _ => Changes {
+                            paths: string_list(v, &kp, src)?,
+                            compare_to: None,
+                        },
                     })
                 }
                 "exists" => {
@@ -145,7 +189,11 @@ pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str)
                                     "`rules:exists:project` is not available offline: it needs GitLab",
                                 ));
                             }
-                            string_list(em.get("paths").unwrap_or(&Value::Null), &kp.key("paths"), src)?
+                            string_list(
+                                em.get("paths").unwrap_or(&Value::Null),
+                                &kp.key("paths"),
+                                src,
+                            )?
                         }
                         _ => string_list(v, &kp, src)?,
                     })
@@ -154,12 +202,20 @@ pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str)
                     let w = v.as_str().unwrap_or_default();
                     let ok = match kind {
                         "workflow" | "include" => matches!(w, "always" | "never"),
-                        _ => matches!(w, "on_success" | "on_failure" | "always" | "manual" | "delayed" | "never"),
+                        _ => matches!(
+                            w,
+                            "on_success" | "on_failure" | "always" | "manual" | "delayed" | "never"
+                        ),
                     };
                     if !ok {
                         return Err(Error::config(
                             src.locate(&kp),
-                            format!("{} config has an invalid `when`: {}", gitlab_path(&p), crate::yaml::scalar_string(v).unwrap_or_else(|| type_name(v).into())),
+                            format!(
+                                "{} config has an invalid `when`: {}",
+                                gitlab_path(&p),
+                                crate::yaml::scalar_string(v)
+                                    .unwrap_or_else(|| type_name(v).into())
+                            ),
                         ));
                     }
                     rule.when = Some(w.to_string());
@@ -167,11 +223,16 @@ pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str)
                 "start_in" => rule.start_in = scalar_string(v),
                 "allow_failure" => {
                     rule.allow_failure = Some(as_bool(v).ok_or_else(|| {
-                        Error::config(src.locate(&kp), format!("{} should be a boolean value", gitlab_path(&kp)))
+                        Error::config(
+                            src.locate(&kp),
+                            format!("{} should be a boolean value", gitlab_path(&kp)),
+                        )
                     })?)
                 }
                 "interruptible" => rule.interruptible = as_bool(v),
-                "variables" => rule.variables = parse_variables(v, &kp, src, VariableSource::Rules, false)?,
+                "variables" => {
+                    rule.variables = parse_variables(v, &kp, src, VariableSource::Rules, false)?
+                }
                 "needs" => rule.needs = Some(v.clone()),
                 _ => {}
             }
@@ -179,7 +240,11 @@ pub(crate) fn parse_rules(value: &Value, path: &YPath, src: &Source, kind: &str)
         if !unknown.is_empty() {
             return Err(Error::config(
                 src.locate(&p),
-                format!("{} config contains unknown keys: {}", gitlab_path(&p), unknown.join(", ")),
+                format!(
+                    "{} config contains unknown keys: {}",
+                    gitlab_path(&p),
+                    unknown.join(", ")
+                ),
             ));
         }
         out.push(rule);
@@ -211,13 +276,19 @@ pub(crate) fn string_list(value: &Value, path: &YPath, src: &Source) -> Result<V
             .enumerate()
             .map(|(i, v)| {
                 scalar_string(v).ok_or_else(|| {
-                    Error::config(src.locate(&path.index(i)), format!("{} should be a string", gitlab_path(&path.index(i))))
+                    Error::config(
+                        src.locate(&path.index(i)),
+                        format!("{} should be a string", gitlab_path(&path.index(i))),
+                    )
                 })
             })
             .collect(),
-        v => scalar_string(v)
-            .map(|s| vec![s])
-            .ok_or_else(|| Error::config(src.locate(path), format!("{} should be an array of strings", gitlab_path(path)))),
+        v => scalar_string(v).map(|s| vec![s]).ok_or_else(|| {
+            Error::config(
+                src.locate(path),
+                format!("{} should be an array of strings", gitlab_path(path)),
+            )
+        }),
     }
 }
 
@@ -258,14 +329,23 @@ pub(crate) fn first_match<'r>(rules: &'r [Rule], env: &RuleEnv<'_>) -> Result<Op
 }
 
 /// `changes:`: true when a changed file matches a glob; true when changes are unknown or do not apply.
-pub(crate) fn changes_match(globs: &[String], compare_to: Option<&str>, env: &RuleEnv<'_>, loc: &Location) -> Result<bool> {
+pub(crate) fn changes_match(
+    globs: &[String],
+    compare_to: Option<&str>,
+    env: &RuleEnv<'_>,
+    loc: &Location,
+) -> Result<bool> {
     if !env.changes_apply {
         return Ok(true);
     }
-    let Some(changed) = env.files.changed_files(compare_to) else { return Ok(true) };
+    let Some(changed) = env.files.changed_files(compare_to) else {
+        return Ok(true);
+    };
     for g in globs {
         let g = expand_variables(g, &env.lookup());
-        if crate::glob::any_match(&g, &changed).map_err(|e| Error::config(loc.clone(), format!("invalid glob `{g}`: {e}")))? {
+        if crate::glob::any_match(&g, &changed)
+            .map_err(|e| Error::config(loc.clone(), format!("invalid glob `{g}`: {e}")))?
+        {
             return Ok(true);
         }
     }
@@ -277,7 +357,9 @@ pub(crate) fn exists_match(globs: &[String], env: &RuleEnv<'_>, loc: &Location) 
     let files = env.files.list_files();
     for g in globs {
         let g = expand_variables(g, &env.lookup());
-        if crate::glob::any_match(&g, &files).map_err(|e| Error::config(loc.clone(), format!("invalid glob `{g}`: {e}")))? {
+        if crate::glob::any_match(&g, &files)
+            .map_err(|e| Error::config(loc.clone(), format!("invalid glob `{g}`: {e}")))?
+        {
             return Ok(true);
         }
     }
@@ -298,7 +380,10 @@ pub struct Policy {
 }
 
 pub(crate) fn parse_policy(value: &Value, path: &YPath, src: &Source) -> Result<Policy> {
-    let mut p = Policy { location: src.locate(path), ..Policy::default() };
+    let mut p = Policy {
+        location: src.locate(path),
+        ..Policy::default()
+    };
     match value {
         Value::Mapping(m) => {
             for (k, v) in m {
@@ -308,7 +393,9 @@ pub(crate) fn parse_policy(value: &Value, path: &YPath, src: &Source) -> Result<
                     "refs" => p.refs = Some(string_list(v, &kp, src)?),
                     "changes" => {
                         p.changes = Some(match v {
-                            Value::Mapping(cm) => string_list(cm.get("paths").unwrap_or(&Value::Null), &kp, src)?,
+                            Value::Mapping(cm) => {
+                                string_list(cm.get("paths").unwrap_or(&Value::Null), &kp, src)?
+                            }
                             _ => string_list(v, &kp, src)?,
                         })
                     }
@@ -329,7 +416,10 @@ pub(crate) fn parse_policy(value: &Value, path: &YPath, src: &Source) -> Result<
                     other => {
                         return Err(Error::config(
                             src.locate(&kp),
-                            format!("{} config contains unknown keys: {other}", gitlab_path(path)),
+                            format!(
+                                "{} config contains unknown keys: {other}",
+                                gitlab_path(path)
+                            ),
                         ))
                     }
                 }

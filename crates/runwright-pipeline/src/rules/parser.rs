@@ -47,13 +47,24 @@ pub type ParseError = LexError;
 pub fn parse(input: &str) -> Result<Expr, ParseError> {
     let tokens = lex(input)?;
     if tokens.is_empty() {
-        return Err(LexError { message: "empty expression".into(), column: 1 });
+        return Err(LexError {
+            message: "empty expression".into(),
+            column: 1,
+        });
     }
     let end_column = input.chars().count() + 1;
-    let mut p = Parser { tokens, pos: 0, end_column, depth: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        end_column,
+        depth: 0,
+    };
     let e = p.or()?;
     if let Some(t) = p.tokens.get(p.pos) {
-        return Err(LexError { message: format!("unexpected {}", describe(&t.token)), column: t.column });
+        return Err(LexError {
+            message: format!("unexpected {}", describe(&t.token)),
+            column: t.column,
+        });
     }
     Ok(e)
 }
@@ -88,7 +99,10 @@ impl Parser {
     }
 
     fn column(&self) -> usize {
-        self.tokens.get(self.pos).map(|t| t.column).unwrap_or(self.end_column)
+        self.tokens
+            .get(self.pos)
+            .map(|t| t.column)
+            .unwrap_or(self.end_column)
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
@@ -122,9 +136,14 @@ impl Parser {
         };
         self.pos += 1;
         let right = self.operand()?;
-        if let Some(t @ (Token::Equals | Token::NotEquals | Token::Matches | Token::NotMatches)) = self.peek() {
+        if let Some(t @ (Token::Equals | Token::NotEquals | Token::Matches | Token::NotMatches)) =
+            self.peek()
+        {
             return Err(LexError {
-                message: format!("unexpected {}: comparisons cannot be chained, use parentheses", describe(t)),
+                message: format!(
+                    "unexpected {}: comparisons cannot be chained, use parentheses",
+                    describe(t)
+                ),
                 column: self.column(),
             });
         }
@@ -134,7 +153,10 @@ impl Parser {
     fn operand(&mut self) -> Result<Expr, ParseError> {
         let column = self.column();
         let Some(tok) = self.peek().cloned() else {
-            return Err(LexError { message: "unexpected end of expression".into(), column });
+            return Err(LexError {
+                message: "unexpected end of expression".into(),
+                column,
+            });
         };
         self.pos += 1;
         match tok {
@@ -145,17 +167,26 @@ impl Parser {
             Token::LParen => {
                 self.depth += 1;
                 if self.depth > 64 {
-                    return Err(LexError { message: "too many nested parentheses".into(), column });
+                    return Err(LexError {
+                        message: "too many nested parentheses".into(),
+                        column,
+                    });
                 }
                 let e = self.or()?;
                 self.depth -= 1;
                 if self.peek() != Some(&Token::RParen) {
-                    return Err(LexError { message: "missing `)`".into(), column: self.column() });
+                    return Err(LexError {
+                        message: "missing `)`".into(),
+                        column: self.column(),
+                    });
                 }
                 self.pos += 1;
                 Ok(e)
             }
-            other => Err(LexError { message: format!("unexpected {}", describe(&other)), column }),
+            other => Err(LexError {
+                message: format!("unexpected {}", describe(&other)),
+                column,
+            }),
         }
     }
 }
