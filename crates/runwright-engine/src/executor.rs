@@ -42,6 +42,11 @@ pub trait Executor: Send + Sync {
     fn builds_dir_shared(&self) -> bool;
     /// The human line under "Preparing the … executor".
     fn description(&self) -> String;
+    /// The host name jobs run on, when the executor knows it without running anything (the prepare stage
+    /// then prints it directly instead of starting a shell).
+    fn host_name(&self) -> Option<String> {
+        None
+    }
     async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError>;
 }
 

@@ -179,9 +179,8 @@ impl ScriptWriter {
         if trace {
             s.push_str("set -o xtrace\n");
         }
-        s.push_str(
-            "if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n",
-        );
+        // GitLab probes with `set -o | grep pipefail`; a subshell probe does the same without starting grep.
+        s.push_str("if (set -o pipefail) 2>/dev/null; then set -o pipefail; fi; set -o errexit\n");
         s.push_str("set +o noclobber\n");
         s.push_str(&format!(": | eval {}\n", single_quote(&self.body)));
         s.push_str("exit 0\n");

@@ -110,48 +110,30 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
         GitStrategy::Clone | GitStrategy::Fetch => {}
     }
 
+    // The template's config becomes the new repository's .git/config. Written in one go (GitLab's runner
+    // calls `git config -f` once per key; each is a process start on the job's critical path).
     let template = format!("{}/git-template", s.tmp_dir);
     w.mkdir(&template);
-    let template_cfg = format!("{template}/config");
-    w.command(&[
-        "git",
-        "config",
-        "-f",
-        &template_cfg,
-        "init.defaultBranch",
-        "none",
-    ]);
-    w.command(&[
-        "git",
-        "config",
-        "-f",
-        &template_cfg,
-        "fetch.recurseSubmodules",
-        "false",
-    ]);
-    w.command(&[
-        "git",
-        "config",
-        "-f",
-        &template_cfg,
-        "credential.interactive",
-        "never",
-    ]);
-    w.command(&[
-        "git",
-        "config",
-        "-f",
-        &template_cfg,
-        "gc.autoDetach",
-        "false",
-    ]);
+    let mut cfg = String::from(
+        "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n\
+         [gc]\n\tautoDetach = false\n\tauto = 0\n[maintenance]\n\tauto = false\n",
+    );
     if s.submodules != SubmoduleStrategy::None {
         // Submodules on the same server are fetched with the job's credentials (runner: insteadOf rules).
         if let Some((with_creds, without)) = insteadof_pair(&s.remote_url) {
-            let key = format!("url.{with_creds}.insteadOf");
-            w.command(&["git", "config", "-f", &template_cfg, &key, &without]);
+            let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+            cfg.push_str(&format!(
+                "[url \"{}\"]\n\tinsteadOf = \"{}\"\n",
+                esc(&with_creds),
+                esc(&without)
+            ));
         }
     }
+    w.line(&format!(
+        "printf '%s' {} > {}",
+        crate::script::shell_escape(&cfg),
+        crate::script::shell_escape(&format!("{template}/config"))
+    ));
 
     if s.strategy == GitStrategy::Clone {
         w.rm_dir(dir);
@@ -166,10 +148,13 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
     }
     // Stale lock files from a killed earlier job would fail the fetch.
     w.if_directory(&format!("{dir}/.git"));
-    for lock in ["index.lock", "shallow.lock", "HEAD.lock"] {
-        w.rm_file(&format!("{dir}/.git/{lock}"));
-    }
-    w.rm_file(&format!("{dir}/.git/hooks/post-checkout"));
+    let stale: Vec<String> = ["index.lock", "shallow.lock", "HEAD.lock", "hooks/post-checkout"]
+        .iter()
+        .map(|f| format!("{dir}/.git/{f}"))
+        .collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(stale.iter().map(String::as_str));
+    w.command(&rm);
     w.else_();
     w.line("echo 'Created fresh repository.'");
     w.end_if();
@@ -180,7 +165,7 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
     ));
     w.cd(dir);
     w.line(&format!(
-        "if git remote get-url origin >/dev/null 2>&1; then git remote set-url origin {url}; else git remote add origin {url}; fi",
+        "git remote set-url origin {url} 2>/dev/null || git remote add origin {url}",
         url = crate::script::shell_escape(&s.remote_url)
     ));
     let mut fetch: Vec<String> = vec![

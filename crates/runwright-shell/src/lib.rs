@@ -94,6 +94,12 @@ impl Executor for ShellExecutor {
         format!("Using Shell ({}) executor...", self.shell)
     }
 
+    fn host_name(&self) -> Option<String> {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+    }
+
     async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
         tokio::fs::create_dir_all(&job.builds_dir)
             .await
