@@ -118,7 +118,7 @@ fn extract_staged(
     // Directory modes and mtimes last: adding children changes a directory's mtime, and a read-only directory
     // could not have received its children.
     x.dirs
-        .sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+        .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (rel, mode, mtime) in &x.dirs {
         let p = target.join(rel);
         match std::fs::symlink_metadata(&p) {
@@ -176,6 +176,7 @@ impl Extractor<'_> {
             }
         }
         if let Ok(vfs) = nix::sys::statvfs::statvfs(&self.root) {
+            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
             let free = (vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64);
             if total > free {
                 return Err(Error::Refused {

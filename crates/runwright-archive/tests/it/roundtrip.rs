@@ -188,3 +188,42 @@ fn setuid_bits_dropped_unless_asked() {
         0o4755
     );
 }
+
+#[test]
+fn more_than_65535_entries_use_zip64() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    for d in 0..66 {
+        let sub = tree.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..1000 {
+            std::fs::File::create(sub.join(format!("{f:03}"))).unwrap();
+        }
+    }
+    let sel = select_files(
+        &tree,
+        &ArchiveSpec {
+            paths: vec![".".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(sel.entries.len(), 66_066);
+    let out = dir.path().join("many.zip");
+    write_archive(&sel, &out, &WriteOptions::default()).unwrap();
+    let x = extract(&out, &dir.path().join("x"), &ExtractOptions::default()).unwrap();
+    assert_eq!(x.files, 66_000);
+    let out = {
+        require_tool("unzip");
+        std::process::Command::new("unzip")
+    }
+    .arg("-tqq")
+    .arg(&out)
+    .output();
+    let out = out.expect("this test needs Info-ZIP `unzip`: run scripts/install-test-deps");
+    assert!(
+        out.status.success(),
+        "unzip -t: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
