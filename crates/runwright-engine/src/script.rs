@@ -98,6 +98,12 @@ impl ScriptWriter {
         self.command(&["cd", path]);
     }
 
+    /// `mkdir -p` only when the directory is missing: every stage starts with this, and a test is a builtin.
+    pub fn ensure_dir(&mut self, path: &str) {
+        let p = shell_escape(path);
+        self.line(&format!("[ -d {p} ] || mkdir -p {p}"));
+    }
+
     pub fn mkdir(&mut self, path: &str) {
         self.command(&["mkdir", "-p", path]);
     }
@@ -120,7 +126,7 @@ impl ScriptWriter {
             }
             if v.file {
                 if !made_tmp {
-                    self.line(&format!("mkdir -p {}", shell_escape(tmp_dir)));
+                    self.ensure_dir(tmp_dir);
                     made_tmp = true;
                 }
                 let path = format!("{tmp_dir}/{}", v.key);
@@ -135,9 +141,12 @@ impl ScriptWriter {
             }
         }
         let env_file = format!("{tmp_dir}/gitlab_runner_env");
-        self.line(&format!("mkdir -p {}", shell_escape(tmp_dir)));
+        if !made_tmp {
+            self.ensure_dir(tmp_dir);
+        }
         self.line(&format!("export GITLAB_ENV={}", shell_escape(&env_file)));
-        self.line(&format!("touch {}", shell_escape(&env_file)));
+        // `: >>` creates the file without starting `touch`.
+        self.line(&format!(": >> {}", shell_escape(&env_file)));
         self.line(&format!(
             "while read -r line; do export \"$line\"; done < {}",
             shell_escape(&env_file)

@@ -110,31 +110,6 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
         GitStrategy::Clone | GitStrategy::Fetch => {}
     }
 
-    // The template's config becomes the new repository's .git/config. Written in one go (GitLab's runner
-    // calls `git config -f` once per key; each is a process start on the job's critical path).
-    let template = format!("{}/git-template", s.tmp_dir);
-    w.mkdir(&template);
-    let mut cfg = String::from(
-        "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n\
-         [gc]\n\tautoDetach = false\n\tauto = 0\n[maintenance]\n\tauto = false\n",
-    );
-    if s.submodules != SubmoduleStrategy::None {
-        // Submodules on the same server are fetched with the job's credentials (runner: insteadOf rules).
-        if let Some((with_creds, without)) = insteadof_pair(&s.remote_url) {
-            let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-            cfg.push_str(&format!(
-                "[url \"{}\"]\n\tinsteadOf = \"{}\"\n",
-                esc(&with_creds),
-                esc(&without)
-            ));
-        }
-    }
-    w.line(&format!(
-        "printf '%s' {} > {}",
-        crate::script::shell_escape(&cfg),
-        crate::script::shell_escape(&format!("{template}/config"))
-    ));
-
     if s.strategy == GitStrategy::Clone {
         w.rm_dir(dir);
     }
@@ -146,23 +121,30 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
     } else {
         w.notice("Fetching changes...");
     }
-    // Stale lock files from a killed earlier job would fail the fetch.
+    // An existing repository is reused (after removing lock files a killed job may have left); a new one is
+    // created from a template whose config is the new .git/config.
     w.if_directory(&format!("{dir}/.git"));
-    let stale: Vec<String> = ["index.lock", "shallow.lock", "HEAD.lock", "hooks/post-checkout"]
-        .iter()
-        .map(|f| format!("{dir}/.git/{f}"))
-        .collect();
+    let stale: Vec<String> = [
+        "index.lock",
+        "shallow.lock",
+        "HEAD.lock",
+        "hooks/post-checkout",
+    ]
+    .iter()
+    .map(|f| format!("{dir}/.git/{f}"))
+    .collect();
     let mut rm = vec!["rm", "-f"];
     rm.extend(stale.iter().map(String::as_str));
     w.command(&rm);
     w.else_();
+    write_template(w, s);
     w.line("echo 'Created fresh repository.'");
-    w.end_if();
     w.line(&format!(
         "git init {} --template {} >/dev/null",
         crate::script::shell_escape(dir),
-        crate::script::shell_escape(&template)
+        crate::script::shell_escape(&template_dir(s))
     ));
+    w.end_if();
     w.cd(dir);
     w.line(&format!(
         "git remote set-url origin {url} 2>/dev/null || git remote add origin {url}",
@@ -225,14 +207,24 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
             });
             let rec = if recursive { " --recursive" } else { "" };
             let paths = &s.submodule_paths;
-            w.line(&format!("git submodule init {paths}"));
-            w.line(&format!("git submodule sync{rec} {paths}"));
+            // Submodules on the same server are fetched with this job's credentials: an `insteadOf` rule given
+            // with `-c` reaches the commands git starts for each submodule and never lands in a config file,
+            // where the next job would find an expired token (runner: insteadOf rules for submodules).
+            let git = match insteadof_pair(&s.remote_url) {
+                Some((with_creds, without)) => format!(
+                    "git -c {}",
+                    crate::script::shell_escape(&format!("url.{with_creds}.insteadOf={without}"))
+                ),
+                None => "git".to_string(),
+            };
+            w.line(&format!("{git} submodule init {paths}"));
+            w.line(&format!("{git} submodule sync{rec} {paths}"));
             let depth = match s.submodule_depth {
                 Some(d) if d > 0 => format!(" --depth {d}"),
                 _ => String::new(),
             };
             w.line(&format!(
-                "git submodule update --init{rec}{depth} {} {paths}",
+                "{git} submodule update --init{rec}{depth} {} {paths}",
                 s.submodule_update_flags
             ));
             if let Some(flags) = &s.clean_flags {
@@ -247,6 +239,26 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
             ));
         }
     }
+}
+
+fn template_dir(s: &SourcesSettings) -> String {
+    format!("{}/git-template", s.tmp_dir)
+}
+
+/// The template's config becomes the new repository's .git/config. Written in one go (GitLab's runner calls
+/// `git config -f` once per key; each is a process start on the job's critical path).
+fn write_template(w: &mut ScriptWriter, s: &SourcesSettings) {
+    let template = template_dir(s);
+    w.mkdir(&template);
+    let cfg = String::from(
+        "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n\
+         [gc]\n\tautoDetach = false\n\tauto = 0\n[maintenance]\n\tauto = false\n",
+    );
+    w.line(&format!(
+        "printf '%s' {} > {}",
+        crate::script::shell_escape(&cfg),
+        crate::script::shell_escape(&format!("{template}/config"))
+    ));
 }
 
 /// For `http(s)://user:token@host/…`: the `(with credentials, without)` server prefixes for `insteadOf`.

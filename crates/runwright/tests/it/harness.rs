@@ -80,7 +80,11 @@ impl Harness {
 
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwright"));
-        cmd.env("RUNWRIGHT_FAST_RETRIES", "1")
+        // Jobs run `bash -l`: a HOME of the test's own keeps the machine's login profile (pyenv, …) out of them.
+        let home = self.dir.path().join("home");
+        let _ = std::fs::create_dir_all(&home);
+        cmd.env("HOME", &home)
+            .env("RUNWRIGHT_FAST_RETRIES", "1")
             .env("RUNWRIGHT_KILL_GRACE_SECONDS", "2")
             .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")

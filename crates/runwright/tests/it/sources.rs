@@ -168,6 +168,13 @@ async fn submodules_normal_and_recursive() {
         "{t}"
     );
 
+    // A second job reuses the checkout (fetch) with a new job token: stale credentials must not linger.
+    let mut again = git_job("again", "grp/app", &sha, &["cat lib/lib.txt"])
+        .with_variable("GIT_SUBMODULE_STRATEGY", "normal");
+    again.project = project.clone();
+    let job = h.final_job(h.coordinator.enqueue(again)).await;
+    assert_eq!(job.state, "success", "{}", job.trace_text());
+
     let mut recursive = git_job("recursive", "grp/app", &sha, &["cat lib/inner/inner.txt"])
         .with_variable("GIT_SUBMODULE_STRATEGY", "recursive")
         .with_variable("GIT_STRATEGY", "clone");

@@ -28,7 +28,7 @@ async fn masked_secret_split_across_writes_and_patches_never_reaches_gitlab() {
         &[
             // The secret is printed in two halves with a pause longer than the patch interval in between,
             // so the first half would go out in an earlier PATCH than the second.
-            "printf 'start %s' \"${MY_SECRET:0:9}\"; sleep 2.5; printf '%s end\\n' \"${MY_SECRET:9}\"",
+            "printf 'start %s' \"${MY_SECRET:0:9}\"; sleep 4; printf '%s end\\n' \"${MY_SECRET:9}\"",
             "echo \"whole: $MY_SECRET\"",
             "echo \"token: glpat-abcdefghijklmnop1234\"",
         ],
