@@ -348,6 +348,35 @@ enum StageResult {
     System(String),
 }
 
+impl StageResult {
+    /// The job's outcome when this stage ends it: a non-zero exit fails with `exit_reason`, a cancel with the
+    /// job context's reason, an executor error as a system failure; `None` when the job goes on.
+    fn failure(
+        self,
+        exit_reason: FailureReason,
+        control: &JobControl,
+        ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
+    ) -> Option<JobOutcome> {
+        match self {
+            StageResult::Ok => None,
+            StageResult::Canceled => Some(ctx_outcome(control)),
+            StageResult::ExitCode(c) => {
+                let exit_code = (exit_reason == FailureReason::ScriptFailure).then_some(c);
+                Some(JobOutcome::failed(
+                    exit_reason,
+                    exit_code,
+                    format!("exit status {c}"),
+                ))
+            }
+            StageResult::System(e) => Some(JobOutcome::failed(
+                FailureReason::RunnerSystemFailure,
+                None,
+                e,
+            )),
+        }
+    }
+}
+
 async fn run_script(
     session: &mut dyn ExecutorSession,
     stage: &str,
@@ -408,19 +437,9 @@ async fn run_stages(
         }
     };
     sections.end("prepare_script");
-    match r {
-        StageResult::Ok => {}
-        StageResult::Canceled => return ctx_outcome(control),
-        StageResult::ExitCode(c) => {
-            return JobOutcome::failed(
-                FailureReason::RunnerSystemFailure,
-                None,
-                format!("prepare environment: exit status {c}"),
-            )
-        }
-        StageResult::System(e) => {
-            return JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e)
-        }
+    // A failing prepare stage is the runner's problem, not the script's.
+    if let Some(outcome) = r.failure(FailureReason::RunnerSystemFailure, control, ctx_outcome) {
+        return outcome;
     }
 
     // get_sources (with GET_SOURCES_ATTEMPTS)
@@ -458,19 +477,8 @@ async fn run_stages(
         }
     }
     sections.end("get_sources");
-    match result {
-        StageResult::Ok => {}
-        StageResult::Canceled => return ctx_outcome(control),
-        StageResult::ExitCode(c) => {
-            return JobOutcome::failed(
-                FailureReason::ScriptFailure,
-                Some(c),
-                format!("exit status {c}"),
-            )
-        }
-        StageResult::System(e) => {
-            return JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e)
-        }
+    if let Some(outcome) = result.failure(FailureReason::ScriptFailure, control, ctx_outcome) {
+        return outcome;
     }
 
     // restore_cache, download_artifacts: pluggable.
