@@ -1,6 +1,6 @@
-//! The README's main command until the local pipeline mode exists: the example project in `examples/demo/`
-//! runs through the real `runwright run` service (shell executor) against the bundled coordinator, which
-//! speaks GitLab's runner API on loopback and serves the project's git repository.
+//! The README's former main command (now `scripts/demo`, i.e. `runwright exec`): the example project in
+//! `examples/demo/` runs through the real `runwright run` service (shell executor) against the bundled
+//! coordinator, which speaks GitLab's runner API on loopback and serves the project's git repository.
 //!
 //! Run with `cargo run --release -p runwright --example demo` (it builds and uses `target/release/runwright`).
 

@@ -27,6 +27,24 @@ pub enum Command {
     Run(RunArgs),
     /// List the configured runners.
     List(ConfigArg),
+    /// Run the .gitlab-ci.yml pipeline of the current git checkout (its committed HEAD) on this machine.
+    Exec(ExecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The CI file, relative to the top of the checkout.
+    #[arg(long, default_value = ".gitlab-ci.yml")]
+    pub file: PathBuf,
+    /// A pipeline variable (highest precedence), KEY=VALUE; repeatable.
+    #[arg(long = "variable", short = 'e', value_name = "KEY=VALUE")]
+    pub variable: Vec<String>,
+    /// Run in this directory (a git checkout) instead of the current one.
+    #[arg(short = 'C', long)]
+    pub directory: Option<PathBuf>,
+    /// Run only these jobs (manual jobs named here run too).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -79,5 +97,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
             ))
         }
         Command::List(args) => crate::list::run(&args),
+        Command::Exec(args) => crate::exec::run(
+            args,
+            crate::logging::LogArgs {
+                debug: cli.debug,
+                level: cli.log_level,
+                format: cli.log_format,
+            },
+        ),
     }
 }

@@ -2,6 +2,7 @@
 #![deny(clippy::print_stdout)]
 
 mod cli;
+mod exec;
 mod identity;
 mod list;
 mod logging;

@@ -45,6 +45,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state every entry's pollers and jobs share; `runwright run` and `runwright exec` both start here.
+    pub fn new(
+        identity: RunnerIdentity,
+        working_dir: PathBuf,
+        user: Option<String>,
+        concurrent: usize,
+        check_interval: Duration,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            identity,
+            working_dir,
+            user,
+            slots: Slots::new(concurrent),
+            stop_requests: CancellationToken::new(),
+            abort_jobs: CancellationToken::new(),
+            jobs: TaskTracker::new(),
+            check_interval: std::sync::Mutex::new(check_interval),
+        })
+    }
+
     pub fn check_interval(&self) -> Duration {
         self.check_interval
             .lock()
@@ -161,16 +181,13 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let shared = Arc::new(Shared {
+    let shared = Shared::new(
         identity,
-        working_dir: std::env::current_dir().context("reading the working directory")?,
-        user: args.user.clone().or(config.user.clone()),
-        slots: Slots::new(config.concurrent),
-        stop_requests: CancellationToken::new(),
-        abort_jobs: CancellationToken::new(),
-        jobs: TaskTracker::new(),
-        check_interval: std::sync::Mutex::new(config.check_interval()),
-    });
+        std::env::current_dir().context("reading the working directory")?,
+        args.user.clone().or(config.user.clone()),
+        config.concurrent,
+        config.check_interval(),
+    );
 
     let mut entries: HashMap<String, Entry> = HashMap::new();
     apply_config(&shared, &mut entries, &config);
@@ -278,17 +295,8 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
         if entries.contains_key(&key) {
             continue;
         }
-        let executor = match make_executor(r, shared) {
-            Ok(e) => e,
-            Err(msg) => {
-                tracing::error!(runner = %r.name, "{msg}");
-                continue;
-            }
-        };
-        let stop = shared.stop_requests.child_token();
-        let runner = Arc::new(r.clone());
-        match poll::start(shared.clone(), runner, executor, stop.clone()) {
-            Ok(()) => {
+        match start_entry(shared, r) {
+            Ok(stop) => {
                 tracing::info!(runner = %r.name, url = %r.url, executor = %r.executor, "runner entry started");
                 entries.insert(
                     key,
@@ -298,7 +306,24 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
                     },
                 );
             }
-            Err(e) => tracing::error!(runner = %r.name, "cannot start runner entry: {e}"),
+            Err(msg) => tracing::error!(runner = %r.name, "{msg}"),
         }
     }
+}
+
+/// Starts the pollers of one `[[runners]]` entry (its executor, `request_concurrency` poll tasks); the
+/// returned token stops them. Jobs they take run in `shared.jobs`.
+pub fn start_entry(shared: &Arc<Shared>, r: &RunnerConfig) -> Result<CancellationToken, String> {
+    let executor = make_executor(r, shared)?;
+    let stop = shared.stop_requests.child_token();
+    poll::start(shared.clone(), Arc::new(r.clone()), executor, stop.clone())
+        .map_err(|e| format!("cannot start runner entry: {e}"))?;
+    Ok(stop)
+}
+
+/// Stops taking jobs and waits for the running ones to send their final updates.
+pub async fn drain(shared: &Shared) {
+    shared.stop_requests.cancel();
+    shared.jobs.close();
+    shared.jobs.wait().await;
 }

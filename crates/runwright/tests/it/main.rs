@@ -5,6 +5,7 @@ mod harness;
 
 mod cancel;
 mod config;
+mod exec;
 mod jobs;
 mod mock_compat;
 mod polling;
