@@ -37,6 +37,12 @@ deploy:
   stage: deploy
   script:
     - echo deploy-output
+report:
+  stage: deploy
+  needs: [unit]
+  image: alpine:3
+  script:
+    - echo report-output
 release:
   stage: deploy
   when: manual
@@ -87,8 +93,14 @@ async fn pipeline_runs_stage_by_stage_and_fails_on_a_failed_job() {
     let unit = pos(&stdout, "unit-output\n");
     let broken = pos(&stdout, "broken-output\n");
     let cleanup = pos(&stdout, "cleanup-output\n");
+    // `needs: [unit]` only: runs although `broken` in an earlier stage failed.
+    let report = pos(&stdout, "report-output\n");
     assert!(
-        build < flaky && flaky < unit && unit < broken && broken < cleanup,
+        build < flaky && flaky < unit && unit < broken && broken < cleanup && cleanup < report,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("docker executor is not available yet"),
         "{stdout}"
     );
     assert!(!stdout.contains("deploy-output"), "{stdout}");
@@ -106,6 +118,7 @@ async fn pipeline_runs_stage_by_stage_and_fails_on_a_failed_job() {
         ["broken", "test", "failed"],
         ["cleanup", "deploy", "success"],
         ["deploy", "deploy", "skipped"],
+        ["report", "deploy", "success"],
         ["release", "deploy", "manual"],
     ] {
         let line = summary
@@ -149,4 +162,28 @@ async fn invalid_yaml_is_reported_with_the_file_and_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains(".gitlab-ci.yml"), "{stderr}");
     assert!(!stdout.contains("==="), "nothing runs: {stdout}");
+}
+
+/// The README's main command (`scripts/demo`): the example pipeline passes.
+#[tokio::test]
+async fn example_pipeline_passes() {
+    let h = Harness::new().await;
+    let dir = h.path().join("example");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/project");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for e in std::fs::read_dir(&src).expect("example") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+    }
+    h.git(&dir, &["init", "-q", "-b", "main"]);
+    h.git(&dir, &["add", "-A"]);
+    h.git(&dir, &["commit", "-q", "-m", "example"]);
+    let (out, stdout) = exec(&h, &dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Hello from the example project"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok 1 - greeting"), "{stdout}");
+    assert!(stdout.contains("pipeline passed"), "{stdout}");
 }
