@@ -444,9 +444,11 @@ impl Shared {
             match self.send_update(fin).await {
                 UpdateJobState::Succeeded => return Ok(()),
                 UpdateJobState::Abort | UpdateJobState::NotFound => {
-                    tracing::warn!(
+                    // Also GitLab's normal answer to a `failed` final update (`Job-Status: failed`), so not a
+                    // warning: either way the job is finished on GitLab's side.
+                    tracing::info!(
                         job = self.job_id,
-                        "final update: GitLab no longer accepts updates for this job"
+                        "final update: GitLab reports the job finished (or no longer accepts updates)"
                     );
                     return Ok(());
                 }
