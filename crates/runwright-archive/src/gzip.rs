@@ -10,7 +10,7 @@ use flate2::{Compression, GzBuilder};
 
 use crate::error::{Error, IoContext, Result};
 use crate::select::{EntryKind, Selection};
-use crate::zipwrite::out_dir;
+use crate::zipwrite::temp_output;
 use crate::{ArchiveStats, WriteOptions};
 
 pub(crate) fn write_gzip(
@@ -18,11 +18,7 @@ pub(crate) fn write_gzip(
     out: &std::path::Path,
     opts: &WriteOptions,
 ) -> Result<ArchiveStats> {
-    let dir = out_dir(out);
-    let tmp = tempfile::Builder::new()
-        .prefix(".archive_")
-        .tempfile_in(&dir)
-        .at(&dir)?;
+    let tmp = temp_output(out)?;
     let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().at(tmp.path())?);
     let mut stats = ArchiveStats::default();
     // Go's gzip levels: GitLab passes none, so gzip.DefaultCompression (6) whatever the level setting;

@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::error::{Error, IoContext, Result};
 use crate::select::{EntryKind, Selection};
-use crate::zipwrite::out_dir;
+use crate::zipwrite::temp_output;
 use crate::{ArchiveStats, WriteOptions};
 
 pub(crate) fn write_tar_zstd(
@@ -17,11 +17,7 @@ pub(crate) fn write_tar_zstd(
     out: &std::path::Path,
     opts: &WriteOptions,
 ) -> Result<ArchiveStats> {
-    let dir = out_dir(out);
-    let tmp = tempfile::Builder::new()
-        .prefix(".archive_")
-        .tempfile_in(&dir)
-        .at(&dir)?;
+    let tmp = temp_output(out)?;
     let file = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().at(tmp.path())?);
     let mut enc = zstd::Encoder::new(file, opts.level.zstd()).at(tmp.path())?;
     let workers = opts.effective_workers();

@@ -62,12 +62,8 @@ pub fn write_zip(selection: &Selection, out: &Path, opts: &WriteOptions) -> Resu
         (false, Some(l)) => (CompressionMethod::Deflated, Some(l as i64)),
         (true, Some(_)) => (CompressionMethod::Zstd, Some(opts.level.zstd() as i64)),
     };
-    let dir = out_dir(out);
-    let spill_dir = opts.spill_dir.clone().unwrap_or_else(|| dir.clone());
-    let tmp = tempfile::Builder::new()
-        .prefix(".archive_")
-        .tempfile_in(&dir)
-        .at(&dir)?;
+    let tmp = temp_output(out)?;
+    let spill_dir = opts.spill_dir.clone().unwrap_or_else(|| out_dir(out));
     let file = tmp.as_file().try_clone().at(tmp.path())?;
     let mut zw = ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut stats = ArchiveStats::default();
@@ -119,7 +115,17 @@ pub fn write_zip(selection: &Selection, out: &Path, opts: &WriteOptions) -> Resu
     Ok(stats)
 }
 
-pub(crate) fn out_dir(out: &Path) -> PathBuf {
+/// The temp file an archive is written to before it is renamed over `out` (same directory, so the rename is
+/// atomic); every format writer starts here.
+pub(crate) fn temp_output(out: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = out_dir(out);
+    tempfile::Builder::new()
+        .prefix(".archive_")
+        .tempfile_in(&dir)
+        .at(&dir)
+}
+
+fn out_dir(out: &Path) -> PathBuf {
     match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -349,9 +349,9 @@ mod tests {
         t.read(0, usize::MAX)
     }
 
-    /// A sink that can be inspected after being handed over.
+    /// A sink that can be inspected after being handed over (also used by the property tests).
     #[derive(Clone, Default)]
-    struct SharedSink(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct SharedSink(pub(super) Arc<Mutex<Vec<u8>>>);
     impl Write for SharedSink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0
@@ -670,22 +670,8 @@ mod props {
     //! The buffer under random chunking: stored bytes are exactly "mask everything, then cut".
     use super::*;
     use proptest::prelude::*;
-    use std::sync::Arc;
 
-    #[derive(Clone, Default)]
-    struct SharedSink(Arc<Mutex<Vec<u8>>>);
-    impl Write for SharedSink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::ErrorKind::Other)?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use super::tests::SharedSink;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]

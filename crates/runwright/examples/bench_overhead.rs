@@ -16,6 +16,9 @@
 //!   update;
 //! * idle RSS: `VmRSS` of the service after `--idle-secs` of polling an empty queue.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use runwright_coordinator::{
     fixtures, Coordinator, CoordinatorOptions, Endpoint, JobSpec, ProjectSpec, RequestLog,
     RunnerOptions,
@@ -41,7 +44,7 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let root = workspace_root();
+    let root = support::workspace_root();
     let mut a = Args {
         runwright: None,
         peer_python: None,
@@ -98,29 +101,12 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn runwright_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(bin) = given {
         anyhow::ensure!(bin.is_file(), "{} does not exist", bin.display());
         return Ok(bin);
     }
-    let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "runwright",
-            "--bin",
-            "runwright",
-        ])
-        .current_dir(&root)
-        .status()?;
-    anyhow::ensure!(status.success(), "building runwright failed");
-    Ok(root.join("target/release/runwright"))
+    support::build_release_binary()
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -457,6 +443,11 @@ impl Bench {
         let work = self.dir(&format!("{name}-work"))?;
         let mut cmd = Command::new(bin);
         cmd.arg("run").arg("-c").arg(config).arg("-d").arg(&work);
+        self.spawn_logged(cmd, name)
+    }
+
+    /// Starts `cmd` with the bench environment, its output in `<name>.log` / `<name>.err` under the bench home.
+    fn spawn_logged(&self, mut cmd: Command, name: &str) -> anyhow::Result<Proc> {
         common_env(&mut cmd, &self.home);
         cmd.stdout(std::fs::File::create(
             self.home.join(format!("{name}.log")),
@@ -592,18 +583,8 @@ impl Bench {
         )?;
         let mut cmd = Command::new(python);
         cmd.args(["-m", "GitlabPyRunner", "--start"]).arg(&config);
-        common_env(&mut cmd, &self.home);
-        cmd.current_dir(&dir)
-            .stdout(std::fs::File::create(
-                self.home.join(format!("{name}.log")),
-            )?)
-            .stderr(std::fs::File::create(
-                self.home.join(format!("{name}.err")),
-            )?);
-        Ok(Proc {
-            name: name.to_string(),
-            child: cmd.spawn()?,
-        })
+        cmd.current_dir(&dir);
+        self.spawn_logged(cmd, name)
     }
 
     fn run_peer(&self, python: &Path) -> anyhow::Result<Row> {

@@ -4,9 +4,12 @@
 //!
 //! Run with `cargo run --release -p runwright --example demo` (it builds and uses `target/release/runwright`).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use runwright_client::types::JobVariable;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, ProjectSpec, RunnerOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,26 +44,9 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runwright_binary() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "runwright",
-            "--bin",
-            "runwright",
-        ])
-        .current_dir(&root)
-        .status()?;
-    anyhow::ensure!(status.success(), "building runwright failed");
-    Ok(root.join("target/release/runwright"))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let bin = runwright_binary()?;
+    let bin = support::build_release_binary()?;
     let tmp = tempfile::tempdir()?;
     let home = tmp.path();
     std::fs::write(
