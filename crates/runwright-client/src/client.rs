@@ -28,14 +28,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// GitLab's `ResponseHeaderTimeout` (runner network/client.go `createTransport`): must outlast Workhorse's long
 /// poll. reqwest has no header-only timeout; its read timeout restarts on every read, so while waiting for the
 /// headers of a long poll it is the same limit, and on a streaming body it only fires on a 10-minute stall.
-const READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Overall per-request limit (runner common/consts.go `DefaultNetworkClientTimeout`).
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 const JSON_MIME: &str = "application/json";
 const HEADER_RUNNER_TOKEN: &str = "RUNNER-TOKEN";
-const HEADER_JOB_TOKEN: &str = "JOB-TOKEN";
-const HEADER_REQUEST_ID: &str = "X-Request-Id";
+pub(crate) const HEADER_JOB_TOKEN: &str = "JOB-TOKEN";
+pub(crate) const HEADER_REQUEST_ID: &str = "X-Request-Id";
 const HEADER_LAST_UPDATE: &str = "X-GitLab-Last-Update";
 const HEADER_JOB_STATUS: &str = "Job-Status";
 const HEADER_UPDATE_INTERVAL: &str = "X-GitLab-Trace-Update-Interval";
@@ -63,6 +63,8 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// For artifact uploads and downloads: no total/read timeout, no automatic redirects.
+    transfer: reqwest::Client,
     /// `<url>/api/v4/`, always ending in `/`.
     base: Url,
     user_agent: HeaderValue,
@@ -206,15 +208,7 @@ impl Client {
         let base = base_url(&opts.url)?;
         let shown = redact::url(&base);
 
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .timeout(TOTAL_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Go's net/http writes canonical header names (`Job-Token`, `X-Request-Id`); so do we.
-            .http1_title_case_headers()
-            .tls_version_min(reqwest::tls::Version::TLS_1_2);
-
+        let mut extra_certs = None;
         if let Some(path) = &opts.tls_ca_file {
             let pem = read_file("tls-ca-file", path)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -231,36 +225,72 @@ impl Client {
                     reason: "no PEM certificate found".into(),
                 });
             }
-            builder = builder.tls_certs_merge(certs);
+            extra_certs = Some(certs);
         }
 
         // Client identity only when both halves are configured (runner network/client.go `addTLSAuth`).
+        let mut identity = None;
         if let (Some(cert_path), Some(key_path)) = (&opts.tls_cert_file, &opts.tls_key_file) {
             let mut pem = read_file("tls-cert-file", cert_path)?;
             pem.push(b'\n');
             pem.extend_from_slice(&read_file("tls-key-file", key_path)?);
-            let identity =
-                reqwest::Identity::from_pem(&pem).map_err(|e| ClientError::InvalidTlsFile {
+            identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::InvalidTlsFile {
                     what: "tls-cert-file/tls-key-file pair",
                     path: cert_path.clone(),
                     reason: e.to_string(),
-                })?;
-            builder = builder.identity(identity);
+                }
+            })?);
         }
+
+        // Settings both HTTP clients share: the same TLS set-up and connection behaviour.
+        let configure = |mut builder: reqwest::ClientBuilder| {
+            builder = builder
+                .connect_timeout(CONNECT_TIMEOUT)
+                .pool_idle_timeout(Duration::from_secs(90))
+                // Go's net/http writes canonical header names (`Job-Token`, `X-Request-Id`); so do we.
+                .http1_title_case_headers()
+                .tls_version_min(reqwest::tls::Version::TLS_1_2);
+            if let Some(certs) = &extra_certs {
+                builder = builder.tls_certs_merge(certs.iter().cloned());
+            }
+            if let Some(identity) = &identity {
+                builder = builder.identity(identity.clone());
+            }
+            builder
+        };
 
         let user_agent =
             HeaderValue::from_str(&opts.user_agent).map_err(|_| ClientError::Build {
                 url: shown.clone(),
                 reason: "user agent is not a valid header value".into(),
             })?;
-        let http = builder.build().map_err(|e| ClientError::Build {
-            url: shown,
+        let http = configure(
+            reqwest::Client::builder()
+                .read_timeout(READ_TIMEOUT)
+                .timeout(TOTAL_TIMEOUT),
+        )
+        .build()
+        .map_err(|e| ClientError::Build {
+            url: shown.clone(),
             reason: error_chain(&e),
         })?;
+        // Artifact transfers may take far longer than any fixed limit, and reqwest's read timeout runs from
+        // the start of the request (it would cut off a long upload): this client has no total or read
+        // timeout — the transfer code watches for stalls itself. It follows no redirects either, so that a
+        // JOB-TOKEN never travels to another host unnoticed (see artifacts.rs).
+        let transfer =
+            configure(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()))
+                .build()
+                .map_err(|e| ClientError::Build {
+                    url: shown,
+                    reason: error_chain(&e),
+                })?;
 
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                transfer,
                 base,
                 user_agent,
                 last_update: Mutex::new(None),
@@ -546,13 +576,23 @@ impl Client {
         outcome
     }
 
-    fn endpoint(&self, path: &str) -> Result<Url, String> {
+    pub(crate) fn endpoint(&self, path: &str) -> Result<Url, String> {
         self.inner.base.join(path).map_err(|e| {
             format!(
                 "cannot build URL for {path} on {}: {e}",
                 self.base_url_redacted()
             )
         })
+    }
+
+    /// The HTTP client for artifact transfers (no total/read timeout, no automatic redirects).
+    pub(crate) fn transfer_http(&self) -> &reqwest::Client {
+        &self.inner.transfer
+    }
+
+    /// The `User-Agent` every request carries.
+    pub(crate) fn user_agent(&self) -> &HeaderValue {
+        &self.inner.user_agent
     }
 
     fn lock_last_update(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -740,7 +780,7 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
-fn insert_secret_header(
+pub(crate) fn insert_secret_header(
     headers: &mut HeaderMap,
     name: &'static str,
     token: &str,
@@ -867,7 +907,7 @@ fn transport_message(method: &Method, shown_url: &str, e: &reqwest::Error) -> St
 }
 
 /// The error and its sources, `: `-joined (reqwest's top-level text alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -882,7 +922,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// reqwest's `without_url` consumes; we only need a view without the URL for messages.
-trait WithoutUrlRef {
+pub(crate) trait WithoutUrlRef {
     fn without_url_ref(&self) -> ErrorWithoutUrl<'_>;
 }
 
@@ -893,7 +933,7 @@ impl WithoutUrlRef for reqwest::Error {
 }
 
 /// Displays a reqwest error minus the `for url (…)` suffix it appends.
-struct ErrorWithoutUrl<'a>(&'a reqwest::Error);
+pub(crate) struct ErrorWithoutUrl<'a>(&'a reqwest::Error);
 
 impl fmt::Debug for ErrorWithoutUrl<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,10 +1,12 @@
-//! Client for GitLab's runner API (reference `protocol.md` §0–§4).
+//! Client for GitLab's runner API (reference `protocol.md` §0–§5).
 //!
 //! [`Client`] speaks the HTTP API with GitLab's runner's retry and mapping rules; [`JobTrace`] drives the live
 //! trace patches and the final job update of one job; [`map_failure_reason`] fits a failure reason to what the
-//! GitLab instance understands. Environment variables runwright reads are declared in [`env`].
+//! GitLab instance understands; [`Client::upload_artifact`] and [`Client::download_artifact`] move job
+//! artifacts ([`artifacts`]). Environment variables runwright reads are declared in [`env`].
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod artifacts;
 mod client;
 pub mod env;
 mod error;
@@ -14,6 +16,7 @@ mod redact;
 mod retry;
 pub mod types;
 
+pub use artifacts::{ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest};
 pub use client::{
     network_features, Client, ClientOptions, PatchState, PatchTraceOutcome, RequestJobOutcome,
     UpdateJobOutcome, UpdateJobState,

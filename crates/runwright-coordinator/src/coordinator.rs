@@ -1,6 +1,7 @@
 //! The [`Coordinator`] handle: starts the HTTP server, and lets a test (or the local-pipeline mode) register
 //! runners, enqueue jobs, cancel them, inject faults and read back what happened.
 
+use crate::artifacts::{ArtifactStore, StoredArtifact};
 use crate::error::CoordinatorError;
 use crate::faults::FaultPlan;
 use crate::jobs::{JobRecord, JobSpec, Status};
@@ -32,6 +33,13 @@ pub struct CoordinatorOptions {
     /// GitLab's `ci_jobs_trace_size_limit` plan limit in MiB: a patch making the trace reach it drops the job
     /// with `trace_size_exceeded` and answers `403`. `None`: no limit.
     pub trace_size_limit_mb: Option<u64>,
+    /// The instance's maximum artifacts size in bytes: a larger upload is answered `413`
+    /// `{"message":"413 Request Entity Too Large"}`. `None`: no limit.
+    pub max_artifact_size: Option<u64>,
+    /// Answer artifact downloads that ask for `direct_download=true` with a `302` to a token-free
+    /// `<url>/object-storage/<id>`, as GitLab does with object storage and direct downloads on. Default off
+    /// (the archive is served by the API itself).
+    pub object_storage_redirect: bool,
 }
 
 impl Default for CoordinatorOptions {
@@ -42,6 +50,8 @@ impl Default for CoordinatorOptions {
             git_root: None,
             strict: true,
             trace_size_limit_mb: None,
+            max_artifact_size: None,
+            object_storage_redirect: false,
         }
     }
 }
@@ -81,6 +91,8 @@ impl Drop for Lifetime {
 pub struct Coordinator {
     shared: Arc<Shared>,
     lifetime: Arc<Lifetime>,
+    /// Held so the uploaded archives stay on disk as long as any handle exists (the server holds one too).
+    _artifact_store: Arc<ArtifactStore>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -111,10 +123,17 @@ impl Coordinator {
         }
         let host_port = addr.to_string();
         let base_url = format!("http://{host_port}/");
+        let store = Arc::new(ArtifactStore::new()?);
         let shared = Arc::new(Shared::new(opts, base_url, host_port));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+        let task = tokio::spawn(server::serve(
+            listener,
+            shared.clone(),
+            store.clone(),
+            shutdown.clone(),
+        ));
         Ok(Coordinator {
+            _artifact_store: store,
             shared,
             lifetime: Arc::new(Lifetime {
                 shutdown,
@@ -192,6 +211,17 @@ impl Coordinator {
     /// A snapshot of a job.
     pub fn job(&self, id: i64) -> Option<JobRecord> {
         self.shared.lock().jobs.get(&id).map(|j| j.record.clone())
+    }
+
+    /// The artifact of `artifact_type` (`archive`, `junit`, …) the job uploaded, if it did.
+    pub fn artifact(&self, job_id: i64, artifact_type: &str) -> Option<StoredArtifact> {
+        self.shared.lock().jobs.get(&job_id).and_then(|j| {
+            j.record
+                .artifacts
+                .iter()
+                .find(|a| a.artifact_type == artifact_type)
+                .cloned()
+        })
     }
 
     /// Every job, by id.

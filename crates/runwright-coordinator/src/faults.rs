@@ -24,6 +24,12 @@ pub enum Endpoint {
     UpdateJob,
     /// `PATCH /api/v4/jobs/:id/trace`
     PatchTrace,
+    /// `POST /api/v4/jobs/:id/artifacts`
+    ArtifactUpload,
+    /// `GET /api/v4/jobs/:id/artifacts`
+    ArtifactDownload,
+    /// `GET /object-storage/:id`, where a direct artifact download is redirected to.
+    ObjectStorage,
     /// Git smart HTTP (`/<path>.git/info/refs`, `/<path>.git/git-upload-pack`).
     Git,
     /// Anything else (never faulted).
@@ -31,12 +37,16 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Short name used in logs and reports (`request_job`, `update_job`, `patch_trace`, `git`, `other`).
+    /// Short name used in logs and reports (`request_job`, `update_job`, `patch_trace`, `artifact_upload`,
+    /// `artifact_download`, `object_storage`, `git`, `other`).
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::RequestJob => "request_job",
             Endpoint::UpdateJob => "update_job",
             Endpoint::PatchTrace => "patch_trace",
+            Endpoint::ArtifactUpload => "artifact_upload",
+            Endpoint::ArtifactDownload => "artifact_download",
+            Endpoint::ObjectStorage => "object_storage",
             Endpoint::Git => "git",
             Endpoint::Other => "other",
         }
@@ -58,6 +68,11 @@ pub enum Fault {
     ResetAfterProcessing,
     /// Wait this long, then process the request normally.
     Stall(Duration),
+    /// Answer `307 Temporary Redirect` with `Location: <to><path and query of the request>`, without
+    /// touching any state: how GitLab moves an artifact upload to another host (the runner switches its
+    /// base URL to the `Location`'s scheme and host and retries there, `protocol.md` §5.1). `to` is a base
+    /// URL such as another coordinator's [`crate::Coordinator::url`].
+    TemporaryRedirect { to: String },
     /// Trace patches only: answer `416` claiming a stored length of half the current one, and truncate the
     /// stored trace to that length so the bytes the runner resends stay consistent.
     RangeMismatch,
@@ -75,6 +90,7 @@ impl Fault {
             Fault::Reset => FaultKind::Reset,
             Fault::ResetAfterProcessing => FaultKind::ResetAfterProcessing,
             Fault::Stall(_) => FaultKind::Stall,
+            Fault::TemporaryRedirect { .. } => FaultKind::TemporaryRedirect,
             Fault::RangeMismatch => FaultKind::RangeMismatch,
             Fault::Accepted202 => FaultKind::Accepted202,
         }
@@ -106,6 +122,7 @@ pub enum FaultKind {
     Stall,
     RangeMismatch,
     Accepted202,
+    TemporaryRedirect,
 }
 
 /// What the HTTP layer knows about a request when it asks for a fault.
@@ -253,7 +270,11 @@ impl FaultPlan {
                 return None;
             }
         }
-        if ctx.endpoint == Endpoint::Git {
+        // Random mode is for the three job API endpoints only (see `set_random`).
+        if !matches!(
+            ctx.endpoint,
+            Endpoint::RequestJob | Endpoint::UpdateJob | Endpoint::PatchTrace
+        ) {
             return None;
         }
         let random = st.random.as_mut()?;

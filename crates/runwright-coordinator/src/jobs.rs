@@ -1,6 +1,7 @@
 //! What a test (or the local-pipeline mode) enqueues — [`JobSpec`] — and what the coordinator records about a
 //! job as runners work on it — [`JobRecord`].
 
+use crate::artifacts::StoredArtifact;
 use runwright_client::types::{
     Artifact, Cache, Credentials, Dependency, Hook, Image, JobVariable, UpdateJobRequest,
 };
@@ -93,6 +94,10 @@ pub struct JobSpec {
     pub artifacts: Vec<Artifact>,
     pub cache: Vec<Cache>,
     pub dependencies: Vec<Dependency>,
+    /// Ids of earlier jobs whose artifacts this job downloads: each becomes a `dependencies` entry after the
+    /// ones of [`JobSpec::dependencies`], built when the job is handed out (name, the running job's own
+    /// token, and `artifacts_file` if that job has uploaded an `archive` by then).
+    pub artifact_dependencies: Vec<i64>,
     pub image: Option<Image>,
     pub services: Vec<Image>,
     pub credentials: Vec<Credentials>,
@@ -131,6 +136,7 @@ impl Default for JobSpec {
             artifacts: Vec::new(),
             cache: Vec::new(),
             dependencies: Vec::new(),
+            artifact_dependencies: Vec::new(),
             image: None,
             services: Vec::new(),
             credentials: Vec::new(),
@@ -255,6 +261,8 @@ pub struct JobRecord {
     pub cancel_gracefully: bool,
     /// The 201 body sent to the runner.
     pub payload: Option<Vec<u8>>,
+    /// Artifacts uploaded for this job, in upload order (at most one per `artifact_type`).
+    pub artifacts: Vec<StoredArtifact>,
 }
 
 impl JobRecord {

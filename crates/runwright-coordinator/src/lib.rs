@@ -7,6 +7,8 @@
 //! * [`FaultPlan`] — scripted or random faults per endpoint (5xx, 429, connection resets, stalls, trace range
 //!   mismatches, `202` on final updates);
 //! * git smart HTTP through `git http-backend` with job-token basic auth;
+//! * job artifacts: streamed uploads, downloads with an optional object-storage redirect, payload
+//!   `dependencies` ([`StoredArtifact`], [`JobSpec::artifact_dependencies`]);
 //! * [`fixtures`] (feature `fixtures`, on by default) — bare repositories made with the `git` CLI.
 //!
 //! ```no_run
@@ -24,6 +26,7 @@
 //! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod artifacts;
 mod coordinator;
 mod error;
 pub mod faults;
@@ -36,6 +39,7 @@ mod payload;
 mod server;
 mod state;
 
+pub use artifacts::StoredArtifact;
 pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
 pub use error::CoordinatorError;
 pub use faults::{Endpoint, Fault, FaultKind, FaultPlan};

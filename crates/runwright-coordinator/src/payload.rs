@@ -4,12 +4,14 @@
 //! (steps), app/models/ci/build.rb (`persisted_variables`, `features`) and
 //! app/models/concerns/enums/ci/commit_status.rb (the failure reasons GitLab advertises).
 
+use crate::artifacts::DependencySource;
 use crate::jobs::JobSpec;
 use crate::state::{Job, Runner};
 use runwright_client::types::{
     GitInfo, GitlabFeatures, JobInfo, JobResponse, JobVariable, RunnerInfo, Step,
 };
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 /// `Enums::Ci::CommitStatus.failure_reasons.keys` of current GitLab, in enum order; sent as
 /// `features.failure_reasons`.
@@ -78,6 +80,8 @@ pub(crate) struct PayloadContext<'a> {
     /// `127.0.0.1:PORT`
     pub host_port: &'a str,
     pub runner: &'a Runner,
+    /// The jobs named in `artifact_dependencies` of queued jobs (`artifacts::dependency_sources`).
+    pub artifact_sources: &'a HashMap<i64, DependencySource>,
 }
 
 fn var(key: &str, value: impl Into<String>) -> JobVariable {
@@ -331,6 +335,21 @@ pub(crate) fn build(job: &Job, ctx: &PayloadContext<'_>) -> Value {
     };
     let mut value = serde_json::to_value(&response).unwrap_or_else(|_| json!({}));
     if let Some(obj) = value.as_object_mut() {
+        // Built as JSON rather than wire types: GitLab leaves `artifacts_file` out (not `null`) when the
+        // dependency has no artifacts.
+        let extra = crate::artifacts::dependency_entries(
+            &spec.artifact_dependencies,
+            ctx.artifact_sources,
+            &rec.token,
+        );
+        if !extra.is_empty() {
+            match obj.get_mut("dependencies") {
+                Some(Value::Array(deps)) => deps.extend(extra),
+                _ => {
+                    obj.insert("dependencies".into(), Value::Array(extra));
+                }
+            }
+        }
         // Grape exposes a missing image as `null`.
         obj.entry("image").or_insert(Value::Null);
         if let Some(info) = obj.get_mut("job_info").and_then(Value::as_object_mut) {

@@ -4,22 +4,24 @@
 //! * `POST /api/v4/jobs/request` — gitlab lib/api/ci/runner.rb, lib/api/ci/helpers/job_request.rb, with
 //!   Workhorse long polling in front of it (gitlab workhorse/internal/builds/register.go);
 //! * `PUT /api/v4/jobs/:id` — gitlab lib/api/ci/runner.rb, app/services/ci/update_build_state_service.rb;
-//! * `PATCH /api/v4/jobs/:id/trace` — gitlab lib/api/ci/runner.rb, app/services/ci/append_build_trace_service.rb.
+//! * `PATCH /api/v4/jobs/:id/trace` — gitlab lib/api/ci/runner.rb, app/services/ci/append_build_trace_service.rb;
+//! * `POST`/`GET /api/v4/jobs/:id/artifacts` and the object storage behind them — see `artifacts.rs`.
 //!
 //! Authentication follows gitlab lib/api/ci/helpers/runner.rb (`authenticate_runner!`, `authenticate_job!`).
 //! Request input is never trusted: every malformed request gets a 4xx, nothing panics.
 
+use crate::artifacts::{self, ArtifactStore};
 use crate::faults::{Drawn, Endpoint, Fault, FaultContext};
 use crate::jobs::Status;
 use crate::log::{RequestLog, REQUEST_HEADERS, RESPONSE_HEADERS};
 use crate::payload::{self, PayloadContext, GITLAB_FAILURE_REASONS};
 use crate::state::Shared;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{patch, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
@@ -39,15 +41,20 @@ pub(crate) struct ConnKill(CancellationToken);
 
 /// The handler-level fault drawn for this request (RangeMismatch / Accepted202), if any.
 #[derive(Clone)]
-pub(crate) struct HandlerFault(Option<Drawn>);
+pub(crate) struct HandlerFault(pub(crate) Option<Drawn>);
 
 /// Set on a response when the handler applied its fault (for the request log).
 #[derive(Clone)]
 struct AppliedFault(Fault);
 
 /// Accept connections until `shutdown`; each connection can be killed on its own.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let router = router(shared);
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    store: Arc<ArtifactStore>,
+    shutdown: CancellationToken,
+) {
+    let router = router(shared, store);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -85,13 +92,22 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, store: Arc<ArtifactStore>) -> Router {
     Router::new()
         .route("/api/v4/jobs/request", post(request_job))
         .route("/api/v4/jobs/{id}", put(update_job))
         .route("/api/v4/jobs/{id}/trace", patch(patch_trace))
+        .route(
+            "/api/v4/jobs/{id}/artifacts",
+            // Uploads are streamed to disk; the size limit is `max_artifact_size`, not axum's default.
+            post(artifacts::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(artifacts::download),
+        )
+        .route("/object-storage/{id}", get(artifacts::object_storage))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
+        .layer(Extension(store))
         .with_state(shared)
 }
 
@@ -101,6 +117,9 @@ fn classify(method: &Method, path: &str) -> Endpoint {
         (&Method::POST, ["api", "v4", "jobs", "request"]) => Endpoint::RequestJob,
         (&Method::PUT, ["api", "v4", "jobs", _]) => Endpoint::UpdateJob,
         (&Method::PATCH, ["api", "v4", "jobs", _, "trace"]) => Endpoint::PatchTrace,
+        (&Method::POST, ["api", "v4", "jobs", _, "artifacts"]) => Endpoint::ArtifactUpload,
+        (&Method::GET, ["api", "v4", "jobs", _, "artifacts"]) => Endpoint::ArtifactDownload,
+        (&Method::GET, ["object-storage", _]) => Endpoint::ObjectStorage,
         _ if crate::git::split_git_path(path).is_some() => Endpoint::Git,
         _ => Endpoint::Other,
     }
@@ -165,7 +184,8 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         took: Duration::ZERO,
     };
 
-    let mut req = if endpoint == Endpoint::Git {
+    // Git traffic and artifact uploads are streamed by their handlers, never buffered here.
+    let mut req = if matches!(endpoint, Endpoint::Git | Endpoint::ArtifactUpload) {
         req
     } else {
         let (parts, body) = req.into_parts();
@@ -203,11 +223,21 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
                     let status =
                         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     let resp = message(status, &status.to_string());
+                    let resp = answer_unread(endpoint, req, resp).await;
                     return finish(&sh, entry, started, resp);
                 }
                 Fault::TooManyRequests { retry_after } => {
                     let mut resp = message(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests");
                     set_header(&mut resp, "retry-after", &retry_after.to_string());
+                    let resp = answer_unread(endpoint, req, resp).await;
+                    return finish(&sh, entry, started, resp);
+                }
+                Fault::TemporaryRedirect { to } => {
+                    let location = format!("{}{}", to.trim_end_matches('/'), entry.path);
+                    let mut resp =
+                        message(StatusCode::TEMPORARY_REDIRECT, "307 Temporary Redirect");
+                    set_header(&mut resp, "location", &location);
+                    let resp = answer_unread(endpoint, req, resp).await;
                     return finish(&sh, entry, started, resp);
                 }
                 Fault::Reset => return reset(&sh, entry, started, kill).await,
@@ -230,6 +260,16 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         return reset(&sh, entry, started, kill).await;
     }
     finish(&sh, entry, started, resp)
+}
+
+/// A fault's answer to a request the handler never saw. A streamed upload is read to its end first:
+/// answering mid-body makes the client see a broken connection instead of the status, at random.
+async fn answer_unread(endpoint: Endpoint, req: Request, resp: Response) -> Response {
+    if endpoint == Endpoint::ArtifactUpload {
+        artifacts::drain_then(req.into_body(), resp).await
+    } else {
+        resp
+    }
 }
 
 fn finish(sh: &Shared, mut entry: RequestLog, started: Instant, resp: Response) -> Response {
@@ -269,13 +309,13 @@ async fn reset(
 // ---------------------------------------------------------------------------------------------------------
 // Response helpers
 
-fn set_header(resp: &mut Response, name: &'static str, value: &str) {
+pub(crate) fn set_header(resp: &mut Response, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(HeaderName::from_static(name), v);
     }
 }
 
-fn with_content_type(
+pub(crate) fn with_content_type(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Body>,
@@ -290,7 +330,7 @@ fn with_content_type(
 }
 
 /// Grape's `error!(message, status)`: `{"message": "..."}`.
-fn message(status: StatusCode, msg: &str) -> Response {
+pub(crate) fn message(status: StatusCode, msg: &str) -> Response {
     with_content_type(
         status,
         "application/json",
@@ -299,7 +339,7 @@ fn message(status: StatusCode, msg: &str) -> Response {
 }
 
 /// Grape's parameter validation failure: `400 {"error": "token is missing"}`.
-fn invalid_params(errors: &[String]) -> Response {
+pub(crate) fn invalid_params(errors: &[String]) -> Response {
     with_content_type(
         StatusCode::BAD_REQUEST,
         "application/json",
@@ -307,12 +347,12 @@ fn invalid_params(errors: &[String]) -> Response {
     )
 }
 
-fn forbidden() -> Response {
+pub(crate) fn forbidden() -> Response {
     message(StatusCode::FORBIDDEN, "403 Forbidden")
 }
 
 /// `job_forbidden!`: 403 with the job's status.
-fn job_forbidden(status: Status, reason: &str) -> Response {
+pub(crate) fn job_forbidden(status: Status, reason: &str) -> Response {
     let mut resp = message(StatusCode::FORBIDDEN, &format!("403 Forbidden - {reason}"));
     set_header(&mut resp, "job-status", status.as_str());
     resp
@@ -345,7 +385,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -573,6 +613,7 @@ fn rails_request_job(sh: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
             .unwrap_or(false)
     };
     let runner = &*runner;
+    let artifact_sources = artifacts::dependency_sources(&st.jobs);
     let mut handed = None;
     let mut changed = false;
     for job in st.jobs.values_mut() {
@@ -606,6 +647,7 @@ fn rails_request_job(sh: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
                     base_url: &sh.base_url,
                     host_port: &sh.host_port,
                     runner,
+                    artifact_sources: &artifact_sources,
                 };
                 serde_json::to_vec(&payload::build(job, &ctx)).unwrap_or_default()
             }
@@ -838,7 +880,7 @@ fn ruby_to_i(s: &str) -> i64 {
     }
 }
 
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -1019,5 +1061,17 @@ mod tests {
             Endpoint::Git
         );
         assert_eq!(classify(&Method::GET, "/api/v4/other"), Endpoint::Other);
+        assert_eq!(
+            classify(&Method::POST, "/api/v4/jobs/12/artifacts"),
+            Endpoint::ArtifactUpload
+        );
+        assert_eq!(
+            classify(&Method::GET, "/api/v4/jobs/12/artifacts"),
+            Endpoint::ArtifactDownload
+        );
+        assert_eq!(
+            classify(&Method::GET, "/object-storage/abc"),
+            Endpoint::ObjectStorage
+        );
     }
 }

@@ -224,6 +224,7 @@ impl State {
             system_id: None,
             cancel_gracefully: false,
             payload: None,
+            artifacts: Vec::new(),
         };
         self.jobs.insert(
             id,

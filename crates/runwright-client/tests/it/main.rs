@@ -1,5 +1,6 @@
 //! Integration tests of runwright-client against a fake GitLab on loopback (one test binary).
 
+mod artifacts;
 mod client;
 mod job_trace;
 mod support;
