@@ -40,6 +40,11 @@ pub trait Executor: Send + Sync {
     fn default_builds_dir(&self) -> PathBuf;
     /// Whether several jobs share the builds dir, so the project dir needs `<short token>/<slot>/` (§7.4).
     fn builds_dir_shared(&self) -> bool;
+    /// The local cache directory when `cache_dir` is unset, relative to the working directory
+    /// (`protocol.md` §6.2: `<cwd>/cache` for the shell executor).
+    fn default_cache_dir(&self) -> PathBuf {
+        PathBuf::from("cache")
+    }
     /// The human line under "Preparing the … executor".
     fn description(&self) -> String;
     /// The host name jobs run on, when the executor knows it without running anything (the prepare stage

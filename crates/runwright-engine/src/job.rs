@@ -703,10 +703,19 @@ async fn run_steps(
     for step in env.steps.iter().filter(|s| s.position() == position) {
         let ctx = StepContext {
             job,
+            runner: env.runner,
             trace,
             project_dir: &plan.dirs.project_dir,
+            tmp_dir: &plan.dirs.tmp_dir,
+            cache_dir: &plan.cache_dir,
+            empty_strategy: plan.empty_strategy,
             variables: &plan.vars,
             succeeded,
+            artifact_download_attempts: plan.artifact_download_attempts,
+            restore_cache_attempts: plan.restore_cache_attempts,
+            time_left: plan
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
             cancel: job_ctx.clone(),
         };
         let Some((name, title)) = step.section(&ctx) else {

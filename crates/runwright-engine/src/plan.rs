@@ -18,6 +18,13 @@ pub(crate) struct Plan {
     pub(crate) debug_trace: bool,
     pub(crate) sources: SourcesSettings,
     pub(crate) get_sources_attempts: u32,
+    pub(crate) artifact_download_attempts: u32,
+    pub(crate) restore_cache_attempts: u32,
+    /// The local cache directory (`cache_dir`, or the executor's default below the working directory).
+    pub(crate) cache_dir: std::path::PathBuf,
+    pub(crate) empty_strategy: bool,
+    /// When the job timeout fires (presigned cache URLs live until then).
+    pub(crate) deadline: tokio::time::Instant,
     pub(crate) script_timeout: Option<Duration>,
     pub(crate) after_script_timeout: Duration,
 }
@@ -152,6 +159,14 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
     };
     Ok(Plan {
         get_sources_attempts: attempts("GET_SOURCES_ATTEMPTS")?,
+        artifact_download_attempts: attempts("ARTIFACT_DOWNLOAD_ATTEMPTS")?,
+        restore_cache_attempts: attempts("RESTORE_CACHE_ATTEMPTS")?,
+        cache_dir: match runner.cache_dir.as_deref().filter(|s| !s.is_empty()) {
+            Some(d) => env.working_dir.join(d),
+            None => env.working_dir.join(exec.default_cache_dir()),
+        },
+        empty_strategy: strategy == GitStrategy::Empty,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(job_timeout.max(0) as u64),
         script_timeout: duration_var("RUNNER_SCRIPT_TIMEOUT")?.filter(|d| !d.is_zero()),
         after_script_timeout: duration_var("RUNNER_AFTER_SCRIPT_TIMEOUT")?
             .filter(|d| !d.is_zero())

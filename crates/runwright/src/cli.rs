@@ -29,6 +29,9 @@ pub enum Command {
     List(ConfigArg),
     /// Run the .gitlab-ci.yml pipeline of the current git checkout (its committed HEAD) on this machine.
     Exec(ExecArgs),
+    /// List or clear the runners' caches (local and S3).
+    #[command(subcommand)]
+    Cache(crate::cache_cmd::CacheCommand),
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +48,9 @@ pub struct ExecArgs {
     /// Run only these jobs (manual jobs named here run too).
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
+    /// Where caches persist between runs (default: $XDG_CACHE_HOME/runwright/exec/<project>).
+    #[arg(long, value_name = "DIR", env = "RUNWRIGHT_EXEC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -97,6 +103,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
             ))
         }
         Command::List(args) => crate::list::run(&args),
+        Command::Cache(cmd) => {
+            crate::logging::init(
+                &crate::logging::LogArgs {
+                    debug: cli.debug,
+                    level: cli.log_level,
+                    format: cli.log_format,
+                },
+                None,
+                None,
+            );
+            crate::cache_cmd::run(cmd)
+        }
         Command::Exec(args) => crate::exec::run(
             args,
             crate::logging::LogArgs {

@@ -48,9 +48,15 @@ pub fn version_info(executor: &dyn Executor) -> VersionInfo {
         cancelable: true,
         cancel_gracefully: true,
         two_phase_job_commit: true,
-        // The shell script generator: what runwright implements today. Artifacts, caches, fallback keys,
-        // exclude and vault secrets come with their issues; until then GitLab must not send such jobs here.
+        // What the engine implements; vault secrets and shared (session) terminals are not, so GitLab must
+        // not send jobs that need them here.
         refspecs: true,
+        artifacts: true,
+        artifacts_exclude: true,
+        upload_multiple_artifacts: true,
+        upload_raw_artifacts: true,
+        cache: true,
+        fallback_cache_keys: true,
         masking: true,
         raw_variables: true,
         multi_build_steps: true,

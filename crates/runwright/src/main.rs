@@ -1,6 +1,7 @@
 //! `runwright`: a GitLab-compatible CI runner. The binary is glue: argument parsing, logging, and the verbs.
 #![deny(clippy::print_stdout)]
 
+mod cache_cmd;
 mod cli;
 mod exec;
 mod identity;

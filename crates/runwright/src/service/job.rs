@@ -4,12 +4,16 @@
 
 use super::slots::SlotGuard;
 use super::Shared;
+use runwright_cache::s3::S3Cache;
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::{JobResponse, UpdateJobRequest, VersionInfo};
 use runwright_client::{
     Client, FinalState, JobState, JobTrace, JobTraceOptions, RemoteCancel, UpdateJobState,
 };
 use runwright_config::RunnerConfig;
+use runwright_engine::steps::artifacts::{DownloadArtifacts, UploadArtifacts};
+use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache};
+use runwright_engine::steps::JobStep;
 use runwright_engine::{run_job, AbortReason, Executor, JobControl, JobEnv};
 use runwright_trace::{TraceBuffer, TraceOptions};
 use std::sync::Arc;
@@ -70,6 +74,35 @@ fn validate(job: &JobResponse) -> Result<(), String> {
         check("service", &s.executor_opts)?;
     }
     Ok(())
+}
+
+/// GitLab's stage order around the script: restore_cache, download_artifacts; archive_cache,
+/// upload_artifacts (`protocol.md` §7.1).
+fn transfer_steps(
+    runner: &RunnerConfig,
+    client: &Client,
+    trace: &TraceBuffer,
+) -> Vec<Arc<dyn JobStep>> {
+    let s3 = match runner.cache.as_ref() {
+        None => None,
+        Some(cfg) => match S3Cache::new(cfg, &runner.short_token()) {
+            Ok(s3) => s3.map(Arc::new),
+            Err(e) => {
+                runwright_engine::job::warn(
+                    trace,
+                    &format!("[runners.cache] of {}: {e}; caches stay local", runner.name),
+                );
+                None
+            }
+        },
+    };
+    let store = CacheStore::new(s3);
+    vec![
+        Arc::new(RestoreCache::new(store.clone())),
+        Arc::new(DownloadArtifacts::new(client.clone())),
+        Arc::new(ArchiveCache::new(store)),
+        Arc::new(UploadArtifacts::new(client.clone())),
+    ]
 }
 
 pub async fn handle(
@@ -180,7 +213,7 @@ pub async fn handle(
         working_dir: shared.working_dir.clone(),
         concurrent_id,
         concurrent_project_id,
-        steps: Vec::new(),
+        steps: transfer_steps(&runner, &client, &trace),
     };
     let outcome = run_job(&env, &job, &trace, &control).await;
     watcher.abort();

@@ -187,3 +187,51 @@ async fn example_pipeline_passes() {
     assert!(stdout.contains("ok 1 - greeting"), "{stdout}");
     assert!(stdout.contains("pipeline passed"), "{stdout}");
 }
+
+const TRANSFER_PIPELINE: &str = r#"
+stages: [build, test]
+build:
+  stage: build
+  cache:
+    key: deps
+    paths: [vendor/]
+  script:
+    - if [ -f vendor/dep.txt ]; then echo "cache-hit $(cat vendor/dep.txt)"; else echo cache-miss; mkdir -p vendor; echo "from-run-$RUN" > vendor/dep.txt; fi
+    - mkdir -p dist && echo "artifact-of-run-$RUN" > dist/app.txt
+  artifacts:
+    paths: [dist/]
+test:
+  stage: test
+  script:
+    - cat dist/app.txt
+    - test ! -e vendor/dep.txt && echo no-cache-here
+"#;
+
+/// Artifacts flow from `build` to `test` (the fetch cleans the shared project directory, so only the
+/// artifacts bring `dist/` back), and the cache persists from one `runwright exec` run to the next.
+#[tokio::test]
+async fn artifacts_flow_between_jobs_and_caches_persist_across_runs() {
+    let h = Harness::new().await;
+    h.make_repo("grp/cached", &[(".gitlab-ci.yml", TRANSFER_PIPELINE)]);
+    let dir = h.path().join("src/grp/cached");
+    let cache_dir = h.path().join("exec-cache");
+    let cache_arg = cache_dir.to_string_lossy().to_string();
+
+    let (out, stdout) = exec(&h, &dir, &["-e", "RUN=1", "--cache-dir", &cache_arg]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("cache-miss"), "{stdout}");
+    assert!(stdout.contains("artifact-of-run-1\n"), "{stdout}");
+    assert!(stdout.contains("no-cache-here"), "{stdout}");
+    // GitLab's key on a protected default branch, in GitLab's local layout.
+    assert!(
+        cache_dir
+            .join("local/cached/deps-protected/cache.zip")
+            .is_file(),
+        "{stdout}"
+    );
+
+    let (out, stdout) = exec(&h, &dir, &["-e", "RUN=2", "--cache-dir", &cache_arg]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("cache-hit from-run-1"), "{stdout}");
+    assert!(stdout.contains("artifact-of-run-2\n"), "{stdout}");
+}

@@ -12,3 +12,4 @@ mod polling;
 mod signals;
 mod sources;
 mod trace;
+mod transfer;

@@ -31,9 +31,18 @@ async fn job_request_carries_honest_info_system_id_and_echoes_last_update() {
     assert_eq!(info["executor"], "shell");
     assert_eq!(info["features"]["two_phase_job_commit"], true);
     assert_eq!(info["features"]["cancel_gracefully"], true);
-    // Not implemented yet, so not advertised.
-    assert_eq!(info["features"]["artifacts"], false);
-    assert_eq!(info["features"]["cache"], false);
+    for f in [
+        "artifacts",
+        "upload_multiple_artifacts",
+        "upload_raw_artifacts",
+        "artifacts_exclude",
+        "cache",
+        "fallback_cache_keys",
+    ] {
+        assert_eq!(info["features"][f], true, "{f}");
+    }
+    // Not implemented, so not advertised.
+    assert_eq!(info["features"]["vault_secrets"], false);
     // A later request echoes the queue value GitLab sent.
     let queue = h.coordinator.queue_value(TOKEN).expect("queue value");
     let last = reqs.last().and_then(|r| r.body.clone()).expect("json");

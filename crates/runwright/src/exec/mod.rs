@@ -6,14 +6,13 @@
 //! shell executor — the same code path as `runwright run`.
 #![allow(clippy::print_stdout)]
 
+mod jobspec;
+
 use crate::cli::ExecArgs;
 use crate::logging::LogArgs;
 use anyhow::{bail, Context};
-use runwright_client::types::JobVariable;
-use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, ProjectSpec, RunnerOptions};
-use runwright_pipeline::{
-    Pipeline, PipelineContext, PipelinePlan, PlannedJob, VariableSource, When,
-};
+use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
+use runwright_pipeline::{Pipeline, PipelineContext, PipelinePlan, PlannedJob, When};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -356,48 +355,32 @@ pub fn strip_ansi(s: &str) -> String {
         .join("\n")
 }
 
-fn spec_for(job: &PlannedJob, co: &Checkout, project: &ProjectSpec) -> JobSpec {
-    let variables = job
-        .variables
-        .iter()
-        .filter(|(_, v)| v.source != VariableSource::Job)
-        .map(|(k, v)| JobVariable {
-            key: k.clone(),
-            value: v.value.clone(),
-            public: true,
-            masked: false,
-            raw: !v.expand,
-            ..Default::default()
-        })
-        .collect();
-    JobSpec {
-        name: job.name.clone(),
-        stage: job.stage.clone(),
-        before_script: job.before_script.clone(),
-        script: job.script.clone(),
-        after_script: job.after_script.clone(),
-        variables,
-        timeout: job.timeout.map_or(3600, |t| t as i64),
-        project: project.clone(),
-        git_ref: co.branch.clone(),
-        sha: co.sha.clone(),
-        pipeline_id: Some(PIPELINE_ID),
-        ..Default::default()
-    }
-}
-
 fn notes(job: &PlannedJob) -> Vec<String> {
     let mut n = job.notes.clone();
     if job.image.is_some() || !job.services.is_empty() {
         n.push("image:/services: the docker executor is not available yet; the job runs on the shell executor".into());
     }
-    if job.artifacts.is_some() || !job.cache.is_empty() {
-        n.push("artifacts:/cache: not supported by runwright exec yet; ignored".into());
-    }
     if job.when == When::Delayed {
         n.push("when: delayed runs at once".into());
     }
     n
+}
+
+/// Caches outlive a run: `$XDG_CACHE_HOME/runwright/exec/<project>-<hash of the checkout path>`, so two
+/// checkouts of one project do not share (or clobber) each other's caches.
+fn default_cache_dir(co: &Checkout) -> PathBuf {
+    use sha1::{Digest, Sha1};
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let digest = hex::encode(Sha1::digest(co.root.as_os_str().as_encoded_bytes()));
+    base.join("runwright").join("exec").join(format!(
+        "{}-{}",
+        slug(&co.project_path),
+        &digest[..12]
+    ))
 }
 
 async fn run_pipeline(
@@ -456,13 +439,19 @@ async fn run_pipeline(
             ..Default::default()
         },
     );
+    let cache_dir = match &args.cache_dir {
+        Some(d) => std::path::absolute(d)?,
+        None => default_cache_dir(co),
+    };
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("creating the cache directory {}", cache_dir.display()))?;
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work)?;
     let toml = format!(
         "concurrent = 1\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  builds_dir = \"{}\"\n  cache_dir = \"{}\"\n",
         coordinator.url(),
         tmp.path().join("builds").display(),
-        tmp.path().join("cache").display(),
+        cache_dir.display(),
     );
     let loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
     let shared = crate::service::Shared::new(
@@ -488,6 +477,7 @@ async fn run_pipeline(
         .collect();
     let mut status = vec![Status::Pending; selected.len()];
     let mut durations: Vec<Option<Duration>> = vec![None; selected.len()];
+    let mut ids: HashMap<&str, i64> = HashMap::new();
     let started = Instant::now();
 
     // Ctrl-C / SIGTERM: abort the running job (its processes are in their own process group, out of the
@@ -582,7 +572,20 @@ async fn run_pipeline(
             println!("note: {}: {n}", job.name);
         }
         let t0 = Instant::now();
-        let id = coordinator.enqueue(spec_for(job, co, &project));
+        // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier stages)
+        // that ran in this pipeline.
+        let deps: Vec<i64> = match &job.dependencies {
+            Some(names) => names
+                .iter()
+                .filter_map(|n| ids.get(n.as_str()).copied())
+                .collect(),
+            None => (0..selected.len())
+                .filter(|&k| selected[k].stage_index < job.stage_index)
+                .filter_map(|k| ids.get(selected[k].name.as_str()).copied())
+                .collect(),
+        };
+        let id = coordinator.enqueue(jobspec::spec_for(job, co, &project, PIPELINE_ID, deps));
+        ids.insert(job.name.as_str(), id);
         let deadline = Instant::now()
             + Duration::from_secs(job.timeout.unwrap_or(3600))
             + Duration::from_secs(120);

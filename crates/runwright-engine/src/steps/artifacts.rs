@@ -1,0 +1,379 @@
+//! `download_artifacts` and `upload_artifacts_on_success` / `_on_failure` (reference `protocol.md` §5, §7.1).
+//!
+//! GitLab's runner runs these in its helper binary inside the job's environment; runwright runs them in the
+//! runner process on the job's project directory, with the archive engine of `runwright-archive`. The trace
+//! lines are GitLab's, so people reading a log find what they know.
+
+use super::{blocking, JobStep, StepContext, StepError, StepPosition};
+use async_trait::async_trait;
+use runwright_archive::{select_files, ArchiveSpec, ExtractOptions, Format, Level, WriteOptions};
+use runwright_client::failure_reason::FailureReason;
+use runwright_client::types::{Artifact, Dependency};
+use runwright_client::Client;
+use runwright_client::UploadRequest;
+use runwright_config::short_token;
+use std::path::{Path, PathBuf};
+
+/// Downloads the artifacts of the job's dependencies into its project directory.
+pub struct DownloadArtifacts {
+    client: Client,
+}
+
+impl DownloadArtifacts {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn with_artifacts(deps: &[Dependency]) -> impl Iterator<Item = &Dependency> {
+    deps.iter().filter(|d| {
+        d.artifacts_file
+            .as_ref()
+            .is_some_and(|f| !f.filename.is_empty())
+    })
+}
+
+fn failed(message: String) -> StepError {
+    StepError {
+        reason: FailureReason::ScriptFailure,
+        message,
+    }
+}
+
+#[async_trait]
+impl JobStep for DownloadArtifacts {
+    fn position(&self) -> StepPosition {
+        StepPosition::BeforeScript
+    }
+
+    fn section(&self, ctx: &StepContext<'_>) -> Option<(String, String)> {
+        with_artifacts(&ctx.job.dependencies).next()?;
+        Some(("download_artifacts".into(), "Downloading artifacts".into()))
+    }
+
+    async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
+        let tries = ctx.artifact_download_attempts;
+        // FF_USE_DIRECT_DOWNLOAD defaults to true: ask for a redirect to object storage on the first try only.
+        let direct =
+            crate::variables::parse_go_bool(ctx.var("FF_USE_DIRECT_DOWNLOAD")).unwrap_or(true);
+        for dep in with_artifacts(&ctx.job.dependencies) {
+            ctx.line(&format!(
+                "{}Downloading artifacts for {} ({})...{}",
+                runwright_trace::ansi::BOLD_GREEN,
+                dep.name,
+                dep.id,
+                runwright_trace::ansi::RESET
+            ));
+            let token = if dep.token.is_empty() {
+                ctx.job.token.as_str()
+            } else {
+                dep.token.as_str()
+            };
+            let dest = ctx.tmp_dir.join(format!("artifacts-{}.download", dep.id));
+            let mut last_err = String::new();
+            let mut done = false;
+            for attempt in 1..=tries {
+                if ctx.cancel.is_cancelled() {
+                    return Err(failed("canceled".into()));
+                }
+                if attempt > 1 {
+                    ctx.warn(&format!(
+                        "Retrying download of artifacts for {} ({}), attempt {attempt} of {tries}",
+                        dep.name, dep.id
+                    ));
+                }
+                match self
+                    .client
+                    .download_artifact(dep.id, token, &dest, direct && attempt == 1)
+                    .await
+                {
+                    Ok(out) => {
+                        ctx.line(&format!(
+                            "Downloading artifacts from coordinator... ok        host={} id={} responseStatus=200 OK token={}",
+                            self.client.base_url_redacted(),
+                            dep.id,
+                            short_token(token)
+                        ));
+                        if out.redirected {
+                            ctx.line(
+                                "Downloaded the artifacts from object storage (direct download)",
+                            );
+                        }
+                        done = true;
+                        break;
+                    }
+                    Err(e) => {
+                        last_err = e.to_string();
+                        ctx.warn(&format!(
+                            "Downloading artifacts from coordinator... {last_err}"
+                        ));
+                    }
+                }
+            }
+            if !done {
+                let _ = std::fs::remove_file(&dest);
+                return Err(failed(format!(
+                    "downloading artifacts of {} ({}) failed after {tries} attempt(s): {last_err}",
+                    dep.name, dep.id
+                )));
+            }
+            let project = ctx.project_dir.to_path_buf();
+            let archive = dest.clone();
+            let r = blocking(move || {
+                runwright_archive::extract(&archive, &project, &ExtractOptions::default())
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            let _ = std::fs::remove_file(&dest);
+            match r {
+                Ok(stats) => ctx.line(&format!(
+                    "Extracted {} files, {} directories and {} symlinks ({} bytes)",
+                    stats.files, stats.dirs, stats.symlinks, stats.bytes
+                )),
+                Err(e) => {
+                    return Err(failed(format!(
+                        "extracting artifacts of {} ({}): {e}",
+                        dep.name, dep.id
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Uploads the job's `artifacts:` entries whose `when` matches the script's result.
+pub struct UploadArtifacts {
+    client: Client,
+}
+
+impl UploadArtifacts {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+/// `artifacts:when` against the script's result: empty and `on_success` upload after success only.
+fn applies(a: &Artifact, succeeded: bool) -> bool {
+    match a.when.as_str() {
+        "always" => true,
+        "on_failure" => !succeeded,
+        _ => succeeded,
+    }
+}
+
+/// The uploaded file's name (`protocol.md` §5.1): the base name of `artifacts:name` (default `default`) plus
+/// the format's suffix; `raw` keeps the name as it is.
+fn upload_file_name(name: &str, format: Option<Format>) -> String {
+    let base = Path::new(name)
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    match format {
+        Some(f) => format!("{base}{}", f.extension()),
+        None => base,
+    }
+}
+
+/// GitLab's names (`raw`, `zip`, `gzip`; empty = zip); `None` inside `Ok` means raw.
+fn artifact_format(name: &str) -> Result<Option<Format>, String> {
+    match name.trim() {
+        "" | "zip" => Ok(Some(Format::Zip)),
+        "gzip" => Ok(Some(Format::Gzip)),
+        "raw" => Ok(None),
+        other => Err(format!(
+            "unsupported artifact format {other:?} (GitLab accepts raw, zip and gzip)"
+        )),
+    }
+}
+
+#[async_trait]
+impl JobStep for UploadArtifacts {
+    fn position(&self) -> StepPosition {
+        StepPosition::AfterScript
+    }
+
+    fn section(&self, ctx: &StepContext<'_>) -> Option<(String, String)> {
+        ctx.job
+            .artifacts
+            .iter()
+            .find(|a| applies(a, ctx.succeeded))?;
+        Some(if ctx.succeeded {
+            (
+                "upload_artifacts_on_success".into(),
+                "Uploading artifacts for successful job".into(),
+            )
+        } else {
+            (
+                "upload_artifacts_on_failure".into(),
+                "Uploading artifacts for failed job".into(),
+            )
+        })
+    }
+
+    async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
+        let level = Level::parse(ctx.var("ARTIFACT_COMPRESSION_LEVEL"));
+        let mut first_error = None;
+        for (i, a) in ctx
+            .job
+            .artifacts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| applies(a, ctx.succeeded))
+        {
+            if let Err(e) = self.upload_one(ctx, i, a, level).await {
+                ctx.error(&e);
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(failed(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl UploadArtifacts {
+    async fn upload_one(
+        &self,
+        ctx: &StepContext<'_>,
+        index: usize,
+        a: &Artifact,
+        level: Level,
+    ) -> Result<(), String> {
+        let artifact_type = if a.artifact_type.is_empty() {
+            "archive"
+        } else {
+            a.artifact_type.as_str()
+        };
+        ctx.line(&format!(
+            "{}Uploading artifacts...{}",
+            runwright_trace::ansi::BOLD_GREEN,
+            runwright_trace::ansi::RESET
+        ));
+        let format = artifact_format(&a.artifact_format)?;
+        let spec = ArchiveSpec {
+            paths: a.paths.iter().map(|p| ctx.expand(p)).collect(),
+            exclude: a.exclude.iter().map(|p| ctx.expand(p)).collect(),
+            untracked: a.untracked,
+        };
+        let project = ctx.project_dir.to_path_buf();
+        let selection =
+            blocking(move || select_files(&project, &spec).map_err(|e| e.to_string())).await?;
+        for info in &selection.infos {
+            ctx.line(info);
+        }
+        for w in &selection.warnings {
+            ctx.warn(w);
+        }
+        let files: Vec<_> = selection
+            .entries
+            .iter()
+            .filter(|e| e.kind != runwright_archive::EntryKind::Dir)
+            .collect();
+        if files.is_empty() {
+            // GitLab's uploader prints this and succeeds.
+            ctx.error("No files to upload");
+            return Ok(());
+        }
+        let name = ctx.expand(&a.name);
+        let filename = upload_file_name(&name, format);
+        std::fs::create_dir_all(ctx.tmp_dir)
+            .map_err(|e| format!("creating {}: {e}", ctx.tmp_dir.display()))?;
+        let (file, temporary): (PathBuf, bool) = match format {
+            None => {
+                // raw: exactly one file, uploaded as it is.
+                if files.len() != 1 {
+                    return Err(format!(
+                        "artifact format raw needs exactly one file, found {}",
+                        files.len()
+                    ));
+                }
+                (files[0].path.clone(), false)
+            }
+            Some(format) => {
+                let out = ctx.tmp_dir.join(format!(
+                    "artifacts-{index}-{artifact_type}{}",
+                    format.extension()
+                ));
+                let target = out.clone();
+                let opts = WriteOptions {
+                    format,
+                    level,
+                    ..WriteOptions::default()
+                };
+                blocking(move || {
+                    runwright_archive::write_archive(&selection, &target, &opts)
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+                (out, true)
+            }
+        };
+        let req = UploadRequest {
+            job_id: ctx.job.id,
+            job_token: ctx.job.token.clone(),
+            file: file.clone(),
+            filename,
+            artifact_type: artifact_type.to_string(),
+            artifact_format: match format {
+                None => "raw".into(),
+                Some(Format::Gzip) => "gzip".into(),
+                Some(_) => "zip".into(),
+            },
+            expire_in: ctx.expand(&a.expire_in),
+        };
+        let result = self.client.upload_artifact(&req).await;
+        if temporary {
+            let _ = std::fs::remove_file(&file);
+        }
+        match result {
+            Ok(out) => {
+                ctx.line(&format!(
+                    "Uploading artifacts as \"{artifact_type}\" to coordinator... {}  id={} responseStatus={} token={}",
+                    out.status, ctx.job.id, out.status, short_token(&ctx.job.token)
+                ));
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "Uploading artifacts as \"{artifact_type}\" to coordinator... {e}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_the_format() {
+        assert_eq!(upload_file_name("", Some(Format::Zip)), "default.zip");
+        assert_eq!(
+            upload_file_name("dir/build-1", Some(Format::Zip)),
+            "build-1.zip"
+        );
+        assert_eq!(upload_file_name("junit", Some(Format::Gzip)), "junit.gz");
+        assert_eq!(upload_file_name("report.xml", None), "report.xml");
+    }
+
+    #[test]
+    fn formats_gitlab_accepts() {
+        assert_eq!(artifact_format(""), Ok(Some(Format::Zip)));
+        assert_eq!(artifact_format("gzip"), Ok(Some(Format::Gzip)));
+        assert_eq!(artifact_format("raw"), Ok(None));
+        assert!(artifact_format("rar").is_err());
+    }
+
+    #[test]
+    fn when_matches_the_result() {
+        let a = |w: &str| Artifact {
+            when: w.into(),
+            ..Artifact::default()
+        };
+        assert!(applies(&a(""), true) && !applies(&a(""), false));
+        assert!(applies(&a("on_failure"), false) && !applies(&a("on_failure"), true));
+        assert!(applies(&a("always"), true) && applies(&a("always"), false));
+    }
+}
