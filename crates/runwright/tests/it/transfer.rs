@@ -2,6 +2,7 @@
 //! layout and (in `s3_cache_*`) a real S3 server on loopback.
 
 use crate::harness::*;
+use runwright_cache::testing::MotoServer;
 use runwright_client::types::{Artifact, Cache};
 use runwright_coordinator::{Endpoint, JobSpec, ProjectSpec};
 use std::process::Command;
@@ -321,4 +322,232 @@ async fn cache_failures_warn_and_never_fail_the_job() {
     assert!(t.contains("WARNING:"), "{t}");
     assert!(t.contains("Checking cache for never-saved..."), "{t}");
     assert!(t.contains("No files to archive"), "{t}");
+}
+
+/// Every object name in `bucket`, through the S3 API.
+async fn objects(moto: &MotoServer, bucket: &str) -> Vec<String> {
+    let s3 = runwright_cache::S3Cache::new(&moto.cache_config(bucket), "lister")
+        .expect("S3 config")
+        .expect("an S3 cache");
+    let mut names: Vec<String> = s3
+        .list("")
+        .await
+        .expect("list objects")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// `[runners.cache]` for an S3 server on loopback (moto), as config.toml spells it.
+fn s3_runner_extra(moto: &MotoServer, bucket: &str, extra: &str) -> String {
+    format!(
+        "  [runners.cache]\n    Type = \"s3\"\n{extra}    [runners.cache.s3]\n      ServerAddress = \"{}\"\n      AccessKey = \"{}\"\n      SecretKey = \"{}\"\n      BucketName = \"{bucket}\"\n      Insecure = true\n      PathStyle = true\n",
+        moto.address(),
+        runwright_cache::testing::ACCESS_KEY,
+        runwright_cache::testing::SECRET_KEY,
+    )
+}
+
+#[tokio::test]
+async fn s3_cache_round_trips_through_presigned_urls_with_gitlabs_object_names() {
+    let moto = MotoServer::start();
+    moto.create_bucket("runner-cache");
+    let mut h = Harness::new().await;
+    h.single_runner(
+        "",
+        &s3_runner_extra(&moto, "runner-cache", "    Path = \"ci\"\n"),
+    );
+    h.start();
+    let first = h.coordinator.enqueue(JobSpec {
+        cache: vec![cache("shared-deps", &["vendor/"])],
+        ..job(
+            "save",
+            ProjectSpec::new(7, "grp/app"),
+            &["mkdir -p vendor && echo from-s3 > vendor/lib.txt"],
+        )
+    });
+    let j = h.final_job(first).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    // GitLab's object name: <Path>/runner/<short token>/project/<id>/<key>, no cache.zip suffix.
+    let short = runwright_config::short_token(TOKEN);
+    let object = format!("ci/runner/{short}/project/7/shared-deps");
+    assert!(
+        t.contains(&format!(
+            "Uploading cache.zip to {}/runner-cache/{object}",
+            moto.endpoint()
+        )),
+        "{t}"
+    );
+    assert!(
+        !t.contains("X-Amz-Signature"),
+        "a presigned URL's signature in the trace:\n{t}"
+    );
+    assert_eq!(
+        objects(&moto, "runner-cache").await,
+        [object.clone()],
+        "{t}"
+    );
+
+    // Without the local copy, the next job gets the cache from the bucket.
+    std::fs::remove_dir_all(h.work_dir().join("cache")).expect("drop the local cache");
+    let second = h.coordinator.enqueue(JobSpec {
+        cache: vec![Cache {
+            policy: "pull".into(),
+            ..cache("shared-deps", &["vendor/"])
+        }],
+        ..job(
+            "restore",
+            ProjectSpec::new(7, "grp/other-dir"),
+            &["cat vendor/lib.txt"],
+        )
+    });
+    let j = h.final_job(second).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("Downloading cache from"), "{t}");
+    assert!(t.contains("Successfully extracted cache"), "{t}");
+    assert!(t.contains("from-s3"), "{t}");
+
+    // A third job of that project finds its local copy current and does not download it again.
+    let third = h.coordinator.enqueue(JobSpec {
+        cache: vec![Cache {
+            policy: "pull".into(),
+            ..cache("shared-deps", &["vendor/"])
+        }],
+        ..job(
+            "again",
+            ProjectSpec::new(7, "grp/other-dir"),
+            &["cat vendor/lib.txt"],
+        )
+    });
+    let j = h.final_job(third).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("Local cache is up to date"), "{t}");
+}
+
+#[tokio::test]
+async fn an_unreachable_s3_server_warns_and_the_job_still_succeeds() {
+    let mut h = Harness::new().await;
+    // Nothing listens on port 9 of loopback.
+    h.single_runner(
+        "",
+        "  [runners.cache]\n    Type = \"s3\"\n    [runners.cache.s3]\n      ServerAddress = \"127.0.0.1:9\"\n      AccessKey = \"k\"\n      SecretKey = \"s3-secret-value\"\n      BucketName = \"b\"\n      Insecure = true\n",
+    );
+    h.start();
+    let id = h.coordinator.enqueue(JobSpec {
+        cache: vec![cache("k", &["vendor/"])],
+        ..job(
+            "c",
+            ProjectSpec::new(7, "grp/app"),
+            &["mkdir -p vendor && echo x > vendor/x"],
+        )
+    });
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("WARNING:"), "{t}");
+    assert!(!t.contains("s3-secret-value"), "{t}");
+    // The archive is still kept locally.
+    assert!(
+        h.work_dir().join("cache/grp/app/k/cache.zip").is_file(),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn cache_list_and_clear_see_and_delete_local_and_s3_archives() {
+    let moto = MotoServer::start();
+    moto.create_bucket("runner-cache");
+    let mut h = Harness::new().await;
+    h.single_runner("", &s3_runner_extra(&moto, "runner-cache", ""));
+    h.start();
+    for (name, key) in [("a", "old-key"), ("b", "keep-key"), ("c", "old-other")] {
+        let id = h.coordinator.enqueue(JobSpec {
+            cache: vec![cache(key, &["d/"])],
+            ..job(
+                name,
+                ProjectSpec::new(7, "grp/app"),
+                &["mkdir -p d && echo x > d/x"],
+            )
+        });
+        assert_eq!(h.final_job(id).await.state, "success");
+    }
+    let cli = |args: &[&str]| {
+        let out = h
+            .command()
+            .arg("cache")
+            .args(args)
+            .arg("-c")
+            .arg(&h.config_path)
+            .arg("-d")
+            .arg(h.work_dir())
+            .output()
+            .expect("runwright cache runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = cli(&["list", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let listed = listed.as_array().expect("array");
+    // Three keys, each locally and on S3.
+    assert_eq!(listed.len(), 6, "{stdout}");
+    assert!(
+        listed.iter().all(|e| e["runner"] == "test-runner"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(runwright_cache::testing::SECRET_KEY),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = cli(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("RUNNER"), "{stdout}");
+    assert!(
+        stdout.contains("grp/app") && stdout.contains("keep-key"),
+        "{stdout}"
+    );
+
+    // A filter is required.
+    let (code, _, stderr) = cli(&["clear"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("needs a filter"), "{stderr}");
+
+    let (code, stdout, stderr) = cli(&["clear", "--key-prefix", "old-", "--dry-run"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("would delete 4 cache archive(s)"),
+        "{stdout}"
+    );
+    assert!(h
+        .work_dir()
+        .join("cache/grp/app/old-key/cache.zip")
+        .is_file());
+
+    let (code, stdout, stderr) = cli(&["clear", "--key-prefix", "old-"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("deleted 4 cache archive(s)"), "{stdout}");
+    assert!(!h.work_dir().join("cache/grp/app/old-key").exists());
+    assert!(h
+        .work_dir()
+        .join("cache/grp/app/keep-key/cache.zip")
+        .is_file());
+    let short = runwright_config::short_token(TOKEN);
+    assert_eq!(
+        objects(&moto, "runner-cache").await,
+        [format!("runner/{short}/project/7/keep-key")],
+        "the others are really deleted on S3"
+    );
+
+    let (_, stdout, _) = cli(&["list", "--json"]);
+    let left: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(left.as_array().map(Vec::len), Some(2), "{stdout}");
 }
