@@ -387,7 +387,7 @@ async fn s3_cache_round_trips_through_presigned_urls_with_gitlabs_object_names()
     );
     assert_eq!(
         objects(&moto, "runner-cache").await,
-        [object.clone()],
+        vec![object.clone()],
         "{t}"
     );
 
