@@ -48,6 +48,9 @@ pub struct ExtractOptions {
     pub allow_external_symlinks: bool,
     /// Refuse archives declaring more than this many bytes in total.
     pub max_total_size: Option<u64>,
+    /// Give every extracted entry this owner (uid, gid): a runner running as root restores caches and
+    /// artifacts for jobs that run as another user (`run --user`), who must be able to change them.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// What extraction did.
@@ -113,6 +116,9 @@ fn extract_staged(
                     .into(),
             })
         }
+    }
+    if let Some((uid, gid)) = opts.owner {
+        chown_tree(staging.path(), uid, gid)?;
     }
     commit(archive, staging.path(), target)?;
     // Directory modes and mtimes last: adding children changes a directory's mtime, and a read-only directory
@@ -521,6 +527,18 @@ impl Extractor<'_> {
             reason: e.to_string(),
         }
     }
+}
+
+/// `lchown` of everything below `root` (never following a symlink).
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = entry.map_err(|e| {
+            let p = e.path().unwrap_or(root).to_path_buf();
+            Error::io(&p, io::Error::other(e.to_string()))
+        })?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).at(entry.path())?;
+    }
+    Ok(())
 }
 
 fn system_time(unix: i64) -> SystemTime {

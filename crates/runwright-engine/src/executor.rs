@@ -40,6 +40,11 @@ pub trait Executor: Send + Sync {
     fn default_builds_dir(&self) -> PathBuf;
     /// Whether several jobs share the builds dir, so the project dir needs `<short token>/<slot>/` (§7.4).
     fn builds_dir_shared(&self) -> bool;
+    /// The (uid, gid) the job's scripts run as when that is not the runner's own, so files the runner
+    /// restores into the project directory (caches, artifacts) belong to the job.
+    fn job_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
     /// The local cache directory when `cache_dir` is unset, relative to the working directory
     /// (`protocol.md` §6.2: `<cwd>/cache` for the shell executor).
     fn default_cache_dir(&self) -> PathBuf {

@@ -709,6 +709,7 @@ async fn run_steps(
             tmp_dir: &plan.dirs.tmp_dir,
             cache_dir: &plan.cache_dir,
             empty_strategy: plan.empty_strategy,
+            owner: env.executor.job_owner(),
             variables: &plan.vars,
             succeeded,
             artifact_download_attempts: plan.artifact_download_attempts,

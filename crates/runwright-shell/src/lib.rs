@@ -90,6 +90,13 @@ impl Executor for ShellExecutor {
         true
     }
 
+    fn job_owner(&self) -> Option<(u32, u32)> {
+        // An unknown user fails the job when its script starts (`su`); restoring as root meanwhile is harmless.
+        let name = self.user.as_deref()?;
+        let user = nix::unistd::User::from_name(name).ok().flatten()?;
+        Some((user.uid.as_raw(), user.gid.as_raw()))
+    }
+
     fn description(&self) -> String {
         format!("Using Shell ({}) executor...", self.shell)
     }

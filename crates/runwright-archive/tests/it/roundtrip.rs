@@ -227,3 +227,41 @@ fn more_than_65535_entries_use_zip64() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn extracted_entries_get_the_owner_asked_for_and_existing_ones_keep_theirs() {
+    use std::os::unix::fs::MetadataExt;
+    // As root (CI) hand everything to nobody; otherwise only our own ids are allowed, which still runs the code.
+    let (uid, gid) = if nix::unistd::Uid::effective().is_root() {
+        (65534, 65534)
+    } else {
+        (
+            nix::unistd::Uid::effective().as_raw(),
+            nix::unistd::Gid::effective().as_raw(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tree = every_kind_tree(dir.path(), 1 << 16);
+    let sel = select_files(&tree, &spec(&["."])).unwrap();
+    let out = dir.path().join("out.zip");
+    write_archive(&sel, &out, &WriteOptions::default()).unwrap();
+    let target = dir.path().join("extracted");
+    std::fs::create_dir_all(&target).unwrap();
+    let before = std::fs::metadata(&target).unwrap();
+    let opts = ExtractOptions {
+        owner: Some((uid, gid)),
+        ..Default::default()
+    };
+    extract(&out, &target, &opts).unwrap();
+    let mut checked = 0;
+    for e in walkdir::WalkDir::new(&target).min_depth(1) {
+        let e = e.unwrap();
+        let md = std::fs::symlink_metadata(e.path()).unwrap();
+        assert_eq!((md.uid(), md.gid()), (uid, gid), "{}", e.path().display());
+        checked += 1;
+    }
+    assert!(checked > 40, "{checked}");
+    // The target itself existed before: it is not ours to give away.
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+}

@@ -6,7 +6,7 @@
 
 use super::{blocking, JobStep, StepContext, StepError, StepPosition};
 use async_trait::async_trait;
-use runwright_archive::{select_files, ArchiveSpec, ExtractOptions, Format, Level, WriteOptions};
+use runwright_archive::{select_files, ArchiveSpec, Format, Level, WriteOptions};
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::{Artifact, Dependency};
 use runwright_client::Client;
@@ -119,9 +119,9 @@ impl JobStep for DownloadArtifacts {
             }
             let project = ctx.project_dir.to_path_buf();
             let archive = dest.clone();
+            let opts = super::extract_options(ctx);
             let r = blocking(move || {
-                runwright_archive::extract(&archive, &project, &ExtractOptions::default())
-                    .map_err(|e| e.to_string())
+                runwright_archive::extract(&archive, &project, &opts).map_err(|e| e.to_string())
             })
             .await;
             let _ = std::fs::remove_file(&dest);

@@ -8,7 +8,7 @@
 
 use super::{blocking, JobStep, StepContext, StepError, StepPosition};
 use async_trait::async_trait;
-use runwright_archive::{select_files, ArchiveSpec, ExtractOptions, Format, Level, WriteOptions};
+use runwright_archive::{select_files, ArchiveSpec, Format, Level, WriteOptions};
 use runwright_cache::key::{self, CacheKey};
 use runwright_cache::local::{project_slug, LocalCache};
 use runwright_cache::s3::{DownloadResult, S3Cache, UploadResult};
@@ -213,9 +213,9 @@ impl RestoreCache {
             }
             let project = ctx.project_dir.to_path_buf();
             let file = archive.clone();
+            let opts = super::extract_options(ctx);
             match blocking(move || {
-                runwright_archive::extract(&file, &project, &ExtractOptions::default())
-                    .map_err(|e| e.to_string())
+                runwright_archive::extract(&file, &project, &opts).map_err(|e| e.to_string())
             })
             .await
             {

@@ -34,6 +34,8 @@ pub struct StepContext<'a> {
     pub cache_dir: &'a Path,
     /// `GIT_STRATEGY=empty` (the cache's project slug gets `-empty`, as the builds dir does).
     pub empty_strategy: bool,
+    /// Who owns what the steps extract into the project directory (see `Executor::job_owner`).
+    pub owner: Option<(u32, u32)>,
     /// The job's variables, expanded.
     pub variables: &'a Variables,
     /// Whether the user script succeeded (for `when: on_success/on_failure`).
@@ -90,6 +92,14 @@ pub trait JobStep: Send + Sync {
     /// The section name and title when this step has work for the job; `None` skips it without a section.
     fn section(&self, ctx: &StepContext<'_>) -> Option<(String, String)>;
     async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError>;
+}
+
+/// Extraction options for the project directory: the job's owner, everything else safe by default.
+pub(crate) fn extract_options(ctx: &StepContext<'_>) -> runwright_archive::ExtractOptions {
+    runwright_archive::ExtractOptions {
+        owner: ctx.owner,
+        ..Default::default()
+    }
 }
 
 /// Runs blocking archive work off the async threads, turning a panic into an error rather than a crash.

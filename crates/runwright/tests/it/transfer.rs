@@ -551,3 +551,64 @@ async fn cache_list_and_clear_see_and_delete_local_and_s3_archives() {
     let left: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(left.as_array().map(Vec::len), Some(2), "{stdout}");
 }
+
+/// With `user = "nobody"` the runner (root) restores caches and artifacts into a project directory that
+/// belongs to the job's user: what it extracts must belong to that user too, or the job cannot change it.
+#[tokio::test]
+async fn restored_files_belong_to_the_jobs_user() {
+    if !nix::unistd::Uid::effective().is_root()
+        || Command::new("id")
+            .arg("nobody")
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+    {
+        eprintln!("skipped: needs root and a 'nobody' user");
+        return;
+    }
+    let mut h = Harness::new().await;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let builds = h.path().join("shared-builds");
+    std::fs::create_dir_all(&builds).expect("builds");
+    std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    h.single_runner(
+        "user = \"nobody\"",
+        &format!("  builds_dir = \"{}\"", builds.display()),
+    );
+    h.start();
+    let a = h.coordinator.enqueue(JobSpec {
+        cache: vec![cache("owned", &["vendor/"])],
+        artifacts: vec![archive(&["out/"])],
+        ..job(
+            "a",
+            ProjectSpec::new(7, "grp/app"),
+            &["mkdir -p vendor/sub out/sub && echo v > vendor/sub/f && echo o > out/sub/f"],
+        )
+    });
+    assert_eq!(h.final_job(a).await.state, "success");
+    // The same project directory, emptied: what the next job finds comes from the cache and the artifacts.
+    let project = builds
+        .join(runwright_config::short_token(TOKEN))
+        .join("0/grp/app");
+    for d in ["vendor", "out"] {
+        std::fs::remove_dir_all(project.join(d)).expect("remove what job a left");
+    }
+    let b = h.coordinator.enqueue(JobSpec {
+        cache: vec![cache("owned", &["vendor/"])],
+        artifact_dependencies: vec![a],
+        ..job(
+            "b",
+            ProjectSpec::new(7, "grp/app"),
+            &[
+                "echo owner=$(stat -c %U vendor/sub/f out/sub out/sub/f | sort -u)",
+                "echo changed >> vendor/sub/f && rm -rf out && echo removed",
+            ],
+        )
+    });
+    let j = h.final_job(b).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("owner=nobody\n"), "{t}");
+    assert!(t.contains("removed\n"), "{t}");
+}
