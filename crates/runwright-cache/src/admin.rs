@@ -144,13 +144,24 @@ fn list_local(runner: &str, cache_dir: &Path) -> Result<Vec<CacheEntry>> {
             project,
             key,
             size: meta.len(),
-            last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            last_used: last_used(key_dir, &meta),
             backend: Backend::Local {
                 cache_dir: cache_dir.to_path_buf(),
             },
         });
     }
     Ok(entries)
+}
+
+/// The archive's mtime, or `metadata.json`'s when later: restoring a cache touches `metadata.json`
+/// ([`LocalCache::mark_used`]) and leaves the archive's mtime alone, which the S3 download compares with
+/// `Last-Modified`.
+fn last_used(key_dir: &Path, archive: &std::fs::Metadata) -> SystemTime {
+    let written = archive.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let used = std::fs::metadata(key_dir.join(METADATA_FILE))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    written.max(used)
 }
 
 /// Splits a key directory's path below `cache_dir` into project slug and key. With the human
@@ -335,6 +346,38 @@ mod tests {
 
     fn parts(s: &str) -> Vec<String> {
         s.split('/').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_restore_makes_an_old_archive_recently_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = LocalCache::new(dir.path());
+        let archive = local.archive_path("grp/app", "k");
+        std::fs::create_dir_all(archive.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&archive, b"zip").expect("archive");
+        local.write_metadata("grp/app", "k", "k").expect("metadata");
+        let old = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        for p in [archive.clone(), local.metadata_path("grp/app", "k")] {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .expect("open");
+            f.set_modified(old).expect("age it");
+        }
+        let aged = list_local("r", dir.path()).expect("list");
+        let month = Filter {
+            older_than: Some(Duration::from_secs(7 * 86_400)),
+            ..Filter::default()
+        };
+        assert!(month.matches(&aged[0], SystemTime::now()));
+        local.mark_used("grp/app", "k");
+        let used = list_local("r", dir.path()).expect("list");
+        assert!(!month.matches(&used[0], SystemTime::now()));
+        // The archive's own mtime (compared with S3's Last-Modified) is untouched.
+        let mtime = std::fs::metadata(&archive)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert!(mtime <= old + Duration::from_secs(1));
     }
 
     #[test]

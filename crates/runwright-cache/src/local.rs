@@ -97,6 +97,15 @@ impl LocalCache {
         Ok(path)
     }
 
+    /// Records that the cache was just restored: `metadata.json`'s mtime becomes now, so
+    /// `runwright cache clear --older-than` spares caches in use. Missing metadata is not an error.
+    pub fn mark_used(&self, slug: &str, key: &str) {
+        let path = self.metadata_path(slug, key);
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+    }
+
     /// The human key recorded in a key directory's `metadata.json`, if the file is there and
     /// readable. A missing or malformed file is not an error: GitLab's older runners wrote none.
     pub fn read_metadata(key_dir: &Path) -> Option<String> {

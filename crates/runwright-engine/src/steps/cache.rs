@@ -220,6 +220,7 @@ impl RestoreCache {
             .await
             {
                 Ok(_) => {
+                    local.mark_used(&slug, &k.storage);
                     ctx.green("Successfully extracted cache");
                     return true;
                 }
