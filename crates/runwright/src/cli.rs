@@ -29,6 +29,8 @@ pub enum Command {
     List(ConfigArg),
     /// Run the .gitlab-ci.yml pipeline of the current git checkout (its committed HEAD) on this machine.
     Exec(ExecArgs),
+    /// Validate a .gitlab-ci.yml and print the fully resolved configuration (like GitLab's merged YAML).
+    Lint(LintArgs),
     /// List or clear the runners' caches (local and S3).
     #[command(subcommand)]
     Cache(crate::cache_cmd::CacheCommand),
@@ -51,6 +53,40 @@ pub struct ExecArgs {
     /// Where caches persist between runs (default: $XDG_CACHE_HOME/runwright/exec/<project>).
     #[arg(long, value_name = "DIR", env = "RUNWRIGHT_EXEC_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Run a clean checkout of the committed HEAD instead of the working tree as it is.
+    #[arg(long)]
+    pub committed: bool,
+    /// How many jobs run at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// With JOB names: also run the jobs they need (transitively).
+    #[arg(long)]
+    pub needs: bool,
+    /// Start this manual job too; repeatable.
+    #[arg(long, value_name = "JOB")]
+    pub manual: Vec<String>,
+    /// Print the plan (stage, job, when, needs, rule outcome) and run nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: the plan as JSON on stdout.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+    /// Simulate this pipeline source: push (default), merge_request_event, schedule, web, tag, api, trigger.
+    #[arg(long, value_name = "SOURCE", default_value = "push")]
+    pub pipeline_source: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LintArgs {
+    /// The CI file, relative to the top of the checkout.
+    #[arg(long, default_value = ".gitlab-ci.yml")]
+    pub file: PathBuf,
+    /// Run in this directory (a git checkout) instead of the current one.
+    #[arg(short = 'C', long)]
+    pub directory: Option<PathBuf>,
+    /// Print the fully resolved configuration as JSON instead of YAML.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -103,6 +139,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             ))
         }
         Command::List(args) => crate::list::run(&args),
+        Command::Lint(args) => crate::lint::run(&args),
         Command::Cache(cmd) => {
             crate::logging::init(
                 &crate::logging::LogArgs {
