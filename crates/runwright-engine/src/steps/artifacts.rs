@@ -90,7 +90,7 @@ impl JobStep for DownloadArtifacts {
                     Ok(out) => {
                         ctx.line(&format!(
                             "Downloading artifacts from coordinator... ok        host={} id={} responseStatus=200 OK token={}",
-                            self.client.base_url_redacted(),
+                            host_of(&self.client.base_url_redacted()),
                             dep.id,
                             short_token(token)
                         ));
@@ -140,6 +140,14 @@ impl JobStep for DownloadArtifacts {
         }
         Ok(())
     }
+}
+
+/// `host=` in GitLab's download line is the coordinator's host name, not its URL.
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| url.to_string())
 }
 
 /// Uploads the job's `artifacts:` entries whose `when` matches the script's result.

@@ -24,6 +24,10 @@
 //!   §7.8); and it refuses every PATCH after the cancel, so the trace ends where the cancel found it.
 //! * it ships its own masked default variables (`CI_JOB_TOKEN=tokn`, `CI_REGISTRY_PASSWORD=token`, ...), so
 //!   every "token"/"tokn" in a trace turns into `[MASKED]`: the scripts below avoid these words.
+//! * it reads `artifact_type`/`artifact_format` of an upload only from multipart fields, where GitLab's runner
+//!   (and runwright) put them in the query string (protocol.md §5.1): uploads therefore arrive with no type,
+//!   and its download endpoint, which serves only `archive` uploads, answers 404 for them — the artifact test
+//!   below checks the upload side only;
 //! * its `X-GitLab-Trace-Update-Interval` is 3 s (GitLab says 60 s, or 3 s while someone watches the log); the
 //!   tests set 1 s to keep cancel detection quick.
 
@@ -430,4 +434,39 @@ async fn mock_cancel_stops_the_job_and_the_service_takes_the_next_one() {
     let canceled_log = log_of(&job);
     assert!(canceled_log.contains("\nloop-started\n"), "{canceled_log}");
     assert!(!canceled_log.contains("Job succeeded"), "{canceled_log}");
+}
+
+/// An `artifacts: paths:` job: the mock receives one multipart upload named `default.zip` whose bytes are a zip
+/// that Info-ZIP accepts and that holds the job's files.
+#[tokio::test]
+async fn mock_receives_the_artifacts_archive() {
+    let m = mock().await;
+    let h = start_against(&m, 1).await;
+    let mut b = m.job_builder("artifacts".to_string());
+    b.add_variable("GIT_STRATEGY".into(), "none".into(), true, false);
+    b.add_step(
+        MockJobStepName::Script,
+        vec!["mkdir -p out/sub && echo payload > out/sub/a.txt".to_string()],
+        3600,
+        MockJobStepWhen::OnSuccess,
+        false,
+    );
+    b.add_artifact_paths(vec!["out/".to_string()]);
+    let job = b.build();
+    m.enqueue_job(job.clone());
+    let log = finished(&h, &job).await;
+    assert_eq!(job.state(), MockJobState::Success, "{log}\n{}", h.log());
+    let uploads: Vec<_> = job.uploaded_artifacts().collect();
+    assert_eq!(uploads.len(), 1, "{log}");
+    assert_eq!(uploads[0].filename.as_deref(), Some("default.zip"));
+    let zip = h.path().join("from-mock.zip");
+    std::fs::write(&zip, uploads[0].data.as_slice()).expect("write zip");
+    let out = std::process::Command::new("unzip")
+        .arg("-l")
+        .arg(&zip)
+        .output()
+        .expect("unzip runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(listing.contains("out/sub/a.txt"), "{listing}");
 }
