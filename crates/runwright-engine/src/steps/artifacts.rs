@@ -6,7 +6,7 @@
 
 use super::{blocking, JobStep, StepContext, StepError, StepPosition};
 use async_trait::async_trait;
-use runwright_archive::{select_files, ArchiveSpec, Format, Level, WriteOptions};
+use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::{Artifact, Dependency};
 use runwright_client::Client;
@@ -161,13 +161,8 @@ impl UploadArtifacts {
     }
 }
 
-/// `artifacts:when` against the script's result: empty and `on_success` upload after success only.
 fn applies(a: &Artifact, succeeded: bool) -> bool {
-    match a.when.as_str() {
-        "always" => true,
-        "on_failure" => !succeeded,
-        _ => succeeded,
-    }
+    super::when_matches(&a.when, succeeded)
 }
 
 /// The uploaded file's name (`protocol.md` §5.1): the base name of `artifacts:name` (default `default`) plus
@@ -207,17 +202,12 @@ impl JobStep for UploadArtifacts {
             .artifacts
             .iter()
             .find(|a| applies(a, ctx.succeeded))?;
-        Some(if ctx.succeeded {
-            (
-                "upload_artifacts_on_success".into(),
-                "Uploading artifacts for successful job".into(),
-            )
-        } else {
-            (
-                "upload_artifacts_on_failure".into(),
-                "Uploading artifacts for failed job".into(),
-            )
-        })
+        Some(super::result_section(
+            ctx,
+            "upload_artifacts_on_success",
+            "upload_artifacts_on_failure",
+            "Uploading artifacts",
+        ))
     }
 
     async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
@@ -266,15 +256,7 @@ impl UploadArtifacts {
             exclude: a.exclude.iter().map(|p| ctx.expand(p)).collect(),
             untracked: a.untracked,
         };
-        let project = ctx.project_dir.to_path_buf();
-        let selection =
-            blocking(move || select_files(&project, &spec).map_err(|e| e.to_string())).await?;
-        for info in &selection.infos {
-            ctx.line(info);
-        }
-        for w in &selection.warnings {
-            ctx.warn(w);
-        }
+        let selection = super::select(ctx, spec).await?;
         let files: Vec<_> = selection
             .entries
             .iter()

@@ -8,7 +8,7 @@
 
 use super::{blocking, JobStep, StepContext, StepError, StepPosition};
 use async_trait::async_trait;
-use runwright_archive::{select_files, ArchiveSpec, Format, Level, WriteOptions};
+use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_cache::key::{self, CacheKey};
 use runwright_cache::local::{project_slug, LocalCache};
 use runwright_cache::s3::{DownloadResult, S3Cache, UploadResult};
@@ -38,13 +38,8 @@ fn policy(ctx: &StepContext<'_>, c: &Cache) -> Result<Policy, String> {
     }
 }
 
-/// `cache:when` against the script's result: empty and `on_success` save after success only.
 fn saves(c: &Cache, succeeded: bool) -> bool {
-    match c.when.as_str() {
-        "always" => true,
-        "on_failure" => !succeeded,
-        _ => succeeded,
-    }
+    super::when_matches(&c.when, succeeded)
 }
 
 fn has_content(c: &Cache) -> bool {
@@ -289,17 +284,12 @@ impl JobStep for ArchiveCache {
         ctx.job.cache.iter().find(|c| {
             has_content(c) && saves(c, ctx.succeeded) && !matches!(policy(ctx, c), Ok(Policy::Pull))
         })?;
-        Some(if ctx.succeeded {
-            (
-                "archive_cache".into(),
-                "Saving cache for successful job".into(),
-            )
-        } else {
-            (
-                "archive_cache_on_failure".into(),
-                "Saving cache for failed job".into(),
-            )
-        })
+        Some(super::result_section(
+            ctx,
+            "archive_cache",
+            "archive_cache_on_failure",
+            "Saving cache",
+        ))
     }
 
     async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
@@ -350,15 +340,7 @@ impl ArchiveCache {
             exclude: Vec::new(),
             untracked: c.untracked,
         };
-        let project = ctx.project_dir.to_path_buf();
-        let selection =
-            blocking(move || select_files(&project, &spec).map_err(|e| e.to_string())).await?;
-        for info in &selection.infos {
-            ctx.line(info);
-        }
-        for w in &selection.warnings {
-            ctx.warn(w);
-        }
+        let selection = super::select(ctx, spec).await?;
         if selection.entries.is_empty() {
             ctx.warn("No files to archive, cache will not be created");
             return Ok(());

@@ -94,6 +94,49 @@ pub trait JobStep: Send + Sync {
     async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError>;
 }
 
+/// `artifacts:when` / `cache:when` against the script's result: empty and `on_success` after success only.
+pub(crate) fn when_matches(when: &str, succeeded: bool) -> bool {
+    match when {
+        "always" => true,
+        "on_failure" => !succeeded,
+        _ => succeeded,
+    }
+}
+
+/// The section of an after-script step, named and titled after the script's result as GitLab's runner does
+/// (`archive_cache` / `archive_cache_on_failure`, "Saving cache for successful job").
+pub(crate) fn result_section(
+    ctx: &StepContext<'_>,
+    on_success: &str,
+    on_failure: &str,
+    title: &str,
+) -> (String, String) {
+    if ctx.succeeded {
+        (on_success.into(), format!("{title} for successful job"))
+    } else {
+        (on_failure.into(), format!("{title} for failed job"))
+    }
+}
+
+/// Resolves `paths`/`exclude`/`untracked` in the project directory and prints GitLab's lines about it.
+pub(crate) async fn select(
+    ctx: &StepContext<'_>,
+    spec: runwright_archive::ArchiveSpec,
+) -> Result<runwright_archive::Selection, String> {
+    let project = ctx.project_dir.to_path_buf();
+    let selection = blocking(move || {
+        runwright_archive::select_files(&project, &spec).map_err(|e| e.to_string())
+    })
+    .await?;
+    for info in &selection.infos {
+        ctx.line(info);
+    }
+    for w in &selection.warnings {
+        ctx.warn(w);
+    }
+    Ok(selection)
+}
+
 /// Extraction options for the project directory: the job's owner, everything else safe by default.
 pub(crate) fn extract_options(ctx: &StepContext<'_>) -> runwright_archive::ExtractOptions {
     runwright_archive::ExtractOptions {

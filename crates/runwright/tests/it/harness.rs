@@ -244,6 +244,38 @@ impl Drop for Harness {
 }
 
 /// Whether a process exists and is not a zombie.
+/// Whether `user = "nobody"` tests can run here: they need root and a `nobody` user.
+pub fn can_run_as_nobody() -> bool {
+    let ok = nix::unistd::Uid::effective().is_root()
+        && std::process::Command::new("id")
+            .arg("nobody")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: needs root and a 'nobody' user");
+    }
+    ok
+}
+
+impl Harness {
+    /// A builds dir `nobody` can use inside the (root-only) temp dir, and a config with `user = "nobody"`
+    /// and that builds dir for the one shell runner. Returns the builds dir.
+    pub fn single_runner_as_nobody(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let builds = self.path().join("shared-builds");
+        std::fs::create_dir_all(&builds).expect("builds");
+        std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        self.single_runner(
+            "user = \"nobody\"",
+            &format!("  builds_dir = \"{}\"", builds.display()),
+        );
+        builds
+    }
+}
+
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat

@@ -238,27 +238,11 @@ async fn output_limit_truncates_what_gitlab_receives_and_the_job_continues() {
 
 #[tokio::test]
 async fn run_user_runs_scripts_as_that_user() {
-    if !nix::unistd::Uid::effective().is_root()
-        || std::process::Command::new("id")
-            .arg("nobody")
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-    {
-        eprintln!("skipped: needs root and a 'nobody' user");
+    if !can_run_as_nobody() {
         return;
     }
     let mut h = Harness::new().await;
-    // nobody must reach the builds dir inside the (root-only) temp dir.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let builds = h.path().join("shared-builds");
-    std::fs::create_dir_all(&builds).expect("builds");
-    std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    h.single_runner(
-        "user = \"nobody\"",
-        &format!("  builds_dir = \"{}\"", builds.display()),
-    );
+    h.single_runner_as_nobody();
     h.start();
     let id = h
         .coordinator

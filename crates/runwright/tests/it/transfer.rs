@@ -556,26 +556,11 @@ async fn cache_list_and_clear_see_and_delete_local_and_s3_archives() {
 /// belongs to the job's user: what it extracts must belong to that user too, or the job cannot change it.
 #[tokio::test]
 async fn restored_files_belong_to_the_jobs_user() {
-    if !nix::unistd::Uid::effective().is_root()
-        || Command::new("id")
-            .arg("nobody")
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-    {
-        eprintln!("skipped: needs root and a 'nobody' user");
+    if !can_run_as_nobody() {
         return;
     }
     let mut h = Harness::new().await;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let builds = h.path().join("shared-builds");
-    std::fs::create_dir_all(&builds).expect("builds");
-    std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    h.single_runner(
-        "user = \"nobody\"",
-        &format!("  builds_dir = \"{}\"", builds.display()),
-    );
+    let builds = h.single_runner_as_nobody();
     h.start();
     let a = h.coordinator.enqueue(JobSpec {
         cache: vec![cache("owned", &["vendor/"])],
