@@ -91,15 +91,15 @@ impl PipelineConfig {
     /// and `default:`, and parses every job.
     pub fn resolve(&self, ctx: &PipelineContext) -> Result<ResolvedConfig> {
         let files = self.files_for(ctx);
-        let vars = ctx.base_variables_expanded();
+        let (raw, expanded) = ctx.base_variables();
         let env = RuleEnv {
-            vars: &vars,
+            vars: &raw,
+            expanded: &expanded,
             files: files.as_ref(),
             changes_apply: ctx.changes_apply(),
         };
-        let root_rel = self.source.file.to_string_lossy().into_owned();
-        let mut inc = Includer::new(&self.project_dir, &env, self.source.clone(), &root_rel);
-        let mut merged = inc.expand(self.root.clone(), 0, 0)?;
+        let mut inc = Includer::new(&self.project_dir, &env, self.source.clone());
+        let mut merged = inc.expand(self.root.clone(), 0)?;
         let sources = inc.sources;
         let locate = |p: &YPath| sources.locate(p);
         crate::extends::apply(&mut merged, &locate)?;
@@ -123,15 +123,37 @@ impl ResolvedConfig {
         let mut stages: Vec<String> = match stages_v {
             None | Some(Value::Null) => vec!["build".into(), "test".into(), "deploy".into()],
             Some(Value::Sequence(s)) => {
-                let mut out = Vec::new();
-                for (i, v) in s.iter().enumerate() {
-                    out.push(scalar_string(v).ok_or_else(|| {
-                        Error::config(
-                            src_of("stages").locate(&YPath::root().key("stages").index(i)),
-                            "stages config should be an array of strings",
-                        )
-                    })?);
+                // Nested arrays (from anchors or `!reference`) are flattened (docs: "stages", GitLab 16.9).
+                fn walk(
+                    s: &[Value],
+                    path: &YPath,
+                    src: &crate::yaml::Source,
+                    depth: usize,
+                    out: &mut Vec<String>,
+                ) -> Result<()> {
+                    for (i, v) in s.iter().enumerate() {
+                        match v {
+                            Value::Sequence(inner) if depth < 10 => {
+                                walk(inner, &path.index(i), src, depth + 1, out)?
+                            }
+                            v => out.push(scalar_string(v).ok_or_else(|| {
+                                Error::config(
+                                    src.locate(&path.index(i)),
+                                    "stages config should be an array of strings",
+                                )
+                            })?),
+                        }
+                    }
+                    Ok(())
                 }
+                let mut out = Vec::new();
+                walk(
+                    s,
+                    &YPath::root().key("stages"),
+                    &src_of("stages"),
+                    0,
+                    &mut out,
+                )?;
                 out
             }
             Some(_) => {
@@ -277,36 +299,13 @@ impl ResolvedConfig {
                 return Err(Error::config(
                     src.locate(&job.path.key("stage")),
                     format!(
-                        "jobs:{} chosen stage {} does not exist; available stages are {}",
+                        "{} job: chosen stage {} does not exist; available stages are {}",
                         job.name,
                         job.stage,
                         stages.join(", ")
                     ),
                 ));
             };
-            if let Some(needs) = &job.needs {
-                for (i, n) in needs.iter().enumerate() {
-                    let loc = src.locate(&job.path.key("needs").index(i));
-                    match by_name.get(n.job.as_str()) {
-                        None => {
-                            return Err(Error::config(
-                                loc,
-                                format!("{} job: undefined need: {}", job.name, n.job),
-                            ))
-                        }
-                        Some(t) if self.stage_index(&t.stage).is_some_and(|s| s > own) => {
-                            return Err(Error::config(
-                                loc,
-                                format!(
-                                    "{} job: need {} is not defined in current or prior stages",
-                                    job.name, n.job
-                                ),
-                            ))
-                        }
-                        _ => {}
-                    }
-                }
-            }
             if let Some(deps) = &job.dependencies {
                 for (i, d) in deps.iter().enumerate() {
                     let loc = src.locate(&job.path.key("dependencies").index(i));
@@ -331,6 +330,53 @@ impl ResolvedConfig {
                             ));
                         }
                     }
+                }
+            }
+            if let Some(needs) = &job.needs {
+                for (i, n) in needs.iter().enumerate() {
+                    let loc = src.locate(&job.path.key("needs").index(i));
+                    match by_name.get(n.job.as_str()) {
+                        // An optional need on a job that an include's rules left out is ignored (GitLab's
+                        // `validate_job_dependency!`; docs: "needs:optional").
+                        None if n.optional => {}
+                        None => {
+                            return Err(Error::config(
+                                loc,
+                                format!("{} job: undefined need: {}", job.name, n.job),
+                            ))
+                        }
+                        Some(t) if self.stage_index(&t.stage).is_some_and(|s| s > own) => {
+                            return Err(Error::config(
+                                loc,
+                                format!(
+                                    "{} job: need {} is not defined in current or prior stages",
+                                    job.name, n.job
+                                ),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                // The same job listed twice (with the same `parallel:matrix` filter) is an error.
+                let mut dups: Vec<&str> = Vec::new();
+                for (i, n) in needs.iter().enumerate() {
+                    if needs[..i]
+                        .iter()
+                        .any(|m| m.job == n.job && m.matrix == n.matrix)
+                        && !dups.contains(&n.job.as_str())
+                    {
+                        dups.push(&n.job);
+                    }
+                }
+                if !dups.is_empty() {
+                    return Err(Error::config(
+                        src.locate(&job.path.key("needs")),
+                        format!(
+                            "{} has the following needs duplicated: {}.",
+                            job.name,
+                            dups.join(", ")
+                        ),
+                    ));
                 }
             }
         }

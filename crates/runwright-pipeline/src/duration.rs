@@ -21,7 +21,7 @@ pub fn parse_duration(text: &str) -> Option<u64> {
         }
         return Some(secs);
     }
-    let cleaned = t.replace(',', " ").replace(" and ", " ");
+    let cleaned = numerize(&t.replace(',', " ").replace(" and ", " "));
     let mut total = 0f64;
     let mut chars = cleaned.chars().peekable();
     let mut any = false;
@@ -73,6 +73,58 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     any.then_some(total.round() as u64)
 }
 
+/// Number words as digits (`one hour` → `1 hour`, `twenty five minutes` → `25 minutes`), as ChronicDuration's
+/// numerizer does (docs: "timeout": "`3600 seconds`, `60 minutes`, `one hour`" are equivalent).
+fn numerize(text: &str) -> String {
+    const UNITS: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    let mut pending_tens: Option<u32> = None;
+    for word in text.split_whitespace() {
+        if let Some(t) = TENS.iter().position(|w| *w == word) {
+            if let Some(p) = pending_tens.take() {
+                out.push(p.to_string());
+            }
+            pending_tens = Some(20 + 10 * t as u32);
+        } else if let Some(u) = UNITS.iter().position(|w| *w == word) {
+            let n = pending_tens.take().map_or(u as u32, |t| t + u as u32);
+            out.push(n.to_string());
+        } else {
+            if let Some(p) = pending_tens.take() {
+                out.push(p.to_string());
+            }
+            out.push(word.to_string());
+        }
+    }
+    if let Some(p) = pending_tens {
+        out.push(p.to_string());
+    }
+    out.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +141,9 @@ mod tests {
         assert_eq!(parse_duration("1 week"), Some(604800));
         assert_eq!(parse_duration("1.5h"), Some(5400));
         assert_eq!(parse_duration("10 mins 30 sec"), Some(630));
+        assert_eq!(parse_duration("one hour"), Some(3600));
+        assert_eq!(parse_duration("twenty five minutes"), Some(1500));
+        assert_eq!(parse_duration("thirty seconds"), Some(30));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration(""), None);
     }

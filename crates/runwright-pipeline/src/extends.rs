@@ -107,12 +107,13 @@ fn extend(
     for p in &parents {
         if let Some(Value::Mapping(pm)) = root.get(p.as_str()) {
             let mut pm = pm.clone();
-            pm.remove("extends");
+            // Keys keep their order in the merged configuration (`remove` would swap).
+            pm.shift_remove("extends");
             deep_merge(&mut base, pm);
         }
     }
     let mut own = job;
-    own.remove("extends");
+    own.shift_remove("extends");
     deep_merge(&mut base, own);
     root.insert(Value::String(key.to_string()), Value::Mapping(base));
     done.insert(key.to_string(), depth);

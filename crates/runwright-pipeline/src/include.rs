@@ -1,9 +1,11 @@
 //! `include:` of local files, as GitLab's `Config::External::Processor` does it offline: the string, list,
 //! and `local:` forms (with `*`/`**` wildcards), `rules:` (`if`, `exists`, `changes`, `when: never`),
-//! nested includes (up to 100 levels, 150 files), duplicates ignored; then a deep merge — included files in
-//! order (later wins), the including file on top. `remote`, `project`, `template` and `component` includes
-//! need GitLab and get a clear "not available offline" error.
-use std::collections::{HashMap, HashSet};
+//! nested includes (150 files at most, duplicates counted: docs "include"); then a deep merge — included
+//! files in order (later wins, so a file included again overrides what came between: docs
+//! ci/yaml/includes, "Use nested includes with duplicate include entries"), the including file on top.
+//! `remote`, `project`, `template` and `component` includes need GitLab and get a clear "not available
+//! offline" error.
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use yaml_serde::{Mapping, Value};
@@ -14,7 +16,6 @@ use crate::rules::{first_match, parse_rules, RuleEnv};
 use crate::yaml::{parse_file, scalar_string, Source, YPath};
 
 const MAX_INCLUDES: usize = 150;
-const MAX_DEPTH: usize = 100;
 
 /// The files read so far and which file each top-level key came from (for error locations).
 #[derive(Debug, Default, Clone)]
@@ -41,18 +42,12 @@ pub(crate) struct Includer<'a> {
     pub project_dir: &'a Path,
     pub env: &'a RuleEnv<'a>,
     pub sources: Sources,
-    seen: HashSet<String>,
+    /// Files included so far, duplicates counted (a loop of includes ends at the limit).
+    count: usize,
 }
 
 impl<'a> Includer<'a> {
-    pub(crate) fn new(
-        project_dir: &'a Path,
-        env: &'a RuleEnv<'a>,
-        root: Source,
-        root_rel: &str,
-    ) -> Self {
-        let mut seen = HashSet::new();
-        seen.insert(root_rel.to_string());
+    pub(crate) fn new(project_dir: &'a Path, env: &'a RuleEnv<'a>, root: Source) -> Self {
         Includer {
             project_dir,
             env,
@@ -60,14 +55,16 @@ impl<'a> Includer<'a> {
                 list: vec![root],
                 origins: HashMap::new(),
             },
-            seen,
+            count: 0,
         }
     }
 
     /// Expands the includes of `doc` (read from source `idx`) and merges.
-    pub(crate) fn expand(&mut self, mut doc: Mapping, idx: usize, depth: usize) -> Result<Mapping> {
+    pub(crate) fn expand(&mut self, mut doc: Mapping, idx: usize) -> Result<Mapping> {
         let mut acc = Mapping::new();
-        if let Some(inc) = doc.remove("include") {
+        // `shift_remove`: `remove` swaps the last key into the hole, which would reorder the jobs (the plan
+        // lists the jobs of a stage in file order).
+        if let Some(inc) = doc.shift_remove("include") {
             let src = self.sources.list[idx].clone();
             let ipath = YPath::root().key("include");
             let entries: Vec<(Value, YPath)> = match inc {
@@ -81,19 +78,11 @@ impl<'a> Includer<'a> {
             };
             for (entry, path) in entries {
                 for file in self.local_targets(&entry, &path, &src)? {
-                    if !self.seen.insert(file.clone()) {
-                        continue; // GitLab ignores duplicate includes.
-                    }
-                    if self.seen.len() > MAX_INCLUDES + 1 {
+                    self.count += 1;
+                    if self.count > MAX_INCLUDES {
                         return Err(Error::config(
                             src.locate(&path),
                             format!("Maximum of {MAX_INCLUDES} nested includes are allowed!"),
-                        ));
-                    }
-                    if depth + 1 > MAX_DEPTH {
-                        return Err(Error::config(
-                            src.locate(&path),
-                            format!("Nested includes limit reached ({MAX_DEPTH})"),
                         ));
                     }
                     let full = self.project_dir.join(&file);
@@ -117,7 +106,7 @@ impl<'a> Includer<'a> {
                     let child = parse_file(&text, Path::new(&file))?;
                     self.sources.list.push(child_src);
                     let child_idx = self.sources.list.len() - 1;
-                    let merged = self.expand(child, child_idx, depth + 1)?;
+                    let merged = self.expand(child, child_idx)?;
                     deep_merge(&mut acc, merged);
                 }
             }
@@ -200,8 +189,8 @@ impl<'a> Includer<'a> {
         }
         if rel.contains('*') {
             let files = self.env.files.list_files();
-            let m = crate::glob::compile(&rel).map_err(|e| {
-                Error::config(src.locate(path), format!("invalid glob `{rel}`: {e}"))
+            let m = wildcard(&rel).map_err(|e| {
+                Error::config(src.locate(path), format!("invalid wildcard `{rel}`: {e}"))
             })?;
             let mut hits: Vec<String> = files
                 .into_iter()
@@ -226,6 +215,23 @@ impl<'a> Includer<'a> {
     }
 }
 
+/// An `include:local` wildcard as GitLab matches it (`Repository#search_files_by_wildcard_path`): `**` is
+/// anything, `/` included, `*` anything but `/`, every other character literal. So `configs/*.yml` is the
+/// files of `configs`, `configs/**.yml` those of `configs` and below, `configs/**/*.yml` those below only
+/// (docs: ci/yaml/includes, "Use `include:local` with wildcard file paths").
+fn wildcard(pattern: &str) -> std::result::Result<regex::Regex, regex::Error> {
+    let mut re = String::from("^");
+    for (i, part) in pattern.split("**").enumerate() {
+        if i > 0 {
+            re.push_str(".*");
+        }
+        let pieces: Vec<String> = part.split('*').map(regex::escape).collect();
+        re.push_str(&pieces.join("[^/]*"));
+    }
+    re.push('$');
+    regex::Regex::new(&re)
+}
+
 /// Files with `spec:` have a header document before `---`; the header is dropped (inputs are not supported).
 fn strip_spec_header(text: &str) -> String {
     if text.trim_start().starts_with("spec:") {
@@ -238,4 +244,25 @@ fn strip_spec_header(text: &str) -> String {
         }
     }
     text.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn wildcards_as_gitlab() {
+        let m = |p: &str, f: &str| wildcard(p).expect("wildcard").is_match(f);
+        assert!(m("configs/*.yml", "configs/a.yml"));
+        assert!(!m("configs/*.yml", "configs/sub/a.yml"));
+        assert!(m("configs/**.yml", "configs/a.yml"));
+        assert!(m("configs/**.yml", "configs/sub/deep/a.yml"));
+        assert!(!m("configs/**/*.yml", "configs/a.yml"));
+        assert!(m("configs/**/*.yml", "configs/sub/a.yml"));
+        assert!(
+            !m("configs/*.yml", "configsXa.yml"),
+            "`.` and `/` are literal"
+        );
+        assert!(!m("c?nfigs/*.yml", "configs/a.yml"), "`?` is literal");
+    }
 }

@@ -74,6 +74,27 @@ const JOB_KEYWORDS: &[&str] = &[
     "type",
 ];
 
+/// Keywords a trigger job accepts (docs: "trigger": "Trigger jobs can use only a limited set of GitLab CI/CD
+/// configuration keywords"; `inherit` and `interruptible` are accepted too, docs: "inherit", "interruptible").
+const TRIGGER_JOB_KEYWORDS: &[&str] = &[
+    "allow_failure",
+    "environment",
+    "except",
+    "extends",
+    "inherit",
+    "interruptible",
+    "needs",
+    "only",
+    "parallel",
+    "resource_group",
+    "rules",
+    "stage",
+    "trigger",
+    "type",
+    "variables",
+    "when",
+];
+
 /// Keys of `default:` (docs: "default").
 pub(crate) const DEFAULT_KEYWORDS: &[&str] = &[
     "after_script",
@@ -110,6 +131,18 @@ pub enum When {
 }
 
 impl When {
+    /// The keyword as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::Manual => "manual",
+            When::Delayed => "delayed",
+            When::Never => "never",
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Option<When> {
         Some(match s {
             "on_success" => When::OnSuccess,
@@ -305,7 +338,7 @@ pub enum Trigger {
     Child {
         /// The local files (`include:` of the trigger).
         include: Vec<String>,
-        /// `strategy: depend`.
+        /// `strategy: depend` or `strategy: mirror`: the trigger job waits and takes the child's status.
         depend: bool,
     },
     /// Anything else (another project, a remote or template child): noted, not runnable offline.
@@ -716,13 +749,32 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
                         }
                         _ => {
                             let s = str_of(x, &kp, src)?;
-                            if s.contains('/')
-                                || s == "."
-                                || s == ".."
-                                || s.contains("%2F")
-                                || s.contains("%2f")
-                            {
-                                return Err(err(src, &kp, format!("{} config cannot contain the \"/\" character or be \".\" or \"..\"", gitlab_path(&kp))));
+                            // GitLab URI-decodes the key first; docs ("cache:key"): no `/` (`%2F`), and not
+                            // only `.` characters, any number of them (`%2E`).
+                            let decoded = s
+                                .replace("%2F", "/")
+                                .replace("%2f", "/")
+                                .replace("%2E", ".")
+                                .replace("%2e", ".");
+                            if decoded.contains('/') {
+                                return Err(err(
+                                    src,
+                                    &kp,
+                                    format!(
+                                        "{} config cannot contain the \"/\" character",
+                                        gitlab_path(&kp)
+                                    ),
+                                ));
+                            }
+                            if !decoded.is_empty() && decoded.chars().all(|c| c == '.') {
+                                return Err(err(
+                                    src,
+                                    &kp,
+                                    format!(
+                                        "{} config cannot be \".\" or \"..\"",
+                                        gitlab_path(&kp)
+                                    ),
+                                ));
                             }
                             CacheKey::Key(s)
                         }
@@ -932,10 +984,21 @@ impl JobConfig {
                 format!("jobs:{name} config should be a hash"),
             ));
         };
+        // A job with `trigger:` and no `script:` is a trigger job (GitLab's `Entry::Bridge`), which accepts
+        // fewer keywords (docs: "trigger"); a job with `script:` is checked against all job keywords.
+        // A job with `script:` is a script job, where `trigger` is unknown (GitLab picks `Entry::Job`).
+        let has_script = own.contains_key("script");
+        let is_trigger = own.contains_key("trigger") && !has_script;
         let unknown: Vec<&str> = own
             .keys()
             .filter_map(key_str)
-            .filter(|k| !JOB_KEYWORDS.contains(k))
+            .filter(|k| {
+                if is_trigger {
+                    !TRIGGER_JOB_KEYWORDS.contains(k)
+                } else {
+                    !JOB_KEYWORDS.contains(k) || (has_script && *k == "trigger")
+                }
+            })
             .collect();
         if !unknown.is_empty() {
             return Err(err(
@@ -954,6 +1017,10 @@ impl JobConfig {
         let mut m = own.clone();
         for (k, v) in defaults {
             if let Some(key) = key_str(k) {
+                // Trigger jobs take only the default keywords they accept (`interruptible`).
+                if is_trigger && !TRIGGER_JOB_KEYWORDS.contains(&key) {
+                    continue;
+                }
                 if inherit_default.allows(key) && !m.contains_key(key) {
                     m.insert(k.clone(), v.clone());
                 }
@@ -991,17 +1058,41 @@ impl JobConfig {
             Some(v) => str_of(v, &kp("stage"), src)?,
             None => "test".into(),
         };
+        // `never` is for `rules` and `workflow:rules` only (docs: "when"); trigger jobs cannot be delayed
+        // (GitLab's `Entry::Bridge::ALLOWED_WHEN`).
+        let allowed_when: &[When] = if trigger.is_some() {
+            &[When::OnSuccess, When::OnFailure, When::Always, When::Manual]
+        } else {
+            &[
+                When::OnSuccess,
+                When::OnFailure,
+                When::Always,
+                When::Manual,
+                When::Delayed,
+            ]
+        };
         let when = match get("when") {
             Some(v) => {
                 let s = str_of(v, &kp("when"), src)?;
-                Some(When::parse(&s).ok_or_else(|| {
-                    err(src, &kp("when"), format!("jobs:{name} when should be one of: on_success, on_failure, always, manual, delayed"))
-                })?)
+                Some(
+                    When::parse(&s)
+                        .filter(|w| allowed_when.contains(w))
+                        .ok_or_else(|| {
+                            let names: Vec<&str> =
+                                allowed_when.iter().map(|w| w.as_str()).collect();
+                            err(
+                                src,
+                                &kp("when"),
+                                format!("jobs:{name} when should be one of: {}", names.join(", ")),
+                            )
+                        })?,
+                )
             }
             None => None,
         };
         let start_in = get("start_in").and_then(scalar_string);
-        if when == Some(When::Delayed) {
+        // With `rules`, `start_in` belongs in the rule (docs: "start_in"); checked with `only`/`except` below.
+        if when == Some(When::Delayed) && !own.contains_key("rules") {
             match &start_in {
                 None => {
                     return Err(err(
@@ -1010,17 +1101,32 @@ impl JobConfig {
                         format!("jobs:{name} start in should be a duration"),
                     ))
                 }
-                Some(s) if parse_duration(s).is_none_or(|d| d > 7 * 86400) => {
-                    return Err(err(
-                        src,
-                        &kp("start_in"),
-                        format!(
-                            "jobs:{name} start in should be a duration not longer than one week"
-                        ),
-                    ))
-                }
-                _ => {}
+                Some(s) => match parse_duration(s) {
+                    None => {
+                        return Err(err(
+                            src,
+                            &kp("start_in"),
+                            format!("jobs:{name} start in should be a duration"),
+                        ))
+                    }
+                    Some(d) if d > 7 * 86400 => {
+                        return Err(err(
+                            src,
+                            &kp("start_in"),
+                            format!("jobs:{name} start in should not exceed the limit"),
+                        ))
+                    }
+                    Some(_) => {}
+                },
             }
+        } else if start_in.is_some() && !own.contains_key("rules") {
+            // "`start_in` only works when `when` is set to `delayed` [...] the configuration is invalid"
+            // (docs: "start_in"); GitLab's wording is the absence validator's.
+            return Err(err(
+                src,
+                &kp("start_in"),
+                format!("jobs:{name} start in must be blank"),
+            ));
         }
         let allow_failure = match get("allow_failure") {
             None => None,
@@ -1106,9 +1212,44 @@ impl JobConfig {
                 Some(Parallel::Matrix(rows))
             }
             Some(v) => {
-                let n = v.as_u64().filter(|n| (1..=200).contains(n)).ok_or_else(|| {
-                    err(src, &kp("parallel"), format!("jobs:{name}:parallel config must be greater than or equal to 1 and less than or equal to 200"))
-                })?;
+                // GitLab's `Product::Parallel` (a numericality validator, 1 to 200) and its wording.
+                let pp = kp("parallel");
+                let n = match v {
+                    Value::Number(n) => match n.as_i64() {
+                        Some(n) => n,
+                        None => {
+                            return Err(err(
+                                src,
+                                &pp,
+                                format!("jobs:{name}:parallel config must be an integer"),
+                            ))
+                        }
+                    },
+                    _ => {
+                        return Err(err(
+                            src,
+                            &pp,
+                            format!("jobs:{name}:parallel should be an integer or a hash"),
+                        ))
+                    }
+                };
+                if n < 1 {
+                    return Err(err(
+                        src,
+                        &pp,
+                        format!("jobs:{name}:parallel config must be greater than or equal to 1"),
+                    ));
+                }
+                if n > crate::matrix::MAX_PARALLEL as i64 {
+                    return Err(err(
+                        src,
+                        &pp,
+                        format!(
+                            "jobs:{name}:parallel config must be less than or equal to {}",
+                            crate::matrix::MAX_PARALLEL
+                        ),
+                    ));
+                }
                 Some(Parallel::Count(n as u32))
             }
         };
@@ -1165,15 +1306,22 @@ impl JobConfig {
             Some(v) => Some(parse_policy(v, &kp("except"), src)?),
             None => None,
         };
-        if rules.is_some() && (only.is_some() || except.is_some()) {
-            return Err(err(
-                src,
-                &path,
-                format!(
-                    "jobs:{name} config key may not be used with `rules`: {}",
-                    if only.is_some() { "only" } else { "except" }
-                ),
-            ));
+        if rules.is_some() {
+            // GitLab's `disallowed_keys` validator lists every offending key that is not null.
+            let disallowed: Vec<&str> = ["only", "except", "start_in"]
+                .into_iter()
+                .filter(|k| get(k).is_some_and(|v| !v.is_null()))
+                .collect();
+            if !disallowed.is_empty() {
+                return Err(err(
+                    src,
+                    &path,
+                    format!(
+                        "jobs:{name} config key may not be used with `rules`: {}",
+                        disallowed.join(", ")
+                    ),
+                ));
+            }
         }
         let pre_get_sources_script = match get("hooks") {
             Some(Value::Mapping(h)) => match h.get("pre_get_sources_script") {
@@ -1259,10 +1407,20 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
             description: format!("multi-project pipeline in `{p}`"),
         }),
         Value::Mapping(m) => {
-            let depend = m.get("strategy").and_then(|s| s.as_str()) == Some("depend");
+            // `mirror` (GitLab 18.2) and `depend` both make the trigger job wait for the downstream
+            // pipeline and take its status (docs: "trigger:strategy").
+            let depend = matches!(
+                m.get("strategy").and_then(|s| s.as_str()),
+                Some("depend") | Some("mirror")
+            );
             if let Some(p) = m.get("project").and_then(scalar_string) {
+                let branch = m
+                    .get("branch")
+                    .and_then(scalar_string)
+                    .map(|b| format!(", branch `{b}`"))
+                    .unwrap_or_default();
                 return Ok(Trigger::Other {
-                    description: format!("multi-project pipeline in `{p}`"),
+                    description: format!("multi-project pipeline in `{p}`{branch}"),
                 });
             }
             let Some(inc) = m.get("include") else {

@@ -77,8 +77,8 @@ impl PipelineContext {
             )
     }
 
-    /// Predefined and pipeline variables, expanded: what include rules see.
-    pub(crate) fn base_variables_expanded(&self) -> BTreeMap<String, String> {
+    /// Predefined and pipeline variables, as written and expanded: what include rules see.
+    pub(crate) fn base_variables(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let mut layer = BTreeMap::new();
         push_layer(&mut layer, &self.variables, VariableSource::Predefined);
         push_layer(
@@ -86,7 +86,7 @@ impl PipelineContext {
             &self.pipeline_variables,
             VariableSource::Pipeline,
         );
-        expand_all(&layer)
+        (raw_values(&layer), expand_all(&layer))
     }
 
     fn ref_env(&self) -> RefEnv<'_> {
@@ -319,9 +319,11 @@ impl ResolvedConfig {
         };
         let mut global_yaml = self.variables.clone();
         if let Some(rules) = &self.workflow.rules {
-            let vars = expand_all(&with_pipeline);
+            let raw = raw_values(&with_pipeline);
+            let expanded = expand_all(&with_pipeline);
             let env = RuleEnv {
-                vars: &vars,
+                vars: &raw,
+                expanded: &expanded,
                 files,
                 changes_apply,
             };
@@ -349,7 +351,11 @@ impl ResolvedConfig {
         }
         if let Some(name) = &self.workflow.name {
             let vars = expand_all(&with_pipeline);
-            workflow.name = Some(expand_variables(name, &|n| vars.get(n).cloned()));
+            // Leading and trailing spaces are removed; an empty name is no name (docs: "workflow:name").
+            let name = expand_variables(name, &|n| vars.get(n).cloned())
+                .trim()
+                .to_string();
+            workflow.name = (!name.is_empty()).then_some(name);
         }
         if !workflow.created {
             return Ok(PipelinePlan {
@@ -368,9 +374,9 @@ impl ResolvedConfig {
             let src = self.job_source(&job.name);
             let instances = matrix::expand(&job.name, job.parallel.as_ref()).map_err(|n| {
                 Error::config(
-                    src.locate(&job.path.key("parallel")),
+                    src.locate(&job.path.key("parallel").key("matrix")),
                     format!(
-                        "jobs:{} config generates too many jobs (maximum is {}): {n}",
+                        "jobs:{}:parallel:matrix config generates too many jobs (maximum is {}): {n}",
                         job.name,
                         matrix::MAX_PARALLEL
                     ),
@@ -459,9 +465,13 @@ impl ResolvedConfig {
                 let mut out = Vec::new();
                 for n in &needs {
                     let Some(insts) = instances_of.get(n.job.as_str()) else {
+                        // An optional need may be absent: left out by rules, or by an include's rules.
+                        if n.optional {
+                            continue;
+                        }
                         if !self.jobs.iter().any(|c| c.name == n.job) {
                             errors.push(format!("{} job: undefined need: {}", job.name, n.job));
-                        } else if !n.optional {
+                        } else {
                             errors.push(format!(
                                 "'{}' job needs '{}' job, but '{}' does not exist in the pipeline. This might be because of the only, except, or rules keywords. To need a job that sometimes does not exist in the pipeline, use needs:optional.",
                                 job.name, n.job, n.job
@@ -565,9 +575,11 @@ impl ResolvedConfig {
         push_layer(&mut vars, &matrix, VariableSource::Matrix);
         push_layer(&mut vars, &ctx.pipeline_variables, VariableSource::Pipeline);
 
+        let raw = raw_values(&vars);
         let expanded = expand_all(&vars);
         let env = RuleEnv {
-            vars: &expanded,
+            vars: &raw,
+            expanded: &expanded,
             files,
             changes_apply,
         };
@@ -576,6 +588,8 @@ impl ResolvedConfig {
         let mut start_in = job.start_in.clone();
         let mut interruptible = job.interruptible;
         let mut rule_needs = None;
+        // Whether the matching rule set `when:` itself (its `manual` defaults to `allow_failure: false`).
+        let mut when_from_rule = false;
         let outcome;
         if let Some(rules) = &job.rules {
             let Some((index, r)) = rules
@@ -591,6 +605,7 @@ impl ResolvedConfig {
             };
             if let Some(w) = &r.when {
                 when = When::parse(w).unwrap_or_default();
+                when_from_rule = true;
             }
             if when == When::Never {
                 return Ok(Err(format!("rules[{index}]: when: never")));
@@ -623,9 +638,12 @@ impl ResolvedConfig {
             }
             outcome = RuleOutcome::Rule { index };
         } else {
-            // Without `only`, GitLab applies `only: [branches, tags]` (also when `except` is set).
+            // Without `only`, GitLab applies `only: [branches, tags]` (also when `except` is set), unless
+            // `workflow:rules` exist: they replace that default (GitLab's `Processable#compose!`; docs:
+            // ci/yaml/workflow, "Switch between branch pipelines and merge request pipelines").
             let default_only;
             let only = match &job.only {
+                None if self.workflow.rules.is_some() => None,
                 None => {
                     default_only = crate::rules::Policy {
                         refs: Some(vec!["branches".into(), "tags".into()]),
@@ -663,8 +681,9 @@ impl ResolvedConfig {
         let (allow, codes) = match &allow_failure {
             Some(AllowFailure::Bool(b)) => (*b, Vec::new()),
             Some(AllowFailure::ExitCodes { exit_codes }) => (false, exit_codes.clone()),
-            // Manual jobs may fail unless they come from rules (docs: "when: manual", "rules:when").
-            None => (when == When::Manual && job.rules.is_none(), Vec::new()),
+            // docs ("allow_failure"): `true` for manual jobs, `false` for jobs that use `when: manual` inside
+            // `rules` (a job-level `when: manual` with rules that set no `when` stays a manual job).
+            None => (when == When::Manual && !when_from_rule, Vec::new()),
         };
         let expanded = expand_all(&vars);
         let mut notes = job.notes.clone();
@@ -718,6 +737,13 @@ impl ResolvedConfig {
             rule_needs,
         )))
     }
+}
+
+/// The values as written (what `rules:if` compares).
+fn raw_values(vars: &BTreeMap<String, VariableValue>) -> BTreeMap<String, String> {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect()
 }
 
 /// `except`: the job is left out when any of its parts holds (GitLab's `none_of_except?`).

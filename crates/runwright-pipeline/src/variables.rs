@@ -146,6 +146,16 @@ pub(crate) fn gitlab_path(path: &YPath) -> String {
 /// Expands `$VAR`, `${VAR}` (and `$$` → `$`) in `text` from `lookup`; unknown variables become empty, as in
 /// the runner.
 pub fn expand_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    expand(text, lookup, false)
+}
+
+/// Like [`expand_variables`], but an undefined variable stays as written (`$NAME`, `${NAME}`), as GitLab's
+/// `ExpandVariables.expand_existing` does for `rules:changes`/`rules:exists` paths.
+pub fn expand_existing_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    expand(text, lookup, true)
+}
+
+fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>, keep_unknown: bool) -> String {
     let mut out = String::with_capacity(text.len());
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -162,7 +172,11 @@ pub fn expand_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
                     if !name.is_empty()
                         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                     {
-                        out.push_str(&lookup(name).unwrap_or_default());
+                        match lookup(name) {
+                            Some(v) => out.push_str(&v),
+                            None if keep_unknown => out.push_str(&text[i..i + 3 + end]),
+                            None => {}
+                        }
                         i += 3 + end;
                         continue;
                     }
@@ -173,7 +187,11 @@ pub fn expand_variables(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
                 .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
                 .count();
             if len > 0 {
-                out.push_str(&lookup(&text[i + 1..i + 1 + len]).unwrap_or_default());
+                match lookup(&text[i + 1..i + 1 + len]) {
+                    Some(v) => out.push_str(&v),
+                    None if keep_unknown => out.push_str(&text[i..i + 1 + len]),
+                    None => {}
+                }
                 i += 1 + len;
                 continue;
             }
@@ -233,5 +251,9 @@ mod tests {
             "1-x--$A-$"
         );
         assert_eq!(expand_variables("é$A", &look), "é1");
+        assert_eq!(
+            expand_existing_variables("$A/$NOPE/${NOPE}/${B_C}", &look),
+            "1/$NOPE/${NOPE}/x"
+        );
     }
 }

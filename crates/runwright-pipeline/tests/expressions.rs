@@ -69,7 +69,13 @@ fn expression_table() {
         ("$FEATURE =~ $RE_VAR", true),
         ("$BRANCH =~ $RE_VAR", false),
         ("$FEATURE =~ $RE_VAR_I", true),
-        ("$FEATURE =~ $PLAIN_RE", true),
+        // A right side that is no `/pattern/`: true when the left side is a substring of it (docs:
+        // jobs/job_rules, "`\"23\" =~ \"1234\"` evaluates to true").
+        ("$FEATURE =~ $PLAIN_RE", false),
+        ("$ONE =~ $FEATURE", false),
+        ("\"23\" =~ \"1234\"", true),
+        ("\"login\" =~ $FEATURE", true),
+        ("\"login\" !~ $FEATURE", false),
         ("$FEATURE =~ $UNDEFINED", false),
         // && binds tighter than ||
         ("$BRANCH == \"main\" && $SOURCE == \"push\"", false),
@@ -112,7 +118,12 @@ fn syntax_errors_point_at_the_column() {
         ("($A == \"x\"", 11, "missing `)`"),
         ("$A = \"x\"", 4, "unexpected `=`"),
         ("$A == \"x\" &&", 13, "unexpected end"),
-        ("$A =~ /x/g", 10, "unknown regular expression flag"),
+        ("$A =~ /xy/g", 11, "unknown regular expression flag"),
+        (
+            "$A =~ /./",
+            7,
+            "single-character regular expressions are not supported",
+        ),
         ("$A == \"x\" \"y\"", 11, "unexpected string"),
         ("$ == \"x\"", 1, "not followed by a variable name"),
         ("&& $A", 1, "unexpected `&&`"),

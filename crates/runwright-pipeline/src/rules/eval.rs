@@ -2,9 +2,10 @@
 //! - `$VAR` is its value, or `nil` when undefined;
 //! - `==`/`!=` compare values (`nil` only equals `null`/undefined, `""` is not `null`);
 //! - `=~`/`!~` match the left side (`nil` as `""`) against a pattern, unanchored; the pattern is a
-//!   `/re/flags` literal or a variable holding one (a variable without slashes is used as the pattern
-//!   itself); flags `i`, `m`, `s`, `U` are RE2's inline flags (GitLab compiles with RE2), which Rust's `regex`
-//!   shares; like RE2, no look-around and no back-references;
+//!   `/re/flags` literal or a variable holding one; flags `i`, `m`, `s`, `U` are RE2's inline flags (GitLab
+//!   compiles with RE2), which Rust's `regex` shares; like RE2, no look-around and no back-references; a
+//!   right side that is no valid pattern is a string, and the match is true when the left side is a
+//!   substring of it (GitLab's `String#scan`);
 //! - `&&`/`||` return one of their operands as Ruby does (`nil`/`false` falsy, `""` truthy);
 //! - the statement is true when the result is `present?`: not `nil`, not `false`, not an empty string.
 use regex::Regex;
@@ -89,9 +90,12 @@ fn matches(text: &Val, pattern: &Val) -> Result<bool, EvalError> {
     };
     let re = match pattern {
         Val::Pattern(source, flags) => compile(source, flags)?,
-        Val::Str(s) => match split_pattern(s) {
-            Some((source, flags)) => compile(source, flags)?,
-            None => compile(s, "")?,
+        // A value that is a valid `/re/flags` is a pattern; any other value stays a string, and GitLab then
+        // runs `string.scan(left)`: true when the left side is a substring of the right side (docs:
+        // jobs/job_rules, "Unexpected behavior from regular expression matching with `=~`").
+        Val::Str(s) => match split_pattern(s).and_then(|(src, flags)| compile(src, flags).ok()) {
+            Some(re) => re,
+            None => return Ok(s.contains(text)),
         },
         // GitLab: `return false unless regexp`.
         _ => return Ok(false),

@@ -121,6 +121,14 @@ pub fn lex(input: &str) -> Result<Vec<Spanned>, LexError> {
                         column,
                     });
                 }
+                // GitLab's pattern lexeme (`%r{^/([^/]|\\/)+[^\\]/[ismU]*}`) needs two characters or more
+                // (docs: jobs/job_rules, "Single-character regular expressions, like `/./`, are not supported").
+                if end == i + 2 {
+                    return Err(LexError {
+                        message: "single-character regular expressions are not supported".into(),
+                        column,
+                    });
+                }
                 let source: String = chars[i + 1..end].iter().collect();
                 let flen = chars[end + 1..]
                     .iter()
@@ -218,6 +226,7 @@ mod tests {
     fn errors_have_columns() {
         assert_eq!(lex("$A == 1").expect_err("err").column, 7);
         assert_eq!(lex("$A == \"x").expect_err("err").column, 7);
-        assert_eq!(lex("$A =~ /x/g").expect_err("err").column, 10);
+        assert_eq!(lex("$A =~ /xy/g").expect_err("err").column, 11);
+        assert_eq!(lex("$A =~ /./").expect_err("err").column, 7);
     }
 }

@@ -78,8 +78,12 @@ pub struct Rule {
 
 /// What `rules` need at evaluation time.
 pub(crate) struct RuleEnv<'a> {
-    /// Variables visible to `if:` (expanded).
+    /// Variables visible to `if:`, as written: GitLab does not expand variables inside variables there
+    /// (docs: "rules:if": "You cannot use nested variables with `if`"; jobs/job_rules: "Variables in a
+    /// regular expression are not resolved").
     pub vars: &'a BTreeMap<String, String>,
+    /// The same variables expanded, for `changes:`/`exists:` paths (GitLab's `variables_hash_expanded`).
+    pub expanded: &'a BTreeMap<String, String>,
     /// The project's files.
     pub files: &'a dyn ProjectFiles,
     /// Whether `changes:` applies (branch and merge request pipelines); otherwise it is true.
@@ -89,6 +93,9 @@ pub(crate) struct RuleEnv<'a> {
 impl RuleEnv<'_> {
     fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         |n| self.vars.get(n).cloned()
+    }
+    fn lookup_expanded(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |n| self.expanded.get(n).cloned()
     }
 }
 
@@ -137,9 +144,18 @@ pub(crate) fn parse_rules(
             let Some(key) = key_str(k) else { continue };
             let kp = p.key(key);
             let allowed = match kind {
+                // GitLab accepts (and ignores) `start_in`, `allow_failure` and `needs` in workflow rules
+                // (docs: "workflow:rules", issue 436473).
                 "workflow" => matches!(
                     key,
-                    "if" | "changes" | "exists" | "when" | "variables" | "auto_cancel"
+                    "if" | "changes"
+                        | "exists"
+                        | "when"
+                        | "start_in"
+                        | "allow_failure"
+                        | "variables"
+                        | "needs"
+                        | "auto_cancel"
                 ),
                 "include" => matches!(key, "if" | "changes" | "exists" | "when"),
                 _ => RULE_KEYS.contains(&key),
@@ -247,9 +263,39 @@ pub(crate) fn parse_rules(
                 ),
             ));
         }
+        if kind == "job" {
+            check_rule_delay(&rule, &p, src)?;
+        }
         out.push(rule);
     }
     Ok(out)
+}
+
+/// A job rule's `start_in` goes with `when: delayed` and only with it, at most one week (GitLab's
+/// `Entry::Rules::Rule` validations; docs: "start_in").
+fn check_rule_delay(rule: &Rule, p: &YPath, src: &Source) -> Result<()> {
+    let delayed = rule.when.as_deref() == Some("delayed");
+    let msg = match (&rule.start_in, delayed) {
+        (Some(_), false) => "config contains disallowed keys: start_in",
+        (None, true) => "start in can't be blank",
+        (Some(s), true) => match crate::duration::parse_duration(s) {
+            None => "start in should be a duration",
+            Some(d) if d > 7 * 86400 => "start in should not exceed the limit",
+            Some(_) => return Ok(()),
+        },
+        (None, false) => return Ok(()),
+    };
+    Err(Error::config(
+        src.locate(p),
+        format!("{} {msg}", gitlab_path(p)),
+    ))
+}
+
+/// Expands the variables of a `changes:`/`exists:` path that exist; an undefined `$VAR` stays part of the
+/// path (docs: "rules:changes": "If the `$VAR` variable exists, its value is used. If it does not exist, the
+/// `$` is interpreted as being part of a path").
+fn expand_path(text: &str, env: &RuleEnv<'_>) -> String {
+    crate::variables::expand_existing_variables(text, &env.lookup_expanded())
 }
 
 fn flatten(value: &Value, path: &YPath, out: &mut Vec<(Value, YPath)>) {
@@ -338,11 +384,13 @@ pub(crate) fn changes_match(
     if !env.changes_apply {
         return Ok(true);
     }
-    let Some(changed) = env.files.changed_files(compare_to) else {
+    // `compare_to` takes variables (docs: "rules:changes:compare_to", GitLab 17.2).
+    let compare_to = compare_to.map(|c| expand_variables(c, &env.lookup_expanded()));
+    let Some(changed) = env.files.changed_files(compare_to.as_deref()) else {
         return Ok(true);
     };
     for g in globs {
-        let g = expand_variables(g, &env.lookup());
+        let g = expand_path(g, env);
         if crate::glob::any_match(&g, &changed)
             .map_err(|e| Error::config(loc.clone(), format!("invalid glob `{g}`: {e}")))?
         {
@@ -352,18 +400,42 @@ pub(crate) fn changes_match(
     Ok(false)
 }
 
-/// `exists:`: true when a project file matches a glob.
+/// `exists:`: true when a project file matches a glob, or, for a path ending with `/`, a directory does
+/// (docs: "rules:exists": "To test the existence of a directory, the path must end with a forward slash").
 pub(crate) fn exists_match(globs: &[String], env: &RuleEnv<'_>, loc: &Location) -> Result<bool> {
     let files = env.files.list_files();
+    let mut dirs: Option<Vec<String>> = None;
     for g in globs {
-        let g = expand_variables(g, &env.lookup());
-        if crate::glob::any_match(&g, &files)
+        let g = expand_path(g, env);
+        let (pattern, candidates) = match g.strip_suffix('/') {
+            Some(dir) => {
+                let dirs = dirs.get_or_insert_with(|| directories(&files));
+                (dir.to_string(), &*dirs)
+            }
+            None => (g.clone(), &files),
+        };
+        if crate::glob::any_match(&pattern, candidates)
             .map_err(|e| Error::config(loc.clone(), format!("invalid glob `{g}`: {e}")))?
         {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Every directory that holds a file, as `a`, `a/b` (no trailing `/`).
+fn directories(files: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            f.match_indices('/')
+                .map(|(i, _)| f[..i].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `only:` / `except:` (refs, variables, changes, kubernetes ignored).
@@ -446,8 +518,18 @@ fn ref_matches(pattern: &str, r: &RefEnv<'_>) -> bool {
     if r.is_branch && pattern == "branches" {
         return true;
     }
-    let source = r.source.strip_suffix("_event").unwrap_or(r.source);
-    if source == pattern || format!("{source}s") == pattern {
+    // The pipeline-type keywords and the `CI_PIPELINE_SOURCE` values they stand for (docs:
+    // ci/yaml/deprecated_keywords, "only:refs / except:refs"; ci/jobs/job_rules, "CI_PIPELINE_SOURCE").
+    let source_keyword = match r.source {
+        "push" => "pushes",
+        "merge_request_event" => "merge_requests",
+        "external_pull_request_event" => "external_pull_requests",
+        "schedule" => "schedules",
+        "trigger" => "triggers",
+        "pipeline" => "pipelines",
+        other => other, // `api`, `chat`, `external`, `web`
+    };
+    if source_keyword == pattern {
         return true;
     }
     if !(r.is_branch || r.is_tag) {
