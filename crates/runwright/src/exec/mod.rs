@@ -1,20 +1,29 @@
-//! `runwright exec`: a `.gitlab-ci.yml` run on this machine (issue 3, first cut).
+//! `runwright exec`: a `.gitlab-ci.yml` run on this machine (issue 3).
 //!
-//! The pipeline model (`runwright-pipeline`) plans the jobs for a push pipeline of HEAD; an embedded
-//! coordinator (`runwright-coordinator`) serves them, and the committed HEAD as a bare mirror, over GitLab's
-//! runner API on loopback; the service's own pollers and job handling (`crate::service`) run them with the
-//! shell executor — the same code path as `runwright run`.
+//! The pipeline model (`runwright-pipeline`) plans the jobs for a push pipeline; the sources are the working
+//! tree as it is, committed on top of HEAD without touching the user's index (`sources.rs`), or HEAD alone with
+//! `--committed`. An embedded coordinator (`runwright-coordinator`) serves the jobs, and that commit as a bare
+//! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`crate::service`)
+//! run them with the shell executor — the same code path as `runwright run`. Jobs start as soon as their
+//! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); traces stream to stdout, `[job] `
+//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`).
 #![allow(clippy::print_stdout)]
 
 mod jobspec;
+mod output;
+mod schedule;
+mod sources;
+mod state;
 
 use crate::cli::ExecArgs;
 use crate::logging::LogArgs;
 use anyhow::{bail, Context};
+use output::TraceOut;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
 use runwright_pipeline::{Pipeline, PipelineContext, PipelinePlan, PlannedJob, When};
+use schedule::Status;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -203,6 +212,27 @@ fn parse_variables(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
     Ok(out)
 }
 
+/// What the jobs check out.
+enum Sources {
+    /// `--committed`: HEAD as it is.
+    Committed { dirty: bool },
+    /// The working tree, committed on top of `head` (or HEAD itself when nothing changed).
+    WorkingTree { head: String, changed: bool },
+}
+
+/// Jobs check out a commit, and the working tree's is made on top of HEAD: an unborn branch has none.
+fn require_commit(dir: &Path) -> anyhow::Result<()> {
+    if git(dir, &["rev-parse", "--show-toplevel"]).is_ok()
+        && git(dir, &["rev-parse", "--verify", "-q", "HEAD"]).is_err()
+    {
+        bail!(
+            "the checkout in {} has no commit yet: make a first one (e.g. `git commit --allow-empty -m init`), then run runwright exec again",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     // Job outcomes are on stdout; the service's per-job warnings (e.g. GitLab's `Job-Status: failed` answer to
     // a failed job's final update) would only repeat them.
@@ -220,7 +250,25 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("reading the working directory")?,
     };
-    let co = checkout(&dir)?;
+    let concurrency = match args.concurrency {
+        Some(0) => bail!("--concurrency 0 would run nothing: give -j 1 or more"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    require_commit(&dir)?;
+    let mut co = checkout(&dir)?;
+    let sources = if args.committed {
+        Sources::Committed { dirty: co.dirty }
+    } else {
+        let head = co.sha.clone();
+        let snap = sources::working_tree(&co.root, &head)?;
+        // Everything downstream (CI_COMMIT_SHA, the jobs' checkout, `key:files`) uses the commit the jobs run.
+        co.sha = snap.sha;
+        Sources::WorkingTree {
+            head,
+            changed: snap.changed,
+        }
+    };
     let file = args.file.clone();
     let mut ctx = PipelineContext::new(predefined(&co, &file));
     ctx.pipeline_variables = parse_variables(&args.variable)?;
@@ -243,116 +291,10 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for name in &args.jobs {
-        if plan.job(name).is_none() {
-            bail!("no job named {name:?} in this pipeline");
-        }
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_pipeline(&args, &co, plan))
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum Status {
-    Pending,
-    Success,
-    Failed { allowed: bool },
-    Skipped,
-    Manual,
-    Canceled,
-}
-
-impl Status {
-    fn label(&self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Success => "success",
-            Status::Failed { allowed: false } => "failed",
-            Status::Failed { allowed: true } => "failed (allowed)",
-            Status::Skipped => "skipped",
-            Status::Manual => "manual",
-            Status::Canceled => "canceled",
-        }
-    }
-    /// A failure that fails the pipeline (and skips `on_success` jobs after it).
-    fn blocking_failure(&self) -> bool {
-        matches!(self, Status::Failed { allowed: false } | Status::Canceled)
-    }
-}
-
-/// Writes trace bytes to stdout line by line, stripping ANSI sequences and GitLab section markers when stdout
-/// is not a terminal.
-struct TraceOut {
-    keep_ansi: bool,
-    partial: Vec<u8>,
-}
-
-impl TraceOut {
-    fn push(&mut self, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        if let Some(pos) = self.partial.iter().rposition(|b| *b == b'\n') {
-            let rest = self.partial.split_off(pos + 1);
-            let lines = std::mem::replace(&mut self.partial, rest);
-            self.write(&lines);
-        }
-    }
-    fn finish(&mut self) {
-        if !self.partial.is_empty() {
-            let mut lines = std::mem::take(&mut self.partial);
-            lines.push(b'\n');
-            self.write(&lines);
-        }
-    }
-    fn write(&self, bytes: &[u8]) {
-        let text = String::from_utf8_lossy(bytes);
-        let text = if self.keep_ansi {
-            text.into_owned()
-        } else {
-            strip_ansi(&text)
-        };
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
-    }
-}
-
-/// Removes ANSI escape sequences and GitLab's `section_start:…\r`/`section_end:…\r` markers.
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                while let Some(&n) = chars.peek() {
-                    chars.next();
-                    if ('\x40'..='\x7e').contains(&n) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    // Section markers end with `\r` before the header text on the same line.
-    out.split('\n')
-        .map(|line| {
-            let mut l = line;
-            while let Some(rest) = l
-                .strip_prefix("section_start:")
-                .or_else(|| l.strip_prefix("section_end:"))
-            {
-                l = rest.split_once('\r').map_or("", |(_, after)| after);
-            }
-            l.trim_end_matches('\r')
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    rt.block_on(run_pipeline(&args, &co, &plan, &sources, concurrency))
 }
 
 fn notes(job: &PlannedJob) -> Vec<String> {
@@ -366,29 +308,104 @@ fn notes(job: &PlannedJob) -> Vec<String> {
     n
 }
 
+/// `<project>-<hash of the checkout path>`: two checkouts of one project keep apart what outlives a run.
+fn checkout_key(co: &Checkout) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = hex::encode(Sha1::digest(co.root.as_os_str().as_encoded_bytes()));
+    format!("{}-{}", slug(&co.project_path), &digest[..12])
+}
+
 /// Caches outlive a run: `$XDG_CACHE_HOME/runwright/exec/<project>-<hash of the checkout path>`, so two
 /// checkouts of one project do not share (or clobber) each other's caches.
 fn default_cache_dir(co: &Checkout) -> PathBuf {
-    use sha1::{Digest, Sha1};
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    let digest = hex::encode(Sha1::digest(co.root.as_os_str().as_encoded_bytes()));
-    base.join("runwright").join("exec").join(format!(
-        "{}-{}",
-        slug(&co.project_path),
-        &digest[..12]
-    ))
+    base.join("runwright").join("exec").join(checkout_key(co))
+}
+
+/// How a job ended, for the summary table and `summary.json`.
+#[derive(Default, Clone)]
+struct Outcome {
+    duration: Option<Duration>,
+    exit_code: Option<i32>,
+    log: Option<String>,
+    artifacts: Vec<String>,
+}
+
+/// Streams a job's trace (stdout and its log file) until it is final.
+async fn follow(
+    coordinator: Coordinator,
+    id: i64,
+    name: String,
+    mut out: TraceOut,
+    deadline: Instant,
+) -> anyhow::Result<runwright_coordinator::JobRecord> {
+    let mut printed = 0usize;
+    let record = loop {
+        let res = coordinator
+            .wait_for(id, Duration::from_millis(500), |r| {
+                r.is_final() || r.trace.len() > printed
+            })
+            .await;
+        let Some(rec) = coordinator.job(id) else {
+            bail!("job {name} vanished from the coordinator");
+        };
+        if rec.trace.len() > printed {
+            out.push(&rec.trace[printed..]);
+            printed = rec.trace.len();
+        }
+        if rec.is_final() {
+            break rec;
+        }
+        if res.is_err() && Instant::now() > deadline {
+            // The runner enforces the job's timeout itself; this is the safety net if it never reports back.
+            coordinator.force_cancel(id);
+            out.finish();
+            bail!(
+                "job {name} did not finish in time (state {}); canceled",
+                rec.state
+            );
+        }
+    };
+    out.finish();
+    Ok(record)
 }
 
 async fn run_pipeline(
     args: &ExecArgs,
     co: &Checkout,
-    plan: PipelinePlan,
+    plan: &PipelinePlan,
+    sources: &Sources,
+    concurrency: usize,
 ) -> anyhow::Result<ExitCode> {
-    let keep_ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let selected = schedule::select(plan, &args.jobs, args.needs, &args.manual)?;
+    if args.needs && args.jobs.is_empty() {
+        println!("note: --needs adds what named jobs need; without JOB names the whole pipeline runs anyway");
+    }
+    for name in &args.manual {
+        if plan.job(name).is_some_and(|j| j.when != When::Manual) {
+            println!("note: --manual {name}: not a manual job; it runs by its own `when`");
+        }
+    }
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let keep_ansi = colour;
+    let prefixed = concurrency > 1 && selected.len() > 1;
+
+    let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;
+    let stems = state::file_stems(selected.iter().map(|s| s.job.name.as_str()));
+    let plan_json = serde_json::json!({
+        "project": co.project_path,
+        "ref": co.branch,
+        "sha": co.sha,
+        "sources": match sources { Sources::Committed { .. } => "committed", Sources::WorkingTree { .. } => "working tree" },
+        "stages": plan.stages,
+        "jobs": selected.iter().map(|s| s.job).collect::<Vec<_>>(),
+    });
+    state::write_json(&run_dir.path, "plan.json", &plan_json)?;
+
     let tmp = tempfile::Builder::new()
         .prefix("runwright-exec-")
         .tempdir()
@@ -411,19 +428,36 @@ async fn run_pipeline(
             &format!("{}:refs/heads/{}", co.sha, co.branch),
         ],
     )
-    .context("mirroring HEAD for the jobs")?;
+    .context("mirroring the sources for the jobs")?;
+    let short = |s: &str| s[..s.len().min(8)].to_string();
     println!(
-        "runwright exec: pipeline for {} ({}) of {}",
-        &co.sha[..co.sha.len().min(8)],
+        "runwright exec: pipeline {} for {} ({}) of {}",
+        run_dir.number,
+        short(&co.sha),
         co.branch,
         co.project_path
     );
-    if co.dirty {
-        println!(
-            "note: jobs run the committed HEAD; uncommitted changes (and untracked files) are NOT included"
-        );
-    } else {
-        println!("note: jobs run the committed HEAD (uncommitted changes are not included)");
+    match sources {
+        Sources::Committed { dirty: true } => println!(
+            "note: --committed: jobs run the committed HEAD; uncommitted changes (and untracked files) are NOT included"
+        ),
+        Sources::Committed { dirty: false } => {
+            println!("note: --committed: jobs run the committed HEAD")
+        }
+        Sources::WorkingTree {
+            head,
+            changed: true,
+        } => println!(
+            "note: jobs run the working tree as it is (uncommitted changes and untracked files included), committed on top of HEAD {} as {}: CI_COMMIT_SHA and `git rev-parse HEAD` in the jobs are that commit; your index and HEAD are untouched (--committed runs HEAD alone)",
+            short(head),
+            short(&co.sha)
+        ),
+        Sources::WorkingTree { changed: false, .. } => {
+            println!("note: jobs run the working tree, which matches HEAD")
+        }
+    }
+    if selected.len() > 1 {
+        println!("note: up to {concurrency} jobs at once (-j N to change)");
     }
 
     let coordinator = Coordinator::start(CoordinatorOptions {
@@ -447,8 +481,11 @@ async fn run_pipeline(
         .with_context(|| format!("creating the cache directory {}", cache_dir.display()))?;
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work)?;
+    // `concurrent` and the entry's `limit` both allow the run's concurrency. The shell executor's builds dir is
+    // shared, so each running job gets `<builds>/<token>/<CI_CONCURRENT_PROJECT_ID>/<project>`: parallel jobs
+    // never share a project directory.
     let toml = format!(
-        "concurrent = 1\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  builds_dir = \"{}\"\n  cache_dir = \"{}\"\n",
+        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = \"{}\"\n  cache_dir = \"{}\"\n",
         coordinator.url(),
         tmp.path().join("builds").display(),
         cache_dir.display(),
@@ -458,29 +495,19 @@ async fn run_pipeline(
         crate::identity::identity("s_000000e8ec00"),
         work,
         None,
-        1,
+        concurrency,
         Duration::from_millis(100),
     );
     for r in &loaded.config.runners {
         crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
     }
 
-    let selected: Vec<&PlannedJob> = plan
-        .jobs
-        .iter()
-        .filter(|j| args.jobs.is_empty() || args.jobs.contains(&j.name))
-        .collect();
-    let index: HashMap<&str, usize> = selected
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.name.as_str(), i))
-        .collect();
-    let mut status = vec![Status::Pending; selected.len()];
-    let mut durations: Vec<Option<Duration>> = vec![None; selected.len()];
-    let mut ids: HashMap<&str, i64> = HashMap::new();
+    let mut sched = schedule::Scheduler::new(selected);
+    let mut outcomes = vec![Outcome::default(); sched.jobs.len()];
+    let mut ids: HashMap<String, i64> = HashMap::new();
     let started = Instant::now();
 
-    // Ctrl-C / SIGTERM: abort the running job (its processes are in their own process group, out of the
+    // Ctrl-C / SIGTERM: abort the running jobs (their processes are in their own process groups, out of the
     // terminal's reach) the way the service does, and start no more.
     let interrupted = tokio_util::sync::CancellationToken::new();
     {
@@ -494,189 +521,201 @@ async fn run_pipeline(
                 _ = sigterm.recv() => {}
                 _ = sigint.recv() => {}
             }
-            eprintln!("runwright exec: interrupted, aborting the running job");
+            eprintln!("runwright exec: interrupted, aborting the running jobs");
             interrupted.cancel();
             abort.cancel();
         });
     }
 
+    let mut running: tokio::task::JoinSet<(
+        usize,
+        Instant,
+        anyhow::Result<runwright_coordinator::JobRecord>,
+    )> = tokio::task::JoinSet::new();
     loop {
         if interrupted.is_cancelled() {
-            for s in status.iter_mut().filter(|s| **s == Status::Pending) {
-                *s = Status::Canceled;
+            sched.settle_pending(Status::Canceled);
+        }
+        // Start (or skip) everything that may go now.
+        while let Some(step) = sched.next(sched.running() < concurrency) {
+            match step {
+                schedule::Step::Skip(i, status, why) => {
+                    let job = sched.jobs[i].job;
+                    println!(
+                        "--- {} ({}): {} — {why}",
+                        job.name,
+                        job.stage,
+                        status.label()
+                    );
+                }
+                schedule::Step::Start(i) => {
+                    let job = sched.jobs[i].job;
+                    println!("=== {} ({})", job.name, job.stage);
+                    for n in notes(job) {
+                        println!("note: {}: {n}", job.name);
+                    }
+                    // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier
+                    // stages) that ran in this pipeline.
+                    let deps: Vec<i64> = match &job.dependencies {
+                        Some(names) => names
+                            .iter()
+                            .filter_map(|n| ids.get(n.as_str()).copied())
+                            .collect(),
+                        None => sched
+                            .jobs
+                            .iter()
+                            .filter(|s| s.job.stage_index < job.stage_index)
+                            .filter_map(|s| ids.get(s.job.name.as_str()).copied())
+                            .collect(),
+                    };
+                    let id = coordinator.enqueue(jobspec::spec_for(
+                        job,
+                        co,
+                        &project,
+                        PIPELINE_ID,
+                        deps,
+                    ));
+                    ids.insert(job.name.clone(), id);
+                    let log_name = format!("{}.log", stems[i]);
+                    let log = match std::fs::File::create(run_dir.path.join(&log_name)) {
+                        Ok(f) => {
+                            outcomes[i].log = Some(log_name);
+                            Some(f)
+                        }
+                        Err(err) => {
+                            eprintln!(
+                                "runwright exec: cannot create the log of {} in {} ({err}); its output is on stdout only",
+                                job.name,
+                                run_dir.path.display()
+                            );
+                            None
+                        }
+                    };
+                    let style = output::Style {
+                        keep_ansi,
+                        prefix: prefixed.then(|| output::prefix(&job.name, i, colour)),
+                    };
+                    let deadline = Instant::now()
+                        + Duration::from_secs(job.timeout.unwrap_or(3600))
+                        + Duration::from_secs(120);
+                    let follow = follow(
+                        coordinator.clone(),
+                        id,
+                        job.name.clone(),
+                        output::TraceOut::new(style, log),
+                        deadline,
+                    );
+                    let t0 = Instant::now();
+                    running.spawn(async move { (i, t0, follow.await) });
+                }
             }
+        }
+        if running.is_empty() {
+            // Nothing runs and nothing can start: what is left waits on nothing that will ever finish.
+            sched.settle_pending(Status::Skipped);
             break;
         }
-        // The first pending job (plan order) whose predecessors are all done.
-        let preds = |i: usize| -> Vec<usize> {
-            let j = selected[i];
-            match &j.needs {
-                Some(needs) => needs
-                    .iter()
-                    .filter_map(|n| index.get(n.job.as_str()).copied())
-                    .collect(),
-                None => (0..selected.len())
-                    .filter(|&k| selected[k].stage_index < j.stage_index)
-                    .collect(),
-            }
+        let joined = tokio::select! {
+            j = running.join_next() => j,
+            // Wake up to cancel the pending jobs; the running ones end through `abort_jobs`.
+            _ = interrupted.cancelled(), if sched.status.contains(&Status::Pending) => continue,
         };
-        let next = (0..selected.len()).find(|&i| {
-            status[i] == Status::Pending && preds(i).iter().all(|&p| status[p] != Status::Pending)
-        });
-        let Some(i) = next else {
-            for s in status.iter_mut().filter(|s| **s == Status::Pending) {
-                *s = Status::Skipped;
-            }
-            break;
-        };
-        let job = selected[i];
-        let failed_before = preds(i).iter().any(|&p| status[p].blocking_failure());
-        let named = args.jobs.contains(&job.name);
-        let run = match job.when {
-            When::OnSuccess | When::Delayed => !failed_before,
-            When::OnFailure => failed_before,
-            When::Always => true,
-            When::Manual => named,
-            When::Never => false,
-        };
-        if !run {
-            status[i] = if job.when == When::Manual {
-                Status::Manual
-            } else {
-                Status::Skipped
-            };
-            let why = match job.when {
-                When::Manual => "manual job (name it on the command line to run it)",
-                When::OnFailure => "when: on_failure, nothing failed",
-                When::Never => "when: never",
-                _ => "an earlier job failed",
-            };
-            println!(
-                "--- {} ({}): {} — {why}",
-                job.name,
-                job.stage,
-                status[i].label()
-            );
-            continue;
-        }
-        if job.trigger.is_some() {
-            println!(
-                "--- {} ({}): skipped — trigger: jobs are not supported by runwright exec yet",
-                job.name, job.stage
-            );
-            status[i] = Status::Skipped;
-            continue;
-        }
-        println!("=== {} ({})", job.name, job.stage);
-        for n in notes(job) {
-            println!("note: {}: {n}", job.name);
-        }
-        let t0 = Instant::now();
-        // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier stages)
-        // that ran in this pipeline.
-        let deps: Vec<i64> = match &job.dependencies {
-            Some(names) => names
-                .iter()
-                .filter_map(|n| ids.get(n.as_str()).copied())
-                .collect(),
-            None => (0..selected.len())
-                .filter(|&k| selected[k].stage_index < job.stage_index)
-                .filter_map(|k| ids.get(selected[k].name.as_str()).copied())
-                .collect(),
-        };
-        let id = coordinator.enqueue(jobspec::spec_for(job, co, &project, PIPELINE_ID, deps));
-        ids.insert(job.name.as_str(), id);
-        let deadline = Instant::now()
-            + Duration::from_secs(job.timeout.unwrap_or(3600))
-            + Duration::from_secs(120);
-        let mut out = TraceOut {
-            keep_ansi,
-            partial: Vec::new(),
-        };
-        let mut printed = 0usize;
-        let record = loop {
-            let res = coordinator
-                .wait_for(id, Duration::from_millis(500), |r| {
-                    r.is_final() || r.trace.len() > printed
-                })
-                .await;
-            let Some(rec) = coordinator.job(id) else {
-                bail!("job {} vanished from the coordinator", job.name);
-            };
-            if rec.trace.len() > printed {
-                out.push(&rec.trace[printed..]);
-                printed = rec.trace.len();
-            }
-            if rec.is_final() {
-                break rec;
-            }
-            if res.is_err() && Instant::now() > deadline {
-                bail!(
-                    "job {} did not finish in time (state {})",
-                    job.name,
-                    rec.state
-                );
-            }
-        };
-        out.finish();
-        durations[i] = Some(t0.elapsed());
-        status[i] = match record.state.as_str() {
-            "success" => Status::Success,
-            "canceled" => Status::Canceled,
-            _ => {
-                let by_code = record
+        let Some(joined) = joined else { continue };
+        let (i, t0, result) = joined.context("a job's output task failed")?;
+        let job = sched.jobs[i].job;
+        outcomes[i].duration = Some(t0.elapsed());
+        let status = match result {
+            Ok(record) => {
+                // GitLab's runner reports an exit code for failures only; a job succeeds when every script
+                // line exited 0.
+                outcomes[i].exit_code = record
                     .exit_code
-                    .is_some_and(|c| job.allow_failure_exit_codes.contains(&i64::from(c)));
+                    .or_else(|| (record.state == "success").then_some(0));
+                match state::copy_artifacts(&run_dir.path, &stems[i], &record.artifacts) {
+                    Ok(files) => outcomes[i].artifacts = files,
+                    Err(err) => eprintln!("runwright exec: {} artifacts: {err:#}", job.name),
+                }
+                match record.state.as_str() {
+                    "success" => Status::Success,
+                    "canceled" => Status::Canceled,
+                    _ if interrupted.is_cancelled() => Status::Canceled,
+                    _ => {
+                        let by_code = record
+                            .exit_code
+                            .is_some_and(|c| job.allow_failure_exit_codes.contains(&i64::from(c)));
+                        Status::Failed {
+                            allowed: job.allow_failure || by_code,
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                eprintln!("runwright exec: {err:#}");
                 Status::Failed {
-                    allowed: job.allow_failure || by_code,
+                    allowed: job.allow_failure,
                 }
             }
         };
         println!(
-            "=== {} ({}): {} in {:.1}s",
+            "=== {} ({}): {} in {:.1}s{}",
             job.name,
             job.stage,
-            status[i].label(),
-            t0.elapsed().as_secs_f64()
+            status.label(),
+            t0.elapsed().as_secs_f64(),
+            outcomes[i]
+                .exit_code
+                .filter(|c| *c != 0)
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default()
         );
+        sched.status[i] = status;
     }
 
     crate::service::drain(&shared).await;
     let interrupted = interrupted.is_cancelled();
     coordinator.shutdown().await;
 
-    let passed = !status.iter().any(Status::blocking_failure);
-    let w_job = selected
+    let passed = !sched.status.iter().any(Status::blocking_failure);
+    let verdict = if interrupted {
+        "canceled"
+    } else if passed {
+        "passed"
+    } else {
+        "failed"
+    };
+    let elapsed = started.elapsed();
+    print_summary(&sched, &outcomes);
+    let jobs_json: Vec<serde_json::Value> = sched
+        .jobs
         .iter()
-        .map(|j| j.name.len())
-        .max()
-        .unwrap_or(3)
-        .max(3);
-    let w_stage = selected
-        .iter()
-        .map(|j| j.stage.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    println!();
-    println!(
-        "{:<w_job$}  {:<w_stage$}  {:<16}  duration",
-        "job", "stage", "status"
-    );
-    for (i, j) in selected.iter().enumerate() {
-        let d = durations[i].map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
-        println!(
-            "{:<w_job$}  {:<w_stage$}  {:<16}  {d}",
-            j.name,
-            j.stage,
-            status[i].label()
-        );
+        .zip(&sched.status)
+        .zip(&outcomes)
+        .map(|((s, status), o)| {
+            serde_json::json!({
+                "name": s.job.name,
+                "stage": s.job.stage,
+                "status": match status { Status::Failed { .. } => "failed", other => other.label() },
+                "allowed_failure": matches!(status, Status::Failed { allowed: true }),
+                "duration_seconds": o.duration.map(|d| d.as_secs_f64()),
+                "exit_code": o.exit_code,
+                "log": o.log,
+                "artifacts": o.artifacts,
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "pipeline": run_dir.number,
+        "status": verdict,
+        "duration_seconds": elapsed.as_secs_f64(),
+        "sha": co.sha,
+        "ref": co.branch,
+        "jobs": jobs_json,
+    });
+    if let Err(err) = state::write_json(&run_dir.path, "summary.json", &summary) {
+        eprintln!("runwright exec: {err:#}");
     }
-    println!(
-        "pipeline {} in {:.1}s",
-        if passed { "passed" } else { "failed" },
-        started.elapsed().as_secs_f64()
-    );
+    println!("pipeline {verdict} in {:.1}s", elapsed.as_secs_f64());
+    println!("pipeline directory: {}", run_dir.path.display());
     Ok(if interrupted {
         ExitCode::from(130)
     } else if passed {
@@ -684,6 +723,38 @@ async fn run_pipeline(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The table at the end: job, stage, status (with allowed failures), duration, exit code.
+fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
+    let width = |f: &dyn Fn(&PlannedJob) -> usize, min: usize| {
+        sched
+            .jobs
+            .iter()
+            .map(|s| f(s.job))
+            .max()
+            .unwrap_or(min)
+            .max(min)
+    };
+    let w_job = width(&|j| j.name.len(), 3);
+    let w_stage = width(&|j| j.stage.len(), 5);
+    println!();
+    println!(
+        "{:<w_job$}  {:<w_stage$}  {:<16}  {:>8}  exit code",
+        "job", "stage", "status", "duration"
+    );
+    for ((s, status), o) in sched.jobs.iter().zip(&sched.status).zip(outcomes) {
+        let d = o
+            .duration
+            .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+        let code = o.exit_code.map_or("-".to_string(), |c| c.to_string());
+        println!(
+            "{:<w_job$}  {:<w_stage$}  {:<16}  {d:>8}  {code}",
+            s.job.name,
+            s.job.stage,
+            status.label()
+        );
+    }
 }
 
 #[cfg(test)]
@@ -702,11 +773,5 @@ mod tests {
             Some("grp/app")
         );
         assert_eq!(path_from_remote("/srv/app"), None);
-    }
-
-    #[test]
-    fn strips_ansi_and_sections() {
-        let s = "section_start:1:step\r\x1b[0K\x1b[32;1m$ echo hi\x1b[0;m\nhi\nsection_end:1:step\r\x1b[0K\n";
-        assert_eq!(strip_ansi(s), "$ echo hi\nhi\n\n");
     }
 }

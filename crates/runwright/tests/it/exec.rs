@@ -67,6 +67,10 @@ fn exec(h: &Harness, dir: &std::path::Path, args: &[&str]) -> (Output, String) {
         .arg("exec")
         .args(args)
         .current_dir(dir)
+        // Runs leave their pipeline directories in the test's own temp dir, whatever the machine's XDG dirs.
+        .env("RUNWRIGHT_EXEC_STATE_DIR", h.path().join("state"))
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CACHE_HOME")
         .output()
         .expect("runwright exec runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -83,7 +87,8 @@ fn pos(haystack: &str, needle: &str) -> usize {
 async fn pipeline_runs_stage_by_stage_and_fails_on_a_failed_job() {
     let h = Harness::new().await;
     let dir = project(&h);
-    let (out, stdout) = exec(&h, &dir, &["--variable", "WHO=world"]);
+    // One job at a time: the output is in plan order.
+    let (out, stdout) = exec(&h, &dir, &["--variable", "WHO=world", "-j", "1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     // Variables: global, --variable, predefined.
@@ -133,11 +138,11 @@ async fn pipeline_runs_stage_by_stage_and_fails_on_a_failed_job() {
 }
 
 #[tokio::test]
-async fn named_jobs_run_manual_ones_and_uncommitted_changes_stay_out() {
+async fn named_jobs_run_manual_ones_and_committed_leaves_uncommitted_changes_out() {
     let h = Harness::new().await;
     let dir = project(&h);
     std::fs::write(dir.join("committed.txt"), "uncommitted-edit\n").expect("edit");
-    let (out, stdout) = exec(&h, &dir, &["build", "release"]);
+    let (out, stdout) = exec(&h, &dir, &["--committed", "build", "release"]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("are NOT included"), "{stdout}");
     assert!(stdout.contains("committed-content\n"), "{stdout}");
@@ -234,4 +239,287 @@ async fn artifacts_flow_between_jobs_and_caches_persist_across_runs() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("cache-hit from-run-1"), "{stdout}");
     assert!(stdout.contains("artifact-of-run-2\n"), "{stdout}");
+}
+
+/// The summary table's row of `job`, split on whitespace.
+fn summary_row<'a>(stdout: &'a str, job: &str) -> Option<Vec<&'a str>> {
+    let summary = &stdout[stdout.find("\njob ")?..];
+    summary
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(job))
+        .map(|l| l.split_whitespace().collect())
+}
+
+fn git_state(h: &Harness, dir: &std::path::Path) -> (String, String, String) {
+    (
+        h.git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+        h.git(dir, &["rev-parse", "HEAD"]),
+        h.git(dir, &["diff", "--cached"]),
+    )
+}
+
+const WORKTREE_PIPELINE: &str = r#"
+show:
+  script:
+    - cat committed.txt
+    - cat untracked.txt
+    - test ! -e gone.txt && echo gone-is-gone-$((1+1))
+    - test ! -e ignored.txt && echo ignored-stays-out-$((1+1))
+    - echo "head=$(git rev-parse HEAD) sha=$CI_COMMIT_SHA"
+"#;
+
+/// By default the jobs run the working tree: an uncommitted edit, a deletion and an untracked file are there,
+/// an ignored file is not, `git rev-parse HEAD` is `CI_COMMIT_SHA`, and the user's index and HEAD stay put.
+#[tokio::test]
+async fn the_working_tree_is_run_by_default_and_the_checkout_stays_untouched() {
+    let h = Harness::new().await;
+    let head = h.make_repo(
+        "grp/wt",
+        &[
+            (".gitlab-ci.yml", WORKTREE_PIPELINE),
+            (".gitignore", "ignored.txt\n"),
+            ("committed.txt", "committed-content\n"),
+            ("gone.txt", "to be deleted\n"),
+            ("staged.txt", "v1\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/wt");
+    std::fs::write(dir.join("committed.txt"), "uncommitted-edit\n").expect("edit");
+    std::fs::write(dir.join("untracked.txt"), "untracked-content\n").expect("new file");
+    std::fs::write(dir.join("ignored.txt"), "secret\n").expect("ignored file");
+    std::fs::remove_file(dir.join("gone.txt")).expect("delete");
+    // A staged change with a different unstaged one on top: the index must keep the staged one.
+    std::fs::write(dir.join("staged.txt"), "v2\n").expect("stage");
+    h.git(&dir, &["add", "staged.txt"]);
+    std::fs::write(dir.join("staged.txt"), "v3\n").expect("edit again");
+    let before = git_state(&h, &dir);
+
+    let (out, stdout) = exec(&h, &dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\nuncommitted-edit\n"), "{stdout}");
+    assert!(stdout.contains("\nuntracked-content\n"), "{stdout}");
+    assert!(stdout.contains("\ngone-is-gone-2\n"), "{stdout}");
+    assert!(stdout.contains("\nignored-stays-out-2\n"), "{stdout}");
+    assert!(stdout.contains("untracked files included"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("head="))
+        .unwrap_or_else(|| panic!("no head= line:\n{stdout}"));
+    let (job_head, sha) = line
+        .strip_prefix("head=")
+        .and_then(|l| l.split_once(" sha="))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(job_head, sha, "{stdout}");
+    assert_ne!(sha, head, "the working tree's own commit: {stdout}");
+    // On top of HEAD.
+    assert_eq!(h.git(&dir, &["rev-parse", &format!("{sha}^")]), head);
+
+    assert_eq!(git_state(&h, &dir), before, "the checkout changed");
+    assert_eq!(h.git(&dir, &["show", ":staged.txt"]), "v2");
+}
+
+const RENDEZVOUS_PIPELINE: &str = r#"
+stages: [test]
+a:
+  stage: test
+  script:
+    - touch "$MARKS/a"
+    - for i in $(seq $((WAIT * 10))); do [ -e "$MARKS/b" ] && break; sleep 0.1; done
+    - echo "a-result $(test -e "$MARKS/b" && echo overlap || echo alone)"
+b:
+  stage: test
+  script:
+    - touch "$MARKS/b"
+    - for i in $(seq $((WAIT * 10))); do [ -e "$MARKS/a" ] && break; sleep 0.1; done
+    - echo "b-result $(test -e "$MARKS/a" && echo overlap || echo alone)"
+"#;
+
+/// With `-j 2` the two jobs of a stage run at once: each waits for the other's marker file, so both see it
+/// only if they overlap; their lines carry `[job] ` prefixes. `-j 1` runs them one after the other.
+#[tokio::test]
+async fn jobs_run_in_parallel_up_to_the_concurrency() {
+    let h = Harness::new().await;
+    h.make_repo("grp/par", &[(".gitlab-ci.yml", RENDEZVOUS_PIPELINE)]);
+    let dir = h.path().join("src/grp/par");
+
+    let marks = h.path().join("marks-parallel");
+    std::fs::create_dir_all(&marks).expect("marks");
+    let marks_var = format!("MARKS={}", marks.display());
+    let (out, stdout) = exec(&h, &dir, &["-j", "2", "-e", &marks_var, "-e", "WAIT=60"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\n[a] a-result overlap\n"), "{stdout}");
+    assert!(stdout.contains("\n[b] b-result overlap\n"), "{stdout}");
+    // Every trace line is prefixed; only runwright's own lines are not.
+    for l in stdout.lines() {
+        assert!(
+            l.starts_with("[a] ")
+                || l.starts_with("[b] ")
+                || l.starts_with("===")
+                || l.starts_with("note:")
+                || l.starts_with("runwright exec:")
+                || l.starts_with("pipeline ")
+                || l.is_empty()
+                || summary_row(&stdout, l.split_whitespace().next().unwrap_or("-")).is_some(),
+            "unprefixed line {l:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+    assert!(
+        stdout.contains("exit code"),
+        "summary has an exit code column: {stdout}"
+    );
+
+    let marks = h.path().join("marks-sequential");
+    std::fs::create_dir_all(&marks).expect("marks");
+    let marks_var = format!("MARKS={}", marks.display());
+    let (out, stdout) = exec(&h, &dir, &["-j", "1", "-e", &marks_var, "-e", "WAIT=2"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\na-result alone\n"), "{stdout}");
+    assert!(
+        stdout.contains("\nb-result overlap\n"),
+        "b sees a's marker: {stdout}"
+    );
+    assert!(!stdout.contains("[a] "), "{stdout}");
+}
+
+const STATE_PIPELINE: &str = r#"
+stages: [build, test]
+build:
+  stage: build
+  script:
+    - mkdir -p dist && echo built > dist/app.txt
+    - printf '\033[32mgreen-output\033[0m\n'
+  artifacts:
+    paths: [dist/]
+check:
+  stage: test
+  allow_failure: true
+  script:
+    - cat dist/app.txt
+    - exit 3
+"#;
+
+/// Every run leaves `<state dir>/<n>/` with the plan, each job's full log (ANSI kept), its artifacts and a
+/// summary with exit codes.
+#[tokio::test]
+async fn each_run_keeps_a_pipeline_directory() {
+    let h = Harness::new().await;
+    h.make_repo("grp/state", &[(".gitlab-ci.yml", STATE_PIPELINE)]);
+    let dir = h.path().join("src/grp/state");
+    let state = h.path().join("state");
+
+    let (out, stdout) = exec(&h, &dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "allowed failure: {stdout}");
+    let run = state.join("1");
+    assert!(
+        stdout.contains(&format!("pipeline directory: {}\n", run.display())),
+        "{stdout}"
+    );
+    let row = summary_row(&stdout, "check").unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(row.last(), Some(&"3"), "exit code column: {row:?}");
+
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("plan.json")).expect("plan.json"))
+            .expect("plan is JSON");
+    let names: Vec<&str> = plan["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert_eq!(names, ["build", "check"]);
+
+    let build_log = std::fs::read_to_string(run.join("build.log")).expect("build.log");
+    assert!(build_log.contains("\x1b[32mgreen-output"), "{build_log}");
+    assert!(
+        build_log.contains("section_start:"),
+        "the full trace: {build_log}"
+    );
+    let check_log = std::fs::read_to_string(run.join("check.log")).expect("check.log");
+    assert!(check_log.contains("built"), "{check_log}");
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("summary.json"))
+            .expect("summary is JSON");
+    assert_eq!(summary["status"], "passed", "{summary}");
+    let job = |name: &str| {
+        summary["jobs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|j| j["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {summary}"))
+    };
+    assert_eq!(job("check")["status"], "failed");
+    assert_eq!(job("check")["allowed_failure"], true);
+    assert_eq!(job("check")["exit_code"], 3);
+    assert_eq!(job("build")["status"], "success");
+    assert_eq!(job("build")["log"], "build.log");
+    let artifacts = job("build")["artifacts"].clone();
+    let first = artifacts[0].as_str().unwrap_or_else(|| panic!("{summary}"));
+    assert!(first.starts_with("artifacts/build/"), "{first}");
+    let archive = std::fs::read(run.join(first)).expect("artifact copied");
+    assert!(archive.starts_with(b"PK"), "a zip archive");
+
+    let (out, stdout) = exec(&h, &dir, &["build"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(state.join("2/summary.json").is_file(), "{stdout}");
+    assert!(!state.join("2/check.log").exists(), "check did not run");
+}
+
+/// `--needs` with a JOB runs what it needs, transitively, and nothing else.
+#[tokio::test]
+async fn needs_adds_what_named_jobs_need() {
+    let h = Harness::new().await;
+    let dir = project(&h);
+    let (out, stdout) = exec(&h, &dir, &["--needs", "report", "-j", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let build = pos(&stdout, "build says hello");
+    let unit = pos(&stdout, "unit-output\n");
+    let report = pos(&stdout, "report-output\n");
+    assert!(build < unit && unit < report, "{stdout}");
+    for absent in [
+        "flaky-output",
+        "broken-output",
+        "deploy-output",
+        "cleanup-output",
+    ] {
+        assert!(!stdout.contains(absent), "{absent}: {stdout}");
+    }
+    for job in ["build", "unit", "report"] {
+        let row = summary_row(&stdout, job).unwrap_or_else(|| panic!("{job}: {stdout}"));
+        assert_eq!(row[2], "success", "{row:?}");
+    }
+    assert!(summary_row(&stdout, "flaky").is_none(), "{stdout}");
+}
+
+/// `--manual JOB` plays that manual job in the full pipeline; other manual jobs stay manual.
+#[tokio::test]
+async fn manual_starts_a_manual_job_in_the_full_run() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/manual",
+        &[(
+            ".gitlab-ci.yml",
+            "build:\n  script: [echo build-output]\nrelease:\n  when: manual\n  script: [echo release-output]\npublish:\n  when: manual\n  script: [echo publish-output]\n",
+        )],
+    );
+    let dir = h.path().join("src/grp/manual");
+    let (out, stdout) = exec(&h, &dir, &["--manual", "release"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("build-output\n"), "{stdout}");
+    assert!(stdout.contains("release-output\n"), "{stdout}");
+    assert!(!stdout.contains("publish-output"), "{stdout}");
+    assert_eq!(
+        summary_row(&stdout, "release").map(|r| r[2]),
+        Some("success")
+    );
+    assert_eq!(
+        summary_row(&stdout, "publish").map(|r| r[2]),
+        Some("manual")
+    );
+
+    let (out, stdout) = exec(&h, &dir, &["--manual", "nope"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    assert!(stderr.contains("no job named \"nope\""), "{stderr}");
 }

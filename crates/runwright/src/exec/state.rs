@@ -1,0 +1,188 @@
+//! The pipeline directory every `runwright exec` run leaves behind:
+//! `$XDG_STATE_HOME/runwright/pipelines/<project>-<hash>/<run number>/` with `plan.json`, each job's full log
+//! (`<job>.log`, ANSI kept), its uploaded artifacts (`artifacts/<job>/`) and `summary.json`.
+
+use anyhow::Context;
+use runwright_coordinator::StoredArtifact;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Overrides `$XDG_STATE_HOME/runwright/pipelines/<project>-<hash>`: the runs of this checkout go to numbered
+/// directories right under it. Read by `runwright exec` at the start of each run. Unset: the XDG location
+/// (`~/.local/state/...` without `XDG_STATE_HOME`).
+pub(super) const RUNWRIGHT_EXEC_STATE_DIR: &str = "RUNWRIGHT_EXEC_STATE_DIR";
+
+/// Where the runs of a checkout go; `key` is `<project slug>-<hash of the checkout path>`.
+pub(super) fn pipelines_dir(key: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(RUNWRIGHT_EXEC_STATE_DIR).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // XDG: a relative XDG_STATE_HOME is invalid and ignored.
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("runwright").join("pipelines").join(key)
+}
+
+/// One run's directory.
+pub(super) struct RunDir {
+    pub path: PathBuf,
+    pub number: u64,
+}
+
+/// Creates `<dir>/<n>` for the next free run number. `create_dir` claims a number atomically, so two runs
+/// started at once get different directories.
+pub(super) fn create_run(dir: &Path) -> anyhow::Result<RunDir> {
+    let hint =
+        format!("set {RUNWRIGHT_EXEC_STATE_DIR} to a writable directory to keep runs elsewhere");
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the pipeline directory {} ({hint})", dir.display()))?;
+    let last = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {} ({hint})", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let mut number = last + 1;
+    loop {
+        let path = dir.join(number.to_string());
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(RunDir { path, number }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && number < last + 1000 => {
+                number += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "creating the pipeline directory {} ({hint})",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// File names for the jobs' logs and artifact directories, in the order of `names`: the job name with
+/// anything but `[A-Za-z0-9._-]` as `_` (`test 1/3` → `test_1_3`), made unique with `-2`, `-3`, ….
+pub(super) fn file_stems<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut taken = HashSet::new();
+    // The run's own files must not be shadowed by a job named `plan` or `summary`.
+    taken.insert("plan".to_string());
+    taken.insert("summary".to_string());
+    taken.insert("artifacts".to_string());
+    names
+        .into_iter()
+        .map(|name| {
+            let base: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let base = match base.trim_start_matches('.') {
+                "" => "job".to_string(),
+                b => b.to_string(),
+            };
+            let mut stem = base.clone();
+            let mut n = 2;
+            while !taken.insert(stem.clone()) {
+                stem = format!("{base}-{n}");
+                n += 1;
+            }
+            stem
+        })
+        .collect()
+}
+
+/// Copies a job's uploaded artifacts (from the coordinator's store, which goes away with it) into
+/// `<run>/artifacts/<stem>/`; returns the copied files' paths relative to the run directory.
+pub(super) fn copy_artifacts(
+    run: &Path,
+    stem: &str,
+    artifacts: &[StoredArtifact],
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    if artifacts.is_empty() {
+        return Ok(out);
+    }
+    let dir = run.join("artifacts").join(stem);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut used = HashSet::new();
+    for a in artifacts {
+        // The upload's file name, as GitLab's UI offers it for download; the type keeps two reports with one
+        // file name apart.
+        let base = Path::new(&a.filename)
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .filter(|f| !f.is_empty() && f != "." && f != "..")
+            .unwrap_or_else(|| format!("{}.{}", a.artifact_type, a.artifact_format));
+        let name = if used.insert(base.clone()) {
+            base
+        } else {
+            format!("{}-{base}", a.artifact_type)
+        };
+        let target = dir.join(&name);
+        std::fs::copy(&a.path, &target).with_context(|| {
+            format!(
+                "copying the {} artifact to {}",
+                a.artifact_type,
+                target.display()
+            )
+        })?;
+        out.push(format!("artifacts/{stem}/{name}"));
+    }
+    Ok(out)
+}
+
+/// Writes `value` as pretty JSON to `<run>/<name>`.
+pub(super) fn write_json(run: &Path, name: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+    let path = run.join(name);
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_are_safe_and_unique() {
+        assert_eq!(
+            file_stems([
+                "test 1/3",
+                "test_1_3",
+                "build: [linux, amd64]",
+                "plan",
+                "..",
+                "a.b"
+            ]),
+            [
+                "test_1_3",
+                "test_1_3-2",
+                "build___linux__amd64_",
+                "plan-2",
+                "job",
+                "a.b"
+            ]
+        );
+    }
+
+    #[test]
+    fn run_numbers_count_up() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("p");
+        assert_eq!(create_run(&dir).expect("first").number, 1);
+        std::fs::create_dir(dir.join("7")).expect("mkdir");
+        std::fs::create_dir(dir.join("notes")).expect("mkdir");
+        let r = create_run(&dir).expect("next");
+        assert_eq!(r.number, 8);
+        assert!(r.path.ends_with("p/8"));
+    }
+}
