@@ -17,6 +17,7 @@
 mod config;
 mod duration;
 mod error;
+mod export;
 mod extends;
 mod files;
 mod glob;
@@ -34,6 +35,7 @@ mod yaml;
 pub use config::{Defaults, PipelineConfig, ResolvedConfig, Workflow};
 pub use duration::parse_duration;
 pub use error::{Error, Location, Result};
+pub use export::parse_variables_file;
 pub use files::{FsProjectFiles, ProjectFiles, StaticProjectFiles};
 pub use job::{
     AllowFailure, Artifacts, Cache, CacheKey, Environment, Image, JobConfig, Need, Needs, Parallel,

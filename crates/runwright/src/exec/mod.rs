@@ -9,7 +9,9 @@
 //! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`).
 #![allow(clippy::print_stdout)]
 
+pub(crate) mod context;
 mod jobspec;
+mod list;
 mod output;
 mod schedule;
 mod sources;
@@ -20,7 +22,7 @@ use crate::logging::LogArgs;
 use anyhow::{bail, Context};
 use output::TraceOut;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
-use runwright_pipeline::{Pipeline, PipelineContext, PipelinePlan, PlannedJob, When};
+use runwright_pipeline::{Pipeline, PipelinePlan, PlannedJob, When};
 use schedule::Status;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -129,11 +131,26 @@ fn checkout(dir: &Path) -> anyhow::Result<Checkout> {
                 .unwrap_or_else(|| "project".into());
             format!("local/{name}")
         });
+    // `origin`'s HEAD is what GitLab calls the default branch; without one, the local branch that is most
+    // likely it (`init.defaultBranch`, then main, then master), so that a feature branch is not taken for the
+    // default one (rules on `$CI_DEFAULT_BRANCH`, merge request targets).
     let default_branch = git_opt(
         &root,
         &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"],
     )
     .map(|s| s.strip_prefix("origin/").unwrap_or(&s).to_string())
+    .or_else(|| {
+        git_opt(&root, &["config", "init.defaultBranch"])
+            .into_iter()
+            .chain(["main".to_string(), "master".to_string()])
+            .find(|b| {
+                git_opt(
+                    &root,
+                    &["rev-parse", "--verify", "-q", &format!("refs/heads/{b}")],
+                )
+                .is_some()
+            })
+    })
     .unwrap_or_else(|| branch.clone());
     let dirty = git_opt(&root, &["status", "--porcelain"]).is_some();
     Ok(Checkout {
@@ -146,8 +163,12 @@ fn checkout(dir: &Path) -> anyhow::Result<Checkout> {
     })
 }
 
-/// GitLab's predefined variables for a push pipeline of HEAD.
-fn predefined(c: &Checkout, file: &Path) -> BTreeMap<String, String> {
+/// GitLab's predefined variables for a `source` pipeline of HEAD (`context.rs` has what differs from a push).
+fn predefined(
+    c: &Checkout,
+    file: &Path,
+    source: context::PipelineSource,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let message = git_opt(&c.root, &["log", "-1", "--format=%B"]).unwrap_or_default();
     let title = message.lines().next().unwrap_or_default().to_string();
     let description = message
@@ -195,7 +216,8 @@ fn predefined(c: &Checkout, file: &Path) -> BTreeMap<String, String> {
         namespace.split('/').next().unwrap_or_default(),
     );
     set("CI_CONFIG_PATH", &file.to_string_lossy());
-    v
+    context::apply(source, c, &mut v)?;
+    Ok(v)
 }
 
 fn parse_variables(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -270,8 +292,10 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let file = args.file.clone();
-    let mut ctx = PipelineContext::new(predefined(&co, &file));
-    ctx.pipeline_variables = parse_variables(&args.variable)?;
+    let ctx = context::pipeline_context(&args, &co)?;
+    if args.list {
+        return list::run(&co, &file, &ctx, &args.pipeline_source, args.json);
+    }
 
     let plan = match Pipeline::load(&co.root, &file).and_then(|c| c.evaluate(&ctx)) {
         Ok(p) => p,
@@ -282,12 +306,8 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     };
     if !plan.workflow.created {
         println!(
-            "workflow:rules: no pipeline is created for this push{}",
-            plan.workflow
-                .reason
-                .as_ref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
+            "{}",
+            list::no_pipeline(&args.pipeline_source, &plan.workflow)
         );
         return Ok(ExitCode::SUCCESS);
     }

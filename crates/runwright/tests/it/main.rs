@@ -7,6 +7,7 @@ mod cancel;
 mod config;
 mod exec;
 mod jobs;
+mod lint;
 mod mock_compat;
 mod polling;
 mod signals;

@@ -1,0 +1,314 @@
+//! `runwright exec --list`: the plan of the pipeline, and nothing run.
+//!
+//! Every job of the file is listed in plan order (stage, then file order), the ones that `rules`,
+//! `only`/`except` or `when: never` leave out too, so that "why is my job not there" has an answer. The
+//! text form is a table; `--json` prints the document described at [`document`].
+
+use super::Checkout;
+use runwright_pipeline::{
+    JobConfig, Pipeline, PipelineContext, PipelinePlan, PlannedJob, ResolvedConfig, RuleOutcome,
+    WorkflowOutcome,
+};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// One row of the list.
+struct Row {
+    name: String,
+    stage: String,
+    stage_index: usize,
+    /// `None`: left out of the pipeline.
+    planned: Option<Planned>,
+    rule: Rule,
+}
+
+/// What only a job in the pipeline has.
+struct Planned {
+    when: &'static str,
+    /// `None`: stage order.
+    needs: Option<Vec<String>>,
+    allow_failure: bool,
+}
+
+struct Rule {
+    kind: &'static str,
+    index: Option<usize>,
+    description: String,
+}
+
+/// The line that says no pipeline is created, for `--list` and for a run alike.
+pub(super) fn no_pipeline(source: &str, workflow: &WorkflowOutcome) -> String {
+    format!(
+        "no pipeline is created for this {source} pipeline{}",
+        workflow
+            .reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Prints the plan of `file` in the checkout for `ctx`; exit 1 (with the pipeline crate's error on stderr) when
+/// the configuration is invalid.
+pub(super) fn run(
+    co: &Checkout,
+    file: &Path,
+    ctx: &PipelineContext,
+    source: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // The resolved configuration is kept (not only the plan) for what the plan does not say: the stage of a
+    // job left out, and the text of the rule that matched.
+    let mut ctx = ctx.clone();
+    if ctx.files.is_none() {
+        // What `PipelineConfig::evaluate` would use: the checkout's files, changes unknown.
+        ctx = ctx.with_files(Arc::new(runwright_pipeline::FsProjectFiles::new(
+            &co.root, None,
+        )));
+    }
+    let evaluated = Pipeline::load(&co.root, file)
+        .and_then(|c| c.resolve(&ctx))
+        .and_then(|r| r.evaluate(&ctx).map(|p| (r, p)));
+    let (resolved, plan) = match evaluated {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: invalid CI configuration: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let rows = rows(&resolved, &plan);
+    let reference = ctx
+        .variables
+        .get("CI_COMMIT_REF_NAME")
+        .cloned()
+        .unwrap_or_else(|| co.branch.clone());
+    if json {
+        let doc = document(source, &reference, &plan, &rows);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_text(source, &reference, &plan, &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every job of the file, in plan order.
+fn rows(resolved: &ResolvedConfig, plan: &PipelinePlan) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for cfg in &resolved.jobs {
+        for job in plan.jobs.iter().filter(|j| j.base_name == cfg.name) {
+            rows.push(Row {
+                name: job.name.clone(),
+                stage: job.stage.clone(),
+                stage_index: job.stage_index,
+                planned: Some(planned(job)),
+                rule: included_rule(job, cfg, resolved),
+            });
+        }
+        for ex in plan.excluded.iter().filter(|e| instance_of(&e.name, cfg)) {
+            rows.push(Row {
+                name: ex.name.clone(),
+                stage: cfg.stage.clone(),
+                stage_index: resolved
+                    .stages
+                    .iter()
+                    .position(|s| *s == cfg.stage)
+                    .unwrap_or(0),
+                planned: None,
+                rule: Rule {
+                    kind: "excluded",
+                    index: None,
+                    description: ex.reason.clone(),
+                },
+            });
+        }
+    }
+    // The plan's order: by stage, file order within one (a stable sort keeps the latter).
+    rows.sort_by_key(|r| r.stage_index);
+    rows
+}
+
+/// Whether `name` (an excluded job's concrete name) is `cfg` or one of its `parallel` instances
+/// (`test 1/3`, `build: [linux, amd64]`): the plan names left-out instances, not their job.
+fn instance_of(name: &str, cfg: &JobConfig) -> bool {
+    name == cfg.name
+        || (cfg.parallel.is_some()
+            && name
+                .strip_prefix(cfg.name.as_str())
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with(": [")))
+}
+
+fn planned(job: &PlannedJob) -> Planned {
+    Planned {
+        when: job.when.as_str(),
+        needs: job
+            .needs
+            .as_ref()
+            .map(|n| n.iter().map(|n| n.job.clone()).collect()),
+        allow_failure: job.allow_failure,
+    }
+}
+
+fn included_rule(job: &PlannedJob, cfg: &JobConfig, resolved: &ResolvedConfig) -> Rule {
+    match &job.rule {
+        RuleOutcome::Default => Rule {
+            kind: "default",
+            index: None,
+            description: if resolved.workflow.rules.is_some() {
+                // workflow:rules replace GitLab's default `only` (the plan follows `Processable#compose!`).
+                "no rules: in every pipeline workflow:rules create".into()
+            } else {
+                "no rules: GitLab's default only: [branches, tags]".into()
+            },
+        },
+        RuleOutcome::OnlyExcept => Rule {
+            kind: "only_except",
+            index: None,
+            description: "only/except satisfied".into(),
+        },
+        RuleOutcome::Rule { index } => {
+            let mut parts = Vec::new();
+            if let Some(r) = cfg.rules.as_ref().and_then(|r| r.get(*index)) {
+                if let Some(e) = &r.r#if {
+                    parts.push(format!("if: {}", e.text));
+                }
+                if let Some(c) = &r.changes {
+                    parts.push(format!("changes: [{}]", c.paths.join(", ")));
+                }
+                if let Some(e) = &r.exists {
+                    parts.push(format!("exists: [{}]", e.join(", ")));
+                }
+            }
+            let description = if parts.is_empty() {
+                format!("rules[{index}] matched (no condition)")
+            } else {
+                format!("rules[{index}] matched: {}", parts.join(", "))
+            };
+            Rule {
+                kind: "rule",
+                index: Some(*index),
+                description,
+            }
+        }
+    }
+}
+
+/// The `--list --json` document. Field names are stable:
+///
+/// ```text
+/// {
+///   "pipeline_source": "push",      // --pipeline-source as given (`tag` included)
+///   "ref": "main",                  // CI_COMMIT_REF_NAME: the branch, or the tag
+///   "created": true,                // false: no pipeline (workflow:rules, or no job left)
+///   "reason": null,                 // why no pipeline, in GitLab's words; null when created
+///   "name": null,                   // workflow:name, expanded; null when none
+///   "stages": [".pre", "build", "test", ".post"],
+///   "jobs": [{                      // every job of the file, in plan order (stage, then file order)
+///     "name": "test 1/2",           // the concrete name (each parallel instance is one entry)
+///     "stage": "test",
+///     "included": true,             // false: rules, only/except or when: never left it out
+///     "when": "manual",             // on_success, on_failure, always, manual, delayed; null if excluded
+///     "needs": ["build"],           // job names; null: stage order (or excluded); []: starts at once
+///     "allow_failure": false,       // null if excluded
+///     "rule": {
+///       "kind": "rule",             // rule, default (no rules/only/except), only_except, excluded
+///       "index": 0,                 // the matching entry of rules: (0-based); null for other kinds
+///       "description": "rules[0] matched: if: $CI_PIPELINE_SOURCE == \"push\""
+///                                   // for excluded: why (`no rule matched`, `rules[1]: when: never`, …)
+///     }
+///   }]
+/// }
+/// ```
+fn document(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) -> serde_json::Value {
+    let jobs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "stage": r.stage,
+                "included": r.planned.is_some(),
+                "when": r.planned.as_ref().map(|p| p.when),
+                "needs": r.planned.as_ref().and_then(|p| p.needs.clone()),
+                "allow_failure": r.planned.as_ref().map(|p| p.allow_failure),
+                "rule": {
+                    "kind": r.rule.kind,
+                    "index": r.rule.index,
+                    "description": r.rule.description,
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "pipeline_source": source,
+        "ref": reference,
+        "created": plan.workflow.created,
+        "reason": plan.workflow.reason,
+        "name": plan.workflow.name,
+        "stages": plan.stages,
+        "jobs": jobs,
+    })
+}
+
+fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) {
+    let included = rows.iter().filter(|r| r.planned.is_some()).count();
+    let excluded = rows.len() - included;
+    if plan.workflow.created {
+        println!(
+            "{source} pipeline for {reference}{}: {included} job{} ({excluded} left out by rules); nothing is run (--list)",
+            plan.workflow
+                .name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            if included == 1 { "" } else { "s" }
+        );
+    } else {
+        println!("{}", no_pipeline(source, &plan.workflow));
+        if rows.is_empty() {
+            return;
+        }
+    }
+    let table: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| match &r.planned {
+            Some(p) => [
+                r.stage.clone(),
+                r.name.clone(),
+                p.when.to_string(),
+                match &p.needs {
+                    None => "stage order".to_string(),
+                    Some(n) if n.is_empty() => "none".to_string(),
+                    Some(n) => n.join(", "),
+                },
+                if p.allow_failure { "yes" } else { "no" }.to_string(),
+                r.rule.description.clone(),
+            ],
+            None => [
+                r.stage.clone(),
+                r.name.clone(),
+                "(excluded)".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                r.rule.description.clone(),
+            ],
+        })
+        .collect();
+    let header = ["stage", "job", "when", "needs", "allow_failure", "rule"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&table) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
