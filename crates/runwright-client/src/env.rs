@@ -62,3 +62,15 @@ pub const RUNWRIGHT_REVISION: &str = "RUNWRIGHT_REVISION";
 /// Benchmarks only: MiB of log pushed through the trace path by `cargo bench -p runwright-trace`
 /// (default 1024).
 pub const RUNWRIGHT_BENCH_MIB: &str = "RUNWRIGHT_BENCH_MIB";
+
+/// `runwright exec`: where caches persist between runs (the `--cache-dir` flag's environment form).
+/// Default `$XDG_CACHE_HOME/runwright/exec/<project>-<hash of the checkout path>`.
+pub const RUNWRIGHT_EXEC_CACHE_DIR: &str = "RUNWRIGHT_EXEC_CACHE_DIR";
+
+/// `runwright exec`: the directory holding this project's pipeline runs (`<dir>/<n>/` with plan, logs,
+/// artifacts, summary). Default `$XDG_STATE_HOME/runwright/pipelines/<project>-<hash>`; tests set it.
+pub const RUNWRIGHT_EXEC_STATE_DIR: &str = "RUNWRIGHT_EXEC_STATE_DIR";
+
+/// Tests only: the Python venv holding the `moto` S3 server (`scripts/install-test-deps` creates
+/// `/opt/runwright-test-venv` unless this says otherwise). Read by `runwright-cache`'s `testing` feature.
+pub const RUNWRIGHT_TEST_VENV: &str = "RUNWRIGHT_TEST_VENV";

@@ -27,7 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the configured runners.
     List(ConfigArg),
-    /// Run the .gitlab-ci.yml pipeline of the current git checkout (its committed HEAD) on this machine.
+    /// Run the .gitlab-ci.yml pipeline of the current git checkout on this machine (the working tree as it is,
+    /// or its committed HEAD with --committed).
     Exec(ExecArgs),
     /// Validate a .gitlab-ci.yml and print the fully resolved configuration (like GitLab's merged YAML).
     Lint(LintArgs),
@@ -51,7 +52,7 @@ pub struct ExecArgs {
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
     /// Where caches persist between runs (default: $XDG_CACHE_HOME/runwright/exec/<project>).
-    #[arg(long, value_name = "DIR", env = "RUNWRIGHT_EXEC_CACHE_DIR")]
+    #[arg(long, value_name = "DIR", env = runwright_client::env::RUNWRIGHT_EXEC_CACHE_DIR)]
     pub cache_dir: Option<PathBuf>,
     /// Run a clean checkout of the committed HEAD instead of the working tree as it is.
     #[arg(long)]
