@@ -32,7 +32,10 @@ fn put_local(
             .write_metadata(slug, storage_key, human)
             .expect("metadata");
         // Written together with the archive: last used `age` ago (a restore would touch metadata.json).
-        set_mtime(&cache.metadata_path(slug, storage_key), SystemTime::now() - age);
+        set_mtime(
+            &cache.metadata_path(slug, storage_key),
+            SystemTime::now() - age,
+        );
     }
     set_mtime(&archive, SystemTime::now() - age);
 }

@@ -34,10 +34,21 @@ const TOKEN: &str = "glrt-t1_runwrightexec00000001";
 const PIPELINE_ID: i64 = 1;
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .args(args)
+    git_env(dir, args, &[])
+}
+
+/// Runs git in the user's checkout with extra environment (e.g. a temporary `GIT_INDEX_FILE`).
+fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
+    let mut cmd = Command::new("git");
+    cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
+        // exec only reads the user's checkout: it must never take the real index's lock to refresh it.
+        .env("GIT_OPTIONAL_LOCKS", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("running git {}", args.join(" ")))?;
     if !out.status.success() {

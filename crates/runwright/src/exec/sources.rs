@@ -5,9 +5,8 @@
 //! objects only. The commit is unreferenced in the user's repository (`git gc` prunes it eventually) and is
 //! what the jobs fetch, so `CI_COMMIT_SHA` and `git rev-parse HEAD` in a job agree.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The commit the jobs run.
 pub(super) struct Snapshot {
@@ -17,28 +16,7 @@ pub(super) struct Snapshot {
     pub changed: bool,
 }
 
-fn git_with(root: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
-    let mut cmd = Command::new("git");
-    cmd.args(args)
-        .current_dir(root)
-        .stdin(Stdio::null())
-        // The snapshot reads the user's working tree; it must never take the real index's lock to refresh it.
-        .env("GIT_OPTIONAL_LOCKS", "0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running git {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
-}
+use super::git_env as git_with;
 
 /// Commits the working tree of `root` (tracked changes, deletions and untracked files that are not ignored) on
 /// top of `head`, without touching the user's index, HEAD or refs.
