@@ -433,6 +433,11 @@ pub struct JobConfig {
     pub(crate) path: YPath,
 }
 
+/// GitLab's validation wording: `<job path> config <what>` (e.g. `jobs:build config contains unknown keys: x`).
+pub(crate) fn config_err(src: &Source, path: &YPath, what: impl std::fmt::Display) -> Error {
+    err(src, path, format!("{} config {what}", gitlab_path(path)))
+}
+
 fn err(src: &Source, path: &YPath, msg: impl Into<String>) -> Error {
     Error::config(src.locate(path), msg)
 }
@@ -447,13 +452,10 @@ pub(crate) fn script(value: &Value, path: &YPath, src: &Source) -> Result<Vec<St
         out: &mut Vec<String>,
     ) -> Result<()> {
         if depth > 10 {
-            return Err(err(
+            return Err(config_err(
                 src,
                 path,
-                format!(
-                    "{} config should be an array containing strings and arrays of strings",
-                    gitlab_path(path)
-                ),
+                "should be an array containing strings and arrays of strings",
             ));
         }
         match v {
@@ -468,10 +470,10 @@ pub(crate) fn script(value: &Value, path: &YPath, src: &Source) -> Result<Vec<St
                 Ok(())
             }
             Value::Null if depth > 0 => Ok(()),
-            _ => Err(err(
+            _ => Err(config_err(
                 src,
                 path,
-                format!("{} config should be a string or a nested array of strings up to 10 levels deep", gitlab_path(path)),
+                "should be a string or a nested array of strings up to 10 levels deep",
             )),
         }
     }
@@ -481,23 +483,11 @@ pub(crate) fn script(value: &Value, path: &YPath, src: &Source) -> Result<Vec<St
 }
 
 fn bool_of(v: &Value, path: &YPath, src: &Source) -> Result<bool> {
-    as_bool(v).ok_or_else(|| {
-        err(
-            src,
-            path,
-            format!("{} config should be a boolean value", gitlab_path(path)),
-        )
-    })
+    as_bool(v).ok_or_else(|| config_err(src, path, "should be a boolean value"))
 }
 
 fn str_of(v: &Value, path: &YPath, src: &Source) -> Result<String> {
-    scalar_string(v).ok_or_else(|| {
-        err(
-            src,
-            path,
-            format!("{} config should be a string", gitlab_path(path)),
-        )
-    })
+    scalar_string(v).ok_or_else(|| config_err(src, path, "should be a string"))
 }
 
 fn int_list(v: &Value, path: &YPath, src: &Source) -> Result<Vec<i64>> {
@@ -547,41 +537,26 @@ pub(crate) fn parse_image(v: &Value, path: &YPath, src: &Source) -> Result<Image
                     "pull_policy" => img.pull_policy = string_list(x, &kp, src)?,
                     "docker" | "kubernetes" => img.docker = Some(to_json(x)),
                     other => {
-                        return Err(err(
+                        return Err(config_err(
                             src,
                             path,
-                            format!(
-                                "{} config contains unknown keys: {other}",
-                                gitlab_path(path)
-                            ),
+                            format!("contains unknown keys: {other}"),
                         ))
                     }
                 }
             }
             if img.name.is_empty() {
-                return Err(err(
-                    src,
-                    path,
-                    format!("{} config missing required keys: name", gitlab_path(path)),
-                ));
+                return Err(config_err(src, path, "missing required keys: name"));
             }
             Ok(img)
         }
-        _ => Err(err(
-            src,
-            path,
-            format!("{} config should be a hash or a string", gitlab_path(path)),
-        )),
+        _ => Err(config_err(src, path, "should be a hash or a string")),
     }
 }
 
 pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Service>> {
     let Value::Sequence(list) = v else {
-        return Err(err(
-            src,
-            path,
-            format!("{} config should be a array", gitlab_path(path)),
-        ));
+        return Err(config_err(src, path, "should be a array"));
     };
     let mut out = Vec::new();
     for (i, s) in list.iter().enumerate() {
@@ -611,26 +586,17 @@ pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Ve
                         }
                         "docker" | "kubernetes" => {}
                         other => {
-                            return Err(err(
+                            return Err(config_err(
                                 src,
                                 &sp,
-                                format!(
-                                    "{} config contains unknown keys: {other}",
-                                    gitlab_path(&sp)
-                                ),
+                                format!("contains unknown keys: {other}"),
                             ))
                         }
                     }
                 }
                 out.push(svc);
             }
-            _ => {
-                return Err(err(
-                    src,
-                    &sp,
-                    format!("{} config should be a hash or a string", gitlab_path(&sp)),
-                ))
-            }
+            _ => return Err(config_err(src, &sp, "should be a hash or a string")),
         }
     }
     Ok(out)
@@ -638,11 +604,7 @@ pub(crate) fn parse_services(v: &Value, path: &YPath, src: &Source) -> Result<Ve
 
 pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<Artifacts> {
     let Value::Mapping(m) = v else {
-        return Err(err(
-            src,
-            path,
-            format!("{} config should be a hash", gitlab_path(path)),
-        ));
+        return Err(config_err(src, path, "should be a hash"));
     };
     let mut a = Artifacts {
         when: "on_success".into(),
@@ -688,13 +650,10 @@ pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<A
             "reports" => a.reports = Some(to_json(x)),
             "public" | "access" => {}
             other => {
-                return Err(err(
+                return Err(config_err(
                     src,
                     path,
-                    format!(
-                        "{} config contains unknown keys: {other}",
-                        gitlab_path(path)
-                    ),
+                    format!("contains unknown keys: {other}"),
                 ))
             }
         }
@@ -705,11 +664,7 @@ pub(crate) fn parse_artifacts(v: &Value, path: &YPath, src: &Source) -> Result<A
 pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<Cache>> {
     let one = |v: &Value, path: &YPath| -> Result<Cache> {
         let Value::Mapping(m) = v else {
-            return Err(err(
-                src,
-                path,
-                format!("{} config should be a hash", gitlab_path(path)),
-            ));
+            return Err(config_err(src, path, "should be a hash"));
         };
         let mut c = Cache {
             key: CacheKey::Key("default".into()),
@@ -786,13 +741,10 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
                 "policy" => {
                     let p = str_of(x, &kp, src)?;
                     if !matches!(p.as_str(), "pull-push" | "pull" | "push") && !p.contains('$') {
-                        return Err(err(
+                        return Err(config_err(
                             src,
                             &kp,
-                            format!(
-                                "{} config should be one of: pull-push, pull, push",
-                                gitlab_path(&kp)
-                            ),
+                            "should be one of: pull-push, pull, push",
                         ));
                     }
                     c.policy = p;
@@ -800,13 +752,10 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
                 "when" => c.when = str_of(x, &kp, src)?,
                 "fallback_keys" => c.fallback_keys = string_list(x, &kp, src)?,
                 other => {
-                    return Err(err(
+                    return Err(config_err(
                         src,
                         path,
-                        format!(
-                            "{} config contains unknown keys: {other}",
-                            gitlab_path(path)
-                        ),
+                        format!("contains unknown keys: {other}"),
                     ))
                 }
             }
@@ -817,13 +766,10 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
         Value::Null => Ok(Vec::new()),
         Value::Sequence(s) => {
             if s.len() > 4 {
-                return Err(err(
+                return Err(config_err(
                     src,
                     path,
-                    format!(
-                        "{} config no more than 4 caches can be created",
-                        gitlab_path(path)
-                    ),
+                    "no more than 4 caches can be created",
                 ));
             }
             s.iter()
@@ -838,21 +784,13 @@ pub(crate) fn parse_cache(v: &Value, path: &YPath, src: &Source) -> Result<Vec<C
 
 fn parse_matrix_rows(v: &Value, path: &YPath, src: &Source) -> Result<Vec<MatrixRow>> {
     let Value::Sequence(rows) = v else {
-        return Err(err(
-            src,
-            path,
-            format!("{} config should be an array of hashes", gitlab_path(path)),
-        ));
+        return Err(config_err(src, path, "should be an array of hashes"));
     };
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let rp = path.index(i);
         let Value::Mapping(m) = row else {
-            return Err(err(
-                src,
-                &rp,
-                format!("{} config should be a hash", gitlab_path(&rp)),
-            ));
+            return Err(config_err(src, &rp, "should be a hash"));
         };
         let mut r = Vec::new();
         for (k, x) in m {
@@ -898,13 +836,10 @@ pub(crate) fn parse_needs(
                     ));
                     continue;
                 }
-                let job = m.get("job").and_then(scalar_string).ok_or_else(|| {
-                    err(
-                        src,
-                        &np,
-                        format!("{} config missing required keys: job", gitlab_path(&np)),
-                    )
-                })?;
+                let job = m
+                    .get("job")
+                    .and_then(scalar_string)
+                    .ok_or_else(|| config_err(src, &np, "missing required keys: job"))?;
                 let artifacts = match m.get("artifacts") {
                     Some(x) => bool_of(x, &np.key("artifacts"), src)?,
                     None => true,
@@ -945,14 +880,7 @@ pub(crate) fn parse_needs(
         }
     }
     if out.len() > 50 {
-        return Err(err(
-            src,
-            path,
-            format!(
-                "{} config has too many entries (maximum 50)",
-                gitlab_path(path)
-            ),
-        ));
+        return Err(config_err(src, path, "has too many entries (maximum 50)"));
     }
     Ok(out)
 }
@@ -1424,13 +1352,10 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
                 });
             }
             let Some(inc) = m.get("include") else {
-                return Err(err(
+                return Err(config_err(
                     src,
                     path,
-                    format!(
-                        "{} config must specify either project or include",
-                        gitlab_path(path)
-                    ),
+                    "must specify either project or include",
                 ));
             };
             let entries: Vec<Value> = match inc {

@@ -67,10 +67,6 @@ fn exec(h: &Harness, dir: &std::path::Path, args: &[&str]) -> (Output, String) {
         .arg("exec")
         .args(args)
         .current_dir(dir)
-        // Runs leave their pipeline directories in the test's own temp dir, whatever the machine's XDG dirs.
-        .env("RUNWRIGHT_EXEC_STATE_DIR", h.path().join("state"))
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("XDG_CACHE_HOME")
         .output()
         .expect("runwright exec runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -89,6 +89,11 @@ impl Harness {
             .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("RUNWRIGHT_LOG")
+            // `runwright exec` keeps pipeline directories and caches in the test's own temp dir, whatever the
+            // machine's XDG dirs.
+            .env("RUNWRIGHT_EXEC_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CACHE_HOME")
             .stdin(Stdio::null());
         cmd
     }

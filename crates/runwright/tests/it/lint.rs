@@ -55,10 +55,6 @@ fn runwright(h: &Harness, dir: &Path, args: &[&str]) -> (Output, String, String)
         .command()
         .args(args)
         .current_dir(dir)
-        // A run by mistake would leave its pipeline directory in the test's own temp dir.
-        .env("RUNWRIGHT_EXEC_STATE_DIR", h.path().join("state"))
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("XDG_CACHE_HOME")
         .output()
         .expect("runwright runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
