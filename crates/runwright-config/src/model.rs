@@ -854,6 +854,11 @@ pub struct DockerConfig {
     pub security_opt: Vec<String>,
     /// `services_security_opt`.
     pub services_security_opt: Vec<String>,
+    /// `services_cap_add`: capabilities for service containers. A runwright extension: GitLab's runner gives
+    /// services full privilege or nothing; this runs Docker-in-Docker with only what it needs.
+    pub services_cap_add: Vec<String>,
+    /// `services_cap_drop`: capabilities service containers lose (runwright extension, see `services_cap_add`).
+    pub services_cap_drop: Vec<String>,
     /// `devices`.
     pub devices: Vec<String>,
     /// `device_cgroup_rules`.
@@ -1013,6 +1018,21 @@ impl DockerConfig {
     /// `cpus` in nano-CPUs (0 when unset; runner common/config.go `GetNanoCPUs`).
     pub fn nano_cpus(&self) -> i64 {
         nano_cpus(&self.cpus)
+    }
+
+    /// `service_memory` in bytes (0 when unset).
+    pub fn service_memory_bytes(&self) -> i64 {
+        ram_bytes(&self.service_memory)
+    }
+
+    /// `service_memory_swap` in bytes (0 when unset).
+    pub fn service_memory_swap_bytes(&self) -> i64 {
+        ram_bytes(&self.service_memory_swap)
+    }
+
+    /// `service_memory_reservation` in bytes (0 when unset).
+    pub fn service_memory_reservation_bytes(&self) -> i64 {
+        ram_bytes(&self.service_memory_reservation)
     }
 
     /// `service_cpus` in nano-CPUs (0 when unset).

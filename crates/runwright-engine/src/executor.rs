@@ -1,10 +1,13 @@
 //! The seam between the job engine and the places a job runs (shell today, docker next): the engine generates
 //! stage scripts, an executor runs them and streams their output into the trace.
 
+use crate::variables::Variables;
 use async_trait::async_trait;
 use runwright_client::types::FeaturesInfo;
+use runwright_client::types::JobResponse;
 use runwright_trace::TraceBuffer;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,10 @@ pub enum ExecutorError {
     /// The executor itself failed (could not start a shell, lost its container, …): `runner_system_failure`.
     #[error("{0}")]
     System(String),
+    /// Preparing failed for a reason GitLab classifies on its own (`image_pull_failure`,
+    /// `runner_configuration_error`, …).
+    #[error("{1}")]
+    Failed(runwright_client::failure_reason::FailureReason, String),
 }
 
 /// What an executor needs to know about the job to prepare for it.
@@ -23,9 +30,26 @@ pub struct PreparedJob {
     pub job_id: i64,
     pub project_dir: PathBuf,
     pub builds_dir: PathBuf,
+    /// `<project dir>.tmp`.
+    pub tmp_dir: PathBuf,
+    /// The local cache directory as the job sees it.
+    pub cache_dir: PathBuf,
     /// Marks every process of the job (exported as an environment variable), so stragglers that left the
     /// process group can still be found and killed.
     pub process_mark: String,
+    /// The job as GitLab sent it (image, services, project and pipeline ids for names and labels).
+    pub job: Arc<JobResponse>,
+    /// Where the executor writes what it does before the first stage (pulls, services).
+    pub trace: TraceBuffer,
+    /// Fires when the job is canceled or times out while the executor prepares: it then releases what it
+    /// made and returns `Canceled`.
+    pub cancel: CancellationToken,
+    /// The job's variables, expanded (service environments, image names).
+    pub variables: Variables,
+    /// `CI_CONCURRENT_PROJECT_ID`: the per-(runner, project) slot.
+    pub concurrent_project_id: usize,
+    /// The runner's system ID (`s_…`/`r_…`), part of GitLab's volume names.
+    pub system_id: String,
 }
 
 #[async_trait]
@@ -50,6 +74,18 @@ pub trait Executor: Send + Sync {
     fn default_cache_dir(&self) -> PathBuf {
         PathBuf::from("cache")
     }
+    /// Variables the executor adds to the job's list, after the runner's own (`CI_BUILD_NETWORK_NAME`).
+    fn job_variables(
+        &self,
+        _job: &JobResponse,
+        _concurrent_project_id: usize,
+    ) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// `CI_SHARED_ENVIRONMENT` (jobs share the machine) rather than `CI_DISPOSABLE_ENVIRONMENT`.
+    fn shared_environment(&self) -> bool {
+        true
+    }
     /// The human line under "Preparing the … executor".
     fn description(&self) -> String;
     /// The host name jobs run on, when the executor knows it without running anything (the prepare stage
@@ -61,7 +97,7 @@ pub trait Executor: Send + Sync {
 }
 
 #[async_trait]
-pub trait ExecutorSession: Send {
+pub trait ExecutorSession: Send + Sync {
     /// Runs one stage script to completion (or until `cancel` fires: then the stage's processes are terminated
     /// and `Err(Canceled)` is returned). Output, stdout and stderr in their order, goes to `trace`.
     async fn run_stage(
@@ -71,6 +107,18 @@ pub trait ExecutorSession: Send {
         trace: &TraceBuffer,
         cancel: CancellationToken,
     ) -> Result<i32, ExecutorError>;
+
+    /// Where a path of the job (builds, project, temp or cache dir) is on the runner's own file system, for the
+    /// stages the runner performs itself (sources, caches, artifacts). `None` when it is not reachable there.
+    /// The shell executor's jobs run on the runner's host, so every path is itself.
+    fn host_path(&self, path: &Path) -> Option<PathBuf> {
+        Some(path.to_path_buf())
+    }
+
+    /// The host name the job runs on, when the session knows it (the prepare stage prints it).
+    fn host_name(&self) -> Option<String> {
+        None
+    }
 
     /// Releases what `prepare` made; kills anything of the job still running.
     async fn cleanup(&mut self);

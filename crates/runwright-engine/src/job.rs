@@ -6,6 +6,7 @@
 
 use crate::control::{AbortReason, JobControl};
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
+use crate::layout::JobDirs;
 use crate::plan::{plan, Plan};
 use crate::script::ScriptWriter;
 use crate::sources::{self, GitStrategy};
@@ -266,23 +267,36 @@ async fn run_planned(
         "prepare_executor",
         &format!("Preparing the \"{}\" executor", env.executor.name()),
     );
-    trace.write(format!("{}\n", env.executor.description()).as_bytes());
+    let description = env.executor.description();
+    if !description.is_empty() {
+        trace.write(format!("{description}\n").as_bytes());
+    }
     let prepared = PreparedJob {
         job_id: job.id,
         project_dir: plan.dirs.project_dir.clone(),
         builds_dir: plan.dirs.builds_dir.clone(),
+        tmp_dir: plan.dirs.tmp_dir.clone(),
+        cache_dir: plan.cache_dir.clone(),
         process_mark: format!("{}-{}", job.id, uuid_like()),
+        job: Arc::new(job.clone()),
+        trace: trace.clone(),
+        cancel: job_ctx.clone(),
+        variables: plan.vars.clone(),
+        concurrent_project_id: env.concurrent_project_id,
+        system_id: env.identity.system_id.clone(),
     };
-    let session = tokio::select! {
-        s = env.executor.prepare(&prepared) => s,
-        _ = job_ctx.cancelled() => {
-            sections.end("prepare_executor");
-            return ctx_outcome(control);
-        }
-    };
+    // The executor watches `cancel` itself, so that what it made so far is released, never leaked.
+    let session = env.executor.prepare(&prepared).await;
     sections.end("prepare_executor");
+    if job_ctx.is_cancelled() {
+        if let Ok(mut s) = session {
+            s.cleanup().await;
+        }
+        return ctx_outcome(control);
+    }
     let mut session = match session {
         Ok(s) => s,
+        Err(ExecutorError::Failed(reason, msg)) => return JobOutcome::failed(reason, None, msg),
         Err(e) => {
             return JobOutcome::failed(
                 FailureReason::RunnerSystemFailure,
@@ -292,33 +306,75 @@ async fn run_planned(
         }
     };
 
-    let outcome = run_stages(
-        env,
-        job,
-        trace,
-        control,
-        plan,
-        job_ctx,
-        &sections,
-        session.as_mut(),
-        &ctx_outcome,
-    )
-    .await;
+    // The runner performs the predefined stages itself, on the job's dirs as its own file system sees them.
+    let host = HostDirs::of(plan, session.as_ref());
+    let outcome = match &host {
+        Ok(host) => {
+            run_stages(
+                env,
+                job,
+                trace,
+                control,
+                plan,
+                host,
+                job_ctx,
+                &sections,
+                session.as_mut(),
+                &ctx_outcome,
+            )
+            .await
+        }
+        Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone()),
+    };
 
     // cleanup_file_variables: runs natively, even after an abort, so secrets never stay on disk.
     sections.start(
         "cleanup_file_variables",
         "Cleaning up project directory and file based variables",
     );
-    if let Err(e) = remove_tmp_dir(&plan.dirs.tmp_dir) {
-        warn(
-            trace,
-            &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()),
-        );
+    if let Ok(host) = &host {
+        if let Err(e) = remove_tmp_dir(&host.dirs.tmp_dir) {
+            warn(
+                trace,
+                &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()),
+            );
+        }
     }
     session.cleanup().await;
     sections.end("cleanup_file_variables");
     outcome
+}
+
+/// The job's dirs on the runner's file system (the same paths for the shell executor; the mounts' sources for
+/// docker), where sources are fetched, caches and artifacts moved, and file variables removed.
+struct HostDirs {
+    dirs: JobDirs,
+    cache_dir: PathBuf,
+}
+
+impl HostDirs {
+    fn of(plan: &Plan, session: &dyn ExecutorSession) -> Result<Self, String> {
+        let map = |p: &std::path::Path| {
+            session.host_path(p).ok_or_else(|| {
+                format!(
+                    "{} is not reachable from the runner's file system, so sources, caches and artifacts cannot \
+                     be moved there (run runwright on the Docker host, or bind-mount the builds dir)",
+                    p.display()
+                )
+            })
+        };
+        let dirs = JobDirs {
+            builds_dir: map(&plan.dirs.builds_dir)?,
+            project_dir: map(&plan.dirs.project_dir)?,
+            tmp_dir: map(&plan.dirs.tmp_dir)?,
+        };
+        // A cache dir without a host counterpart (docker without a `/cache` volume) lives for the job only,
+        // as it would in GitLab's helper container.
+        let cache_dir = session
+            .host_path(&plan.cache_dir)
+            .unwrap_or_else(|| dirs.tmp_dir.join("cache"));
+        Ok(Self { dirs, cache_dir })
+    }
 }
 
 fn remove_tmp_dir(dir: &std::path::Path) -> std::io::Result<()> {
@@ -388,7 +444,7 @@ async fn run_script(
         Ok(0) => StageResult::Ok,
         Ok(code) => StageResult::ExitCode(code),
         Err(ExecutorError::Canceled) => StageResult::Canceled,
-        Err(ExecutorError::System(e)) => StageResult::System(e),
+        Err(ExecutorError::System(e)) | Err(ExecutorError::Failed(_, e)) => StageResult::System(e),
     }
 }
 
@@ -399,6 +455,7 @@ async fn run_stages(
     trace: &TraceBuffer,
     control: &JobControl,
     plan: &Plan,
+    host: &HostDirs,
     job_ctx: &CancellationToken,
     sections: &Sections<'_>,
     session: &mut dyn ExecutorSession,
@@ -418,7 +475,7 @@ async fn run_stages(
 
     // prepare_script: GitLab's prints where the job runs. An executor that knows the answer saves a shell start.
     sections.start("prepare_script", "Preparing environment");
-    let r = match env.executor.host_name() {
+    let r = match session.host_name().or_else(|| env.executor.host_name()) {
         Some(host) => {
             trace.write(format!("Running on {host}...\n").as_bytes());
             StageResult::Ok
@@ -444,7 +501,9 @@ async fn run_stages(
 
     // get_sources (with GET_SOURCES_ATTEMPTS)
     sections.start("get_sources", "Getting source from Git repository");
-    let mut w = base(&plan.vars, false);
+    let host_tmp = host.dirs.tmp_dir.to_string_lossy().to_string();
+    let mut w = ScriptWriter::new();
+    w.exports(&plan.vars, &host_tmp);
     let pre_hooks = job_hook(job, "pre_get_sources_script");
     let post_hooks = job_hook(job, "post_get_sources_script");
     let git =
@@ -453,8 +512,11 @@ async fn run_stages(
         w.config_snippet(env.runner.pre_get_sources_script.as_deref());
         w.user_commands(&pre_hooks);
     }
-    w.cd(&plan.dirs.builds_dir.to_string_lossy());
-    sources::write_sources(&mut w, job, &plan.sources);
+    w.cd(&host.dirs.builds_dir.to_string_lossy());
+    let mut settings = plan.sources.clone();
+    settings.project_dir = host.dirs.project_dir.to_string_lossy().to_string();
+    settings.tmp_dir = host_tmp;
+    sources::write_sources(&mut w, job, &settings);
     if git {
         w.user_commands(&post_hooks);
         w.config_snippet(env.runner.post_get_sources_script.as_deref());
@@ -487,6 +549,7 @@ async fn run_stages(
         job,
         trace,
         plan,
+        host,
         job_ctx,
         sections,
         StepPosition::BeforeScript,
@@ -664,6 +727,7 @@ async fn run_stages(
         job,
         trace,
         plan,
+        host,
         job_ctx,
         sections,
         StepPosition::AfterScript,
@@ -695,6 +759,7 @@ async fn run_steps(
     job: &JobResponse,
     trace: &TraceBuffer,
     plan: &Plan,
+    host: &HostDirs,
     job_ctx: &CancellationToken,
     sections: &Sections<'_>,
     position: StepPosition,
@@ -705,9 +770,9 @@ async fn run_steps(
             job,
             runner: env.runner,
             trace,
-            project_dir: &plan.dirs.project_dir,
-            tmp_dir: &plan.dirs.tmp_dir,
-            cache_dir: &plan.cache_dir,
+            project_dir: &host.dirs.project_dir,
+            tmp_dir: &host.dirs.tmp_dir,
+            cache_dir: &host.cache_dir,
             empty_strategy: plan.empty_strategy,
             owner: env.executor.job_owner(),
             variables: &plan.vars,

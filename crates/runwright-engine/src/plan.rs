@@ -79,7 +79,11 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
     vars.set("CI_JOB_STATUS", "running");
     vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
     vars.extend(job.variables.iter().cloned());
-    vars.set("CI_SHARED_ENVIRONMENT", "true");
+    if exec.shared_environment() {
+        vars.set("CI_SHARED_ENVIRONMENT", "true");
+    } else {
+        vars.set("CI_DISPOSABLE_ENVIRONMENT", "true");
+    }
     vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
     vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
     vars.set(
@@ -87,6 +91,9 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
         format!("{}/{}", env.identity.platform, env.identity.architecture),
     );
     vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir.clone());
+    for (k, v) in exec.job_variables(job, env.concurrent_project_id) {
+        vars.set(&k, v);
+    }
     let tmp_for_files = tmp_dir.clone();
     let vars = vars.expanded(&|key| format!("{tmp_for_files}/{key}"));
 

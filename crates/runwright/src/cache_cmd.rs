@@ -177,7 +177,7 @@ async fn clear(a: ClearArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Go durations (`72h`, `90m`) plus whole days (`7d`), which cache ages are usually thought in.
-fn parse_age(s: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_age(s: &str) -> anyhow::Result<Duration> {
     if let Some(days) = s.strip_suffix('d') {
         if let Ok(n) = days.trim().parse::<u64>() {
             return Ok(Duration::from_secs(n * 86_400));
@@ -187,7 +187,7 @@ fn parse_age(s: &str) -> anyhow::Result<Duration> {
         .map_err(|_| anyhow::anyhow!("--older-than {s:?}: use a duration like 72h, 90m or 7d"))
 }
 
-fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -202,7 +202,7 @@ fn human_size(n: u64) -> String {
     }
 }
 
-fn age(t: SystemTime) -> String {
+pub(crate) fn age(t: SystemTime) -> String {
     let secs = SystemTime::now()
         .duration_since(t)
         .unwrap_or_default()
@@ -216,10 +216,10 @@ fn age(t: SystemTime) -> String {
 }
 
 fn print_table(entries: &[CacheEntry]) {
-    let rows: Vec<[String; 6]> = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            [
+            vec![
                 e.runner.clone(),
                 match &e.location {
                     Location::Local { .. } => "local".to_string(),
@@ -232,17 +232,26 @@ fn print_table(entries: &[CacheEntry]) {
             ]
         })
         .collect();
-    let header = ["RUNNER", "WHERE", "PROJECT", "KEY", "SIZE", "LAST USED"];
-    let mut widths = header.map(str::len);
-    for r in &rows {
+    print_columns(
+        &["RUNNER", "WHERE", "PROJECT", "KEY", "SIZE", "LAST USED"],
+        &rows,
+        &[4],
+    );
+}
+
+/// A table on stdout: columns padded to their widest cell, the `right` ones right-aligned.
+pub(crate) fn print_columns(header: &[&str], rows: &[Vec<String>], right: &[usize]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i == 4 {
+        for (i, (c, w)) in cells.zip(&widths).enumerate() {
+            let w = *w;
+            if right.contains(&i) {
                 s.push_str(&format!("{c:>w$}  "));
             } else {
                 s.push_str(&format!("{c:<w$}  "));
@@ -250,9 +259,9 @@ fn print_table(entries: &[CacheEntry]) {
         }
         println!("{}", s.trim_end());
     };
-    line(header);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
     }
 }
 

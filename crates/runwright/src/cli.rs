@@ -35,6 +35,9 @@ pub enum Command {
     /// List or clear the runners' caches (local and S3).
     #[command(subcommand)]
     Cache(crate::cache_cmd::CacheCommand),
+    /// List or prune the Docker volumes the docker executor manages (caches, builds dirs).
+    #[command(subcommand)]
+    Volumes(crate::volumes_cmd::VolumesCommand),
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +155,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 None,
             );
             crate::cache_cmd::run(cmd)
+        }
+        Command::Volumes(cmd) => {
+            crate::logging::init(
+                &crate::logging::LogArgs {
+                    debug: cli.debug,
+                    level: cli.log_level,
+                    format: cli.log_format,
+                },
+                None,
+                None,
+            );
+            crate::volumes_cmd::run(cmd)
         }
         Command::Exec(args) => crate::exec::run(
             args,

@@ -9,6 +9,7 @@ mod lint;
 mod list;
 mod logging;
 mod service;
+mod volumes_cmd;
 
 use std::process::ExitCode;
 

@@ -93,6 +93,10 @@ pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn E
             kill_grace(),
         )
         .map(|e| Arc::new(e) as Arc<dyn Executor>),
+        "docker" => {
+            runwright_docker::DockerExecutor::new(runner, shared.working_dir.clone(), kill_grace())
+                .map(|e| Arc::new(e) as Arc<dyn Executor>)
+        }
         other => Err(format!(
             "executor {other:?} is not supported by this runwright build yet; runner {:?} will not request jobs",
             runner.name

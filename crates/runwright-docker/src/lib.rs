@@ -1,0 +1,775 @@
+//! The docker executor (reference `protocol.md` §7.1, §8.4, §10): each job gets its image pulled by policy, its
+//! runner-managed volumes, a network of its own with its services on it, and a build container that runs the
+//! user's stages; everything carries GitLab's names and `com.gitlab.gitlab-runner.*` labels and is removed when
+//! the job ends, however it ends.
+//!
+//! GitLab runs the predefined stages (sources, caches, artifacts) in a helper container from its registry. No
+//! registry is needed here: the runner performs them itself, on the job's volumes and binds as its own file
+//! system sees them (`ExecutorSession::host_path`), so job images need neither git nor a shell for them. That
+//! needs the runner on the Docker host with access to the volumes' mountpoints (as root, like GitLab's own
+//! service); a remote `host` fails the job with a message saying so.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod admin;
+mod engine_api;
+pub mod names;
+pub mod policy;
+mod services;
+pub mod volumes;
+
+use async_trait::async_trait;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::CreateContainerOptions;
+use bollard::Docker;
+use names::{JobNames, LabelSource};
+use runwright_client::failure_reason::FailureReason;
+use runwright_client::types::FeaturesInfo;
+use runwright_config::{DockerConfig, RunnerConfig};
+use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
+use runwright_trace::TraceBuffer;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use volumes::{MountTable, VolumeSpec};
+
+pub use bollard;
+pub use engine_api::connect;
+
+/// A yellow warning line in the trace, as GitLab prints them.
+pub(crate) fn warn(trace: &TraceBuffer, text: &str) {
+    trace.write(format!("\x1b[0;33mWARNING: {text}\x1b[0;m\n").as_bytes());
+}
+
+/// GitLab's shell detection for containers (runner shells/bash.go `BashDetectShellScript`): the first bash or
+/// sh found runs the stage script it reads on stdin.
+const DETECT_SHELL: &str = r#"if [ -x /usr/local/bin/bash ]; then
+	exec /usr/local/bin/bash
+elif [ -x /usr/bin/bash ]; then
+	exec /usr/bin/bash
+elif [ -x /bin/bash ]; then
+	exec /bin/bash
+elif [ -x /usr/local/bin/sh ]; then
+	exec /usr/local/bin/sh
+elif [ -x /usr/bin/sh ]; then
+	exec /usr/bin/sh
+elif [ -x /bin/sh ]; then
+	exec /bin/sh
+elif [ -x /busybox/sh ]; then
+	exec /busybox/sh
+else
+	echo shell not found
+	exit 1
+fi
+"#;
+
+#[derive(Debug)]
+pub struct DockerExecutor {
+    runner: RunnerConfig,
+    volumes: Vec<VolumeSpec>,
+    builds_dir: String,
+    builds_shared: bool,
+    kill_grace: Duration,
+    working_dir: PathBuf,
+    client: tokio::sync::OnceCell<Docker>,
+}
+
+impl DockerExecutor {
+    /// Checks the runner entry's docker settings; an error names the bad key.
+    pub fn new(
+        runner: &RunnerConfig,
+        working_dir: PathBuf,
+        kill_grace: Duration,
+    ) -> Result<Self, String> {
+        let docker = runner.docker.clone().unwrap_or_default();
+        let volumes = docker
+            .volumes
+            .iter()
+            .map(|v| VolumeSpec::parse(v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("runner {:?}: [runners.docker] {e}", runner.name))?;
+        let builds_dir = runner
+            .builds_dir
+            .clone()
+            .filter(|d| !d.is_empty())
+            .map(|d| volumes::normalize(&d))
+            .unwrap_or_else(|| "/builds".to_string());
+        // A bind of the builds dir (or a parent of it) is shared between jobs: project dirs get
+        // `<short token>/<slot>/` (runner executors/docker `isHostMountedVolume`).
+        let builds_shared = volumes.iter().any(|v| {
+            matches!(v, VolumeSpec::Bind { .. }) && volumes::is_within(&builds_dir, v.destination())
+        });
+        Ok(Self {
+            runner: runner.clone(),
+            volumes,
+            builds_dir,
+            builds_shared,
+            kill_grace,
+            working_dir,
+            client: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    fn config(&self) -> &DockerConfig {
+        static EMPTY: std::sync::OnceLock<DockerConfig> = std::sync::OnceLock::new();
+        self.runner
+            .docker
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(DockerConfig::default))
+    }
+
+    async fn client(&self) -> Result<Docker, String> {
+        let cfg = self.config();
+        self.client
+            .get_or_try_init(|| {
+                engine_api::connect(
+                    cfg.host.as_deref(),
+                    cfg.tls_cert_path.as_deref(),
+                    cfg.tls_verify,
+                )
+            })
+            .await
+            .cloned()
+    }
+
+    fn network_per_job(&self) -> bool {
+        self.config()
+            .network_mode
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+#[async_trait]
+impl Executor for DockerExecutor {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    fn shell(&self) -> &str {
+        "bash"
+    }
+
+    fn features(&self, f: &mut FeaturesInfo) {
+        // runner executors/docker/executor_docker.go `GetFeatures`, less the session/terminal server.
+        f.variables = true;
+        f.image = true;
+        f.services = true;
+        f.service_variables = true;
+        f.service_multiple_aliases = true;
+        f.shared = false;
+    }
+
+    fn default_builds_dir(&self) -> PathBuf {
+        PathBuf::from(&self.builds_dir)
+    }
+
+    fn builds_dir_shared(&self) -> bool {
+        self.builds_shared
+    }
+
+    fn default_cache_dir(&self) -> PathBuf {
+        PathBuf::from("/cache")
+    }
+
+    fn job_variables(
+        &self,
+        job: &runwright_client::types::JobResponse,
+        slot: usize,
+    ) -> Vec<(String, String)> {
+        if !self.network_per_job() {
+            return Vec::new();
+        }
+        vec![(
+            "CI_BUILD_NETWORK_NAME".to_string(),
+            names::network_name(
+                &self.runner.short_token(),
+                job.job_info.project_id,
+                slot,
+                job.id,
+            ),
+        )]
+    }
+
+    fn shared_environment(&self) -> bool {
+        false
+    }
+
+    fn description(&self) -> String {
+        String::new()
+    }
+
+    async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
+        let docker = self.client().await.map_err(ExecutorError::System)?;
+        let names = JobNames::new(
+            &self.runner.token,
+            &self.runner.short_token(),
+            &job.system_id,
+            job.job.job_info.project_id,
+            job.concurrent_project_id,
+            job.job_id,
+        );
+        let mut session = DockerSession {
+            docker,
+            names,
+            build_container: None,
+            containers: Vec::new(),
+            network: None,
+            temporary_volumes: Vec::new(),
+            mounts: MountTable::default(),
+            host_shell: None,
+            kill_grace: self.kill_grace,
+            host: hostname(),
+        };
+        match session.prepare(self, job).await {
+            Ok(()) => Ok(Box::new(session)),
+            Err(e) => {
+                session.cleanup().await;
+                Err(if job.cancel.is_cancelled() {
+                    ExecutorError::Canceled
+                } else {
+                    e
+                })
+            }
+        }
+    }
+}
+
+pub struct DockerSession {
+    docker: Docker,
+    names: JobNames,
+    build_container: Option<String>,
+    /// Every container made for the job (services, build), removed at cleanup.
+    containers: Vec<String>,
+    network: Option<String>,
+    temporary_volumes: Vec<String>,
+    mounts: MountTable,
+    /// The runner-side shell for the predefined script stages.
+    host_shell: Option<Box<dyn ExecutorSession>>,
+    kill_grace: Duration,
+    host: String,
+}
+
+fn config_error(msg: impl Into<String>) -> ExecutorError {
+    ExecutorError::Failed(FailureReason::RunnerConfigurationError, msg.into())
+}
+
+impl DockerSession {
+    async fn prepare(
+        &mut self,
+        exec: &DockerExecutor,
+        job: &PreparedJob,
+    ) -> Result<(), ExecutorError> {
+        let cfg = exec.config();
+        let trace = &job.trace;
+        let expand = |s: &str| {
+            job.variables
+                .expand_str(s, &|k| format!("{}/{k}", job.tmp_dir.display()))
+        };
+        let job_image = job.job.image.as_ref().filter(|i| !i.name.is_empty());
+        let image = match job_image {
+            Some(i) => {
+                let name = expand(&i.name);
+                policy::check_allowed("image", &name, &cfg.allowed_images).map_err(config_error)?;
+                name
+            }
+            None => cfg.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| {
+                config_error("the job has no image and [runners.docker] image is not set: set a default image")
+            })?,
+        };
+        trace.write(format!("Using Docker executor with image {image} ...\n").as_bytes());
+        let policies = policy::effective_pull_policies(
+            job_image.and_then(|i| i.pull_policy.as_deref()),
+            &cfg.pull_policies(),
+            &cfg.allowed_pull_policies(),
+        )
+        .map_err(config_error)?;
+
+        let short = exec.runner.short_token();
+        let label_src = LabelSource {
+            job: &job.job,
+            short_token: &short,
+            system_id: &job.system_id,
+            slot: job.concurrent_project_id,
+            extra: &cfg.container_labels,
+        };
+
+        // Volumes: the configured ones, then the builds dir unless a bind already holds it.
+        let protected = job.variables.value("CI_COMMIT_REF_PROTECTED") == Some("true");
+        let mut binds = Vec::new();
+        let mut specs = exec.volumes.clone();
+        let builds_covered = specs
+            .iter()
+            .any(|v| volumes::is_within(&exec.builds_dir, v.destination()));
+        let fetch = match job.variables.value("GIT_STRATEGY").map(str::trim) {
+            Some("fetch") => true,
+            None | Some("") => job.job.allow_git_fetch,
+            _ => false,
+        };
+        if !builds_covered {
+            specs.push(VolumeSpec::Cache {
+                destination: exec.builds_dir.clone(),
+            });
+        }
+        for spec in &specs {
+            let persistent_builds = spec.destination() == exec.builds_dir && fetch;
+            let is_builds = spec.destination() == exec.builds_dir && !builds_covered;
+            match spec {
+                VolumeSpec::Cache { destination } => {
+                    if let Some(dir) = cfg.cache_dir.as_deref().filter(|d| !d.is_empty()) {
+                        let mut host = PathBuf::from(dir);
+                        host.push(&self.names.volume_prefix);
+                        host.push(format!(
+                            "{}{}",
+                            names::md5_hex(destination),
+                            if protected { "-protected" } else { "" }
+                        ));
+                        std::fs::create_dir_all(&host).map_err(|e| {
+                            ExecutorError::System(format!(
+                                "creating cache dir {}: {e}",
+                                host.display()
+                            ))
+                        })?;
+                        binds.push(format!("{}:{destination}", host.display()));
+                        self.mounts.add(destination, host);
+                        continue;
+                    }
+                    let temporary = cfg.disable_cache || (is_builds && !persistent_builds);
+                    let name = if temporary {
+                        self.names.temporary_volume(destination)
+                    } else {
+                        self.names.cache_volume(destination, protected)
+                    };
+                    let kind = if temporary { "temporary" } else { "cache" };
+                    let labels =
+                        names::labels(&label_src, kind, &[("destination", destination.clone())]);
+                    let mountpoint = self.volume(&name, labels, cfg).await?;
+                    if temporary {
+                        self.temporary_volumes.push(name.clone());
+                    } else {
+                        admin::touch(&mountpoint);
+                    }
+                    binds.push(format!("{name}:{destination}"));
+                    self.mounts.add(destination, mountpoint);
+                }
+                VolumeSpec::Bind {
+                    source,
+                    destination,
+                    mode,
+                } => {
+                    let source_expanded = source.clone();
+                    if let Some(host) = spec.host_source() {
+                        // Docker would create it too; the runner needs it before the first container exists.
+                        let _ = std::fs::create_dir_all(host);
+                        self.mounts.add(destination, host);
+                    } else {
+                        let labels = HashMap::new();
+                        let mountpoint = self.volume(&source_expanded, labels, cfg).await?;
+                        self.mounts.add(destination, mountpoint);
+                    }
+                    binds.push(match mode {
+                        Some(m) => format!("{source_expanded}:{destination}:{m}"),
+                        None => format!("{source_expanded}:{destination}"),
+                    });
+                }
+            }
+        }
+        if job.cancel.is_cancelled() {
+            return Err(ExecutorError::Canceled);
+        }
+
+        engine_api::ensure_image(&self.docker, &image, &policies, trace, &job.cancel).await?;
+
+        // The job's network, or the configured network mode.
+        let network_mode = if exec.network_per_job() {
+            let name = self.names.network.clone();
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                enable_ipv6: cfg.enable_ipv6.then_some(true),
+                options: (cfg.network_mtu > 0).then(|| {
+                    HashMap::from([(
+                        "com.docker.network.driver.mtu".to_string(),
+                        cfg.network_mtu.to_string(),
+                    )])
+                }),
+                labels: Some(names::labels(&label_src, "network", &[])),
+                ..Default::default()
+            };
+            self.docker.create_network(request).await.map_err(|e| {
+                ExecutorError::System(format!(
+                    "creating network {name}: {}",
+                    engine_api::daemon_message(&e)
+                ))
+            })?;
+            self.network = Some(name.clone());
+            name
+        } else {
+            cfg.network_mode.clone().unwrap_or_default()
+        };
+
+        // Services, started and waited for.
+        let env: Vec<String> = job
+            .variables
+            .deduplicated()
+            .into_iter()
+            .filter(|v| !v.file)
+            .map(|v| format!("{}={}", v.key, v.value))
+            .collect();
+        let started = services::start_all(
+            &services::ServiceContext {
+                docker: &self.docker,
+                cfg,
+                job,
+                names: &self.names,
+                labels: &label_src,
+                binds: &binds,
+                network_mode: &network_mode,
+                per_job_network: exec.network_per_job(),
+                env: &env,
+                expand: &expand,
+            },
+            &mut self.containers,
+        )
+        .await?;
+        if job.cancel.is_cancelled() {
+            return Err(ExecutorError::Canceled);
+        }
+        if let Some(timeout) = cfg.wait_for_services_timeout() {
+            services::wait_all(
+                &self.docker,
+                &started,
+                &network_mode,
+                timeout,
+                trace,
+                &job.cancel,
+            )
+            .await;
+        }
+
+        // The build container: created now, started once per stage.
+        let mut extra_hosts = cfg.extra_hosts.clone();
+        if !exec.network_per_job() {
+            // Without a user network, aliases reach services through /etc/hosts (GitLab's link emulation).
+            for s in &started {
+                if let Some(ip) = &s.ip {
+                    extra_hosts.extend(s.aliases.iter().map(|a| format!("{a}:{ip}")));
+                }
+            }
+        }
+        let job_entrypoint = job_image.and_then(|i| i.entrypoint.clone());
+        let entrypoint = match job_entrypoint {
+            Some(e) if cfg.disable_entrypoint_overwrite => {
+                warn(
+                    trace,
+                    "Entrypoint override disabled ([runners.docker] disable_entrypoint_overwrite)",
+                );
+                let _ = e;
+                None
+            }
+            other => other,
+        };
+        let privileged = policy::privileged(cfg.privileged, &image, &cfg.allowed_privileged_images);
+        let host_config = HostConfig {
+            binds: Some(binds.clone()),
+            privileged: Some(privileged),
+            cap_add: non_empty(&cfg.cap_add),
+            cap_drop: non_empty(&cfg.cap_drop),
+            security_opt: non_empty(&cfg.security_opt),
+            devices: devices(&cfg.devices)?,
+            device_cgroup_rules: non_empty(&cfg.device_cgroup_rules),
+            shm_size: (cfg.shm_size > 0).then_some(cfg.shm_size),
+            oom_kill_disable: cfg.oom_kill_disable.then_some(true),
+            oom_score_adj: (cfg.oom_score_adjust != 0).then_some(cfg.oom_score_adjust),
+            memory: positive(cfg.memory_bytes()),
+            memory_swap: positive(cfg.memory_swap_bytes()),
+            memory_reservation: positive(cfg.memory_reservation_bytes()),
+            nano_cpus: positive(cfg.nano_cpus()),
+            cpuset_cpus: cfg.cpuset_cpus.clone(),
+            cpuset_mems: cfg.cpuset_mems.clone(),
+            cpu_shares: positive(cfg.cpu_shares),
+            cgroup_parent: cfg.cgroup_parent.clone(),
+            dns: non_empty(&cfg.dns),
+            dns_search: non_empty(&cfg.dns_search),
+            extra_hosts: non_empty(&extra_hosts),
+            network_mode: Some(network_mode.clone()).filter(|m| !m.is_empty()),
+            sysctls: (!cfg.sysctls.is_empty()).then(|| cfg.sysctls.clone().into_iter().collect()),
+            tmpfs: (!cfg.tmpfs.is_empty()).then(|| cfg.tmpfs.clone().into_iter().collect()),
+            runtime: cfg.runtime.clone(),
+            userns_mode: cfg.userns_mode.clone(),
+            ipc_mode: cfg.ipcmode.clone(),
+            group_add: non_empty(&cfg.group_add),
+            volume_driver: cfg.volume_driver.clone(),
+            volumes_from: non_empty(&cfg.volumes_from),
+            links: non_empty(&cfg.links),
+            ulimits: ulimits(&cfg.ulimit)?,
+            log_config: (!cfg.log_options.is_empty()).then(|| {
+                bollard::models::HostConfigLogConfig {
+                    typ: Some("json-file".to_string()),
+                    config: Some(cfg.log_options.clone().into_iter().collect()),
+                }
+            }),
+            ..Default::default()
+        };
+        let name = self.names.build_container();
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            hostname: Some(
+                cfg.hostname
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| self.names.base.clone()),
+            ),
+            user: cfg.user.clone().filter(|u| !u.is_empty()),
+            cmd: Some(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                DETECT_SHELL.to_string(),
+            ]),
+            entrypoint,
+            env: Some(env),
+            labels: Some(names::labels(&label_src, "build", &[])),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            host_config: Some(host_config),
+            networking_config: self.network.as_ref().map(|n| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    n.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec!["build".to_string()]),
+                        mac_address: cfg.mac_address.clone(),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| {
+                ExecutorError::System(format!(
+                    "creating the build container: {}",
+                    engine_api::daemon_message(&e)
+                ))
+            })?;
+        self.containers.push(name.clone());
+        self.build_container = Some(name);
+
+        // The runner's own shell for the predefined stages, in the builds dir as the host sees it.
+        let host_builds = self
+            .mounts
+            .host_path(Path::new(&exec.builds_dir))
+            .ok_or_else(|| {
+                ExecutorError::System(format!("the builds dir {} has no volume", exec.builds_dir))
+            })?;
+        let shell = runwright_shell::ShellExecutor::new(
+            Some("bash"),
+            None,
+            exec.working_dir.clone(),
+            self.kill_grace,
+        )
+        .map_err(ExecutorError::System)?;
+        let mut host_job = job.clone();
+        host_job.builds_dir = host_builds;
+        self.host_shell = Some(shell.prepare(&host_job).await?);
+        Ok(())
+    }
+
+    /// Creates a volume when missing (labelled) and returns its mountpoint, which must be reachable here.
+    async fn volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        cfg: &DockerConfig,
+    ) -> Result<PathBuf, ExecutorError> {
+        let existing = self.docker.inspect_volume(name).await;
+        let volume = match existing {
+            Ok(v) => v,
+            Err(e) if engine_api::is_not_found(&e) => self
+                .docker
+                .create_volume(bollard::models::VolumeCreateRequest {
+                    name: Some(name.to_string()),
+                    driver: cfg.volume_driver.clone(),
+                    driver_opts: (!cfg.volume_driver_ops.is_empty())
+                        .then(|| cfg.volume_driver_ops.clone().into_iter().collect()),
+                    labels: Some(labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    ExecutorError::System(format!(
+                        "creating volume {name}: {}",
+                        engine_api::daemon_message(&e)
+                    ))
+                })?,
+            Err(e) => {
+                return Err(ExecutorError::System(format!(
+                    "inspecting volume {name}: {}",
+                    engine_api::daemon_message(&e)
+                )))
+            }
+        };
+        let mountpoint = PathBuf::from(&volume.mountpoint);
+        if !mountpoint.is_dir() {
+            return Err(ExecutorError::System(format!(
+                "volume {name}'s mountpoint {} is not reachable from the runner, which performs sources, caches \
+                 and artifacts itself: run runwright on the Docker host as root (remote Docker hosts are not \
+                 supported yet)",
+                volume.mountpoint
+            )));
+        }
+        Ok(mountpoint)
+    }
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn positive(n: i64) -> Option<i64> {
+    (n > 0).then_some(n)
+}
+
+/// `host[:container[:permissions]]` (Docker's `--device` syntax).
+fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping>>, ExecutorError> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    specs
+        .iter()
+        .map(|s| {
+            let parts: Vec<&str> = s.split(':').collect();
+            match parts.as_slice() {
+                [host] => Ok((host.to_string(), host.to_string(), "rwm".to_string())),
+                [host, cont] => Ok((host.to_string(), cont.to_string(), "rwm".to_string())),
+                [host, cont, perm] => Ok((host.to_string(), cont.to_string(), perm.to_string())),
+                _ => Err(config_error(format!(
+                    "[runners.docker] devices entry {s:?} is not host[:container[:rwm]]"
+                ))),
+            }
+            .map(|(h, c, p)| bollard::models::DeviceMapping {
+                path_on_host: Some(h),
+                path_in_container: Some(c),
+                cgroup_permissions: Some(p),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `ulimit = { nofile = "1024:2048" }`.
+fn ulimits(
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<Vec<bollard::models::ResourcesUlimits>>, ExecutorError> {
+    if map.is_empty() {
+        return Ok(None);
+    }
+    map.iter()
+        .map(|(name, v)| {
+            let (soft, hard) = v.split_once(':').unwrap_or((v, v));
+            match (soft.trim().parse::<i64>(), hard.trim().parse::<i64>()) {
+                (Ok(s), Ok(h)) => Ok(bollard::models::ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(s),
+                    hard: Some(h),
+                }),
+                _ => Err(config_error(format!(
+                    "[runners.docker] ulimit {name} = {v:?} is not soft[:hard]"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+#[async_trait]
+impl ExecutorSession for DockerSession {
+    async fn run_stage(
+        &mut self,
+        stage: &str,
+        script: &str,
+        trace: &TraceBuffer,
+        cancel: CancellationToken,
+    ) -> Result<i32, ExecutorError> {
+        if matches!(stage, "prepare_script" | "get_sources") {
+            if let Some(host) = self.host_shell.as_mut() {
+                return host.run_stage(stage, script, trace, cancel).await;
+            }
+        }
+        let container = self
+            .build_container
+            .clone()
+            .ok_or_else(|| ExecutorError::System("the build container was not created".into()))?;
+        engine_api::run_stage(
+            &self.docker,
+            &container,
+            script,
+            trace,
+            &cancel,
+            self.kill_grace,
+        )
+        .await
+    }
+
+    fn host_path(&self, path: &Path) -> Option<PathBuf> {
+        self.mounts.host_path(path)
+    }
+
+    fn host_name(&self) -> Option<String> {
+        Some(format!("{} via {}", self.names.base, self.host))
+    }
+
+    async fn cleanup(&mut self) {
+        if let Some(host) = self.host_shell.as_mut() {
+            host.cleanup().await;
+        }
+        // Services and the build container first (stop, then remove with their anonymous volumes), then the
+        // network and the job's temporary volumes.
+        let containers = std::mem::take(&mut self.containers);
+        futures::future::join_all(containers.iter().map(|c| async {
+            engine_api::terminate(&self.docker, c, Duration::from_secs(1).min(self.kill_grace))
+                .await;
+            engine_api::remove_container(&self.docker, c).await;
+        }))
+        .await;
+        if let Some(net) = self.network.take() {
+            if let Err(e) = self.docker.remove_network(&net).await {
+                if !engine_api::is_not_found(&e) {
+                    tracing::warn!(
+                        network = net,
+                        "removing network: {}",
+                        engine_api::daemon_message(&e)
+                    );
+                }
+            }
+        }
+        for v in std::mem::take(&mut self.temporary_volumes) {
+            let _ = self
+                .docker
+                .remove_volume(
+                    &v,
+                    Some(bollard::query_parameters::RemoveVolumeOptions { force: true }),
+                )
+                .await;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What a job may ask for: allowed images, services, privilege and pull policies (reference `protocol.md` §8.4,
+//! §10; runner executors/docker `verifyAllowedImage`, helpers/pull_policies `ComputeEffectivePullPolicies`).
+
+use runwright_config::PullPolicy;
+
+/// GitLab's allow-lists are doublestar globs: `*` stays within a path segment, `**` crosses them.
+pub fn matches_any(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| {
+        globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map(|g| g.compile_matcher().is_match(name))
+            .unwrap_or(false)
+    })
+}
+
+/// `Ok` when the list is empty or `name` matches; else GitLab's message.
+pub fn check_allowed(kind: &str, name: &str, allowed: &[String]) -> Result<(), String> {
+    if allowed.is_empty() || matches_any(allowed, name) {
+        return Ok(());
+    }
+    let list: String = allowed.iter().map(|a| format!("\n- {a}")).collect();
+    Err(format!(
+        "the {name:?} {kind} is not present on the list of allowed {kind}s:{list}\nPlease check the runner's \
+         configuration (allowed_{kind}s in [runners.docker])"
+    ))
+}
+
+/// Privilege applies only when configured and the image is on the allow-list (an empty list allows all).
+pub fn privileged(configured: bool, image: &str, allowed: &[String]) -> bool {
+    configured && (allowed.is_empty() || matches_any(allowed, image))
+}
+
+pub fn parse_policy(name: &str) -> Result<PullPolicy, String> {
+    match name.trim() {
+        "always" => Ok(PullPolicy::Always),
+        "if-not-present" => Ok(PullPolicy::IfNotPresent),
+        "never" => Ok(PullPolicy::Never),
+        other => Err(format!(
+            "unsupported pull_policy {other:?} (use always, if-not-present or never)"
+        )),
+    }
+}
+
+pub fn policy_name(p: PullPolicy) -> &'static str {
+    match p {
+        PullPolicy::Always => "always",
+        PullPolicy::IfNotPresent => "if-not-present",
+        PullPolicy::Never => "never",
+    }
+}
+
+fn list(ps: &[PullPolicy]) -> String {
+    format!(
+        "[{}]",
+        ps.iter()
+            .map(|p| policy_name(*p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// The policies to try, in order: the job's when it set some, else the runner's; each must be allowed.
+pub fn effective_pull_policies(
+    job: Option<&[String]>,
+    configured: &[PullPolicy],
+    allowed: &[PullPolicy],
+) -> Result<Vec<PullPolicy>, String> {
+    let requested: Vec<PullPolicy> = match job.filter(|j| !j.is_empty()) {
+        Some(names) => names
+            .iter()
+            .map(|n| parse_policy(n))
+            .collect::<Result<_, _>>()?,
+        None => configured.to_vec(),
+    };
+    let effective: Vec<PullPolicy> = requested
+        .iter()
+        .copied()
+        .filter(|p| allowed.contains(p))
+        .collect();
+    if effective.is_empty() {
+        return Err(format!(
+            "pull_policy {} is not one of the allowed_pull_policies {}",
+            list(&requested),
+            list(allowed)
+        ));
+    }
+    Ok(effective)
+}
+
+pub fn policies_text(ps: &[PullPolicy]) -> String {
+    list(ps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PullPolicy::*;
+
+    #[test]
+    fn job_policies_must_be_allowed() {
+        assert_eq!(
+            effective_pull_policies(None, &[Always], &[Always]).unwrap(),
+            vec![Always]
+        );
+        let job = vec!["if-not-present".to_string(), "always".to_string()];
+        assert_eq!(
+            effective_pull_policies(Some(&job), &[Always], &[Always, IfNotPresent]).unwrap(),
+            vec![IfNotPresent, Always]
+        );
+        let err = effective_pull_policies(Some(&["never".to_string()]), &[Always], &[Always])
+            .unwrap_err();
+        assert!(err.contains("[never]") && err.contains("[always]"), "{err}");
+        assert!(
+            effective_pull_policies(Some(&["sometimes".to_string()]), &[Always], &[Always])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn allow_lists_are_doublestar_globs() {
+        let allowed = vec!["docker:*".to_string(), "registry.local/**".to_string()];
+        assert!(matches_any(&allowed, "docker:24-dind"));
+        assert!(matches_any(&allowed, "registry.local/a/b:1"));
+        assert!(!matches_any(&allowed, "evil/docker:24"));
+        assert!(check_allowed("image", "alpine", &allowed)
+            .unwrap_err()
+            .contains("- docker:*"));
+        assert!(privileged(true, "x", &[]));
+        assert!(!privileged(true, "x", &allowed));
+        assert!(!privileged(false, "docker:1", &[]));
+    }
+}

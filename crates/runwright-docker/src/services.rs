@@ -1,0 +1,360 @@
+//! Service containers (reference `protocol.md` §10 "Services & aliases", "Wait for services"): the configured
+//! services first, then the job's; each on the job's network under its aliases, with the job's variables plus
+//! its own, the build container's volumes, and the service settings of `[runners.docker]`. Then the runner
+//! waits until every exposed TCP port answers, or prints GitLab's warning block with the service's log.
+
+use crate::engine_api::{daemon_message, ensure_image};
+use crate::names::{labels, service_aliases, JobNames, LabelSource};
+use crate::{config_error, policy, warn};
+use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
+use bollard::Docker;
+use futures::StreamExt;
+use runwright_config::DockerConfig;
+use runwright_engine::{ExecutorError, PreparedJob};
+use runwright_trace::TraceBuffer;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct ServiceContext<'a> {
+    pub docker: &'a Docker,
+    pub cfg: &'a DockerConfig,
+    pub job: &'a PreparedJob,
+    pub names: &'a JobNames,
+    pub labels: &'a LabelSource<'a>,
+    pub binds: &'a [String],
+    pub network_mode: &'a str,
+    pub per_job_network: bool,
+    pub env: &'a [String],
+    pub expand: &'a (dyn Fn(&str) -> String + Sync),
+}
+
+/// A started service.
+pub(crate) struct Started {
+    pub container: String,
+    pub image: String,
+    pub aliases: Vec<String>,
+    pub ip: Option<String>,
+    pub ports: Vec<u16>,
+}
+
+struct Wanted {
+    image: String,
+    aliases: Vec<String>,
+    command: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    variables: Vec<String>,
+    pull_policy: Option<Vec<String>>,
+    ports: Vec<u16>,
+}
+
+/// Networks that carry aliases: the job's own and any user-defined one (not bridge/host/none/container:…).
+fn user_network(mode: &str, per_job: bool) -> bool {
+    per_job
+        || !(mode.is_empty()
+            || ["bridge", "host", "none", "default"].contains(&mode)
+            || mode.starts_with("container:"))
+}
+
+pub(crate) async fn start_all(
+    ctx: &ServiceContext<'_>,
+    containers: &mut Vec<String>,
+) -> Result<Vec<Started>, ExecutorError> {
+    let cfg = ctx.cfg;
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for s in &cfg.services {
+        let image = (ctx.expand)(&s.name);
+        wanted.push(Wanted {
+            aliases: s.aliases().iter().map(|a| a.to_string()).collect(),
+            command: (!s.command.is_empty()).then(|| s.command.clone()),
+            entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
+            variables: s.environment.iter().map(|e| (ctx.expand)(e)).collect(),
+            pull_policy: None,
+            ports: Vec::new(),
+            image,
+        });
+    }
+    for s in &ctx.job.job.services {
+        let image = (ctx.expand)(&s.name);
+        // Services from the config are always allowed; the job's must be on the list.
+        policy::check_allowed("service", &image, &cfg.allowed_services).map_err(config_error)?;
+        wanted.push(Wanted {
+            aliases: s
+                .alias
+                .split([' ', ','])
+                .filter(|a| !a.is_empty())
+                .map(|a| (ctx.expand)(a))
+                .collect(),
+            command: s.command.clone(),
+            entrypoint: s.entrypoint.clone(),
+            variables: s
+                .variables
+                .iter()
+                .map(|v| format!("{}={}", v.key, (ctx.expand)(&v.value)))
+                .collect(),
+            pull_policy: s.pull_policy.clone(),
+            ports: s
+                .ports
+                .iter()
+                .filter_map(|p| u16::try_from(p.number).ok())
+                .collect(),
+            image,
+        });
+    }
+    if let Some(limit) = cfg.services_limit() {
+        if wanted.len() > limit {
+            return Err(config_error(format!(
+                "the job needs {} services, but [runners.docker] services_limit is {limit}",
+                wanted.len()
+            )));
+        }
+    }
+
+    let aliases_allowed = user_network(ctx.network_mode, ctx.per_job_network);
+    let mut taken: Vec<String> = Vec::new();
+    let mut started = Vec::new();
+    for (index, w) in wanted.into_iter().enumerate() {
+        let trace = &ctx.job.trace;
+        let derived = service_aliases(&w.image);
+        let mut aliases = Vec::new();
+        for a in derived.iter().chain(w.aliases.iter()) {
+            if taken.contains(a) {
+                warn(
+                    trace,
+                    &format!("Service alias {a:?} is already used by another service; skipped"),
+                );
+                continue;
+            }
+            if !aliases.contains(a) {
+                aliases.push(a.clone());
+            }
+        }
+        taken.extend(aliases.iter().cloned());
+        trace.write(format!("Starting service {} ...\n", w.image).as_bytes());
+        let policies = policy::effective_pull_policies(
+            w.pull_policy.as_deref(),
+            &cfg.pull_policies(),
+            &cfg.allowed_pull_policies(),
+        )
+        .map_err(config_error)?;
+        let image_id =
+            ensure_image(ctx.docker, &w.image, &policies, trace, &ctx.job.cancel).await?;
+        let name = ctx.names.service_container(&derived[0], index);
+        let mut env = ctx.env.to_vec();
+        env.extend(w.variables.iter().cloned());
+        let privileged = policy::privileged(
+            cfg.services_privileged.unwrap_or(cfg.privileged),
+            &w.image,
+            &cfg.allowed_privileged_services,
+        );
+        let devices: Vec<String> = cfg
+            .services_devices
+            .iter()
+            .filter(|(glob, _)| policy::matches_any(std::slice::from_ref(*glob), &w.image))
+            .flat_map(|(_, d)| d.iter().cloned())
+            .collect();
+        let host_config = HostConfig {
+            binds: Some(ctx.binds.to_vec()),
+            privileged: Some(privileged),
+            cap_add: crate::non_empty(&cfg.services_cap_add),
+            cap_drop: crate::non_empty(&cfg.services_cap_drop),
+            security_opt: crate::non_empty(&cfg.services_security_opt),
+            devices: crate::devices(&devices)?,
+            tmpfs: (!cfg.services_tmpfs.is_empty())
+                .then(|| cfg.services_tmpfs.clone().into_iter().collect()),
+            memory: crate::positive(cfg.service_memory_bytes()),
+            memory_swap: crate::positive(cfg.service_memory_swap_bytes()),
+            memory_reservation: crate::positive(cfg.service_memory_reservation_bytes()),
+            nano_cpus: crate::positive(cfg.service_nano_cpus()),
+            cpuset_cpus: cfg.service_cpuset_cpus.clone(),
+            cpu_shares: crate::positive(cfg.service_cpu_shares),
+            cgroup_parent: cfg.service_cgroup_parent.clone(),
+            network_mode: Some(ctx.network_mode.to_string()).filter(|m| !m.is_empty()),
+            dns: crate::non_empty(&cfg.dns),
+            dns_search: crate::non_empty(&cfg.dns_search),
+            extra_hosts: crate::non_empty(&cfg.extra_hosts),
+            ..Default::default()
+        };
+        let version = w
+            .image
+            .rsplit_once(':')
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| "latest".into());
+        let body = ContainerCreateBody {
+            image: Some(w.image.clone()),
+            cmd: w.command.clone(),
+            entrypoint: w.entrypoint.clone(),
+            env: Some(env),
+            labels: Some(labels(
+                ctx.labels,
+                "service",
+                &[("service", w.image.clone()), ("service.version", version)],
+            )),
+            host_config: Some(host_config),
+            networking_config: (aliases_allowed && !ctx.network_mode.is_empty()).then(|| {
+                NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        ctx.network_mode.to_string(),
+                        EndpointSettings {
+                            aliases: Some(aliases.clone()),
+                            ..Default::default()
+                        },
+                    )])),
+                }
+            }),
+            ..Default::default()
+        };
+        ctx.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| {
+                ExecutorError::System(format!(
+                    "creating service {}: {}",
+                    w.image,
+                    daemon_message(&e)
+                ))
+            })?;
+        containers.push(name.clone());
+        ctx.docker.start_container(&name, None).await.map_err(|e| {
+            ExecutorError::System(format!(
+                "starting service {}: {}",
+                w.image,
+                daemon_message(&e)
+            ))
+        })?;
+        let inspect = ctx.docker.inspect_container(&name, None).await.ok();
+        let network_key = if ctx.network_mode.is_empty() {
+            "bridge"
+        } else {
+            ctx.network_mode
+        };
+        let ip = inspect
+            .and_then(|i| i.network_settings)
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network_key).cloned())
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty());
+        let mut ports = w.ports.clone();
+        if let Ok(img) = ctx.docker.inspect_image(&image_id).await {
+            for p in img.config.and_then(|c| c.exposed_ports).unwrap_or_default() {
+                if let Some(n) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
+                    if !ports.contains(&n) {
+                        ports.push(n);
+                    }
+                }
+            }
+        }
+        started.push(Started {
+            container: name,
+            image: w.image,
+            aliases,
+            ip,
+            ports,
+        });
+    }
+    Ok(started)
+}
+
+/// Waits until every exposed TCP port of every service accepts a connection; a service that does not come up
+/// in time gets GitLab's warning block with its log, and the job goes on.
+pub(crate) async fn wait_all(
+    docker: &Docker,
+    services: &[Started],
+    _network_mode: &str,
+    timeout: Duration,
+    trace: &TraceBuffer,
+    cancel: &CancellationToken,
+) {
+    let deadline = Instant::now() + timeout;
+    let checks = services.iter().map(|s| async move {
+        if s.ports.is_empty() {
+            return None;
+        }
+        let Some(ip) = s.ip.as_deref() else {
+            return Some((
+                s,
+                "the service has no address on the job's network".to_string(),
+            ));
+        };
+        for port in &s.ports {
+            if let Err(e) = wait_port(ip, *port, deadline, cancel).await {
+                return Some((s, e));
+            }
+        }
+        None
+    });
+    let failures: Vec<_> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if cancel.is_cancelled() {
+        return;
+    }
+    for (s, error) in failures {
+        let logs = service_logs(docker, &s.container).await;
+        trace.write(
+            format!(
+                "\x1b[0;33m*** WARNING:\x1b[0;m Service {} probably didn't start properly.\n\nHealth check error:\n{error}\n\nService container logs:\n{logs}\n\x1b[0;33m*********\x1b[0;m\n\n",
+                s.container
+            )
+            .as_bytes(),
+        );
+        let _ = &s.image;
+    }
+}
+
+async fn wait_port(
+    ip: &str,
+    port: u16,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let addr = format!("{ip}:{port}");
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(&addr),
+        );
+        let last = tokio::select! {
+            r = attempt => match r {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "connect timed out".to_string(),
+            },
+            _ = cancel.cancelled() => return Err("canceled".into()),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "service port {port}/tcp did not answer at {addr} in time: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn service_logs(docker: &Docker, container: &str) -> String {
+    let mut stream = docker.logs(
+        container,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            tail: "200".to_string(),
+            ..Default::default()
+        }),
+    );
+    let mut out = String::new();
+    while let Some(Ok(frame)) = stream.next().await {
+        out.push_str(&String::from_utf8_lossy(&frame.into_bytes()));
+    }
+    out
+}

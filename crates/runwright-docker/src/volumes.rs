@@ -1,0 +1,155 @@
+//! The `volumes` setting (reference `protocol.md` §8.4, §10): `"/path"` is a runner-managed cache volume,
+//! `"src:dst[:mode]"` a bind (or a named volume); and the table that maps a container path back to where it lives
+//! on the runner's host, for the stages the runner performs itself.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSpec {
+    /// A path the runner backs with a volume of its own (`<prefix>-cache-<md5>`).
+    Cache { destination: String },
+    /// `source:destination[:mode]`: a host path when `source` is absolute, else a named volume.
+    Bind {
+        source: String,
+        destination: String,
+        mode: Option<String>,
+    },
+}
+
+impl VolumeSpec {
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let check = |dst: &str| {
+            if dst.starts_with('/') {
+                Ok(())
+            } else {
+                Err(format!(
+                    "volumes entry {spec:?}: the container path {dst:?} must be absolute"
+                ))
+            }
+        };
+        match parts.as_slice() {
+            [dst] => {
+                check(dst)?;
+                Ok(Self::Cache {
+                    destination: normalize(dst),
+                })
+            }
+            [src, dst] | [src, dst, _] if !src.is_empty() => {
+                check(dst)?;
+                Ok(Self::Bind {
+                    source: src.to_string(),
+                    destination: normalize(dst),
+                    mode: parts.get(2).map(|m| m.to_string()),
+                })
+            }
+            _ => Err(format!(
+                "volumes entry {spec:?} is neither \"/path\" nor \"source:/path[:mode]\""
+            )),
+        }
+    }
+
+    pub fn destination(&self) -> &str {
+        match self {
+            Self::Cache { destination } | Self::Bind { destination, .. } => destination,
+        }
+    }
+
+    /// A bind of a host directory (not a named volume).
+    pub fn host_source(&self) -> Option<&str> {
+        match self {
+            Self::Bind { source, .. } if source.starts_with('/') => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// `/a/b/` and `/a//b` → `/a/b`.
+pub fn normalize(path: &str) -> String {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        if let Component::Normal(n) = c {
+            out.push(n);
+        }
+    }
+    out.to_string_lossy().to_string()
+}
+
+/// Whether `dir` is `base` or below it.
+pub fn is_within(dir: &str, base: &str) -> bool {
+    Path::new(dir).starts_with(Path::new(base))
+}
+
+/// Container path → host path, by the longest mount that covers it.
+#[derive(Debug, Clone, Default)]
+pub struct MountTable {
+    mounts: Vec<(PathBuf, PathBuf)>,
+}
+
+impl MountTable {
+    pub fn add(&mut self, destination: impl Into<PathBuf>, host: impl Into<PathBuf>) {
+        self.mounts.push((destination.into(), host.into()));
+    }
+
+    pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
+        self.mounts
+            .iter()
+            .filter(|(dst, _)| path.starts_with(dst))
+            .max_by_key(|(dst, _)| dst.components().count())
+            .map(|(dst, host)| match path.strip_prefix(dst) {
+                Ok(rest) if rest.as_os_str().is_empty() => host.clone(),
+                Ok(rest) => host.join(rest),
+                Err(_) => host.clone(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_build_hosts_volumes() {
+        let specs: Vec<_> = [
+            "/cache",
+            "/certs/client",
+            "/var/www/dis/15-foundation:/builds/icdp-osg/mdis:rw",
+        ]
+        .iter()
+        .map(|s| VolumeSpec::parse(s).unwrap())
+        .collect();
+        assert_eq!(
+            specs[0],
+            VolumeSpec::Cache {
+                destination: "/cache".into()
+            }
+        );
+        assert_eq!(specs[1].destination(), "/certs/client");
+        assert_eq!(specs[2].host_source(), Some("/var/www/dis/15-foundation"));
+        assert_eq!(specs[2].destination(), "/builds/icdp-osg/mdis");
+        assert!(VolumeSpec::parse("cache").is_err());
+        assert!(VolumeSpec::parse("named:/data")
+            .unwrap()
+            .host_source()
+            .is_none());
+    }
+
+    #[test]
+    fn longest_mount_wins() {
+        let mut t = MountTable::default();
+        t.add("/builds", "/var/lib/docker/volumes/v/_data");
+        t.add("/builds/icdp-osg/mdis", "/var/www/dis/15-foundation");
+        assert_eq!(
+            t.host_path(Path::new("/builds/icdp-osg/mdis")).unwrap(),
+            PathBuf::from("/var/www/dis/15-foundation")
+        );
+        assert_eq!(
+            t.host_path(Path::new("/builds/icdp-osg/mdis.tmp")).unwrap(),
+            PathBuf::from("/var/lib/docker/volumes/v/_data/icdp-osg/mdis.tmp")
+        );
+        assert_eq!(t.host_path(Path::new("/etc")), None);
+        assert!(is_within("/builds/a", "/builds"));
+        assert!(!is_within("/builds", "/builds/a"));
+        assert_eq!(normalize("/a//b/"), "/a/b");
+    }
+}
