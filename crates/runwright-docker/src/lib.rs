@@ -404,6 +404,20 @@ impl DockerSession {
                 labels: Some(names::labels(&label_src, "network", &[])),
                 ..Default::default()
             };
+            // Docker accepts two networks of one name; a left-over of an earlier run of this job id (a runner
+            // killed hard) would make the name ambiguous, so it goes first.
+            let same_name = HashMap::from([("name".to_string(), vec![format!("^{name}$")])]);
+            if let Ok(old) = self
+                .docker
+                .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                    filters: Some(same_name),
+                }))
+                .await
+            {
+                for id in old.into_iter().filter_map(|n| n.id) {
+                    let _ = self.docker.remove_network(&id).await;
+                }
+            }
             self.docker.create_network(request).await.map_err(|e| {
                 ExecutorError::System(format!(
                     "creating network {name}: {}",
@@ -483,7 +497,6 @@ impl DockerSession {
             privileged: Some(privileged),
             cap_add: non_empty(&cfg.cap_add),
             cap_drop: non_empty(&cfg.cap_drop),
-            security_opt: non_empty(&cfg.security_opt),
             devices: devices(&cfg.devices)?,
             device_cgroup_rules: non_empty(&cfg.device_cgroup_rules),
             shm_size: (cfg.shm_size > 0).then_some(cfg.shm_size),
@@ -519,6 +532,7 @@ impl DockerSession {
             }),
             ..Default::default()
         };
+        let host_config = with_security_options(host_config, &cfg.security_opt);
         let name = self.names.build_container();
         let body = ContainerCreateBody {
             image: Some(image.clone()),
@@ -639,6 +653,30 @@ impl DockerSession {
         }
         Ok(mountpoint)
     }
+}
+
+/// Security options as the daemon takes them: `systempaths=unconfined` is a docker CLI spelling for "mask and
+/// make read-only no /proc or /sys paths", which the API expresses as empty `MaskedPaths`/`ReadonlyPaths`
+/// (docker cli opts/parse.go `parseSystemPaths`). Returns the options left and whether paths are unconfined.
+pub(crate) fn security_options(opts: &[String]) -> (Option<Vec<String>>, bool) {
+    let unconfined = opts.iter().any(|o| o.trim() == "systempaths=unconfined");
+    let rest: Vec<String> = opts
+        .iter()
+        .filter(|o| o.trim() != "systempaths=unconfined")
+        .cloned()
+        .collect();
+    (non_empty(&rest), unconfined)
+}
+
+/// Applies [`security_options`] to a host config.
+pub(crate) fn with_security_options(mut hc: HostConfig, opts: &[String]) -> HostConfig {
+    let (rest, unconfined) = security_options(opts);
+    hc.security_opt = rest;
+    if unconfined {
+        hc.masked_paths = Some(Vec::new());
+        hc.readonly_paths = Some(Vec::new());
+    }
+    hc
 }
 
 fn non_empty(v: &[String]) -> Option<Vec<String>> {

@@ -1,7 +1,7 @@
 //! Service containers (reference `protocol.md` §10 "Services & aliases", "Wait for services"): the configured
 //! services first, then the job's; each on the job's network under its aliases, with the job's variables plus
 //! its own, the build container's volumes, and the service settings of `[runners.docker]`. Then the runner
-//! waits until every exposed TCP port answers, or prints GitLab's warning block with the service's log.
+//! waits until one exposed TCP port of each answers, or prints GitLab's warning block with the service's log.
 
 use crate::engine_api::{daemon_message, ensure_image};
 use crate::names::{labels, service_aliases, JobNames, LabelSource};
@@ -160,7 +160,6 @@ pub(crate) async fn start_all(
             privileged: Some(privileged),
             cap_add: crate::non_empty(&cfg.services_cap_add),
             cap_drop: crate::non_empty(&cfg.services_cap_drop),
-            security_opt: crate::non_empty(&cfg.services_security_opt),
             devices: crate::devices(&devices)?,
             tmpfs: (!cfg.services_tmpfs.is_empty())
                 .then(|| cfg.services_tmpfs.clone().into_iter().collect()),
@@ -177,6 +176,7 @@ pub(crate) async fn start_all(
             extra_hosts: crate::non_empty(&cfg.extra_hosts),
             ..Default::default()
         };
+        let host_config = crate::with_security_options(host_config, &cfg.services_security_opt);
         let version = w
             .image
             .rsplit_once(':')
@@ -263,7 +263,7 @@ pub(crate) async fn start_all(
     Ok(started)
 }
 
-/// Waits until every exposed TCP port of every service accepts a connection; a service that does not come up
+/// Waits until one exposed TCP port of every service accepts a connection; a service that does not come up
 /// in time gets GitLab's warning block with its log, and the job goes on.
 pub(crate) async fn wait_all(
     docker: &Docker,
@@ -284,12 +284,16 @@ pub(crate) async fn wait_all(
                 "the service has no address on the job's network".to_string(),
             ));
         };
-        for port in &s.ports {
-            if let Err(e) = wait_port(ip, *port, deadline, cancel).await {
-                return Some((s, e));
-            }
+        // The first port to answer will do, as GitLab's health check (`docker:dind` exposes 2375 and 2376 and
+        // listens on only one of them).
+        let attempts = s
+            .ports
+            .iter()
+            .map(|port| Box::pin(wait_port(ip, *port, deadline, cancel)));
+        match futures::future::select_ok(attempts).await {
+            Ok(_) => None,
+            Err(e) => Some((s, e)),
         }
-        None
     });
     let failures: Vec<_> = futures::future::join_all(checks)
         .await

@@ -44,53 +44,35 @@ pub fn docker_ready(images: &[&str]) -> bool {
     true
 }
 
-/// Names of the containers, networks and volumes labelled with this job id.
-pub fn leftovers(job_id: i64) -> Vec<String> {
-    let label = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
+/// Names of the containers, networks and temporary volumes of this runner's job (job ids repeat across
+/// tests, runner tokens do not).
+pub fn leftovers(token: &str, job_id: i64) -> Vec<String> {
+    let runner = format!(
+        "label=com.gitlab.gitlab-runner.runner.id={}",
+        runwright_config::short_token(token)
+    );
+    let job = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
     let mut out = Vec::new();
-    for args in [
-        vec![
-            "ps",
-            "-a",
-            "--filter",
-            &label,
-            "--format",
-            "container {{.Names}}",
-        ],
-        vec![
-            "network",
-            "ls",
-            "--filter",
-            &label,
-            "--format",
-            "network {{.Name}}",
-        ],
+    for (what, format) in [
+        ("container", "{{.Names}}"),
+        ("network", "{{.Name}}"),
+        ("volume", "{{.Name}}"),
     ] {
+        let mut args = vec![what, "ls", "--filter", &runner, "--filter", &job];
+        if what == "container" {
+            args.push("-a");
+        }
+        if what == "volume" {
+            args.extend(["--filter", "label=com.gitlab.gitlab-runner.type=temporary"]);
+        }
+        args.extend(["--format", format]);
         let o = Command::new("docker").args(&args).output().expect("docker");
         out.extend(
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .map(str::to_string),
+                .map(|l| format!("{what} {l}")),
         );
     }
-    let o = Command::new("docker")
-        .args([
-            "volume",
-            "ls",
-            "--filter",
-            &label,
-            "--filter",
-            "label=com.gitlab.gitlab-runner.type=temporary",
-            "--format",
-            "volume {{.Name}}",
-        ])
-        .output()
-        .expect("docker");
-    out.extend(
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string),
-    );
     out
 }
 
@@ -121,13 +103,17 @@ pub fn job(name: &str, project: (i64, &str), sha: &str, script: &[&str]) -> JobS
 
 impl Harness {
     /// config.toml with one docker runner; `docker_extra` goes into `[runners.docker]`.
-    pub fn docker_runner(&self, runner_extra: &str, docker_extra: &str) {
+    /// The runner's token is new for every test: the networks and volumes of tests running side by side on
+    /// one dockerd (with the same job ids) then never share a name.
+    pub fn docker_runner(&self, runner_extra: &str, docker_extra: &str) -> String {
+        let token = format!("glrt-t1_{:016x}", rand_u64());
         self.coordinator
-            .add_runner(TOKEN, runwright_coordinator::RunnerOptions::default());
+            .add_runner(&token, runwright_coordinator::RunnerOptions::default());
         self.write_config(&format!(
-            "concurrent = 4\ncheck_interval = 1\n[[runners]]\n  name = \"docker-runner\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"docker\"\n{runner_extra}\n  [runners.docker]\n    image = \"{BUSYBOX}\"\n    pull_policy = [\"if-not-present\"]\n{docker_extra}\n",
+            "concurrent = 4\ncheck_interval = 1\n[[runners]]\n  name = \"docker-runner\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"docker\"\n{runner_extra}\n  [runners.docker]\n    image = \"{BUSYBOX}\"\n    pull_policy = [\"if-not-present\"]\n{docker_extra}\n",
             self.coordinator.url()
         ));
+        token
     }
 }
 
@@ -137,7 +123,8 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
         return;
     }
     let mut h = Harness::new().await;
-    h.docker_runner("", "");
+    let token = h.docker_runner("", "");
+    let short = runwright_config::short_token(&token);
     let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
     h.start();
     let id = h.coordinator.enqueue(job(
@@ -162,10 +149,7 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
     );
     assert!(t.contains("hello from git\n"), "{t}");
     assert!(t.contains("dir=/builds/grp/app\n"), "{t}");
-    assert!(
-        t.contains(&format!("net=runner-testrunne-7-0-{id}\n")),
-        "{t}"
-    );
+    assert!(t.contains(&format!("net=runner-{short}-7-0-{id}\n")), "{t}");
     assert!(t.contains("plain-sh\n"), "{t}");
     assert!(t.contains("Running on runner-"), "{t}");
     assert!(
@@ -173,5 +157,560 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
         "{t}"
     );
     assert_eq!(j.exit_code, Some(3), "{t}");
-    assert_eq!(leftovers(id), Vec::<String>::new());
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn services_are_reached_by_alias_and_reach_each_other() {
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "    wait_for_services_timeout = 20");
+    h.start();
+    // "relay" fetches from "web" (another service, by alias) and serves what it got on its own port.
+    let relay = Image {
+        name: BUSYBOX.into(),
+        alias: "relay".into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "mkdir -p /www; until wget -qO /www/index.html http://web:8080/; do sleep 0.2; done; exec httpd -f -p 8081 -h /www".into(),
+        ]),
+        ports: vec![runwright_coordinator::types::Port {
+            number: 8081,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut spec = job(
+        "services",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &[
+            "wget -qO- http://web:8080/",
+            "wget -qO- http://relay:8081/ | sed 's/^/via relay: /'",
+            "cat /etc/hosts | grep -c . >/dev/null",
+        ],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    spec.services = vec![service(EXPOSED, "web"), relay];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(
+        t.contains("Starting service 127.0.0.1:5999/runwright-test/busybox-exposed:1"),
+        "{t}"
+    );
+    assert!(t.contains("\nhello from service\n"), "{t}");
+    assert!(t.contains("via relay: hello from service\n"), "{t}");
+    assert!(!t.contains("probably didn't start properly"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "    wait_for_services_timeout = 2");
+    h.start();
+    let mute = Image {
+        name: BUSYBOX.into(),
+        alias: "mute".into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo service says hi; sleep 600".into(),
+        ]),
+        ports: vec![runwright_coordinator::types::Port {
+            number: 9999,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut spec = job(
+        "mute",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo job ran"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    spec.services = vec![mute];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("probably didn't start properly"), "{t}");
+    assert!(t.contains("service says hi"), "{t}");
+    assert!(t.contains("job ran\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+/// The build host's main runner (`../shared/examples/config.toml`, entry `wb31-mdis-docker`) with local image
+/// names: privileged dind is replaced by the least-privilege service options, as `--privileged` cannot start a
+/// container on the test machines.
+#[tokio::test]
+async fn dind_service_builds_and_runs_an_image_with_tls_certs_from_the_shared_volume() {
+    if !docker_ready(&[DIND]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let www = h.path().join("www");
+    let token = h.docker_runner(
+        "",
+        &format!(
+            "    tls_verify = false\n    disable_entrypoint_overwrite = false\n    oom_kill_disable = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/certs/client\", \"{}:/builds/icdp-osg/mdis:rw\", \"/sys/fs/cgroup:/sys/fs/cgroup:rw\"]\n    shm_size = 0\n    wait_for_services_timeout = 90\n    services_cap_add = [\"ALL\"]\n    services_cap_drop = [\"SYS_RESOURCE\"]\n    services_security_opt = [\"seccomp=unconfined\", \"apparmor=unconfined\", \"systempaths=unconfined\"]",
+            www.display()
+        ),
+    );
+    let sha = h.make_repo("icdp-osg/mdis", &[("README.md", "mdis\n")]);
+    h.start();
+    let mut spec = job(
+        "dind",
+        (15, "icdp-osg/mdis"),
+        &sha,
+        &[
+            "docker info --format '{{.ServerVersion}} {{.Driver}}'",
+            "mkdir -p /tmp/ctx && cp /inner/busybox /tmp/ctx/busybox",
+            "printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nCMD [\"/bin/busybox\",\"echo\",\"hello from the inner daemon\"]\\n' > /tmp/ctx/Dockerfile",
+            "docker build -q -t inner:1 /tmp/ctx",
+            "docker run --rm inner:1 | tee results.txt",
+        ],
+    )
+    .with_variable("DOCKER_HOST", "tcp://docker:2376")
+    .with_variable("DOCKER_TLS_CERTDIR", "/certs")
+    .with_variable("DOCKER_TLS_VERIFY", "1")
+    .with_variable("DOCKER_CERT_PATH", "/certs/client");
+    // The build host's `image = "docker:24"`: the job's image here, as the test runner's default is busybox.
+    spec.image = image(DIND);
+    spec.services = vec![service(DIND, "docker")];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("hello from the inner daemon\n"), "{t}");
+    // The bind-mounted project dir keeps the checkout and what the job wrote.
+    assert_eq!(
+        std::fs::read_to_string(www.join("README.md")).unwrap(),
+        "mdis\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(www.join("results.txt")).unwrap(),
+        "hello from the inner daemon\n"
+    );
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn bind_mounted_builds_dir_keeps_the_checkout_and_results() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let www = h.path().join("www");
+    let token = h.docker_runner(
+        "",
+        &format!(
+            "    volumes = [\"/cache\", \"{}:/builds/icdp-osg/mdis:rw\"]",
+            www.display()
+        ),
+    );
+    let sha = h.make_repo("icdp-osg/mdis", &[("README.md", "kept\n")]);
+    h.start();
+    let id = h.coordinator.enqueue(job(
+        "results",
+        (15, "icdp-osg/mdis"),
+        &sha,
+        &[
+            "echo dir=$CI_PROJECT_DIR",
+            "mkdir -p report && echo 'all green' > report/index.html",
+        ],
+    ));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("dir=/builds/icdp-osg/mdis\n"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(www.join("README.md")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(www.join("report/index.html")).unwrap(),
+        "all green\n"
+    );
+    assert!(www.join(".git").is_dir());
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+fn volumes_json(h: &Harness, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = h
+        .command()
+        .arg("volumes")
+        .args(args)
+        .arg("--json")
+        .arg("-c")
+        .arg(&h.config_path)
+        .output()
+        .expect("runwright volumes");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[tokio::test]
+async fn cache_volumes_are_reused_within_a_project_only_and_can_be_listed_and_pruned() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    // A token of this test's own, so its volumes are told apart from other tests' on the same dockerd.
+    let token = format!("glrt-vol{:016x}", rand_u64());
+    h.coordinator
+        .add_runner(&token, runwright_coordinator::RunnerOptions::default());
+    h.write_config(&format!(
+        "concurrent = 2\ncheck_interval = 1\n[[runners]]\n  name = \"vol-runner\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"{BUSYBOX}\"\n    pull_policy = \"if-not-present\"\n    volumes = [\"/cache\"]\n",
+        h.coordinator.url()
+    ));
+    h.start();
+    let run = |project: (i64, &'static str), script: &[&str]| {
+        let mut spec = job("cache", project, runwright_coordinator::DUMMY_SHA, script)
+            .with_variable("GIT_STRATEGY", "none");
+        spec.runner_token = Some(token.clone());
+        h.coordinator.enqueue(spec)
+    };
+    // One after the other: the second job must see what the first left in the volume.
+    for (project, script, needle) in [
+        (
+            (31, "grp/one"),
+            &["echo from-first > /cache/marker"][..],
+            "",
+        ),
+        ((31, "grp/one"), &["cat /cache/marker"][..], "from-first\n"),
+        (
+            (32, "grp/two"),
+            &["test ! -e /cache/marker && echo not-shared"][..],
+            "not-shared\n",
+        ),
+    ] {
+        let j = h.final_job(run(project, script)).await;
+        let t = j.trace_text();
+        assert_eq!(j.state, "success", "{t}");
+        assert!(t.contains(needle), "{t}");
+    }
+    let listed = volumes_json(&h, &["list", "--runner", "vol-runner"]);
+    let projects: Vec<i64> = listed
+        .iter()
+        .filter(|v| v["destination"] == "/cache")
+        .map(|v| v["project"].as_i64().unwrap())
+        .collect();
+    assert!(
+        projects.contains(&31) && projects.contains(&32),
+        "{listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|v| v["name"].as_str().unwrap().starts_with("runner-")),
+        "{listed:?}"
+    );
+
+    // A dry run deletes nothing; pruning project 32 leaves project 31's volume.
+    let dry = volumes_json(
+        &h,
+        &[
+            "prune",
+            "--runner",
+            "vol-runner",
+            "--project",
+            "32",
+            "--dry-run",
+        ],
+    );
+    assert!(!dry.is_empty());
+    assert_eq!(
+        volumes_json(&h, &["list", "--runner", "vol-runner"]).len(),
+        listed.len()
+    );
+    let pruned = volumes_json(&h, &["prune", "--runner", "vol-runner", "--project", "32"]);
+    assert!(pruned.iter().all(|v| v["project"] == 32), "{pruned:?}");
+    let left = volumes_json(&h, &["list", "--runner", "vol-runner"]);
+    assert!(
+        left.iter().all(|v| v["project"] == 31) && !left.is_empty(),
+        "{left:?}"
+    );
+    volumes_json(&h, &["prune", "--runner", "vol-runner", "--all"]);
+    assert!(volumes_json(&h, &["list", "--runner", "vol-runner"]).is_empty());
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+#[tokio::test]
+async fn cancel_and_timeout_leave_no_container_or_network() {
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "");
+    h.start();
+    let mut canceled = job(
+        "cancel-me",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo started", "sleep 300"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    canceled.services = vec![service(EXPOSED, "web")];
+    let cancel_id = h.coordinator.enqueue(canceled);
+    let mut timed = job(
+        "time-me-out",
+        (8, "grp/other"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo started", "sleep 300"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    timed.timeout = 4;
+    let timeout_id = h.coordinator.enqueue(timed);
+    h.wait_trace(cancel_id, "started").await;
+    assert!(
+        !leftovers(&token, cancel_id).is_empty(),
+        "the running job should have containers"
+    );
+    h.coordinator.cancel(cancel_id);
+    let j = h.final_job(cancel_id).await;
+    assert_eq!(j.state, "canceled", "{}", j.trace_text());
+    let j = h.final_job(timeout_id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "{t}"
+    );
+    assert_eq!(leftovers(&token, cancel_id), Vec::<String>::new());
+    assert_eq!(leftovers(&token, timeout_id), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn pull_policies_never_if_not_present_and_always_then_if_not_present() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner(
+        "",
+        "    allowed_pull_policies = [\"always\", \"if-not-present\", \"never\"]",
+    );
+    h.start();
+    let with_policy = |name: &str, image_name: &str, policies: &[&str]| {
+        let mut spec = job(
+            name,
+            (7, "grp/app"),
+            runwright_coordinator::DUMMY_SHA,
+            &["echo ran"],
+        )
+        .with_variable("GIT_STRATEGY", "none");
+        spec.image = Some(Image {
+            name: image_name.into(),
+            pull_policy: Some(policies.iter().map(|p| p.to_string()).collect()),
+            ..Default::default()
+        });
+        spec
+    };
+    let missing = "127.0.0.1:5999/runwright-test/not-built:1";
+    let never_missing = h
+        .coordinator
+        .enqueue(with_policy("never-missing", missing, &["never"]));
+    let never_present = h
+        .coordinator
+        .enqueue(with_policy("never-present", BUSYBOX, &["never"]));
+    let fallback = h.coordinator.enqueue(with_policy(
+        "fallback",
+        BUSYBOX,
+        &["always", "if-not-present"],
+    ));
+    let always = h
+        .coordinator
+        .enqueue(with_policy("always", BUSYBOX, &["always"]));
+
+    let j = h.final_job(never_missing).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        // GitLab's enum of failure reasons has no image_pull_failure: the runner sends it as GitLab's runner
+        // does, mapped to runner_system_failure (protocol.md §3).
+        Some("runner_system_failure"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "failed to pull image \"{missing}\" with specified policies [never]"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("not present locally"), "{t}");
+
+    let j = h.final_job(never_present).await;
+    assert_eq!(j.state, "success", "{}", j.trace_text());
+
+    let j = h.final_job(fallback).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(
+        t.contains("Pulling docker image 127.0.0.1:5999/runwright-test/busybox:1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Failed to pull image with policy \"always\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("Using locally found image version due to \"if-not-present\" pull policy"),
+        "{t}"
+    );
+
+    let j = h.final_job(always).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        // GitLab's enum of failure reasons has no image_pull_failure: the runner sends it as GitLab's runner
+        // does, mapped to runner_system_failure (protocol.md §3).
+        Some("runner_system_failure"),
+        "{t}"
+    );
+    assert!(t.contains("127.0.0.1:5999"), "{t}");
+}
+
+#[tokio::test]
+async fn disallowed_policies_and_images_are_configuration_errors() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner(
+        "",
+        "    allowed_images = [\"127.0.0.1:5999/runwright-test/busy*:*\"]",
+    );
+    h.start();
+    let mut policy = job(
+        "policy",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo ran"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    policy.image = Some(Image {
+        name: BUSYBOX.into(),
+        pull_policy: Some(vec!["always".into()]),
+        ..Default::default()
+    });
+    let policy_id = h.coordinator.enqueue(policy);
+    let mut img = job(
+        "image",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo ran"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    img.image = image(NOSHELL);
+    let image_id = h.coordinator.enqueue(img);
+    let j = h.final_job(policy_id).await;
+    let t = j.trace_text();
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        Some("runner_configuration_error"),
+        "{t}"
+    );
+    assert!(
+        t.contains("pull_policy [always] is not one of the allowed_pull_policies [if-not-present]"),
+        "{t}"
+    );
+    let j = h.final_job(image_id).await;
+    let t = j.trace_text();
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        Some("runner_configuration_error"),
+        "{t}"
+    );
+    assert!(
+        t.contains("not present on the list of allowed images"),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_image_without_a_shell_gets_a_clear_error() {
+    if !docker_ready(&[NOSHELL]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "");
+    let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
+    h.start();
+    let mut spec = job("noshell", (7, "grp/app"), &sha, &["echo never"]);
+    spec.image = image(NOSHELL);
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    // Sources came from the runner: the image needs no git and no shell for them.
+    assert!(t.contains("Checking out"), "{t}");
+    assert!(t.contains("the job image has no shell"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
+    if !docker_ready(&[DEBIAN]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "");
+    h.start();
+    let mut spec = job(
+        "bash",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &[
+            "echo shell=${BASH_VERSION:+bash}",
+            "echo entry=$ENTRY",
+            "git --version | cut -d' ' -f1-2",
+        ],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    spec.image = Some(Image {
+        name: DEBIAN.into(),
+        // An entrypoint receives the shell command and must exec it, as with GitLab's runner.
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "export ENTRY=custom; exec \"$@\"".into(),
+            "--".into(),
+        ]),
+        ..Default::default()
+    });
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("shell=bash\n"), "{t}");
+    assert!(t.contains("entry=custom\n"), "{t}");
+    assert!(t.contains("git version\n"), "{t}");
 }
