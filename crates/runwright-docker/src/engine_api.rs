@@ -110,8 +110,7 @@ pub async fn ensure_image(
             (PullPolicy::Never | PullPolicy::IfNotPresent, Ok(found)) => {
                 if *policy == PullPolicy::IfNotPresent {
                     trace.write(
-                        format!("Using locally found image version due to \"if-not-present\" pull policy\n")
-                            .as_bytes(),
+                        b"Using locally found image version due to \"if-not-present\" pull policy\n",
                     );
                 }
                 let id = found.id.clone().unwrap_or_default();

@@ -12,6 +12,7 @@
 
 pub mod admin;
 mod engine_api;
+mod host_config;
 pub mod names;
 pub mod policy;
 mod services;
@@ -19,7 +20,7 @@ pub mod volumes;
 
 use async_trait::async_trait;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::CreateContainerOptions;
 use bollard::Docker;
@@ -491,48 +492,8 @@ impl DockerSession {
             }
             other => other,
         };
-        let privileged = policy::privileged(cfg.privileged, &image, &cfg.allowed_privileged_images);
-        let host_config = HostConfig {
-            binds: Some(binds.clone()),
-            privileged: Some(privileged),
-            cap_add: non_empty(&cfg.cap_add),
-            cap_drop: non_empty(&cfg.cap_drop),
-            devices: devices(&cfg.devices)?,
-            device_cgroup_rules: non_empty(&cfg.device_cgroup_rules),
-            shm_size: (cfg.shm_size > 0).then_some(cfg.shm_size),
-            oom_kill_disable: cfg.oom_kill_disable.then_some(true),
-            oom_score_adj: (cfg.oom_score_adjust != 0).then_some(cfg.oom_score_adjust),
-            memory: positive(cfg.memory_bytes()),
-            memory_swap: positive(cfg.memory_swap_bytes()),
-            memory_reservation: positive(cfg.memory_reservation_bytes()),
-            nano_cpus: positive(cfg.nano_cpus()),
-            cpuset_cpus: cfg.cpuset_cpus.clone(),
-            cpuset_mems: cfg.cpuset_mems.clone(),
-            cpu_shares: positive(cfg.cpu_shares),
-            cgroup_parent: cfg.cgroup_parent.clone(),
-            dns: non_empty(&cfg.dns),
-            dns_search: non_empty(&cfg.dns_search),
-            extra_hosts: non_empty(&extra_hosts),
-            network_mode: Some(network_mode.clone()).filter(|m| !m.is_empty()),
-            sysctls: (!cfg.sysctls.is_empty()).then(|| cfg.sysctls.clone().into_iter().collect()),
-            tmpfs: (!cfg.tmpfs.is_empty()).then(|| cfg.tmpfs.clone().into_iter().collect()),
-            runtime: cfg.runtime.clone(),
-            userns_mode: cfg.userns_mode.clone(),
-            ipc_mode: cfg.ipcmode.clone(),
-            group_add: non_empty(&cfg.group_add),
-            volume_driver: cfg.volume_driver.clone(),
-            volumes_from: non_empty(&cfg.volumes_from),
-            links: non_empty(&cfg.links),
-            ulimits: ulimits(&cfg.ulimit)?,
-            log_config: (!cfg.log_options.is_empty()).then(|| {
-                bollard::models::HostConfigLogConfig {
-                    typ: Some("json-file".to_string()),
-                    config: Some(cfg.log_options.clone().into_iter().collect()),
-                }
-            }),
-            ..Default::default()
-        };
-        let host_config = with_security_options(host_config, &cfg.security_opt);
+        let host_config =
+            host_config::build(cfg, &image, binds.clone(), extra_hosts, &network_mode)?;
         let name = self.names.build_container();
         let body = ContainerCreateBody {
             image: Some(image.clone()),
@@ -653,90 +614,6 @@ impl DockerSession {
         }
         Ok(mountpoint)
     }
-}
-
-/// Security options as the daemon takes them: `systempaths=unconfined` is a docker CLI spelling for "mask and
-/// make read-only no /proc or /sys paths", which the API expresses as empty `MaskedPaths`/`ReadonlyPaths`
-/// (docker cli opts/parse.go `parseSystemPaths`). Returns the options left and whether paths are unconfined.
-pub(crate) fn security_options(opts: &[String]) -> (Option<Vec<String>>, bool) {
-    let unconfined = opts.iter().any(|o| o.trim() == "systempaths=unconfined");
-    let rest: Vec<String> = opts
-        .iter()
-        .filter(|o| o.trim() != "systempaths=unconfined")
-        .cloned()
-        .collect();
-    (non_empty(&rest), unconfined)
-}
-
-/// Applies [`security_options`] to a host config.
-pub(crate) fn with_security_options(mut hc: HostConfig, opts: &[String]) -> HostConfig {
-    let (rest, unconfined) = security_options(opts);
-    hc.security_opt = rest;
-    if unconfined {
-        hc.masked_paths = Some(Vec::new());
-        hc.readonly_paths = Some(Vec::new());
-    }
-    hc
-}
-
-fn non_empty(v: &[String]) -> Option<Vec<String>> {
-    (!v.is_empty()).then(|| v.to_vec())
-}
-
-fn positive(n: i64) -> Option<i64> {
-    (n > 0).then_some(n)
-}
-
-/// `host[:container[:permissions]]` (Docker's `--device` syntax).
-fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping>>, ExecutorError> {
-    if specs.is_empty() {
-        return Ok(None);
-    }
-    specs
-        .iter()
-        .map(|s| {
-            let parts: Vec<&str> = s.split(':').collect();
-            match parts.as_slice() {
-                [host] => Ok((host.to_string(), host.to_string(), "rwm".to_string())),
-                [host, cont] => Ok((host.to_string(), cont.to_string(), "rwm".to_string())),
-                [host, cont, perm] => Ok((host.to_string(), cont.to_string(), perm.to_string())),
-                _ => Err(config_error(format!(
-                    "[runners.docker] devices entry {s:?} is not host[:container[:rwm]]"
-                ))),
-            }
-            .map(|(h, c, p)| bollard::models::DeviceMapping {
-                path_on_host: Some(h),
-                path_in_container: Some(c),
-                cgroup_permissions: Some(p),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
-/// `ulimit = { nofile = "1024:2048" }`.
-fn ulimits(
-    map: &std::collections::BTreeMap<String, String>,
-) -> Result<Option<Vec<bollard::models::ResourcesUlimits>>, ExecutorError> {
-    if map.is_empty() {
-        return Ok(None);
-    }
-    map.iter()
-        .map(|(name, v)| {
-            let (soft, hard) = v.split_once(':').unwrap_or((v, v));
-            match (soft.trim().parse::<i64>(), hard.trim().parse::<i64>()) {
-                (Ok(s), Ok(h)) => Ok(bollard::models::ResourcesUlimits {
-                    name: Some(name.clone()),
-                    soft: Some(s),
-                    hard: Some(h),
-                }),
-                _ => Err(config_error(format!(
-                    "[runners.docker] ulimit {name} = {v:?} is not soft[:hard]"
-                ))),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
 }
 
 #[async_trait]

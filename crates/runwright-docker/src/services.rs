@@ -6,7 +6,7 @@
 use crate::engine_api::{daemon_message, ensure_image};
 use crate::names::{labels, service_aliases, JobNames, LabelSource};
 use crate::{config_error, policy, warn};
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkingConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use bollard::Docker;
 use futures::StreamExt;
@@ -144,39 +144,8 @@ pub(crate) async fn start_all(
         let name = ctx.names.service_container(&derived[0], index);
         let mut env = ctx.env.to_vec();
         env.extend(w.variables.iter().cloned());
-        let privileged = policy::privileged(
-            cfg.services_privileged.unwrap_or(cfg.privileged),
-            &w.image,
-            &cfg.allowed_privileged_services,
-        );
-        let devices: Vec<String> = cfg
-            .services_devices
-            .iter()
-            .filter(|(glob, _)| policy::matches_any(std::slice::from_ref(*glob), &w.image))
-            .flat_map(|(_, d)| d.iter().cloned())
-            .collect();
-        let host_config = HostConfig {
-            binds: Some(ctx.binds.to_vec()),
-            privileged: Some(privileged),
-            cap_add: crate::non_empty(&cfg.services_cap_add),
-            cap_drop: crate::non_empty(&cfg.services_cap_drop),
-            devices: crate::devices(&devices)?,
-            tmpfs: (!cfg.services_tmpfs.is_empty())
-                .then(|| cfg.services_tmpfs.clone().into_iter().collect()),
-            memory: crate::positive(cfg.service_memory_bytes()),
-            memory_swap: crate::positive(cfg.service_memory_swap_bytes()),
-            memory_reservation: crate::positive(cfg.service_memory_reservation_bytes()),
-            nano_cpus: crate::positive(cfg.service_nano_cpus()),
-            cpuset_cpus: cfg.service_cpuset_cpus.clone(),
-            cpu_shares: crate::positive(cfg.service_cpu_shares),
-            cgroup_parent: cfg.service_cgroup_parent.clone(),
-            network_mode: Some(ctx.network_mode.to_string()).filter(|m| !m.is_empty()),
-            dns: crate::non_empty(&cfg.dns),
-            dns_search: crate::non_empty(&cfg.dns_search),
-            extra_hosts: crate::non_empty(&cfg.extra_hosts),
-            ..Default::default()
-        };
-        let host_config = crate::with_security_options(host_config, &cfg.services_security_opt);
+        let host_config =
+            crate::host_config::service(cfg, &w.image, ctx.binds.to_vec(), ctx.network_mode)?;
         let version = w
             .image
             .rsplit_once(':')

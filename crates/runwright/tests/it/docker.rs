@@ -596,6 +596,9 @@ async fn pull_policies_never_if_not_present_and_always_then_if_not_present() {
         "{t}"
     );
     assert!(t.contains("127.0.0.1:5999"), "{t}");
+    for id in [never_missing, never_present, fallback, always] {
+        assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    }
 }
 
 #[tokio::test]
@@ -653,6 +656,8 @@ async fn disallowed_policies_and_images_are_configuration_errors() {
         t.contains("not present on the list of allowed images"),
         "{t}"
     );
+    assert_eq!(leftovers(&token, policy_id), Vec::<String>::new());
+    assert_eq!(leftovers(&token, image_id), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -713,4 +718,5 @@ async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
     assert!(t.contains("shell=bash\n"), "{t}");
     assert!(t.contains("entry=custom\n"), "{t}");
     assert!(t.contains("git version\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
