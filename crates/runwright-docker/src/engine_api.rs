@@ -99,6 +99,7 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
 pub async fn ensure_image(
     docker: &Docker,
     image: &str,
+    pull: &PullContext<'_>,
     policies: &[PullPolicy],
     trace: &TraceBuffer,
     cancel: &CancellationToken,
@@ -130,8 +131,12 @@ pub async fn ensure_image(
             }
             _ => {}
         }
+        let credentials = pull.auth.for_image(image).map(|(creds, source)| {
+            trace.write(format!("Authenticating with credentials from {source}\n").as_bytes());
+            creds
+        });
         trace.write(format!("Pulling docker image {image} ...\n").as_bytes());
-        match pull(docker, image, cancel).await {
+        match pull_image(docker, image, pull.platform, credentials, cancel).await {
             Ok(()) => match docker.inspect_image(image).await {
                 Ok(found) => {
                     let id = found.id.unwrap_or_default();
@@ -166,14 +171,27 @@ pub async fn ensure_image(
     ))
 }
 
-async fn pull(docker: &Docker, image: &str, cancel: &CancellationToken) -> Result<(), String> {
+/// What a pull needs besides the image: registry credentials and the job's platform.
+pub struct PullContext<'a> {
+    pub auth: &'a crate::auth::Resolver,
+    pub platform: Option<&'a str>,
+}
+
+async fn pull_image(
+    docker: &Docker,
+    image: &str,
+    platform: Option<&str>,
+    credentials: Option<bollard::auth::DockerCredentials>,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
     let (from, tag) = split_tag(image);
     let options = CreateImageOptions {
         from_image: Some(from.to_string()),
         tag: Some(tag.to_string()),
+        platform: platform.unwrap_or_default().to_string(),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), None, None);
+    let mut stream = docker.create_image(Some(options), None, credentials);
     loop {
         let next = tokio::select! {
             n = stream.next() => n,

@@ -11,6 +11,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod admin;
+mod auth;
 mod engine_api;
 mod host_config;
 pub mod names;
@@ -230,6 +231,7 @@ impl Executor for DockerExecutor {
             host_shell: None,
             kill_grace: self.kill_grace,
             host: hostname(),
+            open_up: Vec::new(),
         };
         match session.prepare(self, job).await {
             Ok(()) => Ok(Box::new(session)),
@@ -258,6 +260,45 @@ pub struct DockerSession {
     host_shell: Option<Box<dyn ExecutorSession>>,
     kill_grace: Duration,
     host: String,
+    /// With a non-root container user: the host dirs (project, temp) whose files the runner wrote and the
+    /// user's stages must be able to change, opened up once before the first stage in the container.
+    open_up: Vec<PathBuf>,
+}
+
+/// Whether a container user (`user`, `uid[:gid]`, `name[:group]`) is root; `None` is the image's own user,
+/// which GitLab's runner also treats as root (its helper writes with umask 0000 for everyone else).
+fn is_root(user: Option<&str>) -> bool {
+    match user.map(|u| u.split(':').next().unwrap_or(u)) {
+        None | Some("") | Some("0") | Some("root") => true,
+        Some(_) => false,
+    }
+}
+
+/// Makes what the runner wrote (sources, caches, artifacts, temp files) writable by any user, as GitLab's
+/// helper does by running with umask 0000: directories 0777, files gain rw for all. Symlinks are never
+/// followed, so a repository cannot point this at files outside the tree.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        let wanted = if meta.is_dir() {
+            mode | 0o777
+        } else if meta.is_file() {
+            mode | 0o666
+        } else {
+            continue;
+        };
+        if wanted != mode {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(wanted));
+        }
+    }
 }
 
 fn config_error(msg: impl Into<String>) -> ExecutorError {
@@ -294,6 +335,20 @@ impl DockerSession {
             &cfg.allowed_pull_policies(),
         )
         .map_err(config_error)?;
+        let opts = policy::docker_opts(job_image.and_then(|i| i.executor_opts.as_ref()));
+        let user = policy::effective_user(
+            cfg.user.as_deref(),
+            opts.user.as_deref(),
+            &cfg.allowed_users,
+        )
+        .map_err(config_error)?;
+        let auth = auth::Resolver::new(
+            job.variables.value("DOCKER_AUTH_CONFIG"),
+            &job.job.credentials,
+        );
+        for problem in &auth.problems {
+            warn(trace, problem);
+        }
 
         let short = exec.runner.short_token();
         let label_src = LabelSource {
@@ -388,7 +443,12 @@ impl DockerSession {
             return Err(ExecutorError::Canceled);
         }
 
-        engine_api::ensure_image(&self.docker, &image, &policies, trace, &job.cancel).await?;
+        let pull = engine_api::PullContext {
+            auth: &auth,
+            platform: opts.platform.as_deref(),
+        };
+        engine_api::ensure_image(&self.docker, &image, &pull, &policies, trace, &job.cancel)
+            .await?;
 
         // The job's network, or the configured network mode.
         let network_mode = if exec.network_per_job() {
@@ -450,6 +510,7 @@ impl DockerSession {
                 network_mode: &network_mode,
                 per_job_network: exec.network_per_job(),
                 env: &env,
+                auth: &auth,
                 expand: &expand,
             },
             &mut self.containers,
@@ -492,6 +553,12 @@ impl DockerSession {
             }
             other => other,
         };
+        if !is_root(user.as_deref()) {
+            self.open_up = [&job.project_dir, &job.tmp_dir]
+                .into_iter()
+                .filter_map(|p| self.mounts.host_path(p))
+                .collect();
+        }
         let host_config =
             host_config::build(cfg, &image, binds.clone(), extra_hosts, &network_mode)?;
         let name = self.names.build_container();
@@ -503,7 +570,7 @@ impl DockerSession {
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(|| self.names.base.clone()),
             ),
-            user: cfg.user.clone().filter(|u| !u.is_empty()),
+            user,
             cmd: Some(vec![
                 "sh".to_string(),
                 "-c".to_string(),
@@ -535,7 +602,7 @@ impl DockerSession {
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
-                    ..Default::default()
+                    platform: opts.platform.clone().unwrap_or_default(),
                 }),
                 body,
             )
@@ -634,6 +701,12 @@ impl ExecutorSession for DockerSession {
             .build_container
             .clone()
             .ok_or_else(|| ExecutorError::System("the build container was not created".into()))?;
+        let dirs = std::mem::take(&mut self.open_up);
+        if !dirs.is_empty() {
+            tokio::task::spawn_blocking(move || dirs.iter().for_each(|d| open_up(d)))
+                .await
+                .map_err(|e| ExecutorError::System(format!("opening up the project dir: {e}")))?;
+        }
         engine_api::run_stage(
             &self.docker,
             &container,
@@ -686,5 +759,42 @@ impl ExecutorSession for DockerSession {
                 )
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn root_users() {
+        assert!(is_root(None));
+        assert!(is_root(Some("root:root")));
+        assert!(is_root(Some("0")));
+        assert!(!is_root(Some("1000:1000")));
+        assert!(!is_root(Some("nobody")));
+    }
+
+    #[test]
+    fn open_up_makes_the_tree_writable_and_never_follows_symlinks() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "x").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let tree = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(tree.path().join("src")).expect("mkdir");
+        std::fs::write(tree.path().join("src/main.c"), "int main;").expect("write");
+        std::fs::set_permissions(
+            tree.path().join("src/main.c"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink(&secret, tree.path().join("link")).expect("symlink");
+        open_up(tree.path());
+        let mode = |p: &Path| p.metadata().expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode(&tree.path().join("src")), 0o777);
+        assert_eq!(mode(&tree.path().join("src/main.c")), 0o777);
+        assert_eq!(mode(&secret), 0o600);
     }
 }

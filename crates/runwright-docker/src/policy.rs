@@ -92,6 +92,49 @@ pub fn policies_text(ps: &[PullPolicy]) -> String {
     list(ps)
 }
 
+/// A job image's or service's `docker:` options (GitLab's `executor_opts.docker`; the service checks the keys).
+#[derive(Debug, Default, PartialEq)]
+pub struct DockerOpts {
+    pub user: Option<String>,
+    pub platform: Option<String>,
+}
+
+pub fn docker_opts(opts: Option<&serde_json::Value>) -> DockerOpts {
+    let docker = opts.and_then(|o| o.get("docker"));
+    let text = |key: &str| {
+        docker
+            .and_then(|d| d.get(key))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty())
+    };
+    DockerOpts {
+        user: text("user"),
+        platform: text("platform"),
+    }
+}
+
+/// The container user: `[runners.docker] user` wins over the job's `docker:user`, which must be on
+/// `allowed_users` when that list is set (GitLab runner MR !4550).
+pub fn effective_user(
+    configured: Option<&str>,
+    job: Option<&str>,
+    allowed: &[String],
+) -> Result<Option<String>, String> {
+    if let Some(u) = configured.filter(|u| !u.is_empty()) {
+        return Ok(Some(u.to_string()));
+    }
+    match job {
+        Some(u) if !allowed.is_empty() && !allowed.iter().any(|a| a == u) => Err(format!(
+            "user {u:?} is not an allowed user: {allowed:?} (set by [runners.docker] allowed_users)"
+        )),
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +172,32 @@ mod tests {
         assert!(privileged(true, "x", &[]));
         assert!(!privileged(true, "x", &allowed));
         assert!(!privileged(false, "docker:1", &[]));
+    }
+
+    #[test]
+    fn job_user_is_limited_by_allowed_users_and_config_user_wins() {
+        let allowed = vec!["1000".to_string(), "nobody".to_string()];
+        assert_eq!(
+            effective_user(Some("root"), Some("1000"), &allowed),
+            Ok(Some("root".into()))
+        );
+        assert_eq!(
+            effective_user(None, Some("1000"), &allowed),
+            Ok(Some("1000".into()))
+        );
+        assert!(effective_user(None, Some("0"), &allowed)
+            .unwrap_err()
+            .contains("is not an allowed user"));
+        assert_eq!(effective_user(None, Some("0"), &[]), Ok(Some("0".into())));
+        assert_eq!(effective_user(Some(""), None, &[]), Ok(None));
+        let opts = serde_json::json!({"docker": {"user": 1000, "platform": "linux/amd64"}});
+        assert_eq!(
+            docker_opts(Some(&opts)),
+            DockerOpts {
+                user: Some("1000".into()),
+                platform: Some("linux/amd64".into())
+            }
+        );
+        assert_eq!(docker_opts(None), DockerOpts::default());
     }
 }

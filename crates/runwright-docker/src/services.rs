@@ -28,6 +28,7 @@ pub(crate) struct ServiceContext<'a> {
     pub network_mode: &'a str,
     pub per_job_network: bool,
     pub env: &'a [String],
+    pub auth: &'a crate::auth::Resolver,
     pub expand: &'a (dyn Fn(&str) -> String + Sync),
 }
 
@@ -48,6 +49,7 @@ struct Wanted {
     variables: Vec<String>,
     pull_policy: Option<Vec<String>>,
     ports: Vec<u16>,
+    opts: policy::DockerOpts,
 }
 
 /// Networks that carry aliases: the job's own and any user-defined one (not bridge/host/none/container:…).
@@ -73,6 +75,7 @@ pub(crate) async fn start_all(
             variables: s.environment.iter().map(|e| (ctx.expand)(e)).collect(),
             pull_policy: None,
             ports: Vec::new(),
+            opts: policy::DockerOpts::default(),
             image,
         });
     }
@@ -95,6 +98,7 @@ pub(crate) async fn start_all(
                 .map(|v| format!("{}={}", v.key, (ctx.expand)(&v.value)))
                 .collect(),
             pull_policy: s.pull_policy.clone(),
+            opts: policy::docker_opts(s.executor_opts.as_ref()),
             ports: s
                 .ports
                 .iter()
@@ -139,8 +143,23 @@ pub(crate) async fn start_all(
             &cfg.allowed_pull_policies(),
         )
         .map_err(config_error)?;
-        let image_id =
-            ensure_image(ctx.docker, &w.image, &policies, trace, &ctx.job.cancel).await?;
+        // `[runners.docker] user` is for the build container; a service runs as its image says unless its own
+        // `docker:user` says otherwise (a dind service must stay root).
+        let user = policy::effective_user(None, w.opts.user.as_deref(), &cfg.allowed_users)
+            .map_err(config_error)?;
+        let pull = crate::engine_api::PullContext {
+            auth: ctx.auth,
+            platform: w.opts.platform.as_deref(),
+        };
+        let image_id = ensure_image(
+            ctx.docker,
+            &w.image,
+            &pull,
+            &policies,
+            trace,
+            &ctx.job.cancel,
+        )
+        .await?;
         let name = ctx.names.service_container(&derived[0], index);
         let mut env = ctx.env.to_vec();
         env.extend(w.variables.iter().cloned());
@@ -154,6 +173,7 @@ pub(crate) async fn start_all(
         let body = ContainerCreateBody {
             image: Some(w.image.clone()),
             cmd: w.command.clone(),
+            user,
             entrypoint: w.entrypoint.clone(),
             env: Some(env),
             labels: Some(labels(
@@ -179,7 +199,7 @@ pub(crate) async fn start_all(
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
-                    ..Default::default()
+                    platform: w.opts.platform.clone().unwrap_or_default(),
                 }),
                 body,
             )

@@ -3,6 +3,7 @@
 //! attempt fails at once and never leaves the machine).
 
 use crate::harness::*;
+use base64::Engine as _;
 use runwright_coordinator::types::Image;
 use runwright_coordinator::{JobSpec, ProjectSpec};
 use std::process::Command;
@@ -507,6 +508,41 @@ async fn cancel_and_timeout_leave_no_container_or_network() {
 }
 
 #[tokio::test]
+async fn runner_shutdown_mid_job_leaves_no_container_network_or_volume() {
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    // disable_cache gives the job temporary volumes too: they must go as well.
+    let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
+    h.start();
+    let mut spec = job(
+        "interrupted",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo started", "sleep 300"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    spec.services = vec![service(EXPOSED, "web")];
+    let id = h.coordinator.enqueue(spec);
+    h.wait_trace(id, "started").await;
+    assert!(
+        leftovers(&token, id)
+            .iter()
+            .any(|l| l.starts_with("volume ")),
+        "the running job should have temporary volumes: {:?}",
+        leftovers(&token, id)
+    );
+    h.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = h.wait_exit(std::time::Duration::from_secs(60)).await;
+    assert!(status.code().is_some(), "{}", h.log());
+    let j = h.coordinator.job(id).expect("job");
+    assert_eq!(j.state, "failed", "{}", h.log());
+    assert_eq!(j.failure_reason.as_deref(), Some("runner_interrupted"));
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn pull_policies_never_if_not_present_and_always_then_if_not_present() {
     if !docker_ready(&[BUSYBOX]) {
         return;
@@ -719,4 +755,132 @@ async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
     assert!(t.contains("entry=custom\n"), "{t}");
     assert!(t.contains("git version\n"), "{t}");
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+fn credentials(
+    host: &str,
+    user: &str,
+    password: &str,
+) -> runwright_coordinator::types::Credentials {
+    runwright_coordinator::types::Credentials {
+        kind: "registry".into(),
+        url: host.into(),
+        username: user.into(),
+        password: password.into(),
+    }
+}
+
+#[tokio::test]
+async fn private_registry_pulls_use_docker_auth_config_then_job_credentials() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let registry =
+        crate::registry::Registry::start(BUSYBOX, "private/busybox", "1", "alice", "alice-s3cret")
+            .await;
+    let private = format!("{}/private/busybox:1", registry.host);
+    let mut h = Harness::new().await;
+    let token = h.docker_runner(
+        "",
+        "    allowed_users = [\"1000\"]\n    allowed_pull_policies = [\"always\", \"if-not-present\"]",
+    );
+    h.start();
+    let pulled = |name: &str| {
+        let mut spec = job(
+            name,
+            (7, "grp/app"),
+            runwright_coordinator::DUMMY_SHA,
+            &["id -u"],
+        )
+        .with_variable("GIT_STRATEGY", "none");
+        spec.image = Some(Image {
+            name: private.clone(),
+            pull_policy: Some(vec!["always".into()]),
+            ..Default::default()
+        });
+        spec
+    };
+    // GitLab sends the project registry's credentials with every job; here they are the right ones.
+    let mut from_job = pulled("from-job");
+    from_job.credentials = vec![credentials(&registry.host, "alice", "alice-s3cret")];
+    // DOCKER_AUTH_CONFIG wins over the job's (wrong) credentials; the job runs as its docker:user.
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:alice-s3cret");
+    let mut from_variable = pulled("from-variable").with_variable(
+        "DOCKER_AUTH_CONFIG",
+        &format!(
+            "{{\"auths\":{{\"http://{}\":{{\"auth\":\"{auth}\"}}}}}}",
+            registry.host
+        ),
+    );
+    from_variable.credentials = vec![credentials(&registry.host, "gitlab-ci-token", "job-token")];
+    if let Some(image) = from_variable.image.as_mut() {
+        image.executor_opts = Some(serde_json::json!({"docker": {"user": "1000"}}));
+    }
+    // Wrong credentials: a pull failure that names the image and shows no secret.
+    let mut wrong = pulled("wrong");
+    wrong.credentials = vec![credentials(
+        &registry.host,
+        "gitlab-ci-token",
+        "wrong-token",
+    )];
+    // A user outside allowed_users: a configuration error before anything is pulled.
+    let mut root = pulled("root");
+    if let Some(image) = root.image.as_mut() {
+        image.executor_opts = Some(serde_json::json!({"docker": {"user": "0"}}));
+    }
+
+    let from_job = h.coordinator.enqueue(from_job);
+    let j = h.final_job(from_job).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(
+        t.contains("Authenticating with credentials from job payload (GitLab Registry)"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("Pulling docker image {private}")),
+        "{t}"
+    );
+    assert!(t.contains("\n0\n"), "root by default: {t}");
+
+    let from_variable = h.coordinator.enqueue(from_variable);
+    let j = h.final_job(from_variable).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(
+        t.contains("Authenticating with credentials from $DOCKER_AUTH_CONFIG"),
+        "{t}"
+    );
+    assert!(t.contains("\n1000\n"), "docker:user 1000: {t}");
+
+    let wrong = h.coordinator.enqueue(wrong);
+    let j = h.final_job(wrong).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert!(
+        t.contains(&format!("failed to pull image \"{private}\"")),
+        "{t}"
+    );
+    assert!(
+        !t.contains("wrong-token") && !t.contains("alice-s3cret"),
+        "{t}"
+    );
+
+    let root = h.coordinator.enqueue(root);
+    let j = h.final_job(root).await;
+    let t = j.trace_text();
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        Some("runner_configuration_error"),
+        "{t}"
+    );
+    assert!(t.contains("user \"0\" is not an allowed user"), "{t}");
+
+    let users = registry.users.lock().expect("users").clone();
+    assert!(users.contains(&"alice".to_string()), "{users:?}");
+    assert!(users.contains(&"gitlab-ci-token".to_string()), "{users:?}");
+    for id in [from_job, from_variable, wrong, root] {
+        assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    }
+    let _ = Command::new("docker").args(["rmi", &private]).output();
 }

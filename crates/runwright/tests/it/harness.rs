@@ -259,7 +259,6 @@ impl Drop for Harness {
     }
 }
 
-/// Whether a process exists and is not a zombie.
 /// Whether `user = "nobody"` tests can run here: they need root and a `nobody` user.
 pub fn can_run_as_nobody() -> bool {
     let ok = nix::unistd::Uid::effective().is_root()
@@ -292,6 +291,7 @@ impl Harness {
     }
 }
 
+/// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat

@@ -11,6 +11,7 @@ mod jobs;
 mod lint;
 mod mock_compat;
 mod polling;
+mod registry;
 mod signals;
 mod sources;
 mod trace;
