@@ -730,14 +730,15 @@ impl ExecutorSession for DockerSession {
         if let Some(host) = self.host_shell.as_mut() {
             host.cleanup().await;
         }
-        // Services and the build container first (stop, then remove with their anonymous volumes), then the
-        // network and the job's temporary volumes.
+        // Services and the build container first, force-removed with their anonymous volumes as GitLab's runner
+        // does (executors/docker `removeContainer`): the job's stages are over, a canceled one was already
+        // terminated with its grace period, and services get none. Then the network and temporary volumes.
         let containers = std::mem::take(&mut self.containers);
-        futures::future::join_all(containers.iter().map(|c| async {
-            engine_api::terminate(&self.docker, c, Duration::from_secs(1).min(self.kill_grace))
-                .await;
-            engine_api::remove_container(&self.docker, c).await;
-        }))
+        futures::future::join_all(
+            containers
+                .iter()
+                .map(|c| engine_api::remove_container(&self.docker, c)),
+        )
         .await;
         if let Some(net) = self.network.take() {
             if let Err(e) = self.docker.remove_network(&net).await {
