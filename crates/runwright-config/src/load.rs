@@ -116,6 +116,7 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
     }
     doc.environment_warnings(&config, &mut warnings);
     doc.integer_duration_warnings(&config, &mut warnings);
+    doc.helper_image_warnings(&config, &mut warnings);
     warnings.sort_by_key(|w| w.line);
 
     Ok(LoadedConfig { config, warnings })
@@ -474,6 +475,39 @@ impl<'a, 'i> Document<'a, 'i> {
                     &span,
                     format!(
                         "{}: {entry:?} has no '=' and is ignored, as GitLab's runner does",
+                        display_path(&segs)
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// runwright's docker executor has no helper container (it performs sources, caches and artifacts on the
+    /// runner host), so the helper image keys are read but have no effect.
+    fn helper_image_warnings(&self, config: &Config, out: &mut Vec<ConfigWarning>) {
+        for (i, runner) in config.runners.iter().enumerate() {
+            let Some(docker) = runner.docker.as_ref() else {
+                continue;
+            };
+            for (key, value) in [
+                ("helper_image", &docker.helper_image),
+                ("helper_image_flavor", &docker.helper_image_flavor),
+            ] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    continue;
+                }
+                let segs = [
+                    Seg::Key("runners".into()),
+                    Seg::Index(i),
+                    Seg::Key("docker".into()),
+                    Seg::Key(key.into()),
+                ];
+                let span = self.find(&segs).map_or(0..0, |f| f.report_span);
+                out.push(self.warning(
+                    &span,
+                    format!(
+                        "{}: runwright has no helper container (the runner itself fetches sources and handles \
+                         caches and artifacts on the job's volumes), so this key has no effect",
                         display_path(&segs)
                     ),
                 ));

@@ -494,6 +494,18 @@ fn unknown_key_is_a_warning_with_its_line() {
 }
 
 #[test]
+fn helper_image_is_read_but_said_to_have_no_effect() {
+    let text = format!(
+        "{HEAD}  [runners.docker]\n    image = \"alpine:3\"\n    helper_image = \"registry.example/helper:x\"\n"
+    );
+    assert_eq!(
+        warnings(&text),
+        ["config.toml:8: runners[0].docker.helper_image: runwright has no helper container (the runner itself \
+          fetches sources and handles caches and artifacts on the job's volumes), so this key has no effect"]
+    );
+}
+
+#[test]
 fn unknown_keys_everywhere() {
     let text = format!(
         "concurrency = 4\n[session_server]\n  listen = \":8093\"\n{HEAD}  pre_clone_script = \"echo\"\n  [runners.cache.s3]\n    Bucket = \"b\"\n"
@@ -734,7 +746,21 @@ connection_max_age = "1h30m"
     force_kill_timeout = 5
 "#;
     let loaded = parse_str(text).unwrap();
-    assert_eq!(loaded.warnings, vec![], "{:?}", loaded.warnings);
+    // Every key is read; only the helper image keys say they have no effect.
+    let warned: Vec<&str> = loaded
+        .warnings
+        .iter()
+        .map(|w| w.message.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "runners[0].docker.helper_image",
+            "runners[0].docker.helper_image_flavor"
+        ],
+        "{:?}",
+        loaded.warnings
+    );
     let c = &loaded.config;
     assert_eq!(c.concurrent, 10);
     assert_eq!(c.check_interval(), Duration::from_secs(3));
