@@ -78,6 +78,17 @@ pub struct ExecArgs {
     /// Simulate this pipeline source: push (default), merge_request_event, schedule, web, tag, api, trigger.
     #[arg(long, value_name = "SOURCE", default_value = "push")]
     pub pipeline_source: String,
+    /// Where jobs run: `auto` (jobs with image: or services: on the docker executor when a Docker daemon
+    /// answers, the others on the shell executor), `shell` (every job on this machine) or `docker` (every job
+    /// in a container).
+    #[arg(long, value_name = "EXECUTOR", default_value = "auto", value_parser = ["auto", "shell", "docker"])]
+    pub executor: String,
+    /// The image of docker jobs that name none.
+    #[arg(long, value_name = "IMAGE", env = "DOCKER_IMAGE")]
+    pub docker_image: Option<String>,
+    /// The docker executor's pull policy (GitLab's `pull_policy`): always, if-not-present, never.
+    #[arg(long, value_name = "POLICY", default_value = "if-not-present", value_parser = ["always", "if-not-present", "never"])]
+    pub docker_pull_policy: String,
 }
 
 #[derive(Args, Debug)]

@@ -3,7 +3,7 @@
 //! lib/gitlab/ci/build/cache.rb).
 
 use super::Checkout;
-use runwright_client::types::{Artifact, Cache as WireCache, JobVariable};
+use runwright_client::types::{Artifact, Cache as WireCache, Image as WireImage, JobVariable};
 use runwright_coordinator::{JobSpec, ProjectSpec};
 use runwright_pipeline::{Artifacts, Cache, CacheKey, PlannedJob, VariableSource};
 use std::collections::BTreeSet;
@@ -55,6 +55,35 @@ pub(super) fn spec_for(
             .map(|(i, c)| wire_cache(i, c, co, protected))
             .collect(),
         artifact_dependencies,
+        image: job.image.as_ref().map(|i| WireImage {
+            name: i.name.clone(),
+            entrypoint: i.entrypoint.clone(),
+            pull_policy: (!i.pull_policy.is_empty()).then(|| i.pull_policy.clone()),
+            executor_opts: i.docker.clone().map(|d| serde_json::json!({ "docker": d })),
+            ..Default::default()
+        }),
+        services: job
+            .services
+            .iter()
+            .map(|s| WireImage {
+                name: s.name.clone(),
+                alias: s.alias.clone().unwrap_or_default(),
+                entrypoint: s.entrypoint.clone(),
+                command: s.command.clone(),
+                pull_policy: (!s.pull_policy.is_empty()).then(|| s.pull_policy.clone()),
+                variables: s
+                    .variables
+                    .iter()
+                    .map(|(k, v)| JobVariable {
+                        key: k.clone(),
+                        value: v.clone(),
+                        public: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }

@@ -31,6 +31,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "glrt-t1_runwrightexec00000001";
+/// The docker runner's: its containers, networks and volumes carry runwright exec's own runner id.
+const DOCKER_TOKEN: &str = "glrt-t1_runwrightexec00000002";
 const PIPELINE_ID: i64 = 1;
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
@@ -328,10 +330,49 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(run_pipeline(&args, &co, &plan, &sources, concurrency))
 }
 
-fn notes(job: &PlannedJob) -> Vec<String> {
+/// Whether the run uses the docker executor, and if not, why (for the notes of jobs with `image:`).
+enum Docker {
+    On,
+    Off(String),
+}
+
+fn wants_docker(job: &PlannedJob) -> bool {
+    job.image.is_some() || !job.services.is_empty()
+}
+
+/// The docker executor is used when asked for, or (auto) when a job wants it and a daemon answers.
+async fn docker_decision(args: &ExecArgs, jobs: &[&PlannedJob]) -> anyhow::Result<Docker> {
+    if args.executor == "shell" {
+        return Ok(Docker::Off("--executor shell".into()));
+    }
+    if args.executor == "auto" && !jobs.iter().any(|j| wants_docker(j)) {
+        return Ok(Docker::Off("no job needs it".into()));
+    }
+    let ping = async {
+        let docker = runwright_docker::connect(None, None, false).await?;
+        docker.ping().await.map_err(|e| format!("{e}")).map(|_| ())
+    };
+    let answer = match tokio::time::timeout(Duration::from_secs(5), ping).await {
+        Ok(r) => r,
+        Err(_) => Err("no answer within 5 s".to_string()),
+    };
+    match (answer, args.executor.as_str()) {
+        (Ok(()), _) => Ok(Docker::On),
+        (Err(e), "docker") => bail!(
+            "--executor docker: the Docker daemon does not answer ({e}); start it, set DOCKER_HOST, or use --executor shell"
+        ),
+        (Err(e), _) => Ok(Docker::Off(format!("no Docker daemon answers ({e})"))),
+    }
+}
+
+fn notes(job: &PlannedJob, docker: &Docker) -> Vec<String> {
     let mut n = job.notes.clone();
-    if job.image.is_some() || !job.services.is_empty() {
-        n.push("image:/services: the docker executor is not available yet; the job runs on the shell executor".into());
+    if let Docker::Off(why) = docker {
+        if wants_docker(job) {
+            n.push(format!(
+                "image:/services: the job runs on the shell executor: {why}"
+            ));
+        }
     }
     if job.when == When::Delayed {
         n.push("when: delayed runs at once".into());
@@ -516,11 +557,48 @@ async fn run_pipeline(
     // shared, so each running job gets `<builds>/<token>/<CI_CONCURRENT_PROJECT_ID>/<project>`: parallel jobs
     // never share a project directory.
     let toml = format!(
-        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = \"{}\"\n  cache_dir = \"{}\"\n",
+        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = {}\n  cache_dir = {}\n",
         coordinator.url(),
-        tmp.path().join("builds").display(),
-        cache_dir.display(),
+        toml_string(&tmp.path().join("builds").display().to_string()),
+        toml_string(&cache_dir.display().to_string()),
     );
+    let docker = docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?;
+    if args.executor == "docker" && args.docker_image.is_none() {
+        if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
+            bail!(
+                "--executor docker: job {:?} has no image: name one with --docker-image IMAGE (or image: in the file)",
+                s.job.name
+            );
+        }
+    }
+    let mut toml = toml;
+    if matches!(docker, Docker::On) {
+        coordinator.add_runner(
+            DOCKER_TOKEN,
+            RunnerOptions {
+                description: "runwright exec (docker)".into(),
+                ..Default::default()
+            },
+        );
+        // The cache dir is bound into the containers at GitLab's /cache, so both executors keep one cache;
+        // `disable_cache` makes the builds volumes per job, so a run leaves nothing on the daemon.
+        let default_image = args.docker_image.clone().unwrap_or_default();
+        toml.push_str(&format!(
+            "[[runners]]\n  name = \"exec-docker\"\n  url = \"{}\"\n  token = \"{DOCKER_TOKEN}\"\n  executor = \"docker\"\n  limit = {concurrency}\n  cache_dir = \"/cache\"\n  [runners.docker]\n    image = {}\n    pull_policy = [\"{}\"]\n    disable_cache = true\n    volumes = [{}]\n",
+            coordinator.url(),
+            toml_string(&default_image),
+            args.docker_pull_policy,
+            toml_string(&format!("{}:/cache", cache_dir.display())),
+        ));
+        println!(
+            "note: jobs with image: or services: run on the docker executor{}",
+            if args.executor == "docker" {
+                " (and, with --executor docker, all the others too)"
+            } else {
+                ""
+            }
+        );
+    }
     let loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
     let shared = crate::service::Shared::new(
         crate::identity::identity("s_000000e8ec00"),
@@ -582,7 +660,7 @@ async fn run_pipeline(
                 schedule::Step::Start(i) => {
                     let job = sched.jobs[i].job;
                     println!("=== {} ({})", job.name, job.stage);
-                    for n in notes(job) {
+                    for n in notes(job, &docker) {
                         println!("note: {}: {n}", job.name);
                     }
                     // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier
@@ -599,13 +677,15 @@ async fn run_pipeline(
                             .filter_map(|s| ids.get(s.job.name.as_str()).copied())
                             .collect(),
                     };
-                    let id = coordinator.enqueue(jobspec::spec_for(
-                        job,
-                        co,
-                        &project,
-                        PIPELINE_ID,
-                        deps,
-                    ));
+                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps);
+                    if matches!(docker, Docker::On)
+                        && (args.executor == "docker" || wants_docker(job))
+                    {
+                        spec.runner_token = Some(DOCKER_TOKEN.into());
+                    } else {
+                        spec.runner_token = Some(TOKEN.into());
+                    }
+                    let id = coordinator.enqueue(spec);
                     ids.insert(job.name.clone(), id);
                     let log_name = format!("{}.log", stems[i]);
                     let log = match std::fs::File::create(run_dir.path.join(&log_name)) {
@@ -805,4 +885,19 @@ mod tests {
         );
         assert_eq!(path_from_remote("/srv/app"), None);
     }
+}
+
+/// A TOML basic string (paths and image names may hold quotes or backslashes).
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -884,3 +884,93 @@ async fn private_registry_pulls_use_docker_auth_config_then_job_credentials() {
     }
     let _ = Command::new("docker").args(["rmi", &private]).output();
 }
+
+const EXEC_PIPELINE: &str = r#"
+stages: [build, test]
+build-in-container:
+  stage: build
+  image: 127.0.0.1:5999/runwright-test/busybox:1
+  services:
+    - name: 127.0.0.1:5999/runwright-test/busybox-exposed:1
+      alias: web
+  cache:
+    key: shared
+    paths: [cache-dir/]
+  script:
+    - echo "container hostname $(hostname)"
+    - wget -qO- http://web:8080/
+    - mkdir -p out cache-dir && echo built-in-container > out/result.txt
+    - test -f cache-dir/seen && echo cache-was-restored || echo first-run
+    - touch cache-dir/seen
+  artifacts:
+    paths: [out/]
+check-on-host:
+  stage: test
+  script:
+    - cat out/result.txt
+    - test -f /.dockerenv && echo in-docker || echo on-the-host
+"#;
+
+#[tokio::test]
+async fn exec_runs_image_jobs_in_containers_and_the_others_on_the_host() {
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    let h = Harness::new().await;
+    h.make_repo("grp/pipe", &[(".gitlab-ci.yml", EXEC_PIPELINE)]);
+    let dir = h.path().join("src/grp/pipe");
+    let cache = h.path().join("exec-cache");
+    let run = || {
+        let out = h
+            .command()
+            .args(["exec", "-j", "1", "--cache-dir"])
+            .arg(&cache)
+            .current_dir(&dir)
+            .output()
+            .expect("runwright exec runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("note: jobs with image: or services: run on the docker executor"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("container hostname runner-"), "{stdout}");
+    assert!(stdout.contains("hello from service"), "{stdout}");
+    assert!(stdout.contains("first-run"), "{stdout}");
+    // The artifact made in the container reached the shell job on the host.
+    assert!(stdout.contains("built-in-container\n"), "{stdout}");
+    assert!(stdout.contains("on-the-host\n"), "{stdout}");
+    // The cache lives in --cache-dir, shared by both executors, and is restored in the next run.
+    let (code, stdout, stderr) = run();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("cache-was-restored"), "{stdout}");
+    // Nothing of exec's docker runner is left on the daemon.
+    let short = runwright_config::short_token("glrt-t1_runwrightexec00000002");
+    for what in ["container", "network", "volume"] {
+        let mut args = vec![what, "ls", "-q", "--filter"];
+        let label = format!("label=com.gitlab.gitlab-runner.runner.id={short}");
+        args.push(&label);
+        if what == "container" {
+            args.push("-a");
+        }
+        let o = Command::new("docker").args(&args).output().expect("docker");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{what}s left");
+    }
+
+    // --executor docker without an image for a job that names none: a clear error before anything runs.
+    let out = h
+        .command()
+        .args(["exec", "--executor", "docker", "check-on-host"])
+        .current_dir(&dir)
+        .output()
+        .expect("runwright exec runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("--docker-image"), "{stderr}");
+}
