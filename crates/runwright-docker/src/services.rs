@@ -35,7 +35,6 @@ pub(crate) struct ServiceContext<'a> {
 /// A started service.
 pub(crate) struct Started {
     pub container: String,
-    pub image: String,
     pub aliases: Vec<String>,
     pub ip: Option<String>,
     pub ports: Vec<u16>,
@@ -243,7 +242,6 @@ pub(crate) async fn start_all(
         }
         started.push(Started {
             container: name,
-            image: w.image,
             aliases,
             ip,
             ports,
@@ -268,9 +266,11 @@ pub(crate) async fn wait_all(
             return None;
         }
         let Some(ip) = s.ip.as_deref() else {
+            // Most often it has already exited (a stopped container has no address).
+            let why = exit_status(docker, &s.container).await;
             return Some((
                 s,
-                "the service has no address on the job's network".to_string(),
+                why.unwrap_or_else(|| "the service has no address on the job's network".into()),
             ));
         };
         // The first port to answer will do, as GitLab's health check (`docker:dind` exposes 2375 and 2376 and
@@ -279,9 +279,13 @@ pub(crate) async fn wait_all(
             .ports
             .iter()
             .map(|port| Box::pin(wait_port(ip, *port, deadline, cancel)));
-        match futures::future::select_ok(attempts).await {
-            Ok(_) => None,
-            Err(e) => Some((s, e)),
+        // A service that exits gets its warning at once instead of after the whole timeout.
+        tokio::select! {
+            r = futures::future::select_ok(attempts) => match r {
+                Ok(_) => None,
+                Err(e) => Some((s, e)),
+            },
+            e = exited(docker, &s.container, deadline) => Some((s, e)),
         }
     });
     let failures: Vec<_> = futures::future::join_all(checks)
@@ -301,7 +305,35 @@ pub(crate) async fn wait_all(
             )
             .as_bytes(),
         );
-        let _ = &s.image;
+    }
+}
+
+/// How the container stopped, if it has.
+async fn exit_status(docker: &Docker, container: &str) -> Option<String> {
+    let state = docker
+        .inspect_container(container, None)
+        .await
+        .ok()?
+        .state?;
+    (state.running == Some(false)).then(|| {
+        format!(
+            "service container exited with code {} before its port answered",
+            state.exit_code.unwrap_or_default()
+        )
+    })
+}
+
+/// Resolves when the container has stopped (with how), and never before `deadline` otherwise.
+async fn exited(docker: &Docker, container: &str, deadline: Instant) -> String {
+    loop {
+        if let Some(status) = exit_status(docker, container).await {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            // The port checks report the timeout.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

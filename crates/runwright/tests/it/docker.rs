@@ -250,6 +250,47 @@ async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
 
+#[tokio::test]
+async fn a_service_that_exits_gets_the_warning_block_at_once() {
+    if !docker_ready(&[EXPOSED]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    // A timeout the test would notice: the warning must come from the exit, not from the timeout.
+    let token = h.docker_runner("", "    wait_for_services_timeout = 300");
+    h.start();
+    let dying = Image {
+        name: EXPOSED.into(),
+        alias: "dying".into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo service gives up; exit 3".into(),
+        ]),
+        ..Default::default()
+    };
+    let mut spec = job(
+        "dying",
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo job ran"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    spec.services = vec![dying];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("probably didn't start properly"), "{t}");
+    assert!(
+        t.contains("service container exited with code 3 before its port answered"),
+        "{t}"
+    );
+    assert!(t.contains("service gives up"), "{t}");
+    assert!(t.contains("job ran\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
 /// The build host's main runner (`../shared/examples/config.toml`, entry `wb31-mdis-docker`) with local image
 /// names: privileged dind is replaced by the least-privilege service options, as `--privileged` cannot start a
 /// container on the test machines.
