@@ -1,0 +1,365 @@
+//! The journal directory: creating job records, listing them, the service's lock, and retention.
+//!
+//! Layout: `<dir>/jobs/<received ms>-<job id>-<runner short token>/{meta.json,trace.log,job-token}`. The name
+//! sorts by arrival and stays unique across GitLab instances (job ids repeat between them) and across
+//! `runwright exec` runs (whose job ids start again at 1).
+
+use crate::error::JournalError;
+use crate::meta::{JobMeta, META_VERSION};
+use crate::recorder::JobRecorder;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(crate) const META_FILE: &str = "meta.json";
+pub(crate) const TRACE_FILE: &str = "trace.log";
+pub(crate) const TOKEN_FILE: &str = "job-token";
+const JOBS_DIR: &str = "jobs";
+const LOCK_FILE: &str = "service.lock";
+
+/// Retention defaults: the newest 1000 jobs, none older than 30 days, 5 GiB in all.
+pub const DEFAULT_MAX_JOBS: usize = 1000;
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What the journal keeps; whichever limit is hit first removes the oldest finished jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_jobs: usize,
+    pub max_age: Duration,
+    pub max_size: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_jobs: DEFAULT_MAX_JOBS,
+            max_age: DEFAULT_MAX_AGE,
+            max_size: DEFAULT_MAX_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub removed: usize,
+    pub freed_bytes: u64,
+    pub kept: usize,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A journal directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+    retention: Retention,
+}
+
+/// One recorded job as found on disk.
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    pub dir: PathBuf,
+    pub meta: JobMeta,
+}
+
+impl JobEntry {
+    pub fn trace_path(&self) -> PathBuf {
+        self.dir.join(TRACE_FILE)
+    }
+
+    /// The job token kept for finalising the job after a crash, if it is still there.
+    pub fn job_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Re-reads the metadata (a running job's changes).
+    pub fn reload(&self) -> Result<JobEntry, JournalError> {
+        Ok(JobEntry {
+            dir: self.dir.clone(),
+            meta: read_meta(&self.dir)?,
+        })
+    }
+
+    /// Bytes the job takes on disk.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+
+    /// A recorder to append to this job's trace and update its metadata (recovery after a crash).
+    pub fn reopen(&self) -> Result<JobRecorder, JournalError> {
+        let path = self.dir.join(TRACE_FILE);
+        let trace = open_append(&path)?;
+        Ok(JobRecorder::new(self.dir.clone(), self.meta.clone(), trace))
+    }
+}
+
+/// Held by the service for as long as it runs: while another process holds it, jobs marked running in this
+/// journal are that process's, not crashed ones. The kernel releases it when the holder dies, SIGKILL included.
+#[derive(Debug)]
+pub struct JournalLock {
+    _file: File,
+}
+
+impl Journal {
+    /// Opens (creating it 0700 when missing) the journal at `dir`.
+    pub fn open(dir: impl Into<PathBuf>, retention: Retention) -> Result<Journal, JournalError> {
+        let dir = dir.into();
+        let jobs = dir.join(JOBS_DIR);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&jobs)
+            .map_err(|e| JournalError::io("creating the journal directory", &jobs, e))?;
+        // `mode` only applies to directories it creates; an existing journal is tightened too.
+        for d in [&dir, &jobs] {
+            let meta =
+                std::fs::metadata(d).map_err(|e| JournalError::io("reading", d.as_path(), e))?;
+            if !meta.is_dir() {
+                return Err(JournalError::NotADirectory { path: d.clone() });
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| JournalError::io("restricting permissions of", d.as_path(), e))?;
+            }
+        }
+        Ok(Journal { dir, retention })
+    }
+
+    /// Opens an existing journal for reading, without creating anything.
+    pub fn open_existing(dir: impl Into<PathBuf>) -> Result<Journal, JournalError> {
+        let dir = dir.into();
+        let jobs = dir.join(JOBS_DIR);
+        std::fs::read_dir(&jobs).map_err(|e| JournalError::io("reading the journal", &jobs, e))?;
+        Ok(Journal {
+            dir,
+            retention: Retention::default(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// Takes the service lock; `Ok(None)` when another live process holds it.
+    pub fn try_lock(&self) -> Result<Option<JournalLock>, JournalError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| JournalError::io("opening", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(JournalLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(JournalError::io("locking", &path, e)),
+        }
+    }
+
+    /// Starts the record of a job: its directory, `meta.json` (synced), an empty `trace.log`, and — for a
+    /// GitLab job — `job-token`, which lets a restarted service finalise it.
+    pub fn begin(&self, mut meta: JobMeta, job_token: &str) -> Result<JobRecorder, JournalError> {
+        meta.version = META_VERSION;
+        let base = format!(
+            "{:013}-{}-{}",
+            meta.received_at_ms.max(0),
+            meta.job_id,
+            sanitize(&meta.runner.short_token)
+        );
+        let jobs = self.dir.join(JOBS_DIR);
+        let mut dir = jobs.join(&base);
+        let mut n = 1;
+        loop {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                    n += 1;
+                    dir = jobs.join(format!("{base}.{n}"));
+                }
+                Err(e) => return Err(JournalError::io("creating the job's directory", &dir, e)),
+            }
+        }
+        if !meta.local && !job_token.is_empty() {
+            let path = dir.join(TOKEN_FILE);
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| JournalError::io("creating", &path, e))?;
+            f.write_all(job_token.as_bytes())
+                .map_err(|e| JournalError::io("writing", &path, e))?;
+        }
+        let trace = open_append(&dir.join(TRACE_FILE))?;
+        write_meta(&dir, &meta, true)?;
+        Ok(JobRecorder::new(dir, meta, trace))
+    }
+
+    /// Every readable job, oldest first. Unreadable entries are logged and skipped.
+    pub fn list(&self) -> Result<Vec<JobEntry>, JournalError> {
+        let jobs = self.dir.join(JOBS_DIR);
+        let rd = std::fs::read_dir(&jobs).map_err(|e| JournalError::io("reading", &jobs, e))?;
+        let mut dirs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        let mut out = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            match read_meta(&dir) {
+                Ok(meta) if meta.version <= META_VERSION => out.push(JobEntry { dir, meta }),
+                Ok(_) => {
+                    tracing::debug!(dir = %dir.display(), "journal entry of a newer version: skipped")
+                }
+                // A directory whose metadata was never written (crash between mkdir and the first write).
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Jobs of `job_id`, oldest first (ids repeat across GitLab instances and local runs).
+    pub fn find(&self, job_id: i64) -> Result<Vec<JobEntry>, JournalError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|e| e.meta.job_id == job_id)
+            .collect())
+    }
+
+    /// GitLab jobs a crashed service left unfinished: running, or finished but not reported.
+    /// Only meaningful while holding [`Journal::try_lock`].
+    pub fn unfinished(&self) -> Result<Vec<JobEntry>, JournalError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|e| !e.meta.local && !e.meta.reported)
+            .collect())
+    }
+
+    /// Removes the oldest jobs beyond the limits. Running and not yet reported jobs are never removed; a
+    /// running job counts towards the size all the same.
+    pub fn enforce_retention(&self) -> Result<RetentionReport, JournalError> {
+        self.enforce_retention_at(now_ms())
+    }
+
+    pub(crate) fn enforce_retention_at(&self, now: i64) -> Result<RetentionReport, JournalError> {
+        let r = self.retention;
+        let entries = self.list()?;
+        let sized: Vec<(JobEntry, u64)> = entries
+            .into_iter()
+            .map(|e| {
+                let s = e.size();
+                (e, s)
+            })
+            .collect();
+        let mut total: u64 = sized.iter().map(|(_, s)| s).sum();
+        let mut count = sized.len();
+        let max_age_ms = i64::try_from(r.max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut report = RetentionReport::default();
+        // Oldest first: drop while any limit is exceeded.
+        for (e, size) in &sized {
+            let removable = e.meta.state.is_final() && (e.meta.reported || e.meta.local);
+            let when = e.meta.finished_at_ms.unwrap_or(e.meta.received_at_ms);
+            let too_old = now.saturating_sub(when) > max_age_ms;
+            let over = count > r.max_jobs || total > r.max_size || too_old;
+            if !(removable && over) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&e.dir) {
+                Ok(()) => {
+                    report.removed += 1;
+                    report.freed_bytes += size;
+                    total -= size;
+                    count -= 1;
+                }
+                Err(err) => {
+                    tracing::warn!("journal retention: removing {}: {err}", e.dir.display())
+                }
+            }
+        }
+        report.kept = count;
+        Ok(report)
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(32)
+        .collect();
+    if out.is_empty() {
+        "local".into()
+    } else {
+        out
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| JournalError::io("opening", path, e))
+}
+
+pub(crate) fn read_meta(dir: &Path) -> Result<JobMeta, JournalError> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| JournalError::io("reading", &path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| JournalError::Meta { path, source })
+}
+
+/// Writes `meta.json` whole through a temporary file and `rename`, so readers see the old or the new version.
+pub(crate) fn write_meta(dir: &Path, meta: &JobMeta, sync: bool) -> Result<(), JournalError> {
+    let tmp = dir.join(".meta.json.tmp");
+    let path = dir.join(META_FILE);
+    let body = serde_json::to_vec_pretty(meta).map_err(|source| JournalError::Meta {
+        path: path.clone(),
+        source,
+    })?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| JournalError::io("creating", &tmp, e))?;
+    f.write_all(&body)
+        .map_err(|e| JournalError::io("writing", &tmp, e))?;
+    if sync {
+        f.sync_data()
+            .map_err(|e| JournalError::io("syncing", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io("replacing", &path, e))?;
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
