@@ -88,6 +88,9 @@ pub struct Config {
     pub session_server: Option<SessionServer>,
     /// `[experimental]`: kept as is.
     pub experimental: Option<OpaqueTable>,
+    /// `[journal]`: runwright's extension, the job journal on the build host (issue 6). GitLab's runner ignores
+    /// tables it does not know, so a file with this section still works with `gitlab-runner`.
+    pub journal: Option<JournalConfig>,
     /// `[[runners]]`.
     pub runners: Vec<RunnerConfig>,
 }
@@ -108,6 +111,7 @@ impl Default for Config {
             labels: BTreeMap::new(),
             session_server: None,
             experimental: None,
+            journal: None,
             runners: Vec::new(),
         }
     }
@@ -139,6 +143,25 @@ fn positive_secs(secs: i64) -> Option<Duration> {
         .ok()
         .filter(|s| *s > 0)
         .map(Duration::from_secs)
+}
+
+/// `[journal]` (runwright only): where the job journal lives and what it keeps. Every key is optional; the
+/// binary applies the defaults (`runwright-journal`'s `DEFAULT_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct JournalConfig {
+    /// `enabled`: `false` turns the journal off (and with it the recovery of jobs after a crash).
+    pub enabled: Option<bool>,
+    /// `dir`: the journal directory; relative paths are taken from the config file's directory. Default:
+    /// `journal/` beside `config.toml`, where `.runner_system_id` lives too.
+    pub dir: Option<PathBuf>,
+    /// `max_jobs`: the newest jobs to keep.
+    pub max_jobs: Option<u64>,
+    /// `max_age`: a Go duration (`720h`); older finished jobs go.
+    #[serde(deserialize_with = "vde::opt_go_duration")]
+    pub max_age: Option<Duration>,
+    /// `max_size_mb`: MiB of metadata and traces to keep in all.
+    pub max_size_mb: Option<u64>,
 }
 
 /// `[session_server]` (runner common/config.go `SessionServer`).

@@ -1124,3 +1124,26 @@ fn keys_in_another_case_are_read_as_gitlab_does_with_a_warning() {
         ]
     );
 }
+
+// [journal] (runwright's extension, issue 6)
+
+#[test]
+fn journal_section_loads_without_warnings_and_flags_unknown_keys() {
+    let loaded = parse_str(
+        "[journal]\nenabled = true\ndir = \"/var/lib/runwright/journal\"\nmax_jobs = 50\nmax_age = \"72h\"\nmax_size_mb = 1024\n",
+    )
+    .expect("loads");
+    assert_eq!(loaded.warnings, vec![]);
+    let j = loaded.config.journal.expect("journal section");
+    assert_eq!(j.enabled, Some(true));
+    assert_eq!(j.dir, Some(PathBuf::from("/var/lib/runwright/journal")));
+    assert_eq!(j.max_jobs, Some(50));
+    assert_eq!(j.max_age, Some(Duration::from_secs(72 * 3600)));
+    assert_eq!(j.max_size_mb, Some(1024));
+    let w = warnings("[journal]\nmax_job = 5\n");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("unknown key") && w.contains("max_job")),
+        "{w:?}"
+    );
+}
