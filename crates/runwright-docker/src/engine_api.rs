@@ -20,6 +20,13 @@ const API_TIMEOUT_SECS: u64 = 120;
 
 /// Connects to the daemon the runner entry names, else `DOCKER_HOST`, else the local socket, and agrees on the
 /// API version (Debian's dockerd speaks 1.41).
+/// rustls needs one process-wide crypto provider, and the workspace's dependencies enable two (`ring` and
+/// `aws-lc-rs`), so rustls cannot pick one by itself and panics on the first TLS client. The first call installs
+/// aws-lc-rs (what hyper-rustls here is built with); later calls, or a provider installed elsewhere, win.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 pub async fn connect(
     host: Option<&str>,
     tls_cert_path: Option<&std::path::Path>,
@@ -46,14 +53,17 @@ pub async fn connect(
                 .map(std::path::PathBuf::from)
                 .or_else(|| std::env::var_os("DOCKER_CERT_PATH").map(Into::into));
             match certs {
-                Some(dir) if tls_verify || h.starts_with("https://") => Docker::connect_with_ssl(
-                    h,
-                    &dir.join("key.pem"),
-                    &dir.join("cert.pem"),
-                    &dir.join("ca.pem"),
-                    API_TIMEOUT_SECS,
-                    bollard::API_DEFAULT_VERSION,
-                ),
+                Some(dir) if tls_verify || h.starts_with("https://") => {
+                    install_crypto_provider();
+                    Docker::connect_with_ssl(
+                        h,
+                        &dir.join("key.pem"),
+                        &dir.join("cert.pem"),
+                        &dir.join("ca.pem"),
+                        API_TIMEOUT_SECS,
+                        bollard::API_DEFAULT_VERSION,
+                    )
+                }
                 _ => Docker::connect_with_http(h, API_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
             }
         }

@@ -1015,3 +1015,134 @@ async fn exec_runs_image_jobs_in_containers_and_the_others_on_the_host() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr.contains("--docker-image"), "{stderr}");
 }
+
+/// `host`, `tls_verify` and `tls_cert_path` reach a TLS-protected daemon: a dind container started by the test,
+/// whose generated client certificates the runner uses. A daemon on another machine cannot serve runwright's
+/// jobs (it performs sources and caches on the job's volumes itself), so the job must stop at its first volume
+/// with that said — after the TLS connection worked.
+#[tokio::test]
+async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
+    if !docker_ready(&[DIND]) {
+        return;
+    }
+    let tag = format!("rw-tls-{:08x}", rand_u64() as u32);
+    let certs = tempfile::tempdir().expect("tempdir");
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker").args(args).output().expect("docker");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &self.0])
+                .output();
+            let _ = Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(tag.clone());
+    let (ok, _, err) = docker(&[
+        "network",
+        "create",
+        "--label",
+        "org.runwright.test=tls",
+        &tag,
+    ]);
+    assert!(ok, "{err}");
+    let certs_bind = format!("{}:/certs", certs.path().display());
+    let (ok, _, err) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &tag,
+        "--network",
+        &tag,
+        "--label",
+        "org.runwright.test=tls",
+        "--cap-add",
+        "ALL",
+        "--cap-drop",
+        "SYS_RESOURCE",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        "--security-opt",
+        "systempaths=unconfined",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "-v",
+        &certs_bind,
+        DIND,
+    ]);
+    assert!(ok, "{err}");
+    let (_, ip, _) = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &tag,
+    ]);
+    let client = certs.path().join("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(client.join("key.pem").is_file()
+        && std::net::TcpStream::connect((ip.as_str(), 2376)).is_ok())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dind did not come up: {}",
+            docker(&["logs", &tag]).2
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut h = Harness::new().await;
+    h.docker_runner(
+        "",
+        &format!(
+            "    host = \"tcp://{ip}:2376\"\n    tls_verify = true\n    tls_cert_path = \"{}\"",
+            client.display()
+        ),
+    );
+    h.start();
+    let id = h.coordinator.enqueue(
+        job(
+            "remote",
+            (7, "grp/app"),
+            runwright_coordinator::DUMMY_SHA,
+            &["echo never"],
+        )
+        .with_variable("GIT_STRATEGY", "none"),
+    );
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    // The volume was created on the TLS daemon: the connection worked.
+    assert!(t.contains("is not reachable from the runner"), "{t}");
+    assert!(t.contains("remote Docker hosts are not supported"), "{t}");
+
+    // Without the client certificates the daemon refuses the connection: a clear error, not a hang.
+    let mut h = Harness::new().await;
+    h.docker_runner(
+        "",
+        &format!("    host = \"tcp://{ip}:2376\"\n    tls_verify = false"),
+    );
+    h.start();
+    let id = h.coordinator.enqueue(
+        job(
+            "plain",
+            (7, "grp/app"),
+            runwright_coordinator::DUMMY_SHA,
+            &["echo never"],
+        )
+        .with_variable("GIT_STRATEGY", "none"),
+    );
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert!(t.contains(&format!("{ip}:2376")), "{t}");
+}
