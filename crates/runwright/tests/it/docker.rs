@@ -1146,3 +1146,178 @@ async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
     assert_eq!(j.state, "failed", "{t}");
     assert!(t.contains(&format!("{ip}:2376")), "{t}");
 }
+
+/// A unix-socket proxy in front of the real dockerd that keeps every request the runner sends: `privileged`
+/// cannot start a container on the test machines, so what the runner asks for is checked on the wire.
+struct RecordingProxy {
+    socket: std::path::PathBuf,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    fn start(dir: &std::path::Path) -> Self {
+        let socket = dir.join("docker-proxy.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind proxy socket");
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(daemon) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    else {
+                        return;
+                    };
+                    let (mut from_daemon, mut to_daemon) = daemon.into_split();
+                    let (mut from_client, mut to_client) = client.split();
+                    let upstream = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            seen.lock().expect("requests").extend_from_slice(&buf[..n]);
+                            if to_daemon.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_daemon.shutdown().await;
+                    };
+                    let downstream = tokio::io::copy(&mut from_daemon, &mut to_client);
+                    let _ = tokio::join!(upstream, downstream);
+                });
+            }
+        });
+        RecordingProxy { socket, requests }
+    }
+
+    /// The JSON bodies of `POST /containers/create?name=…` requests, by container name.
+    fn creates(&self) -> Vec<(String, serde_json::Value)> {
+        let bytes = self.requests.lock().expect("requests").clone();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = Vec::new();
+        for part in text.split("POST ").skip(1) {
+            let Some(line) = part.lines().next() else {
+                continue;
+            };
+            if !line.contains("/containers/create") {
+                continue;
+            }
+            let name = line
+                .split("name=")
+                .nth(1)
+                .and_then(|n| n.split(['&', ' ']).next())
+                .unwrap_or_default()
+                .to_string();
+            let Some(body) = part.split("\r\n\r\n").nth(1) else {
+                continue;
+            };
+            let mut de = serde_json::Deserializer::from_str(body).into_iter::<serde_json::Value>();
+            if let Some(Ok(json)) = de.next() {
+                out.push((name, json));
+            }
+        }
+        out
+    }
+}
+
+/// The build host's main runner as it is (`privileged = true`, dind as a service, `/certs/client` and `/cache`
+/// volumes, the builds dir bound to the web server's directory): what the runner asks dockerd for is checked
+/// on the wire, because this machine's kernel refuses privileged containers — the job then fails with dockerd's
+/// reason, and leaves nothing behind.
+#[tokio::test]
+async fn the_build_hosts_privileged_runner_asks_dockerd_for_privileged_containers() {
+    if !docker_ready(&[DIND, BUSYBOX]) {
+        return;
+    }
+    // Where the kernel allows privileged containers (a real build host), the jobs get further; the wire checks
+    // hold everywhere.
+    let refused = !Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--privileged",
+            BUSYBOX,
+            "true",
+        ])
+        .output()
+        .expect("docker run")
+        .status
+        .success();
+    let mut h = Harness::new().await;
+    let proxy = RecordingProxy::start(h.path());
+    let www = h.path().join("www");
+    let token = h.docker_runner(
+        "",
+        &format!(
+            "    host = \"unix://{}\"\n    tls_verify = false\n    privileged = true\n    disable_entrypoint_overwrite = false\n    oom_kill_disable = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/certs/client\", \"{}:/builds/icdp-osg/mdis:rw\"]\n    shm_size = 0",
+            proxy.socket.display(),
+            www.display()
+        ),
+    );
+    h.start();
+    let mut spec = job(
+        "privileged",
+        (15, "icdp-osg/mdis"),
+        runwright_coordinator::DUMMY_SHA,
+        &["docker info"],
+    )
+    .with_variable("GIT_STRATEGY", "none")
+    .with_variable("DOCKER_TLS_CERTDIR", "/certs");
+    spec.image = image(BUSYBOX);
+    spec.services = vec![service(DIND, "docker")];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    if refused {
+        assert_eq!(j.state, "failed", "{t}");
+        // The kernel's refusal reaches the trace as dockerd says it.
+        assert!(t.contains("operation not permitted"), "{t}");
+    }
+    let creates = proxy.creates();
+    let service = creates
+        .iter()
+        .find(|(name, _)| name.contains("-dind-") || name.contains("runwright-test__dind"))
+        .unwrap_or_else(|| panic!("no service create in {creates:?}"));
+    assert_eq!(service.1["HostConfig"]["Privileged"], true, "{service:?}");
+    let binds = service.1["HostConfig"]["Binds"].to_string();
+    assert!(binds.contains(":/certs/client"), "{binds}");
+    assert!(binds.contains(":/cache"), "{binds}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+
+    // Without the service, the build container is created (privileged, the builds dir bound) and fails to start.
+    let mut spec = job(
+        "privileged-build",
+        (15, "icdp-osg/mdis"),
+        runwright_coordinator::DUMMY_SHA,
+        &["echo never"],
+    )
+    .with_variable("GIT_STRATEGY", "none");
+    spec.image = image(BUSYBOX);
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    if refused {
+        assert_eq!(j.state, "failed", "{t}");
+        assert!(t.contains("operation not permitted"), "{t}");
+    } else {
+        assert_eq!(j.state, "success", "{t}");
+    }
+    let creates = proxy.creates();
+    let build = creates
+        .iter()
+        .find(|(name, _)| name.ends_with("-build"))
+        .unwrap_or_else(|| panic!("no build container create in {creates:?}"));
+    assert_eq!(build.1["HostConfig"]["Privileged"], true, "{build:?}");
+    assert!(
+        build.1["HostConfig"]["Binds"]
+            .to_string()
+            .contains(&format!("{}:/builds/icdp-osg/mdis:rw", www.display())),
+        "{build:?}"
+    );
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
