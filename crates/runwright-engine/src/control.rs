@@ -18,11 +18,24 @@ pub struct JobControl {
     abort: CancellationToken,
     graceful: CancellationToken,
     reason: Arc<Mutex<Option<AbortReason>>>,
+    /// The job's process mark when the service chose it (the journal records it before the job starts, so a
+    /// restarted service can kill what a crash left running); `None`: the engine makes one up.
+    process_mark: Option<Arc<str>>,
 }
 
 impl JobControl {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Uses `mark` as the value of the job's process mark (`RUNWRIGHT_JOB_MARK`).
+    pub fn with_process_mark(mut self, mark: impl Into<Arc<str>>) -> Self {
+        self.process_mark = Some(mark.into());
+        self
+    }
+
+    pub fn process_mark(&self) -> Option<&str> {
+        self.process_mark.as_deref()
     }
 
     /// Stops the job now: the current stage is killed and nothing but cleanup runs afterwards.

@@ -277,7 +277,10 @@ async fn run_planned(
         builds_dir: plan.dirs.builds_dir.clone(),
         tmp_dir: plan.dirs.tmp_dir.clone(),
         cache_dir: plan.cache_dir.clone(),
-        process_mark: format!("{}-{}", job.id, uuid_like()),
+        process_mark: control
+            .process_mark()
+            .map(str::to_string)
+            .unwrap_or_else(|| new_process_mark(job.id)),
         job: Arc::new(job.clone()),
         trace: trace.clone(),
         cancel: job_ctx.clone(),
@@ -382,6 +385,11 @@ fn remove_tmp_dir(dir: &std::path::Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// A fresh value for `RUNWRIGHT_JOB_MARK`: the job id and a random part, unique across runners and restarts.
+pub fn new_process_mark(job_id: i64) -> String {
+    format!("{job_id}-{}", uuid_like())
 }
 
 fn uuid_like() -> String {

@@ -20,12 +20,13 @@ pub fn kill_group(pgid: i32) {
 }
 
 /// Kills every process whose environment carries `var=mark`. Processes that changed their group or session
-/// (`setsid`, `nohup … &`) are found this way.
-pub fn sweep_marked(var: &str, mark: &str) {
+/// (`setsid`, `nohup … &`) are found this way. Returns how many were signalled.
+pub fn sweep_marked(var: &str, mark: &str) -> usize {
     let needle = format!("{var}={mark}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
+    let mut signalled = 0;
     let me = std::process::id() as i32;
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -41,8 +42,11 @@ pub fn sweep_marked(var: &str, mark: &str) {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            signalled += 1;
         }
     }
+    signalled
 }

@@ -8,6 +8,9 @@
 
 mod kill;
 
+/// Kills what is left of a job by its mark; a restarted service uses it on jobs a crash left running.
+pub use kill::sweep_marked;
+
 use async_trait::async_trait;
 use runwright_client::types::FeaturesInfo;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};

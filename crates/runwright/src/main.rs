@@ -5,6 +5,7 @@ mod cache_cmd;
 mod cli;
 mod exec;
 mod identity;
+mod journal;
 mod lint;
 mod list;
 mod logging;

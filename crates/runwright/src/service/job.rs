@@ -15,6 +15,7 @@ use runwright_engine::steps::artifacts::{DownloadArtifacts, UploadArtifacts};
 use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache};
 use runwright_engine::steps::JobStep;
 use runwright_engine::{run_job, AbortReason, Executor, JobControl, JobEnv};
+use runwright_journal::{JobRecorder, JobStatus};
 use runwright_trace::{TraceBuffer, TraceOptions};
 use std::sync::Arc;
 
@@ -116,6 +117,15 @@ pub async fn handle(
 ) {
     let job_id = job.id;
     let trace = trace_for(&runner, &job);
+    // The journal gets every masked byte from the first one on, past `output_limit` (issue 6).
+    let process_mark = runwright_engine::job::new_process_mark(job.id);
+    let journal = shared.journal();
+    let rec = journal
+        .as_ref()
+        .and_then(|j| j.begin(&runner, &shared.identity, &job, &process_mark));
+    if let Some(rec) = &rec {
+        trace.set_sink(Box::new(rec.sink()));
+    }
     let (jt, mut remote) = JobTrace::start(
         client.clone(),
         job.id,
@@ -157,6 +167,10 @@ pub async fn handle(
                 "GitLab withdrew the job before it started; dropping it"
             );
             drop(jt); // stops the patch loop without a final update
+            if let Some(rec) = &rec {
+                trace.finish();
+                let _ = rec.finish(JobStatus::Canceled, None, None, true);
+            }
             return;
         }
         _ if ack.cancel_requested => {
@@ -165,11 +179,18 @@ pub async fn handle(
                 jt,
                 finish(false, Some(FailureReason::JobCanceled), None),
                 job_id,
+                &trace,
+                rec.as_ref(),
             )
             .await;
             return;
         }
         _ => {}
+    }
+    if let Some(rec) = &rec {
+        let _ = rec.update(false, |m| {
+            m.started_at_ms = Some(runwright_journal::now_ms())
+        });
     }
 
     if let Err(msg) = validate(&job) {
@@ -178,12 +199,14 @@ pub async fn handle(
             jt,
             finish(false, Some(FailureReason::RunnerSystemFailure), None),
             job_id,
+            &trace,
+            rec.as_ref(),
         )
         .await;
         return;
     }
 
-    let control = JobControl::new();
+    let control = JobControl::new().with_process_mark(process_mark);
     let watcher = {
         let control = control.clone();
         let abort_all = shared.abort_jobs.clone();
@@ -227,14 +250,42 @@ pub async fn handle(
         jt,
         finish(outcome.success, outcome.failure_reason, outcome.exit_code),
         job_id,
+        &trace,
+        rec.as_ref(),
     )
     .await;
     drop(slot);
+    if let Some(journal) = &journal {
+        journal.enforce_retention();
+    }
 }
 
-async fn report(jt: JobTrace, state: FinalState, job_id: i64) {
-    if let Err(e) = jt.finish(state).await {
-        tracing::error!(job = job_id, "final update failed: {e}");
+/// The final update. With a journal, the job's end is recorded first and marked reported once GitLab has it:
+/// a service dying in between leaves a record the next one re-sends.
+async fn report(
+    jt: JobTrace,
+    state: FinalState,
+    job_id: i64,
+    trace: &TraceBuffer,
+    rec: Option<&JobRecorder>,
+) {
+    if let Some(rec) = rec {
+        // Flushes what the masker held back into the journal before its trace is closed.
+        trace.finish();
+        let (status, reason) = crate::journal::status_of(&state);
+        if let Err(e) = rec.finish(status, reason, state.exit_code, false) {
+            tracing::warn!(job = job_id, "{e}");
+        }
+    }
+    match jt.finish(state).await {
+        Ok(()) => {
+            if let Some(rec) = rec {
+                if let Err(e) = rec.mark_reported() {
+                    tracing::warn!(job = job_id, "{e}");
+                }
+            }
+        }
+        Err(e) => tracing::error!(job = job_id, "final update failed: {e}"),
     }
 }
 
@@ -291,6 +342,8 @@ pub async fn fail_malformed(
             supported_reasons: Vec::new(),
         },
         id,
+        &trace,
+        None,
     )
     .await;
     drop(slot);

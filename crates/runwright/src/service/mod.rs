@@ -42,6 +42,9 @@ pub struct Shared {
     /// Every job task, so shutdown can wait for final updates.
     pub jobs: TaskTracker,
     pub check_interval: std::sync::Mutex<Duration>,
+    /// The job journal: set by `runwright run` from `[journal]`; a `Shared` nobody set it on (`runwright
+    /// exec`) opens the local journal at its first job. `None` inside: journaling is off or failed to open.
+    pub journal: std::sync::OnceLock<Option<Arc<crate::journal::JobJournal>>>,
 }
 
 impl Shared {
@@ -62,7 +65,13 @@ impl Shared {
             abort_jobs: CancellationToken::new(),
             jobs: TaskTracker::new(),
             check_interval: std::sync::Mutex::new(check_interval),
+            journal: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The journal jobs are recorded in (see [`Shared::journal`]'s field).
+    pub fn journal(&self) -> Option<Arc<crate::journal::JobJournal>> {
+        self.journal.get_or_init(crate::journal::open_local).clone()
     }
 
     pub fn check_interval(&self) -> Duration {
@@ -192,6 +201,31 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         config.concurrent,
         config.check_interval(),
     );
+
+    // The journal before the first poll: jobs a crashed predecessor left running are finalised towards GitLab
+    // (in the background: GitLab may be slow) and new jobs are recorded from their first byte. The lock lives
+    // as long as the service.
+    let opened = crate::journal::open_service(&config, &config_path).unwrap_or_else(|e| {
+        // A read-only config directory costs the journal, not the service (as with `.runner_system_id`).
+        tracing::error!("{e:#}; jobs are not journaled");
+        None
+    });
+    let _journal_lock = match opened {
+        Some((journal, lock)) => {
+            let _ = shared.journal.set(Some(journal.clone()));
+            if lock.is_some() {
+                shared.jobs.spawn(crate::journal::recover(
+                    journal,
+                    crate::journal::recovery_info(),
+                ));
+            }
+            lock
+        }
+        None => {
+            let _ = shared.journal.set(None);
+            None
+        }
+    };
 
     let mut entries: HashMap<String, Entry> = HashMap::new();
     apply_config(&shared, &mut entries, &config);
