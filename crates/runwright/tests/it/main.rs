@@ -8,6 +8,7 @@ mod config;
 mod docker;
 mod exec;
 mod jobs;
+mod journal;
 mod lint;
 mod mock_compat;
 mod polling;
