@@ -27,3 +27,53 @@ pub const BOLD_MAGENTA: &str = "\x1b[35;1m";
 pub const BOLD_WHITE: &str = "\x1b[37;1m";
 /// Grey (`ANSI_GREY`).
 pub const GREY: &str = "\x1b[0;37m";
+
+/// One line of a job log as plain text: escape sequences and GitLab's `section_start:…\r` /
+/// `section_end:…\r` markers removed, what a carriage return overwrote dropped (as a terminal
+/// would show it). `line` holds no `\n`. For logs read where colours cannot be shown.
+pub fn strip_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        // CSI: ESC [ parameters… final byte (0x40–0x7e); any other escape is two characters.
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for n in chars.by_ref() {
+                if ('\x40'..='\x7e').contains(&n) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    let mut l = out.as_str();
+    while let Some(rest) = l
+        .strip_prefix("section_start:")
+        .or_else(|| l.strip_prefix("section_end:"))
+    {
+        l = rest.split_once('\r').map_or("", |(_, after)| after);
+    }
+    let l = l.trim_end_matches('\r');
+    l.rsplit('\r').next().unwrap_or(l).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_line_removes_colours_markers_and_overwritten_text() {
+        assert_eq!(
+            strip_line("section_start:1:step\r\x1b[0K\x1b[32;1m$ echo hi\x1b[0;m"),
+            "$ echo hi"
+        );
+        assert_eq!(strip_line("section_end:1:step\r\x1b[0K"), "");
+        assert_eq!(strip_line("10%\r50%\r100%\r"), "100%");
+        assert_eq!(strip_line("plain"), "plain");
+    }
+}

@@ -32,6 +32,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Validate a .gitlab-ci.yml and print the fully resolved configuration (like GitLab's merged YAML).
     Lint(LintArgs),
+    /// The jobs this host ran, from the job journal (filters: runner, project, status, since; --json).
+    History(crate::history_cmd::HistoryArgs),
+    /// A job's full trace from the job journal (--follow for a running job).
+    Logs(crate::logs_cmd::LogsArgs),
     /// List or clear the runners' caches (local and S3).
     #[command(subcommand)]
     Cache(crate::cache_cmd::CacheCommand),
@@ -155,6 +159,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Command::List(args) => crate::list::run(&args),
         Command::Lint(args) => crate::lint::run(&args),
+        Command::History(args) => crate::history_cmd::run(args),
+        Command::Logs(args) => crate::logs_cmd::run(args),
         Command::Cache(cmd) => {
             crate::logging::init(
                 &crate::logging::LogArgs {

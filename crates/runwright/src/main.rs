@@ -4,11 +4,13 @@
 mod cache_cmd;
 mod cli;
 mod exec;
+mod history_cmd;
 mod identity;
 mod journal;
 mod lint;
 mod list;
 mod logging;
+mod logs_cmd;
 mod service;
 mod volumes_cmd;
 

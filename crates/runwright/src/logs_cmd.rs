@@ -1,0 +1,169 @@
+//! `runwright logs JOB_ID`: a job's full trace from the journal (issue 6) — past `output_limit`, as the job
+//! printed it, masked. Colours and section markers stay on a terminal and are stripped elsewhere (`--color`
+//! decides otherwise); `--follow` keeps reading a running job's trace until the job ends.
+
+use crate::history_cmd::{runner_matches, shown_status, write_stdout, JournalArgs};
+use anyhow::Context;
+use clap::Args;
+use runwright_journal::JobEntry;
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How often `--follow` looks for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The job id (GitLab's, or the one `runwright exec` printed).
+    pub job_id: i64,
+    #[command(flatten)]
+    pub journal: JournalArgs,
+    /// The job of this runner (name or short token), when several GitLab instances used the same id.
+    #[arg(long, value_name = "NAME")]
+    pub runner: Option<String>,
+    /// Keep printing a running job's output until it ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Colours and section markers: auto (kept on a terminal), always, never.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
+}
+
+/// Turns trace bytes into plain text line by line; an unfinished line waits for the rest.
+#[derive(Default)]
+struct Plain {
+    partial: Vec<u8>,
+}
+
+impl Plain {
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.partial.extend_from_slice(data);
+        let Some(last_nl) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return;
+        };
+        let rest = self.partial.split_off(last_nl + 1);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        for line in complete[..complete.len() - 1].split(|b| *b == b'\n') {
+            out.extend_from_slice(
+                runwright_trace::ansi::strip_line(&String::from_utf8_lossy(line)).as_bytes(),
+            );
+            out.push(b'\n');
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            out.extend_from_slice(
+                runwright_trace::ansi::strip_line(&String::from_utf8_lossy(&line)).as_bytes(),
+            );
+        }
+    }
+}
+
+fn pick(args: &LogsArgs, found: Vec<JobEntry>, dir: &std::path::Path) -> anyhow::Result<JobEntry> {
+    let mut found: Vec<JobEntry> = found
+        .into_iter()
+        .filter(|e| args.runner.as_deref().is_none_or(|r| runner_matches(e, r)))
+        .collect();
+    let n = found.len();
+    let Some(newest) = found.pop() else {
+        anyhow::bail!(
+            "job {} is not in the journal at {} (`runwright history` lists the jobs it has{})",
+            args.job_id,
+            dir.display(),
+            if args.journal.local {
+                ""
+            } else {
+                "; --local reads runwright exec runs"
+            }
+        );
+    };
+    if n > 1 {
+        eprintln!(
+            "note: the journal has {n} jobs with id {}; showing the newest (runner {}, received {}); --runner picks another",
+            args.job_id,
+            newest.meta.runner.name,
+            crate::history_cmd::format_ms(newest.meta.received_at_ms)
+        );
+    }
+    Ok(newest)
+}
+
+pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let journal = args.journal.open()?;
+    let entry = pick(&args, journal.find(args.job_id)?, journal.dir())?;
+    let keep_ansi = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
+    };
+    let path = entry.trace_path();
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut plain = Plain::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    let mut emit = |data: &[u8], plain: &mut Plain| -> anyhow::Result<()> {
+        out.clear();
+        if keep_ansi {
+            out.extend_from_slice(data);
+        } else {
+            plain.push(data, &mut out);
+        }
+        write_stdout(&out)
+    };
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n > 0 {
+            emit(&chunk[..n], &mut plain)?;
+            continue;
+        }
+        // At the end of what is written so far: done, unless following a job that still runs.
+        if !args.follow {
+            break;
+        }
+        let now = entry.reload()?;
+        if shown_status(&now) != "running" {
+            // The job ended (or its service is gone): read what was written before that, then stop.
+            let mut rest = Vec::new();
+            file.read_to_end(&mut rest)
+                .with_context(|| format!("reading {}", path.display()))?;
+            emit(&rest, &mut plain)?;
+            break;
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+    if !keep_ansi {
+        let mut tail = Vec::new();
+        plain.finish(&mut tail);
+        write_stdout(&tail)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_across_chunk_boundaries() {
+        let log = "section_start:1:step_script\r\x1b[0K\x1b[32;1m$ echo hé\x1b[0;m\nhé\nsection_end:2:step_script\r\x1b[0K\ntail";
+        let b = log.as_bytes();
+        for i in 0..=b.len() {
+            let mut p = Plain::default();
+            let mut out = Vec::new();
+            p.push(&b[..i], &mut out);
+            p.push(&b[i..], &mut out);
+            p.finish(&mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "$ echo hé\nhé\n\ntail",
+                "split at {i}"
+            );
+        }
+    }
+}
