@@ -132,3 +132,133 @@ async fn sigkill_mid_job_is_finalised_from_the_journal_after_restart_and_nothing
         .enqueue(JobSpec::shell("next", &["echo next"]));
     assert_eq!(h.final_job(next).await.state, "success");
 }
+
+fn runwright(h: &Harness, args: &[&str]) -> (String, String) {
+    let out = h.command().args(args).output().expect("runwright runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "runwright {args:?} failed: {stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn journal_keeps_the_full_masked_trace_and_history_and_logs_read_it() {
+    let mut h = Harness::new().await;
+    // output_limit is in KiB: GitLab gets 1 KiB of this job's ~9 KiB.
+    h.single_runner("", "  output_limit = 1");
+    h.start();
+    let mut spec = JobSpec::shell(
+        "numbers",
+        &[
+            "echo \"secret is $MY_SECRET\"",
+            "seq 1 2000",
+            "echo the-end",
+        ],
+    );
+    let mut secret = runwright_coordinator::variable("MY_SECRET", "hunter2-swordfish");
+    secret.masked = true;
+    spec.variables.push(secret);
+    let id = h.coordinator.enqueue(spec);
+    let job = h.final_job(id).await;
+    assert_eq!(job.state, "success", "{}", h.log());
+    let gitlab = job.trace_text();
+    assert!(gitlab.contains("Job's log exceeded limit"), "{gitlab}");
+    assert!(!gitlab.contains("the-end"));
+
+    let dir = job_dir(&h, id);
+    let m = wait_meta(&dir, |m| m["reported"] == true).await;
+    assert_eq!(m["state"], "success");
+    let stages: Vec<&str> = m["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(stages.contains(&"step_script"), "{stages:?}");
+    let journal =
+        String::from_utf8(std::fs::read(dir.join("trace.log")).expect("trace")).expect("utf-8");
+    assert!(journal.contains("\n1999\n2000\n"), "the journal is cut");
+    assert!(journal.contains("the-end"));
+    assert!(journal.contains("secret is [MASKED]"));
+    assert!(!journal.contains("hunter2-swordfish"));
+    assert!(!journal.contains("Job's log exceeded limit"));
+
+    let config = h.config_path.to_string_lossy().into_owned();
+    // The table.
+    let (table, _) = runwright(&h, &["history", "-c", &config]);
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("JOB  STATUS"), "{table}");
+    let row = lines.next().expect("a row");
+    assert!(
+        row.starts_with(&format!("{id} "))
+            && row.contains("success")
+            && row.contains("test-runner"),
+        "{table}"
+    );
+    // JSON, and the filters.
+    let (json, _) = runwright(&h, &["history", "-c", &config, "--json", "--since", "1h"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("history --json");
+    let jobs = v.as_array().expect("array");
+    assert_eq!(jobs.len(), 1, "{json}");
+    assert_eq!(jobs[0]["job_id"], id);
+    assert_eq!(jobs[0]["status"], "success");
+    assert_eq!(jobs[0]["job_name"], "numbers");
+    assert_eq!(jobs[0]["runner"]["name"], "test-runner");
+    assert!(jobs[0]["duration_ms"].as_i64().is_some());
+    assert!(!json.contains("hunter2-swordfish") && !json.contains(TOKEN));
+    for (flag, value, want) in [
+        ("--status", "failed", 0),
+        ("--status", "success", 1),
+        ("--runner", "test-runner", 1),
+        ("--runner", "other", 0),
+        ("--project", "no/such", 0),
+    ] {
+        let (json, _) = runwright(&h, &["history", "-c", &config, "--json", flag, value]);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(v.as_array().map(Vec::len), Some(want), "{flag} {value}");
+    }
+
+    // Not a terminal: plain text, the whole trace.
+    let (plain, _) = runwright(&h, &["logs", &id.to_string(), "-c", &config]);
+    assert!(plain.contains("\n2000\n$ echo the-end\nthe-end\n"), "{plain}");
+    assert!(plain.contains("secret is [MASKED]"));
+    assert!(!plain.contains('\x1b') && !plain.contains("section_start"));
+    let (raw, _) = runwright(
+        &h,
+        &["logs", &id.to_string(), "-c", &config, "--color", "always"],
+    );
+    assert_eq!(raw, journal);
+
+    // --follow: a running job's trace until it ends.
+    let slow = h.coordinator.enqueue(JobSpec::shell(
+        "slow",
+        &["echo first-line", "sleep 2", "echo second-line"],
+    ));
+    h.wait_trace(slow, "first-line").await;
+    let follower = h
+        .command()
+        .args(["logs", &slow.to_string(), "-c", &config, "--follow"])
+        .output()
+        .expect("logs --follow");
+    let followed = String::from_utf8_lossy(&follower.stdout);
+    assert!(follower.status.success());
+    assert!(
+        followed.contains("first-line") && followed.contains("second-line"),
+        "{followed}"
+    );
+    assert!(followed.contains("Job succeeded"), "{followed}");
+
+    // An unknown job says where it looked.
+    let out = h
+        .command()
+        .args(["logs", "999999", "-c", &config])
+        .output()
+        .expect("logs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("job 999999 is not in the journal"), "{err}");
+}
