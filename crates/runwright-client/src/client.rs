@@ -33,7 +33,7 @@ pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 const JSON_MIME: &str = "application/json";
-const HEADER_RUNNER_TOKEN: &str = "RUNNER-TOKEN";
+pub(crate) const HEADER_RUNNER_TOKEN: &str = "RUNNER-TOKEN";
 pub(crate) const HEADER_JOB_TOKEN: &str = "JOB-TOKEN";
 pub(crate) const HEADER_REQUEST_ID: &str = "X-Request-Id";
 const HEADER_LAST_UPDATE: &str = "X-GitLab-Last-Update";
@@ -188,18 +188,18 @@ pub struct PatchTraceOutcome {
 
 /// One request, kept so every attempt can rebuild it (runner network/retry_requester.go
 /// `regenerateRequestBody`).
-struct Prepared {
-    method: Method,
-    url: Url,
-    headers: HeaderMap,
-    body: Option<Bytes>,
+pub(crate) struct Prepared {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
 }
 
 /// A finished HTTP exchange.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Client {
@@ -604,7 +604,7 @@ impl Client {
     }
 
     /// Sends `req` with GitLab's retry rules and reads the whole answer. `Err` is a message without secrets.
-    async fn execute(&self, req: &Prepared) -> Result<Answer, String> {
+    pub(crate) async fn execute(&self, req: &Prepared) -> Result<Answer, String> {
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         let shown_url = redact::url(&req.url);
         let mut backoff = Backoff::new(retry::BACKOFF_MIN, retry::BACKOFF_MAX);
@@ -801,7 +801,7 @@ fn lower(name: &'static str) -> &'static str {
     }
 }
 
-fn json_request<T: serde::Serialize>(
+pub(crate) fn json_request<T: serde::Serialize>(
     method: Method,
     url: Url,
     mut headers: HeaderMap,
@@ -869,7 +869,7 @@ fn decode_job(req: &Prepared, answer: &Answer) -> RequestJobOutcome {
 }
 
 /// `METHOD url: 409 Conflict (message)` (runner network/client.go `ErrorResponse.Error`).
-fn status_text(req: &Prepared, answer: &Answer) -> String {
+pub(crate) fn status_text(req: &Prepared, answer: &Answer) -> String {
     let status = answer.status;
     let code_msg = format!(
         "{} {}",

@@ -171,6 +171,87 @@ impl Coordinator {
             .map(|r| r.queue_value.clone())
     }
 
+    /// Accept `token` as a legacy registration token at `POST /api/v4/runners`.
+    pub fn add_registration_token(&self, token: &str) {
+        self.shared
+            .lock()
+            .registration
+            .registration_tokens
+            .insert(token.to_string());
+    }
+
+    /// Disable registration tokens on the instance: `POST /api/v4/runners` answers `410 Gone`.
+    pub fn set_registration_disallowed(&self, disallowed: bool) {
+        self.shared.lock().registration.registration_disallowed = disallowed;
+    }
+
+    /// Tokens handed out by registration and reset from now on expire after `lifetime` (GitLab's
+    /// `runner_token_expiration_interval`); `None`: they never expire.
+    pub fn set_token_lifetime(&self, lifetime: Option<Duration>) {
+        self.shared.lock().registration.token_lifetime = lifetime;
+    }
+
+    /// Make the runner's current token expire `in_` from now (`Duration::ZERO`: expired now; every
+    /// endpoint then answers `403`), or never (`None`).
+    pub fn set_token_expiry(&self, token: &str, in_: Option<Duration>) {
+        if let Some(r) = self.shared.lock().runners.get_mut(token) {
+            r.reg.expires_at = in_.map(|d| time::OffsetDateTime::now_utc() + d);
+        }
+        self.shared.notify();
+    }
+
+    /// Mark the runner orphaned: verify answers `422`.
+    pub fn set_orphaned(&self, token: &str, orphaned: bool) {
+        if let Some(r) = self.shared.lock().runners.get_mut(token) {
+            r.reg.orphaned = orphaned;
+        }
+    }
+
+    /// Accept `pat` as an administrator's access token (`PRIVATE-TOKEN`).
+    pub fn add_admin_token(&self, pat: &str) {
+        self.shared
+            .lock()
+            .registration
+            .admin_tokens
+            .insert(pat.to_string());
+    }
+
+    /// Every runner token the coordinator currently accepts (after registrations, resets, deletions).
+    pub fn runner_tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = self.shared.lock().runners.keys().cloned().collect();
+        tokens.sort();
+        tokens
+    }
+
+    /// The token of the runner with this id, if it still exists.
+    pub fn token_of(&self, id: i64) -> Option<String> {
+        self.shared
+            .lock()
+            .runners
+            .iter()
+            .find(|(_, r)| r.id == id)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// The runner managers (`system_id`s) GitLab would list for this runner.
+    pub fn runner_managers(&self, token: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .runners
+            .get(token)
+            .map(|r| r.reg.managers.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The body of the `POST /api/v4/runners` that created this runner (without the registration token).
+    pub fn registration_request(&self, token: &str) -> Option<serde_json::Value> {
+        self.shared
+            .lock()
+            .runners
+            .get(token)
+            .and_then(|r| r.reg.registered.clone())
+    }
+
     /// The runner's id (`CI_RUNNER_ID`).
     pub fn runner_id(&self, token: &str) -> Option<i64> {
         self.shared.lock().runners.get(token).map(|r| r.id)

@@ -36,6 +36,7 @@ mod git;
 pub mod jobs;
 mod log;
 mod payload;
+mod registration;
 mod server;
 mod state;
 

@@ -105,6 +105,7 @@ fn router(shared: Arc<Shared>, store: Arc<ArtifactStore>) -> Router {
                 .get(artifacts::download),
         )
         .route("/object-storage/{id}", get(artifacts::object_storage))
+        .merge(crate::registration::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .layer(Extension(store))
@@ -390,7 +391,7 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
 }
 
 /// The JSON object of a body, as Grape sees it: only parsed for `application/json` in strict mode.
-fn body_object(strict: bool, headers: &HeaderMap, body: &[u8]) -> Map<String, Value> {
+pub(crate) fn body_object(strict: bool, headers: &HeaderMap, body: &[u8]) -> Map<String, Value> {
     if strict && !is_json(headers) {
         return Map::new();
     }
@@ -430,13 +431,13 @@ fn check_param(
     }
 }
 
-fn non_null<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn non_null<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
 /// `system_id` as GitLab's runner makes it: `s_`/`r_` + 12 characters (runner
 /// commands/internal/configfile/system_id_state.go).
-fn valid_system_id(s: &str) -> bool {
+pub(crate) fn valid_system_id(s: &str) -> bool {
     let (Some(prefix), Some(rest)) = (s.get(..2), s.get(2..)) else {
         return false;
     };
@@ -587,6 +588,10 @@ fn rails_request_job(sh: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
     let Some(runner) = st.runners.get_mut(&token) else {
         return forbidden();
     };
+    if runner.reg.expired() {
+        return forbidden();
+    }
+    runner.reg.contacted(system_id.as_deref());
     if info.is_some() {
         runner.info = info.clone();
     }

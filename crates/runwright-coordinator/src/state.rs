@@ -92,6 +92,8 @@ pub(crate) struct Runner {
     /// `info` of the last authenticated jobs/request.
     pub info: Option<serde_json::Value>,
     pub system_id: Option<String>,
+    /// What registration, verify and the admin API know about the runner (`registration.rs`).
+    pub reg: crate::registration::RunnerRecord,
 }
 
 impl Runner {
@@ -153,6 +155,8 @@ pub(crate) struct State {
     next_job_id: i64,
     next_pipeline_id: i64,
     next_runner_id: i64,
+    /// Registration tokens, admin tokens and token lifetimes (`registration.rs`).
+    pub registration: crate::registration::RegistrationState,
 }
 
 impl State {
@@ -172,6 +176,7 @@ impl State {
                 queue_value: random_hex(16),
                 info: None,
                 system_id: None,
+                reg: Default::default(),
             },
         );
         id

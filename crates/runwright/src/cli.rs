@@ -26,7 +26,7 @@ pub enum Command {
     /// Run the service: poll GitLab for jobs of every configured runner and execute them.
     Run(RunArgs),
     /// List the configured runners.
-    List(ConfigArg),
+    List(crate::list::ListArgs),
     /// Run the .gitlab-ci.yml pipeline of the current git checkout on this machine (the working tree as it is,
     /// or its committed HEAD with --committed).
     Exec(ExecArgs),
@@ -42,6 +42,29 @@ pub enum Command {
     /// List or prune the Docker volumes the docker executor manages (caches, builds dirs).
     #[command(subcommand)]
     Volumes(crate::volumes_cmd::VolumesCommand),
+    /// Register a runner with GitLab and add it to config.toml.
+    Register(crate::ops::register::RegisterArgs),
+    /// Unregister runners from GitLab and remove them from config.toml.
+    Unregister(crate::ops::tokens::UnregisterArgs),
+    /// Check that GitLab still accepts the runners' tokens (--delete removes those it does not).
+    Verify(crate::ops::tokens::VerifyArgs),
+    /// Reset runner tokens and save the new ones into config.toml.
+    ResetToken(crate::ops::tokens::ResetTokenArgs),
+    /// The service's state, and per runner: token validity and expiry, GitLab's view, last poll, jobs.
+    Status(crate::ops::status::StatusArgs),
+    /// Check config.toml and show what concurrent, limit and request_concurrency allow.
+    #[command(subcommand)]
+    Config(crate::ops::config_check::ConfigCommand),
+    /// Install the systemd unit of the service.
+    Install(crate::ops::service_unit::InstallArgs),
+    /// Remove the systemd unit of the service.
+    Uninstall(crate::ops::service_unit::ServiceArgs),
+    /// Start the service (systemctl start).
+    Start(crate::ops::service_unit::ServiceArgs),
+    /// Stop the service (systemctl stop: running jobs finish first).
+    Stop(crate::ops::service_unit::ServiceArgs),
+    /// Restart the service (systemctl restart).
+    Restart(crate::ops::service_unit::ServiceArgs),
 }
 
 #[derive(Args, Debug)]
@@ -108,7 +131,7 @@ pub struct LintArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArg {
     /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
     #[arg(short = 'c', long, env = "CONFIG_FILE")]
@@ -185,6 +208,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
             );
             crate::volumes_cmd::run(cmd)
         }
+        Command::Register(args) => crate::ops::register::run(args),
+        Command::Unregister(args) => crate::ops::tokens::unregister(args),
+        Command::Verify(args) => crate::ops::tokens::verify(args),
+        Command::ResetToken(args) => crate::ops::tokens::reset_token(args),
+        Command::Status(args) => crate::ops::status::run(args),
+        Command::Config(cmd) => crate::ops::config_check::run(cmd),
+        Command::Install(args) => crate::ops::service_unit::install(args),
+        Command::Uninstall(args) => crate::ops::service_unit::control("uninstall", args),
+        Command::Start(args) => crate::ops::service_unit::control("start", args),
+        Command::Stop(args) => crate::ops::service_unit::control("stop", args),
+        Command::Restart(args) => crate::ops::service_unit::control("restart", args),
         Command::Exec(args) => crate::exec::run(
             args,
             crate::logging::LogArgs {

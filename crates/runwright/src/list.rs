@@ -1,27 +1,102 @@
-//! `runwright list`: GitLab's lines (name padded to 50 columns, then `Executor=… Token=… URL=…`) on stderr.
-//! Tokens are shortened: a listing is often pasted into tickets.
+//! `runwright list`: GitLab's lines (name padded to 50 columns, then `Executor=… Token=… URL=…` as GitLab's log
+//! formatter sorts them) on stderr, with `State=` added at the end (so scripts matching GitLab's line keep
+//! working): what the config
+//! and the running service know about the entry without asking GitLab (`status` asks). `--json` prints the
+//! same on stdout. Tokens are shortened: a listing is often pasted into tickets.
 
 use crate::cli::ConfigArg;
+use crate::ops::state::{running_service, ServiceState};
+use clap::Args;
+use runwright_config::RunnerConfig;
+use serde::Serialize;
 use std::process::ExitCode;
 
-pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
-    let path = args.path();
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The runners as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ListedRunner {
+    pub name: String,
+    pub url: String,
+    pub id: i64,
+    pub executor: String,
+    pub token: String,
+    pub token_expires_at: Option<String>,
+    pub state: String,
+}
+
+/// The state column: `token-expired` / `token-expiring` from the config; else, with the service running, its
+/// view: `polling`, `token-invalid` (403), `orphaned`, `unhealthy`, `failing`, `not-started`, `starting`; else
+/// `service-stopped`.
+pub fn state(r: &RunnerConfig, service: Option<&ServiceState>) -> String {
+    if crate::ops::status::token_from_config(r) == Some("expired") {
+        return "token-expired".into();
+    }
+    let Some(s) = service.and_then(|s| s.for_runner(&r.url, &r.token)) else {
+        return if service.is_some() {
+            "not-started".into()
+        } else {
+            "service-stopped".into()
+        };
+    };
+    let base = if s.unhealthy_until.is_some() {
+        "unhealthy"
+    } else {
+        match s.last_outcome.as_deref() {
+            None => "starting",
+            Some("forbidden") => "token-invalid",
+            Some("orphaned") => "orphaned",
+            Some(o) if o.starts_with("not_started") => "not-started",
+            Some("job" | "no_job" | "conflict" | "malformed_job") => "polling",
+            Some(_) => "failing",
+        }
+    };
+    if base == "polling" && crate::ops::status::token_from_config(r) == Some("expiring") {
+        return "polling,token-expiring".into();
+    }
+    base.into()
+}
+
+pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let path = args.config.path();
     let loaded = runwright_config::load(&path)?;
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
+    }
+    let service = running_service(&path).and(ServiceState::read(&path));
+    let listed: Vec<ListedRunner> = loaded
+        .config
+        .runners
+        .iter()
+        .map(|r| ListedRunner {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            id: r.id,
+            executor: r.executor.clone(),
+            token: runwright_config::short_token(&r.token),
+            token_expires_at: r.token_expires_at.map(crate::ops::fmt_time),
+            state: state(r, service.as_ref()),
+        })
+        .collect();
+    if args.json {
+        crate::ops::print_stdout(&serde_json::to_string_pretty(&listed)?);
+        return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
         "{:<50} ConfigFile={}",
         "Listing configured runners",
         path.display()
     );
-    for r in &loaded.config.runners {
+    for r in &listed {
         eprintln!(
-            "{:<50}  Executor={} Token={} URL={}",
-            r.name,
-            r.executor,
-            runwright_config::short_token(&r.token),
-            r.url
+            "{:<50}  Executor={} Token={} URL={} State={}",
+            r.name, r.executor, r.token, r.url, r.state
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 
 mod cache_cmd;
 mod cli;
+mod config_edit;
 mod exec;
 mod history_cmd;
 mod identity;
@@ -11,6 +12,7 @@ mod lint;
 mod list;
 mod logging;
 mod logs_cmd;
+mod ops;
 mod service;
 mod volumes_cmd;
 

@@ -202,6 +202,20 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         config.check_interval(),
     );
 
+    // One service per config (issue 5): a second one would run every job twice.
+    let service_lock = crate::ops::state::lock(&config_path)?;
+    let ops_stop = CancellationToken::new();
+    crate::ops::state::registry().start(std::process::id());
+    tokio::spawn(crate::ops::sd::supervise(
+        crate::ops::state::state_path_for_lock(&service_lock.path),
+        ops_stop.clone(),
+    ));
+    tokio::spawn(crate::ops::sd::rotate_tokens(
+        config_path.clone(),
+        ops_stop.clone(),
+    ));
+    let _ops_stop = ops_stop.drop_guard();
+
     // The journal before the first poll: jobs a crashed predecessor left running are finalised towards GitLab
     // (in the background: GitLab may be slow) and new jobs are recorded from their first byte. The lock lives
     // as long as the service.
@@ -228,6 +242,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut entries: HashMap<String, Entry> = HashMap::new();
+    crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&config));
     apply_config(&shared, &mut entries, &config);
     let mut last_mtime = mtime(&config_path);
     let mut shutdown_timeout = config.shutdown_timeout();
@@ -261,6 +276,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                         *ci = new.check_interval();
                     }
                     shutdown_timeout = new.shutdown_timeout();
+                    crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&new));
                     apply_config(&shared, &mut entries, &new);
                     tracing::info!("configuration loaded");
                 }
@@ -271,6 +287,8 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    crate::ops::sd::notify("STOPPING=1\nSTATUS=finishing running jobs");
+    crate::ops::state::registry().stopping();
     shared.stop_requests.cancel();
     shared.jobs.close();
     if graceful {
@@ -323,7 +341,17 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
     }
     entries.retain(|key, entry| {
         let keep = wanted.get(key).is_some_and(|r| **r == entry.config);
-        if !keep {
+        if let Some(new) = wanted.get(key).filter(|_| !keep) {
+            // What changed, from the (token-masking) Debug form of both entries.
+            let (old, new) = (format!("{:#?}", entry.config), format!("{new:#?}"));
+            let before: std::collections::HashSet<&str> = old.lines().collect();
+            let changed: Vec<&str> = new
+                .lines()
+                .filter(|l| !before.contains(l))
+                .map(str::trim)
+                .collect();
+            tracing::info!(runner = %entry.config.name, changed = %changed.join(" "), "runner entry changed: restarting its pollers (running jobs keep their settings)");
+        } else if !keep {
             tracing::info!(runner = %entry.config.name, "runner entry removed or changed: stopping its pollers");
             entry.stop.cancel();
         }
@@ -344,7 +372,10 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
                     },
                 );
             }
-            Err(msg) => tracing::error!(runner = %r.name, "{msg}"),
+            Err(msg) => {
+                crate::ops::state::registry().not_started(&r.url, &r.token, &msg);
+                tracing::error!(runner = %r.name, "{msg}")
+            }
         }
     }
 }

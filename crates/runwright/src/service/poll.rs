@@ -65,6 +65,7 @@ async fn poll_loop(
         }
         let skip = health.lock().ok().and_then(|h| h.skip_for());
         if let Some(wait) = skip {
+            crate::ops::state::registry().unhealthy(&runner.url, &runner.token, wait);
             tracing::warn!(
                 runner = name,
                 "runner is unhealthy: skipping requests for {wait:?}"
@@ -94,10 +95,22 @@ async fn poll_loop(
                 }
             }
         };
+        let (label, success) = match &outcome {
+            RequestJobOutcome::Job(_) => ("job".to_string(), true),
+            RequestJobOutcome::NoJob => ("no_job".to_string(), true),
+            RequestJobOutcome::Malformed { .. } => ("malformed_job".to_string(), true),
+            RequestJobOutcome::Forbidden => ("forbidden".to_string(), false),
+            RequestJobOutcome::Conflict => ("conflict".to_string(), true),
+            RequestJobOutcome::Orphaned => ("orphaned".to_string(), false),
+            RequestJobOutcome::Unavailable => ("unavailable".to_string(), false),
+            RequestJobOutcome::Failed(msg) => (format!("failed: {msg}"), false),
+        };
+        crate::ops::state::registry().polled(&runner.url, &runner.token, &label, success);
         match outcome {
             RequestJobOutcome::Job(received) => {
                 set_health(true);
                 tracing::info!(runner = name, job = received.id, "received job");
+                let received_id = received.id;
                 let task = job::handle(
                     shared.clone(),
                     runner.clone(),
@@ -107,7 +120,13 @@ async fn poll_loop(
                     *received,
                     slot,
                 );
-                shared.jobs.spawn(task);
+                let job_id = received_id;
+                let (url, token) = (runner.url.clone(), runner.token.clone());
+                crate::ops::state::registry().job(&url, &token, job_id, true);
+                shared.jobs.spawn(async move {
+                    task.await;
+                    crate::ops::state::registry().job(&url, &token, job_id, false);
+                });
                 // GitLab's runner asks again at once unless strict_check_interval (§2.6 step 3).
                 if runner.strict_check_interval
                     && !sleep_or_stop(shared.check_interval(), &stop).await

@@ -11,6 +11,7 @@ mod jobs;
 mod journal;
 mod lint;
 mod mock_compat;
+mod ops;
 mod polling;
 mod registry;
 mod signals;

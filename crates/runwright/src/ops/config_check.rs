@@ -1,0 +1,201 @@
+//! `runwright config check`: loads a config as the service would (errors with file, line and key; warnings
+//! for unknown keys) and prints the effective slot model — what `concurrent`, `limit` and
+//! `request_concurrency` allow per runner entry (reference `protocol.md` §8.2; runwright's `service/slots.rs`:
+//! a job request holds a slot of `concurrent` and of the entry's `limit` while it waits) — with a warning for
+//! every setting that can never take effect.
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate config.toml and print the effective slot model.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
+    /// The model as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct RunnerSlots {
+    pub name: String,
+    pub executor: String,
+    /// `limit` as written (0 = no limit of its own).
+    pub limit: usize,
+    pub request_concurrency: usize,
+    /// Jobs this entry can run at once: `limit` capped by `concurrent`.
+    pub max_jobs: usize,
+    /// Job requests in flight at once: `request_concurrency` capped by the jobs it may run.
+    pub max_requests: usize,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct SlotModel {
+    pub concurrent: usize,
+    pub check_interval_secs: u64,
+    pub runners: Vec<RunnerSlots>,
+    pub warnings: Vec<String>,
+}
+
+pub fn model(config: &runwright_config::Config) -> SlotModel {
+    let c = config.concurrent.max(1);
+    let mut warnings = Vec::new();
+    let mut runners = Vec::new();
+    if config.concurrent == 0 {
+        warnings.push("concurrent = 0 is read as 1: only one job runs at a time".into());
+    }
+    if c < config.runners.len() {
+        warnings.push(format!(
+            "concurrent = {c} is less than the number of runners ({}): runners wait for each other's slots, and a long poll of one delays the others",
+            config.runners.len()
+        ));
+    }
+    for r in &config.runners {
+        let rc = r.request_concurrency();
+        let max_jobs = if r.limit == 0 { c } else { r.limit.min(c) };
+        let max_requests = rc.min(max_jobs);
+        if r.limit > c {
+            warnings.push(format!(
+                "runner {:?}: limit = {} can never be reached: concurrent = {c} caps the whole service",
+                r.name, r.limit
+            ));
+        }
+        if rc > max_jobs {
+            warnings.push(format!(
+                "runner {:?}: request_concurrency = {rc} can never be reached: a job request holds a job slot and at most {max_jobs} are available to it",
+                r.name
+            ));
+        }
+        if r.executor != "shell" && r.executor != "docker" {
+            warnings.push(format!(
+                "runner {:?}: executor {:?} is not supported by runwright yet: this entry will not request jobs",
+                r.name, r.executor
+            ));
+        }
+        if crate::ops::status::token_from_config(r) == Some("expired") {
+            warnings.push(format!(
+                "runner {:?}: its token expired at {}: GitLab answers 403 until it is registered again",
+                r.name,
+                r.token_expires_at.map(crate::ops::fmt_time).unwrap_or_default()
+            ));
+        }
+        runners.push(RunnerSlots {
+            name: r.name.clone(),
+            executor: r.executor.clone(),
+            limit: r.limit,
+            request_concurrency: rc,
+            max_jobs,
+            max_requests,
+        });
+    }
+    if !config.runners.is_empty() && config.runners.iter().all(|r| r.limit > 0) {
+        let sum: usize = config.runners.iter().map(|r| r.limit).sum();
+        if sum < c {
+            warnings.push(format!(
+                "concurrent = {c} can never be filled: the runners' limits add up to {sum}"
+            ));
+        }
+    }
+    SlotModel {
+        concurrent: c,
+        check_interval_secs: config.check_interval().as_secs(),
+        runners,
+        warnings,
+    }
+}
+
+pub fn render(path: &std::path::Path, m: &SlotModel) -> String {
+    let mut out = format!(
+        "{}: valid, {} runner(s)\nconcurrent = {} (jobs at once in the whole service), check_interval = {}s\n",
+        path.display(),
+        m.runners.len(),
+        m.concurrent,
+        m.check_interval_secs
+    );
+    let width = m
+        .runners
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(6);
+    out.push_str(&format!(
+        "{:<width$}  {:<8}  {:>5}  {:>19}  {:>8}  {:>12}\n",
+        "RUNNER", "EXECUTOR", "LIMIT", "REQUEST_CONCURRENCY", "MAX_JOBS", "MAX_REQUESTS"
+    ));
+    for r in &m.runners {
+        let limit = if r.limit == 0 {
+            "-".to_string()
+        } else {
+            r.limit.to_string()
+        };
+        out.push_str(&format!(
+            "{:<width$}  {:<8}  {:>5}  {:>19}  {:>8}  {:>12}\n",
+            r.name, r.executor, limit, r.request_concurrency, r.max_jobs, r.max_requests
+        ));
+    }
+    for w in &m.warnings {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
+    out
+}
+
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let ConfigCommand::Check(args) = cmd;
+    let path = args.config.path();
+    let loaded = runwright_config::load(&path).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let m = model(&loaded.config);
+    if args.json {
+        crate::ops::print_stdout(&serde_json::to_string_pretty(&m)?);
+    } else {
+        crate::ops::print_stdout(render(&path, &m).trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_settings_are_warned() {
+        let text = "concurrent = 2\n[[runners]]\n  name = \"a\"\n  url = \"https://g/\"\n  token = \"t\"\n  executor = \"shell\"\n  limit = 5\n  request_concurrency = 4\n[[runners]]\n  name = \"b\"\n  url = \"https://g/\"\n  token = \"u\"\n  executor = \"shell\"\n  limit = 1\n";
+        let config = runwright_config::parse(text, std::path::Path::new("c.toml"))
+            .expect("parses")
+            .config;
+        let m = model(&config);
+        assert_eq!(m.runners[0].max_jobs, 2);
+        assert_eq!(m.runners[0].max_requests, 2);
+        assert_eq!(m.runners[1].max_jobs, 1);
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("limit = 5 can never be reached")),
+            "{:?}",
+            m.warnings
+        );
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("request_concurrency = 4")),
+            "{:?}",
+            m.warnings
+        );
+        assert!(
+            !m.warnings.iter().any(|w| w.contains("can never be filled")),
+            "{:?}",
+            m.warnings
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The operating verbs of GitLab's runner (reference `protocol.md` §1, §9): registration and tokens
+//! (`register`, `unregister`, `verify`, `reset-token`), `status`, the systemd unit (`install`, `uninstall`,
+//! `start`, `stop`, `restart`) and `config check`. Each verb reads `config.toml` through `runwright-config`
+//! and writes it only through `config_edit` (comments and order kept, atomic, mode 0600). A failure is one
+//! line saying what failed and what to do; the config stays untouched.
+
+pub mod config_check;
+pub mod register;
+pub mod sd;
+pub mod service_unit;
+pub mod state;
+pub mod status;
+pub mod tokens;
+
+use anyhow::anyhow;
+use runwright_client::types::VersionInfo;
+use runwright_client::{ApiError, Client, ClientOptions};
+use runwright_config::RunnerConfig;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A current-thread runtime for the verbs' few HTTP calls.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
+}
+
+/// A client for `url`, with the entry's TLS files when there is one.
+pub fn client(url: &str, runner: Option<&RunnerConfig>) -> anyhow::Result<Client> {
+    Client::new(ClientOptions {
+        url: url.to_string(),
+        tls_ca_file: runner.and_then(|r| r.tls_ca_file.clone()),
+        tls_cert_file: runner.and_then(|r| r.tls_cert_file.clone()),
+        tls_key_file: runner.and_then(|r| r.tls_key_file.clone()),
+        user_agent: crate::identity::user_agent(),
+    })
+    .map_err(|e| anyhow!("{e}; check --url (or the entry's url in config.toml)"))
+}
+
+/// The `info` object of register and verify (for `POST /runners` GitLab's runner sends it with an empty
+/// executor, `protocol.md` §1.1).
+pub fn info(executor: &str, shell: Option<&str>) -> VersionInfo {
+    let mut features = runwright_client::types::FeaturesInfo::default();
+    runwright_client::network_features(&mut features);
+    VersionInfo {
+        name: "runwright".into(),
+        version: crate::identity::VERSION.into(),
+        revision: crate::identity::REVISION.into(),
+        platform: std::env::consts::OS.into(),
+        architecture: crate::identity::architecture().into(),
+        executor: executor.into(),
+        shell: shell.map(str::to_string).unwrap_or_else(|| {
+            if executor.is_empty() {
+                String::new()
+            } else {
+                "bash".into()
+            }
+        }),
+        features,
+        config: Some(Default::default()),
+        labels: Default::default(),
+    }
+}
+
+/// GitLab's `token_expires_at` (ISO 8601 or null) as a time.
+pub fn parse_expiry(s: Option<&str>) -> Option<OffsetDateTime> {
+    let s = s?.trim();
+    if s.is_empty() || s.starts_with("0001-01-01") {
+        return None;
+    }
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// What to do about a failed call, by GitLab's status (`protocol.md` §1).
+pub fn hint(err: &ApiError, url: &str) -> String {
+    match err.status {
+        None => format!("check that {url} is reachable from this host (proxy, DNS, TLS: tls-ca-file)"),
+        Some(401) => "the access token is missing or invalid: set GITLAB_TOKEN (or --pat) to a token with the manage_runner scope".into(),
+        Some(403) => "the token is wrong, expired or the runner was deleted in GitLab: check it (Settings > CI/CD > Runners), or register again".into(),
+        Some(404) => "GitLab does not know this runner (manager) any more".into(),
+        Some(410) => "this GitLab instance does not accept registration tokens: create the runner in GitLab (Settings > CI/CD > Runners > New runner) and register with its glrt- token (--token)".into(),
+        Some(422) => "GitLab says the runner is orphaned: create a new runner in GitLab and register with its token".into(),
+        Some(_) => "retry later; if it persists check GitLab's logs".into(),
+    }
+}
+
+/// `<what> failed: <error>; <hint>` on one line.
+pub fn failed(what: &str, err: &ApiError, url: &str) -> anyhow::Error {
+    anyhow!("{what} failed: {err}; {}", hint(err, url))
+}
+
+/// Which entries a verb acts on: `--all-runners` (or nothing given, when `default_all`), `--name`, or
+/// `--url` plus `--token`/`--id`.
+pub struct Selection<'a> {
+    pub name: Option<&'a str>,
+    pub url: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub id: Option<i64>,
+    pub all: bool,
+}
+
+impl Selection<'_> {
+    pub fn pick(&self, runners: &[RunnerConfig], default_all: bool) -> Vec<usize> {
+        let nothing =
+            self.name.is_none() && self.url.is_none() && self.token.is_none() && self.id.is_none();
+        if self.all || (nothing && default_all) {
+            return (0..runners.len()).collect();
+        }
+        if nothing {
+            return Vec::new();
+        }
+        let same_url = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        runners
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                self.name.is_none_or(|n| r.name == n)
+                    && self.url.is_none_or(|u| same_url(&r.url, u))
+                    && self.token.is_none_or(|t| r.token == t)
+                    && self.id.is_none_or(|i| r.id == i)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.name {
+            parts.push(format!("name {n:?}"));
+        }
+        if let Some(u) = self.url {
+            parts.push(format!("url {u}"));
+        }
+        if let Some(t) = self.token {
+            parts.push(format!("token {}", runwright_config::short_token(t)));
+        }
+        if let Some(i) = self.id {
+            parts.push(format!("id {i}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Loads the config for a verb that needs it to exist, as one line on failure.
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::Config> {
+    let loaded = runwright_config::load(path).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    Ok(loaded.config)
+}
+
+/// Writes `text` and a newline to stdout (the one place the verbs print there: `--json`). A closed pipe is
+/// not an error.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}

@@ -1,0 +1,560 @@
+//! The operating verbs against the test coordinator's registration endpoints (reference `protocol.md` §1, §9):
+//! register, unregister, verify, reset-token, list, status, config check, the service lock, token rotation
+//! and the systemd unit. Every config write is checked to keep comments and order and to leave mode 0600;
+//! every failure to be one line, a non-zero exit and an untouched config.
+
+use crate::harness::*;
+use runwright_coordinator::RunnerOptions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const REG_TOKEN: &str = "GR1348941RegistrationTok";
+const ADMIN: &str = "glpat-admin-token-0000000";
+
+/// A config with comments, a global section and one runner, as a person leaves it.
+fn commented_config(h: &Harness, token: &str) -> String {
+    format!(
+        "# Build host runners -- edited by hand\nconcurrent = 4 # jobs at once\ncheck_interval = 1\n\n[session_server]\n  session_timeout = 1800\n\n# the shell runner\n[[runners]]\n  name = \"first\" # keep this name\n  url = \"{}\"\n  id = 1\n  token = \"{token}\"\n  executor = \"shell\"\n  [runners.custom_build_dir]\n    enabled = true # per-job dirs\n",
+        h.coordinator.url()
+    )
+}
+
+fn run(h: &Harness, args: &[&str]) -> Output {
+    h.command().args(args).output().expect("runwright runs")
+}
+
+fn run_with(h: &Harness, args: &[&str], f: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = h.command();
+    cmd.args(args);
+    f(&mut cmd);
+    cmd.output().expect("runwright runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn cfg(h: &Harness) -> String {
+    std::fs::read_to_string(&h.config_path).unwrap_or_default()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+/// One `error: …` line, non-zero exit, no full token anywhere.
+fn assert_one_line_failure(o: &Output, secrets: &[&str]) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "should fail: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {err}");
+    assert!(!err.contains("caused by"), "one line expected: {err}");
+    for s in secrets {
+        assert!(!err.contains(s), "secret printed: {err}");
+    }
+    err
+}
+
+fn path_str(h: &Harness) -> String {
+    h.config_path.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// register
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_with_registration_token_appends_entry_and_keeps_the_rest() {
+    let h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator.add_registration_token(REG_TOKEN);
+    h.coordinator
+        .set_token_lifetime(Some(Duration::from_secs(30 * 24 * 3600)));
+    let before = commented_config(&h, TOKEN);
+    h.write_config(&before);
+    let url = h.coordinator.url();
+    let c = path_str(&h);
+    let o = run(
+        &h,
+        &[
+            "register",
+            "--non-interactive",
+            "-c",
+            &c,
+            "--url",
+            &url,
+            "--registration-token",
+            REG_TOKEN,
+            "--name",
+            "second",
+            "--executor",
+            "shell",
+            "--tag-list",
+            "linux,big",
+            "--run-untagged=false",
+            "--locked=false",
+            "--maximum-timeout",
+            "600",
+            "--paused",
+            "--limit",
+            "2",
+            "--request-concurrency",
+            "3",
+        ],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("Runner registered successfully"), "{err}");
+    let after = cfg(&h);
+    assert!(
+        after.starts_with(&before),
+        "the existing text must stay as it was:\n{after}"
+    );
+    let new_token = h
+        .coordinator
+        .runner_tokens()
+        .into_iter()
+        .find(|t| t.starts_with("glrtr-"))
+        .expect("runner created");
+    assert!(!err.contains(&new_token), "full token printed: {err}");
+    let id = h.coordinator.runner_id(&new_token).expect("id");
+    let added = &after[before.len()..];
+    assert!(added.contains(&format!("  name = \"second\"\n  url = \"{url}\"\n  id = {id}\n  token = \"{new_token}\"\n  token_obtained_at = ")), "{added}");
+    assert!(
+        !added.contains("token_expires_at = 0001"),
+        "expiry written: {added}"
+    );
+    assert!(
+        added.contains("  limit = 2\n  request_concurrency = 3\n  executor = \"shell\"\n"),
+        "{added}"
+    );
+    assert_eq!(mode(&h.config_path), 0o600);
+    let sent = h
+        .coordinator
+        .registration_request(&new_token)
+        .expect("request body");
+    assert_eq!(sent["description"], "second");
+    assert_eq!(sent["tag_list"], "linux,big");
+    assert_eq!(sent["run_untagged"], false);
+    assert_eq!(sent["locked"], false);
+    assert_eq!(sent["paused"], true);
+    assert_eq!(sent["maximum_timeout"], 600);
+    assert_eq!(sent["info"]["name"], "runwright");
+    // The file still loads, with both runners.
+    let list = run(&h, &["list", "-c", &c]);
+    assert!(stderr(&list).contains("second"), "{}", stderr(&list));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_from_environment_creates_a_new_docker_config() {
+    let h = Harness::new().await;
+    h.coordinator.add_registration_token(REG_TOKEN);
+    let sub = h.path().join("etc/gitlab-runner/config.toml");
+    let url = h.coordinator.url();
+    let o = run_with(&h, &["register"], |c| {
+        c.env("REGISTER_NON_INTERACTIVE", "true")
+            .env("CONFIG_FILE", &sub)
+            .env("CI_SERVER_URL", &url)
+            .env("REGISTRATION_TOKEN", REG_TOKEN)
+            .env("RUNNER_NAME", "env-runner")
+            .env("RUNNER_EXECUTOR", "docker")
+            .env("DOCKER_IMAGE", "alpine:3")
+            .env("RUNNER_TAG_LIST", "docker");
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&sub).expect("created");
+    assert!(text.starts_with("concurrent = 1\n"), "{text}");
+    assert!(text.contains("name = \"env-runner\""), "{text}");
+    assert!(text.contains("  [runners.docker]\n    image = \"alpine:3\"\n    privileged = false\n    volumes = [\"/cache\"]\n"), "{text}");
+    assert!(
+        text.contains("token_expires_at = 0001-01-01T00:00:00Z"),
+        "{text}"
+    );
+    assert_eq!(mode(&sub), 0o600);
+    assert!(sub.with_file_name(".runner_system_id").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_with_runner_token_only_verifies() {
+    let h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN2, RunnerOptions::default());
+    h.coordinator
+        .set_token_expiry(TOKEN2, Some(Duration::from_secs(3600)));
+    h.write_config(&commented_config(&h, TOKEN));
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    let url = h.coordinator.url();
+    let c = path_str(&h);
+    let o = run(
+        &h,
+        &[
+            "register",
+            "-n",
+            "-c",
+            &c,
+            "--url",
+            &url,
+            "--token",
+            TOKEN2,
+            "--name",
+            "glrt",
+            "--executor",
+            "shell",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = h.coordinator.runner_id(TOKEN2).expect("id");
+    let text = cfg(&h);
+    assert!(
+        text.contains(&format!("  id = {id}\n  token = \"{TOKEN2}\"\n")),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("token = \"{TOKEN2}\"\n  token_obtained_at = 0001")));
+    assert_eq!(
+        h.coordinator.runner_managers(TOKEN2).len(),
+        1,
+        "verify registered this host's manager"
+    );
+    assert!(
+        h.requests_to("/api/v4/runners").is_empty(),
+        "POST /runners must not be called"
+    );
+
+    // Server-side settings cannot come with a glrt- token: fatal, nothing written.
+    let before = cfg(&h);
+    let o = run(
+        &h,
+        &[
+            "register",
+            "-n",
+            "-c",
+            &c,
+            "--url",
+            &url,
+            "--token",
+            TOKEN2,
+            "--executor",
+            "shell",
+            "--locked=false",
+            "--tag-list",
+            "x",
+        ],
+    );
+    let err = assert_one_line_failure(&o, &[TOKEN2]);
+    assert!(
+        err.contains("--locked") && err.contains("--tag-list"),
+        "{err}"
+    );
+    assert_eq!(cfg(&h), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_failures_are_one_line_and_leave_the_config_alone() {
+    let h = Harness::new().await;
+    h.coordinator.add_registration_token(REG_TOKEN);
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    let before = commented_config(&h, TOKEN);
+    h.write_config(&before);
+    let url = h.coordinator.url();
+    let c = path_str(&h);
+    let base = |token: &str, url: &str| -> Vec<String> {
+        [
+            "register",
+            "-n",
+            "-c",
+            &c,
+            "--url",
+            url,
+            "-r",
+            token,
+            "--executor",
+            "shell",
+            "--name",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let call = |v: Vec<String>| {
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        run(&h, &refs)
+    };
+
+    // Wrong registration token: 403.
+    let o = call(base("GR1348941wrongwrongwrong", &url));
+    let err = assert_one_line_failure(&o, &["GR1348941wrongwrongwrong"]);
+    assert!(
+        err.contains("403") && err.contains("token is wrong"),
+        "{err}"
+    );
+    assert_eq!(cfg(&h), before);
+
+    // Registration tokens disabled on the instance: 410 says to use a glrt- token.
+    h.coordinator.set_registration_disallowed(true);
+    let o = call(base(REG_TOKEN, &url));
+    let err = assert_one_line_failure(&o, &[REG_TOKEN]);
+    assert!(err.contains("410") && err.contains("glrt-"), "{err}");
+    assert_eq!(cfg(&h), before);
+    h.coordinator.set_registration_disallowed(false);
+
+    // Nothing listens there.
+    let o = call(base(REG_TOKEN, "http://127.0.0.1:9/"));
+    let err = assert_one_line_failure(&o, &[REG_TOKEN]);
+    assert!(err.contains("reachable"), "{err}");
+    assert_eq!(cfg(&h), before);
+
+    // Missing flags in non-interactive mode.
+    let o = run(
+        &h,
+        &[
+            "register",
+            "-n",
+            "-c",
+            &c,
+            "--url",
+            &url,
+            "--executor",
+            "shell",
+        ],
+    );
+    let err = assert_one_line_failure(&o, &[]);
+    assert!(err.contains("--token"), "{err}");
+
+    // A config that cannot be written: nothing is registered, the file stays.
+    let ro = h.path().join("ro");
+    std::fs::create_dir_all(&ro).expect("dir");
+    let ro_cfg = ro.join("config.toml");
+    std::fs::write(&ro_cfg, &before).expect("write");
+    std::fs::set_permissions(&ro_cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let before_tokens = h.coordinator.runner_tokens();
+    let ro_s = ro_cfg.to_string_lossy().into_owned();
+    let o = run_with(
+        &h,
+        &[
+            "register",
+            "-n",
+            "-c",
+            &ro_s,
+            "--url",
+            &url,
+            "-r",
+            REG_TOKEN,
+            "--executor",
+            "shell",
+            "--name",
+            "x",
+        ],
+        |cmd| {
+            if nix::unistd::getuid().is_root() {
+                use std::os::unix::process::CommandExt;
+                cmd.uid(65534).gid(65534);
+            }
+        },
+    );
+    let err = assert_one_line_failure(&o, &[REG_TOKEN]);
+    assert!(err.contains("cannot write config file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&ro_cfg).expect("read"), before);
+    assert_eq!(
+        h.coordinator.runner_tokens(),
+        before_tokens,
+        "no runner created in GitLab"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// unregister, verify, reset-token
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregister_uses_managers_for_glrt_and_runners_otherwise() {
+    let h = Harness::new().await;
+    let legacy = "glrtr-legacyrunnertoken01";
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator.add_runner(legacy, RunnerOptions::default());
+    let c = path_str(&h);
+    let text = format!(
+        "{}\n# legacy one\n{}",
+        commented_config(&h, TOKEN),
+        h.runner_toml("legacy", legacy, "")
+    );
+    h.write_config(&text);
+    // This host's manager exists once verify ran.
+    let o = run(&h, &["verify", "-c", &c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(h.coordinator.runner_managers(TOKEN).len(), 1);
+
+    let o = run(&h, &["unregister", "-c", &c, "--name", "first"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        h.coordinator.runner_tokens().contains(&TOKEN.to_string()),
+        "a glrt runner stays in GitLab"
+    );
+    assert!(
+        h.coordinator.runner_managers(TOKEN).is_empty(),
+        "this host's manager is gone"
+    );
+    let after = cfg(&h);
+    assert!(!after.contains("name = \"first\""), "{after}");
+    assert!(
+        after
+            .starts_with("# Build host runners -- edited by hand\nconcurrent = 4 # jobs at once\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("# legacy one\n[[runners]]\n  name = \"legacy\""),
+        "{after}"
+    );
+    assert_eq!(mode(&h.config_path), 0o600);
+
+    // A token GitLab no longer knows: the entry stays, one line says what to do.
+    h.coordinator.set_token_expiry(legacy, Some(Duration::ZERO));
+    let before = cfg(&h);
+    let o = run(&h, &["unregister", "-c", &c, "--name", "legacy"]);
+    let err = assert_one_line_failure(&o, &[legacy]);
+    assert!(
+        err.contains("403") && err.contains("verify --delete"),
+        "{err}"
+    );
+    assert_eq!(cfg(&h), before);
+    h.coordinator.set_token_expiry(legacy, None);
+
+    let o = run(&h, &["unregister", "-c", &c, "--all-runners"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !h.coordinator.runner_tokens().contains(&legacy.to_string()),
+        "DELETE /runners removes it"
+    );
+    assert!(!cfg(&h).contains("[[runners]]"));
+
+    let o = run(&h, &["unregister", "-c", &c]);
+    assert_one_line_failure(&o, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_and_deletes_invalid_runners() {
+    let h = Harness::new().await;
+    let gone = "glrtr-deletedinGitLab0001";
+    let orphan = "glrt-orphanedrunner000001";
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator.add_runner(orphan, RunnerOptions::default());
+    h.coordinator.set_orphaned(orphan, true);
+    let c = path_str(&h);
+    h.write_config(&format!(
+        "{}\n# deleted in GitLab\n{}\n{}",
+        commented_config(&h, TOKEN),
+        h.runner_toml("gone", gone, ""),
+        h.runner_toml("orphan", orphan, "")
+    ));
+    let o = run(&h, &["verify", "-c", &c, "--name", "first"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Verifying runner... is valid"),
+        "{}",
+        stderr(&o)
+    );
+
+    let before = cfg(&h);
+    let o = run(&h, &["verify", "-c", &c]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("Verifying runner... is removed"), "{err}");
+    assert!(err.contains("422") && err.contains("orphaned"), "{err}");
+    assert!(
+        err.contains("\"gone\"") && err.contains("--delete"),
+        "{err}"
+    );
+    assert!(!err.contains(gone) && !err.contains(orphan), "{err}");
+    assert_eq!(cfg(&h), before);
+
+    // An expired token is a removed one too.
+    h.coordinator.set_token_expiry(TOKEN, Some(Duration::ZERO));
+    let o = run(&h, &["verify", "-c", &c, "--delete"]);
+    let after = cfg(&h);
+    assert!(
+        !after.contains("name = \"gone\"") && !after.contains("name = \"first\""),
+        "{after}"
+    );
+    assert!(
+        after.contains("name = \"orphan\""),
+        "422 is not a deleted runner: {after}"
+    );
+    assert!(
+        after.starts_with("# Build host runners -- edited by hand\n"),
+        "{after}"
+    );
+    assert!(
+        !o.status.success(),
+        "the orphaned runner still fails: {}",
+        stderr(&o)
+    );
+    assert_eq!(mode(&h.config_path), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_token_saves_the_new_token_and_expiry() {
+    let h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator
+        .set_token_expiry(TOKEN, Some(Duration::from_secs(3600)));
+    h.coordinator
+        .set_token_lifetime(Some(Duration::from_secs(7 * 24 * 3600)));
+    h.coordinator.add_admin_token(ADMIN);
+    let before = commented_config(&h, TOKEN);
+    h.write_config(&before);
+    let c = path_str(&h);
+    let o = run(&h, &["reset-token", "-c", &c, "--name", "first"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let tokens = h.coordinator.runner_tokens();
+    assert_eq!(tokens.len(), 1);
+    let new = tokens[0].clone();
+    assert_ne!(new, TOKEN);
+    assert!(!err.contains(&new), "{err}");
+    let after = cfg(&h);
+    assert!(
+        after.contains(&format!("  token = \"{new}\"\n  token_obtained_at = ")),
+        "{after}"
+    );
+    assert!(!after.contains("token_expires_at = 0001"), "{after}");
+    // Comments and everything else as before.
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.trim_start().starts_with("token"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&after), strip(&before));
+    assert_eq!(mode(&h.config_path), 0o600);
+
+    // The old token is gone: resetting with it again is 403 — by name it uses the new one, so force the old.
+    let o = run(
+        &h,
+        &["reset-token", "-c", &c, "--all-runners", "--pat", ADMIN],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!h.coordinator.runner_tokens().contains(&new));
+    // A wrong access token: 401, one line, config untouched.
+    let before = cfg(&h);
+    let o = run_with(&h, &["reset-token", "-c", &c, "--name", "first"], |cmd| {
+        cmd.env("GITLAB_TOKEN", "glpat-wrong");
+    });
+    let err = assert_one_line_failure(&o, &["glpat-wrong"]);
+    assert!(err.contains("401"), "{err}");
+    assert_eq!(cfg(&h), before);
+}
+
+impl Harness {
+    fn requests_to(&self, path: &str) -> Vec<runwright_coordinator::RequestLog> {
+        self.coordinator
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+}
