@@ -224,7 +224,10 @@ async fn journal_keeps_the_full_masked_trace_and_history_and_logs_read_it() {
 
     // Not a terminal: plain text, the whole trace.
     let (plain, _) = runwright(&h, &["logs", &id.to_string(), "-c", &config]);
-    assert!(plain.contains("\n2000\n$ echo the-end\nthe-end\n"), "{plain}");
+    assert!(
+        plain.contains("\n2000\n$ echo the-end\nthe-end\n"),
+        "{plain}"
+    );
     assert!(plain.contains("secret is [MASKED]"));
     assert!(!plain.contains('\x1b') && !plain.contains("section_start"));
     let (raw, _) = runwright(
@@ -261,4 +264,55 @@ async fn journal_keeps_the_full_masked_trace_and_history_and_logs_read_it() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("job 999999 is not in the journal"), "{err}");
+}
+
+#[tokio::test]
+async fn exec_runs_land_in_the_local_journal_tagged_local() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/local",
+        &[(
+            ".gitlab-ci.yml",
+            "build:\n  script:\n    - echo local-build-output\nfails:\n  script:\n    - exit 4\n",
+        )],
+    );
+    let dir = h.path().join("src/grp/local");
+    let out = h
+        .command()
+        .args(["exec", "--executor", "shell", "-j", "1"])
+        .current_dir(&dir)
+        .output()
+        .expect("runwright exec runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The service's journal (beside a config) is not where exec's jobs go.
+    assert!(!journal_dir(&h).exists());
+
+    let (json, _) = runwright(&h, &["history", "--local", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("history --json");
+    let jobs = v.as_array().expect("array");
+    let by_name = |n: &str| {
+        jobs.iter()
+            .find(|j| j["job_name"] == n)
+            .unwrap_or_else(|| panic!("{n} not in {json}"))
+    };
+    let build = by_name("build");
+    assert_eq!(build["local"], true);
+    assert_eq!(build["status"], "success");
+    assert!(!build["trace_path"]
+        .as_str()
+        .expect("path")
+        .contains(&h.path().join("journal").to_string_lossy().into_owned()));
+    let fails = by_name("fails");
+    assert_eq!(fails["status"], "failed");
+    assert_eq!(fails["exit_code"], 4);
+    assert_eq!(fails["failure_reason"], "script_failure");
+
+    let id = build["job_id"].as_i64().expect("id").to_string();
+    let (log, _) = runwright(&h, &["logs", &id, "--local"]);
+    assert!(log.contains("local-build-output\n"), "{log}");
 }
