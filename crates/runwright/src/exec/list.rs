@@ -13,6 +13,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The JOB arguments of `exec --list` (and `--needs`, `--manual`): the rows a run of them would start.
+pub(super) struct Chosen {
+    pub jobs: Vec<String>,
+    pub needs: bool,
+    pub manual: Vec<String>,
+}
+
 /// One row of the list.
 struct Row {
     name: String,
@@ -57,6 +64,7 @@ pub(super) fn run(
     ctx: &PipelineContext,
     source: &str,
     json: bool,
+    chosen: &Chosen,
 ) -> anyhow::Result<ExitCode> {
     // The resolved configuration is kept (not only the plan) for what the plan does not say: the stage of a
     // job left out, and the text of the rule that matched.
@@ -77,7 +85,49 @@ pub(super) fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    let rows = rows(&resolved, &plan);
+    let mut rows = rows(&resolved, &plan);
+    if !chosen.jobs.is_empty() {
+        // What a run with these JOB arguments would run (with `--needs`, what they need), and the named jobs
+        // the rules left out, so that "why is my job not there" still has an answer.
+        let in_plan: Vec<String> = chosen
+            .jobs
+            .iter()
+            .filter(|n| plan.job(n).is_some())
+            .cloned()
+            .collect();
+        let manual: Vec<String> = chosen
+            .manual
+            .iter()
+            .filter(|n| plan.job(n).is_some())
+            .cloned()
+            .collect();
+        let mut keep: std::collections::HashSet<String> = chosen.jobs.iter().cloned().collect();
+        if !in_plan.is_empty() {
+            for s in super::schedule::select(&plan, &in_plan, chosen.needs, &manual)? {
+                keep.insert(s.job.name.clone());
+            }
+        }
+        let unknown: Vec<&String> = chosen
+            .jobs
+            .iter()
+            .filter(|n| !rows.iter().any(|r| &r.name == *n))
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+            eprintln!(
+                "error: no job named {} in {} (its jobs: {})",
+                unknown
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                file.display(),
+                known.join(", ")
+            );
+            return Ok(ExitCode::from(1));
+        }
+        rows.retain(|r| keep.contains(&r.name));
+    }
     let reference = ctx
         .variables
         .get("CI_COMMIT_REF_NAME")

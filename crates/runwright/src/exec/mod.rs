@@ -307,7 +307,12 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     let file = args.file.clone();
     let ctx = context::pipeline_context(&args, &co)?;
     if args.list {
-        return list::run(&co, &file, &ctx, &args.pipeline_source, args.json);
+        let chosen = list::Chosen {
+            jobs: args.jobs.clone(),
+            needs: args.needs,
+            manual: args.manual.clone(),
+        };
+        return list::run(&co, &file, &ctx, &args.pipeline_source, args.json, &chosen);
     }
 
     let plan = match Pipeline::load(&co.root, &file).and_then(|c| c.evaluate(&ctx)) {

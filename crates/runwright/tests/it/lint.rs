@@ -482,3 +482,21 @@ async fn lint_reports_errors_with_file_and_line() {
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains(".gitlab-ci.yml:"), "{stderr}");
 }
+
+/// JOB arguments narrow `--list` to what a run of them would start (`--needs` adds what they need); a job the
+/// rules left out can still be asked about; an unknown name is an error.
+#[tokio::test]
+async fn list_with_job_arguments_shows_what_they_would_run() {
+    let h = Harness::new().await;
+    let dir = project(&h, &[(".gitlab-ci.yml", PIPELINE)]);
+    let doc = list_json(&h, &dir, &["unit"]);
+    assert_eq!(included(&doc), ["unit"], "{doc:#}");
+    let doc = list_json(&h, &dir, &["unit", "--needs"]);
+    assert_eq!(included(&doc), ["build", "unit"], "{doc:#}");
+    let doc = list_json(&h, &dir, &["mr-only", "lint"]);
+    assert_eq!(included(&doc), ["lint"], "{doc:#}");
+    assert_eq!(job(&doc, "mr-only")["included"], false, "{doc:#}");
+    let (out, stdout, stderr) = runwright(&h, &dir, &["exec", "--list", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("no job named \"nosuch\""), "{stderr}");
+}
