@@ -12,6 +12,7 @@ mod lint;
 mod list;
 mod logging;
 mod logs_cmd;
+mod metrics;
 mod ops;
 mod service;
 mod volumes_cmd;

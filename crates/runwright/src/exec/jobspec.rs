@@ -14,6 +14,7 @@ pub(super) fn spec_for(
     project: &ProjectSpec,
     pipeline_id: i64,
     artifact_dependencies: Vec<i64>,
+    tag: Option<&str>,
 ) -> JobSpec {
     let variables = job
         .variables
@@ -28,8 +29,9 @@ pub(super) fn spec_for(
             ..Default::default()
         })
         .collect();
-    // GitLab protects the default branch unless told otherwise; caches are then kept apart (`-protected`).
-    let protected = co.branch == co.default_branch;
+    // GitLab protects the default branch unless told otherwise (tags only when a rule says so); caches are then
+    // kept apart (`-protected`).
+    let protected = tag.is_none() && co.branch == co.default_branch;
     JobSpec {
         name: job.name.clone(),
         stage: job.stage.clone(),
@@ -39,7 +41,8 @@ pub(super) fn spec_for(
         variables,
         timeout: job.timeout.map_or(3600, |t| t as i64),
         project: project.clone(),
-        git_ref: co.branch.clone(),
+        git_ref: tag.map_or_else(|| co.branch.clone(), str::to_string),
+        tag: tag.is_some(),
         protected,
         sha: co.sha.clone(),
         pipeline_id: Some(pipeline_id),

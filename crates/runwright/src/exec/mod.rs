@@ -332,7 +332,20 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_pipeline(&args, &co, &plan, &sources, concurrency))
+    // A tag pipeline's jobs get the tag as their ref (CI_COMMIT_TAG, ref_type tag), as GitLab hands them out.
+    let tag = ctx
+        .variables
+        .get("CI_COMMIT_TAG")
+        .map(|t| t.to_string())
+        .filter(|t| !t.is_empty());
+    rt.block_on(run_pipeline(
+        &args,
+        &co,
+        &plan,
+        &sources,
+        concurrency,
+        tag.as_deref(),
+    ))
 }
 
 /// Whether the run uses the docker executor, and if not, why (for the notes of jobs with `image:`).
@@ -457,6 +470,7 @@ async fn run_pipeline(
     plan: &PipelinePlan,
     sources: &Sources,
     concurrency: usize,
+    tag: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let selected = schedule::select(plan, &args.jobs, args.needs, &args.manual)?;
     if args.needs && args.jobs.is_empty() {
@@ -506,6 +520,19 @@ async fn run_pipeline(
         ],
     )
     .context("mirroring the sources for the jobs")?;
+    if let Some(tag) = tag {
+        git(
+            &co.root,
+            &[
+                "push",
+                "-q",
+                "--no-verify",
+                &bare.to_string_lossy(),
+                &format!("{}:refs/tags/{tag}", co.sha),
+            ],
+        )
+        .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
+    }
     let short = |s: &str| s[..s.len().min(8)].to_string();
     println!(
         "runwright exec: pipeline {} for {} ({}) of {}",
@@ -682,7 +709,7 @@ async fn run_pipeline(
                             .filter_map(|s| ids.get(s.job.name.as_str()).copied())
                             .collect(),
                     };
-                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps);
+                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps, tag);
                     if matches!(docker, Docker::On)
                         && (args.executor == "docker" || wants_docker(job))
                     {

@@ -45,6 +45,8 @@ pub struct Shared {
     /// The job journal: set by `runwright run` from `[journal]`; a `Shared` nobody set it on (`runwright
     /// exec`) opens the local journal at its first job. `None` inside: journaling is off or failed to open.
     pub journal: std::sync::OnceLock<Option<Arc<crate::journal::JobJournal>>>,
+    /// What `/metrics` on `listen_address` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -66,6 +68,7 @@ impl Shared {
             jobs: TaskTracker::new(),
             check_interval: std::sync::Mutex::new(check_interval),
             journal: std::sync::OnceLock::new(),
+            metrics: Arc::default(),
         })
     }
 
@@ -241,6 +244,22 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    // `listen_address` (read at start only, as GitLab's runner does): metrics and health.
+    set_metrics_config(&shared, &config);
+    if let Some(addr) = config.listen_address.as_deref().filter(|a| !a.is_empty()) {
+        let (addr, metrics, stop) = (
+            addr.to_string(),
+            shared.metrics.clone(),
+            shared.stop_requests.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(&addr, metrics, stop).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
+    shared.metrics.set_ready(true);
+
     let mut entries: HashMap<String, Entry> = HashMap::new();
     crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&config));
     apply_config(&shared, &mut entries, &config);
@@ -278,6 +297,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                     shutdown_timeout = new.shutdown_timeout();
                     crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&new));
                     apply_config(&shared, &mut entries, &new);
+                    set_metrics_config(&shared, &new);
                     tracing::info!("configuration loaded");
                 }
                 Err(e) => tracing::error!(
@@ -289,6 +309,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
 
     crate::ops::sd::notify("STOPPING=1\nSTATUS=finishing running jobs");
     crate::ops::state::registry().stopping();
+    shared.metrics.set_ready(false);
     shared.stop_requests.cancel();
     shared.jobs.close();
     if graceful {
@@ -306,6 +327,15 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     } else {
         abort_and_wait(&shared, shutdown_timeout, &mut sigterm, &mut sigint).await
     }
+}
+
+fn set_metrics_config(shared: &Shared, config: &Config) {
+    let limits: Vec<(String, usize)> = config
+        .runners
+        .iter()
+        .map(|r| (r.name.clone(), r.limit))
+        .collect();
+    shared.metrics.set_config(config.concurrent, &limits);
 }
 
 /// Forceful shutdown: abort every job (each still sends its final update), wait up to `shutdown_timeout`;

@@ -523,3 +523,26 @@ async fn manual_starts_a_manual_job_in_the_full_run() {
     assert_ne!(out.status.code(), Some(0), "{stdout}");
     assert!(stderr.contains("no job named \"nope\""), "{stderr}");
 }
+
+/// A tag pipeline's jobs run on the tag: CI_COMMIT_TAG and CI_COMMIT_REF_NAME are the tag, there is no
+/// CI_COMMIT_BRANCH, and the checkout has the tag (as GitLab's refspecs fetch it).
+#[tokio::test]
+async fn tag_pipelines_give_their_jobs_the_tag_as_ref() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/tagged",
+        &[(
+            ".gitlab-ci.yml",
+            "release:\n  rules:\n    - if: $CI_COMMIT_TAG\n  script:\n    - echo \"ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG branch=${CI_COMMIT_BRANCH:-none}\"\n    - git describe --tags --exact-match\n",
+        )],
+    );
+    let dir = h.path().join("src/grp/tagged");
+    h.git(&dir, &["tag", "v1.0"]);
+    let (out, stdout) = exec(&h, &dir, &["--pipeline-source", "tag"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ref=v1.0 tag=v1.0 branch=none\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nv1.0\n"), "{stdout}");
+}
