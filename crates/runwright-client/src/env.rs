@@ -74,3 +74,8 @@ pub const RUNWRIGHT_EXEC_STATE_DIR: &str = "RUNWRIGHT_EXEC_STATE_DIR";
 /// Tests only: the Python venv holding the `moto` S3 server (`scripts/install-test-deps` creates
 /// `/opt/runwright-test-venv` unless this says otherwise). Read by `runwright-cache`'s `testing` feature.
 pub const RUNWRIGHT_TEST_VENV: &str = "RUNWRIGHT_TEST_VENV";
+
+/// Test switch: when set to exactly `panic-in-job`, the service panics inside the task of any job that has the
+/// variable `RUNWRIGHT_TEST_PANIC` (both are needed, so no job payload alone can trigger it). Proves that a
+/// panicking job is failed towards GitLab (`runner_system_failure`) while the service keeps running. Unset: off.
+pub const RUNWRIGHT_TEST_FAULT: &str = "RUNWRIGHT_TEST_FAULT";

@@ -111,6 +111,13 @@ async fn poll_loop(
                 set_health(true);
                 tracing::info!(runner = name, job = received.id, "received job");
                 let received_id = received.id;
+                let job_token = received.token.clone();
+                let inject_panic = std::env::var(runwright_client::env::RUNWRIGHT_TEST_FAULT)
+                    .is_ok_and(|v| v == "panic-in-job")
+                    && received
+                        .variables
+                        .iter()
+                        .any(|v| v.key == "RUNWRIGHT_TEST_PANIC");
                 let task = job::handle(
                     shared.clone(),
                     runner.clone(),
@@ -123,8 +130,15 @@ async fn poll_loop(
                 let job_id = received_id;
                 let (url, token) = (runner.url.clone(), runner.token.clone());
                 crate::ops::state::registry().job(&url, &token, job_id, true);
+                let task = async move {
+                    if inject_panic {
+                        panic!("RUNWRIGHT_TEST_FAULT=panic-in-job");
+                    }
+                    task.await
+                };
+                let guarded = fail_on_panic(task, client.clone(), info.clone(), job_id, job_token);
                 shared.jobs.spawn(async move {
-                    task.await;
+                    guarded.await;
                     crate::ops::state::registry().job(&url, &token, job_id, false);
                 });
                 // GitLab's runner asks again at once unless strict_check_interval (§2.6 step 3).
@@ -189,5 +203,42 @@ async fn poll_loop(
         if !sleep_or_stop(shared.check_interval(), &stop).await {
             return;
         }
+    }
+}
+
+/// Runs a job's task; if it panics (a bug, never expected), the service goes on and GitLab learns at once that
+/// the job failed (`runner_system_failure`) instead of waiting for its stuck-job timeout. The trace stays as
+/// far as it was sent.
+async fn fail_on_panic(
+    task: impl std::future::Future<Output = ()>,
+    client: Client,
+    info: runwright_client::types::VersionInfo,
+    id: i64,
+    token: String,
+) {
+    use futures::FutureExt;
+    let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await else {
+        return;
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    tracing::error!(
+        job = id,
+        "the job's task panicked ({what}); failing the job as runner_system_failure"
+    );
+    // With GitLab's two-phase commit the job may still wait for its `running` acknowledgement: send it first
+    // (GitLab answers it harmlessly when the job is already running).
+    for (state, reason) in [("running", None), ("failed", Some("runner_system_failure"))] {
+        let update = runwright_client::types::UpdateJobRequest {
+            info: info.clone(),
+            token: token.clone(),
+            state: state.into(),
+            failure_reason: reason.map(str::to_string),
+            ..Default::default()
+        };
+        let _ = client.update_job(id, &token, &update).await;
     }
 }

@@ -86,6 +86,8 @@ impl Harness {
         cmd.env("HOME", &home)
             .env("RUNWRIGHT_FAST_RETRIES", "1")
             .env("RUNWRIGHT_KILL_GRACE_SECONDS", "2")
+            // Armed, but only jobs with the variable RUNWRIGHT_TEST_PANIC trigger it.
+            .env("RUNWRIGHT_TEST_FAULT", "panic-in-job")
             .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("RUNWRIGHT_LOG")

@@ -286,3 +286,25 @@ async fn posix_sh_runs_the_same_scripts_as_bash() {
     assert!(t.contains("it's \"quoted\"\nand multi-line|\n"), "{t}");
     assert!(t.contains("after=success\n"), "{t}");
 }
+
+/// A job whose task panics (a bug; injected here) is failed towards GitLab at once, and the service keeps
+/// running other jobs.
+#[tokio::test]
+async fn a_panicking_job_is_failed_and_the_service_goes_on() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.start();
+    let doomed = h.coordinator.enqueue(
+        JobSpec::shell("doomed", &["echo never"]).with_variable("RUNWRIGHT_TEST_PANIC", "1"),
+    );
+    let job = h.final_job(doomed).await;
+    assert_eq!(job.state, "failed", "{}", h.log());
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert!(h.log().contains("panicked"), "{}", h.log());
+    let fine = h
+        .coordinator
+        .enqueue(JobSpec::shell("fine", &["echo still-here"]));
+    let job = h.final_job(fine).await;
+    assert_eq!(job.state, "success", "{}", h.log());
+    assert!(job.trace_text().contains("still-here\n"));
+}
