@@ -305,10 +305,10 @@ mod tests {
         let now = 1_800_000_000_000;
         assert_eq!(parse_since("2h", now).ok(), Some(now - 7_200_000));
         assert_eq!(parse_since("7d", now).ok(), Some(now - 7 * 86_400_000));
-        assert_eq!(parse_since("2026-11-28", now).ok(), Some(1_764_288_000_000));
+        assert_eq!(parse_since("2026-11-28", now).ok(), Some(1_795_824_000_000));
         assert_eq!(
             parse_since("2026-11-28T12:00:00Z", now).ok(),
-            Some(1_764_331_200_000)
+            Some(1_795_867_200_000)
         );
         let err = parse_since("yesterday", now).expect_err("rejected");
         assert!(err.to_string().contains("expected a duration"), "{err}");

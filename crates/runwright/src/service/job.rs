@@ -192,17 +192,45 @@ pub async fn handle(
             m.started_at_ms = Some(runwright_journal::now_ms())
         });
     }
+    let started = std::time::Instant::now();
+    shared.metrics.job_started(
+        &runner.name,
+        &shared.identity.system_id,
+        job.job_info.time_in_queue_seconds,
+    );
+    let metrics_end = |state: &FinalState| {
+        let (status, reason) = crate::journal::status_of(state);
+        let stages = rec
+            .as_ref()
+            .map(|r| {
+                r.meta()
+                    .stages
+                    .iter()
+                    .filter_map(|s| Some((s.name.clone(), s.duration_ms()? as f64 / 1000.0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let project = if job.job_info.project_full_path.is_empty() {
+            job.job_info.project_id.to_string()
+        } else {
+            job.job_info.project_full_path.clone()
+        };
+        shared.metrics.job_finished(crate::metrics::JobEnd {
+            runner: &runner.name,
+            system_id: &shared.identity.system_id,
+            project: &project,
+            state: status.as_str(),
+            failure_reason: reason.as_deref(),
+            duration_s: started.elapsed().as_secs_f64(),
+            stages,
+        });
+    };
 
     if let Err(msg) = validate(&job) {
         runwright_engine::job::warn(&trace, &msg);
-        report(
-            jt,
-            finish(false, Some(FailureReason::RunnerSystemFailure), None),
-            job_id,
-            &trace,
-            rec.as_ref(),
-        )
-        .await;
+        let state = finish(false, Some(FailureReason::RunnerSystemFailure), None);
+        metrics_end(&state);
+        report(jt, state, job_id, &trace, rec.as_ref()).await;
         return;
     }
 
@@ -246,14 +274,9 @@ pub async fn handle(
         reason = outcome.failure_reason.map(|r| r.as_str()).unwrap_or(""),
         "job finished"
     );
-    report(
-        jt,
-        finish(outcome.success, outcome.failure_reason, outcome.exit_code),
-        job_id,
-        &trace,
-        rec.as_ref(),
-    )
-    .await;
+    let state = finish(outcome.success, outcome.failure_reason, outcome.exit_code);
+    metrics_end(&state);
+    report(jt, state, job_id, &trace, rec.as_ref()).await;
     drop(slot);
     if let Some(journal) = &journal {
         journal.enforce_retention();

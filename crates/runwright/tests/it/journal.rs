@@ -316,3 +316,138 @@ async fn exec_runs_land_in_the_local_journal_tagged_local() {
     let (log, _) = runwright(&h, &["logs", &id, "--local"]);
     assert!(log.contains("local-build-output\n"), "{log}");
 }
+
+/// `GET path` over plain HTTP/1.1; (status, body).
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to listen_address");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Prometheus text format, strictly: every line a comment (`# HELP`/`# TYPE`) or `name{labels} value`.
+/// Returns sample → value (chunked transfer encoding is undone by ignoring hex length lines).
+fn parse_prometheus(body: &str) -> std::collections::HashMap<String, f64> {
+    let mut samples = std::collections::HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().expect("name").to_string();
+            let kind = parts.next().expect("kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name);
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        if u64::from_str_radix(line.trim(), 16).is_ok() && !line.contains(' ') {
+            continue; // a chunk length
+        }
+        let (sample, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = sample.split('{').next().expect("name");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "sample without # TYPE: {line}");
+        if let Some(labels) = sample.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        samples.insert(sample.to_string(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn listen_address_serves_metrics_with_gitlab_names_and_health() {
+    let mut h = Harness::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    h.single_runner(&format!("listen_address = \"{addr}\""), "  limit = 3");
+    h.start();
+    let ok = h.coordinator.enqueue(JobSpec::shell("ok", &["echo fine"]));
+    let bad = h.coordinator.enqueue(JobSpec::shell("bad", &["exit 3"]));
+    assert_eq!(h.final_job(ok).await.state, "success");
+    assert_eq!(h.final_job(bad).await.state, "failed");
+
+    let (status, _) = http_get(&addr, "/health/live").await;
+    assert_eq!(status, 200);
+    let (status, _) = http_get(&addr, "/health/ready").await;
+    assert_eq!(status, 200);
+
+    // The final update reaches the coordinator just before the job's metrics are final: poll briefly.
+    let deadline = Instant::now() + WAIT;
+    let samples = loop {
+        let (status, body) = http_get(&addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let samples = parse_prometheus(&body);
+        let done = samples.iter().any(|(k, v)| {
+            k.starts_with("gitlab_runner_job_duration_seconds_count{runner=\"test-runner\"")
+                && *v == 2.0
+        });
+        if done {
+            break samples;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let get = |prefix: &str| -> f64 {
+        samples
+            .iter()
+            .find(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{prefix} missing: {samples:#?}"))
+    };
+    assert_eq!(get("gitlab_runner_concurrent"), 4.0);
+    assert_eq!(get("gitlab_runner_limit{runner=\"test-runner\"}"), 3.0);
+    assert_eq!(get("gitlab_runner_jobs_total{runner=\"test-runner\""), 2.0);
+    assert_eq!(
+        get("gitlab_runner_jobs{runner=\"test-runner\",state=\"running\""),
+        0.0
+    );
+    assert_eq!(
+        get("gitlab_runner_failed_jobs_total{failure_reason=\"script_failure\",runner=\"test-runner\""),
+        1.0
+    );
+    assert_eq!(get("gitlab_runner_version_info{"), 1.0);
+    assert!(get("runwright_job_stage_duration_seconds_count{runner=\"test-runner\",stage=\"step_script\"}") >= 2.0);
+
+    // A graceful stop is no longer ready (and then gone).
+    h.signal(Signal::SIGQUIT);
+    h.wait_exit(WAIT).await;
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
