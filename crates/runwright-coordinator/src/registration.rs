@@ -91,7 +91,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 fn rfc3339(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&Rfc3339).ok())
+    t.and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
         .map(Value::String)
         .unwrap_or(Value::Null)
 }
@@ -105,6 +106,8 @@ fn new_runner_token() -> String {
 }
 
 /// `token` of a JSON body (Grape's `requires :token, type: String`).
+// The error is the finished answer, returned at once by the handler: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 fn token_param(
     sh: &Shared,
     headers: &HeaderMap,
@@ -301,6 +304,7 @@ async fn reset_token(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: By
 }
 
 /// `PRIVATE-TOKEN` check: `401 Unauthorized` as GitLab's API answers a missing or unknown access token.
+#[allow(clippy::result_large_err)]
 fn admin(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let pat = crate::server::header_str(headers, "private-token").unwrap_or("");
     if pat.is_empty() || !sh.lock().registration.admin_tokens.contains(pat) {

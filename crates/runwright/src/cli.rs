@@ -164,8 +164,30 @@ pub struct RunArgs {
     pub syslog: bool,
 }
 
+/// The name the binary answers to in help and errors: `gitlab-runner` when installed or linked under that
+/// name (drop-in for existing units and scripts, issue 5), else `runwright`.
+pub fn invoked_name() -> &'static str {
+    let linked = std::env::args_os().next().is_some_and(|a| {
+        std::path::Path::new(&a)
+            .file_name()
+            .is_some_and(|f| f == "gitlab-runner")
+    });
+    if linked {
+        "gitlab-runner"
+    } else {
+        "runwright"
+    }
+}
+
+fn parse_as_invoked() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let name = invoked_name();
+    let matches = Cli::command().name(name).bin_name(name).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = parse_as_invoked();
     match cli.command {
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -175,9 +175,20 @@ impl ServiceState {
     }
 }
 
-/// The key of an entry in the state file: URL and short token (never the token).
+/// The key of an entry in the state file: URL, short token and a hash of the token (tokens of one GitLab
+/// often share their short form; the token itself is never written).
 pub fn key(url: &str, token: &str) -> String {
-    format!("{} {}", url, runwright_config::short_token(token))
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in token.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!(
+        "{} {} {:08x}",
+        url,
+        runwright_config::short_token(token),
+        h >> 32
+    )
 }
 
 /// The process's registry (the service's pollers report into it; unused elsewhere).
@@ -190,7 +201,8 @@ pub fn registry() -> &'static Registry {
 #[derive(Default)]
 pub struct Registry {
     state: Mutex<(ServiceState, bool)>,
-    expected: Mutex<BTreeSet<String>>,
+    /// `None` until the service has said which entries it runs.
+    expected: Mutex<Option<BTreeSet<String>>>,
 }
 
 fn now_str() -> String {
@@ -226,7 +238,7 @@ impl Registry {
             }
         });
         if let Ok(mut e) = self.expected.lock() {
-            *e = keys;
+            *e = Some(keys);
         }
     }
 
@@ -238,7 +250,9 @@ impl Registry {
             }
         });
         if let Ok(mut e) = self.expected.lock() {
-            e.remove(&k);
+            if let Some(e) = e.as_mut() {
+                e.remove(&k);
+            }
         }
     }
 
@@ -285,7 +299,9 @@ impl Registry {
 
     /// Every started entry has finished its first job request (whatever the answer).
     pub fn all_polled(&self) -> bool {
-        let expected = self.expected.lock().map(|e| e.clone()).unwrap_or_default();
+        let Some(expected) = self.expected.lock().ok().and_then(|e| e.clone()) else {
+            return false;
+        };
         let Ok(g) = self.state.lock() else {
             return false;
         };
@@ -359,6 +375,7 @@ mod tests {
     #[test]
     fn readiness_waits_for_every_entry() {
         let reg = Registry::default();
+        assert!(!reg.all_polled(), "not before the entries are known");
         reg.set_entries(&[
             (
                 "a".into(),

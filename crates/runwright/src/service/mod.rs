@@ -213,11 +213,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         crate::ops::state::state_path_for_lock(&service_lock.path),
         ops_stop.clone(),
     ));
-    tokio::spawn(crate::ops::sd::rotate_tokens(
-        config_path.clone(),
-        ops_stop.clone(),
-    ));
-    let _ops_stop = ops_stop.drop_guard();
+    let _ops_stop = ops_stop.clone().drop_guard();
 
     // The journal before the first poll: jobs a crashed predecessor left running are finalised towards GitLab
     // (in the background: GitLab may be slow) and new jobs are recorded from their first byte. The lock lives
@@ -264,6 +260,11 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&config));
     apply_config(&shared, &mut entries, &config);
     let mut last_mtime = mtime(&config_path);
+    // After `last_mtime`: a token saved by the rotation is a change the reload below picks up.
+    tokio::spawn(crate::ops::sd::rotate_tokens(
+        config_path.clone(),
+        ops_stop.clone(),
+    ));
     let mut shutdown_timeout = config.shutdown_timeout();
 
     let mut sigterm = signal(SignalKind::terminate())?;

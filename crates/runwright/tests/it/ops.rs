@@ -558,3 +558,447 @@ impl Harness {
             .collect()
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// the running service: lock, readiness, status, list, rotation
+
+/// Replaces what differs between runs (URL, paths, pids, times) so whole outputs can be compared.
+fn filter(h: &Harness, text: &str) -> String {
+    let mut s = text
+        .replace(&h.coordinator.url(), "[URL]/")
+        .replace(&path_str(h), "[CONFIG]");
+    // RFC 3339 times (2026-11-28T12:00:00Z) → [TIME]
+    let bytes: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let window: String = bytes[i..(i + 20).min(bytes.len())].iter().collect();
+        let is_time = window.len() == 20
+            && window.chars().enumerate().all(|(k, c)| match k {
+                4 | 7 => c == '-',
+                10 => c == 'T',
+                13 | 16 => c == ':',
+                19 => c == 'Z',
+                _ => c.is_ascii_digit(),
+            });
+        if is_time {
+            out.push_str("[TIME]");
+            i += 20;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    s = out;
+    // PID=123 / "pid": 123
+    let mut res = String::new();
+    for line in s.lines() {
+        let mut l = line.to_string();
+        for key in ["PID=", "\"pid\": "] {
+            if let Some(p) = l.find(key) {
+                let start = p + key.len();
+                let end = l[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(l.len(), |e| start + e);
+                l.replace_range(start..end, "[PID]");
+            }
+        }
+        res.push_str(&l);
+        res.push('\n');
+    }
+    res
+}
+
+async fn wait_ready(h: &Harness) -> serde_json::Value {
+    let c = path_str(h);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let o = run(h, &["status", "-c", &c, "--json", "--offline"]);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout(&o)) {
+            if v["service"]["ready"] == true {
+                return v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service never got ready: {}\n{}",
+            stderr(&o),
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_service_on_one_config_is_refused() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.start();
+    wait_ready(&h).await;
+    let c = path_str(&h);
+    let o = run(&h, &["run", "-c", &c]);
+    let err = assert_one_line_failure(&o, &[TOKEN]);
+    assert!(
+        err.contains("already running") && err.contains(&format!("pid {}", h.pid())),
+        "{err}"
+    );
+    // The first one is unaffected.
+    h.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(h.wait_exit(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_list_with_and_without_json() {
+    let mut h = Harness::new().await;
+    h.coordinator.add_admin_token(ADMIN);
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator.add_runner(
+        TOKEN2,
+        RunnerOptions {
+            paused: true,
+            ..Default::default()
+        },
+    );
+    let far = "2099-01-01T00:00:00Z";
+    let id1 = h.coordinator.runner_id(TOKEN).expect("id");
+    let id2 = h.coordinator.runner_id(TOKEN2).expect("id");
+    h.write_config(&format!(
+        "concurrent = 2\ncheck_interval = 1\n{}{}",
+        h.runner_toml("alpha", TOKEN, &format!("  id = {id1}")),
+        h.runner_toml("beta", TOKEN2, &format!("  id = {id2}\n  token_obtained_at = 2025-01-01T00:00:00Z\n  token_expires_at = {far}"))
+    ));
+    let c = path_str(&h);
+
+    // Stopped: GitLab's line, exit 1.
+    let o = run(&h, &["status", "-c", &c, "--offline"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("gitlab-runner: Service has stopped\n"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&h, &["list", "-c", &c]);
+    assert_eq!(
+        filter(&h, &stderr(&o)),
+        "Listing configured runners                         ConfigFile=[CONFIG]\n\
+alpha                                               Executor=shell Token=testrunne URL=[URL]/ State=service-stopped\n\
+beta                                                Executor=shell Token=testrunne URL=[URL]/ State=service-stopped\n"
+    );
+
+    h.start();
+    wait_ready(&h).await;
+    let o = run_with(&h, &["status", "-c", &c], |cmd| {
+        cmd.env("GITLAB_TOKEN", ADMIN);
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        filter(&h, &stderr(&o)),
+        "gitlab-runner: Service is running\n\
+Runners                                             ConfigFile=[CONFIG] PID=[PID] Ready=true\n\
+alpha                                               Token=testrunne TokenState=valid Paused=false GitLabStatus=online LastContact=[TIME] LastPoll=[TIME] Outcome=no_job RunningJobs=0\n\
+beta                                                Token=testrunne TokenState=valid([TIME]) Paused=true GitLabStatus=online LastContact=[TIME] LastPoll=[TIME] Outcome=no_job RunningJobs=0 NextTokenRotation=[TIME]\n"
+    );
+    assert!(!stderr(&o).contains(TOKEN) && !stderr(&o).contains(ADMIN));
+
+    let o = run_with(&h, &["status", "-c", &c, "--json"], |cmd| {
+        cmd.env("GITLAB_TOKEN", ADMIN);
+    });
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["service"]["running"], true);
+    assert_eq!(v["service"]["name"], "gitlab-runner");
+    assert_eq!(v["runners"][0]["name"], "alpha");
+    assert_eq!(v["runners"][0]["token"], "testrunne");
+    assert_eq!(v["runners"][0]["token_state"]["state"], "valid");
+    assert_eq!(v["runners"][0]["gitlab"]["paused"], false);
+    assert_eq!(v["runners"][1]["gitlab"]["paused"], true);
+    assert_eq!(v["runners"][1]["token_state"]["expires_at"], far);
+    assert_eq!(
+        v["runners"][1]["service"]["next_token_rotation"],
+        "2080-07-02T00:00:00Z"
+    );
+    assert!(v["runners"][0]["service"]["last_success_at"].is_string());
+    assert_eq!(
+        v["runners"][0]["service"]["running_jobs"],
+        serde_json::json!([])
+    );
+    assert!(!stdout(&o).contains(TOKEN));
+
+    let o = run(&h, &["list", "-c", &c]);
+    assert_eq!(
+        filter(&h, &stderr(&o)),
+        "Listing configured runners                         ConfigFile=[CONFIG]\n\
+alpha                                               Executor=shell Token=testrunne URL=[URL]/ State=polling\n\
+beta                                                Executor=shell Token=testrunne URL=[URL]/ State=polling\n"
+    );
+    let o = run(&h, &["list", "-c", &c, "--json"]);
+    assert_eq!(
+        filter(&h, &stdout(&o)),
+        format!("[\n  {{\n    \"name\": \"alpha\",\n    \"url\": \"[URL]/\",\n    \"id\": {id1},\n    \"executor\": \"shell\",\n    \"token\": \"testrunne\",\n    \"token_expires_at\": null,\n    \"state\": \"polling\"\n  }},\n  {{\n    \"name\": \"beta\",\n    \"url\": \"[URL]/\",\n    \"id\": {id2},\n    \"executor\": \"shell\",\n    \"token\": \"testrunne\",\n    \"token_expires_at\": \"[TIME]\",\n    \"state\": \"polling\"\n  }}\n]\n")
+    );
+
+    // A token GitLab no longer accepts shows as invalid, in status and (once the service saw 403) in list.
+    h.coordinator.set_token_expiry(TOKEN, Some(Duration::ZERO));
+    let o = run(&h, &["status", "-c", &c, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["runners"][0]["token_state"]["state"], "invalid");
+    h.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(h.wait_exit(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_rotate_at_three_quarters_of_their_lifetime_and_are_saved() {
+    let mut h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator
+        .set_token_expiry(TOKEN, Some(Duration::from_secs(20)));
+    h.coordinator
+        .set_token_lifetime(Some(Duration::from_secs(3600)));
+    let fmt = |t: time::OffsetDateTime| {
+        t.replace_nanosecond(0)
+            .expect("ns")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("fmt")
+    };
+    let now = time::OffsetDateTime::now_utc();
+    // 80 s of a 100 s lifetime are gone: past 75%, the service resets the token at start.
+    let extra = format!(
+        "  # obtained and expiry, kept in place\n  token_obtained_at = {}\n  token_expires_at = {}",
+        fmt(now - time::Duration::seconds(80)),
+        fmt(now + time::Duration::seconds(20))
+    );
+    h.write_config(&format!(
+        "# rotation test\nconcurrent = 1\ncheck_interval = 1\n{}",
+        h.runner_toml("rot", TOKEN, &extra)
+    ));
+    h.start();
+    let deadline = std::time::Instant::now() + WAIT;
+    let new = loop {
+        let tokens = h.coordinator.runner_tokens();
+        if tokens.len() == 1 && tokens[0] != TOKEN && cfg(&h).contains(&tokens[0]) {
+            break tokens[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation: {}\n{}",
+            cfg(&h),
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = cfg(&h);
+    assert!(text.starts_with("# rotation test\n"), "{text}");
+    assert!(
+        text.contains("  # obtained and expiry, kept in place\n  token_obtained_at = "),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "{text}");
+    assert_eq!(mode(&h.config_path), 0o600);
+    assert!(
+        h.log().contains("runner token rotated and saved"),
+        "{}",
+        h.log()
+    );
+    // The service picks the new token up and polls with it; the next rotation is 45 minutes out.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let polled_new = h.coordinator.requests().iter().any(|r| {
+            r.path == "/api/v4/jobs/request"
+                && r.body.as_ref().and_then(|b| b["token"].as_str()) == Some(new.as_str())
+        });
+        if polled_new {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new token never used: {}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = path_str(&h);
+    let deadline = std::time::Instant::now() + WAIT;
+    let next = loop {
+        let v = wait_ready(&h).await;
+        if let Some(n) = v["runners"][0]["service"]["next_token_rotation"].as_str() {
+            break n.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation scheduled: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let next = time::OffsetDateTime::parse(&next, &time::format_description::well_known::Rfc3339)
+        .expect("time");
+    let in_ = next - time::OffsetDateTime::now_utc();
+    assert!(
+        in_ > time::Duration::minutes(44) && in_ < time::Duration::minutes(46),
+        "{in_}"
+    );
+    let _ = c;
+    h.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(h.wait_exit(WAIT).await.success());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// config check, systemd, drop-in
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_prints_the_slot_model_and_warns() {
+    let h = Harness::new().await;
+    h.write_config(&format!(
+        "concurrent = 2\n{}{}",
+        h.runner_toml("big", TOKEN, "  limit = 5\n  request_concurrency = 3"),
+        h.runner_toml("small", TOKEN2, "  limit = 1")
+    ));
+    let c = path_str(&h);
+    let o = run(&h, &["config", "check", "-c", &c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        filter(&h, &stdout(&o)),
+        "[CONFIG]: valid, 2 runner(s)\n\
+concurrent = 2 (jobs at once in the whole service), check_interval = 3s\n\
+RUNNER  EXECUTOR  LIMIT  REQUEST_CONCURRENCY  MAX_JOBS  MAX_REQUESTS\n\
+big     shell         5                    3         2             2\n\
+small   shell         1                    1         1             1\n\
+WARNING: runner \"big\": limit = 5 can never be reached: concurrent = 2 caps the whole service\n\
+WARNING: runner \"big\": request_concurrency = 3 can never be reached: a job request holds a job slot and at most 2 are available to it\n"
+    );
+    let o = run(&h, &["config", "check", "-c", &c, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["runners"][0]["max_jobs"], 2);
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2));
+    h.write_config("concurrent = \"two\"\n");
+    let o = run(&h, &["config", "check", "-c", &c]);
+    let err = assert_one_line_failure(&o, &[]);
+    assert!(
+        err.contains("config.toml:1:") && err.contains("concurrent"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_unit_is_valid_and_drains_on_stop() {
+    let h = Harness::new().await;
+    h.single_runner("shutdown_timeout = 45", "");
+    let units = h.path().join("units");
+    let c = path_str(&h);
+    let wd = h.work_dir().to_string_lossy().into_owned();
+    let o = run_with(
+        &h,
+        &[
+            "install",
+            "-n",
+            "runwright-test",
+            "-c",
+            &c,
+            "-d",
+            &wd,
+            "--user",
+            "nobody",
+        ],
+        |cmd| {
+            cmd.env("RUNWRIGHT_SYSTEMD_UNIT_DIR", &units);
+        },
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unit_path = units.join("runwright-test.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("unit written");
+    for line in [
+        "Type=notify\n",
+        "NotifyAccess=main\n",
+        "WatchdogSec=120\n",
+        "KillSignal=SIGQUIT\n",
+        "KillMode=mixed\n",
+        "TimeoutStopSec=3945\n",
+        "ExecReload=/bin/kill -HUP $MAINPID\n",
+        "Restart=always\n",
+        "WantedBy=multi-user.target\n",
+    ] {
+        assert!(unit.contains(line), "{line:?} missing:\n{unit}");
+    }
+    let exe = env!("CARGO_BIN_EXE_runwright");
+    assert!(
+        unit.contains(&format!("ExecStart=\"{exe}\" \"run\" \"--config\" \"{c}\" \"--working-directory\" \"{wd}\" \"--service\" \"runwright-test\" \"--user\" \"nobody\"\n")),
+        "{unit}"
+    );
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(_) => {
+            let out = Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&unit_path)
+                .output()
+                .expect("systemd-analyze runs");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let about_us: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains("runwright-test"))
+                .collect();
+            assert!(
+                out.status.success() && about_us.is_empty(),
+                "systemd-analyze verify: {err}\n{unit}"
+            );
+        }
+        Err(_) => eprintln!("SKIPPED: systemd-analyze verify (install the Debian package systemd)"),
+    }
+    let o = run_with(&h, &["uninstall", "-n", "runwright-test"], |cmd| {
+        cmd.env("RUNWRIGHT_SYSTEMD_UNIT_DIR", &units);
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!unit_path.exists());
+    if !Path::new("/run/systemd/system").exists() {
+        let o = run(&h, &["start", "-n", "runwright-test"]);
+        let err = assert_one_line_failure(&o, &[]);
+        assert!(err.contains("systemd is not running"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_as_gitlab_runner_when_linked_under_that_name() {
+    let h = Harness::new().await;
+    h.single_runner("", "");
+    let link = h.path().join("bin/gitlab-runner");
+    std::fs::create_dir_all(link.parent().expect("dir")).expect("dir");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_runwright"), &link).expect("symlink");
+    let out = Command::new(&link).arg("--help").output().expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: gitlab-runner"), "{help}");
+    for verb in [
+        "register",
+        "unregister",
+        "verify",
+        "reset-token",
+        "list",
+        "status",
+        "install",
+        "uninstall",
+        "start",
+        "stop",
+        "restart",
+        "run",
+    ] {
+        assert!(
+            help.contains(&format!("\n  {verb} ")),
+            "{verb} missing: {help}"
+        );
+    }
+    let c = path_str(&h);
+    let out = Command::new(&link)
+        .args(["list", "-c", &c])
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("test-runner"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&link)
+        .args(["bogus-verb"])
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gitlab-runner"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
