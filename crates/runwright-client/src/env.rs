@@ -79,3 +79,18 @@ pub const RUNWRIGHT_TEST_VENV: &str = "RUNWRIGHT_TEST_VENV";
 /// variable `RUNWRIGHT_TEST_PANIC` (both are needed, so no job payload alone can trigger it). Proves that a
 /// panicking job is failed towards GitLab (`runner_system_failure`) while the service keeps running. Unset: off.
 pub const RUNWRIGHT_TEST_FAULT: &str = "RUNWRIGHT_TEST_FAULT";
+
+/// `runwright install` / `uninstall`: write (or remove) the systemd unit in this directory instead of
+/// `/etc/systemd/system` (or `~/.config/systemd/user`), and call no `systemctl` (packaging, tests). Unset: the
+/// unit goes to systemd's directory and systemd must be running.
+pub const RUNWRIGHT_SYSTEMD_UNIT_DIR: &str = "RUNWRIGHT_SYSTEMD_UNIT_DIR";
+
+/// `runwright status` and `reset-token --pat`: a GitLab access token (`PRIVATE-TOKEN`; scope `manage_runner`
+/// or an administrator's) for GitLab's view of a runner (`paused`, `status`, `contacted_at`) and for resetting
+/// a token by runner id. Never printed. Unset: status shows what the runner token and the service know.
+pub const GITLAB_TOKEN: &str = "GITLAB_TOKEN";
+
+/// Set by systemd for `Type=notify` services: where `runwright run` sends `READY=1` (once every runner
+/// entry has polled), `WATCHDOG=1` (with `WATCHDOG_USEC`/`WATCHDOG_PID`), `STOPPING=1`. Unset: no
+/// notifications.
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
