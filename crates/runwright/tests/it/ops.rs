@@ -1002,3 +1002,49 @@ async fn answers_as_gitlab_runner_when_linked_under_that_name() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_restarts_only_the_changed_entry_and_logs_what_changed() {
+    let mut h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator.add_runner(TOKEN2, RunnerOptions::default());
+    let steady = h.runner_toml("steady", TOKEN, "");
+    let tuned = h.runner_toml("tuned", TOKEN2, "  limit = LIMIT");
+    let body = |limit: u32| {
+        format!(
+            "concurrent = 4\ncheck_interval = 1\n{steady}{}",
+            tuned.replace("LIMIT", &limit.to_string())
+        )
+    };
+    h.write_config(&body(1));
+    h.start();
+    wait_ready(&h).await;
+    h.write_config(&body(3));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !h.log().contains("runner entry changed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload: {}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("runner entry changed"))
+        .expect("line");
+    assert!(
+        line.contains("runner=\"tuned\"") || line.contains("runner=tuned"),
+        "{line}"
+    );
+    assert!(line.contains("limit: 3"), "{line}");
+    assert!(!line.contains(TOKEN2), "{line}");
+    assert_eq!(
+        log.matches("runner entry started runner=steady").count(),
+        1,
+        "the unchanged entry keeps running: {log}"
+    );
+    h.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(h.wait_exit(WAIT).await.success());
+}
