@@ -99,6 +99,12 @@ pub async fn rotate_tokens(config_path: PathBuf, stop: CancellationToken) {
                                 expires = %expires.map(super::fmt_time).unwrap_or_else(|| "never".into()),
                                 "runner token rotated and saved"
                             );
+                            // Reload now (SIGHUP), not at the next mtime check: the old token is already
+                            // refused, and 403s count towards the unhealthy back-off.
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::this(),
+                                nix::sys::signal::Signal::SIGHUP,
+                            );
                             // Read the file again before the next one: it just changed.
                             Duration::from_millis(100)
                         }

@@ -260,17 +260,17 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&config));
     apply_config(&shared, &mut entries, &config);
     let mut last_mtime = mtime(&config_path);
-    // After `last_mtime`: a token saved by the rotation is a change the reload below picks up.
-    tokio::spawn(crate::ops::sd::rotate_tokens(
-        config_path.clone(),
-        ops_stop.clone(),
-    ));
     let mut shutdown_timeout = config.shutdown_timeout();
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigquit = signal(SignalKind::quit())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    // After `last_mtime` and the SIGHUP handler: a rotation saves the new token and raises SIGHUP to reload.
+    tokio::spawn(crate::ops::sd::rotate_tokens(
+        config_path.clone(),
+        ops_stop.clone(),
+    ));
     let mut tick = tokio::time::interval(RELOAD_CHECK);
     tick.tick().await;
 
