@@ -24,9 +24,9 @@ pub use client::{
 };
 pub use error::ClientError;
 pub use failure_reason::{map_failure_reason, FailureReason};
-pub use runners::{ApiError, RegisterRequest, RunnerToken};
 pub use job_trace::{
     FinalState, JobTrace, JobTraceOptions, RemoteCancel, DEFAULT_FINAL_UPDATE_RETRY_LIMIT,
     DEFAULT_FORCE_SEND_INTERVAL, DEFAULT_MAX_PATCH, DEFAULT_UPDATE_INTERVAL, MAX_UPDATE_INTERVAL,
 };
+pub use runners::{ApiError, RegisterRequest, RunnerToken};
 pub use types::JobState;

@@ -900,6 +900,21 @@ fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
     }
 }
 
+/// A TOML basic string (paths and image names may hold quotes or backslashes).
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -917,19 +932,4 @@ mod tests {
         );
         assert_eq!(path_from_remote("/srv/app"), None);
     }
-}
-
-/// A TOML basic string (paths and image names may hold quotes or backslashes).
-fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
