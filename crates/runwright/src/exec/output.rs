@@ -118,39 +118,11 @@ fn render_line(line: &str, style: &Style) -> Option<String> {
     ))
 }
 
-/// Removes ANSI escape sequences and GitLab's `section_start:…\r`/`section_end:…\r` markers.
+/// Removes ANSI escape sequences and GitLab's `section_start:…\r`/`section_end:…\r` markers, line by line (the
+/// journal's `runwright logs` reads them the same way).
 pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                while let Some(&n) = chars.peek() {
-                    chars.next();
-                    if ('\x40'..='\x7e').contains(&n) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    // Section markers end with `\r` before the header text on the same line.
-    out.split('\n')
-        .map(|line| {
-            let mut l = line;
-            while let Some(rest) = l
-                .strip_prefix("section_start:")
-                .or_else(|| l.strip_prefix("section_end:"))
-            {
-                l = rest.split_once('\r').map_or("", |(_, after)| after);
-            }
-            l.trim_end_matches('\r')
-        })
+    s.split('\n')
+        .map(runwright_trace::ansi::strip_line)
         .collect::<Vec<_>>()
         .join("\n")
 }
