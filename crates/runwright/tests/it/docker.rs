@@ -102,6 +102,17 @@ pub fn job(name: &str, project: (i64, &str), sha: &str, script: &[&str]) -> JobS
     }
 }
 
+/// A job of project 7 `grp/app` that needs no sources (`GIT_STRATEGY=none`).
+pub fn sourceless(name: &str, script: &[&str]) -> JobSpec {
+    job(
+        name,
+        (7, "grp/app"),
+        runwright_coordinator::DUMMY_SHA,
+        script,
+    )
+    .with_variable("GIT_STRATEGY", "none")
+}
+
 impl Harness {
     /// config.toml with one docker runner; `docker_extra` goes into `[runners.docker]`.
     /// The runner's token is new for every test: the networks and volumes of tests running side by side on
@@ -184,17 +195,14 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
         }],
         ..Default::default()
     };
-    let mut spec = job(
+    let mut spec = sourceless(
         "services",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
         &[
             "wget -qO- http://web:8080/",
             "wget -qO- http://relay:8081/ | sed 's/^/via relay: /'",
             "cat /etc/hosts | grep -c . >/dev/null",
         ],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    );
     spec.services = vec![service(EXPOSED, "web"), relay];
     let id = h.coordinator.enqueue(spec);
     let j = h.final_job(id).await;
@@ -232,13 +240,7 @@ async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
         }],
         ..Default::default()
     };
-    let mut spec = job(
-        "mute",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
-        &["echo job ran"],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    let mut spec = sourceless("mute", &["echo job ran"]);
     spec.services = vec![mute];
     let id = h.coordinator.enqueue(spec);
     let j = h.final_job(id).await;
@@ -269,13 +271,7 @@ async fn a_service_that_exits_gets_the_warning_block_at_once() {
         ]),
         ..Default::default()
     };
-    let mut spec = job(
-        "dying",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
-        &["echo job ran"],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    let mut spec = sourceless("dying", &["echo job ran"]);
     spec.services = vec![dying];
     let id = h.coordinator.enqueue(spec);
     let j = h.final_job(id).await;
@@ -510,13 +506,7 @@ async fn cancel_and_timeout_leave_no_container_or_network() {
     let mut h = Harness::new().await;
     let token = h.docker_runner("", "");
     h.start();
-    let mut canceled = job(
-        "cancel-me",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
-        &["echo started", "sleep 300"],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    let mut canceled = sourceless("cancel-me", &["echo started", "sleep 300"]);
     canceled.services = vec![service(EXPOSED, "web")];
     let cancel_id = h.coordinator.enqueue(canceled);
     let mut timed = job(
@@ -557,13 +547,7 @@ async fn runner_shutdown_mid_job_leaves_no_container_network_or_volume() {
     // disable_cache gives the job temporary volumes too: they must go as well.
     let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
     h.start();
-    let mut spec = job(
-        "interrupted",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
-        &["echo started", "sleep 300"],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    let mut spec = sourceless("interrupted", &["echo started", "sleep 300"]);
     spec.services = vec![service(EXPOSED, "web")];
     let id = h.coordinator.enqueue(spec);
     h.wait_trace(id, "started").await;
@@ -595,13 +579,7 @@ async fn pull_policies_never_if_not_present_and_always_then_if_not_present() {
     );
     h.start();
     let with_policy = |name: &str, image_name: &str, policies: &[&str]| {
-        let mut spec = job(
-            name,
-            (7, "grp/app"),
-            runwright_coordinator::DUMMY_SHA,
-            &["echo ran"],
-        )
-        .with_variable("GIT_STRATEGY", "none");
+        let mut spec = sourceless(name, &["echo ran"]);
         spec.image = Some(Image {
             name: image_name.into(),
             pull_policy: Some(policies.iter().map(|p| p.to_string()).collect()),
@@ -689,26 +667,14 @@ async fn disallowed_policies_and_images_are_configuration_errors() {
         "    allowed_images = [\"127.0.0.1:5999/runwright-test/busy*:*\"]",
     );
     h.start();
-    let mut policy = job(
-        "policy",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
-        &["echo ran"],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    let mut policy = sourceless("policy", &["echo ran"]);
     policy.image = Some(Image {
         name: BUSYBOX.into(),
         pull_policy: Some(vec!["always".into()]),
         ..Default::default()
     });
     let policy_id = h.coordinator.enqueue(policy);
-    let mut img = job(
-        "image",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
-        &["echo ran"],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    let mut img = sourceless("image", &["echo ran"]);
     img.image = image(NOSHELL);
     let image_id = h.coordinator.enqueue(img);
     let j = h.final_job(policy_id).await;
@@ -766,17 +732,14 @@ async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
     let mut h = Harness::new().await;
     let token = h.docker_runner("", "");
     h.start();
-    let mut spec = job(
+    let mut spec = sourceless(
         "bash",
-        (7, "grp/app"),
-        runwright_coordinator::DUMMY_SHA,
         &[
             "echo shell=${BASH_VERSION:+bash}",
             "echo entry=$ENTRY",
             "git --version | cut -d' ' -f1-2",
         ],
-    )
-    .with_variable("GIT_STRATEGY", "none");
+    );
     spec.image = Some(Image {
         name: DEBIAN.into(),
         // An entrypoint receives the shell command and must exec it, as with GitLab's runner.
@@ -827,13 +790,7 @@ async fn private_registry_pulls_use_docker_auth_config_then_job_credentials() {
     );
     h.start();
     let pulled = |name: &str| {
-        let mut spec = job(
-            name,
-            (7, "grp/app"),
-            runwright_coordinator::DUMMY_SHA,
-            &["id -u"],
-        )
-        .with_variable("GIT_STRATEGY", "none");
+        let mut spec = sourceless(name, &["id -u"]);
         spec.image = Some(Image {
             name: private.clone(),
             pull_policy: Some(vec!["always".into()]),
@@ -1109,15 +1066,7 @@ async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
         ),
     );
     h.start();
-    let id = h.coordinator.enqueue(
-        job(
-            "remote",
-            (7, "grp/app"),
-            runwright_coordinator::DUMMY_SHA,
-            &["echo never"],
-        )
-        .with_variable("GIT_STRATEGY", "none"),
-    );
+    let id = h.coordinator.enqueue(sourceless("remote", &["echo never"]));
     let j = h.final_job(id).await;
     let t = j.trace_text();
     assert_eq!(j.state, "failed", "{t}");
@@ -1132,15 +1081,7 @@ async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
         &format!("    host = \"tcp://{ip}:2376\"\n    tls_verify = false"),
     );
     h.start();
-    let id = h.coordinator.enqueue(
-        job(
-            "plain",
-            (7, "grp/app"),
-            runwright_coordinator::DUMMY_SHA,
-            &["echo never"],
-        )
-        .with_variable("GIT_STRATEGY", "none"),
-    );
+    let id = h.coordinator.enqueue(sourceless("plain", &["echo never"]));
     let j = h.final_job(id).await;
     let t = j.trace_text();
     assert_eq!(j.state, "failed", "{t}");
