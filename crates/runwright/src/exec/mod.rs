@@ -900,19 +900,9 @@ fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
     }
 }
 
-/// A TOML basic string (paths and image names may hold quotes or backslashes).
+/// A TOML string (paths and image names may hold quotes or backslashes), quoted by toml_edit.
 fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    toml_edit::Value::from(s).to_string()
 }
 
 #[cfg(test)]
@@ -931,5 +921,14 @@ mod tests {
             Some("grp/app")
         );
         assert_eq!(path_from_remote("/srv/app"), None);
+    }
+
+    #[test]
+    fn toml_strings_round_trip() {
+        for s in ["/tmp/a b", "C:\\dir\"quoted\"", "127.0.0.1:5999/x:1"] {
+            let doc: toml_edit::DocumentMut =
+                format!("k = {}", toml_string(s)).parse().expect("toml");
+            assert_eq!(doc["k"].as_str(), Some(s));
+        }
     }
 }
