@@ -4,6 +4,10 @@
 //!
 //! `bench/journal [--mib 1024] [--rounds 2]` builds and runs it; it is an example, never run by `cargo test`.
 
+// Shared with the other examples; this bench uses only some of it.
+#[allow(dead_code)]
+mod support;
+
 use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, RunnerOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,46 +15,21 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "glrt-t1_journalbench00000001";
 
+/// Journal overhead: one job printing `--mib` MiB, with the journal on and off (`bench/journal` passes these).
+#[derive(clap::Parser)]
 struct Args {
+    /// The runwright binary to measure.
+    #[arg(long, default_value = "target/release/runwright")]
     runwright: PathBuf,
+    /// MiB the job prints.
+    #[arg(long, default_value_t = 1024)]
     mib: u64,
+    /// Rounds of (journal on, journal off), interleaved.
+    #[arg(long, default_value_t = 2)]
     rounds: u32,
     /// `output_limit` of the runner entry (KiB); unset: GitLab's 4096.
+    #[arg(long)]
     output_limit_kib: Option<u64>,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        runwright: PathBuf::from("target/release/runwright"),
-        mib: 1024,
-        rounds: 2,
-        output_limit_kib: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--runwright" => a.runwright = PathBuf::from(value()?),
-            "--mib" => a.mib = value()?.parse()?,
-            "--rounds" => a.rounds = value()?.parse()?,
-            "--output-limit-kib" => a.output_limit_kib = Some(value()?.parse()?),
-            other => anyhow::bail!("unknown flag {other} (--runwright PATH, --mib N, --rounds N, --output-limit-kib N)"),
-        }
-    }
-    Ok(a)
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 struct Run {
@@ -115,7 +94,7 @@ async fn one(a: &Args, journal: bool) -> anyhow::Result<Run> {
     let pid = child.id();
     let mut peak = 0;
     let rec = loop {
-        peak = peak.max(status_kib(pid, "VmRSS:").unwrap_or(0));
+        peak = peak.max(support::proc_status_kib(pid, "VmRSS").unwrap_or(0));
         if let Some(j) = coordinator.job(id) {
             if j.state == "success" || j.state == "failed" {
                 break j;
@@ -133,7 +112,7 @@ async fn one(a: &Args, journal: bool) -> anyhow::Result<Run> {
         "the bench job failed: {}",
         rec.trace_text()
     );
-    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let hwm = support::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGQUIT,
@@ -148,7 +127,7 @@ async fn one(a: &Args, journal: bool) -> anyhow::Result<Run> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = args()?;
+    let a = <Args as clap::Parser>::parse();
     anyhow::ensure!(
         a.runwright.exists(),
         "{} does not exist: build it (cargo build --release -p runwright) or pass --runwright",

@@ -239,16 +239,6 @@ impl Proc {
     }
 }
 
-/// `VmRSS` of a process in KiB.
-fn vm_rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Children (direct) of a process, from `/proc/<pid>/task/*/children`.
 fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
@@ -515,7 +505,7 @@ impl Bench {
         let svc = self.spawn_runwright(bin, &config, "rw-idle")?;
         let from = self.coord.requests().len();
         std::thread::sleep(Duration::from_secs(self.args.idle_secs));
-        row.idle_rss_kib = vm_rss_kib(svc.pid());
+        row.idle_rss_kib = support::proc_status_kib(svc.pid() as u32, "VmRSS");
         let kids = children(svc.pid());
         row.idle_polls = self.idle_polls(from, &tokens);
         let log = self.coord.requests();
@@ -635,7 +625,7 @@ impl Bench {
         let from = self.coord.requests().len();
         let p = self.spawn_peer(python, token, "peer-idle")?;
         std::thread::sleep(Duration::from_secs(self.args.idle_secs));
-        row.idle_rss_kib = vm_rss_kib(p.pid());
+        row.idle_rss_kib = support::proc_status_kib(p.pid() as u32, "VmRSS");
         row.idle_polls = self.idle_polls(from, &[token.to_string()]);
         let kids = children(p.pid());
         p.stop(term, Duration::from_secs(10));

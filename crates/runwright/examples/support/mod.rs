@@ -25,3 +25,14 @@ pub fn build_release_binary() -> anyhow::Result<PathBuf> {
     anyhow::ensure!(status.success(), "building runwright failed");
     Ok(root.join("target/release/runwright"))
 }
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`): the benches' memory figures.
+#[allow(dead_code)] // not every example measures memory
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
