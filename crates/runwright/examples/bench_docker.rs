@@ -40,54 +40,40 @@ const WGET: &str = "wget -qO- http://web:8080/";
 const SERVED: &str = "hello from service";
 
 #[derive(Debug, Clone)]
+/// `bench/docker` passes these through.
+#[derive(clap::Parser)]
 struct Args {
+    /// The runwright binary to measure.
+    #[arg(long)]
     runwright: PathBuf,
+    /// Counted rounds.
+    #[arg(long, default_value_t = 15)]
     rounds: usize,
+    /// Uncounted rounds first.
+    #[arg(long, default_value_t = 1)]
     warmup: usize,
-    fetch: bool,
+    /// Skip the job with a real git fetch.
+    #[arg(long)]
+    no_fetch: bool,
+    /// Also write every sample here.
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Print the last round's requests (and the service job's trace).
+    #[arg(long)]
     timeline: bool,
+    /// Keep the temporary directory.
+    #[arg(long)]
     keep: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut runwright = None;
-    let mut a = Args {
-        runwright: PathBuf::new(),
-        rounds: 15,
-        warmup: 1,
-        fetch: true,
-        json: None,
-        timeline: false,
-        keep: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--runwright" => runwright = Some(PathBuf::from(value()?)),
-            "--rounds" => a.rounds = value()?.parse()?,
-            "--warmup" => a.warmup = value()?.parse()?,
-            "--no-fetch" => a.fetch = false,
-            "--json" => a.json = Some(value()?.into()),
-            "--timeline" => a.timeline = true,
-            "--keep" => a.keep = true,
-            "-h" | "--help" => {
-                println!(
-                    "bench_docker --runwright BIN [--rounds N] [--warmup N] [--no-fetch] [--json FILE] \
-                     [--timeline] [--keep]"
-                );
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other} (try --help)"),
-        }
-    }
-    let bin = runwright.ok_or_else(|| anyhow::anyhow!("--runwright BIN is required"))?;
-    anyhow::ensure!(bin.is_file(), "{} does not exist", bin.display());
-    a.runwright = std::path::absolute(bin)?;
+    let mut a = <Args as clap::Parser>::parse();
+    anyhow::ensure!(
+        a.runwright.is_file(),
+        "{} does not exist",
+        a.runwright.display()
+    );
+    a.runwright = std::path::absolute(&a.runwright)?;
     anyhow::ensure!(a.rounds > 0, "--rounds must be positive");
     Ok(a)
 }
@@ -675,7 +661,7 @@ fn token(prefix: &str) -> String {
         .map_or(0, |d| d.as_nanos());
     let mix = (nanos as u64)
         ^ ((std::process::id() as u64) << 32)
-        ^ (prefix.len() as u64 * 0x9e37_79b9_7f4a_7c15);
+        ^ (prefix.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     format!(
         "glrt-{prefix}{:016x}",
         mix.wrapping_mul(0x2545_f491_4f6c_dd1d)
@@ -826,7 +812,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     let mut cases = vec![Case::BaseRun, Case::RwNone, Case::BaseRunNet];
-    if args.fetch {
+    if !args.no_fetch {
         cases.push(Case::RwFetch);
     }
     cases.extend([Case::ShellNone, Case::BaseService, Case::RwService]);
@@ -910,7 +896,7 @@ fn main() -> anyhow::Result<()> {
             ratio("rw_service_total", "base_service_total"),
         ),
     ];
-    if args.fetch {
+    if !args.no_fetch {
         ratios.insert(2, ("rw_fetch/base_run", ratio("rw_fetch", "base_run")));
     }
     println!();
