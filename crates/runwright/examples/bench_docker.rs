@@ -102,21 +102,10 @@ impl Series {
         v
     }
     fn median(&self) -> f64 {
-        let v = self.sorted();
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        support::median(&self.sorted())
     }
-    /// Nearest-rank percentile.
     fn pct(&self, p: f64) -> f64 {
-        let v = self.sorted();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
+        support::percentile(&self.sorted(), p)
     }
     fn min(&self) -> f64 {
         self.sorted().first().copied().unwrap_or(f64::NAN)

@@ -121,24 +121,11 @@ struct Overheads {
 }
 
 impl Overheads {
-    /// Nearest-rank percentile.
     fn pct(&self, p: f64) -> f64 {
-        if self.ms.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * self.ms.len() as f64).ceil() as usize;
-        self.ms[rank.clamp(1, self.ms.len()) - 1]
+        support::percentile(&self.ms, p)
     }
     fn median(&self) -> f64 {
-        if self.ms.is_empty() {
-            return f64::NAN;
-        }
-        let n = self.ms.len();
-        if n % 2 == 1 {
-            self.ms[n / 2]
-        } else {
-            (self.ms[n / 2 - 1] + self.ms[n / 2]) / 2.0
-        }
+        support::median(&self.ms)
     }
 }
 

@@ -116,6 +116,17 @@ pub struct ExecArgs {
     /// The docker executor's pull policy (GitLab's `pull_policy`): always, if-not-present, never.
     #[arg(long, value_name = "POLICY", default_value = "if-not-present", value_parser = ["always", "if-not-present", "never"])]
     pub docker_pull_policy: String,
+    /// Serve the pipeline's jobs to a runner outside this process instead of running them here: the embedded
+    /// coordinator listens on ADDR (default 127.0.0.1 with a free port) and a ready runner config is written to
+    /// the pipeline directory; `runwright run -c <that file>` (or any GitLab runner given its URL and token)
+    /// runs the jobs while exec plans, streams and summarises them as usual.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0", conflicts_with_all = ["executor", "docker_image"])]
+    pub serve: Option<std::net::SocketAddr>,
+    /// What a person sees while the pipeline runs: `live` (one line per job with its status, duration and
+    /// latest output; a failed job's last lines), `lines` (every job's log, `[job] `-prefixed when jobs run in
+    /// parallel), or `auto`: live on a terminal, lines otherwise.
+    #[arg(long, value_name = "VIEW", default_value = "auto", value_parser = ["auto", "live", "lines"])]
+    pub view: String,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@
 pub(crate) mod context;
 mod jobspec;
 mod list;
+mod live;
 mod output;
 mod schedule;
 mod sources;
@@ -481,9 +482,15 @@ async fn run_pipeline(
             println!("note: --manual {name}: not a manual job; it runs by its own `when`");
         }
     }
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let terminal = std::io::stdout().is_terminal();
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none();
     let keep_ansi = colour;
     let prefixed = concurrency > 1 && selected.len() > 1;
+    let live_view = match args.view.as_str() {
+        "live" => true,
+        "lines" => false,
+        _ => terminal && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+    };
 
     let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;
     let stems = state::file_stems(selected.iter().map(|s| s.job.name.as_str()));
@@ -565,11 +572,13 @@ async fn run_pipeline(
     }
 
     let coordinator = Coordinator::start(CoordinatorOptions {
+        bind: args.serve.unwrap_or(CoordinatorOptions::default().bind),
         trace_update_interval: 1,
         git_root: Some(git_root),
         ..Default::default()
     })
-    .await?;
+    .await
+    .context("starting the embedded coordinator")?;
     coordinator.add_runner(
         TOKEN,
         RunnerOptions {
@@ -594,7 +603,13 @@ async fn run_pipeline(
         toml_string(&tmp.path().join("builds").display().to_string()),
         toml_string(&cache_dir.display().to_string()),
     );
-    let docker = docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?;
+    let docker = if args.serve.is_some() {
+        Docker::Off(
+            "the jobs are served to an outside runner (--serve), whose executor decides".into(),
+        )
+    } else {
+        docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?
+    };
     if args.executor == "docker" && args.docker_image.is_none() {
         if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
             bail!(
@@ -631,20 +646,50 @@ async fn run_pipeline(
             }
         );
     }
-    let loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
-    let shared = crate::service::Shared::new(
-        crate::identity::identity("s_000000e8ec00"),
-        work,
-        None,
-        concurrency,
-        Duration::from_millis(100),
-    );
-    for r in &loaded.config.runners {
-        crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
-    }
+    // Served: the same config, for a runner in another process (the equivalence test runs `runwright run` with
+    // it); otherwise the entries run in this process, through the service's own code.
+    let shared = if args.serve.is_some() {
+        let path = run_dir.path.join("runner.toml");
+        std::fs::write(&path, &toml)
+            .with_context(|| format!("writing the runner config {}", path.display()))?;
+        println!(
+            "runwright exec: serving the jobs at {} to runner token {TOKEN}; run them with: runwright run -c {}",
+            coordinator.url(),
+            path.display()
+        );
+        None
+    } else {
+        let loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
+        let shared = crate::service::Shared::new(
+            crate::identity::identity("s_000000e8ec00"),
+            work,
+            None,
+            concurrency,
+            Duration::from_millis(100),
+        );
+        for r in &loaded.config.runners {
+            crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
+        }
+        Some(shared)
+    };
 
     let mut sched = schedule::Scheduler::new(selected);
     let mut outcomes = vec![Outcome::default(); sched.jobs.len()];
+    let live = live_view.then(|| {
+        let rows: Vec<(&str, &str)> = sched
+            .jobs
+            .iter()
+            .map(|s| (s.job.name.as_str(), s.job.stage.as_str()))
+            .collect();
+        live::Live::new(&rows, colour, false)
+    });
+    let mut tails: Vec<Option<std::sync::Arc<std::sync::Mutex<live::Tail>>>> =
+        vec![None; sched.jobs.len()];
+    // A line of the run's own: above the live view's rows, or on stdout.
+    let say = |text: &str| match &live {
+        Some(l) => l.println(text),
+        None => println!("{text}"),
+    };
     let mut ids: HashMap<String, i64> = HashMap::new();
     let started = Instant::now();
 
@@ -653,7 +698,7 @@ async fn run_pipeline(
     let interrupted = tokio_util::sync::CancellationToken::new();
     {
         let interrupted = interrupted.clone();
-        let abort = shared.abort_jobs.clone();
+        let abort = shared.as_ref().map(|s| s.abort_jobs.clone());
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -664,7 +709,9 @@ async fn run_pipeline(
             }
             eprintln!("runwright exec: interrupted, aborting the running jobs");
             interrupted.cancel();
-            abort.cancel();
+            if let Some(abort) = abort {
+                abort.cancel();
+            }
         });
     }
 
@@ -676,24 +723,42 @@ async fn run_pipeline(
     loop {
         if interrupted.is_cancelled() {
             sched.settle_pending(Status::Canceled);
+            if shared.is_none() {
+                // Served jobs run elsewhere: canceling them at the coordinator is how GitLab stops a runner's
+                // job (the runner sees it on its next trace patch).
+                for id in ids.values() {
+                    coordinator.force_cancel(*id);
+                }
+            }
         }
         // Start (or skip) everything that may go now.
         while let Some(step) = sched.next(sched.running() < concurrency) {
             match step {
                 schedule::Step::Skip(i, status, why) => {
                     let job = sched.jobs[i].job;
-                    println!(
-                        "--- {} ({}): {} — {why}",
-                        job.name,
-                        job.stage,
-                        status.label()
-                    );
+                    match &live {
+                        Some(l) => l.finished(
+                            i,
+                            &format!("{} — {why}", status.label()),
+                            None,
+                            live::Outcome::Neutral,
+                        ),
+                        None => println!(
+                            "--- {} ({}): {} — {why}",
+                            job.name,
+                            job.stage,
+                            status.label()
+                        ),
+                    }
                 }
                 schedule::Step::Start(i) => {
                     let job = sched.jobs[i].job;
-                    println!("=== {} ({})", job.name, job.stage);
+                    match &live {
+                        Some(l) => l.started(i),
+                        None => println!("=== {} ({})", job.name, job.stage),
+                    }
                     for n in notes(job, &docker) {
-                        println!("note: {}: {n}", job.name);
+                        say(&format!("note: {}: {n}", job.name));
                     }
                     // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier
                     // stages) that ran in this pipeline.
@@ -741,11 +806,21 @@ async fn run_pipeline(
                     let deadline = Instant::now()
                         + Duration::from_secs(job.timeout.unwrap_or(3600))
                         + Duration::from_secs(120);
+                    let view = live.as_ref().map(|l| {
+                        let tail =
+                            std::sync::Arc::new(std::sync::Mutex::new(live::Tail::default()));
+                        tails[i] = Some(tail.clone());
+                        live::JobView {
+                            live: l.clone(),
+                            index: i,
+                            tail,
+                        }
+                    });
                     let follow = follow(
                         coordinator.clone(),
                         id,
                         job.name.clone(),
-                        output::TraceOut::new(style, log),
+                        output::TraceOut::new(style, log, view),
                         deadline,
                     );
                     let t0 = Instant::now();
@@ -793,28 +868,58 @@ async fn run_pipeline(
                 }
             }
             Err(err) => {
-                eprintln!("runwright exec: {err:#}");
+                say(&format!("runwright exec: {err:#}"));
                 Status::Failed {
                     allowed: job.allow_failure,
                 }
             }
         };
-        println!(
-            "=== {} ({}): {} in {:.1}s{}",
-            job.name,
-            job.stage,
-            status.label(),
-            t0.elapsed().as_secs_f64(),
-            outcomes[i]
-                .exit_code
-                .filter(|c| *c != 0)
-                .map(|c| format!(" (exit code {c})"))
-                .unwrap_or_default()
-        );
+        let code = outcomes[i]
+            .exit_code
+            .filter(|c| *c != 0)
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default();
+        match &live {
+            Some(l) => {
+                let mark = match status {
+                    Status::Success => live::Outcome::Ok,
+                    Status::Failed { allowed: true } => live::Outcome::Allowed,
+                    Status::Failed { allowed: false } => live::Outcome::Failed,
+                    _ => live::Outcome::Neutral,
+                };
+                if matches!(status, Status::Failed { .. }) {
+                    if let Some(Ok(tail)) = tails[i].as_ref().map(|t| t.lock()) {
+                        let log = outcomes[i]
+                            .log
+                            .as_ref()
+                            .map(|f| run_dir.path.join(f).display().to_string());
+                        l.tail(&job.name, log.as_deref(), tail.lines());
+                    }
+                }
+                l.finished(
+                    i,
+                    &format!("{}{code}", status.label()),
+                    Some(t0.elapsed().as_secs_f64()),
+                    mark,
+                );
+            }
+            None => println!(
+                "=== {} ({}): {} in {:.1}s{code}",
+                job.name,
+                job.stage,
+                status.label(),
+                t0.elapsed().as_secs_f64(),
+            ),
+        }
         sched.status[i] = status;
     }
 
-    crate::service::drain(&shared).await;
+    if let Some(shared) = &shared {
+        crate::service::drain(shared).await;
+    }
+    if let Some(l) = &live {
+        l.close();
+    }
     let interrupted = interrupted.is_cancelled();
     coordinator.shutdown().await;
 

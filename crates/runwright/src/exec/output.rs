@@ -1,5 +1,6 @@
 //! Job traces on stdout while a local pipeline runs, and the full trace in the job's log file.
 
+use super::live::JobView;
 use std::fs::File;
 use std::io::Write;
 
@@ -31,14 +32,17 @@ pub(super) struct TraceOut {
     style: Style,
     partial: Vec<u8>,
     log: Option<File>,
+    /// On a terminal's live view the lines go to the job's row and tail instead of stdout.
+    live: Option<JobView>,
 }
 
 impl TraceOut {
-    pub fn new(style: Style, log: Option<File>) -> Self {
+    pub fn new(style: Style, log: Option<File>, live: Option<JobView>) -> Self {
         TraceOut {
             style,
             partial: Vec::new(),
             log,
+            live,
         }
     }
 
@@ -71,6 +75,28 @@ impl TraceOut {
 
     fn write(&self, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
+        if let Some(view) = &self.live {
+            let mut last = None;
+            if let Ok(mut tail) = view.tail.lock() {
+                for line in text.split_terminator('\n') {
+                    // What a terminal would show of the line: the part after its last carriage return.
+                    let plain = runwright_trace::ansi::strip_line(line);
+                    let shown = plain
+                        .trim_end_matches('\r')
+                        .rsplit('\r')
+                        .next()
+                        .unwrap_or("");
+                    if !shown.trim().is_empty() {
+                        last = Some(shown.to_string());
+                        tail.push(shown.to_string());
+                    }
+                }
+            }
+            if let Some(line) = last {
+                view.live.progress(view.index, &line);
+            }
+            return;
+        }
         let mut shown = String::with_capacity(text.len() + 16);
         for line in text.split_terminator('\n') {
             if let Some(l) = render_line(line, &self.style) {

@@ -173,16 +173,7 @@ async fn invalid_yaml_is_reported_with_the_file_and_exits_1() {
 #[tokio::test]
 async fn example_pipeline_passes() {
     let h = Harness::new().await;
-    let dir = h.path().join("example");
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/project");
-    std::fs::create_dir_all(&dir).expect("dir");
-    for e in std::fs::read_dir(&src).expect("example") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
-    }
-    h.git(&dir, &["init", "-q", "-b", "main"]);
-    h.git(&dir, &["add", "-A"]);
-    h.git(&dir, &["commit", "-q", "-m", "example"]);
+    let dir = h.example_checkout("example");
     let (out, stdout) = exec(&h, &dir, &[]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(

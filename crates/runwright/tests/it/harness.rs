@@ -100,6 +100,22 @@ impl Harness {
         cmd
     }
 
+    /// A git checkout (branch `main`, one commit) of the README's example pipeline (`examples/demo/project`) in
+    /// the temp dir under `name`.
+    pub fn example_checkout(&self, name: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/project");
+        std::fs::create_dir_all(&dir).expect("dir");
+        for e in std::fs::read_dir(&src).expect("example") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+        }
+        self.git(&dir, &["init", "-q", "-b", "main"]);
+        self.git(&dir, &["add", "-A"]);
+        self.git(&dir, &["commit", "-q", "-m", "example"]);
+        dir
+    }
+
     /// Starts `runwright run`; its stderr goes to `service.log` in the temp dir.
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("service.log")).expect("log file");
@@ -259,6 +275,40 @@ impl Drop for Harness {
             let _ = child.wait();
         }
     }
+}
+
+/// A free port on 127.0.0.1 (for `listen_address`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1; (status, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to listen_address");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Whether `user = "nobody"` tests can run here: they need root and a `nobody` user.

@@ -317,32 +317,6 @@ async fn exec_runs_land_in_the_local_journal_tagged_local() {
     assert!(log.contains("local-build-output\n"), "{log}");
 }
 
-/// `GET path` over plain HTTP/1.1; (status, body).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to listen_address");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("request");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Prometheus text format, strictly: every line a comment (`# HELP`/`# TYPE`) or `name{labels} value`.
 /// Returns sample → value (chunked transfer encoding is undone by ignoring hex length lines).
 fn parse_prometheus(body: &str) -> std::collections::HashMap<String, f64> {
