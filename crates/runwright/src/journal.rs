@@ -113,6 +113,7 @@ fn job_meta(
             url: runner.url.clone(),
             system_id: identity.system_id.clone(),
         },
+        executor: runner.executor.clone(),
         tls: TlsFiles {
             ca_file: runner.tls_ca_file.clone(),
             cert_file: runner.tls_cert_file.clone(),

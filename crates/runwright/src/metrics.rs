@@ -58,6 +58,8 @@ struct State {
     queue: BTreeMap<String, Histogram>,
     /// (runner, stage) → (seconds, count).
     stages: BTreeMap<(String, String), (f64, u64)>,
+    /// (runner, project, result) → cache restores (`hit`, `fallback_hit`, `miss`).
+    cache_restores: BTreeMap<(String, String, String), u64>,
     /// runner → `limit`.
     limits: BTreeMap<String, u64>,
     concurrent: u64,
@@ -148,6 +150,15 @@ impl Metrics {
             e.0 += secs;
             e.1 += 1;
         }
+    }
+
+    /// One cache entry's restore in a job of `project` on `runner` ended with `result`.
+    pub fn cache_restore(&self, runner: &str, project: &str, result: &str) {
+        *self
+            .lock()
+            .cache_restores
+            .entry((runner.to_string(), project.to_string(), result.to_string()))
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition (version 0.0.4).
@@ -279,6 +290,21 @@ impl Metrics {
         }
         family(
             &mut o,
+            "runwright_cache_restores_total",
+            "counter",
+            "Cache entries restored by jobs, by result: hit (primary key), fallback_hit (a fallback key), miss",
+        );
+        for ((r, p, result), n) in &st.cache_restores {
+            let _ = writeln!(
+                o,
+                "runwright_cache_restores_total{{project=\"{}\",result=\"{}\",runner=\"{}\"}} {n}",
+                esc(p),
+                esc(result),
+                esc(r)
+            );
+        }
+        family(
+            &mut o,
             "runwright_job_stage_duration_seconds",
             "summary",
             "Time spent in each stage of finished jobs",
@@ -383,7 +409,10 @@ mod tests {
             duration_s: 45.0,
             stages: vec![("step_script".into(), 40.0)],
         });
+        m.cache_restore("r\"1", "grp/app", "fallback_hit");
+        m.cache_restore("r\"1", "grp/app", "fallback_hit");
         let text = m.render();
+        assert!(text.contains("runwright_cache_restores_total{project=\"grp/app\",result=\"fallback_hit\",runner=\"r\\\"1\"} 2\n"), "{text}");
         assert!(text.contains("gitlab_runner_concurrent 4\n"), "{text}");
         assert!(
             text.contains("gitlab_runner_limit{runner=\"r\\\"1\"} 2\n"),
