@@ -2,7 +2,8 @@
 //! GitLab's runner metric names (`gitlab_runner_jobs`, `gitlab_runner_jobs_total`,
 //! `gitlab_runner_failed_jobs_total`, `gitlab_runner_job_duration_seconds`, `gitlab_runner_concurrent`,
 //! `gitlab_runner_limit`, `gitlab_runner_version_info`), so existing dashboards keep working, plus runwright's
-//! per-project counters, queue latency and stage durations; `/health/live` and `/health/ready`.
+//! per-project counters, queue latency, stage durations and cache restores; what `/health/ready` answers. The
+//! listener that serves them is `crate::dashboard`.
 //!
 //! The text is written by hand: a few families of counters and histograms do not need a metrics framework, and
 //! the names and labels must match GitLab's exactly. State owned: counters keyed by their label values, behind
@@ -339,56 +340,6 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// Serves `/metrics`, `/health/live` and `/health/ready` on `addr` until `stop` fires.
-pub async fn serve(
-    addr: &str,
-    metrics: std::sync::Arc<Metrics>,
-    stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use axum::http::{header, StatusCode};
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on listen_address {addr}"))?;
-    let m = metrics.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
-        )
-        .route("/health/live", get(|| async { "ok\n" }))
-        .route(
-            "/health/ready",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    if m.ready() {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
-                }
-            }),
-        );
-    tracing::info!(address = %addr, "metrics and health server listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("metrics server")
 }
 
 #[cfg(test)]
