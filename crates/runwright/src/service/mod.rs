@@ -230,6 +230,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                 shared.jobs.spawn(crate::journal::recover(
                     journal,
                     crate::journal::recovery_info(),
+                    Arc::new(config.clone()),
                 ));
             }
             lock

@@ -5,6 +5,7 @@ mod harness;
 
 mod cancel;
 mod config;
+mod dashboard;
 mod docker;
 mod exec;
 mod jobs;

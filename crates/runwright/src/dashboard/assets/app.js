@@ -283,7 +283,7 @@ async function refreshHistory() {
   const jobs = await json(`api/v1/jobs?${historyQuery()}`);
   const body = document.querySelector('#history tbody');
   body.replaceChildren(...jobs.reverse().map((j) => {
-    const row = el('tr', { class: 'job', 'data-key': j.key },
+    const row = el('tr', { class: 'job', 'data-key': j.key, 'data-job-id': j.job_id },
       el('td', {}, `#${j.job_id}`), el('td', {}, el('span', { class: `status status-${j.status}` }, j.status)),
       el('td', {}, j.local ? `${j.runner.name} (local)` : j.runner.name), el('td', {}, j.project_path),
       el('td', {}, j.ref), el('td', {}, j.job_name), el('td', {}, (j.received_at || '').replace('T', ' ')),
