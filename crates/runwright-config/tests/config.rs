@@ -1152,7 +1152,8 @@ fn journal_section_loads_without_warnings_and_flags_unknown_keys() {
 
 #[test]
 fn dashboard_section_loads_masks_its_token_and_flags_unknown_keys() {
-    let loaded = parse_str("[dashboard]\nenabled = true\ntoken = \"s3cret-dash\"\n").expect("loads");
+    let loaded =
+        parse_str("[dashboard]\nenabled = true\ntoken = \"s3cret-dash\"\n").expect("loads");
     assert_eq!(loaded.warnings, vec![]);
     let d = loaded.config.dashboard.clone().expect("dashboard section");
     assert_eq!(d.enabled, Some(true));
@@ -1161,7 +1162,8 @@ fn dashboard_section_loads_masks_its_token_and_flags_unknown_keys() {
     assert!(!debug.contains("s3cret-dash"), "{debug}");
     let w = warnings("[dashboard]\ntokn = \"x\"\n");
     assert!(
-        w.iter().any(|w| w.contains("unknown key") && w.contains("tokn")),
+        w.iter()
+            .any(|w| w.contains("unknown key") && w.contains("tokn")),
         "{w:?}"
     );
 }

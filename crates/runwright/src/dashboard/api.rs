@@ -139,12 +139,15 @@ pub struct JobsQuery {
 }
 
 fn journal(d: &Dashboard) -> Result<runwright_journal::Journal, ApiError> {
-    d.journal.as_ref().map(|j| j.journal.clone()).ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "the job journal is disabled ([journal] enabled = false)".into(),
-        )
-    })
+    d.journal
+        .as_ref()
+        .map(|j| j.journal.clone())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "the job journal is disabled ([journal] enabled = false)".into(),
+            )
+        })
 }
 
 /// `GET /api/v1/jobs`: as `runwright history --json` (oldest first), at most `limit` (default 100) newest.
@@ -169,7 +172,9 @@ pub async fn jobs(
     };
     let values = blocking(move || {
         let entries = journal.list().map_err(anyhow::Error::from)?;
-        let entries = filter.apply(entries).map_err(|e| bad_request(e.to_string()))?;
+        let entries = filter
+            .apply(entries)
+            .map_err(|e| bad_request(e.to_string()))?;
         Ok(entries
             .iter()
             .map(json_of)
@@ -183,7 +188,12 @@ fn entry(journal: &runwright_journal::Journal, key: &str) -> Result<JobEntry, Ap
     journal
         .get(key)
         .map_err(anyhow::Error::from)?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {key:?} in the journal")))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no job {key:?} in the journal"),
+            )
+        })
 }
 
 /// `GET /api/v1/jobs/{key}`.
@@ -327,12 +337,21 @@ mod tests {
         assert_eq!(runner_state(None, false), "starting");
         assert_eq!(runner_state(Some(&st("no_job")), false), "polling");
         assert_eq!(runner_state(Some(&st("forbidden")), false), "token invalid");
-        assert_eq!(runner_state(Some(&st("unavailable")), false), "GitLab unreachable");
-        assert_eq!(runner_state(Some(&st("not_started: x")), false), "not started");
+        assert_eq!(
+            runner_state(Some(&st("unavailable")), false),
+            "GitLab unreachable"
+        );
+        assert_eq!(
+            runner_state(Some(&st("not_started: x")), false),
+            "not started"
+        );
         assert_eq!(runner_state(Some(&st("no_job")), true), "stopping");
         let mut off = st("forbidden");
         off.unhealthy_until = Some("2999-01-01T00:00:00Z".into());
         assert_eq!(runner_state(Some(&off), false), "backing off");
-        assert_eq!(url_host("https://gitlab.example.com:8443/x"), "gitlab.example.com:8443");
+        assert_eq!(
+            url_host("https://gitlab.example.com:8443/x"),
+            "gitlab.example.com:8443"
+        );
     }
 }

@@ -45,7 +45,9 @@ impl Access {
 }
 
 fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(format!("runwright-dashboard\0{token}").as_bytes()))
+    hex::encode(Sha256::digest(
+        format!("runwright-dashboard\0{token}").as_bytes(),
+    ))
 }
 
 /// Compares without stopping at the first difference (both sides are digests of equal length).
@@ -118,7 +120,10 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
             );
             let mut resp = StatusCode::SEE_OTHER.into_response();
             let h = resp.headers_mut();
-            if let (Ok(l), Ok(c)) = (HeaderValue::from_str(&location), HeaderValue::from_str(&cookie)) {
+            if let (Ok(l), Ok(c)) = (
+                HeaderValue::from_str(&location),
+                HeaderValue::from_str(&cookie),
+            ) {
                 h.insert(header::LOCATION, l);
                 h.insert(header::SET_COOKIE, c);
             }
@@ -177,8 +182,14 @@ mod tests {
         assert!(a.accepts_token("s3cret"));
         assert!(!a.accepts_token("s3cre"));
         assert!(a.accepts_cookie(&digest("s3cret")));
-        assert!(!a.accepts_cookie("s3cret"), "the cookie holds the digest, not the token");
-        assert!(!Access::new(Some("")).required(), "an empty token is no token");
+        assert!(
+            !a.accepts_cookie("s3cret"),
+            "the cookie holds the digest, not the token"
+        );
+        assert!(
+            !Access::new(Some("")).required(),
+            "an empty token is no token"
+        );
     }
 
     #[test]
@@ -191,9 +202,15 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; runwright_dashboard=abc; c=d"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; runwright_dashboard=abc; c=d"),
+        );
         assert_eq!(cookie(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
         assert_eq!(bearer(&h), Some("tok"));
     }
 

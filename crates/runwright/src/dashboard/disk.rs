@@ -21,8 +21,16 @@ fn host_dirs(config: &Config, working_dir: &Path) -> Vec<(String, &'static str, 
             Some(d) => working_dir.join(d),
             None => working_dir.join(default),
         };
-        out.push((r.name.clone(), "builds", dir(r.builds_dir.as_deref(), "builds")));
-        out.push((r.name.clone(), "cache", dir(r.cache_dir.as_deref(), "cache")));
+        out.push((
+            r.name.clone(),
+            "builds",
+            dir(r.builds_dir.as_deref(), "builds"),
+        ));
+        out.push((
+            r.name.clone(),
+            "cache",
+            dir(r.cache_dir.as_deref(), "cache"),
+        ));
     }
     out
 }
@@ -50,7 +58,12 @@ async fn volumes(config: &Config) -> Value {
         .runners
         .iter()
         .filter(|r| r.executor == "docker")
-        .map(|r| r.docker.as_ref().and_then(|d| d.host.clone()).filter(|h| !h.is_empty()))
+        .map(|r| {
+            r.docker
+                .as_ref()
+                .and_then(|d| d.host.clone())
+                .filter(|h| !h.is_empty())
+        })
         .chain(std::iter::once(None))
         .collect();
     let mut daemons = Vec::new();

@@ -65,7 +65,14 @@ const APP_CSS: &str = include_str!("assets/app.css");
 
 fn asset(kind: &'static str, body: &'static str) -> axum::response::Response {
     use axum::response::IntoResponse;
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn metrics_routes(metrics: Arc<Metrics>) -> axum::Router {
@@ -77,7 +84,10 @@ fn metrics_routes(metrics: Arc<Metrics>) -> axum::Router {
                 let m = m.clone();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
                         m.render(),
                     )
                 }
@@ -102,7 +112,10 @@ fn metrics_routes(metrics: Arc<Metrics>) -> axum::Router {
 /// The dashboard's pages and API, behind the token check.
 fn dashboard_routes(d: Arc<Dashboard>, access: Arc<auth::Access>) -> axum::Router {
     axum::Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),

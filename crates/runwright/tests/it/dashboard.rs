@@ -26,7 +26,11 @@ fn dashboard_config(h: &Harness) -> String {
 async fn wait_listening(h: &Harness, addr: &str) {
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}:\n{}", h.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr}:\n{}",
+            h.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -65,8 +69,22 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
         .await
         .expect("GET");
     assert_eq!(r.status(), 401);
-    assert_eq!(http.get(format!("{base}/metrics")).send().await.expect("GET").status(), 200);
-    assert_eq!(http.get(format!("{base}/health/live")).send().await.expect("GET").status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/health/live"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
 
     // ?token= sets a cookie (not the token) and leaves the URL.
     let r = http
@@ -76,8 +94,14 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
         .expect("GET");
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/?x=1");
-    let cookie = r.headers()["set-cookie"].to_str().expect("cookie").to_string();
-    assert!(cookie.contains("HttpOnly") && !cookie.contains(DASH_TOKEN), "{cookie}");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains(DASH_TOKEN),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().expect("pair").to_string();
     let page = http
         .get(format!("{base}/"))
@@ -99,9 +123,16 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
     assert_eq!(r["state"], "polling", "{runners:#}");
     assert_eq!(r["short_token"], runwright_config::short_token(TOKEN));
     assert!(r["last_contact"].is_string(), "{runners:#}");
-    assert!(!runners.to_string().contains(TOKEN), "the runner token leaked: {runners}");
+    assert!(
+        !runners.to_string().contains(TOKEN),
+        "the runner token leaked: {runners}"
+    );
 
-    let jobs: Value = get("/api/v1/jobs?status=success").await.json().await.expect("json");
+    let jobs: Value = get("/api/v1/jobs?status=success")
+        .await
+        .json()
+        .await
+        .expect("json");
     let job = jobs
         .as_array()
         .and_then(|a| a.iter().find(|j| j["job_id"] == id))
@@ -109,7 +140,11 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
         .clone();
     assert_eq!(job["status"], "success");
     let key = job["key"].as_str().expect("key");
-    let none: Value = get("/api/v1/jobs?status=failed").await.json().await.expect("json");
+    let none: Value = get("/api/v1/jobs?status=failed")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(none, json!([]));
     assert_eq!(get("/api/v1/jobs?status=bogus").await.status(), 400);
     assert_eq!(get("/api/v1/jobs/..%2Fjobs/trace").await.status(), 404);
@@ -120,11 +155,20 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
     let full = full.bytes().await.expect("trace").to_vec();
     let text = String::from_utf8_lossy(&full);
     assert!(text.contains("\x1b[31mred-text"), "colours kept: {text}");
-    assert!(text.contains("section_start:") && text.contains("\n500\n"), "{text}");
+    assert!(
+        text.contains("section_start:") && text.contains("\n500\n"),
+        "{text}"
+    );
     let part = get(&format!("/api/v1/jobs/{key}/trace?offset=10&limit=20")).await;
     assert_eq!(part.headers()["x-trace-next-offset"], "30");
-    assert_eq!(part.headers()["x-trace-size"], full.len().to_string().as_str());
-    assert_eq!(part.bytes().await.expect("part").to_vec(), full[10..30].to_vec());
+    assert_eq!(
+        part.headers()["x-trace-size"],
+        full.len().to_string().as_str()
+    );
+    assert_eq!(
+        part.bytes().await.expect("part").to_vec(),
+        full[10..30].to_vec()
+    );
     let ranged = http
         .get(format!("{base}/api/v1/jobs/{key}/trace"))
         .bearer_auth(DASH_TOKEN)
@@ -137,14 +181,20 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
         ranged.headers()["content-range"],
         format!("bytes 5-9/{}", full.len()).as_str()
     );
-    assert_eq!(ranged.bytes().await.expect("range").to_vec(), full[5..10].to_vec());
+    assert_eq!(
+        ranged.bytes().await.expect("range").to_vec(),
+        full[5..10].to_vec()
+    );
 
     let disk: Value = get("/api/v1/disk").await.json().await.expect("json");
     let builds = disk["directories"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["kind"] == "builds"))
         .unwrap_or_else(|| panic!("{disk:#}"));
-    assert!(builds["exists"] == true && builds["bytes"].is_u64(), "{disk:#}");
+    assert!(
+        builds["exists"] == true && builds["bytes"].is_u64(),
+        "{disk:#}"
+    );
     assert!(disk["docker"].is_array(), "{disk:#}");
 }
 
@@ -154,7 +204,9 @@ async fn a_dashboard_on_a_non_loopback_address_needs_a_token() {
     let port = free_port();
     h.single_runner(&format!("listen_address = \"0.0.0.0:{port}\""), "");
     h.start();
-    let id = h.coordinator.enqueue(JobSpec::shell("still-runs", &["echo ok"]));
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("still-runs", &["echo ok"]));
     // Nothing listens, and the service says why — but it still runs jobs.
     assert_eq!(h.final_job(id).await.state, "success");
     assert!(
@@ -162,7 +214,9 @@ async fn a_dashboard_on_a_non_loopback_address_needs_a_token() {
         "{}",
         h.log()
     );
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
 }
 
 // ---- headless Chromium ----------------------------------------------------------------------------------
@@ -187,7 +241,8 @@ struct Browser {
 
 impl Browser {
     async fn start(dir: &Path) -> Browser {
-        let (Some(chromium), Some(driver)) = (find_program("chromium"), find_program("chromedriver"))
+        let (Some(chromium), Some(driver)) =
+            (find_program("chromium"), find_program("chromedriver"))
         else {
             panic!(
                 "this test needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): \
@@ -207,7 +262,10 @@ impl Browser {
         let deadline = Instant::now() + WAIT;
         loop {
             let ready = match http.get(format!("{base}/status")).send().await {
-                Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["value"]["ready"] == true),
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
                 Err(_) => false,
             };
             if ready {
@@ -257,9 +315,15 @@ impl Browser {
             "DELETE" => self.http.delete(&url),
             _ => self.http.post(&url).json(&body),
         };
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let v: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         assert!(status.is_success(), "{method} {path}: {status} {v}");
         v["value"].clone()
     }
@@ -269,8 +333,12 @@ impl Browser {
     }
 
     async fn eval(&self, script: &str) -> Value {
-        self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
-            .await
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
     }
 
     /// Evaluates `script` until it returns something truthy.
@@ -283,7 +351,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let body = self.eval("return document.body.innerText").await;
-                panic!("the dashboard never showed {what}; it shows:\n{}", body.as_str().unwrap_or(""));
+                panic!(
+                    "the dashboard never showed {what}; it shows:\n{}",
+                    body.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -310,7 +381,10 @@ impl Drop for Browser {
                     continue;
                 };
                 let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).split('\0').any(|a| a == needle) {
+                if String::from_utf8_lossy(&cmdline)
+                    .split('\0')
+                    .any(|a| a == needle)
+                {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
@@ -324,7 +398,10 @@ impl Drop for Browser {
 /// `<target>/test-artifacts`, beside the binary under test (`<target>/debug/runwright`).
 fn artifacts_dir() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_runwright"));
-    let target = bin.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let target = bin
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
     target.join("test-artifacts")
 }
 
@@ -355,15 +432,21 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
             "printf '\\033[31mred-before-load\\033[0m\\n'",
             &format!("while [ ! -f {0}/go ]; do sleep 0.2; done", flags.display()),
             "printf '\\033[32mgreen-after-load\\033[0m\\n'",
-            &format!("while [ ! -f {0}/end ]; do sleep 0.2; done", flags.display()),
+            &format!(
+                "while [ ! -f {0}/end ]; do sleep 0.2; done",
+                flags.display()
+            ),
         ],
     ));
     h.wait_trace(live, "red-before-load").await;
     wait_listening(&h, &addr).await;
 
     let browser = Browser::start(h.path()).await;
-    browser.goto(&format!("http://{addr}/?token={DASH_TOKEN}")).await;
-    let running = format!("document.querySelector('#running .joblog[data-job-id=\"{live}\"] pre.log')");
+    browser
+        .goto(&format!("http://{addr}/?token={DASH_TOKEN}"))
+        .await;
+    let running =
+        format!("document.querySelector('#running .joblog[data-job-id=\"{live}\"] pre.log')");
     browser
         .wait_for(
             "the running job's log in red",
@@ -375,7 +458,10 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
     // Output printed after the page loaded appears without a reload.
     browser.eval("window.loadedOnce = true; return true").await;
     let before = browser.eval(&format!("return {running}.textContent")).await;
-    assert!(!before.as_str().unwrap_or("").contains("green-after-load"), "{before}");
+    assert!(
+        !before.as_str().unwrap_or("").contains("green-after-load"),
+        "{before}"
+    );
     std::fs::write(flags.join("go"), "").expect("flag");
     browser
         .wait_for(
@@ -408,9 +494,24 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
         )
         .await;
     assert_eq!(fold["open"], false, "{fold}");
-    assert_eq!(fold["insideShown"], false, "a collapsed section shows nothing: {fold}");
-    assert!(fold["title"].as_str().unwrap_or("").contains("Folded header"), "{fold}");
-    assert!(fold["inside"].as_str().unwrap_or("").contains("hidden-inside-the-fold"), "{fold}");
+    assert_eq!(
+        fold["insideShown"], false,
+        "a collapsed section shows nothing: {fold}"
+    );
+    assert!(
+        fold["title"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Folded header"),
+        "{fold}"
+    );
+    assert!(
+        fold["inside"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hidden-inside-the-fold"),
+        "{fold}"
+    );
     assert_eq!(fold["scriptOpen"], true, "{fold}");
 
     let png = browser.screenshot().await;
