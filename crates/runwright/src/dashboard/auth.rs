@@ -140,14 +140,19 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
         .into_response()
 }
 
-/// Resolves `listen_address` as GitLab's runner reads it (Go's `host:port`; `:9252` is every interface).
-pub async fn resolve(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
-    use anyhow::Context;
-    let addr = if addr.starts_with(':') {
+/// `listen_address` as GitLab's runner reads it (Go's `host:port`; `:9252` is every interface).
+fn normalize(addr: &str) -> String {
+    if addr.starts_with(':') {
         format!("0.0.0.0{addr}")
     } else {
         addr.to_string()
-    };
+    }
+}
+
+/// Resolves `listen_address` to the addresses to bind.
+pub async fn resolve(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    use anyhow::Context;
+    let addr = normalize(addr);
     let found: Vec<SocketAddr> = tokio::net::lookup_host(&addr)
         .await
         .with_context(|| format!("listen_address {addr:?} is not a host:port address"))?
@@ -158,17 +163,36 @@ pub async fn resolve(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(found)
 }
 
-/// A non-loopback listener serves the dashboard only with a token (issue 6).
-pub fn check_exposure(addrs: &[SocketAddr], access: &Access, shown: &str) -> anyhow::Result<()> {
-    if access.required() || addrs.iter().all(|a| a.ip().is_loopback()) {
-        return Ok(());
-    }
-    anyhow::bail!(
+fn refusal(shown: &str) -> String {
+    format!(
         "listen_address {shown} is not a loopback address, and the dashboard and its API would be open to \
          anyone who reaches it: not listening. Set a token in config.toml ([dashboard] token = \"…\"; clients \
          send it as `Authorization: Bearer …`), or [dashboard] enabled = false to serve only /metrics and \
          /health there, or listen on 127.0.0.1"
     )
+}
+
+/// A non-loopback listener serves the dashboard only with a token (issue 6).
+pub fn check_exposure(addrs: &[SocketAddr], access: &Access, shown: &str) -> anyhow::Result<()> {
+    if access.required() || addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    Err(anyhow::anyhow!(refusal(shown)))
+}
+
+/// What `runwright config check` says of a `listen_address` the service would refuse (`None`: it is fine, or
+/// the address does not resolve here).
+pub fn config_warning(config: &runwright_config::Config) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let addr = config.listen_address.as_deref().filter(|a| !a.is_empty())?;
+    let section = config.dashboard.clone().unwrap_or_default();
+    if section.enabled == Some(false) {
+        return None;
+    }
+    let addrs: Vec<SocketAddr> = normalize(addr).to_socket_addrs().ok()?.collect();
+    check_exposure(&addrs, &Access::new(section.token.as_deref()), addr)
+        .err()
+        .map(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -223,5 +247,25 @@ mod tests {
         let err = check_exposure(&all, &open, ":9252").expect_err("refused");
         assert!(err.to_string().contains("[dashboard] token"), "{err}");
         assert!(check_exposure(&all, &Access::new(Some("t")), ":9252").is_ok());
+    }
+
+    #[test]
+    fn config_check_warns_of_what_the_service_would_refuse() {
+        let cfg = |text: &str| {
+            runwright_config::parse(text, std::path::Path::new("config.toml"))
+                .expect("config")
+                .config
+        };
+        assert!(config_warning(&cfg("listen_address = \"127.0.0.1:9252\"\n")).is_none());
+        let w = config_warning(&cfg("listen_address = \":9252\"\n")).expect("warned");
+        assert!(w.contains("[dashboard] token"), "{w}");
+        assert!(config_warning(&cfg(
+            "listen_address = \":9252\"\n[dashboard]\ntoken = \"t\"\n"
+        ))
+        .is_none());
+        assert!(config_warning(&cfg(
+            "listen_address = \":9252\"\n[dashboard]\nenabled = false\n"
+        ))
+        .is_none());
     }
 }

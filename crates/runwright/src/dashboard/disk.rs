@@ -97,9 +97,14 @@ async fn measure(d: &Dashboard) -> Value {
     })
     .await
     .unwrap_or_default();
+    // Listing volumes walks each one for its size: off the async threads too.
+    let handle = tokio::runtime::Handle::current();
+    let docker = tokio::task::spawn_blocking(move || handle.block_on(volumes(&config)))
+        .await
+        .unwrap_or_default();
     json!({
         "directories": measured,
-        "docker": volumes(&config).await,
+        "docker": docker,
         "measured_at": crate::history_cmd::format_ms(runwright_journal::now_ms()),
     })
 }
