@@ -514,6 +514,38 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
     );
     assert_eq!(fold["scriptOpen"], true, "{fold}");
 
+    // The page's one renderer, on the cases a trace brings: progress lines overwritten by carriage returns,
+    // 256 colours, nested sections split across chunks, a line split across chunks.
+    let rendered = browser
+        .eval(
+            "const pre = document.createElement('pre'); const v = new TraceView(pre);
+             v.push('10%\\r50%\\r100%\\n');
+             v.push('\\x1b[1;38;5;196mred256\\x1b[0m plain\\n');
+             v.push('section_start:1:outer\\r\\x1b[0KOuter\\nsection_start:2:inner[collapsed=true]\\r');
+             v.push('\\x1b[0KInner\\nx\\nsection_end:3:inner\\r\\x1b[0Ksection_end:4:outer\\r\\x1b[0K\\nspl');
+             v.push('it\\n'); v.flush();
+             const span = pre.querySelector('span.bold');
+             const outer = pre.querySelector(':scope > details[data-section=outer]');
+             const inner = outer && outer.querySelector('details[data-section=inner]');
+             return { lines: [...pre.children].map(c => c.tagName === 'DETAILS' ? '<' + c.dataset.section + '>' : c.textContent),
+                      color: span && span.style.color, spanText: span && span.textContent,
+                      outerOpen: outer && outer.open, innerOpen: inner && inner.open,
+                      inner: inner && inner.querySelector('.section-body').textContent };",
+        )
+        .await;
+    assert_eq!(
+        rendered,
+        json!({
+            "lines": ["100%", "red256 plain", "<outer>", "split"],
+            "color": "rgb(255, 0, 0)",
+            "spanText": "red256",
+            "outerOpen": true,
+            "innerOpen": false,
+            "inner": "x",
+        }),
+        "{rendered:#}"
+    );
+
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let dir = artifacts_dir();
