@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod browser;
 mod cancel;
 mod config;
 mod dashboard;
