@@ -16,6 +16,17 @@ fn find_program(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// Chromium and chromedriver; a clear failure (CI installs both) when either is missing.
+pub fn programs() -> (PathBuf, PathBuf) {
+    match (find_program("chromium"), find_program("chromedriver")) {
+        (Some(chromium), Some(driver)) => (chromium, driver),
+        _ => panic!(
+            "this test needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver) on \
+             PATH: run scripts/install-test-deps"
+        ),
+    }
+}
+
 /// chromedriver and the Chromium session it drives; both are ended on drop, found by the session's own
 /// profile directory.
 pub struct Browser {
@@ -28,14 +39,7 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start(dir: &Path) -> Browser {
-        let (Some(chromium), Some(driver)) =
-            (find_program("chromium"), find_program("chromedriver"))
-        else {
-            panic!(
-                "this test needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): \
-                 run scripts/install-test-deps"
-            );
-        };
+        let (chromium, driver) = programs();
         let port = free_port();
         let driver = Command::new(driver)
             .arg(format!("--port={port}"))

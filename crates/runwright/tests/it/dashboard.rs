@@ -220,6 +220,7 @@ async fn a_dashboard_on_a_non_loopback_address_needs_a_token() {
 
 #[tokio::test]
 async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_section() {
+    crate::browser::programs();
     let mut h = Harness::new().await;
     let addr = dashboard_config(&h);
     h.start();
