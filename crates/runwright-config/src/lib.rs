@@ -33,8 +33,8 @@ pub use error::{ConfigError, ConfigWarning};
 pub use load::{default_config_path, load, parse, LoadedConfig};
 pub use model::{
     parse_cpus, parse_ram_in_bytes, ArtifactConfig, CacheAzureConfig, CacheConfig, CacheGcsConfig,
-    CacheS3Config, CacheType, Config, CustomBuildDir, CustomConfig, DockerConfig, DockerService,
-    JournalConfig, OpaqueTable, PullPolicy, RunnerConfig, S3AuthType, SessionServer,
+    CacheS3Config, CacheType, Config, CustomBuildDir, CustomConfig, DashboardConfig, DockerConfig,
+    DockerService, JournalConfig, OpaqueTable, PullPolicy, RunnerConfig, S3AuthType, SessionServer,
     DEFAULT_CHECK_INTERVAL, DEFAULT_CONNECTION_MAX_AGE, DEFAULT_FINAL_UPDATE_RETRY_LIMIT,
     DEFAULT_OUTPUT_LIMIT_KIB, DEFAULT_SESSION_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_UNHEALTHY_INTERVAL, DEFAULT_UNHEALTHY_REQUESTS_LIMIT,

@@ -91,6 +91,8 @@ pub struct Config {
     /// `[journal]`: runwright's extension, the job journal on the build host (issue 6). GitLab's runner ignores
     /// tables it does not know, so a file with this section still works with `gitlab-runner`.
     pub journal: Option<JournalConfig>,
+    /// `[dashboard]`: runwright's extension, the web dashboard and JSON API on `listen_address` (issue 6).
+    pub dashboard: Option<DashboardConfig>,
     /// `[[runners]]`.
     pub runners: Vec<RunnerConfig>,
 }
@@ -112,6 +114,7 @@ impl Default for Config {
             session_server: None,
             experimental: None,
             journal: None,
+            dashboard: None,
             runners: Vec::new(),
         }
     }
@@ -162,6 +165,27 @@ pub struct JournalConfig {
     pub max_age: Option<Duration>,
     /// `max_size_mb`: MiB of metadata and traces to keep in all.
     pub max_size_mb: Option<u64>,
+}
+
+/// `[dashboard]` (runwright only): the dashboard and JSON API that `listen_address` serves beside `/metrics`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DashboardConfig {
+    /// `enabled`: `false` serves only `/metrics` and `/health` on `listen_address`.
+    pub enabled: Option<bool>,
+    /// `token`: required from clients (`Authorization: Bearer`, or `?token=` once in a browser) and required
+    /// to listen on anything but loopback. Without it the dashboard is open to local users only.
+    pub token: Option<String>,
+}
+
+/// The token never reaches a log: only whether one is set.
+impl fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "[MASKED]"))
+            .finish()
+    }
 }
 
 /// `[session_server]` (runner common/config.go `SessionServer`).

@@ -1147,3 +1147,23 @@ fn journal_section_loads_without_warnings_and_flags_unknown_keys() {
         "{w:?}"
     );
 }
+
+// [dashboard] (runwright's extension, issue 6)
+
+#[test]
+fn dashboard_section_loads_masks_its_token_and_flags_unknown_keys() {
+    let loaded =
+        parse_str("[dashboard]\nenabled = true\ntoken = \"s3cret-dash\"\n").expect("loads");
+    assert_eq!(loaded.warnings, vec![]);
+    let d = loaded.config.dashboard.clone().expect("dashboard section");
+    assert_eq!(d.enabled, Some(true));
+    assert_eq!(d.token.as_deref(), Some("s3cret-dash"));
+    let debug = format!("{:?}", loaded.config);
+    assert!(!debug.contains("s3cret-dash"), "{debug}");
+    let w = warnings("[dashboard]\ntokn = \"x\"\n");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("unknown key") && w.contains("tokn")),
+        "{w:?}"
+    );
+}

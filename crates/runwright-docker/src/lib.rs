@@ -14,6 +14,7 @@ pub mod admin;
 mod auth;
 mod engine_api;
 mod host_config;
+pub mod leftovers;
 pub mod names;
 pub mod policy;
 mod services;

@@ -73,6 +73,8 @@ pub struct JobMeta {
     /// A `runwright exec` job (embedded coordinator): nothing to report to GitLab after a crash.
     pub local: bool,
     pub runner: RunnerRef,
+    /// The runner entry's executor (`shell`, `docker`): a recovery removes a docker job's containers.
+    pub executor: String,
     pub tls: TlsFiles,
     pub project_id: i64,
     pub project_path: String,

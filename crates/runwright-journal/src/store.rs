@@ -71,6 +71,14 @@ pub struct JobEntry {
 }
 
 impl JobEntry {
+    /// The job's directory name: its key in the journal, unique where job ids are not.
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn trace_path(&self) -> PathBuf {
         self.dir.join(TRACE_FILE)
     }
@@ -233,6 +241,25 @@ impl Journal {
             }
         }
         Ok(out)
+    }
+
+    /// The job whose directory is `name` ([`JobEntry::name`]); `Ok(None)` for a name that is not one of the
+    /// journal's jobs, including anything that would leave `jobs/` (a `/`, `..`).
+    pub fn get(&self, name: &str) -> Result<Option<JobEntry>, JournalError> {
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid {
+            return Ok(None);
+        }
+        let dir = self.dir.join(JOBS_DIR).join(name);
+        if !dir.join(META_FILE).is_file() {
+            return Ok(None);
+        }
+        let meta = read_meta(&dir)?;
+        Ok((meta.version <= META_VERSION).then_some(JobEntry { dir, meta }))
     }
 
     /// Jobs of `job_id`, oldest first (ids repeat across GitLab instances and local runs).

@@ -111,6 +111,14 @@ fn same_job_id_twice_gets_two_records() {
     let b = j.begin(meta(5, t), "").expect("b");
     assert_ne!(a.dir(), b.dir());
     assert_eq!(j.find(5).expect("find").len(), 2);
+    // Each is found again by its own name; names that are no job's, or leave jobs/, find nothing.
+    for entry in j.find(5).expect("find") {
+        let again = j.get(&entry.name()).expect("get").expect("found by name");
+        assert_eq!(again.dir, entry.dir);
+    }
+    for bad in ["", "..", "../jobs", "a/b", ".meta.json.tmp", "nope"] {
+        assert!(j.get(bad).expect("get").is_none(), "{bad:?}");
+    }
 }
 
 #[test]

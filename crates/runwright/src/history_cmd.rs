@@ -167,33 +167,48 @@ pub fn runner_matches(e: &JobEntry, runner: &str) -> bool {
     e.meta.runner.name == runner || e.meta.runner.short_token == runner
 }
 
-fn selected(args: &HistoryArgs, entries: Vec<JobEntry>) -> anyhow::Result<Vec<JobEntry>> {
-    let since = args
-        .since
-        .as_deref()
-        .map(|s| parse_since(s, runwright_journal::now_ms()))
-        .transpose()?;
-    let mut out: Vec<JobEntry> = entries
-        .into_iter()
-        .filter(|e| args.runner.as_deref().is_none_or(|r| runner_matches(e, r)))
-        .filter(|e| {
-            args.project
-                .as_deref()
-                .is_none_or(|p| e.meta.project_path == p || e.meta.project_id.to_string() == p)
-        })
-        .filter(|e| args.status.as_deref().is_none_or(|s| shown_status(e) == s))
-        .filter(|e| since.is_none_or(|t| e.meta.received_at_ms >= t))
-        .collect();
-    if let Some(n) = args.limit {
-        let skip = out.len().saturating_sub(n);
-        out.drain(..skip);
-    }
-    Ok(out)
+/// Which jobs to show: `runwright history`'s filters, shared with the dashboard's `/api/v1/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub runner: Option<String>,
+    pub project: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<String>,
+    pub limit: Option<usize>,
 }
 
-fn json_of(e: &JobEntry) -> anyhow::Result<serde_json::Value> {
+impl JobFilter {
+    /// The matching entries (oldest first), at most `limit` of the newest.
+    pub fn apply(&self, entries: Vec<JobEntry>) -> anyhow::Result<Vec<JobEntry>> {
+        let since = self
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, runwright_journal::now_ms()))
+            .transpose()?;
+        let mut out: Vec<JobEntry> = entries
+            .into_iter()
+            .filter(|e| self.runner.as_deref().is_none_or(|r| runner_matches(e, r)))
+            .filter(|e| {
+                self.project
+                    .as_deref()
+                    .is_none_or(|p| e.meta.project_path == p || e.meta.project_id.to_string() == p)
+            })
+            .filter(|e| self.status.as_deref().is_none_or(|s| shown_status(e) == s))
+            .filter(|e| since.is_none_or(|t| e.meta.received_at_ms >= t))
+            .collect();
+        if let Some(n) = self.limit {
+            let skip = out.len().saturating_sub(n);
+            out.drain(..skip);
+        }
+        Ok(out)
+    }
+}
+
+/// A job as `--json` and the dashboard's API show it.
+pub fn json_of(e: &JobEntry) -> anyhow::Result<serde_json::Value> {
     let mut v = serde_json::to_value(&e.meta).context("serialising job metadata")?;
     if let Some(o) = v.as_object_mut() {
+        o.insert("key".into(), e.name().into());
         o.insert("status".into(), shown_status(e).into());
         o.insert("duration_ms".into(), e.meta.duration_ms().into());
         o.insert("queue_ms".into(), e.meta.queue_ms().into());
@@ -268,7 +283,14 @@ fn table(entries: &[JobEntry]) -> String {
 
 pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let journal = args.journal.open()?;
-    let entries = selected(&args, journal.list()?)?;
+    let filter = JobFilter {
+        runner: args.runner.clone(),
+        project: args.project.clone(),
+        status: args.status.clone(),
+        since: args.since.clone(),
+        limit: args.limit,
+    };
+    let entries = filter.apply(journal.list()?)?;
     let text = if args.json {
         let values = entries
             .iter()

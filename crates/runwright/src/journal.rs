@@ -113,6 +113,7 @@ fn job_meta(
             url: runner.url.clone(),
             system_id: identity.system_id.clone(),
         },
+        executor: runner.executor.clone(),
         tls: TlsFiles {
             ca_file: runner.tls_ca_file.clone(),
             cert_file: runner.tls_cert_file.clone(),
@@ -223,9 +224,11 @@ pub fn open_service(
 }
 
 /// Finalises towards GitLab every job a previous service left unfinished: what is left of its processes is
-/// killed, its trace is flushed from the journal, and it is failed with `runner_system_failure` — or, when the
-/// service had recorded the job's end but died before GitLab confirmed it, the recorded state is sent again.
-pub async fn recover(journal: Arc<JobJournal>, info: VersionInfo) {
+/// killed (and of a docker job its containers, network and temporary volumes removed), its trace is flushed
+/// from the journal, and it is failed with `runner_system_failure` — or, when the service had recorded the
+/// job's end but died before GitLab confirmed it, the recorded state is sent again. `config` says which
+/// Docker daemon a docker job's runner entry used.
+pub async fn recover(journal: Arc<JobJournal>, info: VersionInfo, config: Arc<Config>) {
     let entries = match journal.journal.unfinished() {
         Ok(e) => e,
         Err(e) => {
@@ -235,7 +238,7 @@ pub async fn recover(journal: Arc<JobJournal>, info: VersionInfo) {
     };
     for entry in entries {
         let id = entry.meta.job_id;
-        match recover_one(&entry, &info).await {
+        match recover_one(&entry, &info, &config).await {
             Ok(()) => tracing::warn!(
                 job = id,
                 runner = %entry.meta.runner.name,
@@ -247,13 +250,16 @@ pub async fn recover(journal: Arc<JobJournal>, info: VersionInfo) {
     journal.enforce_retention();
 }
 
-async fn recover_one(entry: &JobEntry, info: &VersionInfo) -> anyhow::Result<()> {
+async fn recover_one(entry: &JobEntry, info: &VersionInfo, config: &Config) -> anyhow::Result<()> {
     let meta = &entry.meta;
     if let Some(mark) = meta.process_mark.as_deref() {
         let mark = mark.to_string();
         tokio::task::spawn_blocking(move || kill_marked(&mark))
             .await
             .context("killing the job's leftover processes")?;
+    }
+    if meta.executor == "docker" {
+        remove_docker_leftovers(meta, config).await;
     }
     let rec = entry.reopen()?;
     let final_state = if meta.state.is_final() {
@@ -349,6 +355,49 @@ async fn recover_one(entry: &JobEntry, info: &VersionInfo) -> anyhow::Result<()>
         .with_context(|| format!("final update of job {}", meta.job_id))?;
     rec.mark_reported()?;
     Ok(())
+}
+
+/// Removes what a docker job left on its daemon: the daemon of its runner entry (by URL and short token), or
+/// the default one when the entry is gone. A daemon that does not answer costs a warning, never the recovery.
+async fn remove_docker_leftovers(meta: &JobMeta, config: &Config) {
+    let docker_cfg = config
+        .runners
+        .iter()
+        .find(|r| r.url == meta.runner.url && r.short_token() == meta.runner.short_token)
+        .and_then(|r| r.docker.clone())
+        .unwrap_or_default();
+    let docker = match runwright_docker::connect(
+        docker_cfg.host.as_deref(),
+        docker_cfg.tls_cert_path.as_deref(),
+        docker_cfg.tls_verify,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(
+                job = meta.job_id,
+                "the job's containers and network may be left on Docker: {e}"
+            );
+            return;
+        }
+    };
+    let labels = runwright_docker::leftovers::JobLabels {
+        job_id: meta.job_id,
+        short_token: meta.runner.short_token.clone(),
+        system_id: meta.runner.system_id.clone(),
+    };
+    match runwright_docker::leftovers::remove_job_leftovers(&docker, &labels).await {
+        Ok(r) if !r.is_empty() => tracing::info!(
+            job = meta.job_id,
+            containers = %r.containers.join(","),
+            networks = %r.networks.join(","),
+            volumes = %r.volumes.join(","),
+            "removed what the job left on Docker"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(job = meta.job_id, "the job's Docker leftovers: {e}"),
+    }
 }
 
 /// What the recovery says about itself: the runner without an executor (the one that ran the job is gone).

@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod cli;
 mod config_edit;
+mod dashboard;
 mod exec;
 mod history_cmd;
 mod identity;

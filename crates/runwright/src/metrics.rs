@@ -2,7 +2,8 @@
 //! GitLab's runner metric names (`gitlab_runner_jobs`, `gitlab_runner_jobs_total`,
 //! `gitlab_runner_failed_jobs_total`, `gitlab_runner_job_duration_seconds`, `gitlab_runner_concurrent`,
 //! `gitlab_runner_limit`, `gitlab_runner_version_info`), so existing dashboards keep working, plus runwright's
-//! per-project counters, queue latency and stage durations; `/health/live` and `/health/ready`.
+//! per-project counters, queue latency, stage durations and cache restores; what `/health/ready` answers. The
+//! listener that serves them is `crate::dashboard`.
 //!
 //! The text is written by hand: a few families of counters and histograms do not need a metrics framework, and
 //! the names and labels must match GitLab's exactly. State owned: counters keyed by their label values, behind
@@ -58,6 +59,8 @@ struct State {
     queue: BTreeMap<String, Histogram>,
     /// (runner, stage) → (seconds, count).
     stages: BTreeMap<(String, String), (f64, u64)>,
+    /// (runner, project, result) → cache restores (`hit`, `fallback_hit`, `miss`).
+    cache_restores: BTreeMap<(String, String, String), u64>,
     /// runner → `limit`.
     limits: BTreeMap<String, u64>,
     concurrent: u64,
@@ -148,6 +151,15 @@ impl Metrics {
             e.0 += secs;
             e.1 += 1;
         }
+    }
+
+    /// One cache entry's restore in a job of `project` on `runner` ended with `result`.
+    pub fn cache_restore(&self, runner: &str, project: &str, result: &str) {
+        *self
+            .lock()
+            .cache_restores
+            .entry((runner.to_string(), project.to_string(), result.to_string()))
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition (version 0.0.4).
@@ -279,6 +291,21 @@ impl Metrics {
         }
         family(
             &mut o,
+            "runwright_cache_restores_total",
+            "counter",
+            "Cache entries restored by jobs, by result: hit (primary key), fallback_hit (a fallback key), miss",
+        );
+        for ((r, p, result), n) in &st.cache_restores {
+            let _ = writeln!(
+                o,
+                "runwright_cache_restores_total{{project=\"{}\",result=\"{}\",runner=\"{}\"}} {n}",
+                esc(p),
+                esc(result),
+                esc(r)
+            );
+        }
+        family(
+            &mut o,
             "runwright_job_stage_duration_seconds",
             "summary",
             "Time spent in each stage of finished jobs",
@@ -315,56 +342,6 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `/metrics`, `/health/live` and `/health/ready` on `addr` until `stop` fires.
-pub async fn serve(
-    addr: &str,
-    metrics: std::sync::Arc<Metrics>,
-    stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use axum::http::{header, StatusCode};
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on listen_address {addr}"))?;
-    let m = metrics.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
-        )
-        .route("/health/live", get(|| async { "ok\n" }))
-        .route(
-            "/health/ready",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    if m.ready() {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
-                }
-            }),
-        );
-    tracing::info!(address = %addr, "metrics and health server listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("metrics server")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +360,10 @@ mod tests {
             duration_s: 45.0,
             stages: vec![("step_script".into(), 40.0)],
         });
+        m.cache_restore("r\"1", "grp/app", "fallback_hit");
+        m.cache_restore("r\"1", "grp/app", "fallback_hit");
         let text = m.render();
+        assert!(text.contains("runwright_cache_restores_total{project=\"grp/app\",result=\"fallback_hit\",runner=\"r\\\"1\"} 2\n"), "{text}");
         assert!(text.contains("gitlab_runner_concurrent 4\n"), "{text}");
         assert!(
             text.contains("gitlab_runner_limit{runner=\"r\\\"1\"} 2\n"),

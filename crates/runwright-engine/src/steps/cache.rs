@@ -79,15 +79,45 @@ fn archive_format(ctx: &StepContext<'_>) -> Format {
     }
 }
 
+/// How one cache entry's restore ended (the service counts them: `runwright_cache_restores_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// The primary key's archive was extracted.
+    Hit,
+    /// A `fallback_keys` / `CACHE_FALLBACK_KEY` archive was extracted.
+    FallbackHit,
+    /// No key had an archive that could be extracted.
+    Miss,
+}
+
+impl RestoreOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreOutcome::Hit => "hit",
+            RestoreOutcome::FallbackHit => "fallback_hit",
+            RestoreOutcome::Miss => "miss",
+        }
+    }
+}
+
+/// Told of every cache entry's restore outcome.
+pub type RestoreObserver = Arc<dyn Fn(RestoreOutcome) + Send + Sync>;
+
 /// What both cache steps share: where the local archives are and the distributed cache, if any.
 pub struct CacheStore {
     s3: Option<Arc<S3Cache>>,
+    observer: Option<RestoreObserver>,
 }
 
 impl CacheStore {
     /// `s3` is the runner's distributed cache (`None` keeps caches local only).
     pub fn new(s3: Option<Arc<S3Cache>>) -> Arc<Self> {
-        Arc::new(Self { s3 })
+        Self::observed(s3, None)
+    }
+
+    /// As [`CacheStore::new`], with `observer` told how each restore ended.
+    pub fn observed(s3: Option<Arc<S3Cache>>, observer: Option<RestoreObserver>) -> Arc<Self> {
+        Arc::new(Self { s3, observer })
     }
 
     fn local(&self, ctx: &StepContext<'_>) -> (LocalCache, String) {
@@ -153,16 +183,27 @@ impl JobStep for RestoreCache {
             for w in &found.warnings {
                 ctx.warn(w);
             }
-            let mut restored = false;
-            for k in &found.keys {
+            let mut restored = None;
+            for (i, k) in found.keys.iter().enumerate() {
                 ctx.line(&format!("Checking cache for {}...", k.human));
                 if self.restore_key(ctx, k).await {
-                    restored = true;
+                    restored = Some(i);
                     break;
                 }
             }
-            if !restored && !found.keys.is_empty() {
-                ctx.warn("Failed to extract cache");
+            if found.keys.is_empty() {
+                continue;
+            }
+            let outcome = match restored {
+                Some(0) => RestoreOutcome::Hit,
+                Some(_) => RestoreOutcome::FallbackHit,
+                None => {
+                    ctx.warn("Failed to extract cache");
+                    RestoreOutcome::Miss
+                }
+            };
+            if let Some(observe) = &self.store.observer {
+                observe(outcome);
             }
         }
         Ok(())

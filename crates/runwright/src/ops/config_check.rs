@@ -96,6 +96,7 @@ pub fn model(config: &runwright_config::Config) -> SlotModel {
             max_requests,
         });
     }
+    warnings.extend(crate::dashboard::auth::config_warning(config));
     if !config.runners.is_empty() && config.runners.iter().all(|r| r.limit > 0) {
         let sum: usize = config.runners.iter().map(|r| r.limit).sum();
         if sum < c {

@@ -314,6 +314,14 @@ impl Registry {
         self.update(|s| s.ready = true);
     }
 
+    /// The record as it is now (the dashboard's runners).
+    pub fn snapshot(&self) -> ServiceState {
+        self.state
+            .lock()
+            .map(|g| g.0.clone())
+            .unwrap_or_else(|p| p.into_inner().0.clone())
+    }
+
     /// Writes the state file if anything changed since the last write.
     pub fn write(&self, path: &Path) {
         let text = {

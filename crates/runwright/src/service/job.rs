@@ -12,7 +12,7 @@ use runwright_client::{
 };
 use runwright_config::RunnerConfig;
 use runwright_engine::steps::artifacts::{DownloadArtifacts, UploadArtifacts};
-use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache};
+use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache, RestoreObserver};
 use runwright_engine::steps::JobStep;
 use runwright_engine::{run_job, AbortReason, Executor, JobControl, JobEnv};
 use runwright_journal::{JobRecorder, JobStatus};
@@ -83,6 +83,8 @@ fn transfer_steps(
     runner: &RunnerConfig,
     client: &Client,
     trace: &TraceBuffer,
+    metrics: &Arc<crate::metrics::Metrics>,
+    job: &JobResponse,
 ) -> Vec<Arc<dyn JobStep>> {
     let s3 = match runner.cache.as_ref() {
         None => None,
@@ -97,7 +99,16 @@ fn transfer_steps(
             }
         },
     };
-    let store = CacheStore::new(s3);
+    // Cache restores count towards `runwright_cache_restores_total` (issue 6).
+    let (metrics, name) = (metrics.clone(), runner.name.clone());
+    let project = if job.job_info.project_full_path.is_empty() {
+        job.job_info.project_id.to_string()
+    } else {
+        job.job_info.project_full_path.clone()
+    };
+    let observer: RestoreObserver =
+        Arc::new(move |outcome| metrics.cache_restore(&name, &project, outcome.as_str()));
+    let store = CacheStore::observed(s3, Some(observer));
     vec![
         Arc::new(RestoreCache::new(store.clone())),
         Arc::new(DownloadArtifacts::new(client.clone())),
@@ -264,7 +275,7 @@ pub async fn handle(
         working_dir: shared.working_dir.clone(),
         concurrent_id,
         concurrent_project_id,
-        steps: transfer_steps(&runner, &client, &trace),
+        steps: transfer_steps(&runner, &client, &trace, &shared.metrics, &job),
     };
     let outcome = run_job(&env, &job, &trace, &control).await;
     watcher.abort();

@@ -230,6 +230,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                 shared.jobs.spawn(crate::journal::recover(
                     journal,
                     crate::journal::recovery_info(),
+                    Arc::new(config.clone()),
                 ));
             }
             lock
@@ -240,20 +241,31 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    // `listen_address` (read at start only, as GitLab's runner does): metrics and health.
+    // `listen_address` (read at start only, as GitLab's runner does): metrics, health and the dashboard.
     set_metrics_config(&shared, &config);
-    if let Some(addr) = config.listen_address.as_deref().filter(|a| !a.is_empty()) {
-        let (addr, metrics, stop) = (
-            addr.to_string(),
-            shared.metrics.clone(),
-            shared.stop_requests.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(&addr, metrics, stop).await {
-                tracing::error!("{e:#}");
-            }
+    let dashboard = config
+        .listen_address
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(|addr| {
+            let dashboard = crate::dashboard::Dashboard::new(
+                shared.metrics.clone(),
+                shared.journal.get().cloned().flatten(),
+                shared.working_dir.clone(),
+                &config,
+            );
+            let (addr, d, stop) = (
+                addr.to_string(),
+                dashboard.clone(),
+                shared.stop_requests.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = crate::dashboard::serve(&addr, d, stop).await {
+                    tracing::error!("{e:#}");
+                }
+            });
+            dashboard
         });
-    }
     shared.metrics.set_ready(true);
 
     let mut entries: HashMap<String, Entry> = HashMap::new();
@@ -299,6 +311,9 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                     crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&new));
                     apply_config(&shared, &mut entries, &new);
                     set_metrics_config(&shared, &new);
+                    if let Some(d) = &dashboard {
+                        d.set_config(&new);
+                    }
                     tracing::info!("configuration loaded");
                 }
                 Err(e) => tracing::error!(

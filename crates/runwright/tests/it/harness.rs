@@ -277,14 +277,6 @@ impl Drop for Harness {
     }
 }
 
-/// A free port on 127.0.0.1 (for `listen_address`).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// `GET path` over plain HTTP/1.1; (status, body).
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -341,6 +333,14 @@ impl Harness {
         );
         builds
     }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Whether a process exists and is not a zombie.

@@ -425,3 +425,47 @@ async fn listen_address_serves_metrics_with_gitlab_names_and_health() {
     h.wait_exit(WAIT).await;
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
+
+#[tokio::test]
+async fn sigkill_mid_docker_job_leaves_no_container_network_or_volume_after_restart() {
+    use crate::docker::{docker_ready, leftovers, service, sourceless, BUSYBOX, EXPOSED};
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    // disable_cache gives the job temporary volumes too; the service gives it a network.
+    let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
+    h.start();
+    let mut spec = sourceless("crashy-docker", &["echo started-in-docker", "sleep 300"]);
+    spec.services = vec![service(EXPOSED, "web")];
+    let id = h.coordinator.enqueue(spec);
+    h.wait_trace(id, "started-in-docker").await;
+
+    h.signal(Signal::SIGKILL);
+    h.wait_exit(WAIT).await;
+    // The crash leaves the build and service containers, the network and the temporary volumes behind.
+    let left = leftovers(&token, id);
+    for kind in ["container ", "network ", "volume "] {
+        assert!(
+            left.iter().any(|l| l.starts_with(kind)),
+            "no {kind}after the kill: {left:?}"
+        );
+    }
+    assert!(
+        left.iter().filter(|l| l.starts_with("container ")).count() >= 2,
+        "build and service containers: {left:?}"
+    );
+
+    h.start();
+    let job = h.final_job(id).await;
+    assert_eq!(job.state, "failed", "{}", h.log());
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert!(job.trace_text().contains("started-in-docker"));
+    // The recovery removes them before it reports the job.
+    assert_eq!(leftovers(&token, id), Vec::<String>::new(), "{}", h.log());
+    assert!(
+        h.log().contains("removed what the job left on Docker"),
+        "{}",
+        h.log()
+    );
+}

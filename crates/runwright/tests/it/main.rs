@@ -3,8 +3,10 @@
 
 mod harness;
 
+mod browser;
 mod cancel;
 mod config;
+mod dashboard;
 mod docker;
 mod exec;
 mod exec_live;

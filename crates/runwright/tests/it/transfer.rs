@@ -251,7 +251,8 @@ async fn direct_download_follows_the_redirect_without_the_job_token() {
 #[tokio::test]
 async fn a_cache_is_reused_by_the_next_job_from_gitlabs_local_layout() {
     let mut h = Harness::new().await;
-    h.single_runner("", "");
+    let addr = format!("127.0.0.1:{}", free_port());
+    h.single_runner(&format!("listen_address = \"{addr}\""), "");
     let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
     h.start();
     let git_job = |name: &str, c: Cache, script: &[&str]| JobSpec {
@@ -304,6 +305,30 @@ async fn a_cache_is_reused_by_the_next_job_from_gitlabs_local_layout() {
     // policy: pull saves nothing.
     assert!(!t.contains("Saving cache"), "{t}");
     assert!(!h.work_dir().join("cache/grp/app/missing-key").exists());
+
+    // The primary key this time.
+    let third = h.coordinator.enqueue(git_job(
+        "third",
+        Cache {
+            policy: "pull".into(),
+            ..cache("deps-non_protected", &["vendor/"])
+        },
+        &["cat vendor/lib.txt"],
+    ));
+    assert_eq!(h.final_job(third).await.state, "success");
+    // Restores by result: the first job missed, the second found its fallback key, the third its own.
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for result in ["miss", "fallback_hit", "hit"] {
+        let line = format!(
+            "runwright_cache_restores_total{{project=\"grp/app\",result=\"{result}\",runner=\"test-runner\"}} 1\n"
+        );
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]

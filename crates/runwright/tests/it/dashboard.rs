@@ -1,0 +1,373 @@
+//! The dashboard on `listen_address` (issue 6): its JSON API with and without the token, the refusal to
+//! expose it on a non-loopback address without one, and the page itself in headless Chromium (Debian's
+//! `chromium`, driven through Debian's `chromedriver` over plain WebDriver HTTP), which must show a running
+//! job's log live with its colours and a finished job's collapsed section. A screenshot is kept under
+//! `<target>/test-artifacts/dashboard.png`.
+
+use crate::browser::{artifacts_dir, Browser};
+use crate::harness::*;
+use runwright_coordinator::JobSpec;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const DASH_TOKEN: &str = "dash-token-4f1c9a";
+
+/// config.toml with a shell runner, `listen_address` on a free loopback port and the dashboard's token.
+fn dashboard_config(h: &Harness) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    h.single_runner(
+        &format!("listen_address = \"{addr}\"\n[dashboard]\ntoken = \"{DASH_TOKEN}\"\n"),
+        "",
+    );
+    addr
+}
+
+async fn wait_listening(h: &Harness, addr: &str) {
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr}:\n{}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
+
+#[tokio::test]
+async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
+    let mut h = Harness::new().await;
+    let addr = dashboard_config(&h);
+    h.start();
+    let id = h.coordinator.enqueue(JobSpec::shell(
+        "colours",
+        &["printf '\\033[31mred-text\\033[0m\\n'", "seq 1 500"],
+    ));
+    assert_eq!(h.final_job(id).await.state, "success");
+    wait_listening(&h, &addr).await;
+    let base = format!("http://{addr}");
+    let http = no_redirects();
+
+    // Without the token: refused, with a hint; metrics and health stay open for Prometheus.
+    for path in ["/", "/api/v1/runners", "/api/v1/jobs"] {
+        let r = http.get(format!("{base}{path}")).send().await.expect("GET");
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(r.text().await.expect("body").contains("?token="));
+    }
+    let r = http
+        .get(format!("{base}/api/v1/runners"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/health/live"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+
+    // ?token= sets a cookie (not the token) and leaves the URL.
+    let r = http
+        .get(format!("{base}/?token={DASH_TOKEN}&x=1"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/?x=1");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains(DASH_TOKEN),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let page = http
+        .get(format!("{base}/"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("page").contains("assets/app.js"));
+
+    let get = |path: &str| {
+        let req = http.get(format!("{base}{path}")).bearer_auth(DASH_TOKEN);
+        async move { req.send().await.expect("GET") }
+    };
+    let runners: Value = get("/api/v1/runners").await.json().await.expect("json");
+    let r = &runners["runners"][0];
+    assert_eq!(r["name"], "test-runner");
+    assert_eq!(r["executor"], "shell");
+    assert_eq!(r["state"], "polling", "{runners:#}");
+    assert_eq!(r["short_token"], runwright_config::short_token(TOKEN));
+    assert!(r["last_contact"].is_string(), "{runners:#}");
+    assert!(
+        !runners.to_string().contains(TOKEN),
+        "the runner token leaked: {runners}"
+    );
+
+    let jobs: Value = get("/api/v1/jobs?status=success")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let job = jobs
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j["job_id"] == id))
+        .unwrap_or_else(|| panic!("job {id} not listed: {jobs:#}"))
+        .clone();
+    assert_eq!(job["status"], "success");
+    let key = job["key"].as_str().expect("key");
+    let none: Value = get("/api/v1/jobs?status=failed")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none, json!([]));
+    assert_eq!(get("/api/v1/jobs?status=bogus").await.status(), 400);
+    assert_eq!(get("/api/v1/jobs/..%2Fjobs/trace").await.status(), 404);
+
+    // The whole trace, then part of it by offset and by Range.
+    let full = get(&format!("/api/v1/jobs/{key}/trace")).await;
+    assert_eq!(full.headers()["x-job-status"], "success");
+    let full = full.bytes().await.expect("trace").to_vec();
+    let text = String::from_utf8_lossy(&full);
+    assert!(text.contains("\x1b[31mred-text"), "colours kept: {text}");
+    assert!(
+        text.contains("section_start:") && text.contains("\n500\n"),
+        "{text}"
+    );
+    let part = get(&format!("/api/v1/jobs/{key}/trace?offset=10&limit=20")).await;
+    assert_eq!(part.headers()["x-trace-next-offset"], "30");
+    assert_eq!(
+        part.headers()["x-trace-size"],
+        full.len().to_string().as_str()
+    );
+    assert_eq!(
+        part.bytes().await.expect("part").to_vec(),
+        full[10..30].to_vec()
+    );
+    let ranged = http
+        .get(format!("{base}/api/v1/jobs/{key}/trace"))
+        .bearer_auth(DASH_TOKEN)
+        .header("range", "bytes=5-9")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(
+        ranged.headers()["content-range"],
+        format!("bytes 5-9/{}", full.len()).as_str()
+    );
+    assert_eq!(
+        ranged.bytes().await.expect("range").to_vec(),
+        full[5..10].to_vec()
+    );
+
+    let disk: Value = get("/api/v1/disk").await.json().await.expect("json");
+    let builds = disk["directories"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["kind"] == "builds"))
+        .unwrap_or_else(|| panic!("{disk:#}"));
+    assert!(
+        builds["exists"] == true && builds["bytes"].is_u64(),
+        "{disk:#}"
+    );
+    assert!(disk["docker"].is_array(), "{disk:#}");
+}
+
+#[tokio::test]
+async fn a_dashboard_on_a_non_loopback_address_needs_a_token() {
+    let mut h = Harness::new().await;
+    let port = free_port();
+    h.single_runner(&format!("listen_address = \"0.0.0.0:{port}\""), "");
+    h.start();
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("still-runs", &["echo ok"]));
+    // Nothing listens, and the service says why — but it still runs jobs.
+    assert_eq!(h.final_job(id).await.state, "success");
+    assert!(
+        h.log().contains("is not a loopback address") && h.log().contains("[dashboard] token"),
+        "{}",
+        h.log()
+    );
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_section() {
+    crate::browser::programs();
+    let mut h = Harness::new().await;
+    let addr = dashboard_config(&h);
+    h.start();
+    let flags = h.path().join("flags");
+    std::fs::create_dir_all(&flags).expect("flags dir");
+
+    // A finished job with a section its author collapsed.
+    let done = h.coordinator.enqueue(JobSpec::shell(
+        "folded",
+        &[
+            "printf '\\033[0Ksection_start:%s:folded_part[collapsed=true]\\r\\033[0K\\033[36;1mFolded header\\033[0m\\n' \"$(date +%s)\"",
+            "echo hidden-inside-the-fold",
+            "printf '\\033[0Ksection_end:%s:folded_part\\r\\033[0K\\n' \"$(date +%s)\"",
+            "echo after-the-fold",
+        ],
+    ));
+    assert_eq!(h.final_job(done).await.state, "success");
+
+    // A running job that prints more once the page is loaded.
+    let live = h.coordinator.enqueue(JobSpec::shell(
+        "live",
+        &[
+            "printf '\\033[31mred-before-load\\033[0m\\n'",
+            &format!("while [ ! -f {0}/go ]; do sleep 0.2; done", flags.display()),
+            "printf '\\033[32mgreen-after-load\\033[0m\\n'",
+            &format!(
+                "while [ ! -f {0}/end ]; do sleep 0.2; done",
+                flags.display()
+            ),
+        ],
+    ));
+    h.wait_trace(live, "red-before-load").await;
+    wait_listening(&h, &addr).await;
+
+    let browser = Browser::start(h.path()).await;
+    browser
+        .goto(&format!("http://{addr}/?token={DASH_TOKEN}"))
+        .await;
+    let running =
+        format!("document.querySelector('#running .joblog[data-job-id=\"{live}\"] pre.log')");
+    browser
+        .wait_for(
+            "the running job's log in red",
+            &format!(
+                "const l = {running}; return !!l && [...l.querySelectorAll('span.fg-31')].some(s => s.textContent === 'red-before-load')"
+            ),
+        )
+        .await;
+    // Output printed after the page loaded appears without a reload.
+    browser.eval("window.loadedOnce = true; return true").await;
+    let before = browser.eval(&format!("return {running}.textContent")).await;
+    assert!(
+        !before.as_str().unwrap_or("").contains("green-after-load"),
+        "{before}"
+    );
+    std::fs::write(flags.join("go"), "").expect("flag");
+    browser
+        .wait_for(
+            "the running job's new output",
+            &format!(
+                "const l = {running}; return window.loadedOnce === true && [...l.querySelectorAll('span.fg-32')].some(s => s.textContent === 'green-after-load')"
+            ),
+        )
+        .await;
+
+    // The finished job from the history: its own section is collapsed in the DOM, the runner's are open.
+    browser
+        .wait_for(
+            "the finished job in the history",
+            &format!("const r = document.querySelector('#history tr[data-job-id=\"{done}\"]'); if (r) r.click(); return !!r"),
+        )
+        .await;
+    let fold = browser
+        .wait_for(
+            "the finished job's sections",
+            &format!(
+                "const log = document.querySelector('#opened .joblog[data-job-id=\"{done}\"] pre.log');
+                 const d = log && log.querySelector('details[data-section=\"folded_part\"]');
+                 const script = log && log.querySelector('details[data-section=\"step_script\"]');
+                 if (!d || !script || !log.textContent.includes('after-the-fold')) return null;
+                 return {{ open: d.open, title: d.querySelector('summary').textContent,
+                          inside: d.querySelector('.section-body').textContent, scriptOpen: script.open,
+                          insideShown: d.querySelector('.section-body').checkVisibility() }};"
+            ),
+        )
+        .await;
+    assert_eq!(fold["open"], false, "{fold}");
+    assert_eq!(
+        fold["insideShown"], false,
+        "a collapsed section shows nothing: {fold}"
+    );
+    assert!(
+        fold["title"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Folded header"),
+        "{fold}"
+    );
+    assert!(
+        fold["inside"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hidden-inside-the-fold"),
+        "{fold}"
+    );
+    assert_eq!(fold["scriptOpen"], true, "{fold}");
+
+    // The page's one renderer, on the cases a trace brings: progress lines overwritten by carriage returns,
+    // 256 colours, nested sections split across chunks, a line split across chunks.
+    let rendered = browser
+        .eval(
+            "const pre = document.createElement('pre'); const v = new TraceView(pre);
+             v.push('10%\\r50%\\r100%\\n');
+             v.push('\\x1b[1;38;5;196mred256\\x1b[0m plain\\n');
+             v.push('section_start:1:outer\\r\\x1b[0KOuter\\nsection_start:2:inner[collapsed=true]\\r');
+             v.push('\\x1b[0KInner\\nx\\nsection_end:3:inner\\r\\x1b[0Ksection_end:4:outer\\r\\x1b[0K\\nspl');
+             v.push('it\\n'); v.flush();
+             const span = pre.querySelector('span.bold');
+             const outer = pre.querySelector(':scope > details[data-section=outer]');
+             const inner = outer && outer.querySelector('details[data-section=inner]');
+             return { lines: [...pre.children].map(c => c.tagName === 'DETAILS' ? '<' + c.dataset.section + '>' : c.textContent),
+                      color: span && span.style.color, spanText: span && span.textContent,
+                      outerOpen: outer && outer.open, innerOpen: inner && inner.open,
+                      inner: inner && inner.querySelector('.section-body').textContent };",
+        )
+        .await;
+    assert_eq!(
+        rendered,
+        json!({
+            "lines": ["100%", "red256 plain", "<outer>", "split"],
+            "color": "rgb(255, 0, 0)",
+            "spanText": "red256",
+            "outerOpen": true,
+            "innerOpen": false,
+            "inner": "x",
+        }),
+        "{rendered:#}"
+    );
+
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let dir = artifacts_dir();
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    let shot = dir.join("dashboard.png");
+    std::fs::write(&shot, &png).expect("screenshot");
+    eprintln!("dashboard screenshot: {}", shot.display());
+
+    std::fs::write(flags.join("end"), "").expect("flag");
+    assert_eq!(h.final_job(live).await.state, "success");
+}
