@@ -166,9 +166,9 @@ pub async fn resolve(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
 fn refusal(shown: &str) -> String {
     format!(
         "listen_address {shown} is not a loopback address, and the dashboard and its API would be open to \
-         anyone who reaches it: not listening. Set a token in config.toml ([dashboard] token = \"…\"; clients \
-         send it as `Authorization: Bearer …`), or [dashboard] enabled = false to serve only /metrics and \
-         /health there, or listen on 127.0.0.1"
+         anyone who reaches it: they are not served there (only /metrics and /health are). Set a token in \
+         config.toml ([dashboard] token = \"…\"; clients send it as `Authorization: Bearer …`), or \
+         [dashboard] enabled = false to silence this, or listen on 127.0.0.1"
     )
 }
 

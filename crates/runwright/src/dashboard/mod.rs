@@ -134,8 +134,8 @@ fn dashboard_routes(d: Arc<Dashboard>, access: Arc<auth::Access>) -> axum::Route
 }
 
 /// Serves `listen_address` until `stop` fires: metrics and health always, the dashboard unless
-/// `[dashboard] enabled = false`. Refuses (an error, nothing listens) to expose the dashboard on a
-/// non-loopback address without `[dashboard] token`.
+/// `[dashboard] enabled = false`. On a non-loopback address without `[dashboard] token` the dashboard and its
+/// API are refused (403 with what to set; a warning in the log) while metrics and health are served.
 pub async fn serve(
     addr: &str,
     dashboard: Arc<Dashboard>,
@@ -146,15 +146,32 @@ pub async fn serve(
     let enabled = section.enabled != Some(false);
     let access = Arc::new(auth::Access::new(section.token.as_deref()));
     let addrs = auth::resolve(addr).await?;
-    if enabled {
-        auth::check_exposure(&addrs, &access, addr)?;
+    // GitLab's runner serves /metrics on any address it is given (`:9252` is common): that keeps working. Only
+    // the dashboard and its API, which show traces, need the token off loopback; without one they answer 403
+    // with what to set.
+    let refused = if enabled {
+        auth::check_exposure(&addrs, &access, addr).err()
+    } else {
+        None
+    };
+    if let Some(why) = &refused {
+        tracing::warn!("{why}");
     }
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
         .with_context(|| format!("listening on listen_address {addr}"))?;
     let mut app = metrics_routes(dashboard.metrics.clone());
-    if enabled {
-        app = app.merge(dashboard_routes(dashboard, access.clone()));
+    let served = enabled && refused.is_none();
+    match (enabled, refused) {
+        (true, None) => app = app.merge(dashboard_routes(dashboard, access.clone())),
+        (true, Some(why)) => {
+            let why = format!("{why}\n");
+            app = app.fallback(move || {
+                let why = why.clone();
+                async move { (StatusCode::FORBIDDEN, why) }
+            });
+        }
+        (false, _) => {}
     }
     let local = listener
         .local_addr()
@@ -162,10 +179,10 @@ pub async fn serve(
         .unwrap_or_else(|_| addr.to_string());
     tracing::info!(
         address = %local,
-        dashboard = enabled,
+        dashboard = served,
         token = access.required(),
         "listen_address: metrics, health{} listening",
-        if enabled { " and dashboard" } else { "" }
+        if served { " and dashboard" } else { "" }
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -206,16 +206,24 @@ async fn a_dashboard_on_a_non_loopback_address_needs_a_token() {
     let id = h
         .coordinator
         .enqueue(JobSpec::shell("still-runs", &["echo ok"]));
-    // Nothing listens, and the service says why — but it still runs jobs.
     assert_eq!(h.final_job(id).await.state, "success");
     assert!(
         h.log().contains("is not a loopback address") && h.log().contains("[dashboard] token"),
         "{}",
         h.log()
     );
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err());
+    // GitLab's runner serves metrics on any address: so do we. The dashboard and its API are refused, saying
+    // what to set.
+    let addr = format!("127.0.0.1:{port}");
+    let (status, body) = http_get(&addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("gitlab_runner_jobs_total"), "{body}");
+    for path in ["/", "/api/v1/runners", "/api/v1/jobs"] {
+        let (status, body) = http_get(&addr, path).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("[dashboard] token"), "{path}: {body}");
+        assert!(!body.contains("still-runs"), "{path}: {body}");
+    }
 }
 
 #[tokio::test]

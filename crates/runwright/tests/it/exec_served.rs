@@ -7,13 +7,24 @@ use crate::harness::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-/// What legitimately differs between two runs: timestamps, section times, temporary directories.
+/// What legitimately differs between two runs: timestamps, section times, temporary directories, the runner
+/// manager's system ID.
 fn normalise(trace: &str) -> String {
     let rules = [
         (r"section_(start|end):\d+:", "section_$1:T:"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "DATE"),
+        // `ls -l` of a tarball: its size depends on the mtimes inside it.
+        (
+            r"(-[rwx-]{9} \d+ \S+ \S+ )\d+ \w{3} +\d+ \d\d:\d\d",
+            "${1}SIZE DATE",
+        ),
         (r"\S*runwright-exec-[A-Za-z0-9]+", "TMP"),
+        // Each runner process has its own system ID (`.runner_system_id`), as two GitLab runner managers do.
+        (r"system ID: s_[0-9a-f]{12}", "system ID: SYSTEM_ID"),
+        // Job tokens are random per job (shown shortened).
+        (r"token=[A-Za-z0-9_-]+", "token=JOB_TOKEN"),
         (r"\b[0-9]+(\.[0-9]+)? ?(ms|s)\b", "DURATION"),
     ];
     let mut s = trace.to_string();
@@ -87,40 +98,77 @@ async fn the_example_gives_the_same_results_in_process_and_served_to_the_service
         .stderr(Stdio::piped())
         .spawn()
         .expect("runwright exec --serve starts");
-    let mut lines = BufReader::new(exec.stdout.take().expect("stdout")).lines();
-    let mut seen = String::new();
-    let config: PathBuf = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("exec --serve ended before serving:\n{seen}"))
-            .expect("a line");
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.split("runwright run -c ").nth(1) {
-            break PathBuf::from(rest.trim());
-        }
+    // exec's output is read by a thread: the runner config's path first, then everything until exec ends.
+    let stdout = exec.stdout.take().expect("stdout");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (path_tx, path_rx) = std::sync::mpsc::channel::<PathBuf>();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("runwright run -c ").nth(1) {
+                    let _ = path_tx.send(PathBuf::from(rest.trim()));
+                }
+                if let Ok(mut s) = seen.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        })
     };
+    let shown = |seen: &std::sync::Arc<std::sync::Mutex<String>>| {
+        seen.lock().map(|s| s.clone()).unwrap_or_default()
+    };
+    let config = path_rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("exec --serve did not serve:\n{}", shown(&seen)));
     let toml = std::fs::read_to_string(&config).expect("the served runner config");
     assert!(toml.contains("executor = \"shell\""), "{toml}");
-    let service_log = std::fs::File::create(h.path().join("served-service.log")).expect("log");
+    let work = h.path().join("served-work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let service_log_path = h.path().join("served-service.log");
+    let service_log = std::fs::File::create(&service_log_path).expect("log");
     let mut service = h
         .command()
         .args(["run", "-c"])
         .arg(&config)
         .arg("-d")
-        .arg(h.path().join("served-work"))
+        .arg(&work)
         .stdout(Stdio::null())
         .stderr(service_log)
         .spawn()
         .expect("runwright run starts");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = exec.wait().expect("exec ends");
+    // exec ends when the pipeline has; a service that dies first would leave it waiting, so watch both.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = exec.try_wait().expect("exec status") {
+            break status;
+        }
+        if let Some(st) = service.try_wait().expect("service status") {
+            let _ = exec.kill();
+            panic!(
+                "runwright run ended ({st}) before the pipeline did:\n{}\n{}",
+                std::fs::read_to_string(&service_log_path).unwrap_or_default(),
+                shown(&seen)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = exec.kill();
+            let _ = service.kill();
+            panic!(
+                "the served pipeline did not end in 300 s:\n{}",
+                shown(&seen)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(service.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = service.wait();
-    seen.push_str(&rest.join("\n"));
+    let _ = reader.join();
+    let seen = shown(&seen);
     assert_eq!(status.code(), Some(0), "{seen}");
     assert!(seen.contains("pipeline passed"), "{seen}");
 
@@ -136,6 +184,9 @@ async fn the_example_gives_the_same_results_in_process_and_served_to_the_service
     for (name, ..) in &ra {
         match (log(&a, name), log(&b, name)) {
             (Some(la), Some(lb)) => {
+                // Each run has its own fresh cache directory, so both start with a cache miss.
+                let la = la.replace(&cache_a.display().to_string(), "CACHE_DIR");
+                let lb = lb.replace(&cache_b.display().to_string(), "CACHE_DIR");
                 let (na, nb) = (normalise(&la), normalise(&lb));
                 if na != nb {
                     let first = na
