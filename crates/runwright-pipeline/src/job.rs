@@ -330,6 +330,24 @@ pub struct Environment {
     pub auto_stop_in: Option<String>,
 }
 
+/// `trigger:forward:` (docs: "trigger:forward"): what a downstream pipeline receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    /// The trigger job's YAML variables (its own and the global ones it inherits); default `true`.
+    pub yaml_variables: bool,
+    /// The pipeline's own variables (run pipeline form, schedule, API, `--variable`); default `false`.
+    pub pipeline_variables: bool,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            yaml_variables: true,
+            pipeline_variables: false,
+        }
+    }
+}
+
 /// `trigger:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -340,6 +358,8 @@ pub enum Trigger {
         include: Vec<String>,
         /// `strategy: depend` or `strategy: mirror`: the trigger job waits and takes the child's status.
         depend: bool,
+        /// `forward:`: which variables the child pipeline receives.
+        forward: Forward,
     },
     /// Anything else (another project, a remote or template child): noted, not runnable offline.
     Other {
@@ -1329,6 +1349,36 @@ impl JobConfig {
     }
 }
 
+/// `trigger:forward:` with GitLab's validation (`Entry::Trigger::Forward`: a hash of two booleans).
+fn parse_forward(v: Option<&Value>, path: &YPath, src: &Source) -> Result<Forward> {
+    let mut f = Forward::default();
+    let m = match v {
+        None | Some(Value::Null) => return Ok(f),
+        Some(Value::Mapping(m)) => m,
+        Some(_) => {
+            return Err(config_err(src, path, "should be a hash"));
+        }
+    };
+    for (k, val) in m {
+        let key = k.as_str().unwrap_or_default();
+        let slot = match key {
+            "yaml_variables" => &mut f.yaml_variables,
+            "pipeline_variables" => &mut f.pipeline_variables,
+            _ => {
+                return Err(config_err(
+                    src,
+                    path,
+                    format!("contains unknown keys: {key}"),
+                ))
+            }
+        };
+        *slot = val
+            .as_bool()
+            .ok_or_else(|| config_err(src, &path.key(key), "should be a boolean value"))?;
+    }
+    Ok(f)
+}
+
 fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
     match v {
         Value::String(p) => Ok(Trigger::Other {
@@ -1381,7 +1431,12 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
                     }
                 }
             }
-            Ok(Trigger::Child { include, depend })
+            let forward = parse_forward(m.get("forward"), &path.key("forward"), src)?;
+            Ok(Trigger::Child {
+                include,
+                depend,
+                forward,
+            })
         }
         other => Err(err(
             src,
