@@ -12,12 +12,14 @@
 //! As in GitLab they override the file's `variables:`, and `--variable` (a pipeline variable) overrides
 //! them.
 
+use super::changes::{Base, GitProjectFiles};
 use super::{git_opt, slug, Checkout};
 use crate::cli::ExecArgs;
 use anyhow::{bail, Context};
 use runwright_pipeline::PipelineContext;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A `--pipeline-source`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,7 +186,17 @@ pub(crate) fn project_variables(root: &Path) -> anyhow::Result<BTreeMap<String, 
 /// variables file, then `--variable` (highest precedence; both are pipeline variables for the crate).
 pub(super) fn pipeline_context(args: &ExecArgs, co: &Checkout) -> anyhow::Result<PipelineContext> {
     let source = PipelineSource::parse(&args.pipeline_source)?;
-    let mut ctx = PipelineContext::new(super::predefined(co, &args.file, source)?);
+    let base = match source {
+        PipelineSource::MergeRequestEvent => Base::MergeRequest {
+            target: co.default_branch.clone(),
+        },
+        PipelineSource::Push => Base::Push {
+            branch: co.branch.clone(),
+        },
+        _ => Base::None,
+    };
+    let mut ctx = PipelineContext::new(super::predefined(co, &args.file, source)?)
+        .with_files(Arc::new(GitProjectFiles::new(&co.root, &co.sha, base)));
     ctx.pipeline_variables = project_variables(&co.root)?;
     ctx.pipeline_variables
         .extend(super::parse_variables(&args.variable)?);

@@ -9,6 +9,7 @@
 //! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`).
 #![allow(clippy::print_stdout)]
 
+mod changes;
 pub(crate) mod context;
 mod jobspec;
 mod list;
@@ -332,19 +333,16 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // A tag pipeline's jobs get the tag as their ref (CI_COMMIT_TAG, ref_type tag), as GitLab hands them out.
-    let tag = ctx
-        .variables
-        .get("CI_COMMIT_TAG")
-        .map(|t| t.to_string())
-        .filter(|t| !t.is_empty());
+    // A tag pipeline's jobs get the tag as their ref (CI_COMMIT_TAG, ref_type tag), a merge request
+    // pipeline's the merge request's ref, as GitLab hands them out.
+    let job_ref = jobspec::JobRef::of(&ctx.variables);
     rt.block_on(run_pipeline(
         &args,
         &co,
         &plan,
         &sources,
         concurrency,
-        tag.as_deref(),
+        &job_ref,
     ))
 }
 
@@ -470,7 +468,7 @@ async fn run_pipeline(
     plan: &PipelinePlan,
     sources: &Sources,
     concurrency: usize,
-    tag: Option<&str>,
+    job_ref: &jobspec::JobRef,
 ) -> anyhow::Result<ExitCode> {
     let selected = schedule::select(plan, &args.jobs, args.needs, &args.manual)?;
     if args.needs && args.jobs.is_empty() {
@@ -520,7 +518,7 @@ async fn run_pipeline(
         ],
     )
     .context("mirroring the sources for the jobs")?;
-    if let Some(tag) = tag {
+    if let jobspec::JobRef::Tag(tag) = job_ref {
         git(
             &co.root,
             &[
@@ -532,6 +530,31 @@ async fn run_pipeline(
             ],
         )
         .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
+    }
+    if let jobspec::JobRef::MergeRequest(_) = job_ref {
+        // The target branch, as GitLab's repository has it: jobs may fetch it (or
+        // CI_MERGE_REQUEST_DIFF_BASE_SHA) to diff against. The merge request's own ref is made by the
+        // coordinator with the pipeline.
+        let target = &co.default_branch;
+        if let Some(commit) = [
+            format!("refs/heads/{target}"),
+            format!("refs/remotes/origin/{target}"),
+        ]
+        .iter()
+        .find_map(|r| git_opt(&co.root, &["rev-parse", "--verify", "-q", r]))
+        {
+            git(
+                &co.root,
+                &[
+                    "push",
+                    "-q",
+                    "--no-verify",
+                    &bare.to_string_lossy(),
+                    &format!("{commit}:refs/heads/{target}"),
+                ],
+            )
+            .with_context(|| format!("mirroring the target branch {target} for the jobs"))?;
+        }
     }
     let short = |s: &str| s[..s.len().min(8)].to_string();
     println!(
@@ -709,7 +732,7 @@ async fn run_pipeline(
                             .filter_map(|s| ids.get(s.job.name.as_str()).copied())
                             .collect(),
                     };
-                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps, tag);
+                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps, job_ref);
                     if matches!(docker, Docker::On)
                         && (args.executor == "docker" || wants_docker(job))
                     {

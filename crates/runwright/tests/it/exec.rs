@@ -546,3 +546,165 @@ async fn tag_pipelines_give_their_jobs_the_tag_as_ref() {
     );
     assert!(stdout.contains("\nv1.0\n"), "{stdout}");
 }
+
+const MR_PIPELINE: &str = r#"
+mr-job:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+      changes: ["src/**/*"]
+  script:
+    - echo "ref=$CI_COMMIT_REF_NAME branch=${CI_COMMIT_BRANCH:-none} source=$CI_PIPELINE_SOURCE iid=$CI_MERGE_REQUEST_IID from=$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME into=$CI_MERGE_REQUEST_TARGET_BRANCH_NAME path=$CI_MERGE_REQUEST_REF_PATH"
+    - echo "base=$CI_MERGE_REQUEST_DIFF_BASE_SHA head=$(git rev-parse HEAD)"
+    - git fetch -q origin "+$CI_MERGE_REQUEST_REF_PATH:$CI_MERGE_REQUEST_REF_PATH"
+    - echo "mr-ref=$(git rev-parse $CI_MERGE_REQUEST_REF_PATH)"
+docs-job:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+      changes: ["docs/**/*"]
+  script: [echo docs]
+readme-since-main:
+  rules:
+    - changes:
+        paths: [README.md]
+        compare_to: refs/heads/main
+  script: [echo readme]
+"#;
+
+/// A merge request pipeline's jobs get GitLab's merge request ref: CI_COMMIT_REF_NAME is the source branch,
+/// there is no CI_COMMIT_BRANCH, `CI_MERGE_REQUEST_*` are set, the checkout says `ref is
+/// refs/merge-requests/1/head` and that ref exists on the served repository. `rules:changes` compares with the
+/// merge base of the target branch (src/ changed on the branch, docs/ only on main), `compare_to` too.
+#[tokio::test]
+async fn merge_request_pipelines_run_on_the_merge_request_ref_and_diff_against_the_target() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/mr",
+        &[
+            (".gitlab-ci.yml", MR_PIPELINE),
+            ("docs/a.md", "a\n"),
+            ("README.md", "r\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/mr");
+    let base = h.git(&dir, &["rev-parse", "HEAD"]);
+    h.git(&dir, &["checkout", "-q", "-b", "feature"]);
+    h.commit("grp/mr", &[("src/app.txt", "app\n")], "feature work");
+    // main moves on after the branch point: its docs change is not the merge request's.
+    h.git(&dir, &["checkout", "-q", "main"]);
+    h.commit("grp/mr", &[("docs/a.md", "changed on main\n")], "docs");
+    h.git(&dir, &["checkout", "-q", "feature"]);
+    let (out, stdout) = exec(
+        &h,
+        &dir,
+        &["--pipeline-source", "merge_request_event", "--committed"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ref=feature branch=none source=merge_request_event iid=1 from=feature into=main path=refs/merge-requests/1/head\n"),
+        "{stdout}"
+    );
+    let head = h.git(&dir, &["rev-parse", "HEAD"]);
+    assert!(
+        stdout.contains(&format!("base={base} head={head}\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("mr-ref={head}\n")), "{stdout}");
+    assert!(
+        stdout.contains("as detached HEAD (ref is refs/merge-requests/1/head)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("=== docs-job"), "{stdout}");
+    assert!(!stdout.contains("=== readme-since-main"), "{stdout}");
+
+    // --list says the same without running.
+    let (out, stdout) = exec(
+        &h,
+        &dir,
+        &[
+            "--pipeline-source",
+            "merge_request_event",
+            "--list",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let included = |name: &str| {
+        doc["jobs"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["name"] == name))
+            .map(|j| j["included"].clone())
+    };
+    assert_eq!(included("mr-job"), Some(true.into()), "{stdout}");
+    assert_eq!(included("docs-job"), Some(false.into()), "{stdout}");
+
+    // A README change in the working tree: changed since main's merge base.
+    std::fs::write(dir.join("README.md"), "edited\n").expect("edit");
+    let (_, stdout) = exec(&h, &dir, &["--list", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let readme = doc["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["name"] == "readme-since-main"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(readme["included"], true, "{stdout}");
+}
+
+/// `rules:changes` in a push pipeline compares with the previous push: what `origin` has of the branch (the
+/// uncommitted working tree included); a branch `origin` does not have is a new branch, where `changes` is
+/// true. A `compare_to` that names nothing is GitLab's error and runs nothing.
+#[tokio::test]
+async fn push_pipelines_diff_against_origins_branch() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/push",
+        &[
+            (
+                ".gitlab-ci.yml",
+                "docs:\n  rules:\n    - changes: [\"docs/*\"]\n  script: [echo docs]\napi:\n  rules:\n    - changes: [\"api/*\"]\n  script: [echo api]\n",
+            ),
+            ("docs/a.md", "a\n"),
+            ("api/b.txt", "b\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/push");
+    let list = |h: &Harness| {
+        let (out, stdout) = exec(h, &dir, &["--list", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        doc["jobs"]
+            .as_array()
+            .map(|jobs| {
+                jobs.iter()
+                    .filter(|j| j["included"] == true)
+                    .filter_map(|j| j["name"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    // No origin: a new branch, every `changes` is true.
+    assert_eq!(list(&h), ["docs", "api"]);
+    let bare = h.path().join("git/grp/push.git");
+    h.git(&dir, &["remote", "add", "origin", &bare.to_string_lossy()]);
+    h.git(&dir, &["fetch", "-q", "origin"]);
+    // Pushed and unchanged: nothing changed, no job.
+    let (_, stdout) = exec(&h, &dir, &["--list"]);
+    assert!(stdout.contains("no pipeline is created"), "{stdout}");
+    std::fs::write(dir.join("docs/a.md"), "edited\n").expect("edit");
+    assert_eq!(list(&h), ["docs"]);
+
+    std::fs::write(
+        dir.join(".gitlab-ci.yml"),
+        "docs:\n  rules:\n    - changes:\n        paths: [\"docs/*\"]\n        compare_to: refs/heads/nope\n  script: [echo docs]\n",
+    )
+    .expect("ci file");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid CI configuration: .gitlab-ci.yml:3: docs.rules[0]: rules:changes:compare_to is not a valid ref",
+        "{stdout}"
+    );
+    assert!(!stdout.contains("=== docs"), "{stdout}");
+}
