@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 mod changes;
+mod children;
 pub(crate) mod context;
 mod jobspec;
 mod list;
@@ -23,7 +24,7 @@ use crate::logging::LogArgs;
 use anyhow::{bail, Context};
 use output::TraceOut;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
-use runwright_pipeline::{Pipeline, PipelinePlan, PlannedJob, When};
+use runwright_pipeline::{PlannedJob, When};
 use schedule::Status;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -307,22 +308,33 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     };
     let file = args.file.clone();
     let ctx = context::pipeline_context(&args, &co)?;
-    if args.list {
-        let chosen = list::Chosen {
-            jobs: args.jobs.clone(),
-            needs: args.needs,
-            manual: args.manual.clone(),
-        };
-        return list::run(&co, &file, &ctx, &args.pipeline_source, args.json, &chosen);
-    }
-
-    let plan = match Pipeline::load(&co.root, &file).and_then(|c| c.evaluate(&ctx)) {
+    // Child pipelines keep the project's variables; the pipeline's own reach them only when forwarded.
+    let project_variables = context::project_variables(&co.root)?;
+    // The whole run is planned first, child pipelines included: an invalid one runs nothing.
+    let planned = match children::plan(&co.root, &file, &ctx, &project_variables) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: invalid CI configuration: {e}");
             return Ok(ExitCode::from(1));
         }
     };
+    if args.list {
+        let chosen = list::Chosen {
+            jobs: args.jobs.clone(),
+            needs: args.needs,
+            manual: args.manual.clone(),
+        };
+        return list::run(
+            &file,
+            &planned,
+            &args.pipeline_source,
+            args.json,
+            &chosen,
+            &co.branch,
+            &ctx,
+        );
+    }
+    let plan = &planned.plan;
     if !plan.workflow.created {
         println!(
             "{}",
@@ -339,7 +351,7 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(run_pipeline(
         &args,
         &co,
-        &plan,
+        &planned,
         &sources,
         concurrency,
         &job_ref,
@@ -465,12 +477,16 @@ async fn follow(
 async fn run_pipeline(
     args: &ExecArgs,
     co: &Checkout,
-    plan: &PipelinePlan,
+    planned: &children::Planned,
     sources: &Sources,
     concurrency: usize,
     job_ref: &jobspec::JobRef,
 ) -> anyhow::Result<ExitCode> {
-    let selected = schedule::select(plan, &args.jobs, args.needs, &args.manual)?;
+    let plan = &planned.plan;
+    let (selected, runs) = children::flatten(
+        schedule::select(plan, &args.jobs, args.needs, &args.manual)?,
+        &planned.children,
+    );
     if args.needs && args.jobs.is_empty() {
         println!("note: --needs adds what named jobs need; without JOB names the whole pipeline runs anyway");
     }
@@ -484,14 +500,21 @@ async fn run_pipeline(
     let prefixed = concurrency > 1 && selected.len() > 1;
 
     let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;
-    let stems = state::file_stems(selected.iter().map(|s| s.job.name.as_str()));
+    let stems = state::file_stems(selected.iter().map(|s| s.display.as_str()));
     let plan_json = serde_json::json!({
         "project": co.project_path,
         "ref": co.branch,
         "sha": co.sha,
         "sources": match sources { Sources::Committed { .. } => "committed", Sources::WorkingTree { .. } => "working tree" },
         "stages": plan.stages,
-        "jobs": selected.iter().map(|s| s.job).collect::<Vec<_>>(),
+        "jobs": selected.iter().filter(|s| s.pipeline == 0).map(|s| s.job).collect::<Vec<_>>(),
+        "child_pipelines": runs.iter().skip(1).map(|r| serde_json::json!({
+            "id": r.id,
+            "trigger_job": r.trigger.map(|t| &selected[t].display),
+            "include": r.include,
+            "depend": r.depend,
+            "jobs": selected.iter().filter(|s| runs.get(s.pipeline).is_some_and(|x| x.id == r.id)).map(|s| s.job).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     });
     state::write_json(&run_dir.path, "plan.json", &plan_json)?;
 
@@ -666,9 +689,10 @@ async fn run_pipeline(
         crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
     }
 
-    let mut sched = schedule::Scheduler::new(selected);
+    let mut sched = schedule::Scheduler::with_pipelines(selected, runs);
     let mut outcomes = vec![Outcome::default(); sched.jobs.len()];
-    let mut ids: HashMap<String, i64> = HashMap::new();
+    // Job ids by pipeline and name: artifacts come from the job's own pipeline.
+    let mut ids: HashMap<(usize, String), i64> = HashMap::new();
     let started = Instant::now();
 
     // Ctrl-C / SIGTERM: abort the running jobs (their processes are in their own process groups, out of the
@@ -691,6 +715,8 @@ async fn run_pipeline(
         });
     }
 
+    // When each trigger job created its child pipeline (a `strategy: depend` one lasts until the child ends).
+    let mut triggered: HashMap<usize, Instant> = HashMap::new();
     let mut running: tokio::task::JoinSet<(
         usize,
         Instant,
@@ -707,32 +733,62 @@ async fn run_pipeline(
                     let job = sched.jobs[i].job;
                     println!(
                         "--- {} ({}): {} — {why}",
-                        job.name,
+                        sched.jobs[i].display,
                         job.stage,
                         status.label()
                     );
                 }
+                schedule::Step::Trigger(i, p) => {
+                    let job = sched.jobs[i].job;
+                    let child = &sched.pipelines[p];
+                    println!(
+                        "=== {} ({}): created child pipeline {} ({}){}",
+                        sched.jobs[i].display,
+                        job.stage,
+                        child.id,
+                        child.include.join(", "),
+                        if child.depend {
+                            "; strategy: depend, the trigger job takes its status"
+                        } else {
+                            ""
+                        }
+                    );
+                    triggered.insert(i, Instant::now());
+                    if !child.depend {
+                        outcomes[i].duration = Some(Duration::ZERO);
+                    }
+                }
+                schedule::Step::Finished(i, status) => {
+                    let elapsed = triggered.get(&i).map(Instant::elapsed).unwrap_or_default();
+                    outcomes[i].duration = Some(elapsed);
+                    print_trigger_end(&sched, i, &status, elapsed);
+                }
                 schedule::Step::Start(i) => {
                     let job = sched.jobs[i].job;
-                    println!("=== {} ({})", job.name, job.stage);
+                    let pipeline = sched.jobs[i].pipeline;
+                    let display = sched.jobs[i].display.clone();
+                    println!("=== {display} ({})", job.stage);
                     for n in notes(job, &docker) {
-                        println!("note: {}: {n}", job.name);
+                        println!("note: {display}: {n}");
                     }
                     // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier
-                    // stages) that ran in this pipeline.
+                    // stages) that ran in this job's pipeline.
                     let deps: Vec<i64> = match &job.dependencies {
                         Some(names) => names
                             .iter()
-                            .filter_map(|n| ids.get(n.as_str()).copied())
+                            .filter_map(|n| ids.get(&(pipeline, n.clone())).copied())
                             .collect(),
                         None => sched
                             .jobs
                             .iter()
-                            .filter(|s| s.job.stage_index < job.stage_index)
-                            .filter_map(|s| ids.get(s.job.name.as_str()).copied())
+                            .filter(|s| {
+                                s.pipeline == pipeline && s.job.stage_index < job.stage_index
+                            })
+                            .filter_map(|s| ids.get(&(pipeline, s.job.name.clone())).copied())
                             .collect(),
                     };
-                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps, job_ref);
+                    let pipeline_id = sched.pipelines[pipeline].id;
+                    let mut spec = jobspec::spec_for(job, co, &project, pipeline_id, deps, job_ref);
                     if matches!(docker, Docker::On)
                         && (args.executor == "docker" || wants_docker(job))
                     {
@@ -741,7 +797,7 @@ async fn run_pipeline(
                         spec.runner_token = Some(TOKEN.into());
                     }
                     let id = coordinator.enqueue(spec);
-                    ids.insert(job.name.clone(), id);
+                    ids.insert((pipeline, job.name.clone()), id);
                     let log_name = format!("{}.log", stems[i]);
                     let log = match std::fs::File::create(run_dir.path.join(&log_name)) {
                         Ok(f) => {
@@ -750,8 +806,7 @@ async fn run_pipeline(
                         }
                         Err(err) => {
                             eprintln!(
-                                "runwright exec: cannot create the log of {} in {} ({err}); its output is on stdout only",
-                                job.name,
+                                "runwright exec: cannot create the log of {display} in {} ({err}); its output is on stdout only",
                                 run_dir.path.display()
                             );
                             None
@@ -759,7 +814,7 @@ async fn run_pipeline(
                     };
                     let style = output::Style {
                         keep_ansi,
-                        prefix: prefixed.then(|| output::prefix(&job.name, i, colour)),
+                        prefix: prefixed.then(|| output::prefix(&display, i, colour)),
                     };
                     let deadline = Instant::now()
                         + Duration::from_secs(job.timeout.unwrap_or(3600))
@@ -767,7 +822,7 @@ async fn run_pipeline(
                     let follow = follow(
                         coordinator.clone(),
                         id,
-                        job.name.clone(),
+                        display,
                         output::TraceOut::new(style, log),
                         deadline,
                     );
@@ -799,7 +854,10 @@ async fn run_pipeline(
                     .or_else(|| (record.state == "success").then_some(0));
                 match state::copy_artifacts(&run_dir.path, &stems[i], &record.artifacts) {
                     Ok(files) => outcomes[i].artifacts = files,
-                    Err(err) => eprintln!("runwright exec: {} artifacts: {err:#}", job.name),
+                    Err(err) => eprintln!(
+                        "runwright exec: {} artifacts: {err:#}",
+                        sched.jobs[i].display
+                    ),
                 }
                 match record.state.as_str() {
                     "success" => Status::Success,
@@ -824,7 +882,7 @@ async fn run_pipeline(
         };
         println!(
             "=== {} ({}): {} in {:.1}s{}",
-            job.name,
+            sched.jobs[i].display,
             job.stage,
             status.label(),
             t0.elapsed().as_secs_f64(),
@@ -836,12 +894,18 @@ async fn run_pipeline(
         );
         sched.status[i] = status;
     }
+    // Trigger jobs whose child pipelines were settled above (interrupted, stuck).
+    for (i, status) in sched.finish_triggers() {
+        let elapsed = triggered.get(&i).map(Instant::elapsed).unwrap_or_default();
+        outcomes[i].duration = Some(elapsed);
+        print_trigger_end(&sched, i, &status, elapsed);
+    }
 
     crate::service::drain(&shared).await;
     let interrupted = interrupted.is_cancelled();
     coordinator.shutdown().await;
 
-    let passed = !sched.status.iter().any(Status::blocking_failure);
+    let passed = !sched.failed();
     let verdict = if interrupted {
         "canceled"
     } else if passed {
@@ -858,7 +922,8 @@ async fn run_pipeline(
         .zip(&outcomes)
         .map(|((s, status), o)| {
             serde_json::json!({
-                "name": s.job.name,
+                "name": s.display,
+                "pipeline_id": sched.pipelines[s.pipeline].id,
                 "stage": s.job.stage,
                 "status": match status { Status::Failed { .. } => "failed", other => other.label() },
                 "allowed_failure": matches!(status, Status::Failed { allowed: true }),
@@ -891,19 +956,35 @@ async fn run_pipeline(
     })
 }
 
+/// The end of a `strategy: depend` trigger job: its child pipeline's status.
+fn print_trigger_end(
+    sched: &schedule::Scheduler<'_>,
+    i: usize,
+    status: &Status,
+    elapsed: Duration,
+) {
+    let child = sched
+        .pipelines
+        .iter()
+        .find(|p| p.trigger == Some(i))
+        .map(|p| p.id)
+        .unwrap_or_default();
+    println!(
+        "=== {} ({}): {} in {:.1}s (child pipeline {child})",
+        sched.jobs[i].display,
+        sched.jobs[i].job.stage,
+        status.label(),
+        elapsed.as_secs_f64()
+    );
+}
+
 /// The table at the end: job, stage, status (with allowed failures), duration, exit code.
 fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
-    let width = |f: &dyn Fn(&PlannedJob) -> usize, min: usize| {
-        sched
-            .jobs
-            .iter()
-            .map(|s| f(s.job))
-            .max()
-            .unwrap_or(min)
-            .max(min)
+    let width = |f: &dyn Fn(&schedule::Selected<'_>) -> usize, min: usize| {
+        sched.jobs.iter().map(f).max().unwrap_or(min).max(min)
     };
-    let w_job = width(&|j| j.name.len(), 3);
-    let w_stage = width(&|j| j.stage.len(), 5);
+    let w_job = width(&|s| s.display.chars().count(), 3);
+    let w_stage = width(&|s| s.job.stage.len(), 5);
     println!();
     println!(
         "{:<w_job$}  {:<w_stage$}  {:<16}  {:>8}  exit code",
@@ -916,7 +997,7 @@ fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
         let code = o.exit_code.map_or("-".to_string(), |c| c.to_string());
         println!(
             "{:<w_job$}  {:<w_stage$}  {:<16}  {d:>8}  {code}",
-            s.job.name,
+            s.display,
             s.job.stage,
             status.label()
         );

@@ -708,3 +708,239 @@ async fn push_pipelines_diff_against_origins_branch() {
     );
     assert!(!stdout.contains("=== docs"), "{stdout}");
 }
+
+const PARENT_PIPELINE: &str = r#"
+stages: [build, deploy, after]
+variables:
+  GLOBAL: g
+build:
+  stage: build
+  script: [echo build-output]
+deploy-child:
+  stage: deploy
+  variables:
+    TARGET: staging
+    PARENT_ID: $CI_PIPELINE_ID
+  trigger:
+    include: ci/child.yml
+    strategy: depend
+notify:
+  stage: deploy
+  trigger:
+    include:
+      - local: ci/notify.yml
+    forward:
+      pipeline_variables: true
+remote:
+  stage: deploy
+  trigger: other/project
+after:
+  stage: after
+  script: [echo after-output]
+"#;
+
+const CHILD_PIPELINE: &str = r#"
+workflow:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "parent_pipeline"
+child-build:
+  stage: build
+  script:
+    - echo "child source=$CI_PIPELINE_SOURCE id=$CI_PIPELINE_ID parent=$PARENT_ID target=$TARGET global=$GLOBAL who=${WHO:-unset}"
+    - echo child-artifact > child.txt
+  artifacts:
+    paths: [child.txt]
+child-test:
+  stage: test
+  script: [cat child.txt]
+"#;
+
+/// `trigger:include` runs a child pipeline (docs: ci/pipelines/downstream_pipelines): its own plan with
+/// `CI_PIPELINE_SOURCE=parent_pipeline` and its own id, the trigger job's variables (and the global ones) passed
+/// down, the parent's pipeline variables only with `forward:pipeline_variables`; artifacts flow inside it;
+/// `strategy: depend` makes the trigger job wait and take its status, so the next stage waits too. Its jobs
+/// are listed, summarised and logged under the trigger job's name. A multi-project trigger is noted.
+#[tokio::test]
+async fn trigger_include_runs_a_child_pipeline() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/parent",
+        &[
+            (".gitlab-ci.yml", PARENT_PIPELINE),
+            ("ci/child.yml", CHILD_PIPELINE),
+            (
+                "ci/notify.yml",
+                "notify-job:\n  script: echo \"notify who=$WHO target=${TARGET:-none}\"\n",
+            ),
+        ],
+    );
+    let dir = h.path().join("src/grp/parent");
+    let (out, stdout) = exec(&h, &dir, &["-e", "WHO=me", "-j", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "child source=parent_pipeline id=2 parent=1 target=staging global=g who=unset\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("notify who=me target=none\n"), "{stdout}");
+    assert!(
+        stdout.contains("=== deploy-child (deploy): created child pipeline 2 (ci/child.yml); strategy: depend, the trigger job takes its status\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("=== notify (deploy): created child pipeline 3 (ci/notify.yml)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--- remote (deploy): skipped — trigger: multi-project pipeline in `other/project` is not available offline"),
+        "{stdout}"
+    );
+    // The child's artifact reached its next stage; `after` waited for the child (strategy: depend).
+    let artifact = pos(&stdout, "\nchild-artifact\n");
+    let finished = pos(&stdout, "=== deploy-child (deploy): success in ");
+    let after = pos(&stdout, "after-output\n");
+    assert!(artifact < finished && finished < after, "{stdout}");
+    let summary = &stdout[pos(&stdout, "\njob ")..];
+    for (job, status) in [
+        ("deploy-child", "success"),
+        ("deploy-child > child-build", "success"),
+        ("deploy-child > child-test", "success"),
+        ("notify > notify-job", "success"),
+        ("remote", "skipped"),
+        ("after", "success"),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with(&format!("{job} ")) && l.contains(status)),
+            "no {job} {status} in:\n{summary}"
+        );
+    }
+    let run_dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pipeline directory: "))
+        .map(PathBuf::from)
+        .expect("pipeline directory");
+    let logs: Vec<String> = std::fs::read_dir(&run_dir)
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let child_log = logs
+        .iter()
+        .find(|f| f.contains("child-build") && f.ends_with(".log"))
+        .unwrap_or_else(|| panic!("no child-build log in {logs:?}"));
+    let text = std::fs::read_to_string(run_dir.join(child_log)).expect("log");
+    assert!(text.contains("child source=parent_pipeline"), "{text}");
+
+    // --list shows the child pipelines' jobs under their trigger jobs.
+    let (out, stdout) = exec(&h, &dir, &["--list"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("5 jobs (0 left out by rules), and 3 in child pipelines"),
+        "{stdout}"
+    );
+    let child_row = pos(&stdout, "deploy-child > child-build");
+    assert!(pos(&stdout, "deploy-child ") < child_row, "{stdout}");
+    let (_, stdout) = exec(&h, &dir, &["--list", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let row = doc["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["name"] == "deploy-child > child-test"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["trigger_job"], "deploy-child", "{stdout}");
+    assert_eq!(row["depth"], 1, "{stdout}");
+    assert_eq!(row["stage"], "test", "{stdout}");
+}
+
+/// With `strategy: depend`, a failed child pipeline fails its trigger job and so the parent; a child's trigger
+/// job two levels down fails (GitLab nests child pipelines two levels deep).
+#[tokio::test]
+async fn a_failed_child_fails_a_depend_trigger_and_nesting_stops_at_two_levels() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/nested",
+        &[
+            (
+                ".gitlab-ci.yml",
+                "child:\n  trigger:\n    include: ci/level1.yml\n    strategy: depend\nfree:\n  trigger:\n    include: ci/fails.yml\n",
+            ),
+            (
+                "ci/level1.yml",
+                "one:\n  script: [echo level-one]\ngrandchild:\n  trigger:\n    include: ci/level2.yml\n    strategy: depend\n",
+            ),
+            (
+                "ci/level2.yml",
+                "two:\n  script: [echo level-two]\ntoo-deep:\n  trigger:\n    include: ci/level1.yml\n",
+            ),
+            ("ci/fails.yml", "boom:\n  script: [exit 4]\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/nested");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("level-one\n") && stdout.contains("level-two\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--- child > grandchild > too-deep (test): failed — reached maximum depth of child pipelines\n"),
+        "{stdout}"
+    );
+    let summary = &stdout[pos(&stdout, "\njob ")..];
+    for (job, status) in [
+        ("child", "failed"),
+        ("child > grandchild", "failed"),
+        ("child > grandchild > two", "success"),
+        ("free", "success"),
+        ("free > boom", "failed"),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with(&format!("{job} ")) && l.contains(status)),
+            "no {job} {status} in:\n{summary}"
+        );
+    }
+    assert!(summary.contains("pipeline failed"), "{summary}");
+}
+
+/// A child pipeline that cannot be planned is an error naming the trigger job, and nothing runs.
+#[tokio::test]
+async fn a_missing_or_invalid_child_pipeline_runs_nothing() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/badchild",
+        &[
+            (
+                ".gitlab-ci.yml",
+                "build:\n  script: [echo build-output]\ndeploy:\n  stage: deploy\n  trigger:\n    include: ci/child.yml\n",
+            ),
+            ("ci/other.yml", "job:\n  scirpt: [echo typo]\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/badchild");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid CI configuration: .gitlab-ci.yml:6: deploy.trigger.include: Local file `ci/child.yml` does not exist!"
+    );
+    assert!(!stdout.contains("build-output"), "{stdout}");
+
+    std::fs::write(
+        dir.join(".gitlab-ci.yml"),
+        "build:\n  script: [echo build-output]\ndeploy:\n  stage: deploy\n  trigger:\n    include: ci/other.yml\n",
+    )
+    .expect("ci file");
+    let (out, stdout) = exec(&h, &dir, &["--list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid CI configuration: trigger job `deploy`: child pipeline (ci/other.yml): ci/other.yml:1: job: jobs:job config contains unknown keys: scirpt"
+    );
+}
