@@ -156,6 +156,10 @@ fn merge_request(co: &Checkout, v: &mut BTreeMap<String, String>) {
     if let Some(base) = base {
         set("CI_MERGE_REQUEST_DIFF_BASE_SHA", &base);
     }
+    // "The variable is empty in merge request pipelines. The SHA is present only in merged results
+    // pipelines" (docs: predefined variables for merge request pipelines).
+    set("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", "");
+    set("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", "");
     // GitLab's docs list `CI_COMMIT_BRANCH` for branch pipelines only, not merge request or tag pipelines:
     // `$CI_COMMIT_BRANCH` rules must not match here.
     v.remove("CI_COMMIT_BRANCH");

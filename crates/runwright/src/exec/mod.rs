@@ -6,7 +6,9 @@
 //! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`crate::service`)
 //! run them with the shell executor — the same code path as `runwright run`. Jobs start as soon as their
 //! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); traces stream to stdout, `[job] `
-//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`).
+//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`). Child
+//! pipelines of `trigger:include` are planned with the pipeline and scheduled with it (`children.rs`);
+//! `rules:changes` sees git's changes for the pipeline source (`changes.rs`).
 #![allow(clippy::print_stdout)]
 
 mod changes;
