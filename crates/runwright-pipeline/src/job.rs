@@ -1372,11 +1372,43 @@ fn parse_forward(v: Option<&Value>, path: &YPath, src: &Source) -> Result<Forwar
                 ))
             }
         };
-        *slot = val
-            .as_bool()
-            .ok_or_else(|| config_err(src, &path.key(key), "should be a boolean value"))?;
+        // GitLab's wording humanizes the attribute: `…:forward yaml variables should be a boolean value`.
+        *slot = val.as_bool().ok_or_else(|| {
+            err(
+                src,
+                &path.key(key),
+                format!(
+                    "{} {} should be a boolean value",
+                    gitlab_path(path),
+                    key.replace('_', " ")
+                ),
+            )
+        })?;
     }
     Ok(f)
+}
+
+/// What a child pipeline from a non-local `trigger:include` entry comes from, in words.
+fn non_local_child(entry: &Value) -> String {
+    let get = |k: &str| entry.get(k).and_then(scalar_string);
+    if let Some(url) = entry.as_str().map(str::to_string).or_else(|| get("remote")) {
+        return format!("child pipeline from the remote file `{url}`");
+    }
+    if let Some(a) = get("artifact") {
+        let job = get("job").unwrap_or_default();
+        return format!("dynamic child pipeline from the artifact `{a}` of job `{job}`");
+    }
+    if let Some(p) = get("project") {
+        let file = get("file").unwrap_or_default();
+        return format!("child pipeline from `{file}` of project `{p}`");
+    }
+    if let Some(t) = get("template") {
+        return format!("child pipeline from the template `{t}`");
+    }
+    format!(
+        "child pipeline from a non-local include ({})",
+        serde_json::to_string(&to_json(entry)).unwrap_or_default()
+    )
 }
 
 fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
@@ -1423,10 +1455,7 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
                     }
                     other => {
                         return Ok(Trigger::Other {
-                            description: format!(
-                                "child pipeline from a non-local include ({})",
-                                serde_json::to_string(&to_json(other)).unwrap_or_default()
-                            ),
+                            description: non_local_child(other),
                         })
                     }
                 }
