@@ -6,9 +6,10 @@
 //! (`trigger:include`) follow their trigger job, named `trigger job > job`.
 
 use super::children::{display, Planned as PlannedRun};
+use super::schedule::MAX_DEPTH_REACHED;
 use runwright_pipeline::{
     ChildPipeline, JobConfig, PipelineContext, PipelinePlan, PlannedJob, ResolvedConfig,
-    RuleOutcome, WorkflowOutcome,
+    RuleOutcome, Trigger, WorkflowOutcome,
 };
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ struct Row {
     name: String,
     /// A child pipeline's job: the trigger job's row name, and the child's depth (1, 2).
     parent: Option<(String, usize)>,
+    /// What a trigger job does not do here, and why.
+    note: Option<String>,
+    /// A trigger job of a local child pipeline.
+    child_trigger: bool,
     stage: String,
     stage_index: usize,
     /// `None`: left out of the pipeline.
@@ -158,6 +163,13 @@ fn rows(
                 stage: job.stage.clone(),
                 stage_index: job.stage_index,
                 planned: Some(planned(job)),
+                note: match &job.trigger {
+                    Some(Trigger::Other { description }) => Some(format!(
+                        "trigger: {description} is not available offline; the job is skipped"
+                    )),
+                    _ => None,
+                },
+                child_trigger: matches!(job.trigger, Some(Trigger::Child { .. })),
                 rule: included_rule(job, cfg, resolved),
             });
         }
@@ -172,6 +184,8 @@ fn rows(
                     .position(|s| *s == cfg.stage)
                     .unwrap_or(0),
                 planned: None,
+                note: None,
+                child_trigger: false,
                 rule: Rule {
                     kind: "excluded",
                     index: None,
@@ -184,10 +198,20 @@ fn rows(
     rows.sort_by_key(|r| r.stage_index);
     let depth = parent.map_or(0, |(_, d)| d);
     let mut out = Vec::new();
-    for row in rows {
+    for mut row in rows {
         let child = children
             .iter()
             .find(|c| row.planned.is_some() && display(prefix, &c.trigger_job) == row.name);
+        if row.child_trigger {
+            row.note = match child {
+                None => Some(format!("{MAX_DEPTH_REACHED}: the trigger job fails when it runs")),
+                Some(c) if !c.plan.workflow.created => Some(format!(
+                    "downstream pipeline can not be created: {}; the trigger job fails when it runs",
+                    c.plan.workflow.reason.as_deref().unwrap_or("no jobs")
+                )),
+                Some(_) => None,
+            };
+        }
         let name = row.name.clone();
         out.push(row);
         if let Some(c) = child {
@@ -282,6 +306,8 @@ fn included_rule(job: &PlannedJob, cfg: &JobConfig, resolved: &ResolvedConfig) -
 ///                                   // pipeline's job: `trigger job > job` (`a > b > job` two levels down)
 ///     "trigger_job": null,          // a child pipeline's job: the name of the trigger job that creates it
 ///     "depth": 0,                   // 0: the pipeline; 1: a child pipeline; 2: a grandchild
+///     "note": null,                 // a trigger job that runs no child here, and why (not available
+///                                   // offline, maximum depth, child not created)
 ///     "stage": "test",
 ///     "included": true,             // false: rules, only/except or when: never left it out
 ///     "when": "manual",             // on_success, on_failure, always, manual, delayed; null if excluded
@@ -304,6 +330,7 @@ fn document(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) ->
                 "name": r.name,
                 "trigger_job": r.parent.as_ref().map(|(p, _)| p),
                 "depth": r.parent.as_ref().map_or(0, |(_, d)| *d),
+                "note": r.note,
                 "stage": r.stage,
                 "included": r.planned.is_some(),
                 "when": r.planned.as_ref().map(|p| p.when),
@@ -399,5 +426,10 @@ fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) 
             }
         }
         println!("{}", line.trim_end());
+    }
+    for r in rows {
+        if let Some(n) = &r.note {
+            println!("note: {}: {n}", r.name);
+        }
     }
 }

@@ -843,6 +843,10 @@ async fn trigger_include_runs_a_child_pipeline() {
     );
     let child_row = pos(&stdout, "deploy-child > child-build");
     assert!(pos(&stdout, "deploy-child ") < child_row, "{stdout}");
+    assert!(
+        stdout.contains("note: remote: trigger: multi-project pipeline in `other/project` is not available offline; the job is skipped\n"),
+        "{stdout}"
+    );
     let (_, stdout) = exec(&h, &dir, &["--list", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     let row = doc["jobs"]
@@ -888,6 +892,11 @@ async fn a_failed_child_fails_a_depend_trigger_and_nesting_stops_at_two_levels()
     assert!(
         stdout.contains("--- child > grandchild > too-deep (test): failed — reached maximum depth of child pipelines\n"),
         "{stdout}"
+    );
+    let (_, listed) = exec(&h, &dir, &["--list"]);
+    assert!(
+        listed.contains("note: child > grandchild > too-deep: reached maximum depth of child pipelines: the trigger job fails when it runs\n"),
+        "{listed}"
     );
     let summary = &stdout[pos(&stdout, "\njob ")..];
     for (job, status) in [

@@ -165,7 +165,7 @@ async fn list_prints_the_plan_and_runs_nothing() {
     assert_eq!(
         *job(&doc, "unit"),
         serde_json::json!({
-            "name": "unit", "trigger_job": null, "depth": 0, "stage": "test", "included": true,
+            "name": "unit", "trigger_job": null, "depth": 0, "note": null, "stage": "test", "included": true,
             "when": "on_success", "needs": ["build"], "allow_failure": true,
             "rule": {"kind": "rule", "index": 1, "description": "rules[1] matched: if: $CI_COMMIT_BRANCH"},
         })
@@ -178,7 +178,7 @@ async fn list_prints_the_plan_and_runs_nothing() {
     assert_eq!(
         *job(&doc, "mr-only"),
         serde_json::json!({
-            "name": "mr-only", "trigger_job": null, "depth": 0, "stage": "test", "included": false,
+            "name": "mr-only", "trigger_job": null, "depth": 0, "note": null, "stage": "test", "included": false,
             "when": null, "needs": null, "allow_failure": null,
             "rule": {"kind": "excluded", "index": null, "description": "no rule matched"},
         })
