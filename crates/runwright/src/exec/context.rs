@@ -90,7 +90,9 @@ pub(super) fn apply(
             {
                 set("CI_COMMIT_TAG_MESSAGE", &message);
             }
-            // A tag pipeline has no branch: `$CI_COMMIT_BRANCH` rules must not match.
+            // A tag pipeline has no branch: `$CI_COMMIT_BRANCH` rules must not match. Tags are protected
+            // only by a protected-tags rule, which a checkout does not have.
+            set("CI_COMMIT_REF_PROTECTED", "false");
             v.remove("CI_COMMIT_BRANCH");
         }
         PipelineSource::MergeRequestEvent => merge_request(co, v),
@@ -161,8 +163,9 @@ fn merge_request(co: &Checkout, v: &mut BTreeMap<String, String>) {
     set("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", "");
     set("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", "");
     // GitLab's docs list `CI_COMMIT_BRANCH` for branch pipelines only, not merge request or tag pipelines:
-    // `$CI_COMMIT_BRANCH` rules must not match here.
+    // `$CI_COMMIT_BRANCH` rules must not match here. The merge request's ref is not protected.
     v.remove("CI_COMMIT_BRANCH");
+    v.insert("CI_COMMIT_REF_PROTECTED".into(), "false".into());
 }
 
 /// The variables files, lowest precedence first, relative to the top of the checkout.

@@ -214,7 +214,12 @@ fn predefined(
     set("CI_COMMIT_BRANCH", &c.branch);
     set("CI_COMMIT_REF_NAME", &c.branch);
     set("CI_COMMIT_REF_SLUG", &slug(&c.branch));
-    set("CI_COMMIT_REF_PROTECTED", "false");
+    // GitLab protects the default branch unless told otherwise (what the jobs' caches follow too, jobspec.rs);
+    // `context.rs` unprotects tag and merge request refs.
+    set(
+        "CI_COMMIT_REF_PROTECTED",
+        &(c.branch == c.default_branch).to_string(),
+    );
     set("CI_COMMIT_MESSAGE", &message);
     set("CI_COMMIT_TITLE", &title);
     set("CI_COMMIT_DESCRIPTION", &description);

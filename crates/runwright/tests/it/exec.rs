@@ -533,7 +533,7 @@ async fn tag_pipelines_give_their_jobs_the_tag_as_ref() {
         "grp/tagged",
         &[(
             ".gitlab-ci.yml",
-            "release:\n  rules:\n    - if: $CI_COMMIT_TAG\n  script:\n    - echo \"ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG branch=${CI_COMMIT_BRANCH:-none}\"\n    - git describe --tags --exact-match\n",
+            "release:\n  rules:\n    - if: $CI_COMMIT_TAG\n  script:\n    - echo \"ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG branch=${CI_COMMIT_BRANCH:-none} protected=$CI_COMMIT_REF_PROTECTED\"\n    - git describe --tags --exact-match\n",
         )],
     );
     let dir = h.path().join("src/grp/tagged");
@@ -541,7 +541,7 @@ async fn tag_pipelines_give_their_jobs_the_tag_as_ref() {
     let (out, stdout) = exec(&h, &dir, &["--pipeline-source", "tag"]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("ref=v1.0 tag=v1.0 branch=none\n"),
+        stdout.contains("ref=v1.0 tag=v1.0 branch=none protected=false\n"),
         "{stdout}"
     );
     assert!(stdout.contains("\nv1.0\n"), "{stdout}");
@@ -553,7 +553,7 @@ mr-job:
     - if: $CI_PIPELINE_SOURCE == "merge_request_event"
       changes: ["src/**/*"]
   script:
-    - echo "ref=$CI_COMMIT_REF_NAME branch=${CI_COMMIT_BRANCH:-none} source=$CI_PIPELINE_SOURCE iid=$CI_MERGE_REQUEST_IID from=$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME into=$CI_MERGE_REQUEST_TARGET_BRANCH_NAME path=$CI_MERGE_REQUEST_REF_PATH"
+    - echo "ref=$CI_COMMIT_REF_NAME branch=${CI_COMMIT_BRANCH:-none} source=$CI_PIPELINE_SOURCE iid=$CI_MERGE_REQUEST_IID from=$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME into=$CI_MERGE_REQUEST_TARGET_BRANCH_NAME path=$CI_MERGE_REQUEST_REF_PATH protected=$CI_COMMIT_REF_PROTECTED"
     - echo "base=$CI_MERGE_REQUEST_DIFF_BASE_SHA head=$(git rev-parse HEAD)"
     - git fetch -q origin "+$CI_MERGE_REQUEST_REF_PATH:$CI_MERGE_REQUEST_REF_PATH"
     - echo "mr-ref=$(git rev-parse $CI_MERGE_REQUEST_REF_PATH)"
@@ -600,7 +600,7 @@ async fn merge_request_pipelines_run_on_the_merge_request_ref_and_diff_against_t
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("ref=feature branch=none source=merge_request_event iid=1 from=feature into=main path=refs/merge-requests/1/head\n"),
+        stdout.contains("ref=feature branch=none source=merge_request_event iid=1 from=feature into=main path=refs/merge-requests/1/head protected=false\n"),
         "{stdout}"
     );
     let head = h.git(&dir, &["rev-parse", "HEAD"]);
@@ -746,7 +746,7 @@ workflow:
 child-build:
   stage: build
   script:
-    - echo "child source=$CI_PIPELINE_SOURCE id=$CI_PIPELINE_ID parent=$PARENT_ID target=$TARGET global=$GLOBAL who=${WHO:-unset}"
+    - echo "child source=$CI_PIPELINE_SOURCE id=$CI_PIPELINE_ID parent=$PARENT_ID target=$TARGET global=$GLOBAL who=${WHO:-unset} protected=$CI_COMMIT_REF_PROTECTED"
     - echo child-artifact > child.txt
   artifacts:
     paths: [child.txt]
@@ -779,7 +779,7 @@ async fn trigger_include_runs_a_child_pipeline() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
         stdout.contains(
-            "child source=parent_pipeline id=2 parent=1 target=staging global=g who=unset\n"
+            "child source=parent_pipeline id=2 parent=1 target=staging global=g who=unset protected=true\n"
         ),
         "{stdout}"
     );
