@@ -206,7 +206,7 @@ fn rows(
             row.note = match child {
                 None => Some(format!("{MAX_DEPTH_REACHED}: the trigger job fails when it runs")),
                 Some(c) if !c.plan.workflow.created => Some(format!(
-                    "downstream pipeline can not be created: {}; the trigger job fails when it runs",
+                    "the downstream pipeline could not be created: {}; the trigger job fails when it runs",
                     c.plan.workflow.reason.as_deref().unwrap_or("no jobs")
                 )),
                 Some(_) => None,

@@ -65,7 +65,8 @@ pub(super) struct PipelineRun {
     pub trigger: Option<usize>,
     /// `strategy: depend`.
     pub depend: bool,
-    /// Why the child cannot be created (workflow:rules, no jobs): its trigger job fails with it.
+    /// Why the child cannot be created (workflow:rules, no jobs): its trigger job fails with it, as GitLab's
+    /// does (`downstream_pipeline_creation_failed`).
     pub not_created: Option<String>,
     /// Its files.
     pub include: Vec<String>,
@@ -339,7 +340,7 @@ impl<'a> Scheduler<'a> {
                         return Some(Step::Skip(i, failed, MAX_DEPTH_REACHED.into()));
                     };
                     if let Some(why) = &self.pipelines[p].not_created {
-                        let why = format!("downstream pipeline can not be created: {why}");
+                        let why = format!("the downstream pipeline could not be created: {why}");
                         self.status[i] = failed.clone();
                         return Some(Step::Skip(i, failed, why.into()));
                     }
@@ -588,6 +589,31 @@ deploy:
         ));
         // A child's failure does not fail its parent without `strategy: depend`.
         assert!(!s.failed());
+    }
+
+    #[test]
+    fn a_child_that_workflow_rules_filter_out_fails_its_trigger_job() {
+        let (parent, child) = (plan_of(PARENT), plan_of(CHILD));
+        let mut s = with_child(&parent, &child, false);
+        s.pipelines[1].not_created = Some("Pipeline filtered out by workflow rules.".into());
+        assert_eq!(s.next(true), Some(Step::Start(0)));
+        s.status[0] = Status::Success;
+        assert_eq!(
+            s.next(true),
+            Some(Step::Skip(
+                1,
+                Status::Failed { allowed: false },
+                "the downstream pipeline could not be created: Pipeline filtered out by workflow rules."
+                    .into()
+            ))
+        );
+        // Its jobs never start; the run settles them as skipped.
+        assert!(matches!(
+            s.next(true),
+            Some(Step::Skip(2, Status::Skipped, _))
+        ));
+        assert_eq!(s.next(true), None);
+        assert!(s.failed());
     }
 
     #[test]
