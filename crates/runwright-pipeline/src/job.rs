@@ -293,6 +293,11 @@ pub struct Need {
     /// `parallel:matrix` filter: the matrix rows whose jobs are needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matrix: Option<Vec<MatrixRow>>,
+    /// `needs:pipeline:job`: the job is in another pipeline of the parent-child hierarchy, this id (as
+    /// written, usually `$PARENT_PIPELINE_ID`); only its artifacts are fetched (docs: "needs:pipeline:job"),
+    /// it orders nothing in this pipeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
 }
 
 /// `needs:`: `None` means stage ordering, `Some(vec![])` (`needs: []`) starts at once.
@@ -842,6 +847,7 @@ pub(crate) fn parse_needs(
                 artifacts: true,
                 optional: false,
                 matrix: None,
+                pipeline: None,
             }),
             Value::Mapping(m) => {
                 if m.get("project").is_some() {
@@ -850,12 +856,14 @@ pub(crate) fn parse_needs(
                     ));
                     continue;
                 }
-                if m.get("pipeline").is_some() {
+                // `needs:pipeline` without `job` mirrors an upstream pipeline's status (multi-project).
+                if m.get("pipeline").is_some() && m.get("job").is_none() {
                     notes.push(format!(
-                        "{np}: `needs:pipeline` (parent pipeline artifacts) is ignored offline"
+                        "{np}: `needs:pipeline` (an upstream pipeline's status) is not available offline; ignored"
                     ));
                     continue;
                 }
+                let pipeline = m.get("pipeline").and_then(scalar_string);
                 let job = m
                     .get("job")
                     .and_then(scalar_string)
@@ -884,6 +892,7 @@ pub(crate) fn parse_needs(
                     artifacts,
                     optional,
                     matrix,
+                    pipeline,
                 });
             }
             other => {

@@ -45,7 +45,7 @@ pub use job::{
 };
 pub use load::Pipeline;
 pub use plan::{
-    ExcludedJob, PipelineContext, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome,
+    ExcludedJob, PipelineContext, PipelineNeed, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome,
     WorkflowOutcome,
 };
 pub use variables::{expand_variables, VariableSource, VariableValue};

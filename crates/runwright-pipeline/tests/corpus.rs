@@ -174,6 +174,7 @@ fn project_job(j: &Value) -> Value {
         "coverage",
         "environment",
         "trigger",
+        "pipeline_needs",
     ] {
         if let Some(v) = j.get(k).filter(|v| !is_empty(v)) {
             o.insert(k.into(), v.clone());

@@ -794,6 +794,22 @@ async fn run_pipeline(
                             .filter_map(|s| ids.get(&(pipeline, s.job.name.clone())).copied())
                             .collect(),
                     };
+                    // `needs:pipeline:job`: artifacts of a job of another pipeline of the run (the parent's).
+                    let mut deps = deps;
+                    for n in job.pipeline_needs.iter().filter(|n| n.artifacts) {
+                        let found = sched
+                            .pipelines
+                            .iter()
+                            .position(|r| r.id.to_string() == n.pipeline)
+                            .and_then(|p| ids.get(&(p, n.job.clone())));
+                        match found {
+                            Some(id) => deps.push(*id),
+                            None => println!(
+                                "note: {display}: needs:pipeline:job: no job {:?} ran in pipeline {}; its artifacts are not downloaded",
+                                n.job, n.pipeline
+                            ),
+                        }
+                    }
                     let pipeline_id = sched.pipelines[pipeline].id;
                     let mut spec = jobspec::spec_for(job, co, &project, pipeline_id, deps, job_ref);
                     if matches!(docker, Docker::On)

@@ -715,7 +715,9 @@ variables:
   GLOBAL: g
 build:
   stage: build
-  script: [echo build-output]
+  script: [echo build-output > parent.txt]
+  artifacts:
+    paths: [parent.txt]
 deploy-child:
   stage: deploy
   variables:
@@ -753,6 +755,13 @@ child-build:
 child-test:
   stage: test
   script: [cat child.txt]
+from-parent:
+  stage: test
+  needs:
+    - pipeline: $PARENT_ID
+      job: build
+  script:
+    - echo "from parent $(cat parent.txt)"
 "#;
 
 /// `trigger:include` runs a child pipeline (docs: ci/pipelines/downstream_pipelines): its own plan with
@@ -797,6 +806,8 @@ async fn trigger_include_runs_a_child_pipeline() {
         "{stdout}"
     );
     // The child's artifact reached its next stage; `after` waited for the child (strategy: depend).
+    // needs:pipeline:job brought the parent's artifact into the child.
+    assert!(stdout.contains("from parent build-output\n"), "{stdout}");
     let artifact = pos(&stdout, "\nchild-artifact\n");
     let finished = pos(&stdout, "=== deploy-child (deploy): success in ");
     let after = pos(&stdout, "after-output\n");
@@ -838,7 +849,7 @@ async fn trigger_include_runs_a_child_pipeline() {
     let (out, stdout) = exec(&h, &dir, &["--list"]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("5 jobs (0 left out by rules), and 3 in child pipelines"),
+        stdout.contains("5 jobs (0 left out by rules), and 4 in child pipelines"),
         "{stdout}"
     );
     let child_row = pos(&stdout, "deploy-child > child-build");
