@@ -5,8 +5,10 @@
 //!   commit (gitlab app/models/merge_request.rb `modified_paths` of the merge request diff).
 //! - Push pipeline: GitLab compares the pushed commit with the branch's previous head (`before_sha`). Locally,
 //!   the previous push is what `origin` has of the branch (`refs/remotes/origin/<branch>`): the files that a
-//!   push now would change. Without it (a branch never pushed) the changes are unknown and `changes:` is true,
-//!   as GitLab's is for a new branch.
+//!   push now would change. When the commit is what `origin` has already (nothing to push), the pipeline is
+//!   the one of that push, taken as its last commit: the files the commit changed against its parent. Without
+//!   `origin`'s branch (a branch never pushed) the changes are unknown and `changes:` is true, as GitLab's is
+//!   for a new branch.
 //! - `compare_to: REF`: from the merge base of REF and the commit (gitlab app/models/ci/pipeline.rb
 //!   `modified_paths_since`), in every pipeline where `changes:` applies; a REF that names no commit is
 //!   GitLab's "rules:changes:compare_to is not a valid ref". A branch that exists only as `origin/<name>`
@@ -94,9 +96,13 @@ impl ProjectFiles for GitProjectFiles {
                 .resolve(target)
                 .and_then(|t| self.merge_base(&t))
                 .and_then(|b| self.diff(&b)),
-            Base::Push { branch } => self
-                .resolve(&format!("refs/remotes/origin/{branch}"))
-                .and_then(|before| self.diff(&before)),
+            Base::Push { branch } => match self.resolve(&format!("refs/remotes/origin/{branch}")) {
+                Some(pushed) if pushed == self.sha => self
+                    .resolve(&format!("{}^", self.sha))
+                    .and_then(|parent| self.diff(&parent)),
+                Some(pushed) => self.diff(&pushed),
+                None => None,
+            },
             Base::None => None,
         })
     }

@@ -651,8 +651,9 @@ async fn merge_request_pipelines_run_on_the_merge_request_ref_and_diff_against_t
 }
 
 /// `rules:changes` in a push pipeline compares with the previous push: what `origin` has of the branch (the
-/// uncommitted working tree included); a branch `origin` does not have is a new branch, where `changes` is
-/// true. A `compare_to` that names nothing is GitLab's error and runs nothing.
+/// uncommitted working tree included), or, when that is the commit itself, its parent; a branch `origin` does
+/// not have is a new branch, where `changes` is true. A `compare_to` that names nothing is GitLab's error and
+/// runs nothing.
 #[tokio::test]
 async fn push_pipelines_diff_against_origins_branch() {
     let h = Harness::new().await;
@@ -687,9 +688,13 @@ async fn push_pipelines_diff_against_origins_branch() {
     let bare = h.path().join("git/grp/push.git");
     h.git(&dir, &["remote", "add", "origin", &bare.to_string_lossy()]);
     h.git(&dir, &["fetch", "-q", "origin"]);
-    // Pushed and unchanged: nothing changed, no job.
-    let (_, stdout) = exec(&h, &dir, &["--list"]);
-    assert!(stdout.contains("no pipeline is created"), "{stdout}");
+    // Pushed already: the pipeline of that push, what its commit changed (the first commit has no parent:
+    // unknown, every `changes` true).
+    assert_eq!(list(&h), ["docs", "api"]);
+    h.commit("grp/push", &[("api/b.txt", "b2\n")], "api change");
+    h.git(&dir, &["fetch", "-q", "origin"]);
+    assert_eq!(list(&h), ["api"]);
+    // Something to push: what it would change (the working tree's edit).
     std::fs::write(dir.join("docs/a.md"), "edited\n").expect("edit");
     assert_eq!(list(&h), ["docs"]);
 
