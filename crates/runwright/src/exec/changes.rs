@@ -107,3 +107,70 @@ impl ProjectFiles for GitProjectFiles {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn run(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn commit(dir: &Path, file: &str, message: &str) -> String {
+        let p = dir.join(file);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+        std::fs::write(&p, message).expect("file");
+        run(dir, &["add", "-A"]);
+        run(dir, &["commit", "-q", "-m", message]);
+        run(dir, &["rev-parse", "HEAD"])
+    }
+
+    #[test]
+    fn merge_requests_diff_from_the_merge_base_and_compare_to_must_name_a_commit() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        run(dir, &["init", "-q", "-b", "main"]);
+        commit(dir, "README.md", "init");
+        run(dir, &["checkout", "-q", "-b", "feature"]);
+        let head = commit(dir, "src/a.rs", "feature");
+        run(dir, &["checkout", "-q", "main"]);
+        commit(dir, "docs/b.md", "main moves on");
+        let mr = GitProjectFiles::new(
+            dir,
+            &head,
+            Base::MergeRequest {
+                target: "main".into(),
+            },
+        );
+        // main's own change after the branch point is not the merge request's.
+        assert_eq!(mr.changed_files(None), Ok(Some(vec!["src/a.rs".into()])));
+        assert_eq!(
+            mr.changed_files(Some("refs/heads/main")),
+            Ok(Some(vec!["src/a.rs".into()]))
+        );
+        assert_eq!(mr.changed_files(Some("refs/heads/nope")), Err(InvalidRef));
+        // Never pushed: a new branch, changes unknown.
+        let push = GitProjectFiles::new(
+            dir,
+            &head,
+            Base::Push {
+                branch: "feature".into(),
+            },
+        );
+        assert_eq!(push.changed_files(None), Ok(None));
+        assert_eq!(
+            GitProjectFiles::new(dir, &head, Base::None).changed_files(None),
+            Ok(None)
+        );
+    }
+}
