@@ -277,12 +277,20 @@ impl Coordinator {
             .as_ref()
             .map(|root| root.join(spec.project.repo_dir()));
         let sha = spec.sha.clone();
+        let merge_request = spec.merge_request_iid;
         let (id, pipeline_id, _token) = self.shared.lock().enqueue(spec);
         if let Some(repo) = repo.filter(|r| r.is_dir()) {
             if let Err(err) =
                 crate::git::update_ref(&repo, &format!("refs/pipelines/{pipeline_id}"), &sha)
             {
                 tracing::warn!(job = id, %err, "cannot create the persistent pipeline ref");
+            }
+            // GitLab keeps a merge request's source commit at its ref (`CI_MERGE_REQUEST_REF_PATH`).
+            if let Some(iid) = merge_request {
+                let r = crate::payload::merge_request_ref(iid);
+                if let Err(err) = crate::git::update_ref(&repo, &r, &sha) {
+                    tracing::warn!(job = id, %err, "cannot create the merge request ref");
+                }
             }
         }
         self.shared.notify();

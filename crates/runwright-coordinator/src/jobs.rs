@@ -81,6 +81,12 @@ pub struct JobSpec {
     pub tag: bool,
     /// Whether the ref is protected (`git_info.protected`, `CI_COMMIT_REF_PROTECTED`).
     pub protected: bool,
+    /// A (detached) merge request pipeline of merge request `!iid`, whose source branch is `git_ref`: the
+    /// job's ref is `refs/merge-requests/<iid>/head` (`git_info.ref`, created in the served repository),
+    /// fetched through the persistent pipeline ref alone; `CI_COMMIT_REF_NAME` is the source branch and there
+    /// is no `CI_COMMIT_BRANCH` (gitlab app/presenters/ci/build_runner_presenter.rb `refspecs`,
+    /// app/models/ci/pipeline.rb `source_ref`).
+    pub merge_request_iid: Option<i64>,
     pub sha: String,
     pub before_sha: String,
     /// Project default git depth; a `GIT_DEPTH` variable overrides it, as in GitLab.
@@ -126,6 +132,7 @@ impl Default for JobSpec {
             git_ref: "main".to_string(),
             tag: false,
             protected: false,
+            merge_request_iid: None,
             sha: DUMMY_SHA.to_string(),
             before_sha: "0000000000000000000000000000000000000000".to_string(),
             depth: 20,

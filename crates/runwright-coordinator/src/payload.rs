@@ -133,14 +133,15 @@ pub(crate) fn git_depth(spec: &JobSpec) -> i64 {
 }
 
 /// build_runner_presenter.rb `refspecs`: the persistent pipeline ref, then with depth > 0 only the job's
-/// branch or tag, else every branch and tag.
+/// branch or tag (neither for a merge request pipeline: its commit comes with the persistent ref), else every
+/// branch and tag.
 pub(crate) fn refspecs(spec: &JobSpec, pipeline_id: i64) -> Vec<String> {
     let persistent = format!("refs/pipelines/{pipeline_id}");
     let mut specs = vec![format!("+{persistent}:{persistent}")];
     if git_depth(spec) > 0 {
         if spec.tag {
             specs.push(format!("+refs/tags/{r}:refs/tags/{r}", r = spec.git_ref));
-        } else {
+        } else if spec.merge_request_iid.is_none() {
             specs.push(format!(
                 "+refs/heads/{r}:refs/remotes/origin/{r}",
                 r = spec.git_ref
@@ -151,6 +152,11 @@ pub(crate) fn refspecs(spec: &JobSpec, pipeline_id: i64) -> Vec<String> {
         specs.push("+refs/tags/*:refs/tags/*".to_string());
     }
     specs
+}
+
+/// `refs/merge-requests/<iid>/head`: where GitLab keeps a merge request's source commit.
+pub(crate) fn merge_request_ref(iid: i64) -> String {
+    format!("refs/merge-requests/{iid}/head")
 }
 
 /// Predefined variables in GitLab's order (`persisted_variables` first, then the predefined/scoped ones),
@@ -199,7 +205,14 @@ fn variables(job: &Job, ctx: &PayloadContext<'_>, repo: &str) -> Vec<JobVariable
         var("CI_JOB_STAGE", spec.stage.clone()),
         var("CI_NODE_TOTAL", "1"),
         var("CI_PIPELINE_IID", rec.pipeline_id.to_string()),
-        var("CI_PIPELINE_SOURCE", "push"),
+        var(
+            "CI_PIPELINE_SOURCE",
+            if spec.merge_request_iid.is_some() {
+                "merge_request_event"
+            } else {
+                "push"
+            },
+        ),
         var("CI_CONFIG_PATH", ".gitlab-ci.yml"),
         var("CI_PROJECT_ID", project.id.to_string()),
         var("CI_PROJECT_NAME", project.name()),
@@ -229,6 +242,14 @@ fn variables(job: &Job, ctx: &PayloadContext<'_>, repo: &str) -> Vec<JobVariable
     ];
     if spec.tag {
         v.push(var("CI_COMMIT_TAG", spec.git_ref.clone()));
+    } else if let Some(iid) = spec.merge_request_iid {
+        // A merge request pipeline has no CI_COMMIT_BRANCH; its ref is the merge request's.
+        v.push(var("CI_MERGE_REQUEST_IID", iid.to_string()));
+        v.push(var("CI_MERGE_REQUEST_REF_PATH", merge_request_ref(iid)));
+        v.push(var(
+            "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+            spec.git_ref.clone(),
+        ));
     } else {
         v.push(var("CI_COMMIT_BRANCH", spec.git_ref.clone()));
     }
@@ -300,7 +321,9 @@ pub(crate) fn build(job: &Job, ctx: &PayloadContext<'_>) -> Value {
         },
         git_info: GitInfo {
             repo_url: repo.clone(),
-            ref_name: spec.git_ref.clone(),
+            ref_name: spec
+                .merge_request_iid
+                .map_or_else(|| spec.git_ref.clone(), merge_request_ref),
             sha: spec.sha.clone(),
             before_sha: spec.before_sha.clone(),
             ref_type: if spec.tag { "tag" } else { "branch" }.to_string(),
@@ -406,6 +429,21 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
 mod tests {
     use super::*;
     use crate::jobs::variable;
+
+    #[test]
+    fn merge_request_jobs_have_the_merge_request_ref_and_no_branch() {
+        let spec = JobSpec {
+            git_ref: "feature".into(),
+            merge_request_iid: Some(3),
+            ..JobSpec::default()
+        };
+        // The persistent ref alone (build_runner_presenter.rb: `branch?` is false for merge requests).
+        assert_eq!(
+            refspecs(&spec, 9),
+            vec!["+refs/pipelines/9:refs/pipelines/9"]
+        );
+        assert_eq!(merge_request_ref(3), "refs/merge-requests/3/head");
+    }
 
     #[test]
     fn refspecs_follow_presenter() {

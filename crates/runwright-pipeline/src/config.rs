@@ -334,6 +334,10 @@ impl ResolvedConfig {
             }
             if let Some(needs) = &job.needs {
                 for (i, n) in needs.iter().enumerate() {
+                    // A job of another pipeline (`needs:pipeline:job`) is checked when that one runs.
+                    if n.pipeline.is_some() {
+                        continue;
+                    }
                     let loc = src.locate(&job.path.key("needs").index(i));
                     match by_name.get(n.job.as_str()) {
                         // An optional need on a job that an include's rules left out is ignored (GitLab's
@@ -362,7 +366,7 @@ impl ResolvedConfig {
                 for (i, n) in needs.iter().enumerate() {
                     if needs[..i]
                         .iter()
-                        .any(|m| m.job == n.job && m.matrix == n.matrix)
+                        .any(|m| m.job == n.job && m.matrix == n.matrix && m.pipeline == n.pipeline)
                         && !dups.contains(&n.job.as_str())
                     {
                         dups.push(&n.job);

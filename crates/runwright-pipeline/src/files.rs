@@ -8,10 +8,15 @@ use std::sync::OnceLock;
 pub trait ProjectFiles: Send + Sync {
     /// Every file of the project (for `exists:` and include wildcards).
     fn list_files(&self) -> Vec<String>;
-    /// The files changed by the pipeline's push (or against `compare_to`, a ref); `None` when unknown, in which
-    /// case `changes:` is true as GitLab's is for a new branch or a pipeline without a push.
-    fn changed_files(&self, compare_to: Option<&str>) -> Option<Vec<String>>;
+    /// The files changed by the pipeline's push (or against `compare_to`, a ref); `Ok(None)` when unknown, in
+    /// which case `changes:` is true as GitLab's is for a new branch or a pipeline without a push. `Err`:
+    /// `compare_to` names no commit (GitLab: "rules:changes:compare_to is not a valid ref").
+    fn changed_files(&self, compare_to: Option<&str>) -> Result<Option<Vec<String>>, InvalidRef>;
 }
+
+/// `rules:changes:compare_to` names no commit of the project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRef;
 
 /// A fixed list of files and changed files, for tests and for callers that computed both already.
 #[derive(Debug, Clone, Default)]
@@ -20,14 +25,20 @@ pub struct StaticProjectFiles {
     pub files: Vec<String>,
     /// Changed files; `None` when unknown.
     pub changed: Option<Vec<String>>,
+    /// Changed files against each `compare_to` ref (GitLab: since the merge base of that ref and the
+    /// pipeline's commit); a ref not listed is not a valid ref. `None`: `compare_to` is ignored (`changed`).
+    pub compare: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl ProjectFiles for StaticProjectFiles {
     fn list_files(&self) -> Vec<String> {
         self.files.clone()
     }
-    fn changed_files(&self, _compare_to: Option<&str>) -> Option<Vec<String>> {
-        self.changed.clone()
+    fn changed_files(&self, compare_to: Option<&str>) -> Result<Option<Vec<String>>, InvalidRef> {
+        match (compare_to, &self.compare) {
+            (Some(r), Some(map)) => map.get(r).cloned().map(Some).ok_or(InvalidRef),
+            _ => Ok(self.changed.clone()),
+        }
     }
 }
 
@@ -74,7 +85,7 @@ impl ProjectFiles for FsProjectFiles {
             })
             .clone()
     }
-    fn changed_files(&self, _compare_to: Option<&str>) -> Option<Vec<String>> {
-        self.changed.clone()
+    fn changed_files(&self, _compare_to: Option<&str>) -> Result<Option<Vec<String>>, InvalidRef> {
+        Ok(self.changed.clone())
     }
 }

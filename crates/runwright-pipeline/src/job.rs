@@ -293,6 +293,11 @@ pub struct Need {
     /// `parallel:matrix` filter: the matrix rows whose jobs are needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matrix: Option<Vec<MatrixRow>>,
+    /// `needs:pipeline:job`: the job is in another pipeline of the parent-child hierarchy, this id (as
+    /// written, usually `$PARENT_PIPELINE_ID`); only its artifacts are fetched (docs: "needs:pipeline:job"),
+    /// it orders nothing in this pipeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
 }
 
 /// `needs:`: `None` means stage ordering, `Some(vec![])` (`needs: []`) starts at once.
@@ -330,6 +335,24 @@ pub struct Environment {
     pub auto_stop_in: Option<String>,
 }
 
+/// `trigger:forward:` (docs: "trigger:forward"): what a downstream pipeline receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    /// The trigger job's YAML variables (its own and the global ones it inherits); default `true`.
+    pub yaml_variables: bool,
+    /// The pipeline's own variables (run pipeline form, schedule, API, `--variable`); default `false`.
+    pub pipeline_variables: bool,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            yaml_variables: true,
+            pipeline_variables: false,
+        }
+    }
+}
+
 /// `trigger:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -340,6 +363,8 @@ pub enum Trigger {
         include: Vec<String>,
         /// `strategy: depend` or `strategy: mirror`: the trigger job waits and takes the child's status.
         depend: bool,
+        /// `forward:`: which variables the child pipeline receives.
+        forward: Forward,
     },
     /// Anything else (another project, a remote or template child): noted, not runnable offline.
     Other {
@@ -822,6 +847,7 @@ pub(crate) fn parse_needs(
                 artifacts: true,
                 optional: false,
                 matrix: None,
+                pipeline: None,
             }),
             Value::Mapping(m) => {
                 if m.get("project").is_some() {
@@ -830,12 +856,14 @@ pub(crate) fn parse_needs(
                     ));
                     continue;
                 }
-                if m.get("pipeline").is_some() {
+                // `needs:pipeline` without `job` mirrors an upstream pipeline's status (multi-project).
+                if m.get("pipeline").is_some() && m.get("job").is_none() {
                     notes.push(format!(
-                        "{np}: `needs:pipeline` (parent pipeline artifacts) is ignored offline"
+                        "{np}: `needs:pipeline` (an upstream pipeline's status) is not available offline; ignored"
                     ));
                     continue;
                 }
+                let pipeline = m.get("pipeline").and_then(scalar_string);
                 let job = m
                     .get("job")
                     .and_then(scalar_string)
@@ -864,6 +892,7 @@ pub(crate) fn parse_needs(
                     artifacts,
                     optional,
                     matrix,
+                    pipeline,
                 });
             }
             other => {
@@ -1329,6 +1358,68 @@ impl JobConfig {
     }
 }
 
+/// `trigger:forward:` with GitLab's validation (`Entry::Trigger::Forward`: a hash of two booleans).
+fn parse_forward(v: Option<&Value>, path: &YPath, src: &Source) -> Result<Forward> {
+    let mut f = Forward::default();
+    let m = match v {
+        None | Some(Value::Null) => return Ok(f),
+        Some(Value::Mapping(m)) => m,
+        Some(_) => {
+            return Err(config_err(src, path, "should be a hash"));
+        }
+    };
+    for (k, val) in m {
+        let key = k.as_str().unwrap_or_default();
+        let slot = match key {
+            "yaml_variables" => &mut f.yaml_variables,
+            "pipeline_variables" => &mut f.pipeline_variables,
+            _ => {
+                return Err(config_err(
+                    src,
+                    path,
+                    format!("contains unknown keys: {key}"),
+                ))
+            }
+        };
+        // GitLab's wording humanizes the attribute: `…:forward yaml variables should be a boolean value`.
+        *slot = val.as_bool().ok_or_else(|| {
+            err(
+                src,
+                &path.key(key),
+                format!(
+                    "{} {} should be a boolean value",
+                    gitlab_path(path),
+                    key.replace('_', " ")
+                ),
+            )
+        })?;
+    }
+    Ok(f)
+}
+
+/// What a child pipeline from a non-local `trigger:include` entry comes from, in words.
+fn non_local_child(entry: &Value) -> String {
+    let get = |k: &str| entry.get(k).and_then(scalar_string);
+    if let Some(url) = entry.as_str().map(str::to_string).or_else(|| get("remote")) {
+        return format!("child pipeline from the remote file `{url}`");
+    }
+    if let Some(a) = get("artifact") {
+        let job = get("job").unwrap_or_default();
+        return format!("dynamic child pipeline from the artifact `{a}` of job `{job}`");
+    }
+    if let Some(p) = get("project") {
+        let file = get("file").unwrap_or_default();
+        return format!("child pipeline from `{file}` of project `{p}`");
+    }
+    if let Some(t) = get("template") {
+        return format!("child pipeline from the template `{t}`");
+    }
+    format!(
+        "child pipeline from a non-local include ({})",
+        serde_json::to_string(&to_json(entry)).unwrap_or_default()
+    )
+}
+
 fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
     match v {
         Value::String(p) => Ok(Trigger::Other {
@@ -1373,15 +1464,17 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
                     }
                     other => {
                         return Ok(Trigger::Other {
-                            description: format!(
-                                "child pipeline from a non-local include ({})",
-                                serde_json::to_string(&to_json(other)).unwrap_or_default()
-                            ),
+                            description: non_local_child(other),
                         })
                     }
                 }
             }
-            Ok(Trigger::Child { include, depend })
+            let forward = parse_forward(m.get("forward"), &path.key("forward"), src)?;
+            Ok(Trigger::Child {
+                include,
+                depend,
+                forward,
+            })
         }
         other => Err(err(
             src,

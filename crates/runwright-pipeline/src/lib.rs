@@ -14,6 +14,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![deny(clippy::unwrap_used)]
 
+mod child;
 mod config;
 mod duration;
 mod error;
@@ -32,18 +33,19 @@ pub mod rules;
 mod variables;
 mod yaml;
 
+pub use child::{ChildPipeline, MAX_CHILD_DEPTH};
 pub use config::{Defaults, PipelineConfig, ResolvedConfig, Workflow};
 pub use duration::parse_duration;
 pub use error::{Error, Location, Result};
 pub use export::parse_variables_file;
-pub use files::{FsProjectFiles, ProjectFiles, StaticProjectFiles};
+pub use files::{FsProjectFiles, InvalidRef, ProjectFiles, StaticProjectFiles};
 pub use job::{
-    AllowFailure, Artifacts, Cache, CacheKey, Environment, Image, JobConfig, Need, Needs, Parallel,
-    Retry, Service, Trigger, When,
+    AllowFailure, Artifacts, Cache, CacheKey, Environment, Forward, Image, JobConfig, Need, Needs,
+    Parallel, Retry, Service, Trigger, When,
 };
 pub use load::Pipeline;
 pub use plan::{
-    ExcludedJob, PipelineContext, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome,
+    ExcludedJob, PipelineContext, PipelineNeed, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome,
     WorkflowOutcome,
 };
 pub use variables::{expand_variables, VariableSource, VariableValue};

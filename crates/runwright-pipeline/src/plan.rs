@@ -162,6 +162,17 @@ pub struct PlannedNeed {
     pub optional: bool,
 }
 
+/// `needs:pipeline:job`: artifacts of a job of another pipeline of the parent-child hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineNeed {
+    /// The pipeline's id, expanded (`$PARENT_PIPELINE_ID` → `1`).
+    pub pipeline: String,
+    /// The job there.
+    pub job: String,
+    /// Whether its artifacts are downloaded.
+    pub artifacts: bool,
+}
+
 /// A job of the pipeline, fully resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlannedJob {
@@ -199,6 +210,9 @@ pub struct PlannedJob {
     /// Jobs whose artifacts are downloaded (`dependencies`, or derived from `needs`, or all earlier stages
     /// when `None`).
     pub dependencies: Option<Vec<String>>,
+    /// `needs:pipeline:job`: jobs of other pipelines whose artifacts are downloaded too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pipeline_needs: Vec<PipelineNeed>,
     /// `artifacts`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Artifacts>,
@@ -462,6 +476,22 @@ impl ResolvedConfig {
     ) {
         {
             if let Some(needs) = needs {
+                let (other, needs): (Vec<Need>, Vec<Need>) =
+                    needs.into_iter().partition(|n| n.pipeline.is_some());
+                if !other.is_empty() {
+                    let vars = expand_all(&job.variables);
+                    job.pipeline_needs = other
+                        .into_iter()
+                        .map(|n| PipelineNeed {
+                            pipeline: expand_variables(
+                                n.pipeline.as_deref().unwrap_or_default(),
+                                &|v| vars.get(v).cloned(),
+                            ),
+                            job: n.job,
+                            artifacts: n.artifacts,
+                        })
+                        .collect();
+                }
                 let mut out = Vec::new();
                 for n in &needs {
                     let Some(insts) = instances_of.get(n.job.as_str()) else {
@@ -707,6 +737,7 @@ impl ResolvedConfig {
                 allow_failure_exit_codes: codes,
                 needs: None,
                 dependencies: None,
+                pipeline_needs: Vec::new(),
                 artifacts: job.artifacts.clone(),
                 cache: job.cache.clone(),
                 image: job.image.clone(),

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use runwright_pipeline::{
-    FsProjectFiles, Pipeline, PipelineContext, PipelinePlan, StaticProjectFiles,
+    ChildPipeline, FsProjectFiles, Pipeline, PipelineContext, PipelinePlan, ProjectFiles,
+    StaticProjectFiles,
 };
 use serde_json::{json, Map, Value};
 
@@ -45,6 +46,9 @@ struct Context {
     pipeline_variables: BTreeMap<String, String>,
     /// Changed files; absent: unknown (`changes:` is then true, as for a new branch).
     changed: Option<Vec<String>>,
+    /// `rules:changes:compare_to`: the files changed since the merge base of each ref and the commit; a ref
+    /// not listed is invalid. Absent: `compare_to` sees `changed`.
+    changed_since: Option<BTreeMap<String, Vec<String>>>,
     /// The project's files for `exists:`; absent: the files of the case directory.
     files: Option<Vec<String>>,
 }
@@ -84,6 +88,12 @@ impl Context {
             Some(files) => ctx.with_files(Arc::new(StaticProjectFiles {
                 files: files.clone(),
                 changed: self.changed.clone(),
+                compare: self.changed_since.clone(),
+            })),
+            None if self.changed_since.is_some() => ctx.with_files(Arc::new(StaticProjectFiles {
+                files: FsProjectFiles::new(dir, None).list_files(),
+                changed: self.changed.clone(),
+                compare: self.changed_since.clone(),
             })),
             // The case directory is the project: `exists:` and include wildcards see its files.
             None => ctx.with_files(Arc::new(FsProjectFiles::new(dir, self.changed.clone()))),
@@ -164,6 +174,7 @@ fn project_job(j: &Value) -> Value {
         "coverage",
         "environment",
         "trigger",
+        "pipeline_needs",
     ] {
         if let Some(v) = j.get(k).filter(|v| !is_empty(v)) {
             o.insert(k.into(), v.clone());
@@ -272,6 +283,36 @@ fn project_job(j: &Value) -> Value {
     };
     o.insert("rule".into(), rule.into());
     Value::Object(o)
+}
+
+/// The compact view of a plan and its child pipelines (`children`, by trigger job, each with the variables
+/// it received and its own children).
+fn project_with_children(plan: &PipelinePlan, children: &[ChildPipeline]) -> Value {
+    let mut out = project(plan);
+    if !children.is_empty() {
+        let mut by_job = Map::new();
+        for c in children {
+            let mut v = project_with_children(&c.plan, &c.children);
+            if let Value::Object(o) = &mut v {
+                o.insert("depth".into(), c.depth.into());
+                o.insert("depend".into(), c.depend.into());
+                o.insert("include".into(), json!(c.include));
+                o.insert(
+                    "trigger_variables".into(),
+                    json!(c.context.pipeline_variables),
+                );
+                o.insert(
+                    "source".into(),
+                    json!(c.context.variables.get("CI_PIPELINE_SOURCE")),
+                );
+            }
+            by_job.insert(c.trigger_job.clone(), v);
+        }
+        if let Value::Object(o) = &mut out {
+            o.insert("children".into(), Value::Object(by_job));
+        }
+    }
+    out
 }
 
 /// The compact view of a plan; `order` is the plan's job order (stage, then file order).
@@ -413,11 +454,18 @@ fn actual(dir: &Path, v: &Variant) -> (PathBuf, String) {
         }
         None => Context::default(),
     };
-    let result =
-        Pipeline::load(dir, ".gitlab-ci.yml").and_then(|c| c.evaluate(&ctx.pipeline_context(dir)));
+    let pctx = ctx.pipeline_context(dir);
+    // Child pipelines are planned with the parent: a missing or invalid child file is the case's error.
+    let result = Pipeline::load(dir, ".gitlab-ci.yml")
+        .and_then(|c| c.resolve(&pctx))
+        .and_then(|r| {
+            let plan = r.evaluate(&pctx)?;
+            let children = r.child_pipelines(dir, &plan, &pctx, &BTreeMap::new(), &mut 2)?;
+            Ok((plan, children))
+        });
     match result {
-        Ok(plan) => {
-            let text = render(&project(&plan), 0, 0);
+        Ok((plan, children)) => {
+            let text = render(&project_with_children(&plan, &children), 0, 0);
             (v.expected_json.clone(), format!("{text}\n"))
         }
         // Error paths are relative to the case directory already (the project directory).

@@ -16,9 +16,13 @@
 //! is stamped inside the container (mtime of a file created right after `echo first-line`, nanoseconds of the
 //! kernel's coarse realtime clock) and compared with the host's clock.
 //!
-//! Self-contained on purpose (it shares nothing with `bench_overhead.rs`); everything it makes on the Docker
+//! It shares only `support`'s series statistics with the other benches; everything it makes on the Docker
 //! daemon carries the label `org.runwright.bench` or the runner's `com.gitlab.gitlab-runner.runner.id` and is
 //! removed at the end, which it then checks.
+
+// Shared with the other examples; this bench uses only its statistics.
+#[allow(dead_code)]
+mod support;
 
 use runwright_coordinator::types::Image;
 use runwright_coordinator::{

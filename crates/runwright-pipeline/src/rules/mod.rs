@@ -386,7 +386,11 @@ pub(crate) fn changes_match(
     }
     // `compare_to` takes variables (docs: "rules:changes:compare_to", GitLab 17.2).
     let compare_to = compare_to.map(|c| expand_variables(c, &env.lookup_expanded()));
-    let Some(changed) = env.files.changed_files(compare_to.as_deref()) else {
+    let changed = env
+        .files
+        .changed_files(compare_to.as_deref())
+        .map_err(|_| Error::config(loc.clone(), "rules:changes:compare_to is not a valid ref"))?;
+    let Some(changed) = changed else {
         return Ok(true);
     };
     for g in globs {

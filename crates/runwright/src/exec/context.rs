@@ -12,12 +12,14 @@
 //! As in GitLab they override the file's `variables:`, and `--variable` (a pipeline variable) overrides
 //! them.
 
+use super::changes::{Base, GitProjectFiles};
 use super::{git_opt, slug, Checkout};
 use crate::cli::ExecArgs;
 use anyhow::{bail, Context};
 use runwright_pipeline::PipelineContext;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A `--pipeline-source`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +90,9 @@ pub(super) fn apply(
             {
                 set("CI_COMMIT_TAG_MESSAGE", &message);
             }
-            // A tag pipeline has no branch: `$CI_COMMIT_BRANCH` rules must not match.
+            // A tag pipeline has no branch: `$CI_COMMIT_BRANCH` rules must not match. Tags are protected
+            // only by a protected-tags rule, which a checkout does not have.
+            set("CI_COMMIT_REF_PROTECTED", "false");
             v.remove("CI_COMMIT_BRANCH");
         }
         PipelineSource::MergeRequestEvent => merge_request(co, v),
@@ -154,9 +158,14 @@ fn merge_request(co: &Checkout, v: &mut BTreeMap<String, String>) {
     if let Some(base) = base {
         set("CI_MERGE_REQUEST_DIFF_BASE_SHA", &base);
     }
+    // "The variable is empty in merge request pipelines. The SHA is present only in merged results
+    // pipelines" (docs: predefined variables for merge request pipelines).
+    set("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", "");
+    set("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", "");
     // GitLab's docs list `CI_COMMIT_BRANCH` for branch pipelines only, not merge request or tag pipelines:
-    // `$CI_COMMIT_BRANCH` rules must not match here.
+    // `$CI_COMMIT_BRANCH` rules must not match here. The merge request's ref is not protected.
     v.remove("CI_COMMIT_BRANCH");
+    v.insert("CI_COMMIT_REF_PROTECTED".into(), "false".into());
 }
 
 /// The variables files, lowest precedence first, relative to the top of the checkout.
@@ -184,7 +193,17 @@ pub(crate) fn project_variables(root: &Path) -> anyhow::Result<BTreeMap<String, 
 /// variables file, then `--variable` (highest precedence; both are pipeline variables for the crate).
 pub(super) fn pipeline_context(args: &ExecArgs, co: &Checkout) -> anyhow::Result<PipelineContext> {
     let source = PipelineSource::parse(&args.pipeline_source)?;
-    let mut ctx = PipelineContext::new(super::predefined(co, &args.file, source)?);
+    let base = match source {
+        PipelineSource::MergeRequestEvent => Base::MergeRequest {
+            target: co.default_branch.clone(),
+        },
+        PipelineSource::Push => Base::Push {
+            branch: co.branch.clone(),
+        },
+        _ => Base::None,
+    };
+    let mut ctx = PipelineContext::new(super::predefined(co, &args.file, source)?)
+        .with_files(Arc::new(GitProjectFiles::new(&co.root, &co.sha, base)));
     ctx.pipeline_variables = project_variables(&co.root)?;
     ctx.pipeline_variables
         .extend(super::parse_variables(&args.variable)?);

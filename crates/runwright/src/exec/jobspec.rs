@@ -8,13 +8,41 @@ use runwright_coordinator::{JobSpec, ProjectSpec};
 use runwright_pipeline::{Artifacts, Cache, CacheKey, PlannedJob, VariableSource};
 use std::collections::BTreeSet;
 
+/// The ref a pipeline's jobs get, as GitLab hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum JobRef {
+    /// The checkout's branch.
+    Branch,
+    /// A tag pipeline: the tag (CI_COMMIT_TAG, ref_type tag).
+    Tag(String),
+    /// A merge request pipeline of the branch: `refs/merge-requests/<iid>/head`, no CI_COMMIT_BRANCH.
+    MergeRequest(i64),
+}
+
+impl JobRef {
+    /// From the pipeline's predefined variables (`context.rs` sets them for `--pipeline-source`).
+    pub(super) fn of(vars: &std::collections::BTreeMap<String, String>) -> JobRef {
+        if let Some(tag) = vars.get("CI_COMMIT_TAG").filter(|t| !t.is_empty()) {
+            return JobRef::Tag(tag.clone());
+        }
+        if vars.get("CI_PIPELINE_SOURCE").map(String::as_str) == Some("merge_request_event") {
+            let iid = vars
+                .get("CI_MERGE_REQUEST_IID")
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(1);
+            return JobRef::MergeRequest(iid);
+        }
+        JobRef::Branch
+    }
+}
+
 pub(super) fn spec_for(
     job: &PlannedJob,
     co: &Checkout,
     project: &ProjectSpec,
     pipeline_id: i64,
     artifact_dependencies: Vec<i64>,
-    tag: Option<&str>,
+    job_ref: &JobRef,
 ) -> JobSpec {
     let variables = job
         .variables
@@ -29,9 +57,13 @@ pub(super) fn spec_for(
             ..Default::default()
         })
         .collect();
-    // GitLab protects the default branch unless told otherwise (tags only when a rule says so); caches are then
-    // kept apart (`-protected`).
-    let protected = tag.is_none() && co.branch == co.default_branch;
+    // GitLab protects the default branch unless told otherwise (tags only when a rule says so; a merge
+    // request's ref never); caches are then kept apart (`-protected`).
+    let protected = *job_ref == JobRef::Branch && co.branch == co.default_branch;
+    let tag = match job_ref {
+        JobRef::Tag(t) => Some(t.as_str()),
+        _ => None,
+    };
     JobSpec {
         name: job.name.clone(),
         stage: job.stage.clone(),
@@ -44,6 +76,10 @@ pub(super) fn spec_for(
         git_ref: tag.map_or_else(|| co.branch.clone(), str::to_string),
         tag: tag.is_some(),
         protected,
+        merge_request_iid: match job_ref {
+            JobRef::MergeRequest(iid) => Some(*iid),
+            _ => None,
+        },
         sha: co.sha.clone(),
         pipeline_id: Some(pipeline_id),
         artifacts: job

@@ -2,16 +2,17 @@
 //!
 //! Every job of the file is listed in plan order (stage, then file order), the ones that `rules`,
 //! `only`/`except` or `when: never` leave out too, so that "why is my job not there" has an answer. The
-//! text form is a table; `--json` prints the document described at [`document`].
+//! text form is a table; `--json` prints the document described at [`document`]. A child pipeline's jobs
+//! (`trigger:include`) follow their trigger job, named `trigger job > job`.
 
-use super::Checkout;
+use super::children::{display, Planned as PlannedRun};
+use super::schedule::MAX_DEPTH_REACHED;
 use runwright_pipeline::{
-    JobConfig, Pipeline, PipelineContext, PipelinePlan, PlannedJob, ResolvedConfig, RuleOutcome,
-    WorkflowOutcome,
+    ChildPipeline, JobConfig, PipelineContext, PipelinePlan, PlannedJob, ResolvedConfig,
+    RuleOutcome, Trigger, WorkflowOutcome,
 };
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// The JOB arguments of `exec --list` (and `--needs`, `--manual`): the rows a run of them would start.
 pub(super) struct Chosen {
@@ -23,6 +24,12 @@ pub(super) struct Chosen {
 /// One row of the list.
 struct Row {
     name: String,
+    /// A child pipeline's job: the trigger job's row name, and the child's depth (1, 2).
+    parent: Option<(String, usize)>,
+    /// What a trigger job does not do here, and why.
+    note: Option<String>,
+    /// A trigger job of a local child pipeline.
+    child_trigger: bool,
     stage: String,
     stage_index: usize,
     /// `None`: left out of the pipeline.
@@ -56,36 +63,20 @@ pub(super) fn no_pipeline(source: &str, workflow: &WorkflowOutcome) -> String {
     )
 }
 
-/// Prints the plan of `file` in the checkout for `ctx`; exit 1 (with the pipeline crate's error on stderr) when
-/// the configuration is invalid.
+/// Prints the plan of `file` (planned with its child pipelines).
 pub(super) fn run(
-    co: &Checkout,
     file: &Path,
-    ctx: &PipelineContext,
+    planned: &PlannedRun,
     source: &str,
     json: bool,
     chosen: &Chosen,
+    branch: &str,
+    ctx: &PipelineContext,
 ) -> anyhow::Result<ExitCode> {
     // The resolved configuration is kept (not only the plan) for what the plan does not say: the stage of a
     // job left out, and the text of the rule that matched.
-    let mut ctx = ctx.clone();
-    if ctx.files.is_none() {
-        // What `PipelineConfig::evaluate` would use: the checkout's files, changes unknown.
-        ctx = ctx.with_files(Arc::new(runwright_pipeline::FsProjectFiles::new(
-            &co.root, None,
-        )));
-    }
-    let evaluated = Pipeline::load(&co.root, file)
-        .and_then(|c| c.resolve(&ctx))
-        .and_then(|r| r.evaluate(&ctx).map(|p| (r, p)));
-    let (resolved, plan) = match evaluated {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: invalid CI configuration: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let mut rows = rows(&resolved, &plan);
+    let (resolved, plan) = (&planned.resolved, &planned.plan);
+    let mut rows = rows(resolved, plan, &planned.children, None);
     if !chosen.jobs.is_empty() {
         // What a run with these JOB arguments would run (with `--needs`, what they need), and the named jobs
         // the rules left out, so that "why is my job not there" still has an answer.
@@ -103,14 +94,14 @@ pub(super) fn run(
             .collect();
         let mut keep: std::collections::HashSet<String> = chosen.jobs.iter().cloned().collect();
         if !in_plan.is_empty() {
-            for s in super::schedule::select(&plan, &in_plan, chosen.needs, &manual)? {
+            for s in super::schedule::select(plan, &in_plan, chosen.needs, &manual)? {
                 keep.insert(s.job.name.clone());
             }
         }
         let unknown: Vec<&String> = chosen
             .jobs
             .iter()
-            .filter(|n| !rows.iter().any(|r| &r.name == *n))
+            .filter(|n| !rows.iter().any(|r| r.parent.is_none() && &r.name == *n))
             .collect();
         if !unknown.is_empty() {
             let known: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
@@ -126,38 +117,66 @@ pub(super) fn run(
             );
             return Ok(ExitCode::from(1));
         }
-        rows.retain(|r| keep.contains(&r.name));
+        // A child pipeline's jobs go with their trigger job.
+        let mut kept: std::collections::HashSet<String> = std::collections::HashSet::new();
+        rows.retain(|r| {
+            let keep_it = match &r.parent {
+                None => keep.contains(&r.name),
+                Some((parent, _)) => kept.contains(parent),
+            };
+            if keep_it {
+                kept.insert(r.name.clone());
+            }
+            keep_it
+        });
     }
     let reference = ctx
         .variables
         .get("CI_COMMIT_REF_NAME")
         .cloned()
-        .unwrap_or_else(|| co.branch.clone());
+        .unwrap_or_else(|| branch.to_string());
     if json {
-        let doc = document(source, &reference, &plan, &rows);
+        let doc = document(source, &reference, plan, &rows);
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print_text(source, &reference, &plan, &rows);
+        print_text(source, &reference, plan, &rows);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every job of the file, in plan order.
-fn rows(resolved: &ResolvedConfig, plan: &PipelinePlan) -> Vec<Row> {
+/// Every job of the file, in plan order, each trigger job followed by its child pipeline's rows; `parent`:
+/// the trigger job (row name) and depth of a child pipeline's rows.
+fn rows(
+    resolved: &ResolvedConfig,
+    plan: &PipelinePlan,
+    children: &[ChildPipeline],
+    parent: Option<(&str, usize)>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
+    let prefix = parent.map(|(p, _)| p);
+    let parent_of = || parent.map(|(p, d)| (p.to_string(), d));
     for cfg in &resolved.jobs {
         for job in plan.jobs.iter().filter(|j| j.base_name == cfg.name) {
             rows.push(Row {
-                name: job.name.clone(),
+                name: display(prefix, &job.name),
+                parent: parent_of(),
                 stage: job.stage.clone(),
                 stage_index: job.stage_index,
                 planned: Some(planned(job)),
+                note: match &job.trigger {
+                    Some(Trigger::Other { description }) => Some(format!(
+                        "trigger: {description} is not available offline; the job is skipped"
+                    )),
+                    _ => None,
+                },
+                child_trigger: matches!(job.trigger, Some(Trigger::Child { .. })),
                 rule: included_rule(job, cfg, resolved),
             });
         }
         for ex in plan.excluded.iter().filter(|e| instance_of(&e.name, cfg)) {
             rows.push(Row {
-                name: ex.name.clone(),
+                name: display(prefix, &ex.name),
+                parent: parent_of(),
                 stage: cfg.stage.clone(),
                 stage_index: resolved
                     .stages
@@ -165,6 +184,8 @@ fn rows(resolved: &ResolvedConfig, plan: &PipelinePlan) -> Vec<Row> {
                     .position(|s| *s == cfg.stage)
                     .unwrap_or(0),
                 planned: None,
+                note: None,
+                child_trigger: false,
                 rule: Rule {
                     kind: "excluded",
                     index: None,
@@ -175,7 +196,34 @@ fn rows(resolved: &ResolvedConfig, plan: &PipelinePlan) -> Vec<Row> {
     }
     // The plan's order: by stage, file order within one (a stable sort keeps the latter).
     rows.sort_by_key(|r| r.stage_index);
-    rows
+    let depth = parent.map_or(0, |(_, d)| d);
+    let mut out = Vec::new();
+    for mut row in rows {
+        let child = children
+            .iter()
+            .find(|c| row.planned.is_some() && display(prefix, &c.trigger_job) == row.name);
+        if row.child_trigger {
+            row.note = match child {
+                None => Some(format!("{MAX_DEPTH_REACHED}: the trigger job fails when it runs")),
+                Some(c) if !c.plan.workflow.created => Some(format!(
+                    "the downstream pipeline could not be created: {}; the trigger job fails when it runs",
+                    c.plan.workflow.reason.as_deref().unwrap_or("no jobs")
+                )),
+                Some(_) => None,
+            };
+        }
+        let name = row.name.clone();
+        out.push(row);
+        if let Some(c) = child {
+            out.extend(child_rows(c, &name, depth + 1));
+        }
+    }
+    out
+}
+
+/// The rows of a child pipeline under its trigger job's row `name`.
+fn child_rows(c: &ChildPipeline, name: &str, depth: usize) -> Vec<Row> {
+    rows(&c.resolved, &c.plan, &c.children, Some((name, depth)))
 }
 
 /// Whether `name` (an excluded job's concrete name) is `cfg` or one of its `parallel` instances
@@ -254,7 +302,12 @@ fn included_rule(job: &PlannedJob, cfg: &JobConfig, resolved: &ResolvedConfig) -
 ///   "name": null,                   // workflow:name, expanded; null when none
 ///   "stages": [".pre", "build", "test", ".post"],
 ///   "jobs": [{                      // every job of the file, in plan order (stage, then file order)
-///     "name": "test 1/2",           // the concrete name (each parallel instance is one entry)
+///     "name": "test 1/2",           // the concrete name (each parallel instance is one entry); a child
+///                                   // pipeline's job: `trigger job > job` (`a > b > job` two levels down)
+///     "trigger_job": null,          // a child pipeline's job: the name of the trigger job that creates it
+///     "depth": 0,                   // 0: the pipeline; 1: a child pipeline; 2: a grandchild
+///     "note": null,                 // a trigger job that runs no child here, and why (not available
+///                                   // offline, maximum depth, child not created)
 ///     "stage": "test",
 ///     "included": true,             // false: rules, only/except or when: never left it out
 ///     "when": "manual",             // on_success, on_failure, always, manual, delayed; null if excluded
@@ -275,6 +328,9 @@ fn document(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) ->
         .map(|r| {
             serde_json::json!({
                 "name": r.name,
+                "trigger_job": r.parent.as_ref().map(|(p, _)| p),
+                "depth": r.parent.as_ref().map_or(0, |(_, d)| *d),
+                "note": r.note,
                 "stage": r.stage,
                 "included": r.planned.is_some(),
                 "when": r.planned.as_ref().map(|p| p.when),
@@ -300,17 +356,27 @@ fn document(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) ->
 }
 
 fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) {
-    let included = rows.iter().filter(|r| r.planned.is_some()).count();
-    let excluded = rows.len() - included;
+    let top = || rows.iter().filter(|r| r.parent.is_none());
+    let included = top().filter(|r| r.planned.is_some()).count();
+    let excluded = top().count() - included;
+    let in_children = rows
+        .iter()
+        .filter(|r| r.parent.is_some() && r.planned.is_some())
+        .count();
     if plan.workflow.created {
         println!(
-            "{source} pipeline for {reference}{}: {included} job{} ({excluded} left out by rules); nothing is run (--list)",
+            "{source} pipeline for {reference}{}: {included} job{} ({excluded} left out by rules){}; nothing is run (--list)",
             plan.workflow
                 .name
                 .as_ref()
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default(),
-            if included == 1 { "" } else { "s" }
+            if included == 1 { "" } else { "s" },
+            if in_children > 0 {
+                format!(", and {in_children} in child pipelines")
+            } else {
+                String::new()
+            }
         );
     } else {
         println!("{}", no_pipeline(source, &plan.workflow));
@@ -360,5 +426,10 @@ fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) 
             }
         }
         println!("{}", line.trim_end());
+    }
+    for r in rows {
+        if let Some(n) = &r.note {
+            println!("note: {}: {n}", r.name);
+        }
     }
 }

@@ -6,9 +6,13 @@
 //! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`crate::service`)
 //! run them with the shell executor — the same code path as `runwright run`. Jobs start as soon as their
 //! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); traces stream to stdout, `[job] `
-//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`).
+//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`). Child
+//! pipelines of `trigger:include` are planned with the pipeline and scheduled with it (`children.rs`);
+//! `rules:changes` sees git's changes for the pipeline source (`changes.rs`).
 #![allow(clippy::print_stdout)]
 
+mod changes;
+mod children;
 pub(crate) mod context;
 mod jobspec;
 mod list;
@@ -23,7 +27,7 @@ use crate::logging::LogArgs;
 use anyhow::{bail, Context};
 use output::TraceOut;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
-use runwright_pipeline::{Pipeline, PipelinePlan, PlannedJob, When};
+use runwright_pipeline::{PlannedJob, When};
 use schedule::Status;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -211,7 +215,12 @@ fn predefined(
     set("CI_COMMIT_BRANCH", &c.branch);
     set("CI_COMMIT_REF_NAME", &c.branch);
     set("CI_COMMIT_REF_SLUG", &slug(&c.branch));
-    set("CI_COMMIT_REF_PROTECTED", "false");
+    // GitLab protects the default branch unless told otherwise (what the jobs' caches follow too, jobspec.rs);
+    // `context.rs` unprotects tag and merge request refs.
+    set(
+        "CI_COMMIT_REF_PROTECTED",
+        &(c.branch == c.default_branch).to_string(),
+    );
     set("CI_COMMIT_MESSAGE", &message);
     set("CI_COMMIT_TITLE", &title);
     set("CI_COMMIT_DESCRIPTION", &description);
@@ -307,22 +316,33 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     };
     let file = args.file.clone();
     let ctx = context::pipeline_context(&args, &co)?;
-    if args.list {
-        let chosen = list::Chosen {
-            jobs: args.jobs.clone(),
-            needs: args.needs,
-            manual: args.manual.clone(),
-        };
-        return list::run(&co, &file, &ctx, &args.pipeline_source, args.json, &chosen);
-    }
-
-    let plan = match Pipeline::load(&co.root, &file).and_then(|c| c.evaluate(&ctx)) {
+    // Child pipelines keep the project's variables; the pipeline's own reach them only when forwarded.
+    let project_variables = context::project_variables(&co.root)?;
+    // The whole run is planned first, child pipelines included: an invalid one runs nothing.
+    let planned = match children::plan(&co.root, &file, &ctx, &project_variables) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: invalid CI configuration: {e}");
             return Ok(ExitCode::from(1));
         }
     };
+    if args.list {
+        let chosen = list::Chosen {
+            jobs: args.jobs.clone(),
+            needs: args.needs,
+            manual: args.manual.clone(),
+        };
+        return list::run(
+            &file,
+            &planned,
+            &args.pipeline_source,
+            args.json,
+            &chosen,
+            &co.branch,
+            &ctx,
+        );
+    }
+    let plan = &planned.plan;
     if !plan.workflow.created {
         println!(
             "{}",
@@ -333,19 +353,16 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // A tag pipeline's jobs get the tag as their ref (CI_COMMIT_TAG, ref_type tag), as GitLab hands them out.
-    let tag = ctx
-        .variables
-        .get("CI_COMMIT_TAG")
-        .map(|t| t.to_string())
-        .filter(|t| !t.is_empty());
+    // A tag pipeline's jobs get the tag as their ref (CI_COMMIT_TAG, ref_type tag), a merge request
+    // pipeline's the merge request's ref, as GitLab hands them out.
+    let job_ref = jobspec::JobRef::of(&ctx.variables);
     rt.block_on(run_pipeline(
         &args,
         &co,
-        &plan,
+        &planned,
         &sources,
         concurrency,
-        tag.as_deref(),
+        &job_ref,
     ))
 }
 
@@ -468,12 +485,16 @@ async fn follow(
 async fn run_pipeline(
     args: &ExecArgs,
     co: &Checkout,
-    plan: &PipelinePlan,
+    planned: &children::Planned,
     sources: &Sources,
     concurrency: usize,
-    tag: Option<&str>,
+    job_ref: &jobspec::JobRef,
 ) -> anyhow::Result<ExitCode> {
-    let selected = schedule::select(plan, &args.jobs, args.needs, &args.manual)?;
+    let plan = &planned.plan;
+    let (selected, runs) = children::flatten(
+        schedule::select(plan, &args.jobs, args.needs, &args.manual)?,
+        &planned.children,
+    );
     if args.needs && args.jobs.is_empty() {
         println!("note: --needs adds what named jobs need; without JOB names the whole pipeline runs anyway");
     }
@@ -493,14 +514,21 @@ async fn run_pipeline(
     };
 
     let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;
-    let stems = state::file_stems(selected.iter().map(|s| s.job.name.as_str()));
+    let stems = state::file_stems(selected.iter().map(|s| s.display.as_str()));
     let plan_json = serde_json::json!({
         "project": co.project_path,
         "ref": co.branch,
         "sha": co.sha,
         "sources": match sources { Sources::Committed { .. } => "committed", Sources::WorkingTree { .. } => "working tree" },
         "stages": plan.stages,
-        "jobs": selected.iter().map(|s| s.job).collect::<Vec<_>>(),
+        "jobs": selected.iter().filter(|s| s.pipeline == 0).map(|s| s.job).collect::<Vec<_>>(),
+        "child_pipelines": runs.iter().skip(1).map(|r| serde_json::json!({
+            "id": r.id,
+            "trigger_job": r.trigger.map(|t| &selected[t].display),
+            "include": r.include,
+            "depend": r.depend,
+            "jobs": selected.iter().filter(|s| runs.get(s.pipeline).is_some_and(|x| x.id == r.id)).map(|s| s.job).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     });
     state::write_json(&run_dir.path, "plan.json", &plan_json)?;
 
@@ -527,7 +555,7 @@ async fn run_pipeline(
         ],
     )
     .context("mirroring the sources for the jobs")?;
-    if let Some(tag) = tag {
+    if let jobspec::JobRef::Tag(tag) = job_ref {
         git(
             &co.root,
             &[
@@ -539,6 +567,31 @@ async fn run_pipeline(
             ],
         )
         .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
+    }
+    if let jobspec::JobRef::MergeRequest(_) = job_ref {
+        // The target branch, as GitLab's repository has it: jobs may fetch it (or
+        // CI_MERGE_REQUEST_DIFF_BASE_SHA) to diff against. The merge request's own ref is made by the
+        // coordinator with the pipeline.
+        let target = &co.default_branch;
+        if let Some(commit) = [
+            format!("refs/heads/{target}"),
+            format!("refs/remotes/origin/{target}"),
+        ]
+        .iter()
+        .find_map(|r| git_opt(&co.root, &["rev-parse", "--verify", "-q", r]))
+        {
+            git(
+                &co.root,
+                &[
+                    "push",
+                    "-q",
+                    "--no-verify",
+                    &bare.to_string_lossy(),
+                    &format!("{commit}:refs/heads/{target}"),
+                ],
+            )
+            .with_context(|| format!("mirroring the target branch {target} for the jobs"))?;
+        }
     }
     let short = |s: &str| s[..s.len().min(8)].to_string();
     println!(
@@ -673,13 +726,13 @@ async fn run_pipeline(
         Some(shared)
     };
 
-    let mut sched = schedule::Scheduler::new(selected);
+    let mut sched = schedule::Scheduler::with_pipelines(selected, runs);
     let mut outcomes = vec![Outcome::default(); sched.jobs.len()];
     let live = live_view.then(|| {
         let rows: Vec<(&str, &str)> = sched
             .jobs
             .iter()
-            .map(|s| (s.job.name.as_str(), s.job.stage.as_str()))
+            .map(|s| (s.display.as_str(), s.job.stage.as_str()))
             .collect();
         live::Live::new(&rows, colour, false)
     });
@@ -690,7 +743,8 @@ async fn run_pipeline(
         Some(l) => l.println(text),
         None => println!("{text}"),
     };
-    let mut ids: HashMap<String, i64> = HashMap::new();
+    // Job ids by pipeline and name: artifacts come from the job's own pipeline.
+    let mut ids: HashMap<(usize, String), i64> = HashMap::new();
     let started = Instant::now();
 
     // Ctrl-C / SIGTERM: abort the running jobs (their processes are in their own process groups, out of the
@@ -715,6 +769,8 @@ async fn run_pipeline(
         });
     }
 
+    // When each trigger job created its child pipeline (a `strategy: depend` one lasts until the child ends).
+    let mut triggered: HashMap<usize, Instant> = HashMap::new();
     let mut running: tokio::task::JoinSet<(
         usize,
         Instant,
@@ -745,36 +801,87 @@ async fn run_pipeline(
                         ),
                         None => println!(
                             "--- {} ({}): {} — {why}",
-                            job.name,
+                            sched.jobs[i].display,
                             job.stage,
                             status.label()
                         ),
                     }
                 }
+                schedule::Step::Trigger(i, p) => {
+                    let job = sched.jobs[i].job;
+                    let child = &sched.pipelines[p];
+                    let created = format!(
+                        "created child pipeline {} ({}){}",
+                        child.id,
+                        child.include.join(", "),
+                        if child.depend {
+                            "; strategy: depend, the trigger job takes its status"
+                        } else {
+                            ""
+                        }
+                    );
+                    match &live {
+                        Some(l) if child.depend => l.started(i),
+                        Some(l) => l.finished(i, &created, Some(0.0), live::Outcome::Ok),
+                        None => {
+                            println!("=== {} ({}): {created}", sched.jobs[i].display, job.stage)
+                        }
+                    }
+                    triggered.insert(i, Instant::now());
+                    if !child.depend {
+                        outcomes[i].duration = Some(Duration::ZERO);
+                    }
+                }
+                schedule::Step::Finished(i, status) => {
+                    let elapsed = triggered.get(&i).map(Instant::elapsed).unwrap_or_default();
+                    outcomes[i].duration = Some(elapsed);
+                    print_trigger_end(&sched, i, &status, elapsed, live.as_deref());
+                }
                 schedule::Step::Start(i) => {
                     let job = sched.jobs[i].job;
+                    let pipeline = sched.jobs[i].pipeline;
+                    let display = sched.jobs[i].display.clone();
                     match &live {
                         Some(l) => l.started(i),
-                        None => println!("=== {} ({})", job.name, job.stage),
+                        None => println!("=== {display} ({})", job.stage),
                     }
                     for n in notes(job, &docker) {
-                        say(&format!("note: {}: {n}", job.name));
+                        say(&format!("note: {display}: {n}"));
                     }
                     // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier
-                    // stages) that ran in this pipeline.
+                    // stages) that ran in this job's pipeline.
                     let deps: Vec<i64> = match &job.dependencies {
                         Some(names) => names
                             .iter()
-                            .filter_map(|n| ids.get(n.as_str()).copied())
+                            .filter_map(|n| ids.get(&(pipeline, n.clone())).copied())
                             .collect(),
                         None => sched
                             .jobs
                             .iter()
-                            .filter(|s| s.job.stage_index < job.stage_index)
-                            .filter_map(|s| ids.get(s.job.name.as_str()).copied())
+                            .filter(|s| {
+                                s.pipeline == pipeline && s.job.stage_index < job.stage_index
+                            })
+                            .filter_map(|s| ids.get(&(pipeline, s.job.name.clone())).copied())
                             .collect(),
                     };
-                    let mut spec = jobspec::spec_for(job, co, &project, PIPELINE_ID, deps, tag);
+                    // `needs:pipeline:job`: artifacts of a job of another pipeline of the run (the parent's).
+                    let mut deps = deps;
+                    for n in job.pipeline_needs.iter().filter(|n| n.artifacts) {
+                        let found = sched
+                            .pipelines
+                            .iter()
+                            .position(|r| r.id.to_string() == n.pipeline)
+                            .and_then(|p| ids.get(&(p, n.job.clone())));
+                        match found {
+                            Some(id) => deps.push(*id),
+                            None => println!(
+                                "note: {display}: needs:pipeline:job: no job {:?} ran in pipeline {}; its artifacts are not downloaded",
+                                n.job, n.pipeline
+                            ),
+                        }
+                    }
+                    let pipeline_id = sched.pipelines[pipeline].id;
+                    let mut spec = jobspec::spec_for(job, co, &project, pipeline_id, deps, job_ref);
                     if matches!(docker, Docker::On)
                         && (args.executor == "docker" || wants_docker(job))
                     {
@@ -783,7 +890,7 @@ async fn run_pipeline(
                         spec.runner_token = Some(TOKEN.into());
                     }
                     let id = coordinator.enqueue(spec);
-                    ids.insert(job.name.clone(), id);
+                    ids.insert((pipeline, job.name.clone()), id);
                     let log_name = format!("{}.log", stems[i]);
                     let log = match std::fs::File::create(run_dir.path.join(&log_name)) {
                         Ok(f) => {
@@ -792,8 +899,7 @@ async fn run_pipeline(
                         }
                         Err(err) => {
                             eprintln!(
-                                "runwright exec: cannot create the log of {} in {} ({err}); its output is on stdout only",
-                                job.name,
+                                "runwright exec: cannot create the log of {display} in {} ({err}); its output is on stdout only",
                                 run_dir.path.display()
                             );
                             None
@@ -801,7 +907,7 @@ async fn run_pipeline(
                     };
                     let style = output::Style {
                         keep_ansi,
-                        prefix: prefixed.then(|| output::prefix(&job.name, i, colour)),
+                        prefix: prefixed.then(|| output::prefix(&display, i, colour)),
                     };
                     let deadline = Instant::now()
                         + Duration::from_secs(job.timeout.unwrap_or(3600))
@@ -819,7 +925,7 @@ async fn run_pipeline(
                     let follow = follow(
                         coordinator.clone(),
                         id,
-                        job.name.clone(),
+                        display,
                         output::TraceOut::new(style, log, view),
                         deadline,
                     );
@@ -851,7 +957,10 @@ async fn run_pipeline(
                     .or_else(|| (record.state == "success").then_some(0));
                 match state::copy_artifacts(&run_dir.path, &stems[i], &record.artifacts) {
                     Ok(files) => outcomes[i].artifacts = files,
-                    Err(err) => eprintln!("runwright exec: {} artifacts: {err:#}", job.name),
+                    Err(err) => eprintln!(
+                        "runwright exec: {} artifacts: {err:#}",
+                        sched.jobs[i].display
+                    ),
                 }
                 match record.state.as_str() {
                     "success" => Status::Success,
@@ -881,37 +990,37 @@ async fn run_pipeline(
             .unwrap_or_default();
         match &live {
             Some(l) => {
-                let mark = match status {
-                    Status::Success => live::Outcome::Ok,
-                    Status::Failed { allowed: true } => live::Outcome::Allowed,
-                    Status::Failed { allowed: false } => live::Outcome::Failed,
-                    _ => live::Outcome::Neutral,
-                };
                 if matches!(status, Status::Failed { .. }) {
                     if let Some(Ok(tail)) = tails[i].as_ref().map(|t| t.lock()) {
                         let log = outcomes[i]
                             .log
                             .as_ref()
                             .map(|f| run_dir.path.join(f).display().to_string());
-                        l.tail(&job.name, log.as_deref(), tail.lines());
+                        l.tail(&sched.jobs[i].display, log.as_deref(), tail.lines());
                     }
                 }
                 l.finished(
                     i,
                     &format!("{}{code}", status.label()),
                     Some(t0.elapsed().as_secs_f64()),
-                    mark,
+                    mark(&status),
                 );
             }
             None => println!(
                 "=== {} ({}): {} in {:.1}s{code}",
-                job.name,
+                sched.jobs[i].display,
                 job.stage,
                 status.label(),
                 t0.elapsed().as_secs_f64(),
             ),
         }
         sched.status[i] = status;
+    }
+    // Trigger jobs whose child pipelines were settled above (interrupted, stuck).
+    for (i, status) in sched.finish_triggers() {
+        let elapsed = triggered.get(&i).map(Instant::elapsed).unwrap_or_default();
+        outcomes[i].duration = Some(elapsed);
+        print_trigger_end(&sched, i, &status, elapsed, live.as_deref());
     }
 
     if let Some(shared) = &shared {
@@ -923,7 +1032,7 @@ async fn run_pipeline(
     let interrupted = interrupted.is_cancelled();
     coordinator.shutdown().await;
 
-    let passed = !sched.status.iter().any(Status::blocking_failure);
+    let passed = !sched.failed();
     let verdict = if interrupted {
         "canceled"
     } else if passed {
@@ -940,7 +1049,8 @@ async fn run_pipeline(
         .zip(&outcomes)
         .map(|((s, status), o)| {
             serde_json::json!({
-                "name": s.job.name,
+                "name": s.display,
+                "pipeline_id": sched.pipelines[s.pipeline].id,
                 "stage": s.job.stage,
                 "status": match status { Status::Failed { .. } => "failed", other => other.label() },
                 "allowed_failure": matches!(status, Status::Failed { allowed: true }),
@@ -973,19 +1083,55 @@ async fn run_pipeline(
     })
 }
 
+/// The end of a `strategy: depend` trigger job: its child pipeline's status.
+fn print_trigger_end(
+    sched: &schedule::Scheduler<'_>,
+    i: usize,
+    status: &Status,
+    elapsed: Duration,
+    live: Option<&live::Live>,
+) {
+    let child = sched
+        .pipelines
+        .iter()
+        .find(|p| p.trigger == Some(i))
+        .map(|p| p.id)
+        .unwrap_or_default();
+    if let Some(l) = live {
+        l.finished(
+            i,
+            &format!("{} (child pipeline {child})", status.label()),
+            Some(elapsed.as_secs_f64()),
+            mark(status),
+        );
+        return;
+    }
+    println!(
+        "=== {} ({}): {} in {:.1}s (child pipeline {child})",
+        sched.jobs[i].display,
+        sched.jobs[i].job.stage,
+        status.label(),
+        elapsed.as_secs_f64()
+    );
+}
+
+/// A finished row's mark in the live view.
+fn mark(status: &Status) -> live::Outcome {
+    match status {
+        Status::Success => live::Outcome::Ok,
+        Status::Failed { allowed: true } => live::Outcome::Allowed,
+        Status::Failed { allowed: false } => live::Outcome::Failed,
+        _ => live::Outcome::Neutral,
+    }
+}
+
 /// The table at the end: job, stage, status (with allowed failures), duration, exit code.
 fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
-    let width = |f: &dyn Fn(&PlannedJob) -> usize, min: usize| {
-        sched
-            .jobs
-            .iter()
-            .map(|s| f(s.job))
-            .max()
-            .unwrap_or(min)
-            .max(min)
+    let width = |f: &dyn Fn(&schedule::Selected<'_>) -> usize, min: usize| {
+        sched.jobs.iter().map(f).max().unwrap_or(min).max(min)
     };
-    let w_job = width(&|j| j.name.len(), 3);
-    let w_stage = width(&|j| j.stage.len(), 5);
+    let w_job = width(&|s| s.display.chars().count(), 3);
+    let w_stage = width(&|s| s.job.stage.len(), 5);
     println!();
     println!(
         "{:<w_job$}  {:<w_stage$}  {:<16}  {:>8}  exit code",
@@ -998,7 +1144,7 @@ fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
         let code = o.exit_code.map_or("-".to_string(), |c| c.to_string());
         println!(
             "{:<w_job$}  {:<w_stage$}  {:<16}  {d:>8}  {code}",
-            s.job.name,
+            s.display,
             s.job.stage,
             status.label()
         );

@@ -524,7 +524,7 @@ async fn tag_pipelines_give_their_jobs_the_tag_as_ref() {
         "grp/tagged",
         &[(
             ".gitlab-ci.yml",
-            "release:\n  rules:\n    - if: $CI_COMMIT_TAG\n  script:\n    - echo \"ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG branch=${CI_COMMIT_BRANCH:-none}\"\n    - git describe --tags --exact-match\n",
+            "release:\n  rules:\n    - if: $CI_COMMIT_TAG\n  script:\n    - echo \"ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG branch=${CI_COMMIT_BRANCH:-none} protected=$CI_COMMIT_REF_PROTECTED\"\n    - git describe --tags --exact-match\n",
         )],
     );
     let dir = h.path().join("src/grp/tagged");
@@ -532,8 +532,431 @@ async fn tag_pipelines_give_their_jobs_the_tag_as_ref() {
     let (out, stdout) = exec(&h, &dir, &["--pipeline-source", "tag"]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("ref=v1.0 tag=v1.0 branch=none\n"),
+        stdout.contains("ref=v1.0 tag=v1.0 branch=none protected=false\n"),
         "{stdout}"
     );
     assert!(stdout.contains("\nv1.0\n"), "{stdout}");
+}
+
+const MR_PIPELINE: &str = r#"
+mr-job:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+      changes: ["src/**/*"]
+  script:
+    - echo "ref=$CI_COMMIT_REF_NAME branch=${CI_COMMIT_BRANCH:-none} source=$CI_PIPELINE_SOURCE iid=$CI_MERGE_REQUEST_IID from=$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME into=$CI_MERGE_REQUEST_TARGET_BRANCH_NAME path=$CI_MERGE_REQUEST_REF_PATH protected=$CI_COMMIT_REF_PROTECTED"
+    - echo "base=$CI_MERGE_REQUEST_DIFF_BASE_SHA head=$(git rev-parse HEAD)"
+    - git fetch -q origin "+$CI_MERGE_REQUEST_REF_PATH:$CI_MERGE_REQUEST_REF_PATH"
+    - echo "mr-ref=$(git rev-parse $CI_MERGE_REQUEST_REF_PATH)"
+docs-job:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+      changes: ["docs/**/*"]
+  script: [echo docs]
+readme-since-main:
+  rules:
+    - changes:
+        paths: [README.md]
+        compare_to: refs/heads/main
+  script: [echo readme]
+"#;
+
+/// A merge request pipeline's jobs get GitLab's merge request ref: CI_COMMIT_REF_NAME is the source branch,
+/// there is no CI_COMMIT_BRANCH, `CI_MERGE_REQUEST_*` are set, the checkout says `ref is
+/// refs/merge-requests/1/head` and that ref exists on the served repository. `rules:changes` compares with the
+/// merge base of the target branch (src/ changed on the branch, docs/ only on main), `compare_to` too.
+#[tokio::test]
+async fn merge_request_pipelines_run_on_the_merge_request_ref_and_diff_against_the_target() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/mr",
+        &[
+            (".gitlab-ci.yml", MR_PIPELINE),
+            ("docs/a.md", "a\n"),
+            ("README.md", "r\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/mr");
+    let base = h.git(&dir, &["rev-parse", "HEAD"]);
+    h.git(&dir, &["checkout", "-q", "-b", "feature"]);
+    h.commit("grp/mr", &[("src/app.txt", "app\n")], "feature work");
+    // main moves on after the branch point: its docs change is not the merge request's.
+    h.git(&dir, &["checkout", "-q", "main"]);
+    h.commit("grp/mr", &[("docs/a.md", "changed on main\n")], "docs");
+    h.git(&dir, &["checkout", "-q", "feature"]);
+    let (out, stdout) = exec(
+        &h,
+        &dir,
+        &["--pipeline-source", "merge_request_event", "--committed"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ref=feature branch=none source=merge_request_event iid=1 from=feature into=main path=refs/merge-requests/1/head protected=false\n"),
+        "{stdout}"
+    );
+    let head = h.git(&dir, &["rev-parse", "HEAD"]);
+    assert!(
+        stdout.contains(&format!("base={base} head={head}\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("mr-ref={head}\n")), "{stdout}");
+    assert!(
+        stdout.contains("as detached HEAD (ref is refs/merge-requests/1/head)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("=== docs-job"), "{stdout}");
+    assert!(!stdout.contains("=== readme-since-main"), "{stdout}");
+
+    // --list says the same without running.
+    let (out, stdout) = exec(
+        &h,
+        &dir,
+        &[
+            "--pipeline-source",
+            "merge_request_event",
+            "--list",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let included = |name: &str| {
+        doc["jobs"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["name"] == name))
+            .map(|j| j["included"].clone())
+    };
+    assert_eq!(included("mr-job"), Some(true.into()), "{stdout}");
+    assert_eq!(included("docs-job"), Some(false.into()), "{stdout}");
+
+    // A README change in the working tree: changed since main's merge base.
+    std::fs::write(dir.join("README.md"), "edited\n").expect("edit");
+    let (_, stdout) = exec(&h, &dir, &["--list", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let readme = doc["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["name"] == "readme-since-main"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(readme["included"], true, "{stdout}");
+}
+
+/// `rules:changes` in a push pipeline compares with the previous push: what `origin` has of the branch (the
+/// uncommitted working tree included), or, when that is the commit itself, its parent; a branch `origin` does
+/// not have is a new branch, where `changes` is true. A `compare_to` that names nothing is GitLab's error and
+/// runs nothing.
+#[tokio::test]
+async fn push_pipelines_diff_against_origins_branch() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/push",
+        &[
+            (
+                ".gitlab-ci.yml",
+                "docs:\n  rules:\n    - changes: [\"docs/*\"]\n  script: [echo docs]\napi:\n  rules:\n    - changes: [\"api/*\"]\n  script: [echo api]\n",
+            ),
+            ("docs/a.md", "a\n"),
+            ("api/b.txt", "b\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/push");
+    let list = |h: &Harness| {
+        let (out, stdout) = exec(h, &dir, &["--list", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        doc["jobs"]
+            .as_array()
+            .map(|jobs| {
+                jobs.iter()
+                    .filter(|j| j["included"] == true)
+                    .filter_map(|j| j["name"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    // No origin: a new branch, every `changes` is true.
+    assert_eq!(list(&h), ["docs", "api"]);
+    let bare = h.path().join("git/grp/push.git");
+    h.git(&dir, &["remote", "add", "origin", &bare.to_string_lossy()]);
+    h.git(&dir, &["fetch", "-q", "origin"]);
+    // Pushed already: the pipeline of that push, what its commit changed (the first commit has no parent:
+    // unknown, every `changes` true).
+    assert_eq!(list(&h), ["docs", "api"]);
+    h.commit("grp/push", &[("api/b.txt", "b2\n")], "api change");
+    h.git(&dir, &["fetch", "-q", "origin"]);
+    assert_eq!(list(&h), ["api"]);
+    // Something to push: what it would change (the working tree's edit).
+    std::fs::write(dir.join("docs/a.md"), "edited\n").expect("edit");
+    assert_eq!(list(&h), ["docs"]);
+
+    std::fs::write(
+        dir.join(".gitlab-ci.yml"),
+        "docs:\n  rules:\n    - changes:\n        paths: [\"docs/*\"]\n        compare_to: refs/heads/nope\n  script: [echo docs]\n",
+    )
+    .expect("ci file");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid CI configuration: .gitlab-ci.yml:3: docs.rules[0]: rules:changes:compare_to is not a valid ref",
+        "{stdout}"
+    );
+    assert!(!stdout.contains("=== docs"), "{stdout}");
+}
+
+const PARENT_PIPELINE: &str = r#"
+stages: [build, deploy, after]
+variables:
+  GLOBAL: g
+build:
+  stage: build
+  script: [echo build-output > parent.txt]
+  artifacts:
+    paths: [parent.txt]
+deploy-child:
+  stage: deploy
+  variables:
+    TARGET: staging
+    PARENT_ID: $CI_PIPELINE_ID
+  trigger:
+    include: ci/child.yml
+    strategy: depend
+notify:
+  stage: deploy
+  trigger:
+    include:
+      - local: ci/notify.yml
+    forward:
+      pipeline_variables: true
+remote:
+  stage: deploy
+  trigger: other/project
+after:
+  stage: after
+  script: [echo after-output]
+"#;
+
+const CHILD_PIPELINE: &str = r#"
+workflow:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "parent_pipeline"
+child-build:
+  stage: build
+  script:
+    - echo "child source=$CI_PIPELINE_SOURCE id=$CI_PIPELINE_ID parent=$PARENT_ID target=$TARGET global=$GLOBAL who=${WHO:-unset} protected=$CI_COMMIT_REF_PROTECTED"
+    - echo child-artifact > child.txt
+  artifacts:
+    paths: [child.txt]
+child-test:
+  stage: test
+  script: [cat child.txt]
+from-parent:
+  stage: test
+  needs:
+    - pipeline: $PARENT_ID
+      job: build
+  script:
+    - echo "from parent $(cat parent.txt)"
+"#;
+
+/// `trigger:include` runs a child pipeline (docs: ci/pipelines/downstream_pipelines): its own plan with
+/// `CI_PIPELINE_SOURCE=parent_pipeline` and its own id, the trigger job's variables (and the global ones) passed
+/// down, the parent's pipeline variables only with `forward:pipeline_variables`; artifacts flow inside it;
+/// `strategy: depend` makes the trigger job wait and take its status, so the next stage waits too. Its jobs
+/// are listed, summarised and logged under the trigger job's name. A multi-project trigger is noted.
+#[tokio::test]
+async fn trigger_include_runs_a_child_pipeline() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/parent",
+        &[
+            (".gitlab-ci.yml", PARENT_PIPELINE),
+            ("ci/child.yml", CHILD_PIPELINE),
+            (
+                "ci/notify.yml",
+                "notify-job:\n  script: echo \"notify who=$WHO target=${TARGET:-none}\"\n",
+            ),
+        ],
+    );
+    let dir = h.path().join("src/grp/parent");
+    let (out, stdout) = exec(&h, &dir, &["-e", "WHO=me", "-j", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "child source=parent_pipeline id=2 parent=1 target=staging global=g who=unset protected=true\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("notify who=me target=none\n"), "{stdout}");
+    assert!(
+        stdout.contains("=== deploy-child (deploy): created child pipeline 2 (ci/child.yml); strategy: depend, the trigger job takes its status\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("=== notify (deploy): created child pipeline 3 (ci/notify.yml)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--- remote (deploy): skipped — trigger: multi-project pipeline in `other/project` is not available offline"),
+        "{stdout}"
+    );
+    // The child's artifact reached its next stage; `after` waited for the child (strategy: depend).
+    // needs:pipeline:job brought the parent's artifact into the child.
+    assert!(stdout.contains("from parent build-output\n"), "{stdout}");
+    let artifact = pos(&stdout, "\nchild-artifact\n");
+    let finished = pos(&stdout, "=== deploy-child (deploy): success in ");
+    let after = pos(&stdout, "after-output\n");
+    assert!(artifact < finished && finished < after, "{stdout}");
+    let summary = &stdout[pos(&stdout, "\njob ")..];
+    for (job, status) in [
+        ("deploy-child", "success"),
+        ("deploy-child > child-build", "success"),
+        ("deploy-child > child-test", "success"),
+        ("notify > notify-job", "success"),
+        ("remote", "skipped"),
+        ("after", "success"),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with(&format!("{job} ")) && l.contains(status)),
+            "no {job} {status} in:\n{summary}"
+        );
+    }
+    let run_dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pipeline directory: "))
+        .map(PathBuf::from)
+        .expect("pipeline directory");
+    let logs: Vec<String> = std::fs::read_dir(&run_dir)
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let child_log = logs
+        .iter()
+        .find(|f| f.contains("child-build") && f.ends_with(".log"))
+        .unwrap_or_else(|| panic!("no child-build log in {logs:?}"));
+    let text = std::fs::read_to_string(run_dir.join(child_log)).expect("log");
+    assert!(text.contains("child source=parent_pipeline"), "{text}");
+
+    // --list shows the child pipelines' jobs under their trigger jobs.
+    let (out, stdout) = exec(&h, &dir, &["--list"]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("5 jobs (0 left out by rules), and 4 in child pipelines"),
+        "{stdout}"
+    );
+    let child_row = pos(&stdout, "deploy-child > child-build");
+    assert!(pos(&stdout, "deploy-child ") < child_row, "{stdout}");
+    assert!(
+        stdout.contains("note: remote: trigger: multi-project pipeline in `other/project` is not available offline; the job is skipped\n"),
+        "{stdout}"
+    );
+    let (_, stdout) = exec(&h, &dir, &["--list", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let row = doc["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["name"] == "deploy-child > child-test"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["trigger_job"], "deploy-child", "{stdout}");
+    assert_eq!(row["depth"], 1, "{stdout}");
+    assert_eq!(row["stage"], "test", "{stdout}");
+}
+
+/// With `strategy: depend`, a failed child pipeline fails its trigger job and so the parent; a child's trigger
+/// job two levels down fails (GitLab nests child pipelines two levels deep).
+#[tokio::test]
+async fn a_failed_child_fails_a_depend_trigger_and_nesting_stops_at_two_levels() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/nested",
+        &[
+            (
+                ".gitlab-ci.yml",
+                "child:\n  trigger:\n    include: ci/level1.yml\n    strategy: depend\nfree:\n  trigger:\n    include: ci/fails.yml\n",
+            ),
+            (
+                "ci/level1.yml",
+                "one:\n  script: [echo level-one]\ngrandchild:\n  trigger:\n    include: ci/level2.yml\n    strategy: depend\n",
+            ),
+            (
+                "ci/level2.yml",
+                "two:\n  script: [echo level-two]\ntoo-deep:\n  trigger:\n    include: ci/level1.yml\n",
+            ),
+            ("ci/fails.yml", "boom:\n  script: [exit 4]\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/nested");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("level-one\n") && stdout.contains("level-two\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--- child > grandchild > too-deep (test): failed — reached maximum depth of child pipelines\n"),
+        "{stdout}"
+    );
+    let (_, listed) = exec(&h, &dir, &["--list"]);
+    assert!(
+        listed.contains("note: child > grandchild > too-deep: reached maximum depth of child pipelines: the trigger job fails when it runs\n"),
+        "{listed}"
+    );
+    let summary = &stdout[pos(&stdout, "\njob ")..];
+    for (job, status) in [
+        ("child", "failed"),
+        ("child > grandchild", "failed"),
+        ("child > grandchild > two", "success"),
+        ("free", "success"),
+        ("free > boom", "failed"),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with(&format!("{job} ")) && l.contains(status)),
+            "no {job} {status} in:\n{summary}"
+        );
+    }
+    assert!(summary.contains("pipeline failed"), "{summary}");
+}
+
+/// A child pipeline that cannot be planned is an error naming the trigger job, and nothing runs.
+#[tokio::test]
+async fn a_missing_or_invalid_child_pipeline_runs_nothing() {
+    let h = Harness::new().await;
+    h.make_repo(
+        "grp/badchild",
+        &[
+            (
+                ".gitlab-ci.yml",
+                "build:\n  script: [echo build-output]\ndeploy:\n  stage: deploy\n  trigger:\n    include: ci/child.yml\n",
+            ),
+            ("ci/other.yml", "job:\n  scirpt: [echo typo]\n"),
+        ],
+    );
+    let dir = h.path().join("src/grp/badchild");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid CI configuration: .gitlab-ci.yml:6: deploy.trigger.include: Local file `ci/child.yml` does not exist!"
+    );
+    assert!(!stdout.contains("build-output"), "{stdout}");
+
+    std::fs::write(
+        dir.join(".gitlab-ci.yml"),
+        "build:\n  script: [echo build-output]\ndeploy:\n  stage: deploy\n  trigger:\n    include: ci/other.yml\n",
+    )
+    .expect("ci file");
+    let (out, stdout) = exec(&h, &dir, &["--list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid CI configuration: trigger job `deploy`: child pipeline (ci/other.yml): ci/other.yml:1: job: jobs:job config contains unknown keys: scirpt"
+    );
 }

@@ -165,8 +165,8 @@ async fn list_prints_the_plan_and_runs_nothing() {
     assert_eq!(
         *job(&doc, "unit"),
         serde_json::json!({
-            "name": "unit", "stage": "test", "included": true, "when": "on_success", "needs": ["build"],
-            "allow_failure": true,
+            "name": "unit", "trigger_job": null, "depth": 0, "note": null, "stage": "test", "included": true,
+            "when": "on_success", "needs": ["build"], "allow_failure": true,
             "rule": {"kind": "rule", "index": 1, "description": "rules[1] matched: if: $CI_COMMIT_BRANCH"},
         })
     );
@@ -178,8 +178,8 @@ async fn list_prints_the_plan_and_runs_nothing() {
     assert_eq!(
         *job(&doc, "mr-only"),
         serde_json::json!({
-            "name": "mr-only", "stage": "test", "included": false, "when": null, "needs": null,
-            "allow_failure": null,
+            "name": "mr-only", "trigger_job": null, "depth": 0, "note": null, "stage": "test", "included": false,
+            "when": null, "needs": null, "allow_failure": null,
             "rule": {"kind": "excluded", "index": null, "description": "no rule matched"},
         })
     );
