@@ -170,7 +170,11 @@ impl Bench<'_> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Args = clap::Parser::parse();
+    let mut args: Args = clap::Parser::parse();
+    // The tools run in the pipelines' directories: relative paths would no longer point at them.
+    for p in [&mut args.runwright, &mut args.gcl, &mut args.node_bin] {
+        *p = std::path::absolute(&*p)?;
+    }
     let tmp = tempfile::Builder::new()
         .prefix("runwright-bench-exec-")
         .tempdir()?;

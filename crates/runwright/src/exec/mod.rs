@@ -372,6 +372,10 @@ enum Docker {
     Off(String),
 }
 
+/// How long the embedded coordinator holds a runner's job request while nothing is queued (GitLab's Workhorse
+/// default `apiCiLongPollingDuration` is 50 s; shorter here so an idle run's runner notices a stop quickly).
+const LONG_POLL: Duration = Duration::from_secs(5);
+
 fn wants_docker(job: &PlannedJob) -> bool {
     job.image.is_some() || !job.services.is_empty()
 }
@@ -636,6 +640,9 @@ async fn run_pipeline(
         TOKEN,
         RunnerOptions {
             description: "runwright exec".into(),
+            // Workhorse's long polling: a job is handed out the moment the scheduler enqueues it, instead of at
+            // the runner's next poll.
+            long_poll: Some(LONG_POLL),
             ..Default::default()
         },
     );
@@ -677,6 +684,7 @@ async fn run_pipeline(
             DOCKER_TOKEN,
             RunnerOptions {
                 description: "runwright exec (docker)".into(),
+                long_poll: Some(LONG_POLL),
                 ..Default::default()
             },
         );
