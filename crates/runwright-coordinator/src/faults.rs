@@ -259,10 +259,13 @@ impl FaultPlan {
         });
     }
 
-    /// Random mode only: after `n` random faults in a row on one resource (same method and path; for git any
-    /// request of the same job), the next request to it passes. GitLab's runner gives up by design after a few tries (3 for
-    /// artifact transfers, `GET_SOURCES_ATTEMPTS` for git); a soak that expects every job to finish keeps
-    /// its faults within those budgets with this. Call after [`FaultPlan::set_random`].
+    /// Random mode only: after `n` random faults in a row on one resource (same method and path), the next
+    /// request to it passes. GitLab's runner gives up by design after a few tries (3 for artifact transfers,
+    /// `GET_SOURCES_ATTEMPTS` for git); a soak that expects every job to finish keeps its faults within those
+    /// budgets with this. Git is different: one fetch is several requests, any of which fails the whole fetch,
+    /// so a passing request does not end a streak there — the git requests of one job (its credentials; all
+    /// anonymous ones, git's `401` handshake, count as one) get at most `n` faults in all, and a job with
+    /// `GET_SOURCES_ATTEMPTS` above `n` gets its sources. Call after [`FaultPlan::set_random`].
     pub fn set_max_streak(&self, n: u32) {
         if let Some(random) = self.lock().random.as_mut() {
             random.max_streak = Some(n);
@@ -337,6 +340,8 @@ impl FaultPlan {
         };
         match &fault {
             Some(_) => *random.streaks.entry(ctx.key.clone()).or_default() += 1,
+            // Git counts every fault of the job (see `set_max_streak`).
+            None if ctx.endpoint == Endpoint::Git => {}
             None => {
                 random.streaks.remove(&ctx.key);
             }
@@ -516,5 +521,16 @@ mod tests {
         );
         // Another resource has its own streak.
         assert_eq!([b(&plan), b(&plan), b(&plan)], [true, true, false]);
+        // Git: at most two faults per job in all, whatever passes in between.
+        let plan = FaultPlan::default();
+        plan.set_random(0.5, &[Fault::Status(500)], 5);
+        plan.set_max_streak(2);
+        let faults = (0..200)
+            .filter(|_| {
+                plan.draw(&keyed(Endpoint::Git, false, "git job-1"))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(faults, 2);
     }
 }

@@ -265,8 +265,18 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
                 Fault::ResetAfterProcessing => reset_after = true,
                 Fault::Stall(delay) => tokio::time::sleep(delay).await,
                 Fault::Hang(delay) => {
+                    // Logged first: the client gives up before the delay is over, and hyper then drops this
+                    // future together with the connection.
+                    entry.took = delay;
+                    sh.push_log(entry);
                     tokio::time::sleep(delay).await;
-                    return reset(&sh, entry, started, kill).await;
+                    return match kill {
+                        Some(ConnKill(token)) => {
+                            token.cancel();
+                            std::future::pending::<Response>().await
+                        }
+                        None => message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout"),
+                    };
                 }
                 Fault::RangeMismatch | Fault::Accepted202 | Fault::OversizedAnswer { .. } => {}
             }

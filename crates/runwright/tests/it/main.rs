@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bounds;
 mod cancel;
 mod config;
 mod docker;
@@ -15,6 +16,7 @@ mod ops;
 mod polling;
 mod registry;
 mod signals;
+mod soak;
 mod sources;
 mod trace;
 mod transfer;
