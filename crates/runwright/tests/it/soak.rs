@@ -3,14 +3,14 @@
 
 #[allow(dead_code)] // the bench uses more of it
 #[path = "../../examples/support/soak.rs"]
-mod soak;
+mod driver;
 
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_jobs_at_thirty_percent_faults_end_right_with_identical_traces() {
     let keep = tempfile::tempdir().expect("tempdir");
-    let opts = soak::Options {
+    let opts = driver::Options {
         runwright: env!("CARGO_BIN_EXE_runwright").into(),
         jobs: 12,
         concurrent: 4,
@@ -22,16 +22,16 @@ async fn twelve_jobs_at_thirty_percent_faults_end_right_with_identical_traces() 
         fast_retries: true,
         deadline: Duration::from_secs(50),
     };
-    let report = soak::run(&opts, Some(keep.path()))
+    let report = driver::run(&opts, Some(keep.path()))
         .await
         .expect("soak runs");
     // The figures, for `--nocapture`.
-    eprintln!("{}\n{}", soak::Report::header(), report.row(opts.faults));
+    eprintln!("{}\n{}", driver::Report::header(), report.row(opts.faults));
     let log = std::fs::read_to_string(keep.path().join("service.log")).unwrap_or_default();
     assert!(
         report.passed(),
         "{}\n{}\nproblems:\n{}\nservice log:\n{log}",
-        soak::Report::header(),
+        driver::Report::header(),
         report.row(opts.faults),
         report.problems.join("\n")
     );
