@@ -83,15 +83,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("soak: {} jobs at {:.0}% faults...", a.jobs, share * 100.0);
         let report = soak::run(&opts, keep.as_deref()).await?;
         println!("{}\n{}", soak::Report::header(), report.row(share));
-        println!(
-            "faults by endpoint: {}",
-            report
-                .faults_by_endpoint
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("faults by endpoint: {}", report.by_endpoint());
         if report.passed() {
             println!("PASS\n");
         } else {

@@ -69,8 +69,8 @@ pub struct Report {
     pub artifacts: (usize, usize),
     /// Injected faults by kind (`500`, `502`, `429`, `reset`, `hang`, `416`), from the request log.
     pub faults: BTreeMap<String, u64>,
-    /// Injected faults by endpoint.
-    pub faults_by_endpoint: BTreeMap<String, u64>,
+    /// Injected faults by endpoint, then kind.
+    pub faults_by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
     pub requests: usize,
     pub retries: u64,
     /// Bytes of all stored traces.
@@ -83,6 +83,23 @@ pub struct Report {
 impl Report {
     pub fn passed(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// `patch_trace 50 (416 1, 500 9, …); …`
+    pub fn by_endpoint(&self) -> String {
+        self.faults_by_endpoint
+            .iter()
+            .map(|(endpoint, kinds)| {
+                let total: u64 = kinds.values().sum();
+                let kinds = kinds
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("{endpoint} {total} ({kinds})")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Markdown table header (see [`Report::row`]).
@@ -383,7 +400,14 @@ fn journal_traces(dir: &Path) -> HashMap<i64, PathBuf> {
 }
 
 /// Injected faults by kind label, by endpoint, and the retries: requests repeating a faulted one.
-fn from_log(log: &[RequestLog]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, u64) {
+#[allow(clippy::type_complexity)] // three plain tallies
+fn from_log(
+    log: &[RequestLog],
+) -> (
+    BTreeMap<String, u64>,
+    BTreeMap<String, BTreeMap<String, u64>>,
+    u64,
+) {
     let mut kinds = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
     let mut faulted: HashSet<String> = HashSet::new();
@@ -403,10 +427,12 @@ fn from_log(log: &[RequestLog]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>
                 Fault::Status(code) => code.to_string(),
                 other => other.kind().as_str().to_string(),
             };
-            *kinds.entry(label).or_default() += 1;
             *endpoints
                 .entry(r.endpoint.as_str().to_string())
+                .or_insert_with(BTreeMap::new)
+                .entry(label.clone())
                 .or_default() += 1;
+            *kinds.entry(label).or_default() += 1;
             faulted.insert(key);
         }
     }
