@@ -396,10 +396,10 @@ fn multipart_body(
 }
 
 /// Reads at most [`MAX_ERROR_BODY`] bytes of an answer (for its message); errors just end the read.
-async fn small_body(mut resp: reqwest::Response) -> Vec<u8> {
+async fn small_body(mut resp: reqwest::Response, idle: Duration) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < MAX_ERROR_BODY {
-        match tokio::time::timeout(TRANSFER_IDLE_TIMEOUT, resp.chunk()).await {
+        match tokio::time::timeout(idle, resp.chunk()).await {
             Ok(Ok(Some(chunk))) => out.extend_from_slice(&chunk),
             _ => break,
         }
@@ -534,7 +534,7 @@ impl Client {
                 .header(CONTENT_TYPE, content_type)
                 .body(body)
                 .send();
-            let result = unless_idle(send, &progress, TRANSFER_IDLE_TIMEOUT).await;
+            let result = unless_idle(send, &progress, self.idle_timeout()).await;
             let sent = progress.bytes.load(Ordering::Relaxed);
 
             let (why, answer_headers, unavailable) = match result {
@@ -542,7 +542,7 @@ impl Client {
                     let status = resp.status();
                     let line = status_line(status);
                     let resp_headers = resp.headers().clone();
-                    let body = small_body(resp).await;
+                    let body = small_body(resp, self.idle_timeout()).await;
                     tracing::info!(job = job_id, attempt = attempts, status = %line, url = %shown_url, "{op}");
                     match status.as_u16() {
                         201 => {
@@ -639,7 +639,7 @@ impl Client {
                 None => (
                     format!(
                         "no progress for {}s while sending to {shown_url} (sent {sent} bytes)",
-                        TRANSFER_IDLE_TIMEOUT.as_secs()
+                        self.idle_timeout().as_secs()
                     ),
                     None,
                     false,
@@ -794,7 +794,7 @@ impl Client {
                     .headers(token_headers.clone())
                     .header(HEADER_REQUEST_ID, request_id.as_str());
             }
-            let resp = match tokio::time::timeout(TRANSFER_IDLE_TIMEOUT, builder.send()).await {
+            let resp = match tokio::time::timeout(self.idle_timeout(), builder.send()).await {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(e)) => {
                     return Err(DownloadFailure::Retry {
@@ -809,7 +809,7 @@ impl Client {
                     return Err(DownloadFailure::Retry {
                         why: format!(
                             "no answer from {shown_url} within {}s",
-                            TRANSFER_IDLE_TIMEOUT.as_secs()
+                            self.idle_timeout().as_secs()
                         ),
                         headers: None,
                     })
@@ -820,7 +820,7 @@ impl Client {
             tracing::info!(job = job_id, status = %line, url = %shown_url, "Downloading artifacts from coordinator...");
             let code = status.as_u16();
             if code == 200 {
-                return stream_to_file(job_id, resp, &shown_url, temp)
+                return stream_to_file(job_id, resp, &shown_url, temp, self.idle_timeout())
                     .await
                     .map(|bytes| DownloadOutcome { bytes, redirected });
             }
@@ -844,7 +844,7 @@ impl Client {
                 continue;
             }
             let headers = resp.headers().clone();
-            let body = small_body(resp).await;
+            let body = small_body(resp, self.idle_timeout()).await;
             let why = match server_message(&body, &line) {
                 Some(m) => format!("{line} from {shown_url} ({m})"),
                 None => format!("{line} from {shown_url}"),
@@ -897,6 +897,7 @@ async fn stream_to_file(
     mut resp: reqwest::Response,
     shown_url: &str,
     temp: &Path,
+    idle: Duration,
 ) -> Result<u64, DownloadFailure> {
     let io_fatal = |action: &'static str, error: io::Error| {
         DownloadFailure::Fatal(ArtifactError::Io {
@@ -916,7 +917,7 @@ async fn stream_to_file(
         .map_err(|e| io_fatal("create the temporary file", e))?;
     let mut bytes = 0u64;
     loop {
-        let chunk = match tokio::time::timeout(TRANSFER_IDLE_TIMEOUT, resp.chunk()).await {
+        let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
@@ -932,7 +933,7 @@ async fn stream_to_file(
                 return Err(DownloadFailure::Retry {
                     why: format!(
                         "no data from {shown_url} for {}s after {bytes} bytes",
-                        TRANSFER_IDLE_TIMEOUT.as_secs()
+                        idle.as_secs()
                     ),
                     headers: None,
                 })

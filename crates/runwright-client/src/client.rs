@@ -53,6 +53,9 @@ pub struct ClientOptions {
     pub tls_key_file: Option<PathBuf>,
     /// `User-Agent` of every request, `gitlab-runner <version> (<branch>; <go version>; <os>/<arch>)` style.
     pub user_agent: String,
+    /// How long to wait for an answer that makes no progress (API read timeout and artifact transfer idle
+    /// limit). `None`: [`crate::env::RUNWRIGHT_API_TIMEOUT_SECS`] if set, else GitLab's 10 minutes.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Client for one GitLab instance and runner. Cheap to clone; clones share connections and `last_update`.
@@ -72,6 +75,8 @@ struct Inner {
     last_update: Mutex<Option<String>>,
     /// `RUNWRIGHT_FAST_RETRIES=1` when the client was built.
     fast_retries: bool,
+    /// Read timeout of API calls and idle limit of artifact transfers.
+    idle_timeout: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -140,8 +145,14 @@ pub enum UpdateJobState {
     Accepted,
     /// `412`: checksum mismatch; resend the whole trace from offset 0, then update again.
     TraceValidationFailed,
-    /// `Job-Status: canceled|failed`, `403`, `404`, or a network error: stop working on this job.
+    /// `Job-Status: canceled|failed`, `403` or `404`: stop working on this job.
     Abort,
+    /// No answer at all, after the transport's retries (connection failures, timeouts, an answer too large
+    /// to read): the job's state on GitLab is unknown. GitLab's runner maps this to `Abort`, which leaves a
+    /// job whose final update timed out running on GitLab until its stuck timeout (found by the fault soak);
+    /// runwright retries the final update and the two-phase acknowledgement instead, and ignores it on
+    /// keep-alive updates.
+    NoAnswer,
     /// Not produced by [`Client::update_job`]: GitLab's runner maps `404` to [`UpdateJobState::Abort`]; kept
     /// because the final update loop treats both the same.
     NotFound,
@@ -193,6 +204,82 @@ pub(crate) struct Prepared {
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
+    /// How much of the answer's body is read (an answer is never buffered unbounded).
+    pub(crate) body_limit: BodyLimit,
+}
+
+impl Prepared {
+    pub(crate) fn body_limit(mut self, limit: BodyLimit) -> Prepared {
+        self.body_limit = limit;
+        self
+    }
+}
+
+/// Largest answer body read for calls whose body is data (a job payload, a registration): a larger one is
+/// refused with an error. GitLab's job payloads are kilobytes; 16 MiB leaves room for thousands of variables.
+pub(crate) const MAX_ANSWER_BODY: usize = 16 * 1024 * 1024;
+/// Bytes of an answer kept where only status and headers matter (job updates, trace patches).
+pub(crate) const MAX_STATUS_BODY: usize = 64 * 1024;
+
+/// What to do with an answer body beyond a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLimit {
+    /// Fail the call: the body is the data asked for, a cut one is useless.
+    Refuse(usize),
+    /// Keep the first bytes and stop reading (the connection is dropped, not drained).
+    Truncate(usize),
+}
+
+impl BodyLimit {
+    fn bytes(self) -> usize {
+        match self {
+            BodyLimit::Refuse(n) | BodyLimit::Truncate(n) => n,
+        }
+    }
+}
+
+/// Why an answer body was not read.
+enum BodyError {
+    Http(reqwest::Error),
+    /// Refused: larger than the limit (`Some` when `Content-Length` said so up front).
+    TooLarge(Option<u64>),
+}
+
+/// Reads an answer's body within `limit`, chunk by chunk, so that a huge (or endless) answer costs at most
+/// `limit` bytes of memory.
+async fn read_limited(mut resp: reqwest::Response, limit: BodyLimit) -> Result<Bytes, BodyError> {
+    let max = limit.bytes();
+    if let (BodyLimit::Refuse(_), Some(len)) = (limit, resp.content_length()) {
+        if len > max as u64 {
+            return Err(BodyError::TooLarge(Some(len)));
+        }
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Http)? {
+        if body.len() + chunk.len() > max {
+            match limit {
+                BodyLimit::Refuse(_) => return Err(BodyError::TooLarge(None)),
+                BodyLimit::Truncate(_) => {
+                    let room = max - body.len();
+                    body.extend_from_slice(&chunk[..room]);
+                    break;
+                }
+            }
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `16 MiB`, `64 KiB` for messages.
+fn size_text(bytes: u64) -> String {
+    if bytes >= 1024 * 1024 && bytes.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// A finished HTTP exchange.
@@ -265,9 +352,13 @@ impl Client {
                 url: shown.clone(),
                 reason: "user agent is not a valid header value".into(),
             })?;
+        let idle_timeout = opts
+            .idle_timeout
+            .or_else(crate::env::api_timeout)
+            .unwrap_or(READ_TIMEOUT);
         let http = configure(
             reqwest::Client::builder()
-                .read_timeout(READ_TIMEOUT)
+                .read_timeout(idle_timeout)
                 .timeout(TOTAL_TIMEOUT),
         )
         .build()
@@ -295,6 +386,7 @@ impl Client {
                 user_agent,
                 last_update: Mutex::new(None),
                 fast_retries: crate::env::fast_retries(),
+                idle_timeout,
             }),
         })
     }
@@ -307,6 +399,11 @@ impl Client {
     /// Whether `RUNWRIGHT_FAST_RETRIES=1` was set when this client was built.
     pub fn fast_retries(&self) -> bool {
         self.inner.fast_retries
+    }
+
+    /// How long a call or transfer may make no progress before it counts as failed.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.inner.idle_timeout
     }
 
     /// The `last_update` value that the next [`Client::request_job`] will send.
@@ -404,6 +501,10 @@ impl Client {
             cancel_requested: false,
             update_interval: None,
         };
+        let no_answer = UpdateJobOutcome {
+            state: UpdateJobState::NoAnswer,
+            ..abort
+        };
         let url = match self.endpoint(&format!("jobs/{job_id}")) {
             Ok(u) => u,
             Err(msg) => {
@@ -419,7 +520,8 @@ impl Client {
         let mut req = req.clone();
         network_features(&mut req.info.features);
         let prepared = match json_request(Method::PUT, url, headers, &req) {
-            Ok(p) => p,
+            // Only status and headers matter; the body is kept for messages only.
+            Ok(p) => p.body_limit(BodyLimit::Truncate(MAX_STATUS_BODY)),
             Err(msg) => {
                 tracing::error!(status = %msg, "Submitting job to coordinator... error");
                 return abort;
@@ -429,9 +531,9 @@ impl Client {
         let answer = match self.execute(&prepared).await {
             Ok(a) => a,
             Err(msg) => {
-                // A client error is an abort in GitLab's runner (network/gitlab.go `createUpdateJobResult`).
+                // GitLab's runner aborts here (network/gitlab.go `createUpdateJobResult`); see `NoAnswer`.
                 tracing::error!(job = job_id, status = %msg, "Submitting job to coordinator... error");
-                return abort;
+                return no_answer;
             }
         };
         let remote = RemoteState::from_headers(&answer.headers);
@@ -453,6 +555,7 @@ impl Client {
             UpdateJobState::Accepted => "accepted, but not yet completed",
             UpdateJobState::TraceValidationFailed => "trace validation failed",
             UpdateJobState::Abort => "aborted",
+            UpdateJobState::NoAnswer => "no answer",
             UpdateJobState::NotFound => "not found",
             UpdateJobState::Failed => "failed",
         };
@@ -523,6 +626,8 @@ impl Client {
             url,
             headers,
             body: Some(Bytes::copy_from_slice(data)),
+            // Only status and headers matter; the body is kept for messages only.
+            body_limit: BodyLimit::Truncate(MAX_STATUS_BODY),
         };
 
         let answer = match self.execute(&prepared).await {
@@ -625,11 +730,27 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    resp.bytes().await.map(|body| Answer {
-                        status,
-                        headers,
-                        body,
-                    })
+                    match read_limited(resp, req.body_limit).await {
+                        Ok(body) => Ok(Answer {
+                            status,
+                            headers,
+                            body,
+                        }),
+                        Err(BodyError::Http(e)) => Err(e),
+                        Err(BodyError::TooLarge(len)) => {
+                            // Not retried: the same server would send the same answer.
+                            let said = len.map_or(String::new(), |l| {
+                                format!(", Content-Length {}", size_text(l))
+                            });
+                            return Err(format!(
+                                "{} {shown_url}: the answer ({}{said}) is larger than {} and was refused unread; \
+                                 GitLab never sends that much here: check the url of the runner entry and any proxy in front of GitLab",
+                                req.method,
+                                status.as_u16(),
+                                size_text(req.body_limit.bytes() as u64)
+                            ));
+                        }
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -655,10 +776,17 @@ impl Client {
                 }
                 Err(e) => {
                     // GitLab's runner does not retry connection errors (network/retry_requester.go); we do, within
-                    // the same attempt budget, so a reset connection or a restarting GitLab costs no job. Timeouts
-                    // are not retried: the request may be long in progress on the server.
-                    let retryable =
-                        !e.is_timeout() && (e.is_connect() || e.is_request() || e.is_body());
+                    // the same attempt budget, so a reset connection or a restarting GitLab costs no job. A timeout
+                    // is retried only for PUT and PATCH, which GitLab applies idempotently (the same state again;
+                    // a trace range it already has gets 416 with its length): a POST may be long in progress on the
+                    // server. Found by the fault soak: a final update whose answer stalled past the timeout left
+                    // the job running on GitLab.
+                    let idempotent = matches!(req.method, Method::PUT | Method::PATCH);
+                    let retryable = if e.is_timeout() {
+                        idempotent
+                    } else {
+                        e.is_connect() || e.is_request() || e.is_body()
+                    };
                     if !retryable || attempt >= retry::MAX_ATTEMPTS {
                         return Err(transport_message(&req.method, &shown_url, &e));
                     }
@@ -815,6 +943,7 @@ pub(crate) fn json_request<T: serde::Serialize>(
         url,
         headers,
         body: Some(Bytes::from(bytes)),
+        body_limit: BodyLimit::Refuse(MAX_ANSWER_BODY),
     })
 }
 

@@ -19,6 +19,22 @@ pub const RUNWRIGHT_FAST_RETRIES: &str = "RUNWRIGHT_FAST_RETRIES";
 /// The cap applied to every retry wait when [`RUNWRIGHT_FAST_RETRIES`] is `1`.
 pub const FAST_RETRY_CAP: Duration = Duration::from_millis(50);
 
+/// Test switch: a whole number of seconds (at least 1) that replaces how long the GitLab client waits for an
+/// answer that makes no progress: the read timeout of API calls (GitLab's `ResponseHeaderTimeout`, 10 min) and
+/// the idle limit of artifact transfers (also 10 min). Lets a soak stall answers past the client's timeout
+/// without waiting ten minutes per stall. Read once per [`crate::Client`] when it is built; unset or unreadable:
+/// GitLab's 10 minutes.
+pub const RUNWRIGHT_API_TIMEOUT_SECS: &str = "RUNWRIGHT_API_TIMEOUT_SECS";
+
+/// [`RUNWRIGHT_API_TIMEOUT_SECS`] in the current environment, when it holds a positive number of seconds.
+pub fn api_timeout() -> Option<Duration> {
+    std::env::var(RUNWRIGHT_API_TIMEOUT_SECS)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
 /// `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` (and their lower-case forms) are read by the HTTP
 /// stack (reqwest's system proxy matcher) for every request to GitLab, as GitLab's runner does through Go's
 /// `http.ProxyFromEnvironment` (runner network/client.go `createTransport`). Listed for completeness; runwright

@@ -49,7 +49,8 @@ pub enum RemoteCancel {
     /// `Job-Status: canceling`: stop the script, still run `after_script`, cache and artifact uploads.
     Graceful,
     /// `Job-Status: canceled|failed`, or `403` on a patch, or an abort answer to a keep-alive update (which
-    /// includes `404` and network errors, runner network/gitlab.go `createUpdateJobResult`): stop everything.
+    /// includes `404`, runner network/gitlab.go `createUpdateJobResult`; a keep-alive without any answer is not
+    /// an abort here, unlike GitLab's runner): stop everything.
     /// A `404` on a *patch* is ignored while running, as GitLab's runner does. Once `Abort`, it stays `Abort`.
     Abort,
 }
@@ -456,6 +457,8 @@ impl Shared {
                     self.wait_interval().await
                 }
                 UpdateJobState::Failed => return Err("job update failed".to_owned()),
+                // The job's fate on GitLab is unknown: try again (a later attempt may find it finished, `403`).
+                UpdateJobState::NoAnswer => return Err("no answer to the job update".to_owned()),
             }
         }
     }

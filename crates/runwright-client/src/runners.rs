@@ -220,6 +220,7 @@ impl Client {
             url,
             headers,
             body: None,
+            body_limit: crate::client::BodyLimit::Refuse(crate::client::MAX_ANSWER_BODY),
         })
     }
 

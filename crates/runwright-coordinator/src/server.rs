@@ -23,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, patch, post, put};
 use axum::{Extension, Router};
+use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -155,6 +156,20 @@ fn final_update_with_checksum(body: Option<&Value>) -> bool {
     !matches!(state, "running" | "pending") && has_checksum
 }
 
+/// Which resource a request is about, for the random mode's streak cap: method and path; for git the job
+/// (its credentials) alone, since one fetch is several requests on several paths and GitLab's runner retries
+/// the whole fetch (`GET_SOURCES_ATTEMPTS`).
+fn fault_key(method: &Method, path: &str, headers: &HeaderMap, endpoint: Endpoint) -> String {
+    if endpoint == Endpoint::Git {
+        let auth = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return format!("git {auth}");
+    }
+    format!("{method} {path}")
+}
+
 /// Request log + fault injection around every route.
 async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -212,11 +227,16 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         endpoint,
         final_update_with_checksum: endpoint == Endpoint::UpdateJob
             && final_update_with_checksum(entry.body.as_ref()),
+        key: fault_key(&method, req.uri().path(), req.headers(), endpoint),
     };
     let mut reset_after = false;
     let mut handler_fault = None;
-    if let Some(drawn) = sh.faults.draw(ctx) {
-        if drawn.fault.is_transport() {
+    let mut oversized = None;
+    if let Some(drawn) = sh.faults.draw(&ctx) {
+        if let Fault::OversizedAnswer { bytes } = drawn.fault {
+            // Applied to the answer below (or given back when the answer may carry no body).
+            oversized = Some((bytes, drawn));
+        } else if drawn.fault.is_transport() {
             sh.faults.record(endpoint, &drawn.fault);
             entry.fault = Some(drawn.fault.clone());
             match drawn.fault {
@@ -244,7 +264,21 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
                 Fault::Reset => return reset(&sh, entry, started, kill).await,
                 Fault::ResetAfterProcessing => reset_after = true,
                 Fault::Stall(delay) => tokio::time::sleep(delay).await,
-                Fault::RangeMismatch | Fault::Accepted202 => {}
+                Fault::Hang(delay) => {
+                    // Logged first: the client gives up before the delay is over, and hyper then drops this
+                    // future together with the connection.
+                    entry.took = delay;
+                    sh.push_log(entry);
+                    tokio::time::sleep(delay).await;
+                    return match kill {
+                        Some(ConnKill(token)) => {
+                            token.cancel();
+                            std::future::pending::<Response>().await
+                        }
+                        None => message(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout"),
+                    };
+                }
+                Fault::RangeMismatch | Fault::Accepted202 | Fault::OversizedAnswer { .. } => {}
             }
         } else {
             handler_fault = Some(drawn);
@@ -252,15 +286,50 @@ async fn gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respon
     }
     req.extensions_mut().insert(HandlerFault(handler_fault));
 
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     if let Some(applied) = resp.extensions().get::<AppliedFault>() {
         entry.fault = Some(applied.0.clone());
+    }
+    if let Some((bytes, drawn)) = oversized {
+        if matches!(resp.status().as_u16(), 204 | 304) {
+            sh.faults.not_applied(endpoint, drawn);
+        } else {
+            sh.faults.record(endpoint, &drawn.fault);
+            entry.fault = Some(drawn.fault);
+            resp = padded(resp, bytes).await;
+        }
     }
     if reset_after {
         entry.response_headers = interesting(resp.headers(), RESPONSE_HEADERS);
         return reset(&sh, entry, started, kill).await;
     }
     finish(&sh, entry, started, resp)
+}
+
+/// `resp` with `bytes` spaces after its body, streamed in 64 KiB slices (never held whole).
+async fn padded(resp: Response, bytes: u64) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let head = axum::body::to_bytes(body, MAX_API_BODY)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    const SLICE: u64 = 64 * 1024;
+    let spaces = Bytes::from(vec![b' '; SLICE as usize]);
+    let tail = futures::stream::unfold(bytes, move |left| {
+        let spaces = spaces.clone();
+        async move {
+            (left > 0).then(|| {
+                let n = left.min(SLICE);
+                (
+                    Ok::<Bytes, std::io::Error>(spaces.slice(..n as usize)),
+                    left - n,
+                )
+            })
+        }
+    });
+    let stream =
+        futures::stream::once(async move { Ok::<Bytes, std::io::Error>(head) }).chain(tail);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// A fault's answer to a request the handler never saw. A streamed upload is read to its end first:

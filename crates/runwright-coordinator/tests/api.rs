@@ -863,6 +863,40 @@ async fn reset_after_processing_loses_the_response_only() {
 }
 
 #[tokio::test]
+async fn hang_holds_the_request_then_drops_it_unprocessed() {
+    let c = start().await;
+    let id = c.enqueue(JobSpec::shell("build", &["true"]));
+    let job = take_job(&c, features(false, false)).await;
+    let token = job["token"].as_str().expect("token").to_string();
+    c.faults().push(
+        Endpoint::PatchTrace,
+        Fault::Hang(Duration::from_millis(400)),
+    );
+    let t = Instant::now();
+    let err = client()
+        .patch(format!("{}api/v4/jobs/{id}/trace", c.url()))
+        .header("JOB-TOKEN", &token)
+        .header("Content-Range", "0-2")
+        .body("abc")
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(!err.is_status());
+    assert!(t.elapsed() >= Duration::from_millis(400));
+    // Nothing was stored: the same patch is taken at offset 0.
+    let resp = patch(&c, id, &token, 0, b"abc").await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(c.faults().injected(FaultKind::Hang), 1);
+    let hung = c
+        .requests()
+        .into_iter()
+        .find(|r| r.fault.is_some())
+        .expect("logged");
+    assert_eq!(hung.status, None);
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn random_faults_are_seeded_and_counted() {
     let c = start().await;
     c.faults()

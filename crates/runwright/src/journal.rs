@@ -317,6 +317,7 @@ async fn recover_one(entry: &JobEntry, info: &VersionInfo, config: &Config) -> a
         tls_cert_file: meta.tls.cert_file.clone(),
         tls_key_file: meta.tls.key_file.clone(),
         user_agent: crate::identity::user_agent(),
+        idle_timeout: None,
     })
     .with_context(|| format!("building a client for {}", meta.runner.url))?;
     // The journal holds the masked trace before the output limit: cut it where GitLab's copy was cut, so the

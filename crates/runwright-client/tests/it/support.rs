@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -168,6 +169,18 @@ pub fn fast_client(url: &str) -> Client {
     client
 }
 
+/// Like [`fast_client`], with a short answer timeout.
+pub fn client_with_timeout(url: &str, timeout: Duration) -> Client {
+    std::env::set_var(runwright_client::env::RUNWRIGHT_FAST_RETRIES, "1");
+    Client::new(ClientOptions {
+        url: url.to_owned(),
+        user_agent: USER_AGENT.to_owned(),
+        idle_timeout: Some(timeout),
+        ..Default::default()
+    })
+    .expect("client")
+}
+
 /// A job payload as GitLab sends it (trimmed).
 pub fn job_json(id: i64) -> serde_json::Value {
     serde_json::json!({
@@ -189,5 +202,171 @@ pub fn assert_no_secrets(text: &str) {
             !text.contains(secret),
             "secret {secret:?} leaked into: {text}"
         );
+    }
+}
+
+/// What [`RawGitLab`] does with one request.
+pub enum RawAnswer {
+    /// Say nothing for this long, then close the connection.
+    Hold(Duration),
+    /// Send `head` (status line and headers, without the blank line), then `body` bytes of spaces after
+    /// `prefix` — with `Content-Length` when `sized`, else chunked — streamed in 64 KiB slices; stops when the
+    /// client hangs up.
+    Stream {
+        head: String,
+        prefix: Vec<u8>,
+        body: u64,
+        sized: bool,
+    },
+}
+
+/// A raw HTTP/1.1 server on loopback for answers axum cannot script (stalls, endless bodies). The closure gets
+/// the request's number (from 0) and its head; each connection serves one request.
+pub struct RawGitLab {
+    pub addr: SocketAddr,
+    /// Requests seen.
+    pub seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// Body bytes actually written to clients (all connections).
+    pub written: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawGitLab {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawGitLab {
+    pub async fn start(
+        answer: impl Fn(usize, &str) -> RawAnswer + Send + Sync + 'static,
+    ) -> RawGitLab {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let answer = Arc::new(answer);
+        let (seen2, written2) = (Arc::clone(&seen), Arc::clone(&written));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = seen2.fetch_add(1, Ordering::SeqCst);
+                let answer = Arc::clone(&answer);
+                let written = Arc::clone(&written2);
+                tokio::spawn(async move {
+                    raw_serve(sock, n, answer.as_ref(), &written).await;
+                });
+            }
+        });
+        RawGitLab {
+            addr,
+            seen,
+            written,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+async fn raw_serve(
+    mut sock: tokio::net::TcpStream,
+    n: usize,
+    answer: &(dyn Fn(usize, &str) -> RawAnswer + Send + Sync),
+    written: &std::sync::atomic::AtomicU64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read the head, then as much body as Content-Length says.
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    match answer(n, &head) {
+        RawAnswer::Hold(d) => {
+            tokio::time::sleep(d).await;
+        }
+        RawAnswer::Stream {
+            head,
+            prefix,
+            body,
+            sized,
+        } => {
+            let total = prefix.len() as u64 + body;
+            let framing = if sized {
+                format!("Content-Length: {total}\r\n")
+            } else {
+                "Transfer-Encoding: chunked\r\n".to_owned()
+            };
+            if sock
+                .write_all(format!("{head}\r\n{framing}\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let spaces = vec![b' '; 64 * 1024];
+            let mut pieces: Vec<&[u8]> = vec![&prefix];
+            let mut left = body;
+            let send = |piece: &[u8]| -> Vec<u8> {
+                if sized {
+                    piece.to_vec()
+                } else {
+                    let mut v = format!("{:x}\r\n", piece.len()).into_bytes();
+                    v.extend_from_slice(piece);
+                    v.extend_from_slice(b"\r\n");
+                    v
+                }
+            };
+            loop {
+                let piece: &[u8] = match pieces.pop() {
+                    Some(p) => p,
+                    None if left > 0 => {
+                        let k = left.min(spaces.len() as u64) as usize;
+                        left -= k as u64;
+                        &spaces[..k]
+                    }
+                    None => break,
+                };
+                if piece.is_empty() {
+                    continue;
+                }
+                if sock.write_all(&send(piece)).await.is_err() {
+                    return;
+                }
+                written.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            if !sized {
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            }
+        }
     }
 }

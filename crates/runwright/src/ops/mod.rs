@@ -35,6 +35,7 @@ pub fn client(url: &str, runner: Option<&RunnerConfig>) -> anyhow::Result<Client
         tls_cert_file: runner.and_then(|r| r.tls_cert_file.clone()),
         tls_key_file: runner.and_then(|r| r.tls_key_file.clone()),
         user_agent: crate::identity::user_agent(),
+        idle_timeout: None,
     })
     .map_err(|e| anyhow!("{e}; check --url (or the entry's url in config.toml)"))
 }

@@ -117,6 +117,11 @@ fn transfer_steps(
     ]
 }
 
+/// Tries of the two-phase acknowledgement while GitLab gives no answer at all.
+const ACK_ATTEMPTS: u32 = 3;
+/// Wait between those tries.
+const ACK_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn handle(
     shared: Arc<Shared>,
     runner: Arc<RunnerConfig>,
@@ -158,24 +163,34 @@ pub async fn handle(
             supported_reasons: supported.clone(),
         };
 
-    // Two-phase commit: acknowledge right after receipt (§2.6 step 2).
-    let ack = client
-        .update_job(
-            job.id,
-            &job.token,
-            &UpdateJobRequest {
-                info: info.clone(),
-                token: job.token.clone(),
-                state: "running".into(),
-                ..Default::default()
-            },
-        )
-        .await;
+    // Two-phase commit: acknowledge right after receipt (§2.6 step 2). Without any answer (each call already
+    // retried by the transport) the acknowledgement is sent again a few times: GitLab keeps an unacknowledged
+    // job pending for this runner, so giving up at the first timeout would strand it.
+    let ack_request = UpdateJobRequest {
+        info: info.clone(),
+        token: job.token.clone(),
+        state: "running".into(),
+        ..Default::default()
+    };
+    let mut ack = client.update_job(job.id, &job.token, &ack_request).await;
+    for _ in 1..ACK_ATTEMPTS {
+        if ack.state != UpdateJobState::NoAnswer {
+            break;
+        }
+        let wait = if client.fast_retries() {
+            runwright_client::env::FAST_RETRY_CAP
+        } else {
+            ACK_RETRY_WAIT
+        };
+        tokio::time::sleep(wait).await;
+        ack = client.update_job(job.id, &job.token, &ack_request).await;
+    }
     match ack.state {
-        UpdateJobState::Abort | UpdateJobState::NotFound => {
+        UpdateJobState::Abort | UpdateJobState::NotFound | UpdateJobState::NoAnswer => {
             tracing::warn!(
                 job = job_id,
-                "GitLab withdrew the job before it started; dropping it"
+                state = ?ack.state,
+                "GitLab withdrew the job before it started (or never answered its acknowledgement); dropping it"
             );
             drop(jt); // stops the patch loop without a final update
             if let Some(rec) = &rec {

@@ -23,6 +23,7 @@ pub fn start(
         tls_cert_file: runner.tls_cert_file.clone(),
         tls_key_file: runner.tls_key_file.clone(),
         user_agent: crate::identity::user_agent(),
+        idle_timeout: None,
     })
     .map_err(|e| e.to_string())?;
     let health = Arc::new(Mutex::new(Health::default()));

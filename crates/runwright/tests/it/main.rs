@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bounds;
 mod browser;
 mod cancel;
 mod config;
@@ -20,6 +21,7 @@ mod polling;
 mod registry;
 mod secrets;
 mod signals;
+mod soak;
 mod sources;
 mod trace;
 mod transfer;
