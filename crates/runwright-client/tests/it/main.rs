@@ -4,3 +4,4 @@ mod artifacts;
 mod client;
 mod job_trace;
 mod support;
+mod trace_props;
