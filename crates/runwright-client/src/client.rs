@@ -873,7 +873,7 @@ impl RemoteState {
 
 /// Second number of a `Range: 0-<n>` header; 0 when absent or unreadable (runner network/patch_response.go
 /// `NewOffset`).
-fn range_end(range: &str) -> u64 {
+pub fn range_end(range: &str) -> u64 {
     let parts: Vec<&str> = range.split('-').collect();
     if parts.len() == 2 {
         parts[1].trim().parse().unwrap_or(0)
@@ -983,18 +983,24 @@ fn decode_job(req: &Prepared, answer: &Answer) -> RequestJobOutcome {
         ));
     }
 
-    let de = &mut serde_json::Deserializer::from_slice(&answer.body);
-    match serde_path_to_error::deserialize::<_, JobResponse>(de) {
+    match decode_job_response(&answer.body) {
         Ok(job) => {
             tracing::info!(job = job.id, repo_url = %redact::url_str(&job.git_info.repo_url), "Checking for jobs... received");
             RequestJobOutcome::Job(Box::new(job))
         }
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = redact::serde_message(&e.into_inner().to_string());
-            malformed(format!("error decoding job payload at `{path}`: {inner}"))
-        }
+        Err(e) => malformed(e),
     }
+}
+
+/// Decodes the JSON body of a `201` of jobs/request. The error names the JSON path that failed
+/// (`variables[1].masked`) and never quotes a value (it could be a secret).
+pub fn decode_job_response(body: &[u8]) -> Result<JobResponse, String> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize::<_, JobResponse>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = redact::serde_message(&e.into_inner().to_string());
+        format!("error decoding job payload at `{path}`: {inner}")
+    })
 }
 
 /// `METHOD url: 409 Conflict (message)` (runner network/client.go `ErrorResponse.Error`).

@@ -49,3 +49,4 @@ pub use log::RequestLog;
 pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
 /// The wire types this crate speaks (re-exported from `runwright-client`).
 pub use runwright_client::types;
+pub use server::content_range_start;

@@ -935,6 +935,13 @@ fn update_job_inner(
 // PATCH /api/v4/jobs/:id/trace
 
 /// Ruby's `String#to_i`: optional leading whitespace and sign, then digits; anything else gives 0.
+/// The start offset of a trace patch's `Content-Range` (`start-end`), read as GitLab reads it: only the start is
+/// trusted, the end is computed from the body (append_build_trace_service.rb `content_range.split('-').first.to_i`).
+pub fn content_range_start(header: &[u8]) -> i64 {
+    let range = String::from_utf8_lossy(header);
+    ruby_to_i(range.split('-').next().unwrap_or(""))
+}
+
 fn ruby_to_i(s: &str) -> i64 {
     let s = s.trim_start();
     let (neg, digits) = match s.as_bytes().first() {
@@ -1008,9 +1015,7 @@ fn patch_trace_inner(
             fault,
         );
     };
-    // Only the start is trusted; the end is computed from the body (append_build_trace_service.rb).
-    let range = String::from_utf8_lossy(range.as_bytes()).into_owned();
-    let start = ruby_to_i(range.split('-').next().unwrap_or(""));
+    let start = content_range_start(range.as_bytes());
     let stored = job.record.trace.len() as u64;
     let body_end = start.saturating_add(body.len() as i64);
 

@@ -257,3 +257,101 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! GitLab's `ExpandVariables` semantics on random texts: references, escapes and literal text in any order,
+    //! for both the expanding (unknown → empty) and the `expand_existing` (unknown stays) forms.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A piece of text whose expansion is known in advance.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        /// Text without `$`.
+        Lit(String),
+        /// `$$`, an escaped dollar.
+        Dollar,
+        /// A reference, written `$NAME` or `${NAME}`.
+        Var { name: String, braced: bool },
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        prop_oneof![
+            "[^$]{1,6}".prop_map(Piece::Lit),
+            Just(Piece::Dollar),
+            ("[A-Za-z_][A-Za-z0-9_]{0,6}", any::<bool>())
+                .prop_map(|(name, braced)| Piece::Var { name, braced }),
+        ]
+    }
+
+    /// Known names with values that may hold `$` themselves (a value is inserted as is, never expanded again).
+    fn values() -> impl Strategy<Value = BTreeMap<String, String>> {
+        prop::collection::btree_map("[A-Za-z_][A-Za-z0-9_]{0,6}", "[a-z$ {}]{0,6}", 0..6)
+    }
+
+    fn is_name_byte(c: Option<char>) -> bool {
+        c.is_some_and(|c| c == '_' || c.is_ascii_alphanumeric())
+    }
+
+    /// The text and its expected expansion (`keep_unknown`: unknown references stay as written).
+    fn render(
+        pieces: &[Piece],
+        vals: &BTreeMap<String, String>,
+        keep_unknown: bool,
+    ) -> (String, String) {
+        let (mut text, mut want) = (String::new(), String::new());
+        for (i, p) in pieces.iter().enumerate() {
+            match p {
+                Piece::Lit(s) => {
+                    text.push_str(s);
+                    want.push_str(s);
+                }
+                Piece::Dollar => {
+                    text.push_str("$$");
+                    want.push('$');
+                }
+                Piece::Var { name, braced } => {
+                    // `$A` followed by a name character would read a longer name: braces then.
+                    let next = match pieces.get(i + 1) {
+                        Some(Piece::Lit(s)) => s.chars().next(),
+                        _ => None,
+                    };
+                    let written = if *braced || is_name_byte(next) {
+                        format!("${{{name}}}")
+                    } else {
+                        format!("${name}")
+                    };
+                    text.push_str(&written);
+                    match vals.get(name) {
+                        Some(v) => want.push_str(v),
+                        None if keep_unknown => want.push_str(&written),
+                        None => {}
+                    }
+                }
+            }
+        }
+        (text, want)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn expands_references_escapes_and_text(pieces in prop::collection::vec(piece(), 0..16), vals in values()) {
+            let look = |k: &str| vals.get(k).cloned();
+            let (text, want) = render(&pieces, &vals, false);
+            prop_assert_eq!(expand_variables(&text, &look), want);
+            let (text, want) = render(&pieces, &vals, true);
+            prop_assert_eq!(expand_existing_variables(&text, &look), want);
+        }
+
+        #[test]
+        fn doubled_dollars_give_the_text_back(text in "\\PC{0,24}", vals in values()) {
+            let escaped = text.replace('$', "$$");
+            let look = |k: &str| vals.get(k).cloned();
+            prop_assert_eq!(expand_variables(&escaped, &look), text.clone());
+            prop_assert_eq!(expand_existing_variables(&escaped, &look), text);
+        }
+    }
+}

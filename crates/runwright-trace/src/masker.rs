@@ -234,8 +234,42 @@ mod props {
         })
     }
 
+    /// Any secrets (any characters but those of `[MASKED]`, which a mask itself can spell, and `?`, `&`, `-`,
+    /// which would bring in the URL and token stages), and text made of the same characters, pieces of
+    /// secrets and whole secrets.
+    fn any_secret_case() -> impl Strategy<Value = (Vec<String>, Vec<u8>)> {
+        let plain = "[^\\[\\]MASKED?&-]{1,12}";
+        prop::collection::vec(plain, 1..5).prop_flat_map(move |secrets| {
+            let piece = prop_oneof![
+                plain.prop_map(String::into_bytes),
+                prop::sample::select(secrets.clone()).prop_map(String::into_bytes),
+                (
+                    prop::sample::select(secrets.clone()),
+                    any::<prop::sample::Index>()
+                )
+                    .prop_map(|(s, i)| {
+                        let b = s.into_bytes();
+                        b[..i.index(b.len() + 1)].to_vec()
+                    }),
+            ];
+            prop::collection::vec(piece, 0..24).prop_map(move |v| (secrets.clone(), v.concat()))
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_secret_any_chunking_gives_the_input_with_secrets_replaced(
+            (secrets, input) in any_secret_case(),
+            cuts in prop::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let got = run(&secrets, &[], &input, &cuts);
+            prop_assert_eq!(&got, &crate::phrase::props::reference(&secrets, &input));
+            for s in secrets.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                prop_assert!(!contains(&got, s.as_bytes()), "secret {:?} in {:?}", s, String::from_utf8_lossy(&got));
+            }
+        }
 
         #[test]
         fn chunking_never_matters_and_secrets_never_show(

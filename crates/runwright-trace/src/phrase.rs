@@ -401,13 +401,13 @@ mod tests {
 }
 
 #[cfg(test)]
-mod props {
+pub(crate) mod props {
     //! The streaming masker against a brute-force reference, under random chunking.
     use super::*;
     use proptest::prelude::*;
 
     /// Reference: hide the union of all occurrences; overlapping ones merge, touching ones don't.
-    fn reference(phrases: &[String], input: &[u8]) -> Vec<u8> {
+    pub(crate) fn reference(phrases: &[String], input: &[u8]) -> Vec<u8> {
         let mut iv: Vec<(usize, usize)> = Vec::new();
         for p in phrases
             .iter()

@@ -3,6 +3,7 @@
 
 mod hostile;
 mod interop;
+mod props;
 mod roundtrip;
 mod selection;
 mod util;

@@ -5,3 +5,4 @@ mod bounds;
 mod client;
 mod job_trace;
 mod support;
+mod trace_props;
