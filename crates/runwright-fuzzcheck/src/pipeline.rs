@@ -89,6 +89,8 @@ fn context(files: Vec<String>) -> PipelineContext {
     .collect();
     PipelineContext::new(vars).with_files(Arc::new(StaticProjectFiles {
         changed: Some(files.clone()),
+        // `compare_to` refs fall back to `changed`: the fuzzer exercises the rules, not git.
+        compare: None,
         files,
     }))
 }
