@@ -214,7 +214,10 @@ mod tests {
         live.finished(0, "success", Some(1.25), Outcome::Ok);
         live.finished(1, "skipped", None, Outcome::Neutral);
         assert!(live.rows[0].bar.is_finished());
-        assert_eq!(live.rows[0].bar.message(), "✔ build  build    1.2s  success");
+        assert_eq!(
+            live.rows[0].bar.message(),
+            "✔ build  build    1.2s  success"
+        );
         assert_eq!(live.rows[1].bar.message(), "· test   test   skipped");
         // Out-of-range rows are ignored rather than panicking.
         live.started(7);
