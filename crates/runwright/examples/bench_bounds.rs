@@ -349,11 +349,7 @@ fn keep_log_hint(a: &Args) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = <Args as clap::Parser>::parse();
-    anyhow::ensure!(
-        a.runwright.exists(),
-        "{} does not exist: build it (cargo build --release -p runwright) or pass --runwright",
-        a.runwright.display()
-    );
+    support::require_binary(&a.runwright)?;
     let cases = if a.case.is_empty() {
         vec![
             "print".into(),

@@ -128,11 +128,7 @@ async fn one(a: &Args, journal: bool) -> anyhow::Result<Run> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = <Args as clap::Parser>::parse();
-    anyhow::ensure!(
-        a.runwright.exists(),
-        "{} does not exist: build it (cargo build --release -p runwright) or pass --runwright",
-        a.runwright.display()
-    );
+    support::require_binary(&a.runwright)?;
     println!(
         "{:<8} {:>5} {:>9} {:>9} {:>13} {:>13}",
         "journal", "round", "seconds", "MiB/s", "peak RSS MiB", "journal MiB"

@@ -9,6 +9,9 @@
 // Shared with the short soak of the test suite (tests/it/soak.rs), which uses less of it.
 #[path = "support/soak.rs"]
 mod soak;
+// Shared with the other examples; this bench uses only some of it.
+#[allow(dead_code)]
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,11 +57,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = <Args as clap::Parser>::parse();
-    anyhow::ensure!(
-        a.runwright.exists(),
-        "{} does not exist: build it (cargo build --release -p runwright) or pass --runwright",
-        a.runwright.display()
-    );
+    support::require_binary(&a.runwright)?;
     let shares = if a.faults.is_empty() {
         vec![0.1, 0.3]
     } else {

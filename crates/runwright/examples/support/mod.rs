@@ -56,3 +56,14 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// Fails with what to do when the runwright binary a bench drives is not there.
+#[allow(dead_code)] // not every example is given a binary
+pub fn require_binary(path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        path.exists(),
+        "{} does not exist: build it (cargo build --release -p runwright) or pass --runwright",
+        path.display()
+    );
+    Ok(())
+}

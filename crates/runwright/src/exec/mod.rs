@@ -548,18 +548,8 @@ async fn run_pipeline(
     let bare = git_root.join(project.repo_dir());
     std::fs::create_dir_all(&bare)?;
     git(&bare, &["init", "-q", "--bare"])?;
-    git(
-        &co.root,
-        &[
-            "push",
-            "-q",
-            "--no-verify",
-            &bare.to_string_lossy(),
-            &format!("{}:refs/heads/{}", co.sha, co.branch),
-        ],
-    )
-    .context("mirroring the sources for the jobs")?;
-    if let jobspec::JobRef::Tag(tag) = job_ref {
+    // Pushes `refspec` from the checkout into the repository the jobs fetch from.
+    let mirror = |refspec: &str| {
         git(
             &co.root,
             &[
@@ -567,10 +557,15 @@ async fn run_pipeline(
                 "-q",
                 "--no-verify",
                 &bare.to_string_lossy(),
-                &format!("{}:refs/tags/{tag}", co.sha),
+                refspec,
             ],
         )
-        .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
+    };
+    mirror(&format!("{}:refs/heads/{}", co.sha, co.branch))
+        .context("mirroring the sources for the jobs")?;
+    if let jobspec::JobRef::Tag(tag) = job_ref {
+        mirror(&format!("{}:refs/tags/{tag}", co.sha))
+            .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
     }
     if let jobspec::JobRef::MergeRequest(_) = job_ref {
         // The target branch, as GitLab's repository has it: jobs may fetch it (or
@@ -584,17 +579,8 @@ async fn run_pipeline(
         .iter()
         .find_map(|r| git_opt(&co.root, &["rev-parse", "--verify", "-q", r]))
         {
-            git(
-                &co.root,
-                &[
-                    "push",
-                    "-q",
-                    "--no-verify",
-                    &bare.to_string_lossy(),
-                    &format!("{commit}:refs/heads/{target}"),
-                ],
-            )
-            .with_context(|| format!("mirroring the target branch {target} for the jobs"))?;
+            mirror(&format!("{commit}:refs/heads/{target}"))
+                .with_context(|| format!("mirroring the target branch {target} for the jobs"))?;
         }
     }
     let short = |s: &str| s[..s.len().min(8)].to_string();
