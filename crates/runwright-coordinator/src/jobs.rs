@@ -198,6 +198,15 @@ pub fn variable(key: &str, value: &str) -> JobVariable {
     }
 }
 
+/// A masked project variable as GitLab sends it (`"public":false,"masked":true`).
+pub fn masked_variable(key: &str, value: &str) -> JobVariable {
+    JobVariable {
+        public: false,
+        masked: true,
+        ..variable(key, value)
+    }
+}
+
 /// GitLab's job statuses as far as the runner API shows them (`Job-Status` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {

@@ -89,13 +89,7 @@ fn var(key: &str, value: impl Into<String>) -> JobVariable {
 }
 
 fn secret(key: &str, value: &str) -> JobVariable {
-    JobVariable {
-        key: key.to_string(),
-        value: value.to_string(),
-        public: false,
-        masked: true,
-        ..JobVariable::default()
-    }
+    crate::jobs::masked_variable(key, value)
 }
 
 /// GitLab's `ref_slug`: lower-case, every non `[a-z0-9]` becomes `-`, at most 63 chars, no leading/trailing

@@ -12,7 +12,7 @@
 //! Retries are counted from the coordinator's request log: a request repeating a faulted one (same method and
 //! path; for git the same job).
 
-use runwright_coordinator::types::{Artifact, Cache, JobVariable};
+use runwright_coordinator::types::{Artifact, Cache};
 use runwright_coordinator::{
     variable, Coordinator, CoordinatorOptions, Endpoint, Fault, JobRecord, JobSpec, ProjectSpec,
     RequestLog, RunnerOptions,
@@ -294,13 +294,10 @@ fn spec(p: &Planned, sha: &str) -> (JobSpec, Expect) {
         variables.push(variable("GET_SOURCES_ATTEMPTS", "10"));
     }
     if let Some(secret) = &p.secret {
-        variables.push(JobVariable {
-            key: "SOAK_SECRET".into(),
-            value: secret.clone(),
-            public: false,
-            masked: true,
-            ..JobVariable::default()
-        });
+        variables.push(runwright_coordinator::masked_variable(
+            "SOAK_SECRET",
+            secret,
+        ));
     }
     let mut artifacts = Vec::new();
     if p.producer {

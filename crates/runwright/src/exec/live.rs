@@ -152,7 +152,7 @@ fn style(template: &str) -> ProgressStyle {
         .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
 }
 
-/// The last `TAIL_LINES` lines of a job's output (stripped), and the latest non-empty one for its row.
+/// The last `TAIL_LINES` non-empty lines of a job's output (stripped), shown when it fails.
 #[derive(Default)]
 pub(super) struct Tail {
     lines: VecDeque<String>,

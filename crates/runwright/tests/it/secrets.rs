@@ -6,6 +6,7 @@
 //! 0600 and its directories 0700.
 
 use crate::harness::*;
+use runwright_coordinator::masked_variable as masked;
 use runwright_coordinator::types::{Cache, Credentials, JobVariable};
 use runwright_coordinator::{variable, JobSpec, RunnerOptions};
 use std::os::unix::fs::PermissionsExt;
@@ -18,16 +19,6 @@ const FILE_SECRET: &str = "AUDIT-file-secret-Hh27xPq9";
 const REGISTRY_PASSWORD: &str = "AUDIT-registry-pw-Yt55mN0r";
 const AUTH_CONFIG_PASSWORD: &str = "AUDIT-dockerauth-Kk90bB2s";
 const S3_SECRET_KEY: &str = "AUDIT-s3-secret-Ww44cC7d";
-
-fn masked(key: &str, value: &str) -> JobVariable {
-    JobVariable {
-        key: key.into(),
-        value: value.into(),
-        public: false,
-        masked: true,
-        ..JobVariable::default()
-    }
-}
 
 /// The part of a token that may never be shown: everything after the 8 characters GitLab's runner shows
 /// (after the `glrt-t1_` / `glcbt-` prefixes).

@@ -2,21 +2,11 @@
 //! faults on every endpoint.
 
 use crate::harness::*;
-use runwright_client::types::JobVariable;
+use runwright_coordinator::masked_variable as masked;
 use runwright_coordinator::{Endpoint, Fault, JobSpec};
 use std::time::Duration;
 
 const SECRET: &str = "s3cr3t-VALUE-that-must-not-leak";
-
-fn masked(key: &str, value: &str) -> JobVariable {
-    JobVariable {
-        key: key.into(),
-        value: value.into(),
-        public: false,
-        masked: true,
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn masked_secret_split_across_writes_and_patches_never_reaches_gitlab() {
