@@ -280,17 +280,25 @@ impl Coordinator {
         let merge_request = spec.merge_request_iid;
         let (id, pipeline_id, _token) = self.shared.lock().enqueue(spec);
         if let Some(repo) = repo.filter(|r| r.is_dir()) {
-            if let Err(err) =
-                crate::git::update_ref(&repo, &format!("refs/pipelines/{pipeline_id}"), &sha)
-            {
-                tracing::warn!(job = id, %err, "cannot create the persistent pipeline ref");
-            }
+            let make = |name: String, what: &str| {
+                let key = (repo.clone(), name, sha.clone());
+                if self.shared.lock().refs_made.contains(&key) {
+                    return;
+                }
+                match crate::git::update_ref(&repo, &key.1, &sha) {
+                    Ok(()) => {
+                        self.shared.lock().refs_made.insert(key);
+                    }
+                    Err(err) => tracing::warn!(job = id, %err, "cannot create the {what}"),
+                }
+            };
+            make(
+                format!("refs/pipelines/{pipeline_id}"),
+                "persistent pipeline ref",
+            );
             // GitLab keeps a merge request's source commit at its ref (`CI_MERGE_REQUEST_REF_PATH`).
             if let Some(iid) = merge_request {
-                let r = crate::payload::merge_request_ref(iid);
-                if let Err(err) = crate::git::update_ref(&repo, &r, &sha) {
-                    tracing::warn!(job = id, %err, "cannot create the merge request ref");
-                }
+                make(crate::payload::merge_request_ref(iid), "merge request ref");
             }
         }
         self.shared.notify();

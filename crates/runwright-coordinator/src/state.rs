@@ -157,6 +157,9 @@ pub(crate) struct State {
     next_runner_id: i64,
     /// Registration tokens, admin tokens and token lifetimes (`registration.rs`).
     pub registration: crate::registration::RegistrationState,
+    /// The refs `enqueue` made, as (repository, ref, commit): each is made once, not once per job (a `git
+    /// update-ref` on the path of every job handed out).
+    pub refs_made: std::collections::HashSet<(std::path::PathBuf, String, String)>,
 }
 
 impl State {

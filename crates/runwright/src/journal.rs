@@ -28,7 +28,14 @@ use std::time::Duration;
 pub struct JobJournal {
     pub journal: Journal,
     pub local: bool,
+    /// When retention may run again: it reads every job's record, so it runs at the first job's end and then
+    /// at most every [`RETENTION_EVERY`], not after each job (with the default 1000 jobs kept, a scan per job
+    /// cost more than a small job itself).
+    retention_due: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The shortest time between two retention scans of one journal.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `[journal]` resolved against the config file: the directory and the retention, or `None` when disabled.
 pub fn service_settings(config: &Config, config_path: &Path) -> Option<(PathBuf, Retention)> {
@@ -73,10 +80,7 @@ pub fn local_dir() -> PathBuf {
 pub fn open_local() -> Option<Arc<JobJournal>> {
     let dir = local_dir();
     match Journal::open(&dir, Retention::default()) {
-        Ok(journal) => Some(Arc::new(JobJournal {
-            journal,
-            local: true,
-        })),
+        Ok(journal) => Some(Arc::new(JobJournal::new(journal, true))),
         Err(e) => {
             tracing::warn!("{e}; local runs are not journaled");
             None
@@ -142,6 +146,14 @@ fn job_meta(
 }
 
 impl JobJournal {
+    pub fn new(journal: Journal, local: bool) -> JobJournal {
+        JobJournal {
+            journal,
+            local,
+            retention_due: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Starts the record of a job; `None` (with a warning) when the journal cannot take it.
     pub fn begin(
         &self,
@@ -162,6 +174,11 @@ impl JobJournal {
 
     /// Applies retention off the async threads.
     pub fn enforce_retention(self: &Arc<Self>) {
+        let now = std::time::Instant::now();
+        match self.retention_due.lock() {
+            Ok(mut due) if due.is_none_or(|d| now >= d) => *due = Some(now + RETENTION_EVERY),
+            _ => return,
+        }
         let me = self.clone();
         tokio::task::spawn_blocking(move || match me.journal.enforce_retention() {
             Ok(r) if r.removed > 0 => tracing::info!(
@@ -214,13 +231,7 @@ pub fn open_service(
             "another process holds the journal's lock: jobs it shows as running are left to it"
         );
     }
-    Ok(Some((
-        Arc::new(JobJournal {
-            journal,
-            local: false,
-        }),
-        lock,
-    )))
+    Ok(Some((Arc::new(JobJournal::new(journal, false)), lock)))
 }
 
 /// Finalises towards GitLab every job a previous service left unfinished: what is left of its processes is

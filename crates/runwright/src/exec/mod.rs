@@ -617,7 +617,7 @@ async fn run_pipeline(
     let coordinator = Coordinator::start(CoordinatorOptions {
         bind: args.serve.unwrap_or(CoordinatorOptions::default().bind),
         trace_update_interval: 1,
-        git_root: Some(git_root),
+        git_root: Some(git_root.clone()),
         ..Default::default()
     })
     .await
@@ -643,12 +643,21 @@ async fn run_pipeline(
     // `concurrent` and the entry's `limit` both allow the run's concurrency. The shell executor's builds dir is
     // shared, so each running job gets `<builds>/<token>/<CI_CONCURRENT_PROJECT_ID>/<project>`: parallel jobs
     // never share a project directory.
-    let toml = format!(
+    let mut toml = format!(
         "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = {}\n  cache_dir = {}\n",
         coordinator.url(),
         toml_string(&tmp.path().join("builds").display().to_string()),
         toml_string(&cache_dir.display().to_string()),
     );
+    // Jobs run in this process on this machine: they fetch the coordinator's repository over git's local
+    // transport (GitLab's `clone_url`), each into its own project directory as before, without an HTTP round
+    // trip and a `git http-backend` per request. CI_REPOSITORY_URL stays the coordinator's HTTP URL. A runner
+    // elsewhere (--serve) or a container (docker entry) fetches over HTTP.
+    if args.serve.is_none() {
+        if let Ok(url) = url::Url::from_directory_path(&git_root) {
+            toml.push_str(&format!("  clone_url = {}\n", toml_string(url.as_str())));
+        }
+    }
     let docker = if args.serve.is_some() {
         Docker::Off(
             "the jobs are served to an outside runner (--serve), whose executor decides".into(),
@@ -664,7 +673,6 @@ async fn run_pipeline(
             );
         }
     }
-    let mut toml = toml;
     if matches!(docker, Docker::On) {
         coordinator.add_runner(
             DOCKER_TOKEN,
@@ -712,7 +720,10 @@ async fn run_pipeline(
             work,
             None,
             concurrency,
-            Duration::from_millis(100),
+            // The pause after an answer without a job. The embedded coordinator long-polls, so this is only
+            // the turn-around when a request raced a queue change (GitLab's runner also waits check_interval
+            // then); 100 ms of it sat between a job's end and the start of the jobs that needed it.
+            Duration::from_millis(10),
         );
         for r in &loaded.config.runners {
             crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
