@@ -372,7 +372,8 @@ pub(crate) fn write_meta(dir: &Path, meta: &JobMeta, sync: bool) -> Result<(), J
         .map_err(|e| JournalError::io("creating", &tmp, e))?;
     f.write_all(&body)
         .map_err(|e| JournalError::io("writing", &tmp, e))?;
-    if sync {
+    // A local (`runwright exec`) job's record is history only: nothing recovers it after a crash.
+    if sync && !meta.local {
         f.sync_data()
             .map_err(|e| JournalError::io("syncing", &tmp, e))?;
     }

@@ -19,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// The environment variable that marks a job's processes.
@@ -126,6 +126,23 @@ impl Executor for ShellExecutor {
     }
 }
 
+/// The stage script as the shell's stdin, as GitLab's runner hands it over, but in a memory file instead of a
+/// pipe: from a pipe bash must read its script one byte at a time (it cannot give back what it read past a
+/// command), a system call per byte of the ~5 KB of exports each stage starts with; from a seekable file it
+/// reads blocks and seeks back. What the script's commands read from stdin is the same either way: the rest of
+/// the script.
+fn script_stdin(script: &str) -> Result<Stdio, ExecutorError> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use std::io::{Seek, Write};
+    let fail =
+        |e: &dyn std::fmt::Display| ExecutorError::System(format!("writing the stage script: {e}"));
+    let fd = memfd_create("runwright-stage-script", MFdFlags::MFD_CLOEXEC).map_err(|e| fail(&e))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(script.as_bytes()).map_err(|e| fail(&e))?;
+    file.rewind().map_err(|e| fail(&e))?;
+    Ok(Stdio::from(file))
+}
+
 struct ShellSession {
     exec: ShellExecutor,
     job: PreparedJob,
@@ -176,7 +193,7 @@ impl ExecutorSession for ShellSession {
             .try_clone()
             .map_err(|e| ExecutorError::System(format!("creating output pipe: {e}")))?;
         let mut cmd = self.command();
-        cmd.stdin(Stdio::piped())
+        cmd.stdin(script_stdin(script)?)
             .stdout(Stdio::from(OwnedFd::from(writer)))
             .stderr(Stdio::from(OwnedFd::from(writer2)));
         let mut child = cmd.spawn().map_err(|e| {
@@ -198,15 +215,6 @@ impl ExecutorSession for ShellSession {
                 }
             }
         });
-
-        if let Some(mut stdin) = child.stdin.take() {
-            let script = script.as_bytes().to_vec();
-            // A script that exits before reading all of stdin must not fail the stage: ignore EPIPE.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&script).await;
-                let _ = stdin.shutdown().await;
-            });
-        }
 
         let status = tokio::select! {
             s = child.wait() => Some(s),

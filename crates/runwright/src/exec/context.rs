@@ -215,7 +215,7 @@ pub(super) fn pipeline_context(args: &ExecArgs, co: &Checkout) -> anyhow::Result
 /// Outside a git checkout (or before its first commit) there is no branch to tell: `dir` itself, with only
 /// `CI`, `GITLAB_CI`, `CI_PIPELINE_SOURCE` and `CI_CONFIG_PATH`.
 pub(crate) fn lint_context(dir: &Path, file: &Path) -> anyhow::Result<(PathBuf, PipelineContext)> {
-    match super::checkout(dir) {
+    match super::checkout::checkout(dir) {
         Ok(co) => {
             let mut ctx = PipelineContext::new(super::predefined(&co, file, PipelineSource::Push)?);
             ctx.pipeline_variables = project_variables(&co.root)?;

@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout)]
 
 mod changes;
+mod checkout;
 mod children;
 pub(crate) mod context;
 mod jobspec;
@@ -25,6 +26,8 @@ mod state;
 use crate::cli::ExecArgs;
 use crate::logging::LogArgs;
 use anyhow::{bail, Context};
+pub use checkout::slug;
+use checkout::{git, git_opt, Checkout};
 use output::TraceOut;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
 use runwright_pipeline::{PlannedJob, When};
@@ -32,7 +35,7 @@ use schedule::Status;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "glrt-t1_runwrightexec00000001";
@@ -40,161 +43,20 @@ const TOKEN: &str = "glrt-t1_runwrightexec00000001";
 const DOCKER_TOKEN: &str = "glrt-t1_runwrightexec00000002";
 const PIPELINE_ID: i64 = 1;
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    git_env(dir, args, &[])
-}
-
-/// Runs git in the user's checkout with extra environment (e.g. a temporary `GIT_INDEX_FILE`).
-fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
-    let mut cmd = Command::new("git");
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        // exec only reads the user's checkout: it must never take the real index's lock to refresh it.
-        .env("GIT_OPTIONAL_LOCKS", "0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running git {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
-}
-
-fn git_opt(dir: &Path, args: &[&str]) -> Option<String> {
-    git(dir, args).ok().filter(|s| !s.is_empty())
-}
-
-/// GitLab's `CI_COMMIT_REF_SLUG`: lowercased, `[^a-z0-9]` → `-`, at most 63 bytes, no leading/trailing `-`.
-pub fn slug(s: &str) -> String {
-    let mapped: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let cut: String = mapped.chars().take(63).collect();
-    cut.trim_matches('-').to_string()
-}
-
-/// `grp/sub/app` from an `origin` URL (`git@host:grp/app.git`, `https://host/grp/app.git`).
-fn path_from_remote(url: &str) -> Option<String> {
-    let url = url.trim().trim_end_matches('/');
-    let url = url.strip_suffix(".git").unwrap_or(url);
-    let rest = if let Some((_, rest)) = url.split_once("://") {
-        rest.split_once('/')?.1.to_string()
-    } else if let Some((_, rest)) = url.split_once(':') {
-        rest.to_string()
-    } else {
-        return None;
-    };
-    let clean: Vec<String> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(sanitize_segment)
-        .collect();
-    (clean.len() >= 2).then(|| clean.join("/"))
-}
-
-fn sanitize_segment(s: &str) -> String {
-    let out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let out = out.trim_matches(|c| c == '-' || c == '.').to_string();
-    if out.is_empty() {
-        "project".into()
-    } else {
-        out
-    }
-}
-
-/// What `exec` knows about the checkout.
-struct Checkout {
-    root: PathBuf,
-    sha: String,
-    branch: String,
-    project_path: String,
-    default_branch: String,
-    dirty: bool,
-}
-
-fn checkout(dir: &Path) -> anyhow::Result<Checkout> {
-    let root = PathBuf::from(
-        git(dir, &["rev-parse", "--show-toplevel"])
-            .context("runwright exec runs in a git checkout")?,
-    );
-    let sha = git(&root, &["rev-parse", "--verify", "HEAD"])
-        .context("the checkout has no commit yet: runwright exec runs the committed HEAD")?;
-    let branch = git_opt(&root, &["symbolic-ref", "--short", "-q", "HEAD"])
-        .unwrap_or_else(|| "main".to_string());
-    let project_path = git_opt(&root, &["remote", "get-url", "origin"])
-        .and_then(|u| path_from_remote(&u))
-        .unwrap_or_else(|| {
-            let name = root
-                .file_name()
-                .map(|n| sanitize_segment(&n.to_string_lossy()))
-                .unwrap_or_else(|| "project".into());
-            format!("local/{name}")
-        });
-    // `origin`'s HEAD is what GitLab calls the default branch; without one, the local branch that is most
-    // likely it (`init.defaultBranch`, then main, then master), so that a feature branch is not taken for the
-    // default one (rules on `$CI_DEFAULT_BRANCH`, merge request targets).
-    let default_branch = git_opt(
-        &root,
-        &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"],
-    )
-    .map(|s| s.strip_prefix("origin/").unwrap_or(&s).to_string())
-    .or_else(|| {
-        git_opt(&root, &["config", "init.defaultBranch"])
-            .into_iter()
-            .chain(["main".to_string(), "master".to_string()])
-            .find(|b| {
-                git_opt(
-                    &root,
-                    &["rev-parse", "--verify", "-q", &format!("refs/heads/{b}")],
-                )
-                .is_some()
-            })
-    })
-    .unwrap_or_else(|| branch.clone());
-    let dirty = git_opt(&root, &["status", "--porcelain"]).is_some();
-    Ok(Checkout {
-        root,
-        sha,
-        branch,
-        project_path,
-        default_branch,
-        dirty,
-    })
-}
-
 /// GitLab's predefined variables for a `source` pipeline of HEAD (`context.rs` has what differs from a push).
 fn predefined(
     c: &Checkout,
     file: &Path,
     source: context::PipelineSource,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let message = git_opt(&c.root, &["log", "-1", "--format=%B"]).unwrap_or_default();
+    let message = c.head.message.clone();
     let title = message.lines().next().unwrap_or_default().to_string();
     let description = message
         .split_once('\n')
         .map(|(_, d)| d.trim_start_matches('\n').to_string())
         .unwrap_or_default();
-    let author = git_opt(&c.root, &["log", "-1", "--format=%an <%ae>"]).unwrap_or_default();
-    let timestamp = git_opt(&c.root, &["log", "-1", "--format=%cI"]).unwrap_or_default();
+    let author = format!("{} <{}>", c.head.author_name, c.head.author_email);
+    let timestamp = c.head.committer_date.clone();
     let (namespace, name) = c
         .project_path
         .rsplit_once('/')
@@ -265,19 +127,6 @@ enum Sources {
     WorkingTree { head: String, changed: bool },
 }
 
-/// Jobs check out a commit, and the working tree's is made on top of HEAD: an unborn branch has none.
-fn require_commit(dir: &Path) -> anyhow::Result<()> {
-    if git(dir, &["rev-parse", "--show-toplevel"]).is_ok()
-        && git(dir, &["rev-parse", "--verify", "-q", "HEAD"]).is_err()
-    {
-        bail!(
-            "the checkout in {} has no commit yet: make a first one (e.g. `git commit --allow-empty -m init`), then run runwright exec again",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
 pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     // Job outcomes are on stdout; the service's per-job warnings (e.g. GitLab's `Job-Status: failed` answer to
     // a failed job's final update) would only repeat them.
@@ -300,13 +149,13 @@ pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    require_commit(&dir)?;
-    let mut co = checkout(&dir)?;
+    // Jobs check out a commit, and the working tree's is made on top of HEAD: an unborn branch has none.
+    let mut co = checkout::checkout(&dir)?;
     let sources = if args.committed {
-        Sources::Committed { dirty: co.dirty }
+        Sources::Committed { dirty: co.dirty() }
     } else {
         let head = co.sha.clone();
-        let snap = sources::working_tree(&co.root, &head)?;
+        let snap = sources::working_tree(&co)?;
         // Everything downstream (CI_COMMIT_SHA, the jobs' checkout, `key:files`) uses the commit the jobs run.
         co.sha = snap.sha;
         Sources::WorkingTree {
@@ -548,18 +397,29 @@ async fn run_pipeline(
     let bare = git_root.join(project.repo_dir());
     std::fs::create_dir_all(&bare)?;
     git(&bare, &["init", "-q", "--bare"])?;
-    // Pushes `refspec` from the checkout into the repository the jobs fetch from.
+    // The jobs' repository borrows the checkout's objects (`objects/info/alternates`) and gets only refs: a
+    // push would copy the objects through five processes. A path git cannot list there is pushed to.
+    let objects = co.objects.to_string_lossy();
+    let borrowed = co.objects.is_absolute()
+        && !objects.contains('\n')
+        && std::fs::write(bare.join("objects/info/alternates"), format!("{objects}\n")).is_ok();
+    // Points `refspec`'s destination at its source commit in the repository the jobs fetch from.
     let mirror = |refspec: &str| {
-        git(
-            &co.root,
-            &[
-                "push",
-                "-q",
-                "--no-verify",
-                &bare.to_string_lossy(),
-                refspec,
-            ],
-        )
+        let (commit, dest) = refspec.split_once(':').unwrap_or((refspec, refspec));
+        if borrowed {
+            git(&bare, &["update-ref", dest, commit])
+        } else {
+            git(
+                &co.root,
+                &[
+                    "push",
+                    "-q",
+                    "--no-verify",
+                    &bare.to_string_lossy(),
+                    refspec,
+                ],
+            )
+        }
     };
     mirror(&format!("{}:refs/heads/{}", co.sha, co.branch))
         .context("mirroring the sources for the jobs")?;
@@ -1164,20 +1024,6 @@ fn toml_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slugs_and_remote_paths() {
-        assert_eq!(slug("Feature/Foo_bar"), "feature-foo-bar");
-        assert_eq!(
-            path_from_remote("git@gitlab.com:grp/sub/app.git").as_deref(),
-            Some("grp/sub/app")
-        );
-        assert_eq!(
-            path_from_remote("https://gitlab.example.com/grp/app.git").as_deref(),
-            Some("grp/app")
-        );
-        assert_eq!(path_from_remote("/srv/app"), None);
-    }
 
     #[test]
     fn toml_strings_round_trip() {

@@ -6,7 +6,6 @@
 //! what the jobs fetch, so `CI_COMMIT_SHA` and `git rev-parse HEAD` in a job agree.
 
 use anyhow::Context;
-use std::path::{Path, PathBuf};
 
 /// The commit the jobs run.
 pub(super) struct Snapshot {
@@ -16,11 +15,13 @@ pub(super) struct Snapshot {
     pub changed: bool,
 }
 
-use super::git_env as git_with;
+use super::checkout::{git_env as git_with, Checkout};
 
-/// Commits the working tree of `root` (tracked changes, deletions and untracked files that are not ignored) on
-/// top of `head`, without touching the user's index, HEAD or refs.
-pub(super) fn working_tree(root: &Path, head: &str) -> anyhow::Result<Snapshot> {
+/// Commits the working tree of the checkout (tracked changes, deletions and untracked files that are not
+/// ignored) on top of its HEAD, without touching the user's index, HEAD or refs.
+pub(super) fn working_tree(co: &Checkout) -> anyhow::Result<Snapshot> {
+    let root = co.root.as_path();
+    let head = co.sha.as_str();
     let tmp = tempfile::Builder::new()
         .prefix("runwright-exec-index-")
         .tempdir()
@@ -34,13 +35,7 @@ pub(super) fn working_tree(root: &Path, head: &str) -> anyhow::Result<Snapshot> 
     // A copy of the real index keeps its stat cache (`git add -A` then hashes only what changed, not the
     // whole tree) and its skip-worktree bits (a sparse checkout's absent files are not taken for deletions).
     // Without one (a fresh clone never staged into), HEAD's tree is the start.
-    let real_index = PathBuf::from(git_with(root, &["rev-parse", "--git-path", "index"], &[])?);
-    let real_index = if real_index.is_absolute() {
-        real_index
-    } else {
-        root.join(real_index)
-    };
-    if real_index.is_file() && std::fs::copy(&real_index, &index).is_ok() {
+    if co.index.is_file() && std::fs::copy(&co.index, &index).is_ok() {
         // The user's staged-but-not-committed state is irrelevant: `add -A` makes the copy match the
         // working tree.
     } else {
@@ -48,8 +43,7 @@ pub(super) fn working_tree(root: &Path, head: &str) -> anyhow::Result<Snapshot> 
     }
     git_with(root, &["add", "-A", "--", ":/"], &env).context(fail)?;
     let tree = git_with(root, &["write-tree"], &env).context(fail)?;
-    let head_tree = git_with(root, &["rev-parse", &format!("{head}^{{tree}}")], &[])?;
-    if tree == head_tree {
+    if tree == co.head_tree {
         return Ok(Snapshot {
             sha: head.to_string(),
             changed: false,
@@ -58,33 +52,21 @@ pub(super) fn working_tree(root: &Path, head: &str) -> anyhow::Result<Snapshot> 
 
     // HEAD's message and author, so `CI_COMMIT_MESSAGE`/`CI_COMMIT_AUTHOR` (taken from HEAD) match what a job
     // sees in `git log`; HEAD's committer identity, so a machine without `user.name` configured works too.
-    let meta = git_with(
-        root,
-        &[
-            "log",
-            "-1",
-            "--format=%an%x00%ae%x00%aI%x00%cn%x00%ce",
-            head,
-        ],
-        &[],
-    )?;
-    let fields: Vec<&str> = meta.split('\0').collect();
-    let field = |i: usize| fields.get(i).copied().unwrap_or_default();
-    let message = git_with(root, &["log", "-1", "--format=%B", head], &[])?;
-    let message = if message.trim().is_empty() {
-        "runwright exec: working tree".to_string()
+    let h = &co.head;
+    let message = if h.message.trim().is_empty() {
+        "runwright exec: working tree"
     } else {
-        message
+        h.message.as_str()
     };
     let sha = git_with(
         root,
-        &["commit-tree", &tree, "-p", head, "-m", &message],
+        &["commit-tree", &tree, "-p", head, "-m", message],
         &[
-            ("GIT_AUTHOR_NAME", field(0)),
-            ("GIT_AUTHOR_EMAIL", field(1)),
-            ("GIT_AUTHOR_DATE", field(2)),
-            ("GIT_COMMITTER_NAME", field(3)),
-            ("GIT_COMMITTER_EMAIL", field(4)),
+            ("GIT_AUTHOR_NAME", &h.author_name),
+            ("GIT_AUTHOR_EMAIL", &h.author_email),
+            ("GIT_AUTHOR_DATE", &h.author_date),
+            ("GIT_COMMITTER_NAME", &h.committer_name),
+            ("GIT_COMMITTER_EMAIL", &h.committer_email),
         ],
     )
     .context(fail)?;
