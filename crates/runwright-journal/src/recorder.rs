@@ -2,7 +2,7 @@
 //!
 //! State owned (one mutex per job): the open `trace.log`, the section scanner and the current metadata.
 //! The sink is called under the trace buffer's own lock, so it does one `write(2)` per slice and, at a stage
-//! boundary, at most one small `meta.json` rewrite a second — never anything that waits on the network.
+//! boundary, one small `meta.json` rewrite — never anything that waits on the network.
 
 use crate::error::JournalError;
 use crate::meta::{JobMeta, JobStatus, StageTiming};
@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 /// One job being journaled. Cheap to clone.
 #[derive(Clone)]
@@ -29,13 +28,7 @@ struct State {
     meta: JobMeta,
     trace: Option<File>,
     scanner: SectionScanner,
-    /// When `meta.json` was last written: stage boundaries rewrite it at most every [`STAGE_WRITE_EVERY`].
-    written: Option<Instant>,
 }
-
-/// Stage boundaries come in bursts (a small job crosses a dozen in a fraction of a second) and each rewrite of
-/// `meta.json` is a new file; the stages are in memory at once and on disk with the next write after this.
-const STAGE_WRITE_EVERY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for JobRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +47,6 @@ impl JobRecorder {
                     meta,
                     trace: Some(trace),
                     scanner: SectionScanner::default(),
-                    written: None,
                 }),
             }),
         }
@@ -88,7 +80,6 @@ impl JobRecorder {
     pub fn update(&self, sync: bool, f: impl FnOnce(&mut JobMeta)) -> Result<(), JournalError> {
         let mut st = self.lock();
         f(&mut st.meta);
-        st.written = Some(Instant::now());
         write_meta(&self.shared.dir, &st.meta, sync)
     }
 
@@ -172,12 +163,9 @@ impl JobRecorder {
                     }
                 }
             }
-            if st.written.is_none_or(|w| w.elapsed() >= STAGE_WRITE_EVERY) {
-                st.written = Some(Instant::now());
-                st.meta.trace_bytes = trace_len(&self.shared.dir);
-                if let Err(e) = write_meta(&self.shared.dir, &st.meta, false) {
-                    tracing::warn!("{e}");
-                }
+            st.meta.trace_bytes = trace_len(&self.shared.dir);
+            if let Err(e) = write_meta(&self.shared.dir, &st.meta, false) {
+                tracing::warn!("{e}");
             }
         }
         Ok(())

@@ -356,13 +356,22 @@ pub(crate) fn read_meta(dir: &Path) -> Result<JobMeta, JournalError> {
 }
 
 /// Writes `meta.json` whole through a temporary file and `rename`, so readers see the old or the new version.
+/// Where `meta.json` is written before it takes its place; afterwards, the previous version (see [`replace`]).
+const META_SPARE: &str = ".meta.json.tmp";
+
+/// A job that is over (and reported) is not rewritten again: the previous version of its metadata goes.
+fn remove_meta_spare(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(META_SPARE));
+}
+
 pub(crate) fn write_meta(dir: &Path, meta: &JobMeta, sync: bool) -> Result<(), JournalError> {
-    let tmp = dir.join(".meta.json.tmp");
+    let tmp = dir.join(META_SPARE);
     let path = dir.join(META_FILE);
     let body = serde_json::to_vec_pretty(meta).map_err(|source| JournalError::Meta {
         path: path.clone(),
         source,
     })?;
+    // The temporary file is the previous version after each exchange below: rewriting it reuses its inode.
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -377,14 +386,40 @@ pub(crate) fn write_meta(dir: &Path, meta: &JobMeta, sync: bool) -> Result<(), J
         f.sync_data()
             .map_err(|e| JournalError::io("syncing", &tmp, e))?;
     }
-    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io("replacing", &path, e))?;
+    drop(f);
+    replace(&tmp, &path).map_err(|e| JournalError::io("replacing", &path, e))?;
+    if meta.state.is_final() && meta.reported {
+        remove_meta_spare(dir);
+    }
     Ok(())
 }
 
+/// Puts `new` in `path`'s place atomically. An exchange keeps both inodes (the old version becomes `new`, to
+/// be rewritten next time): a job's metadata is rewritten at every stage boundary, and a fresh inode each time
+/// was most of what the journal cost (allocating and freeing inodes is a scan on ext4). A plain rename where
+/// there is nothing to exchange with yet, or the file system cannot.
+fn replace(new: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        match renameat2(AT_FDCWD, new, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => return Ok(()),
+            Err(
+                nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS,
+            ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::rename(new, path)
+}
+
+/// What a job's files take, without the spare metadata a job keeps only while it is written to.
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
-            rd.filter_map(|e| e.ok()?.metadata().ok())
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name() != META_SPARE)
+                .filter_map(|e| e.metadata().ok())
                 .filter(|m| m.is_file())
                 .map(|m| m.len())
                 .sum()

@@ -119,6 +119,16 @@ impl Executor for ShellExecutor {
                     job.builds_dir.display()
                 ))
             })?;
+        // Every stage script starts with `[ -d <tmp> ] || mkdir -p <tmp>`: made here it is a test instead of a
+        // process start per job. Not for `--user`: there the job's user must own it, so its script makes it.
+        if self.user.is_none() {
+            if let Err(e) = tokio::fs::create_dir_all(&job.tmp_dir).await {
+                tracing::debug!(
+                    "creating {}: {e}; the job's script will",
+                    job.tmp_dir.display()
+                );
+            }
+        }
         Ok(Box::new(ShellSession {
             exec: self.clone(),
             job: job.clone(),
@@ -235,15 +245,30 @@ impl ExecutorSession for ShellSession {
                 Err(ExecutorError::Canceled)
             }
         };
-        // Whatever the stage left behind in its group (background jobs) or marked elsewhere goes now; only then
-        // does the pipe reach EOF.
+        // Whatever the stage left behind in its group (background jobs) goes now; only then does the pipe reach
+        // EOF. A process that left the group (`setsid`) and still holds the output is found by its mark — at
+        // once after a cancel, otherwise when the output stays open: the sweep reads every process's
+        // environment, too dear for every stage of every job. The job's cleanup sweeps once more.
         if let Some(pgid) = pgid {
             kill::kill_group(pgid);
         }
-        kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
-        if tokio::time::timeout(Duration::from_secs(5), pump)
-            .await
-            .is_err()
+        let mut pump = pump;
+        let mut swept = matches!(result, Err(ExecutorError::Canceled));
+        if swept {
+            kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+        }
+        if !swept
+            && tokio::time::timeout(Duration::from_millis(100), &mut pump)
+                .await
+                .is_err()
+        {
+            kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+            swept = true;
+        }
+        if swept
+            && tokio::time::timeout(Duration::from_secs(5), pump)
+                .await
+                .is_err()
         {
             tracing::warn!(stage, "stage output still open 5 s after the stage ended");
         }

@@ -278,11 +278,133 @@ mod tests {
         assert_eq!(path_from_remote("/srv/app"), None);
     }
 
+    /// git in `dir` with a fixed identity; panics with git's stderr (test set-up only).
+    fn sh(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@x",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn repo(branch: &str) -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tempdir");
+        sh(t.path(), &["init", "-q", "-b", branch]);
+        t
+    }
+
+    #[test]
+    fn reads_a_checkout_in_a_few_git_calls() {
+        let t = repo("trunk");
+        let d = t.path();
+        // A local init.defaultBranch beats the user's global one, whatever that is.
+        sh(d, &["config", "init.defaultBranch", "trunk"]);
+        sh(
+            d,
+            &[
+                "remote",
+                "add",
+                "origin",
+                "git@gitlab.example.com:grp/sub/app.git",
+            ],
+        );
+        sh(
+            d,
+            &["commit", "-q", "--allow-empty", "-m", "first\n\nbody text"],
+        );
+        sh(d, &["checkout", "-q", "-b", "feature"]);
+        std::fs::create_dir(d.join("nested")).expect("mkdir");
+        let co = checkout(&d.join("nested")).expect("checkout");
+        assert_eq!(co.root, d.canonicalize().expect("canonical"));
+        assert_eq!(co.branch, "feature");
+        assert_eq!(co.project_path, "grp/sub/app");
+        // No origin/HEAD: init.defaultBranch names an existing branch, so a feature branch is not the default.
+        assert_eq!(co.default_branch, "trunk");
+        assert_eq!(co.sha.len(), 40);
+        assert_eq!(co.head_tree.len(), 40);
+        assert_eq!(co.head.message, "first\n\nbody text");
+        assert_eq!(
+            (co.head.author_name.as_str(), co.head.author_email.as_str()),
+            ("T", "t@x")
+        );
+        assert!(
+            co.objects.ends_with("objects") && co.objects.is_dir(),
+            "{:?}",
+            co.objects
+        );
+        assert!(co.index.ends_with("index"), "{:?}", co.index);
+        assert!(!co.dirty());
+        std::fs::write(d.join("new.txt"), "x").expect("write");
+        assert!(co.dirty());
+
+        // origin's HEAD names the default branch, as GitLab's does.
+        sh(d, &["update-ref", "refs/remotes/origin/develop", "HEAD"]);
+        sh(
+            d,
+            &[
+                "symbolic-ref",
+                "refs/remotes/origin/HEAD",
+                "refs/remotes/origin/develop",
+            ],
+        );
+        assert_eq!(checkout(d).expect("checkout").default_branch, "develop");
+
+        // A detached HEAD has no branch: `main` stands in.
+        sh(d, &["checkout", "-q", "--detach"]);
+        assert_eq!(checkout(d).expect("checkout").branch, "main");
+    }
+
+    #[test]
+    fn without_origin_the_project_is_named_after_the_directory() {
+        let t = repo("main");
+        sh(t.path(), &["commit", "-q", "--allow-empty", "-m", "x"]);
+        let co = checkout(t.path()).expect("checkout");
+        let name = sanitize_segment(&t.path().file_name().expect("name").to_string_lossy());
+        assert_eq!(co.project_path, format!("local/{name}"));
+        assert_eq!(co.default_branch, "main");
+    }
+
+    #[test]
+    fn an_unborn_branch_or_no_checkout_says_what_to_do() {
+        let t = repo("main");
+        let err = checkout(t.path()).err().expect("no commit").to_string();
+        assert!(
+            err.contains("has no commit yet") && err.contains("git commit --allow-empty"),
+            "{err}"
+        );
+        let plain = tempfile::tempdir().expect("tempdir");
+        let err = format!(
+            "{:#}",
+            checkout(plain.path()).err().expect("not a checkout")
+        );
+        assert!(err.contains("runs in a git checkout"), "{err}");
+    }
+
     #[test]
     fn head_commit_fields_keep_a_multi_line_message() {
-        let h = HeadCommit::parse(
-            "A U\0a@x\02026-01-02T03:04:05+00:00\0C M\0c@x\02026-01-02T03:04:06+00:00\0title\n\nbody",
-        );
+        let fields = [
+            "A U",
+            "a@x",
+            "2026-01-02T03:04:05+00:00",
+            "C M",
+            "c@x",
+            "2026-01-02T03:04:06+00:00",
+            "title\n\nbody",
+        ];
+        let h = HeadCommit::parse(&fields.join("\0"));
         assert_eq!(h.author_name, "A U");
         assert_eq!(h.committer_date, "2026-01-02T03:04:06+00:00");
         assert_eq!(h.message, "title\n\nbody");

@@ -580,10 +580,12 @@ async fn run_pipeline(
             work,
             None,
             concurrency,
-            // The pause after an answer without a job. The embedded coordinator long-polls, so this is only
-            // the turn-around when a request raced a queue change (GitLab's runner also waits check_interval
-            // then); 100 ms of it sat between a job's end and the start of the jobs that needed it.
-            Duration::from_millis(10),
+            // The pause after an answer without a job (GitLab's runner waits check_interval then too). The
+            // embedded coordinator long-polls: a held request that sees the queue change is answered without a
+            // job (Workhorse's SeenChange), and the job follows on the next request — after this pause, on the
+            // critical path of every job that waited for another. Errors do not spin: the entry's health
+            // checks back off after `unhealthy_requests_limit` failures.
+            Duration::from_millis(1),
         );
         for r in &loaded.config.runners {
             crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;

@@ -128,6 +128,12 @@ pub(super) fn copy_artifacts(
             format!("{}-{base}", a.artifact_type)
         };
         let target = dir.join(&name);
+        // The coordinator's copy is never written again and goes with the run's temporary directory: a hard
+        // link keeps it without copying; a copy where the two are on different file systems.
+        if std::fs::hard_link(&a.path, &target).is_ok() {
+            out.push(format!("artifacts/{stem}/{name}"));
+            continue;
+        }
         std::fs::copy(&a.path, &target).with_context(|| {
             format!(
                 "copying the {} artifact to {}",
