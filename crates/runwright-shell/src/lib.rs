@@ -247,8 +247,8 @@ impl ExecutorSession for ShellSession {
         };
         // Whatever the stage left behind in its group (background jobs) goes now; only then does the pipe reach
         // EOF. A process that left the group (`setsid`) and still holds the output is found by its mark — at
-        // once after a cancel, otherwise when the output stays open: the sweep reads every process's
-        // environment, too dear for every stage of every job. The job's cleanup sweeps once more.
+        // once after a cancel, otherwise only when the output stays open: the sweep reads every process's
+        // environment, and the job's cleanup sweeps anyway.
         if let Some(pgid) = pgid {
             kill::kill_group(pgid);
         }
