@@ -265,14 +265,69 @@ impl Drop for Harness {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(15);
+            let mut ended = false;
             while Instant::now() < deadline {
                 if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
+                    ended = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if !ended {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.remove_cache_volumes();
+    }
+}
+
+impl Harness {
+    /// Cache volumes outlive jobs on purpose (GitLab reuses them); a test's runner tokens are its own, so its
+    /// volumes go with it instead of piling up on the shared dockerd run after run.
+    fn remove_cache_volumes(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.config_path) else {
+            return;
+        };
+        let Ok(loaded) = runwright_config::parse(&text, &self.config_path) else {
+            return;
+        };
+        for r in loaded
+            .config
+            .runners
+            .iter()
+            .filter(|r| r.executor == "docker")
+        {
+            let Ok(out) = Command::new("docker")
+                .args([
+                    "volume",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    "label=com.gitlab.gitlab-runner.managed=true",
+                    "--filter",
+                    &format!(
+                        "label=com.gitlab.gitlab-runner.runner.id={}",
+                        r.short_token()
+                    ),
+                ])
+                .stderr(Stdio::null())
+                .output()
+            else {
+                return;
+            };
+            let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !names.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["volume", "rm", "-f"])
+                    .args(&names)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
     }
 }
