@@ -44,6 +44,7 @@ pub use job::{
     Parallel, Retry, Service, Trigger, When,
 };
 pub use load::Pipeline;
+pub use plan::slug;
 pub use plan::{
     ExcludedJob, PipelineContext, PipelineNeed, PipelinePlan, PlannedJob, PlannedNeed, RuleOutcome,
     WorkflowOutcome,

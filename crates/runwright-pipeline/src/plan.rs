@@ -804,8 +804,9 @@ fn except_matches(p: &crate::rules::Policy, refs: &RefEnv<'_>, env: &RuleEnv<'_>
     Ok(false)
 }
 
-/// `CI_JOB_NAME_SLUG`: lowercased, non-alphanumerics to `-`, at most 63 bytes, no leading/trailing `-`.
-fn slug(name: &str) -> String {
+/// GitLab's slugs (`CI_JOB_NAME_SLUG`, `CI_COMMIT_REF_SLUG`, `CI_PROJECT_PATH_SLUG`): lowercased,
+/// non-alphanumerics to `-`, at most 63 bytes, no leading/trailing `-`.
+pub fn slug(name: &str) -> String {
     let s: String = name
         .to_lowercase()
         .chars()

@@ -38,17 +38,6 @@ pub(super) fn git_opt(dir: &Path, args: &[&str]) -> Option<String> {
     git(dir, args).ok().filter(|s| !s.is_empty())
 }
 
-/// GitLab's `CI_COMMIT_REF_SLUG`: lowercased, `[^a-z0-9]` → `-`, at most 63 bytes, no leading/trailing `-`.
-pub fn slug(s: &str) -> String {
-    let mapped: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let cut: String = mapped.chars().take(63).collect();
-    cut.trim_matches('-').to_string()
-}
-
 /// `grp/sub/app` from an `origin` URL (`git@host:grp/app.git`, `https://host/grp/app.git`).
 pub(super) fn path_from_remote(url: &str) -> Option<String> {
     let url = url.trim().trim_end_matches('/');
@@ -266,7 +255,10 @@ mod tests {
 
     #[test]
     fn slugs_and_remote_paths() {
-        assert_eq!(slug("Feature/Foo_bar"), "feature-foo-bar");
+        assert_eq!(
+            runwright_pipeline::slug("Feature/Foo_bar"),
+            "feature-foo-bar"
+        );
         assert_eq!(
             path_from_remote("git@gitlab.com:grp/sub/app.git").as_deref(),
             Some("grp/sub/app")

@@ -13,9 +13,10 @@
 //! them.
 
 use super::changes::{Base, GitProjectFiles};
-use super::{git_opt, slug, Checkout};
+use super::{git_opt, Checkout};
 use crate::cli::ExecArgs;
 use anyhow::{bail, Context};
+use runwright_pipeline::slug;
 use runwright_pipeline::PipelineContext;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
