@@ -287,6 +287,36 @@ impl Journal {
         self.enforce_retention_at(now_ms())
     }
 
+    /// [`Journal::enforce_retention`] unless some process (this one or another on the same journal) did it less
+    /// than `every` ago; `Ok(None)` then. Retention reads every job's record, and `runwright exec` runs last
+    /// seconds: without this each pipeline would scan the whole journal.
+    pub fn enforce_retention_every(
+        &self,
+        every: Duration,
+    ) -> Result<Option<RetentionReport>, JournalError> {
+        // The stamp's mtime says when retention last ran; 0600 like every file of the journal.
+        let stamp = self.dir.join(RETENTION_STAMP);
+        let recent = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < every);
+        if recent {
+            return Ok(None);
+        }
+        if let Err(e) = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&stamp)
+            .and_then(|mut f| f.write_all(b"retention\n"))
+        {
+            tracing::debug!("journal retention stamp {}: {e}", stamp.display());
+        }
+        self.enforce_retention().map(Some)
+    }
+
     pub(crate) fn enforce_retention_at(&self, now: i64) -> Result<RetentionReport, JournalError> {
         let r = self.retention;
         let entries = self.list()?;
@@ -355,15 +385,18 @@ pub(crate) fn read_meta(dir: &Path) -> Result<JobMeta, JournalError> {
     serde_json::from_slice(&bytes).map_err(|source| JournalError::Meta { path, source })
 }
 
-/// Writes `meta.json` whole through a temporary file and `rename`, so readers see the old or the new version.
 /// Where `meta.json` is written before it takes its place; afterwards, the previous version (see [`replace`]).
 const META_SPARE: &str = ".meta.json.tmp";
+/// In the journal's directory: touched by each retention scan.
+const RETENTION_STAMP: &str = ".retention";
 
 /// A job that is over (and reported) is not rewritten again: the previous version of its metadata goes.
 fn remove_meta_spare(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(META_SPARE));
 }
 
+/// Writes `meta.json` whole through the spare file and an exchange (or rename), so readers see the old or the
+/// new version.
 pub(crate) fn write_meta(dir: &Path, meta: &JobMeta, sync: bool) -> Result<(), JournalError> {
     let tmp = dir.join(META_SPARE);
     let path = dir.join(META_FILE);

@@ -235,3 +235,22 @@ fn a_failing_trace_write_is_recorded() {
     let e = j.find(9).expect("find").pop().expect("job");
     assert_eq!(std::fs::read(e.trace_path()).expect("trace"), b"kept\n");
 }
+
+#[test]
+fn retention_every_skips_a_scan_made_recently_by_anyone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let j = Journal::open(tmp.path(), Retention::default()).expect("open");
+    let every = std::time::Duration::from_secs(60);
+    assert!(j.enforce_retention_every(every).expect("first").is_some());
+    assert_eq!(mode(&tmp.path().join(".retention")), 0o600);
+    // Another handle on the same directory (another process) sees the stamp too.
+    let other = Journal::open(tmp.path(), Retention::default()).expect("open");
+    assert!(other
+        .enforce_retention_every(every)
+        .expect("second")
+        .is_none());
+    assert!(other
+        .enforce_retention_every(std::time::Duration::ZERO)
+        .expect("due")
+        .is_some());
+}

@@ -36,8 +36,6 @@ pub struct JobJournal {
 
 /// The shortest time between two retention scans of one journal.
 pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-/// In the journal's directory: touched by each retention scan.
-const RETENTION_STAMP: &str = ".retention";
 
 /// `[journal]` resolved against the config file: the directory and the retention, or `None` when disabled.
 pub fn service_settings(config: &Config, config_path: &Path) -> Option<(PathBuf, Retention)> {
@@ -184,45 +182,17 @@ impl JobJournal {
         }
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            // The stamp's mtime says when some process last ran retention on this journal.
-            let stamp = me.journal.dir().join(RETENTION_STAMP);
-            let recent = std::fs::metadata(&stamp)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age < RETENTION_EVERY);
-            if recent {
-                return;
+            match me.journal.enforce_retention_every(RETENTION_EVERY) {
+                Ok(Some(r)) if r.removed > 0 => tracing::info!(
+                    removed = r.removed,
+                    freed_bytes = r.freed_bytes,
+                    kept = r.kept,
+                    "journal retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("journal retention: {e}"),
             }
-            // 0600 like every file of the journal; touched by writing, which sets its mtime.
-            let touched = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .mode(0o600)
-                    .open(&stamp)
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"retention\n"))
-            };
-            if let Err(e) = touched {
-                tracing::debug!("journal retention stamp {}: {e}", stamp.display());
-            }
-            me.retain();
         });
-    }
-
-    fn retain(&self) {
-        match self.journal.enforce_retention() {
-            Ok(r) if r.removed > 0 => tracing::info!(
-                removed = r.removed,
-                freed_bytes = r.freed_bytes,
-                kept = r.kept,
-                "journal retention"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("journal retention: {e}"),
-        }
     }
 }
 

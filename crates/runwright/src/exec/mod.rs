@@ -402,28 +402,20 @@ async fn run_pipeline(
     let borrowed = co.objects.is_absolute()
         && !objects.contains('\n')
         && std::fs::write(bare.join("objects/info/alternates"), format!("{objects}\n")).is_ok();
-    // Points `refspec`'s destination at its source commit in the repository the jobs fetch from.
-    let mirror = |refspec: &str| {
-        let (commit, dest) = refspec.split_once(':').unwrap_or((refspec, refspec));
+    // Points `dest` at `commit` in the repository the jobs fetch from.
+    let mirror = |commit: &str, dest: &str| {
         if borrowed {
             git(&bare, &["update-ref", dest, commit])
         } else {
-            git(
-                &co.root,
-                &[
-                    "push",
-                    "-q",
-                    "--no-verify",
-                    &bare.to_string_lossy(),
-                    refspec,
-                ],
-            )
+            let bare = bare.to_string_lossy();
+            let refspec = format!("{commit}:{dest}");
+            git(&co.root, &["push", "-q", "--no-verify", &bare, &refspec])
         }
     };
-    mirror(&format!("{}:refs/heads/{}", co.sha, co.branch))
+    mirror(&co.sha, &format!("refs/heads/{}", co.branch))
         .context("mirroring the sources for the jobs")?;
     if let jobspec::JobRef::Tag(tag) = job_ref {
-        mirror(&format!("{}:refs/tags/{tag}", co.sha))
+        mirror(&co.sha, &format!("refs/tags/{tag}"))
             .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
     }
     if let jobspec::JobRef::MergeRequest(_) = job_ref {
@@ -438,7 +430,7 @@ async fn run_pipeline(
         .iter()
         .find_map(|r| git_opt(&co.root, &["rev-parse", "--verify", "-q", r]))
         {
-            mirror(&format!("{commit}:refs/heads/{target}"))
+            mirror(&commit, &format!("refs/heads/{target}"))
                 .with_context(|| format!("mirroring the target branch {target} for the jobs"))?;
         }
     }
