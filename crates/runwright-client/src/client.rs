@@ -111,9 +111,21 @@ pub enum RequestJobOutcome {
     Malformed {
         id: Option<i64>,
         token: Option<String>,
+        /// The job's name, stage and project as far as the raw JSON says them.
+        name: MalformedJobIdentity,
         /// What failed, with the JSON path (`variables[1].masked: invalid type: …`); values are elided.
         error: String,
     },
+}
+
+/// What an unreadable job payload still says about its job (`job_info`), for the journal's record of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MalformedJobIdentity {
+    pub name: String,
+    pub stage: String,
+    pub project_full_path: String,
+    pub project_id: Option<i64>,
+    pub pipeline_id: Option<i64>,
 }
 
 impl fmt::Debug for RequestJobOutcome {
@@ -126,10 +138,16 @@ impl fmt::Debug for RequestJobOutcome {
             RequestJobOutcome::Orphaned => f.write_str("Orphaned"),
             RequestJobOutcome::Unavailable => f.write_str("Unavailable"),
             RequestJobOutcome::Failed(msg) => f.debug_tuple("Failed").field(msg).finish(),
-            RequestJobOutcome::Malformed { id, token, error } => f
+            RequestJobOutcome::Malformed {
+                id,
+                token,
+                name,
+                error,
+            } => f
                 .debug_struct("Malformed")
                 .field("id", id)
                 .field("token", &token.as_ref().map(|_| "[REDACTED]"))
+                .field("name", name)
                 .field("error", error)
                 .finish(),
         }
@@ -965,6 +983,7 @@ fn decode_job(req: &Prepared, answer: &Answer) -> RequestJobOutcome {
         RequestJobOutcome::Malformed {
             id,
             token: token.clone(),
+            name: raw.as_ref().map(job_identity).unwrap_or_default(),
             error,
         }
     };
@@ -983,7 +1002,11 @@ fn decode_job(req: &Prepared, answer: &Answer) -> RequestJobOutcome {
         ));
     }
 
-    match decode_job_response(&answer.body) {
+    let decoded = match raw.clone() {
+        Some(value) => decode_job_value(value),
+        None => decode_job_response(&answer.body),
+    };
+    match decoded {
         Ok(job) => {
             tracing::info!(job = job.id, repo_url = %redact::url_str(&job.git_info.repo_url), "Checking for jobs... received");
             RequestJobOutcome::Job(Box::new(job))
@@ -992,15 +1015,76 @@ fn decode_job(req: &Prepared, answer: &Answer) -> RequestJobOutcome {
     }
 }
 
-/// Decodes the JSON body of a `201` of jobs/request. The error names the JSON path that failed
-/// (`variables[1].masked`) and never quotes a value (it could be a secret).
+/// What a payload that did not decode still says about its job, for the journal and the log: the job's name,
+/// stage, project and pipeline, each only when it is a string or a number where GitLab puts it.
+fn job_identity(raw: &serde_json::Value) -> MalformedJobIdentity {
+    let info = raw.get("job_info");
+    let text = |key: &str| {
+        info.and_then(|i| i.get(key))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let number = |key: &str| {
+        info.and_then(|i| i.get(key))
+            .and_then(serde_json::Value::as_i64)
+    };
+    MalformedJobIdentity {
+        name: text("name"),
+        stage: text("stage"),
+        project_full_path: text("project_full_path"),
+        project_id: number("project_id"),
+        pipeline_id: number("pipeline_id"),
+    }
+}
+
+/// Decodes the JSON body of a `201` of jobs/request as gitlab-runner's Go decoder reads it: a `null` member is
+/// the field's zero value, like a missing one (runner common/spec/spec.go; GitLab's Grape entities send `null`
+/// for every unset attribute). The error names the JSON path that failed (`variables[1].masked`) and never
+/// quotes a value (it could be a secret).
 pub fn decode_job_response(body: &[u8]) -> Result<JobResponse, String> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize::<_, JobResponse>(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "error decoding job payload: {}",
+            redact::serde_message(&e.to_string())
+        )
+    })?;
+    decode_job_value(value)
+}
+
+fn decode_job_value(mut value: serde_json::Value) -> Result<JobResponse, String> {
+    drop_null_members(&mut value);
+    if !value.is_object() {
+        return Err("error decoding job payload: it is not a JSON object".to_string());
+    }
+    let job: JobResponse = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = redact::serde_message(&e.into_inner().to_string());
         format!("error decoding job payload at `{path}`: {inner}")
-    })
+    })?;
+    // Go would decode these too, and fail at the first request that needs them; a job without them cannot
+    // even be reported, so it is refused here with a clear reason.
+    if job.id <= 0 {
+        return Err("error decoding job payload: it has no job `id`".to_string());
+    }
+    if job.token.is_empty() {
+        return Err("error decoding job payload: it has no job `token`".to_string());
+    }
+    Ok(job)
+}
+
+/// Removes every object member whose value is `null`, at any depth. With every field of the wire types
+/// defaulted, that is Go's rule: `null` leaves the zero value. `null` items of lists stay (the types take them
+/// as the item's zero value).
+fn drop_null_members(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_null_members);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_members),
+        _ => {}
+    }
 }
 
 /// `METHOD url: 409 Conflict (message)` (runner network/client.go `ErrorResponse.Error`).

@@ -19,8 +19,8 @@ pub mod types;
 
 pub use artifacts::{ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest};
 pub use client::{
-    decode_job_response, network_features, range_end, Client, ClientOptions, PatchState,
-    PatchTraceOutcome, RequestJobOutcome, UpdateJobOutcome, UpdateJobState,
+    decode_job_response, network_features, range_end, Client, ClientOptions, MalformedJobIdentity,
+    PatchState, PatchTraceOutcome, RequestJobOutcome, UpdateJobOutcome, UpdateJobState,
 };
 pub use error::ClientError;
 pub use failure_reason::{map_failure_reason, FailureReason};

@@ -1,7 +1,12 @@
 //! Wire types of GitLab's runner API (reference `protocol.md` §1–§3).
 //!
-//! Every field GitLab may omit is optional or defaulted, so an older or newer GitLab still decodes; unknown
-//! fields are ignored. The same types serve the client (runner side) and the coordinator (server side).
+//! Decoding follows Go's `encoding/json` as gitlab-runner uses it (runner common/spec/spec.go `Job`): a missing
+//! key and a `null` both leave the zero value, unknown keys are ignored, and only a value of the wrong type is
+//! an error. GitLab's Grape entities expose every unset attribute as `null` (its own request spec expects
+//! `'alias' => nil`, `'variables' => nil`, …), so every field here is defaulted: `decode_job_response` drops
+//! `null` members before the typed decode, and every list takes `null` items as the item's zero value
+//! ([`go_list`]). The same types serve the client (runner side) and the coordinator, which writes GitLab's exact
+//! shapes with its own entity code (runwright-coordinator `entities.rs`).
 //!
 //! Types that carry secrets (runner and job tokens, variable values, registry passwords, the job token in
 //! `git_info.repo_url`) implement `Debug` by hand and print `[REDACTED]` instead.
@@ -89,41 +94,44 @@ pub struct JobRequest {
     pub info: VersionInfo,
 }
 
-/// A job as GitLab hands it out (201 body of jobs/request, §2.5).
+/// A job as GitLab hands it out (201 body of jobs/request, §2.5; runner common/spec/spec.go `Job`).
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct JobResponse {
     pub id: i64,
     pub token: String,
-    #[serde(default)]
     pub allow_git_fetch: bool,
-    #[serde(default)]
     pub job_info: JobInfo,
-    #[serde(default)]
     pub git_info: GitInfo,
-    #[serde(default)]
     pub runner_info: RunnerInfo,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub variables: Vec<JobVariable>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub steps: Vec<Step>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub hooks: Vec<Hook>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<Image>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub services: Vec<Image>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub artifacts: Vec<Artifact>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub cache: Vec<Cache>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub credentials: Vec<Credentials>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub dependencies: Vec<Dependency>,
-    #[serde(default)]
     pub features: GitlabFeatures,
+    /// CI Steps (`run:` in the job): GitLab sends them as a JSON **string** holding the steps array, and then
+    /// no `steps` (gitlab lib/api/entities/ci/job_request/response.rb `expose :run`; runner spec.go
+    /// `Run.UnmarshalJSON`).
+    #[serde(skip_serializing_if = "RunSteps::is_empty")]
+    pub run: RunSteps,
 }
 
+/// `null` as the zero value, as Go's `encoding/json` leaves it (for fields decoded outside
+/// `decode_job_response`'s null pass, e.g. by the coordinator).
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -132,6 +140,63 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A JSON list as Go decodes it into a slice: `null` is an empty list and a `null` item is the item's zero
+/// value (`["a", null]` → `["a", ""]`).
+pub(crate) fn go_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    let items = Option::<Vec<Option<T>>>::deserialize(d)?.unwrap_or_default();
+    Ok(items.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// The `run` steps of a CI Steps job: a JSON array of step objects that GitLab sends encoded in a string.
+/// Kept as JSON: runwright hands them to GitLab's `step-runner` unchanged (runner spec.go
+/// `ValidateStepsJobRequest`), it does not interpret them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSteps(pub Vec<serde_json::Value>);
+
+impl RunSteps {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The steps as the JSON text `step-runner ci` reads from `STEPS` (runner: `json.Marshal(j.Run)`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "[]".to_string())
+    }
+}
+
+impl Serialize for RunSteps {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_json())
+    }
+}
+
+impl<'de> Deserialize<'de> for RunSteps {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(RunSteps::default());
+        };
+        // Go decodes the string into `[]schema.Step`: a list of objects, or the payload cannot be read. The
+        // message never quotes the text (it could hold a secret).
+        let steps: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "`run` is not a JSON list of steps (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if steps.iter().any(|s| !s.is_object()) {
+            return Err(D::Error::custom("`run` holds a step that is not an object"));
+        }
+        Ok(RunSteps(steps))
+    }
+}
+
+/// gitlab lib/api/entities/ci/job_request/job_info.rb; runner spec.go `JobInfo`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct JobInfo {
@@ -144,7 +209,28 @@ pub struct JobInfo {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub project_full_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_namespace_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<i64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub instance_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub instance_uuid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scoped_user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub time_in_queue_seconds: Option<f64>,
+    /// `"+Inf"`, a count, or `"<max>+"` — a string in GitLab's presenter and in runner's `JobInfo`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub project_jobs_running_on_instance_runners_count: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<i64>,
 }
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -156,7 +242,7 @@ pub struct GitInfo {
     pub sha: String,
     pub before_sha: String,
     pub ref_type: String,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub refspecs: Vec<String>,
     pub depth: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -169,7 +255,8 @@ pub struct GitInfo {
 pub struct RunnerInfo {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub uuid: String,
-    /// Job timeout in seconds; 0 means GitLab's default of 7200 (§7.6).
+    /// Job timeout in seconds; 0 (also GitLab's `null` while a two-phase-commit job waits for its
+    /// acknowledgement: `metadata_timeout` is set when it starts running) means the default of 7200 (§7.6).
     pub timeout: i64,
     /// GitLab sends `null` when the job has no session (`expose :runner_session_url`).
     #[serde(
@@ -179,69 +266,73 @@ pub struct RunnerInfo {
     pub runner_session_url: String,
 }
 
-/// One job variable (§2.5). `file` and `raw` are absent when false.
+/// One job variable (§2.5). `file` and `raw` are absent when false. GitLab sends `"value": null` for a
+/// variable built from an unset attribute — `CI_JOB_STARTED_AT` while a two-phase-commit job is still pending
+/// (gitlab app/models/ci/build.rb `started_at&.iso8601`): the empty string, as in Go.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct JobVariable {
     pub key: String,
-    #[serde(default)]
     pub value: String,
-    #[serde(default)]
     pub public: bool,
-    #[serde(default)]
     pub masked: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub file: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub raw: bool,
-    #[serde(default, skip_serializing)]
+    #[serde(skip_serializing)]
     pub internal: bool,
 }
 
+/// gitlab step.rb entity (`name, script, timeout, when, allow_failure`); `timeout` is the job's
+/// `metadata_timeout`, `null` until the job runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Step {
     pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub script: Vec<String>,
-    #[serde(default)]
     pub timeout: i64,
-    #[serde(default)]
     pub when: String,
-    #[serde(default)]
     pub allow_failure: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Hook {
     pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub script: Vec<String>,
 }
 
+/// The job's `image` and each of its `services` (gitlab image.rb and service.rb entities; runner spec.go
+/// `Image`). GitLab sends `null` for each attribute a service or image does not set: `alias`, `command`,
+/// `entrypoint`, `variables`, `pull_policy` of `services: [postgres:16]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Image {
     pub name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub alias: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub ports: Vec<Port>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub variables: Vec<JobVariable>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub executor_opts: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Port {
     pub number: i64,
-    #[serde(default)]
     pub protocol: String,
-    #[serde(default)]
     pub name: String,
 }
 
@@ -254,9 +345,9 @@ pub struct Artifact {
     pub name: String,
     #[serde(deserialize_with = "null_as_default")]
     pub untracked: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub paths: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub exclude: Vec<String>,
     #[serde(deserialize_with = "null_as_default")]
     pub when: String,
@@ -273,11 +364,11 @@ pub struct Artifact {
 pub struct Cache {
     pub key: String,
     pub untracked: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub paths: Vec<String>,
     pub policy: String,
     pub when: String,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub fallback_keys: Vec<String>,
 }
 
@@ -312,12 +403,9 @@ pub struct DependencyArtifactsFile {
 #[serde(default)]
 pub struct GitlabFeatures {
     pub trace_sections: bool,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "go_list")]
     pub failure_reasons: Vec<String>,
-    #[serde(
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "go_list", skip_serializing_if = "Vec::is_empty")]
     pub token_mask_prefixes: Vec<String>,
 }
 
@@ -412,6 +500,7 @@ impl std::fmt::Debug for JobResponse {
             .field("credentials", &self.credentials)
             .field("dependencies", &self.dependencies)
             .field("features", &self.features)
+            .field("run", &self.run)
             .finish()
     }
 }

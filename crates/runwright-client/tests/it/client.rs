@@ -309,7 +309,10 @@ async fn malformed_job_keeps_id_and_token_and_names_the_field() {
     payload["variables"] = serde_json::json!([{"key": "A", "value": "v"}, {"key": "B", "value": "v", "masked": "hunter2"}]);
     let server = FakeGitLab::start(move |_| Reply::status(201).json(&payload)).await;
     let client = fast_client(&server.url());
-    let RequestJobOutcome::Malformed { id, token, error } = request(&client).await else {
+    let RequestJobOutcome::Malformed {
+        id, token, error, ..
+    } = request(&client).await
+    else {
         panic!("expected Malformed");
     };
     assert_eq!(id, Some(77));
@@ -323,7 +326,10 @@ async fn malformed_when_not_json_or_not_parseable() {
     let server =
         FakeGitLab::start(|_| Reply::status(201).body("text/html", b"<html>proxy</html>")).await;
     let client = fast_client(&server.url());
-    let RequestJobOutcome::Malformed { id, token, error } = request(&client).await else {
+    let RequestJobOutcome::Malformed {
+        id, token, error, ..
+    } = request(&client).await
+    else {
         panic!("expected Malformed");
     };
     assert_eq!((id, token), (None, None));
