@@ -111,6 +111,15 @@ pub struct JobSpec {
     /// with `runner_unsupported` (gitlab app/services/ci/register_job_service.rb, app/models/ci/build.rb
     /// `RUNNER_FEATURES`).
     pub required_features: Vec<String>,
+    /// CI Steps (`run:`): the job is handed out with `run` (the steps as a JSON string) and without `steps`, as
+    /// GitLab does (gitlab lib/api/entities/ci/job_request/response.rb).
+    pub run: Option<Vec<serde_json::Value>>,
+    /// Hand the job out with `runner_info.timeout` and the steps' `timeout` `null`, as GitLab presents a job
+    /// whose `metadata_timeout` is not set yet (a two-phase-commit job before its acknowledgement, GitLab MR
+    /// !214370); the runner then applies its default timeout.
+    pub null_timeouts: bool,
+    /// `git_info.repo_object_format` (`sha1`, or `sha256` for a SHA-256 repository).
+    pub repo_object_format: String,
     /// RFC 7386 JSON merge patch applied to the payload GitLab would send (to tweak single fields).
     pub payload_merge: Option<serde_json::Value>,
     /// Send exactly these bytes as the 201 body instead of GitLab's payload (malformed-payload tests).
@@ -148,6 +157,9 @@ impl Default for JobSpec {
             services: Vec::new(),
             credentials: Vec::new(),
             required_features: Vec::new(),
+            run: None,
+            null_timeouts: false,
+            repo_object_format: "sha1".to_string(),
             payload_merge: None,
             raw_payload: None,
         }

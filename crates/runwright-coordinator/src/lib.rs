@@ -28,6 +28,7 @@
 
 mod artifacts;
 mod coordinator;
+mod entities;
 mod error;
 pub mod faults;
 #[cfg(feature = "fixtures")]

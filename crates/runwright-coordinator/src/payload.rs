@@ -5,11 +5,10 @@
 //! app/models/concerns/enums/ci/commit_status.rb (the failure reasons GitLab advertises).
 
 use crate::artifacts::DependencySource;
+use crate::entities;
 use crate::jobs::JobSpec;
 use crate::state::{Job, Runner};
-use runwright_client::types::{
-    GitInfo, GitlabFeatures, JobInfo, JobResponse, JobVariable, RunnerInfo, Step,
-};
+use runwright_client::types::{GitInfo, JobInfo, JobVariable, RunnerInfo, Step};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -291,99 +290,131 @@ fn steps(spec: &JobSpec) -> Vec<Step> {
     steps
 }
 
-/// The payload as GitLab's entity would serialize it.
-// `..Default::default()` keeps this compiling while `runwright-client` grows its wire types.
-#[allow(clippy::needless_update)]
+/// The payload as GitLab's entities serialize it (response.rb and the entities in `entities.rs`), `null`s
+/// included.
 pub(crate) fn build(job: &Job, ctx: &PayloadContext<'_>) -> Value {
     let spec = &job.spec;
     let rec = &job.record;
     let repo = repo_url(ctx.host_port, &spec.project.full_path, &rec.token);
-    let response = JobResponse {
+    let info = JobInfo {
         id: rec.id,
-        token: rec.token.clone(),
-        allow_git_fetch: spec.allow_git_fetch,
-        job_info: JobInfo {
-            id: rec.id,
-            name: spec.name.clone(),
-            stage: spec.stage.clone(),
-            pipeline_id: rec.pipeline_id,
-            project_id: spec.project.id,
-            project_name: spec.project.name().to_string(),
-            project_full_path: spec.project.full_path.clone(),
-            time_in_queue_seconds: Some(job.queued_at.elapsed().as_secs_f64()),
-            ..JobInfo::default()
-        },
-        git_info: GitInfo {
-            repo_url: repo.clone(),
-            ref_name: spec
-                .merge_request_iid
-                .map_or_else(|| spec.git_ref.clone(), merge_request_ref),
-            sha: spec.sha.clone(),
-            before_sha: spec.before_sha.clone(),
-            ref_type: if spec.tag { "tag" } else { "branch" }.to_string(),
-            refspecs: refspecs(spec, rec.pipeline_id),
-            depth: git_depth(spec),
-            repo_object_format: "sha1".to_string(),
-            protected: Some(spec.protected),
-            ..GitInfo::default()
-        },
-        runner_info: RunnerInfo {
-            timeout: spec.timeout,
-            ..RunnerInfo::default()
-        },
-        variables: variables(job, ctx, &repo),
-        steps: steps(spec),
-        hooks: spec.hooks.clone(),
-        image: spec.image.clone(),
-        services: spec.services.clone(),
-        artifacts: spec.artifacts.clone(),
-        cache: spec.cache.clone(),
-        credentials: spec.credentials.clone(),
-        dependencies: spec.dependencies.clone(),
-        features: GitlabFeatures {
-            trace_sections: true,
-            failure_reasons: GITLAB_FAILURE_REASONS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            ..GitlabFeatures::default()
-        },
-        ..JobResponse::default()
+        name: spec.name.clone(),
+        stage: spec.stage.clone(),
+        pipeline_id: rec.pipeline_id,
+        project_id: spec.project.id,
+        project_name: spec.project.name().to_string(),
+        project_full_path: spec.project.full_path.clone(),
+        namespace_id: Some(1),
+        root_namespace_id: Some(1),
+        organization_id: Some(1),
+        instance_id: String::new(),
+        instance_uuid: String::new(),
+        user_id: Some(1),
+        scoped_user_id: None,
+        time_in_queue_seconds: Some(job.queued_at.elapsed().as_secs_f64()),
+        project_jobs_running_on_instance_runners_count: "+Inf".to_string(),
+        queue_size: Some(0),
+        queue_depth: Some(0),
     };
-    let mut value = serde_json::to_value(&response).unwrap_or_else(|_| json!({}));
-    if let Some(obj) = value.as_object_mut() {
-        // Built as JSON rather than wire types: GitLab leaves `artifacts_file` out (not `null`) when the
-        // dependency has no artifacts.
-        let extra = crate::artifacts::dependency_entries(
-            &spec.artifact_dependencies,
-            ctx.artifact_sources,
-            &rec.token,
+    let git = GitInfo {
+        repo_url: repo.clone(),
+        ref_name: spec
+            .merge_request_iid
+            .map_or_else(|| spec.git_ref.clone(), merge_request_ref),
+        sha: spec.sha.clone(),
+        before_sha: spec.before_sha.clone(),
+        ref_type: if spec.tag { "tag" } else { "branch" }.to_string(),
+        refspecs: refspecs(spec, rec.pipeline_id),
+        depth: git_depth(spec),
+        repo_object_format: spec.repo_object_format.clone(),
+        protected: Some(spec.protected),
+    };
+    // `metadata_timeout`: unset while a job handed out under two-phase commit waits for its acknowledgement.
+    let timeout = (!spec.null_timeouts).then_some(spec.timeout);
+    let variables: Vec<Value> = variables(job, ctx, &repo)
+        .iter()
+        .map(|v| {
+            // build.rb: `CI_JOB_STARTED_AT` is `started_at&.iso8601`, `nil` until the job runs — and a job
+            // handed out under two-phase commit has not started.
+            let value =
+                (v.key != "CI_JOB_STARTED_AT" || !v.value.is_empty()).then_some(v.value.as_str());
+            entities::variable(v, value)
+        })
+        .collect();
+    let mut dependencies: Vec<Value> = spec.dependencies.iter().map(entities::dependency).collect();
+    dependencies.extend(crate::artifacts::dependency_entries(
+        &spec.artifact_dependencies,
+        ctx.artifact_sources,
+        &rec.token,
+    ));
+    let mut response = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        response.insert(k.to_string(), v);
+    };
+    put("id", json!(rec.id));
+    put("token", json!(rec.token));
+    put("allow_git_fetch", json!(spec.allow_git_fetch));
+    put("job_info", entities::job_info(&info));
+    put("git_info", entities::git_info(&git));
+    put(
+        "runner_info",
+        entities::runner_info(&RunnerInfo::default(), timeout),
+    );
+    put("variables", Value::Array(variables));
+    // response.rb: `expose :steps … unless: run_steps.present?`, `expose :run, if: run_steps.present?`.
+    if spec.run.is_none() {
+        put(
+            "steps",
+            Value::Array(
+                steps(spec)
+                    .iter()
+                    .map(|s| entities::step(s, timeout))
+                    .collect(),
+            ),
         );
-        if !extra.is_empty() {
-            match obj.get_mut("dependencies") {
-                Some(Value::Array(deps)) => deps.extend(extra),
-                _ => {
-                    obj.insert("dependencies".into(), Value::Array(extra));
-                }
-            }
-        }
-        // Grape exposes a missing image as `null`.
-        obj.entry("image").or_insert(Value::Null);
-        if let Some(info) = obj.get_mut("job_info").and_then(Value::as_object_mut) {
-            // job_info.rb fields the wire type does not model.
-            info.insert("namespace_id".into(), json!(1));
-            info.insert("root_namespace_id".into(), json!(1));
-            info.insert("organization_id".into(), json!(1));
-            info.insert("user_id".into(), json!(1));
-            info.insert("scoped_user_id".into(), Value::Null);
-            info.insert(
-                "project_jobs_running_on_instance_runners_count".into(),
-                json!("+Inf"),
-            );
-            info.insert("queue_size".into(), json!(0));
-            info.insert("queue_depth".into(), json!(0));
-        }
     }
+    put(
+        "hooks",
+        Value::Array(spec.hooks.iter().map(entities::hook).collect()),
+    );
+    put(
+        "image",
+        spec.image.as_ref().map_or(Value::Null, entities::image),
+    );
+    put(
+        "services",
+        Value::Array(spec.services.iter().map(entities::service).collect()),
+    );
+    // presenter `artifacts`: `nil` when the job has no `artifacts:`.
+    put(
+        "artifacts",
+        if spec.artifacts.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(spec.artifacts.iter().map(entities::artifact).collect())
+        },
+    );
+    put(
+        "cache",
+        Value::Array(spec.cache.iter().map(entities::cache).collect()),
+    );
+    put(
+        "credentials",
+        Value::Array(spec.credentials.iter().map(entities::credentials).collect()),
+    );
+    put(
+        "features",
+        json!({"trace_sections": true, "failure_reasons": GITLAB_FAILURE_REASONS}),
+    );
+    put("dependencies", Value::Array(dependencies));
+    if let Some(run) = &spec.run {
+        // `execution_config.run_steps.to_json`: the steps as a JSON string.
+        put(
+            "run",
+            json!(serde_json::to_string(run).unwrap_or_else(|_| "[]".to_string())),
+        );
+    }
+    let mut value = Value::Object(response);
     if let Some(patch) = &spec.payload_merge {
         merge_patch(&mut value, patch);
     }

@@ -352,6 +352,91 @@ async fn payload_is_shaped_like_gitlab() {
     c.shutdown().await;
 }
 
+/// Every attribute GitLab's entities expose is present, `null` when unset (issue 16): the runner under test sees
+/// what GitLab sends, not friendlier JSON.
+#[tokio::test]
+async fn payload_has_every_entity_attribute_with_gitlabs_nulls() {
+    let c = start().await;
+    let mut spec = JobSpec::shell("dind", &["docker info"]);
+    spec.image = Some(runwright_client::types::Image {
+        name: "docker:24".into(),
+        ..Default::default()
+    });
+    spec.services = vec![runwright_client::types::Image {
+        name: "docker:24-dind".into(),
+        ..Default::default()
+    }];
+    c.enqueue(spec);
+    let job = take_job(&c, features(true, true)).await;
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&job),
+        [
+            "allow_git_fetch",
+            "artifacts",
+            "cache",
+            "credentials",
+            "dependencies",
+            "features",
+            "git_info",
+            "hooks",
+            "id",
+            "image",
+            "job_info",
+            "runner_info",
+            "services",
+            "steps",
+            "token",
+            "variables"
+        ]
+    );
+    assert_eq!(
+        job["services"][0],
+        json!({"name": "docker:24-dind", "entrypoint": null, "ports": [], "executor_opts": {},
+               "pull_policy": null, "alias": null, "command": null, "variables": null})
+    );
+    assert_eq!(
+        job["image"],
+        json!({"name": "docker:24", "entrypoint": null, "ports": [], "executor_opts": {}, "pull_policy": null})
+    );
+    assert_eq!(
+        job["artifacts"],
+        Value::Null,
+        "presenter: nil without artifacts:"
+    );
+    assert_eq!(job["runner_info"]["runner_session_url"], Value::Null);
+    assert_eq!(job["job_info"]["scoped_user_id"], Value::Null);
+    assert_eq!(job["git_info"]["repo_object_format"], "sha1");
+    assert_eq!(job["git_info"]["protected"], false);
+    // Handed out under two-phase commit, the job has not started: `started_at&.iso8601` is nil.
+    assert_eq!(
+        var(&job, "CI_JOB_STARTED_AT").expect("CI_JOB_STARTED_AT")["value"],
+        Value::Null
+    );
+    // The runner's own decoder reads it.
+    let decoded =
+        runwright_client::decode_job_response(job.to_string().as_bytes()).expect("decodes");
+    assert_eq!(decoded.services[0].alias, "");
+
+    // A CI Steps job: `run` as a JSON string, no `steps`; a pending job's timeouts are null.
+    let mut spec = JobSpec::shell("steps", &[]);
+    spec.run = Some(vec![json!({"name": "hello", "script": "echo hello"})]);
+    spec.null_timeouts = true;
+    c.enqueue(spec);
+    let job = take_job(&c, features(true, true)).await;
+    assert!(job.get("steps").is_none(), "{job}");
+    assert_eq!(
+        job["run"],
+        json!(r#"[{"name":"hello","script":"echo hello"}]"#)
+    );
+    assert_eq!(job["runner_info"]["timeout"], Value::Null);
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn raw_and_merged_payloads() {
     let c = start().await;

@@ -406,6 +406,9 @@ pub struct JobConfig {
     pub after_script: Vec<String>,
     /// `hooks:pre_get_sources_script:`.
     pub pre_get_sources_script: Vec<String>,
+    /// `run:` (CI Steps), the list of steps as written; GitLab hands it to the runner unchanged, which runs it
+    /// through GitLab's step-runner (runwright: `service/job_request.rs`).
+    pub run: Option<Vec<serde_json::Value>>,
     /// The job's `variables:`.
     pub variables: BTreeMap<String, VariableValue>,
     /// Whether (and which) global variables are inherited (`inherit:variables`).
@@ -1001,9 +1004,21 @@ impl JobConfig {
                 ),
             ));
         }
-        if get("run").is_some() {
-            notes.push("`run:` (CI steps) is not supported; its value is ignored".into());
-        }
+        let run = match get("run") {
+            None => None,
+            Some(Value::Sequence(steps))
+                if steps.iter().all(|s| matches!(s, Value::Mapping(_))) =>
+            {
+                Some(steps.iter().map(to_json).collect())
+            }
+            Some(_) => {
+                return Err(err(
+                    src,
+                    &kp("run"),
+                    format!("jobs:{name}:run config should be an array of steps (hashes)"),
+                ))
+            }
+        };
         let script_lines = match get("script") {
             Some(v) => script(v, &kp("script"), src)?,
             None => Vec::new(),
@@ -1295,6 +1310,7 @@ impl JobConfig {
                 None => Vec::new(),
             },
             script: script_lines,
+            run,
             after_script: match get("after_script") {
                 Some(v) => script(v, &kp("after_script"), src)?,
                 None => Vec::new(),

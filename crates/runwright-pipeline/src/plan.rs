@@ -193,6 +193,9 @@ pub struct PlannedJob {
     pub script: Vec<String>,
     /// `after_script`.
     pub after_script: Vec<String>,
+    /// `run:` (CI Steps), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<Vec<serde_json::Value>>,
     /// Every variable of the job, each with its winning source (GitLab's precedence).
     pub variables: BTreeMap<String, VariableValue>,
     /// `when`.
@@ -727,6 +730,7 @@ impl ResolvedConfig {
                 stage: job.stage.clone(),
                 stage_index: self.stage_index(&job.stage).unwrap_or(0),
                 pre_get_sources_script: job.pre_get_sources_script.clone(),
+                run: job.run.clone(),
                 before_script: job.before_script.clone(),
                 script: job.script.clone(),
                 after_script: job.after_script.clone(),

@@ -70,6 +70,7 @@ pub(super) fn spec_for(
         before_script: job.before_script.clone(),
         script: job.script.clone(),
         after_script: job.after_script.clone(),
+        run: job.run.clone(),
         variables,
         timeout: job.timeout.map_or(3600, |t| t as i64),
         project: project.clone(),

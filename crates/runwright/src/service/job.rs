@@ -43,40 +43,6 @@ fn trace_options(runner: &RunnerConfig) -> JobTraceOptions {
     }
 }
 
-/// Options of the job payload that runwright cannot honour fail the job up front (§2.6 step 1).
-fn validate(job: &JobResponse) -> Result<(), String> {
-    let check = |what: &str, opts: &Option<serde_json::Value>| -> Result<(), String> {
-        if let Some(serde_json::Value::Object(map)) = opts {
-            for (executor, v) in map {
-                let allowed: &[&str] = match executor.as_str() {
-                    "docker" => &["platform", "user"],
-                    "kubernetes" => &["user"],
-                    _ => {
-                        return Err(format!(
-                            "{what}: unsupported executor_opts key {executor:?}"
-                        ))
-                    }
-                };
-                if let serde_json::Value::Object(inner) = v {
-                    if let Some(k) = inner.keys().find(|k| !allowed.contains(&k.as_str())) {
-                        return Err(format!(
-                            "{what}: unsupported executor_opts.{executor} key {k:?}"
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    };
-    if let Some(image) = &job.image {
-        check("image", &image.executor_opts)?;
-    }
-    for s in &job.services {
-        check("service", &s.executor_opts)?;
-    }
-    Ok(())
-}
-
 /// GitLab's stage order around the script: restore_cache, download_artifacts; archive_cache,
 /// upload_artifacts (`protocol.md` §7.1).
 fn transfer_steps(
@@ -128,7 +94,7 @@ pub async fn handle(
     executor: Arc<dyn Executor>,
     client: Client,
     info: VersionInfo,
-    job: JobResponse,
+    mut job: JobResponse,
     mut slot: SlotGuard,
 ) {
     let job_id = job.id;
@@ -224,6 +190,11 @@ pub async fn handle(
         &shared.identity.system_id,
         job.job_info.time_in_queue_seconds,
     );
+    let project = if job.job_info.project_full_path.is_empty() {
+        job.job_info.project_id.to_string()
+    } else {
+        job.job_info.project_full_path.clone()
+    };
     let metrics_end = |state: &FinalState| {
         let (status, reason) = crate::journal::status_of(state);
         let stages = rec
@@ -236,11 +207,6 @@ pub async fn handle(
                     .collect()
             })
             .unwrap_or_default();
-        let project = if job.job_info.project_full_path.is_empty() {
-            job.job_info.project_id.to_string()
-        } else {
-            job.job_info.project_full_path.clone()
-        };
         shared.metrics.job_finished(crate::metrics::JobEnd {
             runner: &runner.name,
             system_id: &shared.identity.system_id,
@@ -252,12 +218,30 @@ pub async fn handle(
         });
     };
 
-    if let Err(msg) = validate(&job) {
-        runwright_engine::job::warn(&trace, &msg);
-        let state = finish(false, Some(FailureReason::RunnerSystemFailure), None);
-        metrics_end(&state);
-        report(jt, state, job_id, &trace, rec.as_ref()).await;
-        return;
+    // gitlab-runner checks these before its acknowledgement; under two-phase commit GitLab refuses a failure
+    // before it (update_build_state_service.rb `handle_runner_ack_workflow` answers 400), so runwright checks
+    // right after it and the job fails for certain.
+    match super::job_request::check(&mut job) {
+        Ok(checked) => {
+            if checked.shimmed {
+                trace.write(
+                    b"This job uses `run:` (CI Steps). runwright has no native steps integration: as gitlab-runner \
+                      does on such an executor, it runs `step-runner ci` with the steps in $STEPS, so the job's \
+                      image (or the shell executor's host) must provide GitLab's step-runner.\n",
+                );
+            }
+        }
+        Err(msg) => {
+            trace.write(format!("{msg}\n").as_bytes());
+            let state = finish(
+                false,
+                Some(FailureReason::RunnerSystemFailure),
+                Some(super::job_request::EXIT_CODE_UNSUPPORTED_OPTIONS),
+            );
+            metrics_end(&state);
+            report(jt, state, job_id, &trace, rec.as_ref()).await;
+            return;
+        }
     }
 
     let control = JobControl::new().with_process_mark(process_mark);
@@ -338,22 +322,60 @@ async fn report(
     }
 }
 
-/// A job whose payload did not decode, but whose id and token did: its trace says why, and it fails.
+/// A job GitLab handed out whose payload did not decode, though its id and token did.
+pub struct Unreadable {
+    pub id: i64,
+    pub token: String,
+    /// Name, stage and project as far as the raw payload says them (for the journal).
+    pub identity: runwright_client::MalformedJobIdentity,
+    /// What failed, with the JSON path; never a value.
+    pub error: String,
+}
+
+/// A job whose payload did not decode: its trace says why, it fails (`runner_system_failure`), and the journal
+/// keeps its record, so `history`, `logs` and the dashboard show it with its reason. gitlab-runner drops such a
+/// job silently and GitLab fails it much later as stuck; failing it at once says what happened.
 pub async fn fail_malformed(
+    shared: Arc<Shared>,
     runner: Arc<RunnerConfig>,
     client: Client,
     info: VersionInfo,
-    id: i64,
-    token: String,
-    error: String,
+    unreadable: Unreadable,
     slot: SlotGuard,
 ) {
+    let Unreadable {
+        id,
+        token,
+        identity,
+        error,
+    } = unreadable;
     let job = JobResponse {
         id,
         token: token.clone(),
+        job_info: runwright_client::types::JobInfo {
+            id,
+            name: identity.name,
+            stage: identity.stage,
+            project_full_path: identity.project_full_path,
+            project_id: identity.project_id.unwrap_or_default(),
+            pipeline_id: identity.pipeline_id.unwrap_or_default(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let trace = trace_for(&runner, &job);
+    let journal = shared.journal();
+    let rec = journal.as_ref().and_then(|j| {
+        j.begin(
+            &runner,
+            &shared.identity,
+            &job,
+            &runwright_engine::job::new_process_mark(id),
+        )
+    });
+    if let Some(rec) = &rec {
+        trace.set_sink(Box::new(rec.sink()));
+    }
     let (jt, _remote) = JobTrace::start(
         client.clone(),
         id,
@@ -362,6 +384,9 @@ pub async fn fail_malformed(
         trace.clone(),
         trace_options(&runner),
     );
+    // Acknowledged first: under two-phase commit GitLab answers a `failed` update of a job still waiting for its
+    // acknowledgement with 400 (update_build_state_service.rb `handle_runner_ack_workflow`) and would hand the
+    // job out again, to fail the same way.
     let _ = client
         .update_job(
             id,
@@ -392,8 +417,11 @@ pub async fn fail_malformed(
         },
         id,
         &trace,
-        None,
+        rec.as_ref(),
     )
     .await;
     drop(slot);
+    if let Some(journal) = &journal {
+        journal.enforce_retention();
+    }
 }

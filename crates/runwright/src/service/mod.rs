@@ -8,6 +8,7 @@
 
 mod health;
 mod job;
+mod job_request;
 mod poll;
 mod slots;
 

@@ -150,7 +150,12 @@ async fn poll_loop(
                 }
                 continue;
             }
-            RequestJobOutcome::Malformed { id, token, error } => {
+            RequestJobOutcome::Malformed {
+                id,
+                token,
+                name: identity,
+                error,
+            } => {
                 set_health(true);
                 match (id, token) {
                     (Some(id), Some(token)) => {
@@ -160,12 +165,16 @@ async fn poll_loop(
                             "job payload is malformed: {error}; failing the job"
                         );
                         shared.jobs.spawn(job::fail_malformed(
+                            shared.clone(),
                             runner.clone(),
                             client.clone(),
                             info.clone(),
-                            id,
-                            token,
-                            error,
+                            job::Unreadable {
+                                id,
+                                token,
+                                identity,
+                                error,
+                            },
                             slot,
                         ));
                     }
