@@ -122,6 +122,10 @@ pub struct JobResponse {
     pub dependencies: Vec<Dependency>,
     #[serde(default)]
     pub features: GitlabFeatures,
+    /// Not on the wire: what the client that received the job adds for the job's own TLS connections (runner
+    /// common/spec/spec.go `Job.TLSData`, `json:"-"`).
+    #[serde(skip)]
+    pub tls_data: crate::TlsData,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -412,6 +416,7 @@ impl std::fmt::Debug for JobResponse {
             .field("credentials", &self.credentials)
             .field("dependencies", &self.dependencies)
             .field("features", &self.features)
+            .field("tls_data", &self.tls_data)
             .finish()
     }
 }
