@@ -237,3 +237,61 @@ async fn a_docker_job_gets_the_tls_files_in_its_container_and_its_sources_over_h
     assert!(t.contains("in /builds/grp/app.tmp\n"), "{t}");
     assert_eq!(crate::docker::leftovers(&token, id), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn submodules_on_the_same_server_are_fetched_with_the_client_certificate() {
+    let pki = TestPki::new(&["127.0.0.1"]).expect("pki");
+    let mut h = https_harness(&pki, true).await;
+    let ca = write(&h, "ca.pem", &pki.root_pem);
+    let cert = write(&h, "client.pem", &pki.client_cert_pem);
+    let key = write(&h, "client.key", &pki.client_key_pem);
+    h.single_runner(
+        "",
+        &format!(
+            "  tls-ca-file = \"{}\"\n  tls-cert-file = \"{}\"\n  tls-key-file = \"{}\"",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    h.make_repo("grp/lib", &[("lib.txt", "library over tls\n")]);
+    h.make_repo("grp/app", &[("app.txt", "app\n")]);
+    // Added from the bare repository on disk, then pointed at the URL relative to the job's remote.
+    let app_src = h.path().join("src/grp/app");
+    let lib_url = h
+        .path()
+        .join("git/grp/lib.git")
+        .to_string_lossy()
+        .to_string();
+    h.git(
+        &app_src,
+        &[
+            "-c",
+            "protocol.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &lib_url,
+            "lib",
+        ],
+    );
+    h.git(
+        &app_src,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.lib.url",
+            "../lib.git",
+        ],
+    );
+    let sha = h.commit("grp/app", &[], "add lib");
+    h.start_with(machine_neutral);
+    let mut spec = git_job("submodule", &sha, &["cat lib/lib.txt"])
+        .with_variable("GIT_SUBMODULE_STRATEGY", "normal");
+    spec.project.token_access = vec!["grp/lib".into()];
+    let job = h.final_job(h.coordinator.enqueue(spec)).await;
+    let t = job.trace_text();
+    assert_eq!(job.state, "success", "{t}");
+    assert!(t.contains("library over tls\n"), "{t}");
+}
