@@ -8,7 +8,7 @@
 //! Reference: `protocol.md` §0, §2, §3, §4.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +20,7 @@ use url::Url;
 use crate::error::ClientError;
 use crate::redact;
 use crate::retry::{self, Backoff};
+use crate::tls::{ClientTls, TlsData, TlsFiles};
 use crate::types::{FeaturesInfo, JobRequest, JobResponse, UpdateJobRequest, VersionInfo};
 
 /// Dial timeout (runner network/client.go `dialer`). reqwest applies it to TCP connect and TLS handshake
@@ -51,6 +52,9 @@ pub struct ClientOptions {
     pub tls_cert_file: Option<PathBuf>,
     /// `tls-key-file`: client key (PEM), used when `tls_cert_file` is set too.
     pub tls_key_file: Option<PathBuf>,
+    /// Where `<host>.crt`, `<host>.auth.crt` and `<host>.auth.key` stand in for unset `tls-*` files (runner
+    /// network/client.go `findCertificate`; GitLab's runner uses `<config dir>/certs`). `None`: not looked up.
+    pub certs_dir: Option<PathBuf>,
     /// `User-Agent` of every request, `gitlab-runner <version> (<branch>; <go version>; <os>/<arch>)` style.
     pub user_agent: String,
     /// How long to wait for an answer that makes no progress (API read timeout and artifact transfer idle
@@ -77,6 +81,8 @@ struct Inner {
     fast_retries: bool,
     /// Read timeout of API calls and idle limit of artifact transfers.
     idle_timeout: Duration,
+    /// Trust roots, client certificate, and what jobs get of them.
+    tls: ClientTls,
 }
 
 impl fmt::Debug for Client {
@@ -311,58 +317,32 @@ impl Client {
     /// Builds a client for `opts.url` (runner network/client.go `newClient`, `fixCIURL`, `createTransport`).
     pub fn new(opts: ClientOptions) -> Result<Client, ClientError> {
         let base = base_url(&opts.url)?;
+        let tls = ClientTls::new(TlsFiles::resolve(
+            opts.tls_ca_file.as_deref(),
+            opts.tls_cert_file.as_deref(),
+            opts.tls_key_file.as_deref(),
+            opts.certs_dir.as_deref(),
+            &base,
+        ))?;
+        Self::with_tls(opts, tls)
+    }
+
+    /// [`Client::new`] with the TLS side already set up (its `tls_*` options are not read again).
+    pub(crate) fn with_tls(opts: ClientOptions, tls: ClientTls) -> Result<Client, ClientError> {
+        let base = base_url(&opts.url)?;
         let shown = redact::url(&base);
 
-        let mut extra_certs = None;
-        if let Some(path) = &opts.tls_ca_file {
-            let pem = read_file("tls-ca-file", path)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientError::InvalidTlsFile {
-                    what: "tls-ca-file",
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            if certs.is_empty() {
-                return Err(ClientError::InvalidTlsFile {
-                    what: "tls-ca-file",
-                    path: path.clone(),
-                    reason: "no PEM certificate found".into(),
-                });
-            }
-            extra_certs = Some(certs);
-        }
-
-        // Client identity only when both halves are configured (runner network/client.go `addTLSAuth`).
-        let mut identity = None;
-        if let (Some(cert_path), Some(key_path)) = (&opts.tls_cert_file, &opts.tls_key_file) {
-            let mut pem = read_file("tls-cert-file", cert_path)?;
-            pem.push(b'\n');
-            pem.extend_from_slice(&read_file("tls-key-file", key_path)?);
-            identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
-                ClientError::InvalidTlsFile {
-                    what: "tls-cert-file/tls-key-file pair",
-                    path: cert_path.clone(),
-                    reason: e.to_string(),
-                }
-            })?);
-        }
-
         // Settings both HTTP clients share: the same TLS set-up and connection behaviour.
-        let configure = |mut builder: reqwest::ClientBuilder| {
-            builder = builder
+        let configure = |builder: reqwest::ClientBuilder| {
+            builder
                 .connect_timeout(CONNECT_TIMEOUT)
                 .pool_idle_timeout(Duration::from_secs(90))
                 // Go's net/http writes canonical header names (`Job-Token`, `X-Request-Id`); so do we.
                 .http1_title_case_headers()
-                .tls_version_min(reqwest::tls::Version::TLS_1_2);
-            if let Some(certs) = &extra_certs {
-                builder = builder.tls_certs_merge(certs.iter().cloned());
-            }
-            if let Some(identity) = &identity {
-                builder = builder.identity(identity.clone());
-            }
-            builder
+                // Our own rustls configuration (tls.rs): it records the chain each server was verified through,
+                // which jobs get. It must be rustls 0.23, the version reqwest is built with; another is refused
+                // when the client is built ("Unknown TLS backend"), so any test making a client catches it.
+                .tls_backend_preconfigured(tls.config.clone())
         };
 
         let user_agent =
@@ -405,6 +385,7 @@ impl Client {
                 last_update: Mutex::new(None),
                 fast_retries: crate::env::fast_retries(),
                 idle_timeout,
+                tls,
             }),
         })
     }
@@ -412,6 +393,12 @@ impl Client {
     /// The API base (`…/api/v4/`) without userinfo or query, for logs and messages.
     pub fn base_url_redacted(&self) -> String {
         redact::url(&self.inner.base)
+    }
+
+    /// What a job from this GitLab gets for its own TLS connections (`CI_SERVER_TLS_*`): the CA file's content
+    /// or the chain the server was last verified through, and the client certificate and key as on disk now.
+    pub fn tls_data(&self) -> TlsData {
+        self.inner.tls.job_data(&self.inner.base)
     }
 
     /// Whether `RUNWRIGHT_FAST_RETRIES=1` was set when this client was built.
@@ -469,7 +456,15 @@ impl Client {
         };
 
         match answer.status.as_u16() {
-            201 => decode_job(&prepared, &answer),
+            // The job carries what it needs to reach GitLab over TLS itself, as of this answer (runner
+            // network/gitlab.go `RequestJob`: `getResponseTLSData` on the job's response).
+            201 => match decode_job(&prepared, &answer) {
+                RequestJobOutcome::Job(mut job) => {
+                    job.tls_data = self.tls_data();
+                    RequestJobOutcome::Job(job)
+                }
+                other => other,
+            },
             204 => {
                 tracing::debug!("Checking for jobs... nothing");
                 RequestJobOutcome::NoJob
@@ -916,14 +911,6 @@ fn base_url(configured: &str) -> Result<Url, ClientError> {
         });
     }
     Ok(url)
-}
-
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::ReadFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })
 }
 
 pub(crate) fn insert_secret_header(

@@ -50,6 +50,12 @@ pub const PROXY_VARIABLES: &[&str] = &[
     "no_proxy",
 ];
 
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR` name the system's trusted CA certificates, read by
+/// `rustls-native-certs` when a [`crate::Client`] is built (tls.rs), as Go's `x509.SystemCertPool` reads them
+/// for GitLab's runner. Unset: the distribution's bundle. `tls-ca-file` adds to them. Listed for completeness;
+/// runwright code does not read them itself.
+pub const CA_STORE_VARIABLES: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR"];
+
 /// Whether [`RUNWRIGHT_FAST_RETRIES`] is switched on in the current environment.
 pub fn fast_retries() -> bool {
     std::env::var_os(RUNWRIGHT_FAST_RETRIES).is_some_and(|v| v == "1")

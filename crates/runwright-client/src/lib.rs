@@ -15,6 +15,9 @@ mod job_trace;
 mod redact;
 mod retry;
 pub mod runners;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod tls;
 pub mod types;
 
 pub use artifacts::{ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest};
@@ -29,4 +32,5 @@ pub use job_trace::{
     DEFAULT_FORCE_SEND_INTERVAL, DEFAULT_MAX_PATCH, DEFAULT_UPDATE_INTERVAL, MAX_UPDATE_INTERVAL,
 };
 pub use runners::{ApiError, RegisterRequest, RunnerToken};
+pub use tls::TlsData;
 pub use types::JobState;

@@ -128,6 +128,10 @@ pub struct JobResponse {
     /// `Run.UnmarshalJSON`).
     #[serde(skip_serializing_if = "RunSteps::is_empty")]
     pub run: RunSteps,
+    /// Not on the wire: what the client that received the job adds for the job's own TLS connections (runner
+    /// common/spec/spec.go `Job.TLSData`, `json:"-"`).
+    #[serde(skip)]
+    pub tls_data: crate::TlsData,
 }
 
 /// `null` as the zero value, as Go's `encoding/json` leaves it (for fields decoded outside
@@ -501,6 +505,7 @@ impl std::fmt::Debug for JobResponse {
             .field("dependencies", &self.dependencies)
             .field("features", &self.features)
             .field("run", &self.run)
+            .field("tls_data", &self.tls_data)
             .finish()
     }
 }

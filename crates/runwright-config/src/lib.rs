@@ -30,7 +30,7 @@ mod token;
 
 pub use duration::{format_go_duration, parse_go_duration, DurationError};
 pub use error::{ConfigError, ConfigWarning};
-pub use load::{default_config_path, load, parse, LoadedConfig};
+pub use load::{default_certs_dir, default_config_path, load, parse, LoadedConfig};
 pub use model::{
     parse_cpus, parse_ram_in_bytes, ArtifactConfig, CacheAzureConfig, CacheConfig, CacheGcsConfig,
     CacheS3Config, CacheType, Config, CustomBuildDir, CustomConfig, DashboardConfig, DockerConfig,

@@ -580,14 +580,24 @@ fn humanize(message: &str) -> String {
 /// `getDefaultConfigDirectory`): `/etc/gitlab-runner/config.toml` as root, else
 /// `~/.gitlab-runner/config.toml`, else `./config.toml` in the current directory.
 pub fn default_config_path() -> PathBuf {
-    let dir = if is_root() {
+    default_config_dir().join("config.toml")
+}
+
+/// Where GitLab's runner looks for `<host>.crt`, `<host>.auth.crt` and `<host>.auth.key` for a GitLab URL
+/// whose `tls-*` files are unset: `certs/` in the default config directory, whatever `--config` says
+/// (runner commands/config.go `GetDefaultCertificateDirectory`).
+pub fn default_certs_dir() -> PathBuf {
+    default_config_dir().join("certs")
+}
+
+fn default_config_dir() -> PathBuf {
+    if is_root() {
         PathBuf::from("/etc/gitlab-runner")
     } else if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         PathBuf::from(home).join(".gitlab-runner")
     } else {
         std::env::current_dir().unwrap_or_default()
-    };
-    dir.join("config.toml")
+    }
 }
 
 /// Whether the real user is root, as Go's `os.Getuid() == 0` in runner commands/config_unix.go.

@@ -40,6 +40,9 @@ pub struct CoordinatorOptions {
     /// `<url>/object-storage/<id>`, as GitLab does with object storage and direct downloads on. Default off
     /// (the archive is served by the API itself).
     pub object_storage_redirect: bool,
+    /// Serve HTTPS with this identity (`url()` is then `https://…`, and so are the repositories' URLs in
+    /// payloads). `None`: plain HTTP.
+    pub tls: Option<crate::CoordinatorTls>,
 }
 
 impl Default for CoordinatorOptions {
@@ -52,6 +55,7 @@ impl Default for CoordinatorOptions {
             trace_size_limit_mb: None,
             max_artifact_size: None,
             object_storage_redirect: false,
+            tls: None,
         }
     }
 }
@@ -122,12 +126,15 @@ impl Coordinator {
             addr.set_ip(Ipv4Addr::LOCALHOST.into());
         }
         let host_port = addr.to_string();
-        let base_url = format!("http://{host_port}/");
+        let acceptor = opts.tls.as_ref().map(|t| t.acceptor()).transpose()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{host_port}/");
         let store = Arc::new(ArtifactStore::new()?);
         let shared = Arc::new(Shared::new(opts, base_url, host_port));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::serve(
             listener,
+            acceptor,
             shared.clone(),
             store.clone(),
             shutdown.clone(),
@@ -142,7 +149,8 @@ impl Coordinator {
         })
     }
 
-    /// Base URL, `http://127.0.0.1:PORT/` (what goes into a runner's `url`).
+    /// Base URL, `http://127.0.0.1:PORT/` (`https://` with [`CoordinatorOptions::tls`]; what goes into a
+    /// runner's `url`).
     pub fn url(&self) -> String {
         self.shared.base_url.clone()
     }

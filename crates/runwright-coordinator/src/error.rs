@@ -27,6 +27,9 @@ pub enum CoordinatorError {
     /// A `git` command (fixtures, persistent refs) failed.
     #[error("`{command}` failed: {stderr}")]
     Git { command: String, stderr: String },
+    /// The TLS identity given to [`crate::CoordinatorOptions::tls`] is unusable.
+    #[error("coordinator TLS: {0}")]
+    Tls(String),
     /// A file-system operation failed.
     #[error("{action} {path}")]
     Io {

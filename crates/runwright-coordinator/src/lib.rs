@@ -7,6 +7,7 @@
 //! * [`FaultPlan`] — scripted or random faults per endpoint (5xx, 429, connection resets, stalls, trace range
 //!   mismatches, `202` on final updates);
 //! * git smart HTTP through `git http-backend` with job-token basic auth;
+//! * HTTPS with a certificate of the caller's, optionally demanding a client certificate ([`CoordinatorTls`]);
 //! * job artifacts: streamed uploads, downloads with an optional object-storage redirect, payload
 //!   `dependencies` ([`StoredArtifact`], [`JobSpec::artifact_dependencies`]);
 //! * [`fixtures`] (feature `fixtures`, on by default) — bare repositories made with the `git` CLI.
@@ -40,6 +41,7 @@ mod payload;
 mod registration;
 mod server;
 mod state;
+mod tls;
 
 pub use artifacts::StoredArtifact;
 pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
@@ -51,3 +53,4 @@ pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
 /// The wire types this crate speaks (re-exported from `runwright-client`).
 pub use runwright_client::types;
 pub use server::content_range_start;
+pub use tls::CoordinatorTls;

@@ -110,8 +110,18 @@ pub(crate) fn slugify(s: &str) -> String {
 }
 
 /// The clone URL with job token credentials (gitlab app/models/ci/build.rb `repo_url`).
-pub(crate) fn repo_url(base_host: &str, full_path: &str, token: &str) -> String {
-    format!("http://gitlab-ci-token:{token}@{base_host}/{full_path}.git")
+pub(crate) fn repo_url(base_url: &str, base_host: &str, full_path: &str, token: &str) -> String {
+    let scheme = protocol(base_url);
+    format!("{scheme}://gitlab-ci-token:{token}@{base_host}/{full_path}.git")
+}
+
+/// `http` or `https`, as the coordinator serves (`CI_SERVER_PROTOCOL`).
+fn protocol(base_url: &str) -> &'static str {
+    if base_url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// `git_depth`: the `GIT_DEPTH` variable if set (last one wins), else the project default
@@ -160,10 +170,12 @@ fn variables(job: &Job, ctx: &PayloadContext<'_>, repo: &str) -> Vec<JobVariable
     let project = &spec.project;
     let base = ctx.base_url.trim_end_matches('/');
     let project_url = format!("{base}/{}", project.full_path);
+    let scheme = protocol(ctx.base_url);
+    let default_port = if scheme == "https" { "443" } else { "80" };
     let (host, port) = ctx
         .host_port
         .rsplit_once(':')
-        .unwrap_or((ctx.host_port, "80"));
+        .unwrap_or((ctx.host_port, default_port));
     let mut v = vec![
         var("CI_PIPELINE_ID", rec.pipeline_id.to_string()),
         var(
@@ -189,7 +201,7 @@ fn variables(job: &Job, ctx: &PayloadContext<'_>, repo: &str) -> Vec<JobVariable
         var("CI_SERVER_URL", base),
         var("CI_SERVER_HOST", host),
         var("CI_SERVER_PORT", port),
-        var("CI_SERVER_PROTOCOL", "http"),
+        var("CI_SERVER_PROTOCOL", scheme),
         var("CI_SERVER_NAME", "GitLab"),
         var("CI_SERVER_VERSION", SERVER_VERSION),
         var("GITLAB_FEATURES", ""),
@@ -295,7 +307,12 @@ fn steps(spec: &JobSpec) -> Vec<Step> {
 pub(crate) fn build(job: &Job, ctx: &PayloadContext<'_>) -> Value {
     let spec = &job.spec;
     let rec = &job.record;
-    let repo = repo_url(ctx.host_port, &spec.project.full_path, &rec.token);
+    let repo = repo_url(
+        ctx.base_url,
+        ctx.host_port,
+        &spec.project.full_path,
+        &rec.token,
+    );
     let info = JobInfo {
         id: rec.id,
         name: spec.name.clone(),

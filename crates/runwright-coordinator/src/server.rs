@@ -48,9 +48,11 @@ pub(crate) struct HandlerFault(pub(crate) Option<Drawn>);
 #[derive(Clone)]
 struct AppliedFault(Fault);
 
-/// Accept connections until `shutdown`; each connection can be killed on its own.
+/// Accept connections until `shutdown`; each connection can be killed on its own. With `tls`, each is a TLS
+/// connection first (a failed handshake only ends that connection).
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     store: Arc<ArtifactStore>,
     shutdown: CancellationToken,
@@ -79,25 +81,45 @@ pub(crate) async fn serve(
         };
         let kill = shutdown.child_token();
         let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn_kill = ConnKill(kill.clone());
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(conn_kill.clone());
-                    router.clone().oneshot(req.map(Body::new))
-                },
-            );
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                res = conn => {
-                    if let Err(err) = res {
-                        tracing::debug!(%err, "connection ended with an error");
+            match tls {
+                None => serve_connection(stream, router, kill).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        h = acceptor.accept(stream) => h,
+                        _ = kill.cancelled() => return,
+                    };
+                    match handshake {
+                        Ok(stream) => serve_connection(stream, router, kill).await,
+                        Err(err) => tracing::debug!(%err, "TLS handshake failed"),
                     }
                 }
-                _ = kill.cancelled() => {}
             }
         });
+    }
+}
+
+/// HTTP/1.1 on one accepted connection until it ends or `kill` fires.
+async fn serve_connection<IO>(io: IO, router: Router, kill: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_kill = ConnKill(kill.clone());
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(conn_kill.clone());
+            router.clone().oneshot(req.map(Body::new))
+        });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        res = conn => {
+            if let Err(err) = res {
+                tracing::debug!(%err, "connection ended with an error");
+            }
+        }
+        _ = kill.cancelled() => {}
     }
 }
 

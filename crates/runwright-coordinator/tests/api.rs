@@ -1085,6 +1085,9 @@ fn git(args: &[&str], dir: &std::path::Path) -> std::process::Output {
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // Would override `http.sslCAInfo` (some machines set it for every program).
+        .env_remove("GIT_SSL_CAINFO")
+        .env_remove("GIT_SSL_CAPATH")
         .output()
         .expect("git runs")
 }
@@ -1267,5 +1270,112 @@ async fn git_faults_apply() {
         .await
         .expect("sent");
     assert_eq!(resp.status(), StatusCode::OK);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_serves_the_api_and_git_and_can_demand_a_client_certificate() {
+    let pki = runwright_client::testing::TestPki::new(&["127.0.0.1"]).expect("pki");
+    let root = tempfile::tempdir().expect("tempdir");
+    let files = tempfile::tempdir().expect("tempdir");
+    fixtures::create_repo(root.path(), "grp/app.git", &[("README.md", "over tls\n")])
+        .expect("repo");
+    let write = |name: &str, text: &str| {
+        let p = files.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &pki.root_pem),
+        write("client.pem", &pki.client_cert_pem),
+        write("client.key", &pki.client_key_pem),
+    );
+    let c = start_with(CoordinatorOptions {
+        git_root: Some(root.path().to_path_buf()),
+        tls: Some(runwright_coordinator::CoordinatorTls {
+            cert_chain_pem: pki.server_chain_pem(),
+            key_pem: pki.server_key_pem.clone(),
+            client_ca_pem: Some(pki.root_pem.clone()),
+        }),
+        ..CoordinatorOptions::default()
+    })
+    .await;
+    assert!(c.url().starts_with("https://127.0.0.1:"), "{}", c.url());
+    c.enqueue(JobSpec::shell("tls", &["true"]));
+
+    let root_cert = reqwest::Certificate::from_pem(pki.root_pem.as_bytes()).expect("root");
+    let https = |identity: Option<reqwest::Identity>| {
+        let mut b = Client::builder()
+            .tls_certs_only([root_cert.clone()])
+            .pool_max_idle_per_host(0);
+        if let Some(id) = identity {
+            b = b.identity(id);
+        }
+        b.build().expect("client")
+    };
+    let body = request_body(RUNNER, None, features(false, false));
+    let url = format!("{}api/v4/jobs/request", c.url());
+    assert!(
+        https(None).post(&url).json(&body).send().await.is_err(),
+        "no client certificate, no answer"
+    );
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{}", pki.client_cert_pem, pki.client_key_pem).as_bytes(),
+    )
+    .expect("identity");
+    let resp = https(Some(identity))
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request over mTLS");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let job: Value = resp.json().await.expect("job");
+    let repo_url = job["git_info"]["repo_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(
+        repo_url.starts_with("https://gitlab-ci-token:"),
+        "{repo_url}"
+    );
+    let protocol = job["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["key"] == "CI_SERVER_PROTOCOL")
+        .map(|v| v["value"].clone());
+    assert_eq!(protocol, Some(json!("https")));
+
+    // git over the same HTTPS, with the client certificate as git is given it.
+    let dir = files.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        git(
+            &[
+                "-c",
+                &format!("http.sslCAInfo={}", ca.display()),
+                "-c",
+                &format!("http.sslCert={}", cert.display()),
+                "-c",
+                &format!("http.sslKey={}", key.display()),
+                "clone",
+                "--quiet",
+                &repo_url,
+                "app",
+            ],
+            &dir,
+        )
+    })
+    .await
+    .expect("joined");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.path().join("app/README.md")).expect("cloned"),
+        "over tls\n"
+    );
     c.shutdown().await;
 }

@@ -9,6 +9,7 @@ mod plan;
 pub mod script;
 pub mod sources;
 pub mod steps;
+mod tls;
 pub mod variables;
 
 pub use control::{AbortReason, JobControl};

@@ -78,6 +78,7 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
     vars.set("CI_SERVER", "yes");
     vars.set("CI_JOB_STATUS", "running");
     vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
+    vars.extend(crate::tls::variables(job));
     vars.extend(job.variables.iter().cloned());
     if exec.shared_environment() {
         vars.set("CI_SHARED_ENVIRONMENT", "true");

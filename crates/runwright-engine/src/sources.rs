@@ -152,6 +152,7 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
     ));
     w.end_if();
     w.cd(dir);
+    crate::tls::write_git_ssl_config(w, job, s);
     w.line(&format!(
         "git remote set-url origin {url} 2>/dev/null || git remote add origin {url}",
         url = crate::script::shell_escape(&s.remote_url)
@@ -223,6 +224,7 @@ pub fn write_sources(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSetting
                 ),
                 None => "git".to_string(),
             };
+            let git = format!("{git}{}", crate::tls::submodule_config_args(job, s));
             w.line(&format!("{git} submodule init {paths}"));
             w.line(&format!("{git} submodule sync{rec} {paths}"));
             let depth = match s.submodule_depth {

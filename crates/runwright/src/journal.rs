@@ -330,6 +330,7 @@ async fn recover_one(entry: &JobEntry, info: &VersionInfo, config: &Config) -> a
         tls_ca_file: meta.tls.ca_file.clone(),
         tls_cert_file: meta.tls.cert_file.clone(),
         tls_key_file: meta.tls.key_file.clone(),
+        certs_dir: Some(runwright_config::default_certs_dir()),
         user_agent: crate::identity::user_agent(),
         idle_timeout: None,
     })

@@ -628,7 +628,7 @@ async fn custom_ca_and_client_identity_are_accepted() {
         tls_cert_file: Some(cert.clone()),
         tls_key_file: Some(key.clone()),
         user_agent: USER_AGENT.into(),
-        idle_timeout: None,
+        ..Default::default()
     });
     assert!(client.is_ok(), "{:?}", client.err());
 

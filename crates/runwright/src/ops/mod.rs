@@ -34,6 +34,7 @@ pub fn client(url: &str, runner: Option<&RunnerConfig>) -> anyhow::Result<Client
         tls_ca_file: runner.and_then(|r| r.tls_ca_file.clone()),
         tls_cert_file: runner.and_then(|r| r.tls_cert_file.clone()),
         tls_key_file: runner.and_then(|r| r.tls_key_file.clone()),
+        certs_dir: Some(runwright_config::default_certs_dir()),
         user_agent: crate::identity::user_agent(),
         idle_timeout: None,
     })

@@ -29,6 +29,8 @@ fn trace_for(runner: &RunnerConfig, job: &JobResponse) -> TraceBuffer {
     if !job.token.is_empty() {
         masked.push(job.token.clone());
     }
+    // The client key the job gets as CI_SERVER_TLS_KEY_FILE (not masked by GitLab's runner; see TlsData).
+    masked.extend(job.tls_data.secret_phrases());
     TraceBuffer::new(TraceOptions {
         output_limit: runner.output_limit_bytes(),
         masked,

@@ -22,6 +22,7 @@ pub fn start(
         tls_ca_file: runner.tls_ca_file.clone(),
         tls_cert_file: runner.tls_cert_file.clone(),
         tls_key_file: runner.tls_key_file.clone(),
+        certs_dir: Some(runwright_config::default_certs_dir()),
         user_agent: crate::identity::user_agent(),
         idle_timeout: None,
     })

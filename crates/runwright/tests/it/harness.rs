@@ -118,9 +118,15 @@ impl Harness {
 
     /// Starts `runwright run`; its stderr goes to `service.log` in the temp dir.
     pub fn start(&mut self) {
+        self.start_with(|_| {});
+    }
+
+    /// [`Harness::start`] with `f` adjusting the command first (environment).
+    pub fn start_with(&mut self, f: impl FnOnce(&mut Command)) {
         let log = std::fs::File::create(self.dir.path().join("service.log")).expect("log file");
-        let child = self
-            .command()
+        let mut cmd = self.command();
+        f(&mut cmd);
+        let child = cmd
             .args(["run", "-c"])
             .arg(&self.config_path)
             .arg("-d")

@@ -23,5 +23,6 @@ mod secrets;
 mod signals;
 mod soak;
 mod sources;
+mod tls;
 mod trace;
 mod transfer;
