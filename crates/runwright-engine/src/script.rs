@@ -179,19 +179,27 @@ impl ScriptWriter {
         }
     }
 
-    /// The complete script: the body runs under `eval` with `errexit` and `pipefail`, stdin empty
+    /// The complete script: the body runs under `eval` in a subshell with `errexit` and `pipefail`, stdin empty
     /// (runner shells/bash.go `Finish`). `trace` turns on `xtrace` (`CI_DEBUG_TRACE`).
     pub fn finish(&self, shell: &str, trace: bool) -> String {
         let mut s = String::with_capacity(self.body.len() * 2 + 200);
         s.push_str(&format!("#!/usr/bin/env {shell}\n\n"));
-        s.push_str("trap exit 1 TERM\n\n");
+        // `trap 'exit 1' TERM` (runner `bashExitOnScriptTerminationSignal`): quoted, or bash reads `exit` as the
+        // action and `1` as SIGHUP.
+        s.push_str("trap 'exit 1' TERM\n\n");
         if trace {
             s.push_str("set -o xtrace\n");
         }
         // GitLab probes with `set -o | grep pipefail`; a subshell probe does the same without starting grep.
         s.push_str("if (set -o pipefail) 2>/dev/null; then set -o pipefail; fi; set -o errexit\n");
         s.push_str("set +o noclobber\n");
-        s.push_str(&format!(": | eval {}\n", single_quote(&self.body)));
+        // gitlab-runner 19.4's default (shells/bash.go `Finish`, FF_USE_LEGACY_BASH_EVAL off): the body in a
+        // subshell that re-installs the TERM trap, stdin closed. Unlike the legacy `: | eval …` pipeline it keeps a
+        // failing command's exit code (127 for a missing command, where the pipeline form gave 1).
+        s.push_str(&format!(
+            "(trap 'exit 1' TERM; eval {}) < /dev/null\n",
+            single_quote(&self.body)
+        ));
         s.push_str("exit 0\n");
         s
     }
@@ -247,6 +255,20 @@ mod tests {
                 assert_eq!(out, s, "{shell}");
             }
         }
+    }
+
+    #[test]
+    fn a_failing_command_keeps_its_exit_code_as_in_gitlab_runner_19() {
+        // runner shells/bash.go: the subshell form keeps 127 for a missing command (the legacy pipeline gave 1).
+        let mut w = ScriptWriter::new();
+        w.user_commands(&["no-such-command-here ci".into()]);
+        for shell in ["bash", "sh"] {
+            let (code, _) = run(shell, &w.finish(shell, false));
+            assert_eq!(code, 127, "{shell}");
+        }
+        let mut w = ScriptWriter::new();
+        w.user_commands(&["(exit 42)".into(), "echo never".into()]);
+        assert_eq!(run("bash", &w.finish("bash", false)).0, 42);
     }
 
     #[test]

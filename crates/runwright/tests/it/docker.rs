@@ -218,6 +218,34 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
 
+/// Issue 16: GitLab sends `services: [image]` with `"alias": null`, `"command": null`, `"variables": null` (its
+/// entities; the coordinator writes the same, `payload_has_every_entity_attribute_with_gitlabs_nulls`). The job runs and reaches the service by the names derived from
+/// its image (runner executors/docker/services.go).
+#[tokio::test]
+async fn a_service_without_alias_as_gitlab_sends_it_is_reached_by_its_image_name() {
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "    wait_for_services_timeout = 20");
+    h.start();
+    let mut spec = sourceless(
+        "alias-less",
+        &[
+            "wget -qO- http://127.0.0.1__runwright-test__busybox-exposed:8080/",
+            "wget -qO- http://127.0.0.1-runwright-test-busybox-exposed:8080/ | sed 's/^/dashed: /'",
+        ],
+    );
+    spec.services = vec![service(EXPOSED, "")];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("\nhello from service\n"), "{t}");
+    assert!(t.contains("dashed: hello from service\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
     if !docker_ready(&[BUSYBOX]) {

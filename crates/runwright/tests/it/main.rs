@@ -12,6 +12,7 @@ mod docker;
 mod exec;
 mod exec_live;
 mod exec_served;
+mod fidelity;
 mod jobs;
 mod journal;
 mod lint;
