@@ -180,6 +180,15 @@ impl Executor for DockerExecutor {
         self.builds_shared
     }
 
+    // runner executors/docker/docker_command.go `newDockerOptions`.
+    fn default_custom_build_dir_enabled(&self) -> bool {
+        true
+    }
+
+    fn default_safe_directory_checkout(&self) -> bool {
+        true
+    }
+
     fn default_cache_dir(&self) -> PathBuf {
         PathBuf::from("/cache")
     }
@@ -693,7 +702,7 @@ impl ExecutorSession for DockerSession {
         trace: &TraceBuffer,
         cancel: CancellationToken,
     ) -> Result<i32, ExecutorError> {
-        if matches!(stage, "prepare_script" | "get_sources") {
+        if matches!(stage, "prepare_script" | "get_sources" | "clear_worktree") {
             if let Some(host) = self.host_shell.as_mut() {
                 return host.run_stage(stage, script, trace, cancel).await;
             }

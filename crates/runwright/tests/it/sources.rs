@@ -238,7 +238,11 @@ async fn get_sources_attempts_retries_a_failed_fetch() {
     let job = h.final_job(id).await;
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
-    assert!(t.contains("Retrying get_sources (attempt 2 of 2)"), "{t}");
+    assert!(t.contains("WARNING: Retrying..."), "{t}");
+    assert!(
+        t.contains("Deleting all tracked and untracked files due to source fetch failure"),
+        "{t}"
+    );
     assert!(t.contains("content\n"));
 
     // Without attempts to spare, the same failure fails the job as a script failure.
