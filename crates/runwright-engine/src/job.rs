@@ -1089,3 +1089,134 @@ async fn run_steps(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{Executor, ExecutorSession, PreparedJob};
+    use async_trait::async_trait;
+    use runwright_client::types::FeaturesInfo;
+    use runwright_trace::TraceOptions;
+
+    /// An executor whose preparation takes `prepare_for` (or until canceled), and whose stages print their
+    /// name and succeed.
+    struct SlowExecutor {
+        prepare_for: Duration,
+    }
+
+    struct Session;
+
+    #[async_trait]
+    impl Executor for SlowExecutor {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn shell(&self) -> &str {
+            "sh"
+        }
+        fn features(&self, _: &mut FeaturesInfo) {}
+        fn default_builds_dir(&self) -> PathBuf {
+            PathBuf::from("/nonexistent/builds")
+        }
+        fn builds_dir_shared(&self) -> bool {
+            false
+        }
+        fn description(&self) -> String {
+            String::new()
+        }
+        fn host_name(&self) -> Option<String> {
+            Some("slow-host".into())
+        }
+        async fn prepare(
+            &self,
+            job: &PreparedJob,
+        ) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
+            tokio::select! {
+                _ = tokio::time::sleep(self.prepare_for) => Ok(Box::new(Session)),
+                _ = job.cancel.cancelled() => Err(ExecutorError::Canceled),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ExecutorSession for Session {
+        async fn run_stage(
+            &mut self,
+            stage: &str,
+            _script: &str,
+            trace: &TraceBuffer,
+            _cancel: CancellationToken,
+        ) -> Result<i32, ExecutorError> {
+            trace.write(format!("ran {stage}\n").as_bytes());
+            Ok(0)
+        }
+        async fn cleanup(&mut self) {}
+    }
+
+    async fn run(runner: &RunnerConfig, prepare_for: Duration) -> (JobOutcome, String) {
+        let identity = RunnerIdentity {
+            name: "runwright".into(),
+            version: "0".into(),
+            revision: "0".into(),
+            platform: "linux".into(),
+            architecture: "amd64".into(),
+            system_id: "s_0".into(),
+        };
+        let exec = SlowExecutor { prepare_for };
+        let env = JobEnv {
+            runner,
+            identity: &identity,
+            executor: &exec,
+            working_dir: PathBuf::from("/nonexistent"),
+            concurrent_id: 0,
+            concurrent_project_id: 0,
+            steps: Vec::new(),
+        };
+        let mut job = JobResponse {
+            id: 1,
+            ..Default::default()
+        };
+        job.runner_info.timeout = 3600;
+        job.variables.push(runwright_client::types::JobVariable {
+            key: "GIT_STRATEGY".into(),
+            value: "none".into(),
+            ..Default::default()
+        });
+        let trace = TraceBuffer::new(TraceOptions::default());
+        let outcome = run_job(&env, &job, &trace, &JobControl::new()).await;
+        let text = String::from_utf8_lossy(&trace.read(0, usize::MAX)).into_owned();
+        (outcome, text)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prepare_timeout_ends_a_slow_executor_preparation_as_a_timeout() {
+        let runner = RunnerConfig {
+            prepare_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        let (outcome, text) = run(&runner, Duration::from_secs(600)).await;
+        assert!(!outcome.success, "{text}");
+        assert_eq!(
+            outcome.failure_reason,
+            Some(FailureReason::JobExecutionTimeout)
+        );
+        assert_eq!(outcome.message, "prepare timeout: exceeded timeout of 30s");
+        assert!(
+            text.contains("ERROR: Job failed: prepare timeout: exceeded timeout of 30s"),
+            "{text}"
+        );
+
+        // Longer than the job, or zero: the job timeout (1 h here) bounds preparing instead.
+        for t in [Duration::from_secs(7200), Duration::ZERO] {
+            let runner = RunnerConfig {
+                prepare_timeout: Some(t),
+                ..Default::default()
+            };
+            let (outcome, text) = run(&runner, Duration::from_secs(600)).await;
+            assert!(outcome.success, "{t:?}: {text}");
+        }
+        // Preparation within the timeout: the job runs.
+        let (outcome, text) = run(&runner, Duration::from_secs(10)).await;
+        assert!(outcome.success, "{text}");
+    }
+}
