@@ -473,4 +473,35 @@ mod tests {
         assert_eq!(split_git_path("/.git/info/refs"), None);
         assert_eq!(split_git_path("/api/v4/jobs"), None);
     }
+
+    #[test]
+    fn lfs_objects_live_where_git_lfs_keeps_them() {
+        let oid = "00aac9431ac62e8db88a7a4a2b11f0ee490217ad05311f93e9a9cb3cabf53161";
+        assert_eq!(
+            lfs_object_path(Path::new("/r.git"), oid),
+            Some(std::path::PathBuf::from(format!(
+                "/r.git/lfs/objects/00/aa/{oid}"
+            )))
+        );
+        for bad in [
+            "../../etc/passwd",
+            "00AAC9",
+            &oid.to_uppercase(),
+            &format!("{oid}0"),
+        ] {
+            assert_eq!(lfs_object_path(Path::new("/r.git"), bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn object_format_comes_from_the_repository_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(object_format(dir.path()), "sha1");
+        std::fs::write(
+            dir.path().join("config"),
+            "[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = sha256\n",
+        )
+        .expect("config");
+        assert_eq!(object_format(dir.path()), "sha256");
+    }
 }
