@@ -270,7 +270,8 @@ pub struct SourcesSettings {
     /// The project's temporary dir where this script runs.
     pub tmp_dir: String,
     /// The temporary dir as the job's own scripts see it (differs from `tmp_dir` when the runner reaches the
-    /// job's volumes at other paths): what submodules' configs include, for git in the job's script.
+    /// job's volumes at other paths): the configs include the external config there too, for git in the job's
+    /// scripts.
     pub job_tmp_dir: String,
 }
 
@@ -321,15 +322,18 @@ fn template_dir(s: &SourcesSettings) -> String {
     format!("{}/git-template", s.tmp_dir)
 }
 
-/// The `include.path` written into the main repository's `.git/config`: relative to `.git/`, so it names the
-/// same file wherever the builds dir is mounted (the runner and the job may see it at different paths); the
-/// temporary dir is always `<project dir>.tmp`. The runner writes the absolute path, which is the same place.
-fn relative_ext_include(s: &SourcesSettings) -> String {
-    let name = Path::new(&s.project_dir)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    format!("../../{name}.tmp/{EXT_GIT_CONFIG}")
+/// The `include.path` values a repository's config gets: the external config where this script runs, and, when
+/// the job's own scripts see the temporary dir elsewhere (the docker executor's volumes, which the runner
+/// reaches at their host paths), also there. Git skips an include whose file does not exist, so each side reads
+/// the one it can see. The runner, whose helper sees the job's paths, writes just the one.
+fn ext_includes(s: &SourcesSettings) -> Vec<String> {
+    let here = ext_config(s);
+    let job = format!("{}/{EXT_GIT_CONFIG}", s.job_tmp_dir);
+    if job == here {
+        vec![here]
+    } else {
+        vec![here, job]
+    }
 }
 
 /// A value in git's config syntax: always quoted, so `#`, `;` and spaces stay part of it.
@@ -466,11 +470,13 @@ fn write_template_and_ext_config(w: &mut ScriptWriter, s: &SourcesSettings) {
         ]);
     }
     // gc.auto and maintenance.auto are runwright's own: no automatic gc on the job's critical path.
-    let template_cfg = format!(
+    let mut template_cfg = String::from(
         "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n\
-         [gc]\n\tautoDetach = false\n\tauto = 0\n[maintenance]\n\tauto = false\n[include]\n\tpath = {}\n",
-        config_value(&relative_ext_include(s))
+         [gc]\n\tautoDetach = false\n\tauto = 0\n[maintenance]\n\tauto = false\n[include]\n",
     );
+    for path in ext_includes(s) {
+        template_cfg.push_str(&format!("\tpath = {}\n", config_value(&path)));
+    }
     w.line(&format!(
         "printf '%s' {} > {}",
         shell_escape(&template_cfg),
@@ -611,19 +617,20 @@ fn write_fetch(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSettings) {
         shell_escape(&s.auth.remote)
     ));
     // An existing repository does not get the template again: it includes the external config itself.
-    w.line(&format!(
-        "  {}",
-        args_line(&strs(&[
-            "git",
-            "config",
-            "--file",
-            ".git/config",
-            "--replace-all",
-            "include.path",
-            &relative_ext_include(s),
-            EXT_GIT_CONFIG_PATTERN,
-        ]))
-    ));
+    for (i, path) in ext_includes(s).iter().enumerate() {
+        let mut set = strs(&["git", "config", "--file", ".git/config"]);
+        if i == 0 {
+            set.extend(strs(&[
+                "--replace-all",
+                "include.path",
+                path,
+                EXT_GIT_CONFIG_PATTERN,
+            ]));
+        } else {
+            set.extend(strs(&["--add", "include.path", path]));
+        }
+        w.line(&format!("  {}", args_line(&set)));
+    }
     w.line("fi");
 
     let mut fetch = vec!["git".to_string(), "-c".into(), s.user_agent.clone()];
@@ -794,16 +801,12 @@ fn write_submodules(
 
     // Git in a submodule's directory (a `git pull` in the job's script) authenticates as the parent does.
     w.notice("Configuring submodules to use parent git credentials...");
-    let job_ext = format!("{}/{EXT_GIT_CONFIG}", s.job_tmp_dir);
-    let mut include = strs(&["submodule", "foreach", "--recursive"]);
-    include.extend(strs(&[
-        "git",
-        "config",
-        "--replace-all",
-        "include.path",
-        &job_ext,
-    ]));
-    w.line(&git(include));
+    for (i, path) in ext_includes(s).iter().enumerate() {
+        let mut include = strs(&["submodule", "foreach", "--recursive", "git", "config"]);
+        include.push(if i == 0 { "--replace-all" } else { "--add" }.into());
+        include.extend(strs(&["include.path", path]));
+        w.line(&git(include));
+    }
 
     if !s.lfs_skip_smudge {
         w.line("if git lfs version >/dev/null 2>&1; then");
