@@ -30,6 +30,7 @@ use names::{JobNames, LabelSource};
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::FeaturesInfo;
 use runwright_config::{DockerConfig, RunnerConfig};
+use runwright_engine::sources::GitStrategy;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use runwright_trace::TraceBuffer;
 use std::collections::HashMap;
@@ -376,10 +377,11 @@ impl DockerSession {
         let builds_covered = specs
             .iter()
             .any(|v| volumes::is_within(&exec.builds_dir, v.destination()));
-        let fetch = match job.variables.value("GIT_STRATEGY").map(str::trim) {
-            Some("fetch") => true,
-            None | Some("") => job.job.allow_git_fetch,
-            _ => false,
+        // The strategy as the runner resolves it: an unknown one is the project's default.
+        let fetch = match job.variables.value("GIT_STRATEGY").unwrap_or("") {
+            "" => job.job.allow_git_fetch,
+            v => GitStrategy::parse(v)
+                .map_or(job.job.allow_git_fetch, |s| s == GitStrategy::Fetch),
         };
         if !builds_covered {
             specs.push(VolumeSpec::Cache {

@@ -1188,6 +1188,22 @@ mod tests {
         (outcome, text)
     }
 
+    #[test]
+    fn stage_retries_back_off_exponentially_up_to_the_maximum() {
+        let mut b = Backoff {
+            next: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+            fast: false,
+        };
+        let waits: Vec<u64> = (0..8).map(|_| b.next_wait().as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        let mut fast = Backoff {
+            fast: true,
+            ..Backoff::new((Duration::from_secs(5), Duration::from_secs(300)))
+        };
+        assert_eq!(fast.next_wait(), runwright_client::env::FAST_RETRY_CAP);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn prepare_timeout_ends_a_slow_executor_preparation_as_a_timeout() {
         let runner = RunnerConfig {
