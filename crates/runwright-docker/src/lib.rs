@@ -380,8 +380,7 @@ impl DockerSession {
         // The strategy as the runner resolves it: an unknown one is the project's default.
         let fetch = match job.variables.value("GIT_STRATEGY").unwrap_or("") {
             "" => job.job.allow_git_fetch,
-            v => GitStrategy::parse(v)
-                .map_or(job.job.allow_git_fetch, |s| s == GitStrategy::Fetch),
+            v => GitStrategy::parse(v).map_or(job.job.allow_git_fetch, |s| s == GitStrategy::Fetch),
         };
         if !builds_covered {
             specs.push(VolumeSpec::Cache {

@@ -1101,6 +1101,82 @@ mod tests {
         );
     }
 
+    fn settings(strategy: GitStrategy, submodules: SubmoduleStrategy) -> SourcesSettings {
+        let j = job("tok", "http://gitlab-ci-token:tok@h:1/g/a.git");
+        SourcesSettings {
+            strategy,
+            submodules: Some(submodules),
+            checkout: true,
+            clean_flags: vec!["-ffdx".into(), "-e".into(), "*.log".into()],
+            fetch_flags: vec!["--prune".into(), "$(touch x)".into()],
+            depth: 0,
+            submodule_depth: 3,
+            submodule_paths: vec!["lib".into(), "-odd path".into()],
+            submodule_update_flags: vec!["--remote".into()],
+            lfs_skip_smudge: false,
+            object_format: "sha256".into(),
+            auth: GitAuth::new(&GitAuthInput {
+                job: &j,
+                clone_url: None,
+                credentials_url: "http://h:1/",
+                project_path: "g/a",
+                force_https: true,
+                server: SshServer::default(),
+            }),
+            clean_git_config: true,
+            safe_directory: true,
+            bundle_uris: true,
+            proactive_auth: true,
+            user_agent: "http.userAgent=runwright 0 linux/amd64".into(),
+            project_dir: "/b/g/a".into(),
+            tmp_dir: "/b/g/a.tmp".into(),
+            job_tmp_dir: "/builds/g/a.tmp".into(),
+        }
+    }
+
+    #[test]
+    fn scripts_parse_in_bash_and_sh_and_quote_every_argument() {
+        let mut j = job("tok", "http://gitlab-ci-token:tok@h:1/g/a.git");
+        j.git_info.sha = "0123456789abcdef0123456789abcdef01234567".into();
+        for (strategy, sub) in [
+            (GitStrategy::Clone, SubmoduleStrategy::Recursive),
+            (GitStrategy::Fetch, SubmoduleStrategy::Normal),
+            (GitStrategy::Empty, SubmoduleStrategy::None),
+        ] {
+            let s = settings(strategy, sub);
+            let mut w = ScriptWriter::new();
+            write_git_env(&mut w);
+            write_sources(&mut w, &j, &s).expect("script");
+            write_clear_credentials(&mut w, &s);
+            for shell in ["bash", "sh"] {
+                let script = w.finish(shell, false);
+                let out = std::process::Command::new(shell)
+                    .args(["-n", "-c", &script])
+                    .output()
+                    .expect("shell");
+                assert!(
+                    out.status.success(),
+                    "{shell}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let body = format!("{w:?}");
+            assert!(!body.contains("$(touch x) "), "unquoted flag: {body}");
+        }
+        let mut s = settings(GitStrategy::Fetch, SubmoduleStrategy::Normal);
+        s.submodule_paths = vec![":(exclude)".into(), "x".into()];
+        let mut w = ScriptWriter::new();
+        assert_eq!(
+            write_sources(&mut w, &j, &s).expect_err("refused"),
+            "GIT_SUBMODULE_PATHS: invalid submodule pathspec [\":(exclude)\" \"x\"]"
+        );
+        s.submodules = None;
+        assert_eq!(
+            write_sources(&mut ScriptWriter::new(), &j, &s).expect_err("refused"),
+            "unknown GIT_SUBMODULE_STRATEGY"
+        );
+    }
+
     #[test]
     fn config_values_keep_special_characters() {
         let dir = tempfile_dir();

@@ -380,6 +380,18 @@ async fn the_job_token_stays_out_of_git_config_and_the_jobs_own_git_fetch_still_
     let tmp = std::path::PathBuf::from(traced(&t, "tmp"));
     assert!(!tmp.join(".gitlab-runner.ext.conf").exists());
     assert!(!t.contains(&job.token), "job token in trace");
+    // The runner's fetch names itself (`http.userAgent`), the job's own fetch is plain git.
+    let agents: Vec<String> = h
+        .coordinator
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/git-upload-pack"))
+        .filter_map(|r| r.request_headers.get("user-agent").cloned())
+        .collect();
+    assert!(
+        agents.iter().any(|a| a.starts_with("runwright ")),
+        "{agents:?}"
+    );
 }
 
 #[tokio::test]
@@ -621,7 +633,7 @@ async fn submodules_update_is_retried_once_and_ssh_urls_are_forced_to_https() {
         .with_variable("GIT_SUBMODULE_STRATEGY", "normal")
         .with_variable("GIT_SUBMODULE_FORCE_HTTPS", "true")
         .with_variable("GIT_SUBMODULE_PATHS", "lib");
-    spec.project = project;
+    spec.project = project.clone();
     // The first `git submodule update` of the script fails, as a flaky network would make it.
     spec.hooks = vec![hook(
         "pre_get_sources_script",
@@ -637,6 +649,41 @@ async fn submodules_update_is_retried_once_and_ssh_urls_are_forced_to_https() {
     assert!(t.contains("Updating submodules failed. Retrying..."), "{t}");
     assert!(t.contains("over https\n"), "{t}");
     assert!(!t.contains(&job.token), "job token in trace");
+
+    // Submodules are cleaned even when the job turns `git clean` off for the repository itself.
+    let mut plant = git_job(
+        "plant",
+        "grp/app",
+        &sha,
+        &["touch top-untracked lib/sub-untracked"],
+    )
+    .with_variable("GIT_SUBMODULE_STRATEGY", "normal")
+    .with_variable("GIT_SUBMODULE_FORCE_HTTPS", "true");
+    plant.project = project.clone();
+    assert_eq!(
+        h.final_job(h.coordinator.enqueue(plant)).await.state,
+        "success"
+    );
+    let mut again = git_job(
+        "again",
+        "grp/app",
+        &sha,
+        &[
+            "test -e top-untracked && echo top=kept",
+            "test -e lib/sub-untracked || echo sub=cleaned",
+        ],
+    )
+    .with_variable("GIT_SUBMODULE_STRATEGY", "normal")
+    .with_variable("GIT_SUBMODULE_FORCE_HTTPS", "true")
+    .with_variable("GIT_CLEAN_FLAGS", "none");
+    again.project = project;
+    let job = h.final_job(h.coordinator.enqueue(again)).await;
+    let t = job.trace_text();
+    assert_eq!(job.state, "success", "{t}");
+    assert!(
+        t.contains("top=kept\n") && t.contains("sub=cleaned\n"),
+        "{t}"
+    );
 }
 
 #[tokio::test]
