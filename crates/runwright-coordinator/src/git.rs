@@ -6,6 +6,12 @@
 //! and the token of a job that is running (or canceling, or awaiting its two-phase ack); otherwise `401` with
 //! `WWW-Authenticate: Basic realm="GitLab"`, which is also what makes git send the credentials from the URL.
 //! A valid token for a project it may not read gets `404`, as GitLab hides such projects. Pushing is refused.
+//!
+//! Git LFS as GitLab serves it to job tokens (gitlab app/controllers/repositories/lfs_api_controller.rb `batch`,
+//! lfs_storage_controller.rb `download`): `POST /<path>.git/info/lfs/objects/batch` answers a download with an
+//! `href` to `/<path>.git/gitlab-lfs/objects/<oid>` and the request's own `Authorization`; the objects come from
+//! the served repository's LFS store (`lfs/objects/<oid[0..2]>/<oid[2..4]>/<oid>`, where git-lfs keeps them).
+//! Uploads are refused like pushes.
 
 use crate::error::CoordinatorError;
 use crate::state::Shared;
@@ -117,6 +123,15 @@ pub(crate) async fn serve(sh: &Shared, req: Request) -> Response {
     if !root.join(&repo_dir).is_dir() {
         return not_found();
     }
+    match (method.as_str(), rest) {
+        ("POST", "info/lfs/objects/batch") => {
+            return lfs_batch(req, project_path, &root.join(&repo_dir)).await
+        }
+        ("GET", r) if r.starts_with("gitlab-lfs/objects/") => {
+            return lfs_download(&root.join(&repo_dir), &r["gitlab-lfs/objects/".len()..]).await
+        }
+        _ => {}
+    }
     let service_ok = match (method.as_str(), rest) {
         ("GET", "info/refs") => query.split('&').any(|kv| kv == "service=git-upload-pack"),
         ("POST", "git-upload-pack") => true,
@@ -130,6 +145,163 @@ pub(crate) async fn serve(sh: &Shared, req: Request) -> Response {
         );
     }
     run_cgi(&root, &format!("/{repo_dir}/{rest}"), &query, req).await
+}
+
+const LFS_CONTENT_TYPE: &str = "application/vnd.git-lfs+json";
+/// Larger batch requests are refused (a batch of 100 objects is well below).
+const MAX_LFS_BATCH: usize = 4 * 1024 * 1024;
+
+fn lfs_json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static(LFS_CONTENT_TYPE),
+    );
+    resp
+}
+
+fn lfs_message(status: StatusCode, message: &str) -> Response {
+    lfs_json(status, &serde_json::json!({ "message": message }))
+}
+
+/// Where git-lfs keeps an object in a repository: `lfs/objects/<oid[0..2]>/<oid[2..4]>/<oid>`. `None` for
+/// anything but a SHA-256 in lower-case hex.
+fn lfs_object_path(repo: &Path, oid: &str) -> Option<std::path::PathBuf> {
+    if oid.len() != 64 || !oid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some(
+        repo.join("lfs/objects")
+            .join(&oid[..2])
+            .join(&oid[2..4])
+            .join(oid),
+    )
+}
+
+/// `POST <repo>.git/info/lfs/objects/batch` (gitlab `LfsApiController#batch`).
+async fn lfs_batch(req: Request, project_path: &str, repo: &Path) -> Response {
+    let scheme_host = {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        format!("http://{host}")
+    };
+    let authorization = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_LFS_BATCH).await else {
+        return lfs_message(StatusCode::PAYLOAD_TOO_LARGE, "Request too large.");
+    };
+    let Ok(serde_json::Value::Object(batch)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return lfs_message(StatusCode::UNPROCESSABLE_ENTITY, "Invalid batch request.");
+    };
+    let objects: Vec<serde_json::Value> = match batch.get("objects") {
+        Some(serde_json::Value::Array(a)) if !a.is_empty() => a.clone(),
+        _ => return lfs_message(StatusCode::NOT_FOUND, "Not found."),
+    };
+    match batch.get("operation").and_then(serde_json::Value::as_str) {
+        Some("download") => {}
+        // A job token cannot push (gitlab `lfs_upload_access?`).
+        Some("upload") => {
+            return lfs_message(
+                StatusCode::FORBIDDEN,
+                "Access forbidden. Check your access level.",
+            )
+        }
+        _ => return lfs_message(StatusCode::UNPROCESSABLE_ENTITY, "Invalid batch request."),
+    }
+    let mut out = Vec::with_capacity(objects.len());
+    for mut object in objects {
+        let oid = object
+            .get("oid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let exists = lfs_object_path(repo, &oid).is_some_and(|p| p.is_file());
+        if let serde_json::Value::Object(map) = &mut object {
+            if exists {
+                let mut header = serde_json::Map::new();
+                if let Some(a) = &authorization {
+                    header.insert("Authorization".into(), a.clone().into());
+                }
+                map.insert(
+                    "actions".into(),
+                    serde_json::json!({ "download": {
+                        "href": format!("{scheme_host}/{project_path}.git/gitlab-lfs/objects/{oid}"),
+                        "header": header,
+                    }}),
+                );
+                map.insert("authenticated".into(), true.into());
+            } else {
+                map.insert(
+                    "error".into(),
+                    serde_json::json!({
+                        "code": 404,
+                        "message": "Object does not exist on the server or you don't have permissions to access it",
+                    }),
+                );
+            }
+        }
+        out.push(object);
+    }
+    lfs_json(StatusCode::OK, &serde_json::json!({ "objects": out }))
+}
+
+/// `GET <repo>.git/gitlab-lfs/objects/<oid>` (gitlab `LfsStorageController#download`), streamed.
+async fn lfs_download(repo: &Path, oid: &str) -> Response {
+    let Some(path) = lfs_object_path(repo, oid) else {
+        return not_found();
+    };
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return not_found();
+    };
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let mut resp = Response::new(Body::from_stream(ReaderStream::new(file)));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(len) = len {
+        resp.headers_mut()
+            .insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp
+}
+
+/// The object format of a served repository (`extensions.objectformat` in its config), as GitLab reports its
+/// project's repository in `git_info.repo_object_format`: `sha1` unless it says otherwise.
+pub(crate) fn object_format(repo: &Path) -> String {
+    let Ok(config) = std::fs::read_to_string(repo.join("config")) else {
+        return "sha1".to_string();
+    };
+    let mut in_extensions = false;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_extensions = line
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .eq_ignore_ascii_case("extensions");
+            continue;
+        }
+        if !in_extensions {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("objectformat") {
+                return v.trim().trim_matches('"').to_ascii_lowercase();
+            }
+        }
+    }
+    "sha1".to_string()
 }
 
 /// Run `git http-backend` for one request, streaming the request body in and the response body out.
@@ -300,5 +472,36 @@ mod tests {
         assert_eq!(split_git_path("/../x.git/info/refs"), None);
         assert_eq!(split_git_path("/.git/info/refs"), None);
         assert_eq!(split_git_path("/api/v4/jobs"), None);
+    }
+
+    #[test]
+    fn lfs_objects_live_where_git_lfs_keeps_them() {
+        let oid = "00aac9431ac62e8db88a7a4a2b11f0ee490217ad05311f93e9a9cb3cabf53161";
+        assert_eq!(
+            lfs_object_path(Path::new("/r.git"), oid),
+            Some(std::path::PathBuf::from(format!(
+                "/r.git/lfs/objects/00/aa/{oid}"
+            )))
+        );
+        for bad in [
+            "../../etc/passwd",
+            "00AAC9",
+            &oid.to_uppercase(),
+            &format!("{oid}0"),
+        ] {
+            assert_eq!(lfs_object_path(Path::new("/r.git"), bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn object_format_comes_from_the_repository_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(object_format(dir.path()), "sha1");
+        std::fs::write(
+            dir.path().join("config"),
+            "[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = sha256\n",
+        )
+        .expect("config");
+        assert_eq!(object_format(dir.path()), "sha256");
     }
 }

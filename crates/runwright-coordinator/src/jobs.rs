@@ -118,8 +118,6 @@ pub struct JobSpec {
     /// whose `metadata_timeout` is not set yet (a two-phase-commit job before its acknowledgement, GitLab MR
     /// !214370); the runner then applies its default timeout.
     pub null_timeouts: bool,
-    /// `git_info.repo_object_format` (`sha1`, or `sha256` for a SHA-256 repository).
-    pub repo_object_format: String,
     /// RFC 7386 JSON merge patch applied to the payload GitLab would send (to tweak single fields).
     pub payload_merge: Option<serde_json::Value>,
     /// Send exactly these bytes as the 201 body instead of GitLab's payload (malformed-payload tests).
@@ -159,7 +157,6 @@ impl Default for JobSpec {
             required_features: Vec::new(),
             run: None,
             null_timeouts: false,
-            repo_object_format: "sha1".to_string(),
             payload_merge: None,
             raw_payload: None,
         }

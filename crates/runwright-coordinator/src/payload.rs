@@ -81,6 +81,8 @@ pub(crate) struct PayloadContext<'a> {
     pub runner: &'a Runner,
     /// The jobs named in `artifact_dependencies` of queued jobs (`artifacts::dependency_sources`).
     pub artifact_sources: &'a HashMap<i64, DependencySource>,
+    /// The served repository's object format (`sha1`, `sha256`): `git_info.repo_object_format`.
+    pub object_format: &'a str,
 }
 
 fn var(key: &str, value: impl Into<String>) -> JobVariable {
@@ -343,7 +345,7 @@ pub(crate) fn build(job: &Job, ctx: &PayloadContext<'_>) -> Value {
         ref_type: if spec.tag { "tag" } else { "branch" }.to_string(),
         refspecs: refspecs(spec, rec.pipeline_id),
         depth: git_depth(spec),
-        repo_object_format: spec.repo_object_format.clone(),
+        repo_object_format: ctx.object_format.to_string(),
         protected: Some(spec.protected),
     };
     // `metadata_timeout`: unset while a job handed out under two-phase commit waits for its acknowledgement.

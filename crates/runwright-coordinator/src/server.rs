@@ -747,11 +747,16 @@ fn rails_request_job(sh: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
         let bytes = match &job.spec.raw_payload {
             Some(template) => payload::raw(template, job, &sh.base_url),
             None => {
+                let object_format = sh.opts.git_root.as_ref().map_or_else(
+                    || "sha1".to_string(),
+                    |root| crate::git::object_format(&root.join(job.spec.project.repo_dir())),
+                );
                 let ctx = PayloadContext {
                     base_url: &sh.base_url,
                     host_port: &sh.host_port,
                     runner,
                     artifact_sources: &artifact_sources,
+                    object_format: &object_format,
                 };
                 serde_json::to_vec(&payload::build(job, &ctx)).unwrap_or_default()
             }

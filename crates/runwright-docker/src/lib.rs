@@ -30,6 +30,7 @@ use names::{JobNames, LabelSource};
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::FeaturesInfo;
 use runwright_config::{DockerConfig, RunnerConfig};
+use runwright_engine::sources::GitStrategy;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use runwright_trace::TraceBuffer;
 use std::collections::HashMap;
@@ -178,6 +179,15 @@ impl Executor for DockerExecutor {
 
     fn builds_dir_shared(&self) -> bool {
         self.builds_shared
+    }
+
+    // runner executors/docker/docker_command.go `newDockerOptions`.
+    fn default_custom_build_dir_enabled(&self) -> bool {
+        true
+    }
+
+    fn default_safe_directory_checkout(&self) -> bool {
+        true
     }
 
     fn default_cache_dir(&self) -> PathBuf {
@@ -367,10 +377,10 @@ impl DockerSession {
         let builds_covered = specs
             .iter()
             .any(|v| volumes::is_within(&exec.builds_dir, v.destination()));
-        let fetch = match job.variables.value("GIT_STRATEGY").map(str::trim) {
-            Some("fetch") => true,
-            None | Some("") => job.job.allow_git_fetch,
-            _ => false,
+        // The strategy as the runner resolves it: an unknown one is the project's default.
+        let fetch = match job.variables.value("GIT_STRATEGY").unwrap_or("") {
+            "" => job.job.allow_git_fetch,
+            v => GitStrategy::parse(v).map_or(job.job.allow_git_fetch, |s| s == GitStrategy::Fetch),
         };
         if !builds_covered {
             specs.push(VolumeSpec::Cache {
@@ -693,7 +703,7 @@ impl ExecutorSession for DockerSession {
         trace: &TraceBuffer,
         cancel: CancellationToken,
     ) -> Result<i32, ExecutorError> {
-        if matches!(stage, "prepare_script" | "get_sources") {
+        if matches!(stage, "prepare_script" | "get_sources" | "clear_worktree") {
             if let Some(host) = self.host_shell.as_mut() {
                 return host.run_stage(stage, script, trace, cancel).await;
             }

@@ -64,6 +64,16 @@ pub trait Executor: Send + Sync {
     fn default_builds_dir(&self) -> PathBuf;
     /// Whether several jobs share the builds dir, so the project dir needs `<short token>/<slot>/` (§7.4).
     fn builds_dir_shared(&self) -> bool;
+    /// Whether `GIT_CLONE_PATH` is allowed when `[runners.custom_build_dir] enabled` is unset (runner
+    /// executors `DefaultCustomBuildsDirEnabled`: on for docker, off for shell).
+    fn default_custom_build_dir_enabled(&self) -> bool {
+        false
+    }
+    /// Whether the project dir is added to git's `safe.directory` when `safe_directory_checkout` is unset
+    /// (runner executors `DefaultSafeDirectoryCheckout`: on for docker, off for shell).
+    fn default_safe_directory_checkout(&self) -> bool {
+        false
+    }
     /// The (uid, gid) the job's scripts run as when that is not the runner's own, so files the runner
     /// restores into the project directory (caches, artifacts) belong to the job.
     fn job_owner(&self) -> Option<(u32, u32)> {

@@ -7,9 +7,9 @@
 use crate::control::{AbortReason, JobControl};
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use crate::layout::JobDirs;
-use crate::plan::{plan, Plan};
+use crate::plan::{plan, script_timeouts, Plan};
 use crate::script::ScriptWriter;
-use crate::sources::{self, GitStrategy};
+use crate::sources::{self, GitStrategy, SubmoduleStrategy};
 use crate::steps::{JobStep, StepContext, StepPosition};
 use crate::variables::Variables;
 use runwright_client::failure_reason::FailureReason;
@@ -189,6 +189,10 @@ pub async fn run_job(
 
     let outcome = match plan(env, job) {
         Ok(plan) => {
+            // The settings the runner replaced, in one warning (runner common/build.go `printSettingErrors`).
+            if !plan.warnings.is_empty() {
+                warn(trace, &plan.warnings.join("\n"));
+            }
             run_planned(
                 env,
                 job,
@@ -201,7 +205,22 @@ pub async fn run_job(
             )
             .await
         }
-        Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg),
+        Err(e) => {
+            // A configuration the runner refuses while it prepares the executor (its `StartBuild`), inside
+            // that section.
+            if e.reason == FailureReason::RunnerConfigurationError {
+                let sections = Sections {
+                    trace,
+                    enabled: job.features.trace_sections,
+                };
+                sections.start(
+                    "prepare_executor",
+                    &format!("Preparing the \"{}\" executor", env.executor.name()),
+                );
+                sections.end("prepare_executor");
+            }
+            JobOutcome::failed(e.reason, None, e.message)
+        }
     };
     timer.abort();
 
@@ -262,6 +281,20 @@ async fn run_planned(
         }
     };
 
+    // prepare_timeout bounds preparing the executor and the prepare stage together (runner common/build.go
+    // `Run`: the prepare context is made before the executor and ends after `prepare_script`).
+    let prepare = StageDeadline::start(job_ctx, plan.prepare_timeout);
+    let prepare_timeout_outcome = || {
+        JobOutcome::failed(
+            FailureReason::JobExecutionTimeout,
+            None,
+            format!(
+                "prepare timeout: exceeded timeout of {}",
+                format_go_duration(plan.prepare_timeout)
+            ),
+        )
+    };
+
     // prepare_executor
     sections.start(
         "prepare_executor",
@@ -283,7 +316,7 @@ async fn run_planned(
             .unwrap_or_else(|| new_process_mark(job.id)),
         job: Arc::new(job.clone()),
         trace: trace.clone(),
-        cancel: job_ctx.clone(),
+        cancel: prepare.token.clone(),
         variables: plan.vars.clone(),
         concurrent_project_id: env.concurrent_project_id,
         system_id: env.identity.system_id.clone(),
@@ -291,11 +324,14 @@ async fn run_planned(
     // The executor watches `cancel` itself, so that what it made so far is released, never leaked.
     let session = env.executor.prepare(&prepared).await;
     sections.end("prepare_executor");
-    if job_ctx.is_cancelled() {
+    if prepare.token.is_cancelled() {
         if let Ok(mut s) = session {
             s.cleanup().await;
         }
-        return ctx_outcome(control);
+        if job_ctx.is_cancelled() {
+            return ctx_outcome(control);
+        }
+        return prepare_timeout_outcome();
     }
     let mut session = match session {
         Ok(s) => s,
@@ -324,11 +360,15 @@ async fn run_planned(
                 &sections,
                 session.as_mut(),
                 &ctx_outcome,
+                (&prepare, &prepare_timeout_outcome),
+                timed_out,
             )
             .await
         }
         Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone()),
     };
+
+    prepare.stop();
 
     // cleanup_file_variables: runs natively, even after an abort, so secrets never stay on disk.
     sections.start(
@@ -336,6 +376,23 @@ async fn run_planned(
         "Cleaning up project directory and file based variables",
     );
     if let Ok(host) = &host {
+        // The git part of the runner's cleanup script (`writeGitCleanup`): lock files, and the configs and
+        // hooks with `clean_git_config`.
+        let submodules = matches!(
+            plan.sources.submodules,
+            Some(SubmoduleStrategy::Normal | SubmoduleStrategy::Recursive)
+        );
+        if let Err(e) = sources::cleanup_git_dir(
+            &host.dirs.project_dir,
+            &host.dirs.tmp_dir.join("git-template"),
+            submodules,
+            plan.sources.clean_git_config,
+        ) {
+            warn(
+                trace,
+                &format!("cleaning up {}/.git: {e}", plan.dirs.project_dir.display()),
+            );
+        }
         if let Err(e) = remove_tmp_dir(&host.dirs.tmp_dir) {
             warn(
                 trace,
@@ -468,6 +525,8 @@ async fn run_stages(
     sections: &Sections<'_>,
     session: &mut dyn ExecutorSession,
     ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
+    (prepare, prepare_timeout_outcome): (&StageDeadline, &(dyn Fn() -> JobOutcome + Sync)),
+    job_timed_out: &std::sync::atomic::AtomicBool,
 ) -> JobOutcome {
     let shell = plan.shell.as_str();
     let tmp = plan.dirs.tmp_dir.to_string_lossy().to_string();
@@ -496,58 +555,39 @@ async fn run_stages(
                 "prepare_script",
                 &w.finish(shell, false),
                 trace,
-                job_ctx.clone(),
+                prepare.token.clone(),
             )
             .await
         }
     };
     sections.end("prepare_script");
+    prepare.stop();
+    if matches!(r, StageResult::Canceled) && !job_ctx.is_cancelled() && prepare.timed_out() {
+        warn_timeout_exceeded(trace, "prepare_script");
+        return prepare_timeout_outcome();
+    }
+    if matches!(r, StageResult::Canceled)
+        && job_ctx.is_cancelled()
+        && job_timed_out.load(std::sync::atomic::Ordering::SeqCst)
+    {
+        warn_timeout_exceeded(trace, "prepare_script");
+    }
     // A failing prepare stage is the runner's problem, not the script's.
     if let Some(outcome) = r.failure(FailureReason::RunnerSystemFailure, control, ctx_outcome) {
         return outcome;
     }
 
-    // get_sources (with GET_SOURCES_ATTEMPTS)
-    sections.start("get_sources", "Getting source from Git repository");
-    let host_tmp = host.dirs.tmp_dir.to_string_lossy().to_string();
-    let mut w = ScriptWriter::new();
-    w.exports(&plan.vars, &host_tmp);
-    let pre_hooks = job_hook(job, "pre_get_sources_script");
-    let post_hooks = job_hook(job, "post_get_sources_script");
-    let git =
-        plan.sources.strategy != GitStrategy::None && plan.sources.strategy != GitStrategy::Empty;
-    if git {
-        w.config_snippet(env.runner.pre_get_sources_script.as_deref());
-        w.user_commands(&pre_hooks);
-    }
-    w.cd(&host.dirs.builds_dir.to_string_lossy());
-    let mut settings = plan.sources.clone();
-    settings.project_dir = host.dirs.project_dir.to_string_lossy().to_string();
-    settings.tmp_dir = host_tmp;
-    sources::write_sources(&mut w, job, &settings);
-    if git {
-        w.user_commands(&post_hooks);
-        w.config_snippet(env.runner.post_get_sources_script.as_deref());
-    }
-    let get_sources = w.finish(shell, plan.debug_trace);
-    let mut result = StageResult::Ok;
-    for attempt in 1..=plan.get_sources_attempts {
-        if attempt > 1 {
-            warn(
-                trace,
-                &format!(
-                    "Retrying get_sources (attempt {attempt} of {})",
-                    plan.get_sources_attempts
-                ),
-            );
-        }
-        result = run_script(session, "get_sources", &get_sources, trace, job_ctx.clone()).await;
-        if !matches!(result, StageResult::ExitCode(_)) {
-            break;
-        }
-    }
-    sections.end("get_sources");
-    if let Some(outcome) = result.failure(FailureReason::ScriptFailure, control, ctx_outcome) {
+    let sources = SourcesRun {
+        env,
+        job,
+        trace,
+        plan,
+        host,
+        job_ctx,
+        sections,
+        job_timed_out,
+    };
+    if let Some(outcome) = sources.run(session, control, ctx_outcome).await {
         return outcome;
     }
 
@@ -571,6 +611,17 @@ async fn run_stages(
         return ctx_outcome(control);
     }
 
+    // RUNNER_SCRIPT_TIMEOUT / RUNNER_AFTER_SCRIPT_TIMEOUT, read as the user scripts start: a value the runner
+    // cannot use is ignored with its warning.
+    let (script_timeout, after_script_timeout, timeout_warnings) = script_timeouts(
+        &plan.vars,
+        plan.deadline
+            .saturating_duration_since(tokio::time::Instant::now()),
+    );
+    for w in &timeout_warnings {
+        warn(trace, w);
+    }
+
     // step_script and other steps (release, …): stop at the first failing one.
     let script_ctx = job_ctx.child_token();
     let graceful = control.graceful_token().clone();
@@ -578,7 +629,7 @@ async fn run_stages(
     let watcher = {
         let script_ctx = script_ctx.clone();
         let flag = script_timed_out.clone();
-        let timeout = plan.script_timeout;
+        let timeout = script_timeout;
         tokio::spawn(async move {
             let timer = async {
                 match timeout {
@@ -652,7 +703,7 @@ async fn run_stages(
                         None,
                         format!(
                             "execution took longer than {} seconds",
-                            format_go_duration(plan.script_timeout.unwrap_or_default())
+                            format_go_duration(script_timeout.unwrap_or_default())
                         ),
                     );
                 } else {
@@ -684,7 +735,7 @@ async fn run_stages(
             let after_ctx = job_ctx.child_token();
             let t = {
                 let c = after_ctx.clone();
-                let d = plan.after_script_timeout;
+                let d = after_script_timeout;
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
                     c.cancel();
@@ -700,7 +751,7 @@ async fn run_stages(
             .await;
             t.abort();
             sections.end("after_script");
-            let ignore_errors = plan.vars.bool("AFTER_SCRIPT_IGNORE_ERRORS").unwrap_or(true);
+            let ignore_errors = plan.after_script_ignore_errors;
             match r {
                 StageResult::Ok => {}
                 StageResult::Canceled if job_ctx.is_cancelled() => return ctx_outcome(control),
@@ -708,7 +759,7 @@ async fn run_stages(
                     trace,
                     &format!(
                         "after_script timed out after {}",
-                        format_go_duration(plan.after_script_timeout)
+                        format_go_duration(after_script_timeout)
                     ),
                 ),
                 StageResult::ExitCode(c) => {
@@ -751,6 +802,240 @@ async fn run_stages(
         return ctx_outcome(control);
     }
     outcome
+}
+
+/// A stage timeout under the job context (`prepare_timeout`, `get_sources_timeout`): `token` fires when the
+/// job's context does or when the timeout passes first.
+struct StageDeadline {
+    token: CancellationToken,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl StageDeadline {
+    fn start(parent: &CancellationToken, timeout: Duration) -> Self {
+        let token = parent.child_token();
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let timer = {
+            let token = token.clone();
+            let fired = fired.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        fired.store(true, std::sync::atomic::Ordering::SeqCst);
+                        token.cancel();
+                    }
+                    _ = token.cancelled() => {}
+                }
+            })
+        };
+        Self {
+            token,
+            fired,
+            timer,
+        }
+    }
+
+    /// The timeout passed (rather than the job being stopped).
+    fn timed_out(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn stop(&self) {
+        self.timer.abort();
+    }
+}
+
+impl Drop for StageDeadline {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
+}
+
+/// runner common/build.go `warnTimeoutExceeded`, after a stage its deadline stopped.
+fn warn_timeout_exceeded(trace: &TraceBuffer, stage: &str) {
+    warn(
+        trace,
+        &format!(
+            "{stage} could not run to completion because the timeout was exceeded. For more control over job and \
+             script timeouts see: https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts"
+        ),
+    );
+}
+
+/// The waits between attempts of a retried stage: `min`, doubled each time, at most `max` (runner
+/// helpers/retry/retry.go with jpillora/backoff, factor 2, no jitter); capped at 50 ms under
+/// `RUNWRIGHT_FAST_RETRIES=1`.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+    fast: bool,
+}
+
+impl Backoff {
+    fn new((min, max): (Duration, Duration)) -> Self {
+        Self {
+            next: min,
+            max,
+            fast: runwright_client::env::fast_retries(),
+        }
+    }
+
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next.min(self.max);
+        self.next = self.next.saturating_mul(2);
+        if self.fast {
+            wait.min(runwright_client::env::FAST_RETRY_CAP)
+        } else {
+            wait
+        }
+    }
+}
+
+/// The `get_sources` stage with its attempts, the `clear_worktree` stage before the second one, the back-off
+/// between them and `get_sources_timeout` over all of it (runner common/build.go `executePrepareScripts`,
+/// `attemptExecuteStage`).
+struct SourcesRun<'a> {
+    env: &'a JobEnv<'a>,
+    job: &'a JobResponse,
+    trace: &'a TraceBuffer,
+    plan: &'a Plan,
+    host: &'a HostDirs,
+    job_ctx: &'a CancellationToken,
+    sections: &'a Sections<'a>,
+    job_timed_out: &'a std::sync::atomic::AtomicBool,
+}
+
+impl SourcesRun<'_> {
+    /// The get_sources script, or the error the runner fails the stage with before running anything.
+    fn script(&self) -> Result<String, String> {
+        let (env, job, plan, host) = (self.env, self.job, self.plan, self.host);
+        let host_tmp = host.dirs.tmp_dir.to_string_lossy().to_string();
+        let mut w = ScriptWriter::new();
+        w.exports(&plan.vars, &host_tmp);
+        sources::write_git_env(&mut w);
+        let git = plan.sources.strategy != GitStrategy::None
+            && plan.sources.strategy != GitStrategy::Empty;
+        if git {
+            w.config_snippet(env.runner.pre_get_sources_script.as_deref());
+            w.user_commands(&job_hook(job, "pre_get_sources_script"));
+        }
+        w.cd(&host.dirs.builds_dir.to_string_lossy());
+        let mut settings = plan.sources.clone();
+        settings.project_dir = host.dirs.project_dir.to_string_lossy().to_string();
+        settings.tmp_dir = host_tmp;
+        sources::write_sources(&mut w, job, &settings)?;
+        if git {
+            w.user_commands(&job_hook(job, "post_get_sources_script"));
+            w.config_snippet(env.runner.post_get_sources_script.as_deref());
+        }
+        sources::write_clear_credentials(&mut w, &settings);
+        Ok(w.finish(&plan.shell, plan.debug_trace))
+    }
+
+    async fn stage(
+        &self,
+        session: &mut dyn ExecutorSession,
+        name: &str,
+        title: &str,
+        script: &str,
+        ctx: &CancellationToken,
+    ) -> StageResult {
+        self.sections.start(name, title);
+        let r = run_script(session, name, script, self.trace, ctx.clone()).await;
+        self.sections.end(name);
+        r
+    }
+
+    async fn run(
+        &self,
+        session: &mut dyn ExecutorSession,
+        control: &JobControl,
+        ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
+    ) -> Option<JobOutcome> {
+        let plan = self.plan;
+        let deadline = StageDeadline::start(self.job_ctx, plan.get_sources_timeout);
+        let script = self.script();
+        let clear = {
+            let mut w = ScriptWriter::new();
+            sources::write_clear_worktree(&mut w, &self.host.dirs.project_dir.to_string_lossy());
+            w.finish(&plan.shell, plan.debug_trace)
+        };
+        let mut backoff = Backoff::new(plan.stage_backoff);
+        let mut result = StageResult::Ok;
+        let mut stopped_in = "get_sources";
+        for attempt in 0..plan.get_sources_attempts {
+            if attempt > 0 {
+                warn(self.trace, "Retrying...");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
+                    _ = deadline.token.cancelled() => {}
+                }
+                if deadline.token.is_cancelled() {
+                    result = StageResult::Canceled;
+                    break;
+                }
+            }
+            // Before the second attempt only: a repository `git clean` cannot repair loses its files.
+            if attempt == 1 {
+                result = self
+                    .stage(
+                        session,
+                        "clear_worktree",
+                        "Deleting all tracked and untracked files due to source fetch failure",
+                        &clear,
+                        &deadline.token,
+                    )
+                    .await;
+                match result {
+                    StageResult::Ok => {}
+                    StageResult::Canceled => {
+                        stopped_in = "clear_worktree";
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+            result = match &script {
+                Ok(script) => {
+                    self.stage(
+                        session,
+                        "get_sources",
+                        "Getting source from Git repository",
+                        script,
+                        &deadline.token,
+                    )
+                    .await
+                }
+                Err(e) => StageResult::System(e.clone()),
+            };
+            if matches!(result, StageResult::Ok | StageResult::Canceled) {
+                break;
+            }
+        }
+        deadline.stop();
+        if matches!(result, StageResult::Canceled) {
+            let job_timed_out = self.job_timed_out.load(std::sync::atomic::Ordering::SeqCst);
+            if self.job_ctx.is_cancelled() {
+                if job_timed_out {
+                    warn_timeout_exceeded(self.trace, stopped_in);
+                }
+                return Some(ctx_outcome(control));
+            }
+            if deadline.timed_out() {
+                warn_timeout_exceeded(self.trace, stopped_in);
+                return Some(JobOutcome::failed(
+                    FailureReason::JobExecutionTimeout,
+                    None,
+                    format!(
+                        "get sources timeout: exceeded timeout of {}",
+                        format_go_duration(plan.get_sources_timeout)
+                    ),
+                ));
+            }
+        }
+        result.failure(FailureReason::ScriptFailure, control, ctx_outcome)
+    }
 }
 
 fn job_hook(job: &JobResponse, name: &str) -> Vec<String> {
@@ -803,4 +1088,151 @@ async fn run_steps(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{Executor, ExecutorSession, PreparedJob};
+    use async_trait::async_trait;
+    use runwright_client::types::FeaturesInfo;
+    use runwright_trace::TraceOptions;
+
+    /// An executor whose preparation takes `prepare_for` (or until canceled), and whose stages print their
+    /// name and succeed.
+    struct SlowExecutor {
+        prepare_for: Duration,
+    }
+
+    struct Session;
+
+    #[async_trait]
+    impl Executor for SlowExecutor {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn shell(&self) -> &str {
+            "sh"
+        }
+        fn features(&self, _: &mut FeaturesInfo) {}
+        fn default_builds_dir(&self) -> PathBuf {
+            PathBuf::from("/nonexistent/builds")
+        }
+        fn builds_dir_shared(&self) -> bool {
+            false
+        }
+        fn description(&self) -> String {
+            String::new()
+        }
+        fn host_name(&self) -> Option<String> {
+            Some("slow-host".into())
+        }
+        async fn prepare(
+            &self,
+            job: &PreparedJob,
+        ) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
+            tokio::select! {
+                _ = tokio::time::sleep(self.prepare_for) => Ok(Box::new(Session)),
+                _ = job.cancel.cancelled() => Err(ExecutorError::Canceled),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ExecutorSession for Session {
+        async fn run_stage(
+            &mut self,
+            stage: &str,
+            _script: &str,
+            trace: &TraceBuffer,
+            _cancel: CancellationToken,
+        ) -> Result<i32, ExecutorError> {
+            trace.write(format!("ran {stage}\n").as_bytes());
+            Ok(0)
+        }
+        async fn cleanup(&mut self) {}
+    }
+
+    async fn run(runner: &RunnerConfig, prepare_for: Duration) -> (JobOutcome, String) {
+        let identity = RunnerIdentity {
+            name: "runwright".into(),
+            version: "0".into(),
+            revision: "0".into(),
+            platform: "linux".into(),
+            architecture: "amd64".into(),
+            system_id: "s_0".into(),
+        };
+        let exec = SlowExecutor { prepare_for };
+        let env = JobEnv {
+            runner,
+            identity: &identity,
+            executor: &exec,
+            working_dir: PathBuf::from("/nonexistent"),
+            concurrent_id: 0,
+            concurrent_project_id: 0,
+            steps: Vec::new(),
+        };
+        let mut job = JobResponse {
+            id: 1,
+            ..Default::default()
+        };
+        job.runner_info.timeout = 3600;
+        job.variables.push(runwright_client::types::JobVariable {
+            key: "GIT_STRATEGY".into(),
+            value: "none".into(),
+            ..Default::default()
+        });
+        let trace = TraceBuffer::new(TraceOptions::default());
+        let outcome = run_job(&env, &job, &trace, &JobControl::new()).await;
+        let text = String::from_utf8_lossy(&trace.read(0, usize::MAX)).into_owned();
+        (outcome, text)
+    }
+
+    #[test]
+    fn stage_retries_back_off_exponentially_up_to_the_maximum() {
+        let mut b = Backoff {
+            next: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+            fast: false,
+        };
+        let waits: Vec<u64> = (0..8).map(|_| b.next_wait().as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        let mut fast = Backoff {
+            fast: true,
+            ..Backoff::new((Duration::from_secs(5), Duration::from_secs(300)))
+        };
+        assert_eq!(fast.next_wait(), runwright_client::env::FAST_RETRY_CAP);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prepare_timeout_ends_a_slow_executor_preparation_as_a_timeout() {
+        let runner = RunnerConfig {
+            prepare_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        let (outcome, text) = run(&runner, Duration::from_secs(600)).await;
+        assert!(!outcome.success, "{text}");
+        assert_eq!(
+            outcome.failure_reason,
+            Some(FailureReason::JobExecutionTimeout)
+        );
+        assert_eq!(outcome.message, "prepare timeout: exceeded timeout of 30s");
+        assert!(
+            text.contains("ERROR: Job failed: prepare timeout: exceeded timeout of 30s"),
+            "{text}"
+        );
+
+        // Longer than the job, or zero: the job timeout (1 h here) bounds preparing instead.
+        for t in [Duration::from_secs(7200), Duration::ZERO] {
+            let runner = RunnerConfig {
+                prepare_timeout: Some(t),
+                ..Default::default()
+            };
+            let (outcome, text) = run(&runner, Duration::from_secs(600)).await;
+            assert!(outcome.success, "{t:?}: {text}");
+        }
+        // Preparation within the timeout: the job runs.
+        let (outcome, text) = run(&runner, Duration::from_secs(10)).await;
+        assert!(outcome.success, "{text}");
+    }
 }

@@ -7,6 +7,7 @@ pub mod job;
 pub mod layout;
 mod plan;
 pub mod script;
+pub mod settings;
 pub mod sources;
 pub mod steps;
 mod tls;

@@ -1,14 +1,24 @@
-//! Resolving a job before it runs: builds and project dirs, the runner's variable list in GitLab's order
-//! (reference `protocol.md` §7.3, §7.4), git settings and the timeouts read from job variables. Bad values
-//! fail the job here, before any stage starts.
+//! Resolving a job before it runs: builds and project dirs (with `GIT_CLONE_PATH`), the runner's variable list
+//! in GitLab's order (reference `protocol.md` §7.3, §7.4), the build settings and git settings, and the stage
+//! timeouts. Values GitLab's runner only warns about become warnings for the trace
+//! (runner common/build_settings.go); what it refuses fails the job here, before any stage starts.
 
 use crate::job::{JobEnv, DEFAULT_AFTER_SCRIPT_TIMEOUT, DEFAULT_JOB_TIMEOUT};
 use crate::layout::{project_slug, JobDirs};
-use crate::sources::{self, GitStrategy, SourcesSettings, SubmoduleStrategy};
+use crate::settings::BuildSettings;
+use crate::sources::{GitAuth, GitAuthInput, GitStrategy, SourcesSettings, SshServer};
 use crate::variables::Variables;
-use runwright_client::types::{JobResponse, JobVariable};
-use runwright_config::parse_go_duration;
+use runwright_client::failure_reason::FailureReason;
+use runwright_client::types::JobResponse;
+use runwright_config::{format_go_duration, parse_go_duration, RunnerConfig};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The runner's stage retry back-off: 1 s to 5 s, or 5 s to 5 min with `FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY`
+/// (runner helpers/retry/retry.go `New`, common/consts.go `DefaultStageRetryBackoffMin/Max`).
+const STAGE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(5));
+const STAGE_BACKOFF_EXPONENTIAL: (Duration, Duration) =
+    (Duration::from_secs(5), Duration::from_secs(300));
 
 /// Resolved per-job settings.
 pub(crate) struct Plan {
@@ -20,83 +30,283 @@ pub(crate) struct Plan {
     pub(crate) get_sources_attempts: u32,
     pub(crate) artifact_download_attempts: u32,
     pub(crate) restore_cache_attempts: u32,
+    pub(crate) after_script_ignore_errors: bool,
     /// The local cache directory (`cache_dir`, or the executor's default below the working directory).
     pub(crate) cache_dir: std::path::PathBuf,
     pub(crate) empty_strategy: bool,
     /// When the job timeout fires (presigned cache URLs live until then).
     pub(crate) deadline: tokio::time::Instant,
-    pub(crate) script_timeout: Option<Duration>,
-    pub(crate) after_script_timeout: Duration,
+    /// The settings the runner warns about, in its words (one warning before the executor is prepared).
+    pub(crate) warnings: Vec<String>,
+    /// `prepare_timeout` as the runner applies it (runner common/build.go `GetPrepareTimeout`).
+    pub(crate) prepare_timeout: Duration,
+    /// `get_sources_timeout` as the runner applies it (`GetGetSourcesTimeout`).
+    pub(crate) get_sources_timeout: Duration,
+    /// Minimum and maximum wait between attempts of a retried stage.
+    pub(crate) stage_backoff: (Duration, Duration),
 }
 
-/// Resolves everything the stages need; an error is a message for the trace (`runner_system_failure`).
-pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> {
+/// Why a job cannot start, with GitLab's failure reason.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PlanError {
+    pub(crate) reason: FailureReason,
+    pub(crate) message: String,
+}
+
+/// A feature flag as the runner resolves it: `[runners.feature_flags]` wins, then a job variable that parses as
+/// a bool, then the flag's default (runner common/build_settings.go `populateFeatureFlags`).
+pub(crate) fn feature_flag(
+    runner: &RunnerConfig,
+    vars: &Variables,
+    name: &str,
+    default: bool,
+) -> bool {
+    runner
+        .feature_flags
+        .get(name)
+        .copied()
+        .or_else(|| vars.bool(name))
+        .unwrap_or(default)
+}
+
+/// Go's `path.Clean`: lexical, `.` and `..` resolved, no trailing or doubled slashes.
+fn clean_path(p: &str) -> String {
+    let abs = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|s| *s != "..") {
+                    out.pop();
+                } else if !abs {
+                    out.push("..");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    match (abs, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// The project dir `GIT_CLONE_PATH` asks for (runner common/build.go `getCustomBuildDir`): only with
+/// `[runners.custom_build_dir] enabled`, and only inside the builds dir; both refusals are configuration errors.
+fn custom_build_dir(root: &Path, dir: &str, enabled: bool) -> Result<PathBuf, PlanError> {
+    let config_error = |message: String| PlanError {
+        reason: FailureReason::RunnerConfigurationError,
+        message,
+    };
+    if !enabled {
+        return Err(config_error(
+            "setting GIT_CLONE_PATH is not allowed, enable `custom_build_dir` feature".to_string(),
+        ));
+    }
+    let root_s = root.to_string_lossy();
+    let base = clean_path(&root_s);
+    let target = clean_path(dir);
+    if base.starts_with('/') != target.starts_with('/') {
+        // Go's filepath.Rel error.
+        return Err(config_error(format!(
+            "Rel: can't make {target} relative to {base}"
+        )));
+    }
+    let comps = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    let (b, t) = (comps(&base), comps(&target));
+    let common = b.iter().zip(&t).take_while(|(x, y)| x == y).count();
+    let mut rel: Vec<String> = vec!["..".to_string(); b.len() - common];
+    rel.extend(t[common..].iter().cloned());
+    let rel = if rel.is_empty() {
+        ".".to_string()
+    } else {
+        rel.join("/")
+    };
+    if rel.starts_with("..") {
+        return Err(config_error(format!(
+            "the GIT_CLONE_PATH={dir:?} has to be within {root_s:?}"
+        )));
+    }
+    Ok(PathBuf::from(target))
+}
+
+/// A runner timeout setting bounded by the job timeout (runner `GetPrepareTimeout`, `GetGetSourcesTimeout`):
+/// unset, zero or longer than the job: the job timeout, with a line in runwright's log as in the runner's.
+fn stage_timeout(
+    configured: Option<Duration>,
+    job_timeout: Duration,
+    key: &str,
+    job_id: i64,
+) -> Duration {
+    match configured {
+        None => job_timeout,
+        Some(d) if d.is_zero() => {
+            tracing::warn!(
+                job = job_id,
+                "{key} ({}) must be greater than 0; using job timeout ({})",
+                format_go_duration(d),
+                format_go_duration(job_timeout)
+            );
+            job_timeout
+        }
+        Some(d) if d > job_timeout => {
+            tracing::warn!(
+                job = job_id,
+                "{key} ({}) exceeds job timeout ({}); using job timeout",
+                format_go_duration(d),
+                format_go_duration(job_timeout)
+            );
+            job_timeout
+        }
+        Some(d) => d,
+    }
+}
+
+/// `RUNNER_SCRIPT_TIMEOUT` and `RUNNER_AFTER_SCRIPT_TIMEOUT` when the user scripts start, `time_left` before the
+/// job timeout (runner common/build.go `getStageTimeoutContexts`): unparsable, negative or longer than what is
+/// left of the job, a value is ignored with a warning. Returns (script timeout, after_script timeout, warnings).
+pub(crate) fn script_timeouts(
+    vars: &Variables,
+    time_left: Duration,
+) -> (Option<Duration>, Duration, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut read = |key: &str| -> Option<Duration> {
+        let raw = vars.value(key).unwrap_or("");
+        if raw.trim().is_empty() {
+            return None;
+        }
+        match parse_go_duration(raw) {
+            Ok(d) if d > time_left => {
+                warnings.push(format!(
+                    "{key} timeout: {raw} is longer than job timeout. Setting to job timeout"
+                ));
+                None
+            }
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            // std's Duration has no sign: a negative duration is a valid one with a minus in front.
+            Err(_)
+                if raw
+                    .strip_prefix('-')
+                    .is_some_and(|r| parse_go_duration(r).is_ok_and(|d| !d.is_zero())) =>
+            {
+                warnings.push(format!("Ignoring relative {key} timeout: {raw}"));
+                None
+            }
+            Err(_) => {
+                warnings.push(format!("Ignoring malformed {key} timeout: {raw}"));
+                None
+            }
+        }
+    };
+    let script = read("RUNNER_SCRIPT_TIMEOUT");
+    let after = read("RUNNER_AFTER_SCRIPT_TIMEOUT").unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT);
+    (script, after, warnings)
+}
+
+/// Resolves everything the stages need.
+pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanError> {
     let runner = env.runner;
     let exec = env.executor;
     let builds_dir = match runner.builds_dir.as_deref().filter(|s| !s.is_empty()) {
         Some(d) => env.working_dir.join(d),
         None => env.working_dir.join(exec.default_builds_dir()),
     };
-    let job_vars = Variables::from_job(&job.variables);
-    let strategy = GitStrategy::parse(job_vars.value("GIT_STRATEGY"), job.allow_git_fetch)?;
     let slug = project_slug(job);
-    let dirs = JobDirs::new(
-        &builds_dir,
-        exec.builds_dir_shared(),
-        &runner.short_token(),
-        env.concurrent_project_id,
-        &slug,
-        strategy == GitStrategy::Empty,
-    );
-    let project_dir = dirs.project_dir.to_string_lossy().to_string();
-    let tmp_dir = dirs.tmp_dir.to_string_lossy().to_string();
-    let job_timeout = if job.runner_info.timeout > 0 {
+    let job_timeout_secs = if job.runner_info.timeout > 0 {
         job.runner_info.timeout
     } else {
         DEFAULT_JOB_TIMEOUT.as_secs() as i64
     };
+    let job_timeout = Duration::from_secs(job_timeout_secs.max(0) as u64);
 
     // The runner's list, in GitLab's order (§7.3); the job's own variables come after the runner defaults.
-    let mut vars = Variables::new();
-    for (name, on) in &runner.feature_flags {
-        vars.set(name, on.to_string());
-    }
-    vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
-    for entry in &runner.environment {
-        match entry.split_once('=') {
-            Some((k, v)) => vars.set(k, v),
-            None => vars.set(entry, ""),
+    let variables = |project_dir: &str, tmp_dir: &str| -> Variables {
+        let mut vars = Variables::new();
+        for (name, on) in &runner.feature_flags {
+            vars.set(name, on.to_string());
         }
-    }
-    vars.set("CI_BUILDS_DIR", dirs.builds_dir.to_string_lossy());
-    vars.set("CI_PROJECT_DIR", project_dir.clone());
-    vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
-    vars.set(
-        "CI_CONCURRENT_PROJECT_ID",
-        env.concurrent_project_id.to_string(),
+        vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
+        for entry in &runner.environment {
+            match entry.split_once('=') {
+                Some((k, v)) => vars.set(k, v),
+                None => vars.set(entry, ""),
+            }
+        }
+        vars.set("CI_BUILDS_DIR", builds_dir.to_string_lossy());
+        vars.set("CI_PROJECT_DIR", project_dir);
+        vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
+        vars.set(
+            "CI_CONCURRENT_PROJECT_ID",
+            env.concurrent_project_id.to_string(),
+        );
+        vars.set("CI_SERVER", "yes");
+        vars.set("CI_JOB_STATUS", "running");
+        vars.set("CI_JOB_TIMEOUT", job_timeout_secs.to_string());
+        vars.extend(crate::tls::variables(job));
+        vars.extend(job.variables.iter().cloned());
+        if exec.shared_environment() {
+            vars.set("CI_SHARED_ENVIRONMENT", "true");
+        } else {
+            vars.set("CI_DISPOSABLE_ENVIRONMENT", "true");
+        }
+        vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
+        vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
+        vars.set(
+            "CI_RUNNER_EXECUTABLE_ARCH",
+            format!("{}/{}", env.identity.platform, env.identity.architecture),
+        );
+        vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir);
+        for (k, v) in exec.job_variables(job, env.concurrent_project_id) {
+            vars.set(&k, v);
+        }
+        let tmp_for_files = tmp_dir.to_string();
+        vars.expanded(&|key| format!("{tmp_for_files}/{key}"))
+    };
+
+    // The settings are read before the project dir is known, as the runner reads them (its `StartBuild`):
+    // `GIT_CLONE_PATH` may name `$CI_BUILDS_DIR`, the project dir depends on `GIT_STRATEGY`.
+    let settings = BuildSettings::from_variables(
+        &variables("", ".tmp"),
+        job.allow_git_fetch,
+        job.git_info.depth,
     );
-    vars.set("CI_SERVER", "yes");
-    vars.set("CI_JOB_STATUS", "running");
-    vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
-    vars.extend(crate::tls::variables(job));
-    vars.extend(job.variables.iter().cloned());
-    if exec.shared_environment() {
-        vars.set("CI_SHARED_ENVIRONMENT", "true");
+    let strategy = settings.git_strategy;
+    let dirs = if settings.git_clone_path.is_empty() {
+        JobDirs::new(
+            &builds_dir,
+            exec.builds_dir_shared(),
+            &runner.short_token(),
+            env.concurrent_project_id,
+            &slug,
+            strategy == GitStrategy::Empty,
+        )
     } else {
-        vars.set("CI_DISPOSABLE_ENVIRONMENT", "true");
-    }
-    vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
-    vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
-    vars.set(
-        "CI_RUNNER_EXECUTABLE_ARCH",
-        format!("{}/{}", env.identity.platform, env.identity.architecture),
-    );
-    vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir.clone());
-    for (k, v) in exec.job_variables(job, env.concurrent_project_id) {
-        vars.set(&k, v);
-    }
-    let tmp_for_files = tmp_dir.clone();
-    let vars = vars.expanded(&|key| format!("{tmp_for_files}/{key}"));
+        let enabled = runner
+            .custom_build_dir
+            .as_ref()
+            .and_then(|c| c.enabled)
+            .unwrap_or_else(|| exec.default_custom_build_dir_enabled());
+        let project_dir = custom_build_dir(&builds_dir, &settings.git_clone_path, enabled)?;
+        let mut tmp = project_dir.clone().into_os_string();
+        tmp.push(".tmp");
+        JobDirs {
+            builds_dir: builds_dir.clone(),
+            project_dir,
+            tmp_dir: PathBuf::from(tmp),
+        }
+    };
+    let project_dir = dirs.project_dir.to_string_lossy().to_string();
+    let tmp_dir = dirs.tmp_dir.to_string_lossy().to_string();
+    let vars = variables(&project_dir, &tmp_dir);
 
     let shell = runner
         .shell
@@ -105,93 +315,100 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
         .unwrap_or_else(|| exec.shell().to_string());
     let debug_trace = !runner.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE") == Some(true);
 
-    let clean_flags = match vars.value("GIT_CLEAN_FLAGS").map(str::trim) {
-        Some("none") => None,
-        Some(f) if !f.is_empty() => Some(f.to_string()),
-        _ => Some("-ffdx".to_string()),
-    };
-    let fetch_flags = match vars.value("GIT_FETCH_EXTRA_FLAGS").map(str::trim) {
-        Some("none") => String::new(),
-        Some(f) if !f.is_empty() => f.to_string(),
-        _ => "--prune --quiet".to_string(),
-    };
-    let depth = match vars
-        .value("GIT_DEPTH")
-        .and_then(|d| d.trim().parse::<i64>().ok())
-    {
-        Some(d) => d,
-        None => job.git_info.depth,
-    };
     let project_path = vars
         .value("CI_PROJECT_PATH")
         .map(str::to_string)
         .unwrap_or_else(|| slug.clone());
+    let auth = GitAuth::new(&GitAuthInput {
+        job,
+        clone_url: runner.clone_url.as_deref(),
+        credentials_url: &runner.url,
+        project_path: &project_path,
+        force_https: settings.submodule_force_https,
+        server: SshServer {
+            host: vars.value("CI_SERVER_HOST").unwrap_or("").to_string(),
+            ssh_host: vars
+                .value("CI_SERVER_SHELL_SSH_HOST")
+                .unwrap_or("")
+                .to_string(),
+            ssh_port: vars
+                .value("CI_SERVER_SHELL_SSH_PORT")
+                .unwrap_or("")
+                .to_string(),
+        },
+    });
+    let id = env.identity;
+    // runner shells/abstract.go `writeGitCleanupAllConfigs`: on by default except for the shell executor and
+    // GIT_STRATEGY=none; an explicit setting wins.
+    let clean_git_config = runner
+        .clean_git_config
+        .unwrap_or(exec.name() != "shell" && strategy != GitStrategy::None);
     let sources = SourcesSettings {
         strategy,
-        submodules: SubmoduleStrategy::parse(vars.value("GIT_SUBMODULE_STRATEGY"))?,
-        checkout: vars.bool("GIT_CHECKOUT").unwrap_or(true),
-        clean_flags,
-        fetch_flags,
-        depth,
-        submodule_depth: vars
-            .value("GIT_SUBMODULE_DEPTH")
-            .and_then(|d| d.trim().parse().ok())
-            .or(Some(depth)),
-        submodule_paths: vars.value("GIT_SUBMODULE_PATHS").unwrap_or("").to_string(),
-        submodule_update_flags: vars
-            .value("GIT_SUBMODULE_UPDATE_FLAGS")
-            .unwrap_or("")
-            .to_string(),
-        remote_url: sources::remote_url(job, runner.clone_url.as_deref(), &project_path),
-        project_dir,
+        submodules: settings.submodule_strategy,
+        checkout: settings.git_checkout,
+        clean_flags: settings.clean_flags.clone(),
+        fetch_flags: settings.fetch_flags.clone(),
+        depth: job.git_info.depth,
+        submodule_depth: settings.submodule_depth,
+        submodule_paths: settings.submodule_paths.clone(),
+        submodule_update_flags: settings.submodule_update_flags.clone(),
+        lfs_skip_smudge: settings.lfs_skip_smudge,
+        object_format: job.git_info.repo_object_format.clone(),
+        auth,
+        clean_git_config,
+        safe_directory: runner
+            .safe_directory_checkout
+            .unwrap_or_else(|| exec.default_safe_directory_checkout()),
+        bundle_uris: feature_flag(runner, &vars, "FF_USE_GIT_BUNDLE_URIS", true),
+        proactive_auth: feature_flag(runner, &vars, "FF_USE_GIT_PROACTIVE_AUTH", false),
+        user_agent: format!(
+            "http.userAgent={} {} {}/{}",
+            id.name, id.version, id.platform, id.architecture
+        ),
+        project_dir: project_dir.clone(),
+        job_tmp_dir: tmp_dir.clone(),
         tmp_dir,
     };
-    let attempts = |key: &str| -> Result<u32, String> {
-        match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(1),
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=10).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "{key}: number of attempts out of the range [1, 10]: {v}"
-                )),
-            },
-        }
-    };
-    let duration_var = |key: &str| -> Result<Option<Duration>, String> {
-        match vars.value(key).map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => parse_go_duration(v).map(Some).map_err(|_| {
-                format!("{key}: invalid duration {v:?} (use Go syntax, e.g. 10m or 1h30m)")
-            }),
-        }
+    let stage_backoff = if feature_flag(
+        runner,
+        &vars,
+        "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY",
+        true,
+    ) {
+        STAGE_BACKOFF_EXPONENTIAL
+    } else {
+        STAGE_BACKOFF
     };
     Ok(Plan {
-        get_sources_attempts: attempts("GET_SOURCES_ATTEMPTS")?,
-        artifact_download_attempts: attempts("ARTIFACT_DOWNLOAD_ATTEMPTS")?,
-        restore_cache_attempts: attempts("RESTORE_CACHE_ATTEMPTS")?,
+        get_sources_attempts: settings.get_sources_attempts,
+        artifact_download_attempts: settings.artifact_download_attempts,
+        restore_cache_attempts: settings.restore_cache_attempts,
+        after_script_ignore_errors: settings.after_script_ignore_errors,
         cache_dir: match runner.cache_dir.as_deref().filter(|s| !s.is_empty()) {
             Some(d) => env.working_dir.join(d),
             None => env.working_dir.join(exec.default_cache_dir()),
         },
         empty_strategy: strategy == GitStrategy::Empty,
-        deadline: tokio::time::Instant::now() + Duration::from_secs(job_timeout.max(0) as u64),
-        script_timeout: duration_var("RUNNER_SCRIPT_TIMEOUT")?.filter(|d| !d.is_zero()),
-        after_script_timeout: duration_var("RUNNER_AFTER_SCRIPT_TIMEOUT")?
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT),
+        deadline: tokio::time::Instant::now() + job_timeout,
+        warnings: settings.errors,
+        prepare_timeout: stage_timeout(
+            runner.prepare_timeout,
+            job_timeout,
+            "prepare_timeout",
+            job.id,
+        ),
+        get_sources_timeout: stage_timeout(
+            runner.get_sources_timeout,
+            job_timeout,
+            "get_sources_timeout",
+            job.id,
+        ),
+        stage_backoff,
         dirs,
         vars,
         shell,
         debug_trace,
         sources,
     })
-}
-
-impl Variables {
-    /// The job's own list (for settings like `GIT_STRATEGY` that are read before the full list exists).
-    pub fn from_job(vars: &[JobVariable]) -> Self {
-        let mut v = Variables::new();
-        v.extend(vars.iter().cloned());
-        v
-    }
 }

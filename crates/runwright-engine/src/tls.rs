@@ -11,10 +11,6 @@ pub const CA_FILE: &str = "CI_SERVER_TLS_CA_FILE";
 pub const CERT_FILE: &str = "CI_SERVER_TLS_CERT_FILE";
 pub const KEY_FILE: &str = "CI_SERVER_TLS_KEY_FILE";
 
-/// Git's external config for the repository, in the job's temp dir (runner shells/abstract.go
-/// `externalGitConfigFile`), included from `.git/config`.
-const EXTERNAL_GIT_CONFIG: &str = ".gitlab-runner.ext.conf";
-
 /// The variables, in the runner's order, each only when it has content: the CA chain; the certificate and
 /// key together. File variables, internal; the key is not public.
 pub(crate) fn variables(job: &JobResponse) -> Vec<JobVariable> {
@@ -38,20 +34,10 @@ pub(crate) fn variables(job: &JobResponse) -> Vec<JobVariable> {
     out
 }
 
-/// `scheme://host[:port]` of the repository's remote (runner `getRemoteHost`, `OnlySchemeAndHost`): the URL
-/// git matches `http.<url>.*` settings against.
-fn remote_host(remote_url: &str) -> Option<String> {
-    let url = url::Url::parse(remote_url).ok()?;
-    let host = url.host_str()?;
-    Some(match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    })
-}
-
-/// The `http.<server>.ssl*` settings for the job's variables that exist, pointing at their files.
-fn ssl_settings(job: &JobResponse, remote_url: &str) -> Vec<(String, &'static str)> {
-    let Some(host) = remote_host(remote_url) else {
+/// The `http.<server>.ssl*` settings for the job's variables that exist, pointing at their files; `<server>` is
+/// `scheme://host[:port]` of the remote (runner `getRemoteHost`, `OnlySchemeAndHost`).
+fn ssl_settings(job: &JobResponse, s: &SourcesSettings) -> Vec<(String, &'static str)> {
+    let Some(host) = s.auth.remote_host() else {
         return Vec::new();
     };
     variables(job)
@@ -67,58 +53,30 @@ fn ssl_settings(job: &JobResponse, remote_url: &str) -> Vec<(String, &'static st
         .collect()
 }
 
-fn external_config(s: &SourcesSettings) -> String {
-    format!("{}/{EXTERNAL_GIT_CONFIG}", s.tmp_dir)
-}
-
-/// Run in the project directory after `git init`, before the fetch: the repository's git uses the job's TLS
-/// files for its server, for the fetch and for the job's own git commands later.
+/// Run after the external config is written and before the fetch: the settings go into that file, which
+/// `.git/config` includes and the submodule commands get with `-c include.path` (`sources.rs`), so the fetch,
+/// the submodules and the job's own git commands use the job's TLS files for its server.
 ///
 /// As GitLab's runner does for jobs sharing the machine (shell executor: `setupExternalGitConfig` writes them
-/// into the external config that `.git/config` includes), for every executor here: runwright's docker
-/// executor fetches on the host, where the runner's `git config --global` (meant for a throw-away helper
-/// container) would change the service user's own git config. The include names a file of the job's temp
-/// dir, removed when the job ends (`cleanup_file_variables`) and absent inside a build container, and git
-/// ignores an include that is not there: nothing outlives the job, and a build container's git runs without
-/// these settings, as with GitLab's runner.
+/// into the external config), for every executor here: runwright's docker executor fetches on the host, where
+/// the runner's `git config --global` (meant for a throw-away helper container) would change the service
+/// user's own git config. The file is in the job's temp dir, removed when the job ends, and git ignores an
+/// include that is not there: nothing outlives the job.
 pub(crate) fn write_git_ssl_config(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSettings) {
-    let settings = ssl_settings(job, &s.remote_url);
-    if settings.is_empty() {
-        return;
-    }
-    let ext = external_config(s);
-    for (key, var) in &settings {
+    let ext = format!("{}/{}", s.tmp_dir, crate::sources::EXT_GIT_CONFIG);
+    for (key, var) in ssl_settings(job, s) {
         w.line(&format!(
             "git config -f {} {} \"${var}\"",
             shell_escape(&ext),
-            shell_escape(key)
+            shell_escape(&key)
         ));
     }
-    // runner `setupExistingRepoConfig`/`includeExternalGitConfig`: one include of the file, whatever earlier
-    // jobs left.
-    w.line(&format!(
-        "git config --file .git/config --replace-all include.path {} {}",
-        shell_escape(&ext),
-        shell_escape(&format!("{}$", EXTERNAL_GIT_CONFIG.replace('.', "\\.")))
-    ));
-}
-
-/// `-c include.path=<external config>` for the submodule commands, which do not read the superproject's
-/// config (runner `writeSubmoduleUpdateCmd`, `withExplicitSubmoduleCreds`); empty without TLS settings.
-pub(crate) fn submodule_config_args(job: &JobResponse, s: &SourcesSettings) -> String {
-    if ssl_settings(job, &s.remote_url).is_empty() {
-        return String::new();
-    }
-    format!(
-        " -c {}",
-        shell_escape(&format!("include.path={}", external_config(s)))
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::{GitStrategy, SubmoduleStrategy};
+    use crate::sources::{GitAuth, GitAuthInput, GitStrategy, SshServer, SubmoduleStrategy};
     use runwright_client::TlsData;
 
     fn job(tls: TlsData) -> JobResponse {
@@ -129,19 +87,39 @@ mod tests {
     }
 
     fn settings(remote: &str) -> SourcesSettings {
+        let mut j = JobResponse {
+            token: "tok".into(),
+            ..Default::default()
+        };
+        j.git_info.repo_url = remote.into();
         SourcesSettings {
             strategy: GitStrategy::Fetch,
-            submodules: SubmoduleStrategy::None,
+            submodules: Some(SubmoduleStrategy::None),
             checkout: true,
-            clean_flags: None,
-            fetch_flags: String::new(),
+            clean_flags: Vec::new(),
+            fetch_flags: Vec::new(),
             depth: 0,
-            submodule_depth: None,
-            submodule_paths: String::new(),
-            submodule_update_flags: String::new(),
-            remote_url: remote.into(),
+            submodule_depth: 0,
+            submodule_paths: Vec::new(),
+            submodule_update_flags: Vec::new(),
+            lfs_skip_smudge: false,
+            object_format: String::new(),
+            auth: GitAuth::new(&GitAuthInput {
+                job: &j,
+                clone_url: None,
+                credentials_url: remote,
+                project_path: "grp/app",
+                force_https: false,
+                server: SshServer::default(),
+            }),
+            clean_git_config: false,
+            safe_directory: false,
+            bundle_uris: false,
+            proactive_auth: false,
+            user_agent: String::new(),
             project_dir: "/b/p".into(),
             tmp_dir: "/b/p.tmp".into(),
+            job_tmp_dir: "/b/p.tmp".into(),
         }
     }
 
@@ -186,20 +164,10 @@ mod tests {
         w2.line("git config -f /b/p.tmp/.gitlab-runner.ext.conf http.https://gitlab.example.com:8443.sslCAInfo \"$CI_SERVER_TLS_CA_FILE\"");
         w2.line("git config -f /b/p.tmp/.gitlab-runner.ext.conf http.https://gitlab.example.com:8443.sslCert \"$CI_SERVER_TLS_CERT_FILE\"");
         w2.line("git config -f /b/p.tmp/.gitlab-runner.ext.conf http.https://gitlab.example.com:8443.sslKey \"$CI_SERVER_TLS_KEY_FILE\"");
-        w2.line("git config --file .git/config --replace-all include.path /b/p.tmp/.gitlab-runner.ext.conf '\\.gitlab-runner\\.ext\\.conf$'");
         assert_eq!(w.finish("bash", false), w2.finish("bash", false));
-        assert_eq!(
-            submodule_config_args(&job(tls), &s),
-            " -c include.path=/b/p.tmp/.gitlab-runner.ext.conf"
-        );
 
         let mut none = ScriptWriter::new();
         write_git_ssl_config(&mut none, &job(TlsData::default()), &s);
         assert!(none.is_empty());
-        assert_eq!(submodule_config_args(&job(TlsData::default()), &s), "");
-        assert_eq!(
-            remote_host("https://gitlab.example.com/g/a.git").as_deref(),
-            Some("https://gitlab.example.com")
-        );
     }
 }

@@ -402,6 +402,13 @@ async fn run_pipeline(
     let borrowed = co.objects.is_absolute()
         && !objects.contains('\n')
         && std::fs::write(bare.join("objects/info/alternates"), format!("{objects}\n")).is_ok();
+    // Git LFS objects too: git-lfs and the coordinator read them from the served repository's
+    // `lfs/objects`, which is the checkout's own store.
+    if let Some(store) = co.objects.parent().map(|g| g.join("lfs/objects")) {
+        if store.is_dir() && std::fs::create_dir_all(bare.join("lfs")).is_ok() {
+            let _ = std::os::unix::fs::symlink(&store, bare.join("lfs/objects"));
+        }
+    }
     // Points `dest` at `commit` in the repository the jobs fetch from.
     let mirror = |commit: &str, dest: &str| {
         if borrowed {

@@ -1290,3 +1290,47 @@ async fn the_build_hosts_privileged_runner_asks_dockerd_for_privileged_container
     );
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
+
+/// Docker allows `GIT_CLONE_PATH` by default (runner `newDockerOptions`); the checkout the runner made on the
+/// volume's host path holds no token, and git in the build container still finds the credentials config the
+/// checkout includes (at its path in the container, besides the one on the host the runner's git used).
+#[tokio::test]
+async fn a_docker_job_may_choose_its_clone_path_and_git_in_the_container_sees_the_credentials_config(
+) {
+    if !docker_ready(&[DEBIAN]) {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let token = h.docker_runner("", "");
+    let sha = h.make_repo("grp/app", &[("README.md", "custom path\n")]);
+    h.start();
+    let mut spec = job(
+        "clone-path",
+        (7, "grp/app"),
+        &sha,
+        &[
+            "echo dir=$CI_PROJECT_DIR",
+            "cat README.md",
+            "echo tokens=$(grep -c gitlab-ci-token .git/config || true)",
+            "echo rewrites=$(git config --get-regexp '^url\\..*\\.insteadof$' | cut -d' ' -f2 | sort | tr '\\n' ' ')",
+        ],
+    )
+    .with_variable("GIT_CLONE_PATH", "$CI_BUILDS_DIR/custom/app");
+    spec.image = Some(Image {
+        name: DEBIAN.into(),
+        ..Default::default()
+    });
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("dir=/builds/custom/app\n"), "{t}");
+    assert!(t.contains("custom path\n"), "{t}");
+    assert!(t.contains("tokens=0\n"), "{t}");
+    let server = h.coordinator.url().trim_end_matches('/').to_string();
+    assert!(
+        t.contains(&format!("rewrites={server} {server}/grp/app.git\n")),
+        "{t}"
+    );
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}

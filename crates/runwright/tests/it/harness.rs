@@ -247,7 +247,34 @@ impl Harness {
         self.git(&work, &["rev-parse", "HEAD"])
     }
 
-    /// Mirrors the source repository into the bare one the coordinator serves.
+    /// Like [`Harness::make_repo`], for a repository of another object format (`sha256`), served as such.
+    pub fn make_repo_with_format(
+        &self,
+        path: &str,
+        format: &str,
+        files: &[(&str, &str)],
+    ) -> String {
+        let work = self.dir.path().join("src").join(path);
+        std::fs::create_dir_all(&work).expect("src dir");
+        let fmt = format!("--object-format={format}");
+        self.git(&work, &["init", "-q", "-b", "main", &fmt]);
+        let bare = self.dir.path().join("git").join(format!("{path}.git"));
+        std::fs::create_dir_all(&bare).expect("bare dir");
+        self.git(&bare, &["init", "-q", "--bare", &fmt]);
+        self.commit(path, files, "initial")
+    }
+
+    /// Makes files matching `pattern` Git LFS files in the source repository of `path` (`git lfs track`); the
+    /// next [`Harness::publish`] uploads their objects into the served repository's LFS store, as a push to
+    /// GitLab does.
+    pub fn lfs_track(&self, path: &str, pattern: &str) {
+        let work = self.dir.path().join("src").join(path);
+        self.git(&work, &["lfs", "install", "--local"]);
+        self.git(&work, &["lfs", "track", pattern]);
+    }
+
+    /// Mirrors the source repository into the bare one the coordinator serves (over a `file://` URL, which
+    /// git-lfs's pre-push hook can upload LFS objects to).
     pub fn publish(&self, path: &str) {
         let work = self.dir.path().join("src").join(path);
         let bare = self.dir.path().join("git").join(format!("{path}.git"));
@@ -255,10 +282,12 @@ impl Harness {
             std::fs::create_dir_all(&bare).expect("bare dir");
             self.git(&bare, &["init", "-q", "--bare"]);
         }
-        let bare_s = bare.to_string_lossy().to_string();
+        let bare_url = url::Url::from_file_path(&bare)
+            .expect("absolute path")
+            .to_string();
         self.git(
             &work,
-            &["push", "-q", "--force", &bare_s, "HEAD:refs/heads/main"],
+            &["push", "-q", "--force", &bare_url, "HEAD:refs/heads/main"],
         );
     }
 }
