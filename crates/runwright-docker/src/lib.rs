@@ -164,12 +164,16 @@ impl Executor for DockerExecutor {
     }
 
     fn features(&self, f: &mut FeaturesInfo) {
-        // runner executors/docker/executor_docker.go `GetFeatures`, less the session/terminal server.
+        // runner executors/docker/docker_command.go `dockerFeaturesUpdater`, less the session/terminal server and
+        // native steps (a `run:` job goes through the step-runner shim, service/job_request.rs).
         f.variables = true;
         f.image = true;
         f.services = true;
         f.service_variables = true;
         f.service_multiple_aliases = true;
+        // `executor_opts.docker` `platform` and `user` of the image and of services are honoured (policy.rs).
+        f.image_executor_opts = true;
+        f.service_executor_opts = true;
         f.shared = false;
     }
 

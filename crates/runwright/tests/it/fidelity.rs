@@ -190,3 +190,57 @@ async fn an_unreadable_job_is_failed_and_kept_in_the_journal_with_its_reason() {
     let next = h.coordinator.enqueue(JobSpec::shell("next", &["true"]));
     assert_eq!(h.final_job(next).await.state, "success");
 }
+
+/// GitLab assigns jobs by `info.features` and drops those needing a feature the runner lacks (`runner_unsupported`):
+/// runwright advertises what works and nothing else — no native steps (a `run:` job takes the shim), no
+/// session or terminal, no Vault secrets, no job inputs.
+#[tokio::test]
+async fn the_shell_runner_advertises_only_features_that_work() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.start();
+    let id = h.coordinator.enqueue(JobSpec::shell("one", &["true"]));
+    h.final_job(id).await;
+    let request = h
+        .coordinator
+        .requests()
+        .into_iter()
+        .find(|r| r.endpoint == runwright_coordinator::Endpoint::RequestJob && r.body.is_some())
+        .expect("a job request");
+    let features = &request.body.expect("body")["info"]["features"];
+    for on in [
+        "variables",
+        "shared",
+        "artifacts",
+        "upload_multiple_artifacts",
+        "upload_raw_artifacts",
+        "cache",
+        "fallback_cache_keys",
+        "refspecs",
+        "masking",
+        "raw_variables",
+        "artifacts_exclude",
+        "multi_build_steps",
+        "return_exit_code",
+        "trace_reset",
+        "trace_checksum",
+        "trace_size",
+        "cancelable",
+        "cancel_gracefully",
+        "two_phase_job_commit",
+    ] {
+        assert_eq!(features[on], true, "{on}: {features}");
+    }
+    for off in [
+        "native_steps_integration",
+        "session",
+        "terminal",
+        "vault_secrets",
+        "job_inputs",
+        "proxy",
+        "image",
+        "services",
+    ] {
+        assert_eq!(features[off], false, "{off}: {features}");
+    }
+}
