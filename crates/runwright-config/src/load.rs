@@ -41,7 +41,7 @@ pub struct LoadedConfig {
 /// A `[[runners]]` entry that failed validation (a value of the wrong type, a missing `token`, an
 /// unknown executor, a bad `memory`, …). One bad entry stops only that runner: the service logs it
 /// and polls with the others, and `config check`, `list`, `status` and the dashboard show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InvalidRunner {
     /// Its position among the file's `[[runners]]` entries (0-based).
     pub index: usize,

@@ -153,11 +153,22 @@ impl Selection<'_> {
     }
 }
 
-/// Loads the config for a verb that needs it to exist, as one line on failure.
-pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::Config> {
+/// Loads the config for a verb that needs it to exist, as one line on failure; its warnings go to stderr. The
+/// caller shows the invalid `[[runners]]` entries.
+pub fn load_config_full(path: &std::path::Path) -> anyhow::Result<runwright_config::LoadedConfig> {
     let loaded = runwright_config::load(path).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
+    }
+    Ok(loaded)
+}
+
+/// [`load_config_full`] for a verb that acts on valid entries only: each invalid entry is said on stderr (the
+/// verb cannot select it).
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::Config> {
+    let loaded = load_config_full(path)?;
+    for r in &loaded.invalid_runners {
+        eprintln!("ERROR: {r}");
     }
     Ok(loaded.config)
 }
