@@ -6,7 +6,7 @@
 //! the running jobs and an unhealthy back-off. `--json` prints the same on stdout.
 
 use super::state::{running_service, RunnerState, ServiceState};
-use super::{client, info, load_config_full, runtime};
+use super::{client, info_for, load_config_full, runtime};
 use crate::cli::ConfigArg;
 use clap::Args;
 use runwright_config::{short_token, RunnerConfig};
@@ -114,11 +114,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             match client(&r.url, Some(r)) {
                 Ok(c) => {
-                    match rt.block_on(c.verify_runner(
-                        &r.token,
-                        &system_id,
-                        &info(&r.executor, r.shell.as_deref()),
-                    )) {
+                    match rt.block_on(c.verify_runner(&r.token, &system_id, &info_for(r))) {
                         Ok(v) => {
                             if let Some(e) = super::parse_expiry(v.token_expires_at.as_deref()) {
                                 token.expires_at = Some(super::fmt_time(e));

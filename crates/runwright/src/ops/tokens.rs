@@ -3,7 +3,7 @@
 //! (runner commands/multi.go `nextRunnerToReset`, common/consts.go `TokenResetIntervalFactor`).
 
 use super::register::system_id_for;
-use super::{client, failed, info, load_config, now, parse_expiry, runtime, Selection};
+use super::{client, failed, info_for, load_config, now, parse_expiry, runtime, Selection};
 use crate::cli::ConfigArg;
 use crate::config_edit::{check_writable, ConfigDoc};
 use anyhow::{anyhow, bail};
@@ -200,11 +200,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     for &i in &picked {
         let r = &config.runners[i];
         let client = client(&r.url, Some(r))?;
-        match rt.block_on(client.verify_runner(
-            &r.token,
-            &system_id,
-            &info(&r.executor, r.shell.as_deref()),
-        )) {
+        match rt.block_on(client.verify_runner(&r.token, &system_id, &info_for(r))) {
             Ok(_) => eprintln!(
                 "{:<50} runner={}",
                 "Verifying runner... is valid",

@@ -279,3 +279,33 @@ async fn list_prints_gitlab_lines_with_shortened_tokens() {
         "full token printed: {err}"
     );
 }
+
+#[tokio::test]
+async fn labels_reach_gitlab_as_info_labels_on_every_job_request_and_update() {
+    let mut h = Harness::new().await;
+    h.single_runner(
+        "[labels]\n  env = \"prod\"\n  team = \"infra\"\n",
+        "  [runners.labels]\n    env = \"staging\"\n    gpu_model = \"a100\"\n",
+    );
+    h.start();
+    let id = h.coordinator.enqueue(JobSpec::shell("labelled", &["true"]));
+    assert_eq!(h.final_job(id).await.state, "success");
+    let expected = serde_json::json!({"env": "staging", "gpu_model": "a100", "team": "infra"});
+    let info = h
+        .coordinator
+        .runner_info(TOKEN)
+        .expect("a job request with info");
+    assert_eq!(info["labels"], expected, "{info}");
+    // The job's updates carry the same info (runner network/gitlab.go `UpdateJob`).
+    let updates: Vec<_> = h
+        .coordinator
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::UpdateJob)
+        .collect();
+    assert!(!updates.is_empty());
+    for u in &updates {
+        let body = u.body.as_ref().expect("json body");
+        assert_eq!(body["info"]["labels"], expected, "{body}");
+    }
+}
