@@ -17,7 +17,9 @@ mod retry;
 pub mod runners;
 pub mod types;
 
-pub use artifacts::{ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest};
+pub use artifacts::{
+    ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest, DEFAULT_UPLOAD_TIMEOUT,
+};
 pub use client::{
     decode_job_response, network_features, range_end, Client, ClientOptions, PatchState,
     PatchTraceOutcome, RequestJobOutcome, UpdateJobOutcome, UpdateJobState,
