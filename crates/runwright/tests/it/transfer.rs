@@ -691,3 +691,49 @@ async fn upload_timeout_bounds_a_whole_attempt_and_it_is_tried_again() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn s3_cache_with_hashed_keys_uses_gitlab_runner_19s_sharded_object_names() {
+    let moto = MotoServer::start();
+    moto.create_bucket("runner-cache");
+    let mut h = Harness::new().await;
+    h.single_runner("", &s3_runner_extra(&moto, "runner-cache", ""));
+    h.start();
+    let save = h.coordinator.enqueue(JobSpec {
+        cache: vec![cache("deps", &["vendor/"])],
+        ..job(
+            "save",
+            ProjectSpec::new(7, "grp/app"),
+            &["mkdir -p vendor && echo sharded-content-7 > vendor/lib.txt"],
+        )
+        .with_variable("FF_HASH_CACHE_KEYS", "true")
+    });
+    let j = h.final_job(save).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    // runner cache/cache.go `GetAdapter`: `<base>/<hash[0:2]>/<hash>`, so both runners share the bucket.
+    let hash = runwright_cache::hashed("deps");
+    let short = runwright_config::short_token(TOKEN);
+    let object = format!("runner/{short}/project/7/{}/{hash}", &hash[..2]);
+    assert_eq!(objects(&moto, "runner-cache").await, vec![object], "{t}");
+
+    // Restored from the bucket by the next job.
+    std::fs::remove_dir_all(h.work_dir().join("cache")).expect("drop the local cache");
+    let restore = h.coordinator.enqueue(JobSpec {
+        cache: vec![Cache {
+            policy: "pull".into(),
+            ..cache("deps", &["vendor/"])
+        }],
+        ..job(
+            "restore",
+            ProjectSpec::new(7, "grp/app"),
+            &["cat vendor/lib.txt"],
+        )
+        .with_variable("FF_HASH_CACHE_KEYS", "true")
+    });
+    let j = h.final_job(restore).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("Downloading cache from"), "{t}");
+    assert!(t.contains("sharded-content-7"), "{t}");
+}
