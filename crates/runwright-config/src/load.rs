@@ -763,6 +763,17 @@ impl<'a, 'i> Document<'a, 'i> {
                 p.extend(path.iter().map(|k| Seg::Key((*k).to_owned())));
                 p
             };
+            // runner shells/bash.go: GitLab's docker executor runs bash or sh in the container for both of
+            // those; runwright's does that for every shell (the shell executor refuses the others when the
+            // entry starts).
+            if r.executor == "docker"
+                && r.shell.as_deref().is_some_and(|s| s != "bash" && s != "sh")
+            {
+                warn(
+                    at(&["shell"]),
+                    "runwright's docker executor runs job scripts with bash, or sh where the image has no bash",
+                );
+            }
             if r.proxy_exec == Some(true) {
                 warn(
                     at(&["proxy_exec"]),

@@ -684,6 +684,19 @@ fn keys_without_effect_in_runwright_are_warned_with_the_consequence() {
 }
 
 #[test]
+fn a_docker_entry_with_a_shell_runwright_does_not_run_is_warned() {
+    let text = format!("{HEAD}  shell = \"pwsh\"\n");
+    assert_eq!(
+        warnings(&text),
+        ["config.toml:6: runners[0].shell is not supported by runwright and is ignored: runwright's docker executor runs job scripts with bash, or sh where the image has no bash"]
+    );
+    assert_eq!(
+        warnings(&format!("{HEAD}  shell = \"sh\"\n")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn defaults_gitlab_writes_itself_are_not_warned() {
     // `gitlab-runner register` writes these; they do nothing in GitLab's runner either (no session
     // server without listen_address) or are its defaults.

@@ -78,6 +78,13 @@ pub fn model(config: &runwright_config::Config) -> SlotModel {
                 r.name
             ));
         }
+        if r.executor == "shell" && r.shell.as_deref().is_some_and(|s| s != "bash" && s != "sh") {
+            warnings.push(format!(
+                "runner {:?}: shell {:?} is not supported by runwright's shell executor (bash, sh): this entry will not request jobs",
+                r.name,
+                r.shell.as_deref().unwrap_or_default()
+            ));
+        }
         if r.executor != "shell" && r.executor != "docker" {
             warnings.push(format!(
                 "runner {:?}: executor {:?} is not supported by runwright yet: this entry will not request jobs",
@@ -195,6 +202,23 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_entry_with_a_shell_runwright_cannot_run_is_warned() {
+        let text = "[[runners]]\n  name = \"win\"\n  url = \"https://g/\"\n  token = \"t\"\n  executor = \"shell\"\n  shell = \"pwsh\"\n";
+        let config = runwright_config::parse(text, std::path::Path::new("c.toml"))
+            .expect("parses")
+            .config;
+        let m = model(&config);
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("shell \"pwsh\" is not supported")
+                    && w.contains("will not request jobs")),
+            "{:?}",
+            m.warnings
+        );
+    }
 
     #[test]
     fn unreachable_settings_are_warned() {
