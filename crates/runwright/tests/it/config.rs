@@ -254,6 +254,26 @@ async fn fixing_an_invalid_entry_starts_it_on_reload() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Broken again: that entry stops polling (the other goes on), and the log says why.
+    h.write_config(&format!(
+        "concurrent = 2\ncheck_interval = 1\n{good}{}",
+        h.runner_toml("second", TOKEN2, "  limit = \"one\"")
+    ));
+    h.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = asked(TOKEN2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(asked(TOKEN2), before, "{}", h.log());
+    assert!(
+        h.log().matches("runners[1].limit").count() >= 2,
+        "{}",
+        h.log()
+    );
+    let id = h
+        .coordinator
+        .enqueue(JobSpec::shell("still-polling", &["true"]));
+    assert_eq!(h.final_job(id).await.state, "success");
 }
 
 #[tokio::test]
