@@ -329,3 +329,38 @@ async fn labels_reach_gitlab_as_info_labels_on_every_job_request_and_update() {
         assert_eq!(body["info"]["labels"], expected, "{body}");
     }
 }
+
+#[tokio::test]
+async fn config_check_lists_the_keys_runwright_reads_but_does_not_honour() {
+    let h = Harness::new().await;
+    h.write_config(&format!(
+        "sentry_dsn = \"https://sentry.example.com/1\"\n[session_server]\n  listen_address = \"[::]:8093\"\n{}",
+        h.runner_toml(
+            "r",
+            TOKEN,
+            "  use_slot_cgroups = true\n  [runners.cache]\n    Type = \"s3\"\n    [runners.cache.s3]\n      BucketName = \"b\"\n      ServerSideEncryption = \"KMS\""
+        )
+    ));
+    let out = h
+        .command()
+        .args(["config", "check", "-c"])
+        .arg(&h.config_path)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for key in [
+        "sentry_dsn",
+        "session_server.listen_address",
+        "runners[0].use_slot_cgroups",
+        "runners[0].cache.s3.ServerSideEncryption",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with("WARNING: ")
+                && l.contains(&format!(
+                    ": {key} is not supported by runwright and is ignored: "
+                ))),
+            "{key}:\n{err}"
+        );
+    }
+}
