@@ -530,9 +530,24 @@ impl<'a, 'i> Document<'a, 'i> {
             self.invalid_at(&key, msg)
         })?;
         runner.computed_labels = computed;
-        // GitLab's runner fails every job at prepare with "parsing gpus string" (runner
-        // executors/docker/docker.go `bindContainerDeviceRequests`).
+        // GitLab's runner fails every job at prepare with "parsing gpus string" or "the isolation value
+        // … is not valid" (runner executors/docker/docker.go `bindContainerDeviceRequests`,
+        // `createHostConfig`).
         if let Some(docker) = &runner.docker {
+            if let Some(isolation) = docker.isolation.as_deref() {
+                if !matches!(
+                    isolation.to_ascii_lowercase().as_str(),
+                    "" | "default" | "process" | "hyperv"
+                ) {
+                    return Err(self.invalid_at(
+                        &at(&["docker", "isolation"]),
+                        format!(
+                            "the isolation value {isolation:?} is not valid: the valid values are 'process', \
+                             'hyperv', 'default' and an empty string"
+                        ),
+                    ));
+                }
+            }
             for (key, value) in [
                 ("gpus", &docker.gpus),
                 ("service_gpus", &docker.service_gpus),
@@ -821,12 +836,6 @@ impl<'a, 'i> Document<'a, 'i> {
                     .is_some_and(|t| !t.is_empty())
                 {
                     warn(at(&["docker", "service_slot_cgroup_template"]), slots);
-                }
-                if d.isolation.as_deref().is_some_and(|t| !t.is_empty()) {
-                    warn(
-                        at(&["docker", "isolation"]),
-                        "isolation is a Windows container setting; runwright runs Linux containers only",
-                    );
                 }
             }
             let Some(cache) = &r.cache else { continue };

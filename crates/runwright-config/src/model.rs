@@ -1013,7 +1013,8 @@ pub struct DockerConfig {
     /// [`DockerConfig::pull_policies`].
     #[serde(deserialize_with = "vde::one_or_many")]
     pub pull_policy: Vec<PullPolicy>,
-    /// `isolation` (Windows).
+    /// `isolation`: Docker's isolation technology, `default`, `process` or `hyperv` (checked at load; passed to
+    /// the daemon as GitLab's runner does, where a Linux daemon accepts only `default`).
     pub isolation: Option<String>,
     /// `shm_size` in bytes.
     #[serde(deserialize_with = "vde::int")]

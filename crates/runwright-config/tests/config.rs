@@ -647,6 +647,18 @@ fn gpus_are_read_as_docker_requests() {
 }
 
 #[test]
+fn a_bad_isolation_value_makes_the_entry_invalid() {
+    let text = format!("{HEAD}  [runners.docker]\n    isolation = \"vm\"\n");
+    assert_eq!(
+        entry_error(&text),
+        "config.toml:7:17: runners[0].docker.isolation: the isolation value \"vm\" is not valid: the valid \
+         values are 'process', 'hyperv', 'default' and an empty string"
+    );
+    let text = format!("{HEAD}  [runners.docker]\n    isolation = \"HyperV\"\n");
+    assert!(parse_str(&text).unwrap().invalid_runners.is_empty());
+}
+
+#[test]
 fn a_bad_gpus_value_makes_the_entry_invalid() {
     let text = format!("{HEAD}  [runners.docker]\n    gpus = \"every\"\n");
     assert_eq!(
@@ -999,14 +1011,13 @@ connection_max_age = "1h30m"
             (77, "runners[0].cache.s3.ServerSideEncryption"),
             (78, "runners[0].cache.s3.ServerSideEncryptionKeyID"),
             (81, "runners[0].cache.s3.RoleARN"),
-            (143, "runners[0].docker.isolation"),
             (148, "runners[0].docker.helper_image"),
             (149, "runners[0].docker.helper_image_flavor"),
         ],
         "{:#?}",
         loaded.warnings
     );
-    for w in &loaded.warnings[..8] {
+    for w in &loaded.warnings[..7] {
         assert!(
             w.message
                 .contains(" is not supported by runwright and is ignored: "),

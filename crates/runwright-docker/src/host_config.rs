@@ -47,6 +47,7 @@ pub(crate) fn build(
         sysctls: (!cfg.sysctls.is_empty()).then(|| cfg.sysctls.clone().into_iter().collect()),
         tmpfs: (!cfg.tmpfs.is_empty()).then(|| cfg.tmpfs.clone().into_iter().collect()),
         runtime: cfg.runtime.clone(),
+        isolation: isolation(cfg),
         userns_mode: cfg.userns_mode.clone(),
         ipc_mode: cfg.ipcmode.clone(),
         group_add: non_empty(&cfg.group_add),
@@ -89,6 +90,7 @@ pub(crate) fn service(
         cap_drop: non_empty(&cfg.services_cap_drop),
         devices: devices(&service_devices)?,
         device_requests: device_requests(&cfg.service_gpu_requests()),
+        isolation: isolation(cfg),
         tmpfs: (!cfg.services_tmpfs.is_empty())
             .then(|| cfg.services_tmpfs.clone().into_iter().collect()),
         memory: positive(cfg.service_memory_bytes()),
@@ -164,6 +166,18 @@ fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// `isolation` for build and service containers (runner executors/docker/docker.go `createHostConfig`,
+/// `createHostConfigForService`); the value was checked at load, and the daemon decides what it supports.
+fn isolation(cfg: &DockerConfig) -> Option<bollard::models::HostConfigIsolationEnum> {
+    use bollard::models::HostConfigIsolationEnum as I;
+    match cfg.isolation.as_deref()?.to_ascii_lowercase().as_str() {
+        "default" => Some(I::DEFAULT),
+        "process" => Some(I::PROCESS),
+        "hyperv" => Some(I::HYPERV),
+        _ => None,
+    }
 }
 
 /// `gpus` / `service_gpus` as Docker `DeviceRequests` (runner executors/docker/docker.go
@@ -332,6 +346,12 @@ mod tests {
             json["DeviceRequests"],
             serde_json::json!([{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["0", "1"], "Capabilities": [["gpu"]], "Options": {}}])
         );
+        // `isolation` goes to every container.
+        let c = cfg("isolation = \"Default\"");
+        let json = serde_json::to_value(build(&c, "a", vec![], vec![], "").unwrap()).unwrap();
+        assert_eq!(json["Isolation"], "default");
+        let json = serde_json::to_value(service(&c, "a", vec![], "").unwrap()).unwrap();
+        assert_eq!(json["Isolation"], "default");
         // Nothing requested without the keys.
         let c = cfg("");
         assert_eq!(
