@@ -208,6 +208,7 @@ async fn list_s3(runner: &str, s3: &S3Cache) -> Result<Vec<CacheEntry>> {
         if key.is_empty() || project.parse::<i64>().is_err() {
             continue;
         }
+        let key = unsharded(key);
         entries.push(CacheEntry {
             runner: runner.to_owned(),
             location: Location::S3 {
@@ -223,6 +224,22 @@ async fn list_s3(runner: &str, s3: &S3Cache) -> Result<Vec<CacheEntry>> {
     }
     entries.sort_by_key(CacheEntry::location_key);
     Ok(entries)
+}
+
+/// A hashed key stored under its two-character shard (`ab/ab12…`, `FF_HASH_CACHE_KEYS` in GitLab Runner
+/// 19.x, runner cache/cache.go `GetAdapter`) is listed as the hash, as the local layout shows it.
+fn unsharded(key: &str) -> &str {
+    match key.split_once('/') {
+        Some((shard, hash))
+            if shard.len() == 2
+                && hash.len() == 64
+                && hash.starts_with(shard)
+                && hash.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            hash
+        }
+        _ => key,
+    }
 }
 
 impl CacheEntry {

@@ -18,6 +18,7 @@ mod gopath;
 pub mod key;
 pub mod local;
 pub mod s3;
+mod s3_endpoint;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -5,7 +5,13 @@
 //! the S3 API with the runner's credentials.
 //!
 //! Object names are `<Path>/runner/<short token>/project/<id>/<key>` (no `runner/…` part when
-//! `Shared`), with no `cache.zip` suffix (runner `cache/cache.go` `generateObjectName`).
+//! `Shared`), with no `cache.zip` suffix; with `FF_HASH_CACHE_KEYS` the hashed key is sharded under its first
+//! two characters, `…/project/<id>/<hash[0:2]>/<hash>` (runner `cache/cache.go` `GetAdapter`).
+//!
+//! Requests are addressed as GitLab's runner addresses them (`s3_endpoint`): path or virtual-host style,
+//! AWS's dual-stack and accelerate hosts. Without `BucketLocation` the region is asked of the bucket
+//! (`GetBucketLocation`) the first time the cache is used, as GitLab's runner does for every job
+//! (runner cache/s3v2/s3.go `detectBucketLocation`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -25,12 +31,14 @@ use url::Url;
 use crate::error::{strip_query, Error, Result};
 use crate::gopath;
 use crate::local::parent_dir;
+use crate::s3_endpoint;
 
 /// The metadata header carrying the human cache key on uploads (GitLab: `--header
 /// "x-amz-meta-cachekey: …"`); S3 gives it back on `GET` and `HEAD`.
 pub const CACHE_KEY_HEADER: &str = "x-amz-meta-cachekey";
 
-/// The default region when `BucketLocation` is empty, as in GitLab.
+/// The region when `BucketLocation` is empty and the bucket does not say (runner cache/s3v2/s3.go
+/// `fallbackBucketLocation`).
 const DEFAULT_REGION: &str = "us-east-1";
 
 /// SigV4 presigned URLs are valid for at most seven days; S3 refuses longer ones outright, so a
@@ -40,7 +48,7 @@ pub const MAX_PRESIGN_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// One runner's S3 cache: a bucket, credentials and the object-name prefix.
 #[derive(Clone)]
 pub struct S3Cache {
-    store: Arc<AmazonS3>,
+    connection: Arc<Connection>,
     bucket: String,
     /// `Path` cleaned, plus `runner/<short token>` unless shared; may be empty.
     namespace: String,
@@ -48,7 +56,7 @@ pub struct S3Cache {
 }
 
 impl std::fmt::Debug for S3Cache {
-    // Credentials live inside `store`; only the names are shown.
+    // Credentials live inside `connection`; only the names are shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Cache")
             .field("bucket", &self.bucket)
@@ -66,6 +74,135 @@ pub struct S3Object {
     pub size: u64,
     /// S3's `LastModified`.
     pub last_modified: SystemTime,
+}
+
+/// The client of one bucket: what builds it, and the client itself once its region is known.
+struct Connection {
+    s3: runwright_config::CacheS3Config,
+    bucket: String,
+    auth: S3AuthType,
+    /// Built with `BucketLocation`, or `us-east-1` until the bucket says where it is: checks the settings at
+    /// once and gives the credentials (keys, or IAM's) for the location request.
+    first: Arc<AmazonS3>,
+    /// The client in the bucket's region.
+    store: tokio::sync::OnceCell<Arc<AmazonS3>>,
+}
+
+/// An object_store client for `bucket` in `region`, addressed as GitLab's runner addresses it.
+fn build_store(
+    s3: &runwright_config::CacheS3Config,
+    bucket: &str,
+    auth: S3AuthType,
+    region: &str,
+) -> Result<AmazonS3> {
+    let address = s3_endpoint::addressing(s3, bucket, region)
+        .map_err(|e| Error::Config(format!("[runners.cache.s3]: {e}; caches stay local")))?;
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(region)
+        .with_virtual_hosted_style_request(address.virtual_hosted)
+        .with_allow_http(address.endpoint.starts_with("http://"))
+        // object_store takes a virtual-hosted endpoint with the bucket already in it.
+        .with_endpoint(address.endpoint);
+    if auth == S3AuthType::AccessKey {
+        let (Some(access_key), Some(secret_key)) =
+            (non_empty(&s3.access_key), non_empty(&s3.secret_key))
+        else {
+            return Err(Error::Config(
+                "[runners.cache.s3] AuthenticationType = \"access-key\" needs AccessKey and \
+                     SecretKey: set both, or use AuthenticationType = \"iam\""
+                    .to_owned(),
+            ));
+        };
+        builder = builder
+            .with_access_key_id(access_key)
+            .with_secret_access_key(secret_key);
+        if let Some(token) = non_empty(&s3.session_token) {
+            builder = builder.with_token(token);
+        }
+    }
+    // With IAM and no keys object_store asks the instance metadata service (or the ECS
+    // container endpoint) for credentials when it first signs, as the AWS SDK does.
+    builder.build().map_err(|source| Error::S3 {
+        bucket: bucket.to_owned(),
+        operation: "configuring the client".to_owned(),
+        source,
+    })
+}
+
+impl Connection {
+    /// The client in the bucket's region: `BucketLocation`, else what the bucket says (once per cache).
+    async fn store(&self) -> Result<&Arc<AmazonS3>> {
+        self.store
+            .get_or_try_init(|| async {
+                let region = self.detect_region().await;
+                build_store(&self.s3, &self.bucket, self.auth, &region).map(Arc::new)
+            })
+            .await
+    }
+
+    /// runner cache/s3v2/s3.go `detectBucketLocation`: `GetBucketLocation` with the configured credentials,
+    /// 30 s at most; any failure falls back to `us-east-1` with a warning.
+    async fn detect_region(&self) -> String {
+        match tokio::time::timeout(Duration::from_secs(30), self.bucket_location()).await {
+            Ok(Ok(region)) => {
+                tracing::debug!(bucket = %self.bucket, location = %region, "Successfully detected S3 bucket location");
+                region
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(bucket = %self.bucket, "Failed to detect S3 bucket location, falling back to default region {DEFAULT_REGION}: {e}");
+                DEFAULT_REGION.to_owned()
+            }
+            Err(_) => {
+                tracing::warn!(bucket = %self.bucket, "Failed to detect S3 bucket location within 30s, falling back to default region {DEFAULT_REGION}");
+                DEFAULT_REGION.to_owned()
+            }
+        }
+    }
+
+    async fn bucket_location(&self) -> std::result::Result<String, String> {
+        let url = s3_endpoint::location_url(&self.s3, &self.bucket, DEFAULT_REGION)?;
+        let credential = self
+            .first
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| format!("getting credentials: {e}"))?;
+        // object_store's signer would panic on a token that cannot be a header value.
+        if credential
+            .token
+            .as_deref()
+            .is_some_and(|t| HeaderValue::from_str(t).is_err())
+        {
+            return Err("SessionToken is not a valid HTTP header value".to_owned());
+        }
+        let mut request = http::Request::builder()
+            .method(Method::GET)
+            .uri(url.as_str())
+            .body(object_store::client::HttpRequestBody::empty())
+            .map_err(|e| format!("building the request: {e}"))?;
+        AwsAuthorizer::new(&credential, "s3", DEFAULT_REGION)
+            .try_authorize(&mut request, None)
+            .map_err(|e| format!("signing the request: {e}"))?;
+        let response = reqwest::Client::new()
+            .get(url.as_str())
+            .headers(request.headers().clone())
+            .send()
+            .await
+            .map_err(|e| format!("GET {}: {e}", strip_query(&url)))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let code = xml_field(&body, "Code").unwrap_or_default();
+            return Err(format!("GET {}: {status} {code}", strip_query(&url)));
+        }
+        s3_endpoint::parse_location(&body, DEFAULT_REGION).ok_or_else(|| {
+            format!(
+                "GET {}: no LocationConstraint in the answer",
+                strip_query(&url)
+            )
+        })
+    }
 }
 
 impl S3Cache {
@@ -121,52 +258,20 @@ impl S3Cache {
                 S3AuthType::Iam
             },
         );
-        let region = non_empty(&s3.bucket_location).unwrap_or(DEFAULT_REGION);
-        // GitLab lets the SDK pick path style for custom servers; AWS itself wants virtual hosts.
-        let path_style = s3.path_style.unwrap_or(server.is_some());
-
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(region)
-            .with_virtual_hosted_style_request(!path_style);
-        if let Some(server) = server {
-            let scheme = if s3.insecure { "http" } else { "https" };
-            let (scheme, host) = match server.split_once("://") {
-                Some((scheme, host)) => (scheme, host.trim_end_matches('/')),
-                None => (scheme, server.trim_end_matches('/')),
-            };
-            // object_store takes a virtual-hosted endpoint with the bucket already in it.
-            let endpoint = if path_style {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{bucket}.{host}")
-            };
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(scheme == "http");
-        }
-        if auth == S3AuthType::AccessKey {
-            let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
-                return Err(Error::Config(
-                    "[runners.cache.s3] AuthenticationType = \"access-key\" needs AccessKey and \
-                     SecretKey: set both, or use AuthenticationType = \"iam\""
-                        .to_owned(),
-                ));
-            };
-            builder = builder
-                .with_access_key_id(access_key)
-                .with_secret_access_key(secret_key);
-            if let Some(token) = non_empty(&s3.session_token) {
-                builder = builder.with_token(token);
-            }
-        }
-        // With IAM and no keys object_store asks the instance metadata service (or the ECS
-        // container endpoint) for credentials when it first signs, as the AWS SDK does.
-        let store = builder.build().map_err(|source| Error::S3 {
+        let configured = non_empty(&s3.bucket_location);
+        let first = Arc::new(build_store(
+            s3,
+            bucket,
+            auth,
+            configured.unwrap_or(DEFAULT_REGION),
+        )?);
+        let connection = Connection {
+            s3: s3.clone(),
             bucket: bucket.to_owned(),
-            operation: "configuring the client".to_owned(),
-            source,
-        })?;
+            auth,
+            store: tokio::sync::OnceCell::new_with(configured.is_some().then(|| first.clone())),
+            first,
+        };
 
         let runner_segment = if cfg.shared {
             String::new()
@@ -175,7 +280,7 @@ impl S3Cache {
         };
         let namespace = gopath::join(&[cfg.path.as_deref().unwrap_or(""), &runner_segment]);
         Ok(Some(S3Cache {
-            store: Arc::new(store),
+            connection: Arc::new(connection),
             bucket: bucket.to_owned(),
             namespace,
             max_uploaded_archive_size: cfg.max_uploaded_archive_size,
@@ -203,9 +308,12 @@ impl S3Cache {
         gopath::join(&[&self.namespace, "project", &project_id.to_string()])
     }
 
-    /// The object name of a storage key (§6.4). Keys that leave the project's prefix (`../10`,
-    /// `../10-outside`) are refused, which disables caching for that key as in GitLab.
-    pub fn object_name(&self, project_id: i64, key: &str) -> Result<String> {
+    /// The object name of a storage key (§6.4). With `sharded` (`FF_HASH_CACHE_KEYS`, where the
+    /// key is a SHA-256) the key's first two characters come in between, spreading a project's
+    /// objects over 256 prefixes as GitLab Runner 19.x does (runner cache/cache.go `GetAdapter`).
+    /// Keys that leave the project's prefix (`../10`, `../10-outside`) are refused, which disables
+    /// caching for that key as in GitLab.
+    pub fn object_name(&self, project_id: i64, key: &str, sharded: bool) -> Result<String> {
         let base = self.project_prefix(project_id);
         if key.is_empty() {
             return Err(Error::ObjectName {
@@ -213,7 +321,20 @@ impl S3Cache {
                 reason: "empty cache key: the cache is skipped".to_owned(),
             });
         }
-        let full = gopath::join(&[&base, key]);
+        let full = if sharded {
+            let Some(shard) = key.get(..2).filter(|_| key.len() >= 2) else {
+                return Err(Error::ObjectName {
+                    key: key.to_owned(),
+                    reason: format!(
+                        "cache key too short to shard (length {}): the cache is skipped",
+                        key.len()
+                    ),
+                });
+            };
+            gopath::join(&[&base, shard, key])
+        } else {
+            gopath::join(&[&base, key])
+        };
         if !full.starts_with(&format!("{base}/")) {
             return Err(Error::ObjectName {
                 key: key.to_owned(),
@@ -263,7 +384,9 @@ impl S3Cache {
     ) -> Result<Url> {
         let path = self.object_path(object)?;
         let expires = expires.min(MAX_PRESIGN_VALIDITY);
-        self.store
+        self.connection
+            .store()
+            .await?
             .signed_url_opts(method.clone(), &path, expires, &options)
             .await
             .map_err(|source| Error::S3 {
@@ -276,7 +399,7 @@ impl S3Cache {
     /// Every object whose name starts with `<prefix>/`, with size and last-modified time.
     pub async fn list(&self, prefix: &str) -> Result<Vec<S3Object>> {
         let path = self.object_path(prefix)?;
-        let stream = self.store.list(Some(&path));
+        let stream = self.connection.store().await?.list(Some(&path));
         let metas: Vec<object_store::ObjectMeta> =
             stream.try_collect().await.map_err(|source| Error::S3 {
                 bucket: self.bucket.clone(),
@@ -296,7 +419,7 @@ impl S3Cache {
     /// Deletes one object. Deleting an object that is already gone succeeds, as in S3.
     pub async fn delete(&self, object: &str) -> Result<()> {
         let path = self.object_path(object)?;
-        match self.store.delete(&path).await {
+        match self.connection.store().await?.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(Error::S3 {
                 bucket: self.bucket.clone(),
@@ -588,35 +711,55 @@ mod tests {
         // runner cache/cache_test.go `TestGenerateObjectName`.
         let c = cache(false, None);
         assert_eq!(
-            c.object_name(10, "key").unwrap(),
+            c.object_name(10, "key", false).unwrap(),
             "runner/longtoken/project/10/key"
         );
         assert_eq!(
             cache(false, Some("whatever"))
-                .object_name(10, "key")
+                .object_name(10, "key", false)
                 .unwrap(),
             "whatever/runner/longtoken/project/10/key"
         );
         assert_eq!(
             cache(false, Some("some/other/path/goes/here"))
-                .object_name(10, "key")
+                .object_name(10, "key", false)
                 .unwrap(),
             "some/other/path/goes/here/runner/longtoken/project/10/key"
         );
         assert_eq!(
-            cache(true, None).object_name(10, "key").unwrap(),
+            cache(true, None).object_name(10, "key", false).unwrap(),
             "project/10/key"
         );
         assert_eq!(
-            c.object_name(10, "../10/key").unwrap(),
+            c.object_name(10, "../10/key", false).unwrap(),
             "runner/longtoken/project/10/key"
         );
         for bad in ["../10", "../10-outside", ""] {
-            let err = c.object_name(10, bad).unwrap_err();
+            let err = c.object_name(10, bad, false).unwrap_err();
             assert!(matches!(err, Error::ObjectName { .. }), "{bad:?}: {err}");
         }
-        let err = c.object_name(10, "../10-outside").unwrap_err().to_string();
+        let err = c
+            .object_name(10, "../10-outside", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("remove `../`"), "{err}");
+    }
+
+    #[test]
+    fn hashed_keys_are_sharded_as_gitlab_runner_19_does() {
+        // runner cache/cache_test.go: `<base>/<key[0:2]>/<key>` when sharded.
+        let hash = crate::key::hashed("build/main");
+        let c = cache(false, Some("pre"));
+        assert_eq!(
+            c.object_name(10, &hash, true).unwrap(),
+            format!("pre/runner/longtoken/project/10/{}/{hash}", &hash[..2])
+        );
+        assert_eq!(
+            cache(true, None).object_name(10, &hash, true).unwrap(),
+            format!("project/10/{}/{hash}", &hash[..2])
+        );
+        let err = c.object_name(10, "a", true).unwrap_err().to_string();
+        assert!(err.contains("too short to shard"), "{err}");
     }
 
     #[test]
@@ -656,7 +799,7 @@ mod tests {
     #[tokio::test]
     async fn presigned_urls_point_at_the_object_and_keep_secrets_out_of_debug() {
         let c = cache(false, Some("pre"));
-        let object = c.object_name(5, "build/main").unwrap();
+        let object = c.object_name(5, "build/main", false).unwrap();
         let url = c
             .presign_put(&object, Duration::from_secs(600), "build/main")
             .await

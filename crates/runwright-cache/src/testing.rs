@@ -160,6 +160,24 @@ impl MotoServer {
         }
     }
 
+    /// Creates a bucket in `region` (`CreateBucketConfiguration` with its `LocationConstraint`), which
+    /// `GetBucketLocation` then reports.
+    ///
+    /// # Panics
+    /// When moto refuses.
+    pub fn create_bucket_in(&self, bucket: &str, region: &str) {
+        let body = format!(
+            "<CreateBucketConfiguration><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+        );
+        match self.request_with_body("PUT", &format!("/{bucket}"), "application/xml", &body) {
+            Ok((200, _)) => {}
+            Ok((status, body)) => {
+                panic!("creating bucket {bucket} in {region}: HTTP {status}: {body}")
+            }
+            Err(e) => panic!("creating bucket {bucket} in {region}: {e}"),
+        }
+    }
+
     /// A `[runners.cache]` of `Type = "s3"` pointing at this server and `bucket`: path style,
     /// plain HTTP, access-key authentication, not shared, no `Path`.
     pub fn cache_config(&self, bucket: &str) -> CacheConfig {
@@ -181,12 +199,24 @@ impl MotoServer {
     /// One plain HTTP/1.1 request without a body: `(status, body)`. Blocking and dependency-free
     /// so it also works from `Drop` and outside any async runtime.
     pub fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        self.request_with_body(method, path, "application/octet-stream", "")
+    }
+
+    /// [`MotoServer::request`] with a body of `content_type` (moto stores a form-encoded body empty).
+    pub fn request_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
         )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;

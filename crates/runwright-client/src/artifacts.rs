@@ -75,7 +75,18 @@ pub struct UploadRequest {
     pub artifact_format: String,
     /// `expire_in` query parameter (`1 week`); empty leaves it out (GitLab: the instance default).
     pub expire_in: String,
+    /// How long one attempt may take in all, answer included; `None` is GitLab's default of one hour, zero
+    /// is no limit (`[runners.artifact] upload_timeout`, the uploader's `--timeout`: Go's
+    /// `http.Client.Timeout`, runner commands/helpers/artifacts_uploader.go).
+    pub timeout: Option<Duration>,
+    /// How long to wait for GitLab's answer once the archive is sent; `None` is the client's own limit (ten
+    /// minutes, as GitLab's default), zero is no limit (`[runners.artifact] response_header_timeout`, the
+    /// uploader's `--response-header-timeout`: Go's `Transport.ResponseHeaderTimeout`).
+    pub response_header_timeout: Option<Duration>,
 }
+
+/// [`UploadRequest::timeout`] when unset (runner common/consts.go `DefaultArtifactUploadTimeout`).
+pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 impl fmt::Debug for UploadRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,6 +98,8 @@ impl fmt::Debug for UploadRequest {
             .field("artifact_type", &self.artifact_type)
             .field("artifact_format", &self.artifact_format)
             .field("expire_in", &self.expire_in)
+            .field("timeout", &self.timeout)
+            .field("response_header_timeout", &self.response_header_timeout)
             .finish()
     }
 }
@@ -303,6 +316,9 @@ struct Progress {
     started: Instant,
     last_ms: AtomicU64,
     bytes: AtomicU64,
+    /// Milliseconds after `started` at which the last byte of the body was handed over, plus one; 0 while
+    /// sending.
+    sent_ms: AtomicU64,
 }
 
 impl Progress {
@@ -311,12 +327,16 @@ impl Progress {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            sent_ms: AtomicU64::new(0),
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn idle(&self) -> Duration {
@@ -324,23 +344,84 @@ impl Progress {
             .elapsed()
             .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
+
+    /// The whole body has been handed over (the answer is awaited from now on).
+    fn sent(&self) {
+        self.sent_ms.store(self.now_ms() + 1, Ordering::Relaxed);
+    }
+
+    /// How long ago the whole body was handed over, if it was.
+    fn since_sent(&self) -> Option<Duration> {
+        let ms = self.sent_ms.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms)),
+        )
+    }
 }
 
-/// Runs `fut` until it finishes or `progress` stands still for `idle`.
-async fn unless_idle<T>(
+/// Why an upload attempt was given up before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abandoned {
+    /// No byte of the body went out for the client's idle timeout.
+    Stalled,
+    /// The body was sent, and no answer came within the response header timeout.
+    NoAnswer,
+    /// The attempt took longer than the upload timeout.
+    TooLong,
+}
+
+/// Limits of one upload attempt; a zero limit is no limit (as for Go's timeouts).
+#[derive(Debug, Clone, Copy)]
+struct UploadLimits {
+    /// While sending: the longest time without progress.
+    stall: Duration,
+    /// Once sent: the longest wait for the answer's headers (Go's `ResponseHeaderTimeout`).
+    answer: Duration,
+    /// The whole attempt (Go's `http.Client.Timeout`).
+    total: Duration,
+}
+
+/// Runs `fut` (one upload attempt) until it finishes or a limit of `limits` is reached.
+async fn within_limits<T>(
     fut: impl Future<Output = T>,
     progress: &Progress,
-    idle: Duration,
-) -> Option<T> {
+    limits: UploadLimits,
+) -> Result<T, Abandoned> {
     tokio::pin!(fut);
     loop {
-        let remaining = idle.saturating_sub(progress.idle());
-        if remaining.is_zero() {
-            return None;
+        let mut wait = Duration::MAX;
+        if !limits.total.is_zero() {
+            let left = limits.total.saturating_sub(progress.started.elapsed());
+            if left.is_zero() {
+                return Err(Abandoned::TooLong);
+            }
+            wait = wait.min(left);
+        }
+        match progress.since_sent() {
+            Some(waited) if !limits.answer.is_zero() => {
+                let left = limits.answer.saturating_sub(waited);
+                if left.is_zero() {
+                    return Err(Abandoned::NoAnswer);
+                }
+                wait = wait.min(left);
+            }
+            Some(_) => {}
+            None if !limits.stall.is_zero() => {
+                let left = limits.stall.saturating_sub(progress.idle());
+                if left.is_zero() {
+                    return Err(Abandoned::Stalled);
+                }
+                wait = wait.min(left);
+            }
+            None => {}
         }
         tokio::select! {
-            out = &mut fut => return Some(out),
-            _ = tokio::time::sleep(remaining) => {}
+            out = &mut fut => return Ok(out),
+            // Woken at the nearest limit, or soon when there is none while sending (the body may be sent
+            // any moment, which starts the answer's limit).
+            _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
         }
     }
 }
@@ -377,6 +458,7 @@ fn multipart_body(
         quote_filename(filename)
     ));
     let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+    let done = Arc::clone(&progress);
     let counted = Arc::clone(&progress);
     let content =
         tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK).map(move |chunk| {
@@ -387,7 +469,11 @@ fn multipart_body(
         });
     let stream = futures::stream::once(async move { Ok::<Bytes, io::Error>(head) })
         .chain(content)
-        .chain(futures::stream::once(async move { Ok(tail) }))
+        .chain(futures::stream::once(async move {
+            // The last bytes are handed over: from here the wait is for the answer.
+            done.sent();
+            Ok(tail)
+        }))
         .map(move |chunk| {
             progress.touch();
             chunk
@@ -497,6 +583,11 @@ impl Client {
         let mut headers = HeaderMap::new();
         insert_secret_header(&mut headers, HEADER_JOB_TOKEN, &req.job_token).map_err(&invalid)?;
         let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let limits = UploadLimits {
+            stall: self.idle_timeout(),
+            answer: req.response_header_timeout.unwrap_or(self.idle_timeout()),
+            total: req.timeout.unwrap_or(DEFAULT_UPLOAD_TIMEOUT),
+        };
 
         let mut backoff = Backoff::new(retry::BACKOFF_MIN, retry::BACKOFF_MAX);
         let mut attempts = 0u32;
@@ -534,15 +625,24 @@ impl Client {
                 .header(CONTENT_TYPE, content_type)
                 .body(body)
                 .send();
-            let result = unless_idle(send, &progress, self.idle_timeout()).await;
+            let result = within_limits(send, &progress, limits).await;
             let sent = progress.bytes.load(Ordering::Relaxed);
 
             let (why, answer_headers, unavailable) = match result {
-                Some(Ok(resp)) => {
+                Ok(Ok(resp)) => {
                     let status = resp.status();
                     let line = status_line(status);
                     let resp_headers = resp.headers().clone();
-                    let body = small_body(resp, self.idle_timeout()).await;
+                    // The answer's body counts towards the attempt's whole time, as in Go.
+                    let left = if limits.total.is_zero() {
+                        self.idle_timeout()
+                    } else {
+                        limits
+                            .total
+                            .saturating_sub(progress.started.elapsed())
+                            .min(self.idle_timeout())
+                    };
+                    let body = small_body(resp, left).await;
                     tracing::info!(job = job_id, attempt = attempts, status = %line, url = %shown_url, "{op}");
                     match status.as_u16() {
                         201 => {
@@ -628,7 +728,7 @@ impl Client {
                         }
                     }
                 }
-                Some(Err(e)) => (
+                Ok(Err(e)) => (
                     format!(
                         "couldn't execute POST against {shown_url}: {}",
                         error_chain(&e.without_url_ref())
@@ -636,10 +736,30 @@ impl Client {
                     None,
                     false,
                 ),
-                None => (
+                Err(Abandoned::Stalled) => (
                     format!(
                         "no progress for {}s while sending to {shown_url} (sent {sent} bytes)",
-                        self.idle_timeout().as_secs()
+                        limits.stall.as_secs()
+                    ),
+                    None,
+                    false,
+                ),
+                // Go's client gives up the same way and the uploader tries again (runner
+                // commands/helpers/artifacts_uploader.go: a failed request is retryable).
+                Err(Abandoned::NoAnswer) => (
+                    format!(
+                        "no answer from {shown_url} within {:?} after the archive was sent \
+                         ([runners.artifact] response_header_timeout)",
+                        limits.answer
+                    ),
+                    None,
+                    false,
+                ),
+                Err(Abandoned::TooLong) => (
+                    format!(
+                        "the upload to {shown_url} took longer than {:?} (sent {sent} bytes; \
+                         [runners.artifact] upload_timeout)",
+                        limits.total
                     ),
                     None,
                     false,

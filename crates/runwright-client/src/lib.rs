@@ -20,7 +20,9 @@ pub mod testing;
 mod tls;
 pub mod types;
 
-pub use artifacts::{ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest};
+pub use artifacts::{
+    ArtifactError, DownloadOutcome, UploadOutcome, UploadRequest, DEFAULT_UPLOAD_TIMEOUT,
+};
 pub use client::{
     decode_job_response, network_features, range_end, Client, ClientOptions, MalformedJobIdentity,
     PatchState, PatchTraceOutcome, RequestJobOutcome, UpdateJobOutcome, UpdateJobState,

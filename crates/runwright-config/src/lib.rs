@@ -23,6 +23,8 @@ mod casefold;
 mod de;
 mod duration;
 mod error;
+mod gpus;
+mod labels;
 mod load;
 mod model;
 mod system_id;
@@ -30,11 +32,14 @@ mod token;
 
 pub use duration::{format_go_duration, parse_go_duration, DurationError};
 pub use error::{ConfigError, ConfigWarning};
-pub use load::{default_certs_dir, default_config_path, load, parse, LoadedConfig};
+pub use gpus::{parse_gpus, GpuRequest};
+pub use labels::MAX_LABELS;
+pub use load::{default_certs_dir, default_config_path, load, parse, InvalidRunner, LoadedConfig};
 pub use model::{
     parse_cpus, parse_ram_in_bytes, ArtifactConfig, CacheAzureConfig, CacheConfig, CacheGcsConfig,
     CacheS3Config, CacheType, Config, CustomBuildDir, CustomConfig, DashboardConfig, DockerConfig,
     DockerService, JournalConfig, OpaqueTable, PullPolicy, RunnerConfig, S3AuthType, SessionServer,
+    DEFAULT_ARTIFACT_RESPONSE_HEADER_TIMEOUT, DEFAULT_ARTIFACT_UPLOAD_TIMEOUT,
     DEFAULT_CHECK_INTERVAL, DEFAULT_CONNECTION_MAX_AGE, DEFAULT_FINAL_UPDATE_RETRY_LIMIT,
     DEFAULT_OUTPUT_LIMIT_KIB, DEFAULT_SESSION_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_UNHEALTHY_INTERVAL, DEFAULT_UNHEALTHY_REQUESTS_LIMIT,

@@ -22,17 +22,51 @@ use toml::Spanned;
 
 use crate::casefold::{self, PathSeg};
 use crate::error::{ConfigError, ConfigWarning};
-use crate::model::{Config, RunnerConfig};
+use crate::model::{CacheType, Config, RunnerConfig};
 use crate::token::short_token;
 
 /// A parsed and validated config file, with the warnings found on the way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedConfig {
-    /// The configuration.
+    /// The configuration; `runners` holds the valid `[[runners]]` entries only, in file order.
     pub config: Config,
-    /// Things GitLab's runner accepts but that are likely mistakes (unknown keys, …), in file
-    /// order.
+    /// Things GitLab's runner accepts but that are likely mistakes (unknown keys, …) or that
+    /// runwright does not honour, in file order.
     pub warnings: Vec<ConfigWarning>,
+    /// `[[runners]]` entries that failed validation, in file order: they are reported and not
+    /// used, while the other entries are.
+    pub invalid_runners: Vec<InvalidRunner>,
+}
+
+/// A `[[runners]]` entry that failed validation (a value of the wrong type, a missing `token`, an
+/// unknown executor, a bad `memory`, …). One bad entry stops only that runner: the service logs it
+/// and polls with the others, and `config check`, `list`, `status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InvalidRunner {
+    /// Its position among the file's `[[runners]]` entries (0-based).
+    pub index: usize,
+    /// `name` as written, empty when missing or not a string.
+    pub name: String,
+    /// `url` as written, empty when missing or not a string.
+    pub url: String,
+    /// `executor` as written, empty when missing or not a string.
+    pub executor: String,
+    /// The short form of `token` (never the token), empty when missing or not a string.
+    pub short_token: String,
+    /// 1-based line of the entry's `[[runners]]` header.
+    pub line: usize,
+    /// What is wrong, as one line: `<file>:<line>:<column>: <key>: <message>` (tokens shortened).
+    pub error: String,
+}
+
+impl std::fmt::Display for InvalidRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; runner {:?} (runners[{}]) is skipped, the other runners are not affected",
+            self.error, self.name, self.index
+        )
+    }
 }
 
 /// Reads and validates the config file at `path`.
@@ -56,6 +90,14 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 }
 
 /// Parses and validates `text`; `path` is only used in messages.
+///
+/// What cannot be read (TOML syntax) or concerns every runner (a global key) is an error for
+/// the whole file. A problem inside one `[[runners]]` entry makes only that entry an
+/// [`InvalidRunner`]. GitLab's runner is stricter about types (a value of the wrong type anywhere
+/// fails its TOML decoder, and the whole file with it) and later about values (a missing token
+/// skips the runner at poll time, a bad `memory` stops the process when a job starts, an unknown
+/// executor or shell fails every request or job); runwright checks those at load, per entry, so
+/// the entry never takes a job it would fail and the others go on.
 pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
     // A UTF-8 byte order mark is not TOML; editors on Windows add one.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -84,12 +126,49 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
         root: root.get_ref(),
     };
 
+    // The file without its `[[runners]]` entries first: a problem there concerns every runner.
+    // A `runners` that is not an array stays in, so that its error is reported as before.
+    let mut global = root.get_ref().clone();
+    let entries: Vec<Spanned<DeValue<'_>>> = match global.get("runners").map(Spanned::get_ref) {
+        Some(DeValue::Array(a)) => {
+            let entries = a.iter().cloned().collect();
+            global.remove("runners");
+            entries
+        }
+        _ => Vec::new(),
+    };
     let mut ignored: Vec<Vec<Seg>> = Vec::new();
-    let deserializer = toml::de::Deserializer::from(root.clone());
-    let config = serde_ignored::deserialize(deserializer, |p| ignored.push(segments(&p)))
-        .map_err(|e| doc.deserialize_error(&e))?;
+    let deserializer = toml::de::Deserializer::from(Spanned::new(root.span(), global));
+    let mut config: Config =
+        serde_ignored::deserialize(deserializer, |p| ignored.push(segments(&p)))
+            .map_err(|e| doc.deserialize_error(&e))?;
+    doc.check_global(&config)?;
 
-    doc.check_runners(&config)?;
+    // Then each entry on its own.
+    let mut valid: Vec<usize> = Vec::new();
+    let mut invalid_runners = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let prefix = [Seg::Key("runners".into()), Seg::Index(i)];
+        let result =
+            serde_ignored::deserialize(toml::de::ValueDeserializer::from(entry.clone()), |p| {
+                let mut segs = prefix.to_vec();
+                segs.extend(segments(&p));
+                ignored.push(segs);
+            })
+            .map_err(|e| doc.deserialize_error(&e))
+            .and_then(|mut runner: RunnerConfig| {
+                doc.check_runner(i, &mut runner, &config)?;
+                Ok(runner)
+            });
+        match result {
+            Ok(runner) => {
+                valid.push(i);
+                config.runners.push(runner);
+            }
+            Err(error) => invalid_runners.push(doc.invalid_runner(i, entry, &error)),
+        }
+    }
+    let runners: Vec<(usize, &RunnerConfig)> = valid.iter().copied().zip(&config.runners).collect();
 
     let mut warnings = Vec::new();
     for r in &renamed {
@@ -114,12 +193,17 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
     for key in &ignored {
         warnings.push(doc.unknown_key_warning(key));
     }
-    doc.environment_warnings(&config, &mut warnings);
-    doc.integer_duration_warnings(&config, &mut warnings);
-    doc.helper_image_warnings(&config, &mut warnings);
+    doc.environment_warnings(&runners, &mut warnings);
+    doc.integer_duration_warnings(entries.len(), &mut warnings);
+    doc.helper_image_warnings(&runners, &mut warnings);
+    doc.unsupported_warnings(&config, &runners, &mut warnings);
     warnings.sort_by_key(|w| w.line);
 
-    Ok(LoadedConfig { config, warnings })
+    Ok(LoadedConfig {
+        config,
+        warnings,
+        invalid_runners,
+    })
 }
 
 /// One step of a key path.
@@ -382,54 +466,152 @@ impl<'a, 'i> Document<'a, 'i> {
         }
     }
 
-    /// Checks that need a whole `[[runners]]` entry.
-    fn check_runners(&self, config: &Config) -> Result<(), ConfigError> {
-        for (i, runner) in config.runners.iter().enumerate() {
-            let entry = vec![Seg::Key("runners".into()), Seg::Index(i)];
-            // Required keys (runner common/config.go `RunnerCredentials.URL`/`Token` and
-            // `RunnerSettings.Executor` are `required:"true"`).
-            for key in ["url", "token", "executor"] {
-                let mut p = entry.clone();
-                p.push(Seg::Key(key.into()));
-                if self.find(&p).is_none() {
-                    let (line, column) = self
-                        .find(&entry)
-                        .map_or((1, 1), |f| self.position(&f.value.span()));
-                    return Err(ConfigError::MissingKey {
-                        path: self.path.to_owned(),
-                        line,
-                        column,
-                        table: display_path(&entry),
-                        key: key.to_owned(),
-                    });
-                }
-            }
-            self.check_executor_section(&entry, runner)?;
-        }
-        Ok(())
+    /// Checks of the global keys that need more than their type: `labels` (runner common/config.go
+    /// `Config.Validate`, which refuses the whole file for bad global labels).
+    fn check_global(&self, config: &Config) -> Result<(), ConfigError> {
+        crate::labels::check_patterns(&config.labels).map_err(|(key, msg)| {
+            self.label_error(vec![Seg::Key("labels".into()), Seg::Key(key)], msg)
+        })
     }
 
-    /// The custom executor cannot run without `[runners.custom] run_exec` (GitLab fails every
-    /// job with "custom executor is missing RunExec"; runner executors/custom/custom.go).
-    fn check_executor_section(
+    /// Checks that need a whole `[[runners]]` entry (the `index`th of the file); computes its labels.
+    fn check_runner(
         &self,
-        entry: &[Seg],
-        runner: &RunnerConfig,
+        index: usize,
+        runner: &mut RunnerConfig,
+        config: &Config,
     ) -> Result<(), ConfigError> {
+        let entry = vec![Seg::Key("runners".into()), Seg::Index(index)];
+        let at = |key: &[&str]| {
+            let mut p = entry.clone();
+            p.extend(key.iter().map(|k| Seg::Key((*k).to_owned())));
+            p
+        };
+        // Required keys (runner common/config.go `RunnerCredentials.URL`/`Token` and
+        // `RunnerSettings.Executor` are `required:"true"`; GitLab's runner skips an entry without a
+        // token when polling, commands/multi.go `feedRunner`).
+        for key in ["url", "token", "executor"] {
+            if self.find(&at(&[key])).is_none() {
+                let (line, column) = self
+                    .find(&entry)
+                    .map_or((1, 1), |f| self.position(&f.value.span()));
+                return Err(ConfigError::MissingKey {
+                    path: self.path.to_owned(),
+                    line,
+                    column,
+                    table: display_path(&entry),
+                    key: key.to_owned(),
+                });
+            }
+        }
+        // The custom executor cannot run without `[runners.custom] run_exec` (GitLab fails every
+        // job with "custom executor is missing RunExec"; runner executors/custom/custom.go).
         if runner.executor == "custom"
             && runner
                 .custom
                 .as_ref()
                 .is_none_or(|c| c.run_exec.trim().is_empty())
         {
-            let mut p = entry.to_vec();
-            p.push(Seg::Key("executor".into()));
             return Err(self.invalid_at(
-                &p,
+                &at(&["executor"]),
                 "executor \"custom\" needs [runners.custom] run_exec".to_owned(),
             ));
         }
+        // runner common/config.go `RunnerConfig.Validate`: the entry's labels, then the merge.
+        crate::labels::check_patterns(&runner.labels)
+            .map_err(|(key, msg)| self.label_error(at(&["labels", &key]), msg))?;
+        let computed = crate::labels::compute(&config.labels, &runner.labels);
+        crate::labels::check_count(&computed).map_err(|msg| {
+            let key = if runner.labels.is_empty() {
+                vec![Seg::Key("labels".into())]
+            } else {
+                at(&["labels"])
+            };
+            self.invalid_at(&key, msg)
+        })?;
+        runner.computed_labels = computed;
+        // GitLab's runner fails every job at prepare with "parsing gpus string" or "the isolation value
+        // … is not valid" (runner executors/docker/docker.go `bindContainerDeviceRequests`,
+        // `createHostConfig`).
+        if let Some(docker) = &runner.docker {
+            if let Some(isolation) = docker.isolation.as_deref() {
+                if !matches!(
+                    isolation.to_ascii_lowercase().as_str(),
+                    "" | "default" | "process" | "hyperv"
+                ) {
+                    return Err(self.invalid_at(
+                        &at(&["docker", "isolation"]),
+                        format!(
+                            "the isolation value {isolation:?} is not valid: the valid values are 'process', \
+                             'hyperv', 'default' and an empty string"
+                        ),
+                    ));
+                }
+            }
+            for (key, value) in [
+                ("gpus", &docker.gpus),
+                ("service_gpus", &docker.service_gpus),
+            ] {
+                if let Err(msg) = crate::gpus::parse_gpus(value.as_deref().unwrap_or("")) {
+                    return Err(self.invalid_at(
+                        &at(&["docker", key]),
+                        format!(
+                            "parsing gpus string {:?}: {msg} (Docker's --gpus syntax: \"all\", a count, or \
+                             '\"device=0,1\"')",
+                            value.as_deref().unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// A refused label: reported at its key (the value is fine, or the key would not be named).
+    fn label_error(&self, segs: Vec<Seg>, message: String) -> ConfigError {
+        let (line, column) = self
+            .find(&segs)
+            .map_or((1, 1), |f| self.position(&f.report_span));
+        let mut table = segs;
+        table.pop();
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            column,
+            key: display_path(&table),
+            message: self.redact(&message, None),
+        }
+    }
+
+    /// The report of the `index`th `[[runners]]` entry, which failed with `error`.
+    fn invalid_runner(
+        &self,
+        index: usize,
+        entry: &Spanned<DeValue<'_>>,
+        error: &ConfigError,
+    ) -> InvalidRunner {
+        let string = |key: &str| match entry.get_ref() {
+            DeValue::Table(t) => t
+                .get(key)
+                .and_then(|v| v.get_ref().as_str())
+                .unwrap_or("")
+                .to_owned(),
+            _ => String::new(),
+        };
+        let token = string("token");
+        InvalidRunner {
+            index,
+            name: string("name"),
+            url: string("url"),
+            executor: string("executor"),
+            short_token: if token.is_empty() {
+                String::new()
+            } else {
+                short_token(&token)
+            },
+            line: self.position(&entry.span()).0,
+            error: self.redact(&error.to_string(), None),
+        }
     }
 
     fn warning(&self, span: &Range<usize>, message: String) -> ConfigWarning {
@@ -458,8 +640,12 @@ impl<'a, 'i> Document<'a, 'i> {
 
     /// GitLab's runner silently skips `environment` entries without `=`
     /// (runner common/config.go `parseVariable`).
-    fn environment_warnings(&self, config: &Config, out: &mut Vec<ConfigWarning>) {
-        for (i, runner) in config.runners.iter().enumerate() {
+    fn environment_warnings(
+        &self,
+        runners: &[(usize, &RunnerConfig)],
+        out: &mut Vec<ConfigWarning>,
+    ) {
+        for &(i, runner) in runners {
             for (j, entry) in runner.environment.iter().enumerate() {
                 if entry.contains('=') {
                     continue;
@@ -484,8 +670,12 @@ impl<'a, 'i> Document<'a, 'i> {
 
     /// runwright's docker executor has no helper container (it performs sources, caches and artifacts on the
     /// runner host), so the helper image keys are read but have no effect.
-    fn helper_image_warnings(&self, config: &Config, out: &mut Vec<ConfigWarning>) {
-        for (i, runner) in config.runners.iter().enumerate() {
+    fn helper_image_warnings(
+        &self,
+        runners: &[(usize, &RunnerConfig)],
+        out: &mut Vec<ConfigWarning>,
+    ) {
+        for &(i, runner) in runners {
             let Some(docker) = runner.docker.as_ref() else {
                 continue;
             };
@@ -515,11 +705,189 @@ impl<'a, 'i> Document<'a, 'i> {
         }
     }
 
+    /// Keys runwright reads but does not honour: each one is said to be ignored, with what that
+    /// means, like an unknown key, so that no setting is silently without effect.
+    fn unsupported_warnings(
+        &self,
+        config: &Config,
+        runners: &[(usize, &RunnerConfig)],
+        out: &mut Vec<ConfigWarning>,
+    ) {
+        let mut warn = |segs: Vec<Seg>, consequence: &str| {
+            let Some(found) = self.find(&segs) else {
+                return;
+            };
+            out.push(self.warning(
+                &found.report_span,
+                format!(
+                    "{} is not supported by runwright and is ignored: {consequence}",
+                    display_path(&segs)
+                ),
+            ));
+        };
+        let key = |k: &str| vec![Seg::Key(k.to_owned())];
+
+        // GitLab's runner starts its session server only with a `listen_address`
+        // (commands/multi.go `setupSessionServer`); `gitlab-runner register` writes the section with
+        // just `session_timeout`, which does nothing there either.
+        let session_listen = config
+            .session_server
+            .as_ref()
+            .is_some_and(|s| s.listen_address.as_deref().is_some_and(|a| !a.is_empty()));
+        if session_listen {
+            warn(
+                vec![
+                    Seg::Key("session_server".into()),
+                    Seg::Key("listen_address".into()),
+                ],
+                "runwright has no session server, so jobs get no interactive web terminal (the job page's \
+                 Debug button) and no proxy to their services; it does not offer the session feature, so \
+                 GitLab runs jobs without one",
+            );
+        }
+        if config
+            .sentry_dsn
+            .as_deref()
+            .is_some_and(|d| !d.trim().is_empty())
+        {
+            warn(
+                key("sentry_dsn"),
+                "errors are not sent to Sentry; they are in the service's log",
+            );
+        }
+        if config
+            .connection_max_age
+            .is_some_and(|age| age != crate::model::DEFAULT_CONNECTION_MAX_AGE)
+        {
+            warn(
+                key("connection_max_age"),
+                "connections to GitLab are not renewed by age; an idle connection is closed after 90 s, \
+                 and every new request after that opens a new one",
+            );
+        }
+        if config.experimental.is_some() {
+            warn(
+                key("experimental"),
+                "none of GitLab's experimental features (the usage logger) is implemented",
+            );
+        }
+
+        for &(i, r) in runners {
+            let at = |path: &[&str]| {
+                let mut p = vec![Seg::Key("runners".into()), Seg::Index(i)];
+                p.extend(path.iter().map(|k| Seg::Key((*k).to_owned())));
+                p
+            };
+            // runner shells/bash.go: GitLab's docker executor runs bash or sh in the container for both of
+            // those; runwright's does that for every shell (the shell executor refuses the others when the
+            // entry starts).
+            if r.executor == "docker"
+                && r.shell.as_deref().is_some_and(|s| s != "bash" && s != "sh")
+            {
+                warn(
+                    at(&["shell"]),
+                    "runwright's docker executor runs job scripts with bash, or sh where the image has no bash",
+                );
+            }
+            if r.proxy_exec == Some(true) {
+                warn(
+                    at(&["proxy_exec"]),
+                    "stage scripts are run directly, not through GitLab's proxy-exec helper",
+                );
+            }
+            // runner common/config.go `GetSlotCgroupPath`: slots exist only for the autoscaling
+            // executors (docker-autoscaler, instance); GitLab's runner ignores these with docker and
+            // shell too.
+            let slots = "slot cgroups apply only to the autoscaling executors (docker-autoscaler, instance), \
+                         which runwright does not implement; containers use cgroup_parent as usual";
+            if r.use_slot_cgroups {
+                warn(at(&["use_slot_cgroups"]), slots);
+            }
+            if r.slot_cgroup_template
+                .as_deref()
+                .is_some_and(|t| !t.is_empty())
+            {
+                warn(at(&["slot_cgroup_template"]), slots);
+            }
+            if r.step_runner_image
+                .as_deref()
+                .is_some_and(|t| !t.is_empty())
+            {
+                warn(
+                    at(&["step_runner_image"]),
+                    "runwright does not run CI Steps (`run:` jobs), so no step-runner image is used",
+                );
+            }
+            if r.referees.is_some() {
+                warn(
+                    at(&["referees"]),
+                    "no referee (metrics) data is collected or uploaded with the job's artifacts",
+                );
+            }
+            if r.monitoring.is_some() {
+                warn(
+                    at(&["monitoring"]),
+                    "no per-runner job monitoring is set up",
+                );
+            }
+            if let Some(d) = &r.docker {
+                if d.service_slot_cgroup_template
+                    .as_deref()
+                    .is_some_and(|t| !t.is_empty())
+                {
+                    warn(at(&["docker", "service_slot_cgroup_template"]), slots);
+                }
+            }
+            let Some(cache) = &r.cache else { continue };
+            let local = "caches of this runner stay local (each job says so in its log)";
+            if let Some(t @ (CacheType::Gcs | CacheType::Azure)) = cache.cache_type {
+                warn(
+                    at(&["cache", "Type"]),
+                    &format!(
+                        "the {} distributed cache is not implemented, {local}",
+                        t.as_str()
+                    ),
+                );
+            }
+            let Some(s3) = &cache.s3 else { continue };
+            let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+            for (k, v) in [
+                ("RoleARN", &s3.role_arn),
+                ("UploadRoleARN", &s3.upload_role_arn),
+            ] {
+                if set(v) {
+                    warn(
+                        at(&["cache", "s3", k]),
+                        &format!("runwright cannot assume IAM roles for the cache, {local}"),
+                    );
+                }
+            }
+            if set(&s3.server_side_encryption) {
+                warn(
+                    at(&["cache", "s3", "ServerSideEncryption"]),
+                    &format!("runwright cannot have S3 encrypt cache archives, {local}"),
+                );
+            }
+            if set(&s3.server_side_encryption_key_id) {
+                warn(
+                    at(&["cache", "s3", "ServerSideEncryptionKeyID"]),
+                    "it belongs to ServerSideEncryption, which runwright does not implement",
+                );
+            }
+            if s3.assume_role_max_concurrency.is_some() {
+                warn(
+                    at(&["cache", "s3", "AssumeRoleMaxConcurrency"]),
+                    "it belongs to RoleARN/UploadRoleARN, which runwright does not implement",
+                );
+            }
+        }
+    }
+
     /// An integer where GitLab expects a Go duration is read as nanoseconds by GitLab's TOML
     /// decoder (BurntSushi/toml); it is read the same way here, but it is rarely meant.
-    fn integer_duration_warnings(&self, config: &Config, out: &mut Vec<ConfigWarning>) {
+    fn integer_duration_warnings(&self, entries: usize, out: &mut Vec<ConfigWarning>) {
         let mut paths: Vec<Vec<Seg>> = vec![vec![Seg::Key("connection_max_age".into())]];
-        for i in 0..config.runners.len() {
+        for i in 0..entries {
             let entry = [Seg::Key("runners".into()), Seg::Index(i)];
             for key in [
                 "unhealthy_interval",

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::de as vde;
+use crate::gpus::{parse_gpus, GpuRequest};
 use crate::token::short_token;
 
 /// An opaque TOML table: accepted and kept, not interpreted.
@@ -82,7 +83,8 @@ pub struct Config {
     /// `connection_max_age` (Go duration); see [`Config::connection_max_age`].
     #[serde(deserialize_with = "vde::opt_go_duration")]
     pub connection_max_age: Option<Duration>,
-    /// `labels`: default labels of every runner.
+    /// `labels`: default labels of every runner (validated at load as GitLab's runner does, runner
+    /// common/labels.go).
     pub labels: BTreeMap<String, String>,
     /// `[session_server]`: interactive web terminal server (read only at start).
     pub session_server: Option<SessionServer>,
@@ -304,8 +306,13 @@ pub struct RunnerConfig {
     pub clean_git_config: Option<bool>,
     /// `proxy_exec` (experimental in GitLab).
     pub proxy_exec: Option<bool>,
-    /// `labels`.
+    /// `labels`: this entry's own labels, over the global ones (see
+    /// [`RunnerConfig::computed_labels`]).
     pub labels: BTreeMap<String, String>,
+    /// The global `labels` overlaid with this entry's `labels`, computed at load (runner
+    /// common/config.go `ComputeLabels`): what GitLab receives as `info.labels` on every request.
+    #[serde(skip)]
+    pub computed_labels: BTreeMap<String, String>,
     /// `[runners.feature_flags]`: `FF_NAME = true|false`.
     pub feature_flags: BTreeMap<String, bool>,
     /// `[runners.custom_build_dir]`.
@@ -486,6 +493,7 @@ impl fmt::Debug for RunnerConfig {
             .field("clean_git_config", &self.clean_git_config)
             .field("proxy_exec", &self.proxy_exec)
             .field("labels", &self.labels)
+            .field("computed_labels", &self.computed_labels)
             .field("feature_flags", &self.feature_flags)
             .field("custom_build_dir", &self.custom_build_dir)
             .field("cache", &self.cache)
@@ -520,12 +528,35 @@ pub struct CustomBuildDir {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ArtifactConfig {
-    /// `upload_timeout` (Go duration).
+    /// `upload_timeout` (Go duration); see [`ArtifactConfig::upload_timeout`].
     #[serde(deserialize_with = "vde::opt_go_duration")]
     pub upload_timeout: Option<Duration>,
-    /// `response_header_timeout` (Go duration).
+    /// `response_header_timeout` (Go duration); see [`ArtifactConfig::response_header_timeout`].
     #[serde(deserialize_with = "vde::opt_go_duration")]
     pub response_header_timeout: Option<Duration>,
+}
+
+/// `upload_timeout` when unset (runner common/consts.go `DefaultArtifactUploadTimeout`).
+pub const DEFAULT_ARTIFACT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// `response_header_timeout` when unset (runner common/consts.go `DefaultArtifactResponseHeaderTimeout`).
+pub const DEFAULT_ARTIFACT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl ArtifactConfig {
+    /// How long one upload attempt may take in all, 1 h when unset; zero means no limit, as for Go's
+    /// `http.Client.Timeout` (runner common/config.go `GetUploadTimeout`, passed to the uploader's
+    /// `--timeout`).
+    pub fn upload_timeout(&self) -> Duration {
+        self.upload_timeout
+            .unwrap_or(DEFAULT_ARTIFACT_UPLOAD_TIMEOUT)
+    }
+
+    /// How long to wait for GitLab's answer once the archive is sent, 10 min when unset; zero means no
+    /// limit, as for Go's `Transport.ResponseHeaderTimeout` (runner common/config.go
+    /// `GetResponseHeaderTimeout`, the uploader's `--response-header-timeout`).
+    pub fn response_header_timeout(&self) -> Duration {
+        self.response_header_timeout
+            .unwrap_or(DEFAULT_ARTIFACT_RESPONSE_HEADER_TIMEOUT)
+    }
 }
 
 // =============================================================================================
@@ -910,7 +941,8 @@ pub struct DockerConfig {
     pub devices: Vec<String>,
     /// `device_cgroup_rules`.
     pub device_cgroup_rules: Vec<String>,
-    /// `gpus`.
+    /// `gpus`: Docker's `--gpus` value for the build container (checked at load; see
+    /// [`DockerConfig::gpu_requests`]).
     pub gpus: Option<String>,
     /// `services_devices`: image glob → devices.
     pub services_devices: BTreeMap<String, Vec<String>>,
@@ -962,7 +994,7 @@ pub struct DockerConfig {
     /// `service_cpu_shares`.
     #[serde(deserialize_with = "vde::int")]
     pub service_cpu_shares: i64,
-    /// `service_gpus`.
+    /// `service_gpus`: Docker's `--gpus` value for service containers (checked at load).
     pub service_gpus: Option<String>,
     /// `wait_for_services_timeout` in seconds; see [`DockerConfig::wait_for_services_timeout`].
     #[serde(deserialize_with = "vde::int")]
@@ -981,7 +1013,8 @@ pub struct DockerConfig {
     /// [`DockerConfig::pull_policies`].
     #[serde(deserialize_with = "vde::one_or_many")]
     pub pull_policy: Vec<PullPolicy>,
-    /// `isolation` (Windows).
+    /// `isolation`: Docker's isolation technology, `default`, `process` or `hyperv` (checked at load; passed to
+    /// the daemon as GitLab's runner does, where a Linux daemon accepts only `default`).
     pub isolation: Option<String>,
     /// `shm_size` in bytes.
     #[serde(deserialize_with = "vde::int")]
@@ -1085,6 +1118,28 @@ impl DockerConfig {
     /// `service_cpus` in nano-CPUs (0 when unset).
     pub fn service_nano_cpus(&self) -> i64 {
         nano_cpus(&self.service_cpus)
+    }
+
+    /// The build container's GPU device requests from `gpus` (runner executors/docker/docker.go
+    /// `bindDeviceRequests`); an unparsable value was refused at load, so it gives none here.
+    pub fn gpu_requests(&self) -> Vec<GpuRequest> {
+        parse_gpus(self.gpus.as_deref().unwrap_or("")).unwrap_or_default()
+    }
+
+    /// The service containers' GPU device requests from `service_gpus` (runner executors/docker/docker.go
+    /// `getServicesDeviceRequests`).
+    pub fn service_gpu_requests(&self) -> Vec<GpuRequest> {
+        parse_gpus(self.service_gpus.as_deref().unwrap_or("")).unwrap_or_default()
+    }
+
+    /// `gpus` as GitLab is told of it in `info.config.gpus`: spaces trimmed (runner executors/docker/
+    /// config_updater.go).
+    pub fn info_gpus(&self) -> String {
+        self.gpus
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches(' ')
+            .to_owned()
     }
 }
 

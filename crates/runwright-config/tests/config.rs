@@ -28,6 +28,29 @@ fn error(text: &str) -> String {
     }
 }
 
+/// The one `[[runners]]` entry of `text` that must fail: its message. The file itself loads, and
+/// the entry is left out of the runners (one bad entry stops only that runner).
+fn entry_error(text: &str) -> String {
+    match parse_str(text) {
+        Err(e) => panic!("expected the file to load with one invalid entry, got: {e}"),
+        Ok(loaded) => {
+            assert_eq!(
+                loaded.invalid_runners.len(),
+                1,
+                "{:#?}",
+                loaded.invalid_runners
+            );
+            let bad = &loaded.invalid_runners[0];
+            assert!(
+                loaded.config.runners.len() + 1 == text.matches("[[runners]]").count(),
+                "the invalid entry is left out: {:#?}",
+                loaded.config.runners
+            );
+            bad.error.clone()
+        }
+    }
+}
+
 /// The warnings of a file that must load.
 fn warnings(text: &str) -> Vec<String> {
     match parse_str(text) {
@@ -258,7 +281,7 @@ fn wrong_type_at_top_level() {
 fn wrong_type_in_runner() {
     let text = format!("{HEAD}  limit = \"four\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:6:11: runners[0].limit: invalid type: string \"four\", expected an integer"
     );
 }
@@ -267,7 +290,7 @@ fn wrong_type_in_runner() {
 fn wrong_type_in_runner_docker() {
     let text = format!("{HEAD}  [runners.docker]\n    volumes = \"/cache\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:15: runners[0].docker.volumes: invalid type: string \"/cache\", expected an array"
     );
 }
@@ -277,7 +300,7 @@ fn wrong_type_in_second_runner_feature_flags() {
     let text =
         format!("{HEAD}{HEAD}  [runners.feature_flags]\n    FF_NETWORK_PER_BUILD = \"yes\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:12:28: runners[1].feature_flags.FF_NETWORK_PER_BUILD: invalid type: string \"yes\", expected a boolean"
     );
 }
@@ -286,7 +309,7 @@ fn wrong_type_in_second_runner_feature_flags() {
 fn wrong_type_datetime_for_string() {
     let text = format!("{HEAD}  shell = 2023-01-01T00:00:00Z\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:6:11: runners[0].shell: invalid type: datetime, expected a string"
     );
 }
@@ -295,7 +318,7 @@ fn wrong_type_datetime_for_string() {
 fn wrong_type_services_must_be_array_of_tables() {
     let text = format!("{HEAD}  [runners.docker]\n    services = {{ name = \"postgres\" }}\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:16: runners[0].docker.services: invalid type: table, expected an array"
     );
 }
@@ -313,7 +336,7 @@ fn single_brackets_for_runners() {
 fn bad_executor_name() {
     let text = HEAD.replace("\"docker\"", "\"dockr\"");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:5:14: runners[0].executor: invalid value: string \"dockr\", expected one of \
          shell, docker, docker-windows, docker+machine, docker-autoscaler, kubernetes, custom, \
          ssh, parallels, virtualbox, instance"
@@ -324,7 +347,7 @@ fn bad_executor_name() {
 fn bad_shell_name() {
     let text = format!("{HEAD}  shell = \"zsh\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:6:11: runners[0].shell: invalid value: string \"zsh\", expected one of bash, sh, pwsh, powershell, cmd"
     );
 }
@@ -342,7 +365,7 @@ fn bad_log_level() {
 fn bad_cache_type() {
     let text = format!("{HEAD}  [runners.cache]\n    Type = \"ftp\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:12: runners[0].cache.Type: invalid value: string \"ftp\", expected one of \
          s3, gcs, azure, or \"\" for no distributed cache"
     );
@@ -352,7 +375,7 @@ fn bad_cache_type() {
 fn bad_duration() {
     let text = format!("{HEAD}  unhealthy_interval = \"1x\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:6:24: runners[0].unhealthy_interval: invalid duration \"1x\": unknown unit \
          \"x\" (valid units are ns, us, ms, s, m, h)"
     );
@@ -370,7 +393,7 @@ fn duration_without_unit() {
 fn bad_memory_size() {
     let text = format!("{HEAD}  [runners.docker]\n    memory = \"lots\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:14: runners[0].docker.memory: invalid value: string \"lots\", expected a \
          memory size such as \"512m\" or \"2g\""
     );
@@ -380,7 +403,7 @@ fn bad_memory_size() {
 fn missing_url() {
     let text = HEAD.replace("  url = \"https://gitlab.example.com/\"\n", "");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:1:1: runners[0]: missing required key 'url'"
     );
 }
@@ -390,7 +413,7 @@ fn missing_token_in_second_runner_points_at_its_header() {
     let second = HEAD.replace("  token = \"glrt-t1_SECRETSECRETSECRET\"\n", "");
     let text = format!("concurrent = 2\n\n{HEAD}\n{second}");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:9:1: runners[1]: missing required key 'token'"
     );
 }
@@ -399,7 +422,7 @@ fn missing_token_in_second_runner_points_at_its_header() {
 fn missing_executor() {
     let text = HEAD.replace("  executor = \"docker\"\n", "");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:1:1: runners[0]: missing required key 'executor'"
     );
 }
@@ -408,7 +431,7 @@ fn missing_executor() {
 fn empty_url() {
     let text = HEAD.replace("\"https://gitlab.example.com/\"", "\"\"");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:3:9: runners[0].url: invalid value: string \"\", expected a non-empty string"
     );
 }
@@ -417,7 +440,7 @@ fn empty_url() {
 fn negative_limit() {
     let text = format!("{HEAD}  limit = -1\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:6:11: runners[0].limit: invalid value: integer `-1`, expected a non-negative integer"
     );
 }
@@ -426,7 +449,7 @@ fn negative_limit() {
 fn pull_policy_string_wrong() {
     let text = format!("{HEAD}  [runners.docker]\n    pull_policy = \"sometimes\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:19: runners[0].docker.pull_policy: invalid value: string \"sometimes\", \
          expected one of always, if-not-present, never"
     );
@@ -437,7 +460,7 @@ fn pull_policy_array_element_wrong_points_at_the_element() {
     let text =
         format!("{HEAD}  [runners.docker]\n    pull_policy = [\"always\", \"if-present\"]\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:30: runners[0].docker.pull_policy[1]: invalid value: string \
          \"if-present\", expected one of always, if-not-present, never"
     );
@@ -447,7 +470,7 @@ fn pull_policy_array_element_wrong_points_at_the_element() {
 fn allowed_pull_policies_wrong() {
     let text = format!("{HEAD}  [runners.docker]\n    allowed_pull_policies = [\"Always\"]\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:7:30: runners[0].docker.allowed_pull_policies[0]: invalid value: string \
          \"Always\", expected one of always, if-not-present, never"
     );
@@ -457,7 +480,7 @@ fn allowed_pull_policies_wrong() {
 fn custom_executor_without_run_exec() {
     let text = HEAD.replace("\"docker\"", "\"custom\"");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:5:14: runners[0].executor: executor \"custom\" needs [runners.custom] run_exec"
     );
 }
@@ -466,9 +489,231 @@ fn custom_executor_without_run_exec() {
 fn token_datetime_as_string() {
     let text = format!("{HEAD}  token_expires_at = \"never\"\n");
     assert_eq!(
-        error(&text),
+        entry_error(&text),
         "config.toml:6:22: runners[0].token_expires_at: invalid type: string \"never\", expected a TOML datetime"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One bad [[runners]] entry stops only that runner.
+
+#[test]
+fn one_bad_entry_is_reported_and_skipped_while_the_others_load() {
+    let good = HEAD.replace("name = \"r\"", "name = \"good\"");
+    let bad = "[[runners]]\n  name = \"bad\"\n  url = \"https://other.example.com/\"\n  token = \"glrt-t1_BADBADBADBADBADBAD\"\n  executor = \"docker\"\n  [runners.docker]\n    memory = \"lots\"\n";
+    let last = HEAD.replace("name = \"r\"", "name = \"last\"").replace(
+        "  executor = \"docker\"\n",
+        "  executor = \"shell\"\n  environment = [\"NOEQUALS\"]\n",
+    );
+    let text = format!("concurrent = 2\n{good}{bad}{last}");
+    let loaded = parse_str(&text).expect("the file loads");
+    let names: Vec<&str> = loaded
+        .config
+        .runners
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["good", "last"]);
+    assert_eq!(
+        loaded.invalid_runners,
+        vec![runwright_config::InvalidRunner {
+            index: 1,
+            name: "bad".into(),
+            url: "https://other.example.com/".into(),
+            executor: "docker".into(),
+            short_token: "BADBADBAD".into(),
+            line: 7,
+            error: "config.toml:13:14: runners[1].docker.memory: invalid value: string \"lots\", \
+                    expected a memory size such as \"512m\" or \"2g\""
+                .into(),
+        }]
+    );
+    let shown = loaded.invalid_runners[0].to_string();
+    assert!(
+        shown.ends_with(
+            "; runner \"bad\" (runners[1]) is skipped, the other runners are not affected"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("BADBADBADBADBAD"), "{shown}");
+    // Warnings of the entries after it still name their own entry and line.
+    assert_eq!(
+        warnings(&text),
+        ["config.toml:19: runners[2].environment[0]: \"NOEQUALS\" has no '=' and is ignored, as GitLab's runner does"]
+    );
+}
+
+#[test]
+fn every_entry_can_be_bad_and_the_file_still_loads() {
+    let text = "[[runners]]\n  name = \"a\"\n  executor = \"shell\"\n[[runners]]\n  name = \"b\"\n  url = \"https://g/\"\n  token = \"\"\n  executor = \"shell\"\n";
+    let loaded = parse_str(text).expect("loads");
+    assert!(loaded.config.runners.is_empty());
+    let errors: Vec<&str> = loaded
+        .invalid_runners
+        .iter()
+        .map(|r| r.error.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "config.toml:1:1: runners[0]: missing required key 'url'",
+            "config.toml:7:11: runners[1].token: invalid value: string \"\", expected a non-empty string",
+        ]
+    );
+}
+
+#[test]
+fn an_entry_that_is_not_a_table_is_an_invalid_entry() {
+    let loaded = parse_str("runners = [1]\n").expect("loads");
+    assert_eq!(
+        loaded.invalid_runners[0].error,
+        "config.toml:1:12: runners[0]: invalid type: integer `1`, expected a table"
+    );
+}
+
+#[test]
+fn a_problem_outside_the_entries_still_rejects_the_file() {
+    // Global keys concern every runner.
+    let text = format!("concurrent = \"4\"\n{HEAD}");
+    assert_eq!(
+        error(&text),
+        "config.toml:1:14: concurrent: invalid type: string \"4\", expected an integer"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels (runner common/labels.go)
+
+#[test]
+fn labels_are_merged_for_each_entry() {
+    let text = format!("[labels]\n  env = \"prod\"\n  team = \"ci\"\n{HEAD}  [runners.labels]\n    env = \"staging\"\n");
+    let loaded = parse_str(&text).unwrap();
+    let labels: Vec<(&str, &str)> = loaded.config.runners[0]
+        .computed_labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(labels, [("env", "staging"), ("team", "ci")]);
+}
+
+#[test]
+fn a_bad_global_label_rejects_the_file_as_gitlab_does() {
+    let text = format!("[labels]\n  os = \"linux\"\n{HEAD}");
+    let err = error(&text);
+    assert!(
+        err.starts_with("config.toml:2:3: labels: invalid label key \"os\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_entry_label_or_too_many_labels_make_the_entry_invalid() {
+    let text = format!("{HEAD}  [runners.labels]\n    gpu = \"a 100\"\n");
+    let err = entry_error(&text);
+    assert!(
+        err.starts_with(
+            "config.toml:7:5: runners[0].labels: invalid value \"a 100\" of label \"gpu\""
+        ),
+        "{err}"
+    );
+
+    let many: String = (0..20).map(|i| format!("  key{i} = \"v\"\n")).collect();
+    let own: String = (20..33).map(|i| format!("    key{i} = \"v\"\n")).collect();
+    let text = format!("[labels]\n{many}{HEAD}  [runners.labels]\n{own}");
+    let err = entry_error(&text);
+    assert!(
+        err.contains("runners[0].labels: 33 labels with the global ones: at most 32"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPUs (Docker's --gpus syntax, runner executors/docker/docker.go)
+
+#[test]
+fn gpus_are_read_as_docker_requests() {
+    let text = format!(
+        "{HEAD}  [runners.docker]\n    gpus = \"all\"\n    service_gpus = '\"device=0,2\"'\n"
+    );
+    let loaded = parse_str(&text).unwrap().config;
+    let d = loaded.runners[0].docker.as_ref().unwrap();
+    assert_eq!(d.info_gpus(), "all");
+    assert_eq!(d.gpu_requests()[0].count, -1);
+    let service = d.service_gpu_requests();
+    assert_eq!(
+        service[0].device_ids,
+        Some(vec!["0".to_owned(), "2".to_owned()])
+    );
+}
+
+#[test]
+fn a_bad_isolation_value_makes_the_entry_invalid() {
+    let text = format!("{HEAD}  [runners.docker]\n    isolation = \"vm\"\n");
+    assert_eq!(
+        entry_error(&text),
+        "config.toml:7:17: runners[0].docker.isolation: the isolation value \"vm\" is not valid: the valid \
+         values are 'process', 'hyperv', 'default' and an empty string"
+    );
+    let text = format!("{HEAD}  [runners.docker]\n    isolation = \"HyperV\"\n");
+    assert!(parse_str(&text).unwrap().invalid_runners.is_empty());
+}
+
+#[test]
+fn a_bad_gpus_value_makes_the_entry_invalid() {
+    let text = format!("{HEAD}  [runners.docker]\n    gpus = \"every\"\n");
+    assert_eq!(
+        entry_error(&text),
+        "config.toml:7:12: runners[0].docker.gpus: parsing gpus string \"every\": invalid count (every): value \
+         must be either \"all\" or an integer (Docker's --gpus syntax: \"all\", a count, or '\"device=0,1\"')"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys runwright reads but does not honour say so.
+
+#[test]
+fn keys_without_effect_in_runwright_are_warned_with_the_consequence() {
+    let text = format!(
+        "{HEAD}  proxy_exec = true\n  use_slot_cgroups = true\n  slot_cgroup_template = \"ci/slot-${{slot}}\"\n  step_runner_image = \"registry.example.com/step-runner:1\"\n  [runners.referees]\n    [runners.referees.metrics]\n      prometheus_address = \"http://p:9090\"\n  [runners.monitoring]\n  [runners.docker]\n    service_slot_cgroup_template = \"svc/${{slot}}\"\n  [runners.cache]\n    Type = \"gcs\"\n    [runners.cache.s3]\n      UploadRoleARN = \"arn:aws:iam::1:role/u\"\n      AssumeRoleMaxConcurrency = 3\n"
+    );
+    let got = warnings(&text);
+    let expected = [
+        "config.toml:6: runners[0].proxy_exec is not supported by runwright and is ignored: stage scripts are run directly",
+        "config.toml:7: runners[0].use_slot_cgroups is not supported by runwright and is ignored: slot cgroups apply only to the autoscaling executors",
+        "config.toml:8: runners[0].slot_cgroup_template is not supported",
+        "config.toml:9: runners[0].step_runner_image is not supported by runwright and is ignored: runwright does not run CI Steps",
+        "config.toml:10: runners[0].referees is not supported by runwright and is ignored: no referee",
+        "config.toml:13: runners[0].monitoring is not supported",
+        "config.toml:15: runners[0].docker.service_slot_cgroup_template is not supported",
+        "config.toml:17: runners[0].cache.Type is not supported by runwright and is ignored: the gcs distributed cache is not implemented, caches of this runner stay local",
+        "config.toml:19: runners[0].cache.s3.UploadRoleARN is not supported by runwright and is ignored: runwright cannot assume IAM roles",
+        "config.toml:20: runners[0].cache.s3.AssumeRoleMaxConcurrency is not supported",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (g, e) in got.iter().zip(expected) {
+        assert!(g.starts_with(e), "{g}\n  should start with\n{e}");
+    }
+}
+
+#[test]
+fn a_docker_entry_with_a_shell_runwright_does_not_run_is_warned() {
+    let text = format!("{HEAD}  shell = \"pwsh\"\n");
+    assert_eq!(
+        warnings(&text),
+        ["config.toml:6: runners[0].shell is not supported by runwright and is ignored: runwright's docker executor runs job scripts with bash, or sh where the image has no bash"]
+    );
+    assert_eq!(
+        warnings(&format!("{HEAD}  shell = \"sh\"\n")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn defaults_gitlab_writes_itself_are_not_warned() {
+    // `gitlab-runner register` writes these; they do nothing in GitLab's runner either (no session
+    // server without listen_address) or are its defaults.
+    let text = format!("connection_max_age = \"15m0s\"\n[session_server]\n  session_timeout = 1800\n{HEAD}  proxy_exec = false\n  use_slot_cgroups = false\n");
+    assert_eq!(warnings(&text), Vec::<String>::new());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,7 +863,7 @@ connection_max_age = "1h30m"
   clean_git_config = false
   proxy_exec = false
   [runners.labels]
-    os = "linux"
+    os_family = "linux"
   [runners.feature_flags]
     FF_NETWORK_PER_BUILD = true
     FF_USE_FASTZIP = false
@@ -746,21 +991,39 @@ connection_max_age = "1h30m"
     force_kill_timeout = 5
 "#;
     let loaded = parse_str(text).unwrap();
-    // Every key is read; only the helper image keys say they have no effect.
-    let warned: Vec<&str> = loaded
+    assert_eq!(loaded.invalid_runners, vec![]);
+    // Every key is read; the ones runwright does not honour say so, with their line.
+    let warned: Vec<(usize, &str)> = loaded
         .warnings
         .iter()
-        .map(|w| w.message.split(':').next().unwrap_or_default())
+        .map(|w| {
+            let key = w.message.split([':', ' ']).next().unwrap_or_default();
+            (w.line, key)
+        })
         .collect();
     assert_eq!(
         warned,
         [
-            "runners[0].docker.helper_image",
-            "runners[0].docker.helper_image_flavor"
+            (9, "sentry_dsn"),
+            (10, "connection_max_age"),
+            (14, "session_server.listen_address"),
+            (17, "experimental"),
+            (77, "runners[0].cache.s3.ServerSideEncryption"),
+            (78, "runners[0].cache.s3.ServerSideEncryptionKeyID"),
+            (81, "runners[0].cache.s3.RoleARN"),
+            (148, "runners[0].docker.helper_image"),
+            (149, "runners[0].docker.helper_image_flavor"),
         ],
-        "{:?}",
+        "{:#?}",
         loaded.warnings
     );
+    for w in &loaded.warnings[..7] {
+        assert!(
+            w.message
+                .contains(" is not supported by runwright and is ignored: "),
+            "{w}"
+        );
+    }
     let c = &loaded.config;
     assert_eq!(c.concurrent, 10);
     assert_eq!(c.check_interval(), Duration::from_secs(3));
@@ -816,7 +1079,15 @@ connection_max_age = "1h30m"
     assert_eq!(r.safe_directory_checkout, Some(true));
     assert_eq!(r.clean_git_config, Some(false));
     assert_eq!(r.proxy_exec, Some(false));
-    assert_eq!(r.labels["os"], "linux");
+    assert_eq!(r.labels["os_family"], "linux");
+    // The global labels under the entry's own: what GitLab gets as `info.labels`.
+    assert_eq!(
+        r.computed_labels,
+        [("os_family", "linux"), ("team", "ci")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    );
     assert_eq!(r.feature_flag("FF_NETWORK_PER_BUILD"), Some(true));
     assert_eq!(r.feature_flag("FF_USE_FASTZIP"), Some(false));
     assert_eq!(r.feature_flag("FF_UNSET"), None);
@@ -910,19 +1181,25 @@ fn tokens_never_appear_in_errors() {
         format!("{HEAD}  executor = \"{secret}\"\n"),
     ];
     for text in &cases {
-        let msg = match parse_str(text) {
-            Ok(_) => panic!("expected an error for {text}"),
-            Err(e) => e.to_string(),
+        // A duplicate key is a syntax error of the file; the others make the entry invalid.
+        let shown = match parse_str(text) {
+            Err(e) => vec![e.to_string()],
+            Ok(loaded) => {
+                let bad = &loaded.invalid_runners[0];
+                vec![format!("{bad}"), format!("{bad:?}")]
+            }
         };
-        assert!(!msg.contains("SECRETSECRETSECRET"), "{msg}");
-        assert!(!msg.contains("123456789012345"), "{msg}");
+        for shown in shown {
+            assert!(!shown.contains("SECRETSECRETSECRET"), "{shown}");
+            assert!(!shown.contains("123456789012345"), "{shown}");
+        }
     }
     assert_eq!(
-        error(&cases[0]),
+        entry_error(&cases[0]),
         "config.toml:3:11: runners[0].token: invalid type: integer `123456789`, expected a string"
     );
     assert_eq!(
-        error(&cases[1]),
+        entry_error(&cases[1]),
         "config.toml:6:11: runners[0].limit: invalid type: string \"SECRETSEC\", expected an integer"
     );
 }

@@ -517,6 +517,7 @@ fn upload_request(id: i64, token: &str, file: std::path::PathBuf) -> UploadReque
         artifact_type: "archive".into(),
         artifact_format: "zip".into(),
         expire_in: "30 days".into(),
+        ..Default::default()
     }
 }
 

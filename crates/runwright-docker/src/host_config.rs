@@ -27,6 +27,7 @@ pub(crate) fn build(
         cap_add: non_empty(&cfg.cap_add),
         cap_drop: non_empty(&cfg.cap_drop),
         devices: devices(&cfg.devices)?,
+        device_requests: device_requests(&cfg.gpu_requests()),
         device_cgroup_rules: non_empty(&cfg.device_cgroup_rules),
         shm_size: (cfg.shm_size > 0).then_some(cfg.shm_size),
         oom_kill_disable: cfg.oom_kill_disable.then_some(true),
@@ -46,6 +47,7 @@ pub(crate) fn build(
         sysctls: (!cfg.sysctls.is_empty()).then(|| cfg.sysctls.clone().into_iter().collect()),
         tmpfs: (!cfg.tmpfs.is_empty()).then(|| cfg.tmpfs.clone().into_iter().collect()),
         runtime: cfg.runtime.clone(),
+        isolation: isolation(cfg),
         userns_mode: cfg.userns_mode.clone(),
         ipc_mode: cfg.ipcmode.clone(),
         group_add: non_empty(&cfg.group_add),
@@ -87,6 +89,8 @@ pub(crate) fn service(
         cap_add: non_empty(&cfg.services_cap_add),
         cap_drop: non_empty(&cfg.services_cap_drop),
         devices: devices(&service_devices)?,
+        device_requests: device_requests(&cfg.service_gpu_requests()),
+        isolation: isolation(cfg),
         tmpfs: (!cfg.services_tmpfs.is_empty())
             .then(|| cfg.services_tmpfs.clone().into_iter().collect()),
         memory: positive(cfg.service_memory_bytes()),
@@ -162,6 +166,40 @@ fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// `isolation` for build and service containers (runner executors/docker/docker.go `createHostConfig`,
+/// `createHostConfigForService`); the value was checked at load, and the daemon decides what it supports.
+fn isolation(cfg: &DockerConfig) -> Option<bollard::models::HostConfigIsolationEnum> {
+    use bollard::models::HostConfigIsolationEnum as I;
+    match cfg.isolation.as_deref()?.to_ascii_lowercase().as_str() {
+        "default" => Some(I::DEFAULT),
+        "process" => Some(I::PROCESS),
+        "hyperv" => Some(I::HYPERV),
+        _ => None,
+    }
+}
+
+/// `gpus` / `service_gpus` as Docker `DeviceRequests` (runner executors/docker/docker.go
+/// `bindContainerDeviceRequests`: docker/cli's `GpuOpts` values, every field sent as Go sends it).
+fn device_requests(
+    requests: &[runwright_config::GpuRequest],
+) -> Option<Vec<bollard::models::DeviceRequest>> {
+    if requests.is_empty() {
+        return None;
+    }
+    Some(
+        requests
+            .iter()
+            .map(|r| bollard::models::DeviceRequest {
+                driver: Some(r.driver.clone()),
+                count: Some(r.count),
+                device_ids: r.device_ids.clone(),
+                capabilities: Some(r.capabilities.clone()),
+                options: Some(r.options.clone().into_iter().collect()),
+            })
+            .collect(),
+    )
 }
 
 /// `ulimit = { nofile = "1024:2048" }`.
@@ -285,6 +323,42 @@ mod tests {
         assert_eq!(s.masked_paths, Some(vec![]));
         assert_eq!(s.readonly_paths, Some(vec![]));
         assert_eq!(s.binds, Some(vec!["v:/certs/client".to_string()]));
+    }
+
+    #[test]
+    fn gpus_become_device_requests_as_docker_run_gpus_makes_them() {
+        let c = cfg("gpus = \"all\"\nservice_gpus = '\"device=0,1\",driver=nvidia'");
+        let b = build(&c, "cuda:12", vec![], vec![], "").unwrap();
+        let req = &b.device_requests.expect("build container requests GPUs")[0];
+        assert_eq!(req.count, Some(-1));
+        assert_eq!(req.driver.as_deref(), Some(""));
+        assert_eq!(req.device_ids, None);
+        assert_eq!(req.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert_eq!(req.options, Some(Default::default()));
+        let s = service(&c, "tritonserver:24", vec![], "").unwrap();
+        let req = &s.device_requests.as_ref().expect("service requests GPUs")[0];
+        assert_eq!(req.count, Some(0));
+        assert_eq!(req.driver.as_deref(), Some("nvidia"));
+        assert_eq!(req.device_ids, Some(vec!["0".to_string(), "1".to_string()]));
+        // The JSON the Engine API receives, field for field.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["DeviceRequests"],
+            serde_json::json!([{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["0", "1"], "Capabilities": [["gpu"]], "Options": {}}])
+        );
+        // `isolation` goes to every container.
+        let c = cfg("isolation = \"Default\"");
+        let json = serde_json::to_value(build(&c, "a", vec![], vec![], "").unwrap()).unwrap();
+        assert_eq!(json["Isolation"], "default");
+        let json = serde_json::to_value(service(&c, "a", vec![], "").unwrap()).unwrap();
+        assert_eq!(json["Isolation"], "default");
+        // Nothing requested without the keys.
+        let c = cfg("");
+        assert_eq!(
+            build(&c, "a", vec![], vec![], "").unwrap().device_requests,
+            None
+        );
+        assert_eq!(service(&c, "a", vec![], "").unwrap().device_requests, None);
     }
 
     #[test]

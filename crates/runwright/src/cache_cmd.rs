@@ -99,6 +99,9 @@ fn sources(src: &Source) -> anyhow::Result<Vec<RunnerCaches>> {
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
     }
+    for r in &loaded.invalid_runners {
+        eprintln!("WARNING: {r}; its caches are not included");
+    }
     let wd = match &src.working_directory {
         Some(d) => std::path::absolute(d)?,
         None => std::env::current_dir().context("reading the working directory")?,

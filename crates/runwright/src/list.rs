@@ -29,11 +29,14 @@ pub struct ListedRunner {
     pub token: String,
     pub token_expires_at: Option<String>,
     pub state: String,
+    /// Why the entry is `invalid` (file, line, key and problem); absent for valid entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The state column: `token-expired` / `token-expiring` from the config; else, with the service running, its
 /// view: `polling`, `token-invalid` (403), `orphaned`, `unhealthy`, `failing`, `not-started`, `starting`; else
-/// `service-stopped`.
+/// `service-stopped`. An entry that fails validation is `invalid` (see [`run`]).
 pub fn state(r: &RunnerConfig, service: Option<&ServiceState>) -> String {
     if crate::ops::status::token_from_config(r) == Some("expired") {
         return "token-expired".into();
@@ -82,8 +85,29 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
             token: runwright_config::short_token(&r.token),
             token_expires_at: r.token_expires_at.map(crate::ops::fmt_time),
             state: state(r, service.as_ref()),
+            error: None,
         })
         .collect();
+    // Entries that failed validation, in their place in the file: the service skips them (issue 16 item 8).
+    let mut listed = listed;
+    let mut order: Vec<usize> =
+        valid_positions(loaded.config.runners.len(), &loaded.invalid_runners);
+    for r in &loaded.invalid_runners {
+        listed.push(ListedRunner {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            id: 0,
+            executor: r.executor.clone(),
+            token: r.short_token.clone(),
+            token_expires_at: None,
+            state: "invalid".into(),
+            error: Some(r.error.clone()),
+        });
+        order.push(r.index);
+    }
+    let mut indexed: Vec<(usize, ListedRunner)> = order.into_iter().zip(listed).collect();
+    indexed.sort_by_key(|(i, _)| *i);
+    let listed: Vec<ListedRunner> = indexed.into_iter().map(|(_, r)| r).collect();
     if args.json {
         crate::ops::print_stdout(&serde_json::to_string_pretty(&listed)?);
         return Ok(ExitCode::SUCCESS);
@@ -94,10 +118,24 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     for r in &listed {
+        let error = r
+            .error
+            .as_deref()
+            .map(|e| format!(" Error={e:?}"))
+            .unwrap_or_default();
         eprintln!(
-            "{:<50}  Executor={} Token={} URL={} State={}",
+            "{:<50}  Executor={} Token={} URL={} State={}{error}",
             r.name, r.executor, r.token, r.url, r.state
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The file positions of the `valid` loaded entries, given the positions of the invalid ones (both in file
+/// order, together `0..valid + invalid.len()`).
+pub fn valid_positions(valid: usize, invalid: &[runwright_config::InvalidRunner]) -> Vec<usize> {
+    let skipped: std::collections::BTreeSet<usize> = invalid.iter().map(|r| r.index).collect();
+    (0..valid + invalid.len())
+        .filter(|i| !skipped.contains(i))
+        .collect()
 }

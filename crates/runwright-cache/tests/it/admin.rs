@@ -186,7 +186,7 @@ async fn s3_list_then_clear_with_filters_and_dry_run() {
         (&own, 2, "build/main"),
         (&other, 1, "build/main"),
     ] {
-        let object = cache.object_name(project, key).expect("name");
+        let object = cache.object_name(project, key, false).expect("name");
         let url = cache
             .presign_put(&object, VALIDITY, key)
             .await
@@ -279,4 +279,35 @@ async fn s3_list_then_clear_with_filters_and_dry_run() {
         )
         .expect("head");
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn sharded_hashed_keys_are_listed_by_their_hash() {
+    // FF_HASH_CACHE_KEYS in GitLab Runner 19.x: `project/<id>/<hash[0:2]>/<hash>`.
+    let moto = moto();
+    let cache = s3_cache(&moto.cache_config(BUCKET));
+    let hash = hashed("build/main");
+    let object = cache.object_name(4, &hash, true).expect("name");
+    assert_eq!(
+        object,
+        format!("runner/{TOKEN}/project/4/{}/{hash}", &hash[..2])
+    );
+    let client = http_client(Duration::from_secs(60)).expect("client");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("cache.zip");
+    write_file(&archive, &content(5));
+    let url = cache
+        .presign_put(&object, VALIDITY, "build/main")
+        .await
+        .expect("presign");
+    upload(&client, url.as_str(), &archive, "build/main", 0)
+        .await
+        .expect("upload");
+    let runners = [RunnerCaches {
+        name: "r".to_owned(),
+        local: None,
+        s3: Some(cache.clone()),
+    }];
+    let entries = list(&runners).await.expect("list");
+    assert_eq!(keys(&entries), pairs(&[("4", hash.as_str())]));
 }

@@ -6,6 +6,7 @@ use runwright_cache::s3::{http_client, CACHE_KEY_HEADER};
 use runwright_cache::{download, upload, DownloadResult, Error, UploadResult};
 
 use crate::support::*;
+use runwright_cache::testing::MotoServer;
 
 struct Urls {
     get: String,
@@ -14,7 +15,7 @@ struct Urls {
 }
 
 async fn urls(cache: &runwright_cache::S3Cache, project: i64, key: &str) -> Urls {
-    let object = cache.object_name(project, key).expect("object name");
+    let object = cache.object_name(project, key, false).expect("object name");
     Urls {
         get: cache
             .presign_get(&object, VALIDITY)
@@ -381,4 +382,80 @@ async fn upload_sends_a_sized_plain_put() {
         "{head:#?}"
     );
     assert_eq!(body, bytes);
+}
+
+/// The region a presigned URL is signed for (`X-Amz-Credential=<key>/<date>/<region>/s3/aws4_request`).
+fn signed_region(url: &str) -> String {
+    let url = url::Url::parse(url).expect("url");
+    let credential = url
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-Credential")
+        .map(|(_, v)| v.into_owned())
+        .expect("credential");
+    credential.split('/').nth(2).expect("region").to_owned()
+}
+
+#[tokio::test]
+async fn without_bucket_location_the_region_is_asked_of_the_bucket() {
+    // runner cache/s3v2/s3.go `detectBucketLocation`: GetBucketLocation, `EU` read as eu-west-1, an empty
+    // answer or a failure as us-east-1.
+    let moto = MotoServer::start();
+    moto.create_bucket_in("cache-in-frankfurt", "eu-central-1");
+    moto.create_bucket("cache-in-virginia");
+    for (bucket, region) in [
+        ("cache-in-frankfurt", "eu-central-1"),
+        ("cache-in-virginia", "us-east-1"),
+        ("no-such-bucket", "us-east-1"),
+    ] {
+        let cfg = moto.cache_config(bucket);
+        assert_eq!(
+            cfg.s3.as_ref().and_then(|s| s.bucket_location.clone()),
+            None
+        );
+        let cache = s3_cache(&cfg);
+        let object = cache.object_name(1, "k", false).expect("name");
+        let url = cache.presign_get(&object, VALIDITY).await.expect("presign");
+        assert_eq!(signed_region(url.as_str()), region, "{bucket}");
+    }
+    // A configured BucketLocation is used as is.
+    let mut cfg = moto.cache_config("cache-in-frankfurt");
+    if let Some(s3) = cfg.s3.as_mut() {
+        s3.bucket_location = Some("ap-south-1".to_owned());
+    }
+    let cache = s3_cache(&cfg);
+    let url = cache
+        .presign_get("project/1/k", VALIDITY)
+        .await
+        .expect("presign");
+    assert_eq!(signed_region(url.as_str()), "ap-south-1");
+}
+
+#[tokio::test]
+async fn an_s3_compatible_server_is_addressed_path_style_when_path_style_is_unset() {
+    let moto = moto();
+    let mut cfg = moto.cache_config(BUCKET);
+    if let Some(s3) = cfg.s3.as_mut() {
+        s3.path_style = None;
+    }
+    let cache = s3_cache(&cfg);
+    let url = cache
+        .presign_put("project/3/key", VALIDITY, "key")
+        .await
+        .expect("presign");
+    assert_eq!(url.host_str(), Some("127.0.0.1"));
+    assert_eq!(url.path(), format!("/{BUCKET}/project/3/key"));
+    // And the object really lands there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("cache.zip");
+    write_file(&archive, &content(10));
+    upload(&client(), url.as_str(), &archive, "key", 0)
+        .await
+        .expect("upload");
+    let head = cache
+        .presign_head("project/3/key", VALIDITY)
+        .await
+        .expect("presign");
+    assert_eq!(head.path(), format!("/{BUCKET}/project/3/key"));
+    let status = client().head(head).send().await.expect("HEAD").status();
+    assert_eq!(status, 200);
 }

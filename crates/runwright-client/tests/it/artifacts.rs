@@ -29,6 +29,7 @@ fn upload_request(file: PathBuf) -> UploadRequest {
         artifact_type: "archive".into(),
         artifact_format: "zip".into(),
         expire_in: "1 week".into(),
+        ..Default::default()
     }
 }
 

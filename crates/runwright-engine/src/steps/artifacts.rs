@@ -313,6 +313,14 @@ impl UploadArtifacts {
                 Some(_) => "zip".into(),
             },
             expire_in: ctx.expand(&a.expire_in),
+            // [runners.artifact] (runner shells/abstract.go `writeUploadArtifact`: --timeout,
+            // --response-header-timeout).
+            timeout: ctx.runner.artifact.as_ref().and_then(|c| c.upload_timeout),
+            response_header_timeout: ctx
+                .runner
+                .artifact
+                .as_ref()
+                .and_then(|c| c.response_header_timeout),
         };
         let result = self.client.upload_artifact(&req).await;
         if temporary {

@@ -275,7 +275,7 @@ impl RestoreCache {
         archive: &std::path::Path,
     ) -> Result<bool, String> {
         let object = s3
-            .object_name(ctx.job.job_info.project_id, stored)
+            .object_name(ctx.job.job_info.project_id, stored, hash_keys(ctx))
             .map_err(|e| e.to_string())?;
         let life = CacheStore::url_lifetime(ctx);
         let get = s3
@@ -406,7 +406,7 @@ impl ArchiveCache {
             None => ctx.line("No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally."),
             Some(s3) => {
                 let object = s3
-                    .object_name(ctx.job.job_info.project_id, stored)
+                    .object_name(ctx.job.job_info.project_id, stored, hash_keys(ctx))
                     .map_err(|e| e.to_string())?;
                 let put = s3
                     .presign_put(&object, CacheStore::url_lifetime(ctx), human)

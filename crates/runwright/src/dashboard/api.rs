@@ -115,6 +115,27 @@ pub async fn runners(State(d): State<Arc<Dashboard>>) -> Json<Value> {
             })
         })
         .collect();
+    // Entries that failed validation are listed too, with why they do not poll (issue 16 item 8).
+    let invalid = d.invalid_runners();
+    let runners: Vec<Value> = runners
+        .into_iter()
+        .chain(invalid.iter().map(|r| {
+            json!({
+                "name": r.name,
+                "url_host": url_host(&r.url),
+                "short_token": r.short_token,
+                "executor": r.executor,
+                "state": "invalid",
+                "error": r.error,
+                "last_outcome": format!("invalid: {}", r.error),
+                "last_contact": null,
+                "last_success": null,
+                "running_jobs": [],
+                "unhealthy_until": null,
+                "limit": null,
+            })
+        }))
+        .collect();
     Json(json!({
         "service": {
             "pid": std::process::id(),

@@ -3,7 +3,8 @@
 //! [`auth::guard`]). The page is plain HTML, CSS and JavaScript compiled into the binary (no build step); it
 //! renders traces (colours, collapsible sections) in the browser from the raw bytes the API serves.
 //!
-//! State owned: the configuration the service runs with (replaced on reload) and the last disk measurement.
+//! State owned: the configuration the service runs with and its invalid `[[runners]]` entries (both replaced on
+//! reload), and the last disk measurement.
 
 mod api;
 pub mod auth;
@@ -14,7 +15,7 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
-use runwright_config::Config;
+use runwright_config::{Config, InvalidRunner};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +26,8 @@ pub struct Dashboard {
     /// The service's working directory (relative builds and cache dirs are taken from it).
     pub working_dir: PathBuf,
     config: Mutex<Arc<Config>>,
+    /// `[[runners]]` entries the service skips because they failed validation (issue 16 item 8).
+    invalid_runners: Mutex<Arc<Vec<InvalidRunner>>>,
     disk: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
 }
 
@@ -40,6 +43,7 @@ impl Dashboard {
             journal,
             working_dir,
             config: Mutex::new(Arc::new(config.clone())),
+            invalid_runners: Mutex::new(Arc::default()),
             disk: tokio::sync::Mutex::new(None),
         })
     }
@@ -49,6 +53,20 @@ impl Dashboard {
         if let Ok(mut c) = self.config.lock() {
             *c = Arc::new(config.clone());
         }
+    }
+
+    /// The entries the service skips, after start or a reload.
+    pub fn set_invalid_runners(&self, invalid: &[InvalidRunner]) {
+        if let Ok(mut c) = self.invalid_runners.lock() {
+            *c = Arc::new(invalid.to_vec());
+        }
+    }
+
+    pub fn invalid_runners(&self) -> Arc<Vec<InvalidRunner>> {
+        self.invalid_runners
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn config(&self) -> Arc<Config> {

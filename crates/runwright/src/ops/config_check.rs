@@ -1,5 +1,6 @@
 //! `runwright config check`: loads a config as the service would (errors with file, line and key; warnings
-//! for unknown keys) and prints the effective slot model — what `concurrent`, `limit` and
+//! for unknown keys and for keys runwright does not honour; `[[runners]]` entries that fail validation, which
+//! the service skips, make it exit 1) and prints the effective slot model — what `concurrent`, `limit` and
 //! `request_concurrency` allow per runner entry (reference `protocol.md` §8.2; runwright's `service/slots.rs`:
 //! a job request holds a slot of `concurrent` and of the entry's `limit` while it waits) — with a warning for
 //! every setting that can never take effect.
@@ -43,6 +44,9 @@ pub struct SlotModel {
     pub check_interval_secs: u64,
     pub runners: Vec<RunnerSlots>,
     pub warnings: Vec<String>,
+    /// `[[runners]]` entries that failed validation: the service skips them and runs the others (issue 16 item
+    /// 8). `config check` exits 1 when there is one.
+    pub invalid_runners: Vec<runwright_config::InvalidRunner>,
 }
 
 pub fn model(config: &runwright_config::Config) -> SlotModel {
@@ -72,6 +76,13 @@ pub fn model(config: &runwright_config::Config) -> SlotModel {
             warnings.push(format!(
                 "runner {:?}: request_concurrency = {rc} can never be reached: a job request holds a job slot and at most {max_jobs} are available to it",
                 r.name
+            ));
+        }
+        if r.executor == "shell" && r.shell.as_deref().is_some_and(|s| s != "bash" && s != "sh") {
+            warnings.push(format!(
+                "runner {:?}: shell {:?} is not supported by runwright's shell executor (bash, sh): this entry will not request jobs",
+                r.name,
+                r.shell.as_deref().unwrap_or_default()
             ));
         }
         if r.executor != "shell" && r.executor != "docker" {
@@ -110,12 +121,26 @@ pub fn model(config: &runwright_config::Config) -> SlotModel {
         check_interval_secs: config.check_interval().as_secs(),
         runners,
         warnings,
+        invalid_runners: Vec::new(),
     }
 }
 
 pub fn render(path: &std::path::Path, m: &SlotModel) -> String {
+    let validity = if m.invalid_runners.is_empty() {
+        "valid".to_string()
+    } else {
+        format!(
+            "{} invalid runner entr{} (skipped, the others run)",
+            m.invalid_runners.len(),
+            if m.invalid_runners.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        )
+    };
     let mut out = format!(
-        "{}: valid, {} runner(s)\nconcurrent = {} (jobs at once in the whole service), check_interval = {}s\n",
+        "{}: {validity}, {} runner(s)\nconcurrent = {} (jobs at once in the whole service), check_interval = {}s\n",
         path.display(),
         m.runners.len(),
         m.concurrent,
@@ -146,6 +171,9 @@ pub fn render(path: &std::path::Path, m: &SlotModel) -> String {
     for w in &m.warnings {
         out.push_str(&format!("WARNING: {w}\n"));
     }
+    for r in &m.invalid_runners {
+        out.push_str(&format!("ERROR: {r}\n"));
+    }
     out
 }
 
@@ -156,18 +184,41 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
     }
-    let m = model(&loaded.config);
+    let mut m = model(&loaded.config);
+    m.invalid_runners = loaded.invalid_runners;
     if args.json {
         crate::ops::print_stdout(&serde_json::to_string_pretty(&m)?);
     } else {
         crate::ops::print_stdout(render(&path, &m).trim_end());
     }
-    Ok(ExitCode::SUCCESS)
+    // A runner that will not run is an error of the file, even though the service starts with the others.
+    Ok(if m.invalid_runners.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_entry_with_a_shell_runwright_cannot_run_is_warned() {
+        let text = "[[runners]]\n  name = \"win\"\n  url = \"https://g/\"\n  token = \"t\"\n  executor = \"shell\"\n  shell = \"pwsh\"\n";
+        let config = runwright_config::parse(text, std::path::Path::new("c.toml"))
+            .expect("parses")
+            .config;
+        let m = model(&config);
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("shell \"pwsh\" is not supported")
+                    && w.contains("will not request jobs")),
+            "{:?}",
+            m.warnings
+        );
+    }
 
     #[test]
     fn unreachable_settings_are_warned() {

@@ -66,6 +66,28 @@ pub fn info(executor: &str, shell: Option<&str>) -> VersionInfo {
     }
 }
 
+/// What an `info` object says of one `[[runners]]` entry (runner network/gitlab.go `getRunnerInfo`): its labels,
+/// the global ones under its own (`ComputedLabels`), and for docker its `gpus` in `config.gpus` (runner
+/// executors/docker/config_updater.go). Sent with every job request, job update and verify.
+pub fn entry_info(info: &mut VersionInfo, runner: &RunnerConfig) {
+    info.labels = runner.computed_labels.clone();
+    if runner.executor == "docker" {
+        let gpus = runner
+            .docker
+            .as_ref()
+            .map(|d| d.info_gpus())
+            .unwrap_or_default();
+        info.config.get_or_insert_with(Default::default).gpus = gpus;
+    }
+}
+
+/// [`info`] for one entry, as verify sends it (runner network/gitlab.go `VerifyRunner`).
+pub fn info_for(runner: &RunnerConfig) -> VersionInfo {
+    let mut i = info(&runner.executor, runner.shell.as_deref());
+    entry_info(&mut i, runner);
+    i
+}
+
 /// GitLab's `token_expires_at` (ISO 8601 or null) as a time.
 pub fn parse_expiry(s: Option<&str>) -> Option<OffsetDateTime> {
     let s = s?.trim();
@@ -154,11 +176,22 @@ impl Selection<'_> {
     }
 }
 
-/// Loads the config for a verb that needs it to exist, as one line on failure.
-pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::Config> {
+/// Loads the config for a verb that needs it to exist, as one line on failure; its warnings go to stderr. The
+/// caller shows the invalid `[[runners]]` entries.
+pub fn load_config_full(path: &std::path::Path) -> anyhow::Result<runwright_config::LoadedConfig> {
     let loaded = runwright_config::load(path).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
+    }
+    Ok(loaded)
+}
+
+/// [`load_config_full`] for a verb that acts on valid entries only: each invalid entry is said on stderr (the
+/// verb cannot select it).
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::Config> {
+    let loaded = load_config_full(path)?;
+    for r in &loaded.invalid_runners {
+        eprintln!("ERROR: {r}");
     }
     Ok(loaded.config)
 }
@@ -169,4 +202,21 @@ pub fn print_stdout(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entrys_info_carries_its_labels_and_gpus() {
+        let text = "[labels]\n  team = \"infra\"\n[[runners]]\n  url = \"https://g/\"\n  token = \"t\"\n  executor = \"docker\"\n  [runners.labels]\n    env = \"prod\"\n  [runners.docker]\n    gpus = \"all\"\n";
+        let config = runwright_config::parse(text, std::path::Path::new("c.toml"))
+            .expect("parses")
+            .config;
+        let info = info_for(&config.runners[0]);
+        assert_eq!(info.labels.get("team").map(String::as_str), Some("infra"));
+        assert_eq!(info.labels.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(info.config.map(|c| c.gpus).as_deref(), Some("all"));
+    }
 }

@@ -6,7 +6,7 @@
 //! the running jobs and an unhealthy back-off. `--json` prints the same on stdout.
 
 use super::state::{running_service, RunnerState, ServiceState};
-use super::{client, info, load_config, runtime};
+use super::{client, info_for, load_config_full, runtime};
 use crate::cli::ConfigArg;
 use clap::Args;
 use runwright_config::{short_token, RunnerConfig};
@@ -66,6 +66,10 @@ pub struct RunnerReport {
     pub token_state: TokenReport,
     pub gitlab: Option<GitLabReport>,
     pub service: Option<RunnerState>,
+    /// Why the entry is not used: it failed validation (file, line, key, problem). Such an entry is not asked
+    /// about at GitLab.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -92,7 +96,8 @@ pub fn token_from_config(r: &RunnerConfig) -> Option<&'static str> {
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let path = args.config.path();
-    let config = load_config(&path)?;
+    let loaded = load_config_full(&path)?;
+    let config = &loaded.config;
     let pid = running_service(&path);
     let state = pid.and(ServiceState::read(&path));
     let system_id = super::register::system_id_for(&path);
@@ -109,11 +114,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             match client(&r.url, Some(r)) {
                 Ok(c) => {
-                    match rt.block_on(c.verify_runner(
-                        &r.token,
-                        &system_id,
-                        &info(&r.executor, r.shell.as_deref()),
-                    )) {
+                    match rt.block_on(c.verify_runner(&r.token, &system_id, &info_for(r))) {
                         Ok(v) => {
                             if let Some(e) = super::parse_expiry(v.token_expires_at.as_deref()) {
                                 token.expires_at = Some(super::fmt_time(e));
@@ -180,8 +181,31 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .and_then(|s| s.for_runner(&r.url, &r.token))
                 .cloned(),
+            invalid: None,
         });
     }
+    // Entries that failed validation, in their place in the file: the service skips them (issue 16 item 8).
+    let mut order = crate::list::valid_positions(runners.len(), &loaded.invalid_runners);
+    for r in &loaded.invalid_runners {
+        runners.push(RunnerReport {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            id: 0,
+            executor: r.executor.clone(),
+            token: r.short_token.clone(),
+            token_state: TokenReport {
+                state: "unknown".into(),
+                ..Default::default()
+            },
+            gitlab: None,
+            service: None,
+            invalid: Some(r.error.clone()),
+        });
+        order.push(r.index);
+    }
+    let mut indexed: Vec<(usize, RunnerReport)> = order.into_iter().zip(runners).collect();
+    indexed.sort_by_key(|(i, _)| *i);
+    let runners: Vec<RunnerReport> = indexed.into_iter().map(|(_, r)| r).collect();
     let report = StatusReport {
         service: ServiceReport {
             name: args.service.clone(),
@@ -225,6 +249,13 @@ pub fn render(report: &StatusReport) -> String {
         }
     ));
     for r in &report.runners {
+        if let Some(e) = &r.invalid {
+            out.push_str(&format!(
+                "{:<50}  Token={} Invalid={e:?} (this entry is skipped; the others run)\n",
+                r.name, r.token
+            ));
+            continue;
+        }
         let mut fields = vec![
             format!("Token={}", r.token),
             format!(

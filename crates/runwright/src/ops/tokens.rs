@@ -3,7 +3,7 @@
 //! (runner commands/multi.go `nextRunnerToReset`, common/consts.go `TokenResetIntervalFactor`).
 
 use super::register::system_id_for;
-use super::{client, failed, info, load_config, now, parse_expiry, runtime, Selection};
+use super::{client, failed, info_for, load_config, now, parse_expiry, runtime, Selection};
 use crate::cli::ConfigArg;
 use crate::config_edit::{check_writable, ConfigDoc};
 use anyhow::{anyhow, bail};
@@ -161,10 +161,7 @@ pub fn unregister(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
     }
     if !removed.is_empty() {
         let mut doc = ConfigDoc::open(&path, false)?;
-        removed.sort_unstable();
-        for i in removed.iter().rev() {
-            doc.remove_runner(*i);
-        }
+        remove_entries(&mut doc, removed.iter().map(|&i| runners[i].token.as_str()));
         doc.save()?;
         eprintln!("Updated {}", path.display());
     }
@@ -203,11 +200,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     for &i in &picked {
         let r = &config.runners[i];
         let client = client(&r.url, Some(r))?;
-        match rt.block_on(client.verify_runner(
-            &r.token,
-            &system_id,
-            &info(&r.executor, r.shell.as_deref()),
-        )) {
+        match rt.block_on(client.verify_runner(&r.token, &system_id, &info_for(r))) {
             Ok(_) => eprintln!(
                 "{:<50} runner={}",
                 "Verifying runner... is valid",
@@ -236,9 +229,10 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     if args.delete && !invalid.is_empty() {
         let mut doc = ConfigDoc::open(&path, false)?;
-        for &i in invalid.iter().rev() {
-            doc.remove_runner(i);
-        }
+        remove_entries(
+            &mut doc,
+            invalid.iter().map(|&i| config.runners[i].token.as_str()),
+        );
         doc.save()?;
         eprintln!("Updated {}", path.display());
         invalid.clear();
@@ -304,6 +298,16 @@ pub fn reset_token(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(anyhow!("{}", errors.join("\nerror: ")))
+    }
+}
+
+/// Removes the entries holding `tokens` from the file. By token, not by position: the positions of the loaded
+/// runners leave out invalid entries, which stay in the file.
+fn remove_entries<'a>(doc: &mut ConfigDoc, tokens: impl Iterator<Item = &'a str>) {
+    for token in tokens {
+        if let Some(i) = doc.runner_index_by_token(token) {
+            doc.remove_runner(i);
+        }
     }
 }
 

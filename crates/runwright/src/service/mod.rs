@@ -127,12 +127,22 @@ fn kill_grace() -> Duration {
         .unwrap_or(Duration::from_secs(10))
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<runwright_config::LoadedConfig> {
     let loaded = runwright_config::load(path)?;
+    log_load_findings(&loaded);
+    Ok(loaded)
+}
+
+/// Logs the warnings of a load, and each `[[runners]]` entry that failed validation: that entry does not poll,
+/// the others do (issue 16 item 8; GitLab's runner logs an entry without a token and skips it when polling,
+/// runner commands/multi.go `reloadConfig`, `feedRunner`).
+fn log_load_findings(loaded: &runwright_config::LoadedConfig) {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    Ok(loaded.config)
+    for r in &loaded.invalid_runners {
+        tracing::error!(runner = %r.name, "invalid runner entry: {r}");
+    }
 }
 
 fn mtime(path: &std::path::Path) -> Option<SystemTime> {
@@ -146,17 +156,15 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     }
     let config_path =
         std::path::absolute(args.config.path()).context("resolving the config path")?;
-    let config = match runwright_config::load(&config_path) {
+    let (config, invalid_runners) = match runwright_config::load(&config_path) {
         Ok(l) => {
             crate::logging::init(
                 &log,
                 l.config.log_level.as_deref(),
                 l.config.log_format.as_deref(),
             );
-            for w in &l.warnings {
-                tracing::warn!("{w}");
-            }
-            l.config
+            log_load_findings(&l);
+            (l.config, l.invalid_runners)
         }
         Err(e) => {
             crate::logging::init(&log, None, None);
@@ -188,6 +196,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         config = %config_path.display(),
         concurrent = config.concurrent,
         runners = config.runners.len(),
+        invalid_runners = invalid_runners.len(),
         "Starting multi-runner"
     );
     if config.concurrent < config.runners.len() {
@@ -255,6 +264,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                 shared.working_dir.clone(),
                 &config,
             );
+            dashboard.set_invalid_runners(&invalid_runners);
             let (addr, d, stop) = (
                 addr.to_string(),
                 dashboard.clone(),
@@ -303,7 +313,11 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         if reload {
             last_mtime = mtime(&config_path);
             match load(&config_path) {
-                Ok(new) => {
+                Ok(runwright_config::LoadedConfig {
+                    config: new,
+                    invalid_runners,
+                    ..
+                }) => {
                     shared.slots.set_concurrent(new.concurrent);
                     if let Ok(mut ci) = shared.check_interval.lock() {
                         *ci = new.check_interval();
@@ -314,6 +328,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                     set_metrics_config(&shared, &new);
                     if let Some(d) = &dashboard {
                         d.set_config(&new);
+                        d.set_invalid_runners(&invalid_runners);
                     }
                     tracing::info!("configuration loaded");
                 }

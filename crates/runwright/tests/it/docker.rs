@@ -1334,3 +1334,61 @@ async fn a_docker_job_may_choose_its_clone_path_and_git_in_the_container_sees_th
     );
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn gpus_and_service_gpus_reach_dockerd_as_device_requests() {
+    if !docker_ready(&[BUSYBOX, EXPOSED]) {
+        return;
+    }
+    // This machine has no GPU: dockerd refuses to start such a container ("could not select device driver"),
+    // which shows the request reached it; the create bodies show what was asked for.
+    let mut h = Harness::new().await;
+    let proxy = RecordingProxy::start(h.path());
+    let token = h.docker_runner(
+        "",
+        &format!(
+            "    host = \"unix://{}\"\n    gpus = \"all\"\n    service_gpus = '\"device=0,1\"'",
+            proxy.socket.display()
+        ),
+    );
+    h.start();
+    let mut spec = sourceless("gpu-build", &["nvidia-smi"]);
+    spec.image = image(BUSYBOX);
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert!(t.contains("could not select device driver"), "{t}");
+    let creates = proxy.creates();
+    let build = creates
+        .iter()
+        .find(|(name, _)| name.ends_with("-build"))
+        .unwrap_or_else(|| panic!("no build container create in {creates:?}"));
+    assert_eq!(
+        build.1["HostConfig"]["DeviceRequests"],
+        serde_json::json!([{"Driver": "", "Count": -1, "Capabilities": [["gpu"]], "Options": {}}]),
+        "{build:?}"
+    );
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+
+    // A service gets `service_gpus`.
+    let mut spec = sourceless("gpu-service", &["true"]);
+    spec.image = image(BUSYBOX);
+    spec.services = vec![service(EXPOSED, "model")];
+    let id = h.coordinator.enqueue(spec);
+    let j = h.final_job(id).await;
+    let creates = proxy.creates();
+    let svc = creates
+        .iter()
+        .find(|(name, _)| name.contains("busybox-exposed"))
+        .unwrap_or_else(|| panic!("no service create in {creates:?}\n{}", j.trace_text()));
+    assert_eq!(
+        svc.1["HostConfig"]["DeviceRequests"],
+        serde_json::json!([{"Driver": "", "Count": 0, "DeviceIDs": ["0", "1"], "Capabilities": [["gpu"]], "Options": {}}]),
+        "{svc:?}"
+    );
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    // And GitLab is told of the build container's GPUs (runner executors/docker/config_updater.go).
+    let info = h.coordinator.runner_info(&token).expect("info");
+    assert_eq!(info["config"]["gpus"], "all", "{info}");
+}

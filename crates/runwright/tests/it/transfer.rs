@@ -622,3 +622,118 @@ async fn restored_files_belong_to_the_jobs_user() {
     assert!(t.contains("owner=nobody\n"), "{t}");
     assert!(t.contains("removed\n"), "{t}");
 }
+
+/// A job that uploads one small archive, on a runner with `[runners.artifact] artifact_toml`, while GitLab holds
+/// its answer to the first upload for 20 s. Returns the stalls GitLab injected, the uploads it answered (an
+/// attempt the runner gives up on is dropped with its connection, unanswered and unlogged), how long the job
+/// took and the service's log.
+async fn upload_against_a_stalling_gitlab(
+    artifact_toml: &str,
+) -> (u64, usize, std::time::Duration, String) {
+    let mut h = Harness::new().await;
+    h.single_runner("", &format!("  [runners.artifact]\n{artifact_toml}"));
+    h.start();
+    h.coordinator.faults().push(
+        Endpoint::ArtifactUpload,
+        runwright_coordinator::Fault::Stall(std::time::Duration::from_secs(20)),
+    );
+    let started = std::time::Instant::now();
+    let id = h.coordinator.enqueue(JobSpec {
+        artifacts: vec![archive(&["out.txt"])],
+        ..job(
+            "upload",
+            ProjectSpec::new(7, "grp/app"),
+            &["echo payload > out.txt"],
+        )
+    });
+    let j = h.final_job(id).await;
+    let took = started.elapsed();
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(h.coordinator.artifact(id, "archive").is_some(), "{t}");
+    let stalls = h.coordinator.faults().injected_on(
+        Endpoint::ArtifactUpload,
+        runwright_coordinator::FaultKind::Stall,
+    );
+    let answered = h
+        .coordinator
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Endpoint::ArtifactUpload && r.status == Some(201))
+        .count();
+    (stalls, answered, took, h.log())
+}
+
+#[tokio::test]
+async fn response_header_timeout_gives_up_on_a_stalled_answer_and_tries_again() {
+    let (stalls, answered, took, log) =
+        upload_against_a_stalling_gitlab("    response_header_timeout = \"1s\"\n").await;
+    assert_eq!((stalls, answered), (1, 1));
+    // Not the 20 s GitLab held the first answer (nor the 10 min default).
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    assert!(
+        log.contains("no answer from") && log.contains("response_header_timeout"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn upload_timeout_bounds_a_whole_attempt_and_it_is_tried_again() {
+    // No limit on the answer itself: only the attempt's total time cuts it.
+    let (stalls, answered, took, log) = upload_against_a_stalling_gitlab(
+        "    upload_timeout = \"2s\"\n    response_header_timeout = \"0s\"\n",
+    )
+    .await;
+    assert_eq!((stalls, answered), (1, 1));
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    assert!(
+        log.contains("took longer than 2s") && log.contains("upload_timeout"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn s3_cache_with_hashed_keys_uses_gitlab_runner_19s_sharded_object_names() {
+    let moto = MotoServer::start();
+    moto.create_bucket("runner-cache");
+    let mut h = Harness::new().await;
+    h.single_runner("", &s3_runner_extra(&moto, "runner-cache", ""));
+    h.start();
+    let save = h.coordinator.enqueue(JobSpec {
+        cache: vec![cache("deps", &["vendor/"])],
+        ..job(
+            "save",
+            ProjectSpec::new(7, "grp/app"),
+            &["mkdir -p vendor && echo sharded-content-7 > vendor/lib.txt"],
+        )
+        .with_variable("FF_HASH_CACHE_KEYS", "true")
+    });
+    let j = h.final_job(save).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    // runner cache/cache.go `GetAdapter`: `<base>/<hash[0:2]>/<hash>`, so both runners share the bucket.
+    let hash = runwright_cache::hashed("deps");
+    let short = runwright_config::short_token(TOKEN);
+    let object = format!("runner/{short}/project/7/{}/{hash}", &hash[..2]);
+    assert_eq!(objects(&moto, "runner-cache").await, vec![object], "{t}");
+
+    // Restored from the bucket by the next job.
+    std::fs::remove_dir_all(h.work_dir().join("cache")).expect("drop the local cache");
+    let restore = h.coordinator.enqueue(JobSpec {
+        cache: vec![Cache {
+            policy: "pull".into(),
+            ..cache("deps", &["vendor/"])
+        }],
+        ..job(
+            "restore",
+            ProjectSpec::new(7, "grp/app"),
+            &["cat vendor/lib.txt"],
+        )
+        .with_variable("FF_HASH_CACHE_KEYS", "true")
+    });
+    let j = h.final_job(restore).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("Downloading cache from"), "{t}");
+    assert!(t.contains("sharded-content-7"), "{t}");
+}

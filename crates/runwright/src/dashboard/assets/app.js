@@ -238,7 +238,7 @@ async function refreshRunners() {
   const body = document.querySelector('#runners tbody');
   body.replaceChildren(...data.runners.map((r) => el('tr', {},
     el('td', {}, r.name), el('td', {}, r.url_host), el('td', {}, r.short_token), el('td', {}, r.executor),
-    el('td', {}, el('span', { class: `state state-${slug(r.state)}` }, r.state)),
+    el('td', { title: r.error || '' }, el('span', { class: `state state-${slug(r.state)}` }, r.state)),
     el('td', {}, r.running_jobs.length ? r.running_jobs.map((j) => `#${j}`).join(' ') : '-'),
     el('td', { title: r.last_outcome || '' }, r.last_contact || 'never'))));
 }
