@@ -168,6 +168,13 @@ pub async fn run_job(
         )
         .as_bytes(),
     );
+    // runner common/build.go `printRunningWithHeader`: the flags that differ from their defaults.
+    let flags = crate::feature_flags::JobSettings::of(env.runner, job)
+        .feature_flags
+        .differing_from_defaults();
+    if !flags.is_empty() {
+        trace.write(format!("{}  feature flags: {flags}{}\n", ansi::CLEAR, ansi::RESET).as_bytes());
+    }
 
     let job_timeout = if job.runner_info.timeout > 0 {
         Duration::from_secs(job.runner_info.timeout as u64)
@@ -235,6 +242,10 @@ async fn run_planned(
     };
     for secret in plan.vars.masked_values() {
         trace.add_masked(&secret);
+    }
+    // runner common/build.go `printSettingErrors`: all of them in one warning.
+    if !plan.settings.warnings.is_empty() {
+        warn(trace, &plan.settings.warnings.join("\n"));
     }
     let timeout_outcome = || {
         JobOutcome::failed(
@@ -784,6 +795,7 @@ async fn run_steps(
             empty_strategy: plan.empty_strategy,
             owner: env.executor.job_owner(),
             variables: &plan.vars,
+            feature_flags: &plan.settings.feature_flags,
             succeeded,
             artifact_download_attempts: plan.artifact_download_attempts,
             restore_cache_attempts: plan.restore_cache_attempts,
@@ -799,7 +811,7 @@ async fn run_steps(
         let r = step.run(&ctx).await;
         sections.end(&name);
         if let Err(e) = r {
-            return Some(JobOutcome::failed(e.reason, None, e.message));
+            return Some(JobOutcome::failed(e.reason, e.exit_code, e.message));
         }
     }
     None

@@ -2,6 +2,7 @@
 //! (reference `protocol.md` §7.3, §7.4), git settings and the timeouts read from job variables. Bad values
 //! fail the job here, before any stage starts.
 
+use crate::feature_flags::{self, JobSettings};
 use crate::job::{JobEnv, DEFAULT_AFTER_SCRIPT_TIMEOUT, DEFAULT_JOB_TIMEOUT};
 use crate::layout::{project_slug, JobDirs};
 use crate::sources::{self, GitStrategy, SourcesSettings, SubmoduleStrategy};
@@ -15,6 +16,8 @@ pub(crate) struct Plan {
     pub(crate) dirs: JobDirs,
     pub(crate) vars: Variables,
     pub(crate) shell: String,
+    /// Feature flags, `CI_DEBUG_*` and their warnings (the service resolved the same for the trace).
+    pub(crate) settings: JobSettings,
     pub(crate) debug_trace: bool,
     pub(crate) sources: SourcesSettings,
     pub(crate) get_sources_attempts: u32,
@@ -56,53 +59,61 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
         DEFAULT_JOB_TIMEOUT.as_secs() as i64
     };
 
-    // The runner's list, in GitLab's order (§7.3); the job's own variables come after the runner defaults.
-    let mut vars = Variables::new();
-    for (name, on) in &runner.feature_flags {
-        vars.set(name, on.to_string());
-    }
-    vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
-    for entry in &runner.environment {
-        match entry.split_once('=') {
-            Some((k, v)) => vars.set(k, v),
-            None => vars.set(entry, ""),
+    // The runner's list, in GitLab's order (§7.3, runner common/build.go `GetAllVariables`): every feature
+    // flag with its resolved value, `CI_JOB_IMAGE`, the runner's variables, the job's own (without the flags,
+    // so `[runners.feature_flags]` keeps winning), then the runner's after them.
+    let settings = JobSettings::of(runner, job);
+    let list = |job_image: Option<&str>| {
+        let mut vars = Variables::new();
+        for (name, on) in settings.feature_flags.iter() {
+            vars.set(name, on.to_string());
         }
-    }
-    vars.set("CI_BUILDS_DIR", dirs.builds_dir.to_string_lossy());
-    vars.set("CI_PROJECT_DIR", project_dir.clone());
-    vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
-    vars.set(
-        "CI_CONCURRENT_PROJECT_ID",
-        env.concurrent_project_id.to_string(),
-    );
-    vars.set("CI_SERVER", "yes");
-    vars.set("CI_JOB_STATUS", "running");
-    vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
-    vars.extend(job.variables.iter().cloned());
-    if exec.shared_environment() {
-        vars.set("CI_SHARED_ENVIRONMENT", "true");
-    } else {
-        vars.set("CI_DISPOSABLE_ENVIRONMENT", "true");
-    }
-    vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
-    vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
-    vars.set(
-        "CI_RUNNER_EXECUTABLE_ARCH",
-        format!("{}/{}", env.identity.platform, env.identity.architecture),
-    );
-    vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir.clone());
-    for (k, v) in exec.job_variables(job, env.concurrent_project_id) {
-        vars.set(&k, v);
-    }
+        if let Some(image) = job_image {
+            vars.set("CI_JOB_IMAGE", image);
+        }
+        vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
+        feature_flags::push_environment(&mut vars, &runner.environment);
+        vars.set("CI_BUILDS_DIR", dirs.builds_dir.to_string_lossy());
+        vars.set("CI_PROJECT_DIR", project_dir.clone());
+        vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
+        vars.set(
+            "CI_CONCURRENT_PROJECT_ID",
+            env.concurrent_project_id.to_string(),
+        );
+        vars.set("CI_SERVER", "yes");
+        vars.set("CI_JOB_STATUS", "running");
+        vars.set("CI_JOB_TIMEOUT", job_timeout.to_string());
+        vars.extend(feature_flags::non_flag_variables(&job.variables).cloned());
+        if exec.shared_environment() {
+            vars.set("CI_SHARED_ENVIRONMENT", "true");
+        } else {
+            vars.set("CI_DISPOSABLE_ENVIRONMENT", "true");
+        }
+        vars.set("CI_RUNNER_VERSION", env.identity.version.clone());
+        vars.set("CI_RUNNER_REVISION", env.identity.revision.clone());
+        vars.set(
+            "CI_RUNNER_EXECUTABLE_ARCH",
+            format!("{}/{}", env.identity.platform, env.identity.architecture),
+        );
+        vars.set("RUNNER_TEMP_PROJECT_DIR", tmp_dir.clone());
+        for (k, v) in exec.job_variables(job, env.concurrent_project_id) {
+            vars.set(&k, v);
+        }
+        vars
+    };
     let tmp_for_files = tmp_dir.clone();
-    let vars = vars.expanded(&|key| format!("{tmp_for_files}/{key}"));
-
+    let file_path = move |key: &str| format!("{tmp_for_files}/{key}");
+    // `CI_JOB_IMAGE` is the image name expanded against the job's variables (`expandContainerOptions`), and
+    // like every value expanded once more with the list.
+    let job_image = feature_flags::job_image(job)
+        .map(|name| list(Some(name)).expanded(&file_path).expand_str(name, &file_path));
+    let vars = list(job_image.as_deref()).expanded(&file_path);
     let shell = runner
         .shell
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| exec.shell().to_string());
-    let debug_trace = !runner.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE") == Some(true);
+    let debug_trace = settings.debug_trace;
 
     let clean_flags = match vars.value("GIT_CLEAN_FLAGS").map(str::trim) {
         Some("none") => None,
@@ -181,6 +192,7 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
         dirs,
         vars,
         shell,
+        settings,
         debug_trace,
         sources,
     })
