@@ -359,7 +359,10 @@ mod tests {
             ]
         );
         assert_eq!(FLAGS.first().map(|f| f.name), Some("FF_TEST_FEATURE"));
-        assert_eq!(FLAGS.last().map(|f| f.name), Some("FF_USE_NATIVE_CONTAINER_STOP"));
+        assert_eq!(
+            FLAGS.last().map(|f| f.name),
+            Some("FF_USE_NATIVE_CONTAINER_STOP")
+        );
     }
 
     #[test]
@@ -374,7 +377,10 @@ mod tests {
         );
         let ff = &s.feature_flags;
         assert!(ff.is_on(TIMESTAMPS), "TOML wins");
-        assert!(ff.is_on(HASH_CACHE_KEYS), "the job's variable wins over the default");
+        assert!(
+            ff.is_on(HASH_CACHE_KEYS),
+            "the job's variable wins over the default"
+        );
         assert!(!ff.is_on(MASK_ALL_DEFAULT_TOKENS));
         assert!(ff.is_on(USE_DIRECT_DOWNLOAD), "default");
         assert!(!ff.is_on("FF_UNKNOWN"), "not a flag of the table");

@@ -105,8 +105,11 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, String> 
     let file_path = move |key: &str| format!("{tmp_for_files}/{key}");
     // `CI_JOB_IMAGE` is the image name expanded against the job's variables (`expandContainerOptions`), and
     // like every value expanded once more with the list.
-    let job_image = feature_flags::job_image(job)
-        .map(|name| list(Some(name)).expanded(&file_path).expand_str(name, &file_path));
+    let job_image = feature_flags::job_image(job).map(|name| {
+        list(Some(name))
+            .expanded(&file_path)
+            .expand_str(name, &file_path)
+    });
     let vars = list(job_image.as_deref()).expanded(&file_path);
     let shell = runner
         .shell

@@ -60,8 +60,9 @@ impl JobStep for DownloadArtifacts {
         // FF_USE_DIRECT_DOWNLOAD defaults to true: ask for a redirect to object storage on the first try only.
         // gitlab-runner's helper reads it from the job's environment (`env:"FF_USE_DIRECT_DOWNLOAD"`), where the
         // resolved value leads the list.
-        let direct = crate::variables::parse_go_bool(ctx.var(crate::feature_flags::USE_DIRECT_DOWNLOAD))
-            .unwrap_or(true);
+        let direct =
+            crate::variables::parse_go_bool(ctx.var(crate::feature_flags::USE_DIRECT_DOWNLOAD))
+                .unwrap_or(true);
         for dep in with_artifacts(&ctx.job.dependencies) {
             ctx.line(&format!(
                 "{}Downloading artifacts for {} ({})...{}",

@@ -11,10 +11,10 @@ use runwright_client::{
     Client, FinalState, JobState, JobTrace, JobTraceOptions, RemoteCancel, UpdateJobState,
 };
 use runwright_config::RunnerConfig;
+use runwright_engine::feature_flags::{self, JobSettings};
 use runwright_engine::steps::artifacts::{DownloadArtifacts, UploadArtifacts};
 use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache, RestoreObserver};
 use runwright_engine::steps::JobStep;
-use runwright_engine::feature_flags::{self, JobSettings};
 use runwright_engine::{run_job, AbortReason, Executor, JobControl, JobEnv};
 use runwright_journal::{JobRecorder, JobStatus};
 use runwright_trace::{TraceBuffer, TraceOptions};

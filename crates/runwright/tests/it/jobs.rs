@@ -310,7 +310,8 @@ async fn a_panicking_job_is_failed_and_the_service_goes_on() {
 }
 
 #[tokio::test]
-async fn every_feature_flag_is_exported_with_its_resolved_value_and_the_runners_feature_flags_win() {
+async fn every_feature_flag_is_exported_with_its_resolved_value_and_the_runners_feature_flags_win()
+{
     let mut h = Harness::new().await;
     h.single_runner(
         "",
@@ -350,12 +351,21 @@ async fn every_feature_flag_is_exported_with_its_resolved_value_and_the_runners_
     ] {
         assert_eq!(exported.get(name).copied(), Some(value), "FF_{name} in {t}");
     }
-    assert!(!exported.contains_key("NOT_IN_RUNNER"), "not a flag, not exported: {t}");
+    assert!(
+        !exported.contains_key("NOT_IN_RUNNER"),
+        "not a flag, not exported: {t}"
+    );
     // The TOML turned the timestamps off: the log GitLab got has no headers.
-    assert!(!job.raw_trace_text().contains(" 00O "), "{}", job.raw_trace_text());
+    assert!(
+        !job.raw_trace_text().contains(" 00O "),
+        "{}",
+        job.raw_trace_text()
+    );
     // The header names the flags that differ from their defaults, in gitlab-runner's words and order.
     assert!(
-        t.contains("  feature flags: FF_USE_FASTZIP:false, FF_TIMESTAMPS:false, FF_HASH_CACHE_KEYS:true"),
+        t.contains(
+            "  feature flags: FF_USE_FASTZIP:false, FF_TIMESTAMPS:false, FF_HASH_CACHE_KEYS:true"
+        ),
         "{t}"
     );
     assert!(
@@ -405,8 +415,18 @@ async fn ci_job_image_is_the_expanded_image_name_and_file_variables_contents_exp
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
     assert!(t.contains("\nimage=registry.example/app:1.2\n"), "{t}");
-    assert!(t.contains("\nconf=job=image tag=1.2\n"), "a file variable's contents expand: {t}");
-    assert!(t.contains("\nraw-conf=job=$CI_JOB_NAME\n"), "unless it is raw: {t}");
+    assert!(
+        t.contains("\nconf=job=image tag=1.2\n"),
+        "a file variable's contents expand: {t}"
+    );
+    assert!(
+        t.contains("\nraw-conf=job=$CI_JOB_NAME\n"),
+        "unless it is raw: {t}"
+    );
     let job = h.final_job(without).await;
-    assert!(job.trace_text().contains("\nimage=unset\n"), "{}", job.trace_text());
+    assert!(
+        job.trace_text().contains("\nimage=unset\n"),
+        "{}",
+        job.trace_text()
+    );
 }

@@ -248,9 +248,16 @@ async fn journal_keeps_the_full_masked_trace_and_history_and_logs_read_it() {
         .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().split('-').nth(1) == Some(&slow.to_string()))
-        .any(|e| plain_trace(&std::fs::read(e.path().join("trace.log")).unwrap_or_default()).contains("\nfirst-line\n"))
+        .any(|e| {
+            plain_trace(&std::fs::read(e.path().join("trace.log")).unwrap_or_default())
+                .contains("\nfirst-line\n")
+        })
     {
-        assert!(std::time::Instant::now() < deadline, "the slow job never printed: {}", h.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow job never printed: {}",
+            h.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let follower = h

@@ -153,16 +153,26 @@ const DEFAULT_PREFIX_TOKENS: &[(&str, &str)] = &[
 /// own line; the command line itself is built so it shows none of them.
 fn token_job(name: &str) -> JobSpec {
     let mut lines = String::new();
-    for (prefix, token) in DEFAULT_PREFIX_TOKENS.iter().chain([&("ghp_", "ServerPrefixed01")]) {
+    for (prefix, token) in DEFAULT_PREFIX_TOKENS
+        .iter()
+        .chain([&("ghp_", "ServerPrefixed01")])
+    {
         lines.push_str(&format!("{prefix}%s{token}\\n"));
     }
-    let mut spec = JobSpec::shell(name, &[&format!("printf '{lines}' '' '' '' '' '' '' '' '' '' '' '' '' '' '' ''")]);
-    spec.payload_merge = Some(serde_json::json!({ "features": { "token_mask_prefixes": ["ghp_"] } }));
+    let mut spec = JobSpec::shell(
+        name,
+        &[&format!(
+            "printf '{lines}' '' '' '' '' '' '' '' '' '' '' '' '' '' '' ''"
+        )],
+    );
+    spec.payload_merge =
+        Some(serde_json::json!({ "features": { "token_mask_prefixes": ["ghp_"] } }));
     spec
 }
 
 #[tokio::test]
-async fn gitlab_runners_default_token_prefixes_are_masked_unless_ff_mask_all_default_tokens_is_false() {
+async fn gitlab_runners_default_token_prefixes_are_masked_unless_ff_mask_all_default_tokens_is_false(
+) {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
@@ -176,8 +186,14 @@ async fn gitlab_runners_default_token_prefixes_are_masked_unless_ff_mask_all_def
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
     for (prefix, token) in DEFAULT_PREFIX_TOKENS {
-        assert!(t.contains(&format!("\n{prefix}[MASKED]\n")), "{prefix} in {t}");
-        assert!(!t.contains(&format!("{prefix}{token}")), "{prefix}{token} leaked: {t}");
+        assert!(
+            t.contains(&format!("\n{prefix}[MASKED]\n")),
+            "{prefix} in {t}"
+        );
+        assert!(
+            !t.contains(&format!("{prefix}{token}")),
+            "{prefix}{token} leaked: {t}"
+        );
     }
     assert!(t.contains("\nghp_[MASKED]\n"), "the server's prefix: {t}");
 
@@ -188,7 +204,10 @@ async fn gitlab_runners_default_token_prefixes_are_masked_unless_ff_mask_all_def
     assert!(t.contains("\nglpat-[MASKED]\n"), "{t}");
     assert!(t.contains("\nghp_[MASKED]\n"), "{t}");
     for (prefix, token) in &DEFAULT_PREFIX_TOKENS[1..] {
-        assert!(t.contains(&format!("\n{prefix}{token}\n")), "{prefix}{token} shown as is: {t}");
+        assert!(
+            t.contains(&format!("\n{prefix}{token}\n")),
+            "{prefix}{token} shown as is: {t}"
+        );
     }
 }
 
@@ -201,7 +220,11 @@ async fn every_trace_line_carries_gitlab_runners_timestamp_header_unless_ff_time
     let before = time::OffsetDateTime::now_utc();
     let on = h.coordinator.enqueue(JobSpec::shell(
         "stamped",
-        &["echo out-line", "echo err-line >&2", "printf 'partial'; sleep 1.5; printf ' line\\n'"],
+        &[
+            "echo out-line",
+            "echo err-line >&2",
+            "printf 'partial'; sleep 1.5; printf ' line\\n'",
+        ],
     ));
     let off = h.coordinator.enqueue(
         JobSpec::shell("plain", &["echo out-line"]).with_variable("FF_TIMESTAMPS", "false"),
@@ -211,21 +234,34 @@ async fn every_trace_line_carries_gitlab_runners_timestamp_header_unless_ff_time
     let after = time::OffsetDateTime::now_utc();
     let raw = job.trace.clone();
     assert_eq!(job.state, "success", "{}", job.raw_trace_text());
-    assert_eq!(job.final_checksum_ok, Some(true), "the headers are part of the checksummed log");
+    assert_eq!(
+        job.final_checksum_ok,
+        Some(true),
+        "the headers are part of the checksummed log"
+    );
     let lines: Vec<&[u8]> = raw.split_inclusive(|b| *b == b'\n').collect();
     let mut streams = std::collections::BTreeSet::new();
     let mut continued = 0;
     for line in &lines {
-        let h = header(line).unwrap_or_else(|| panic!("no header: {:?}", String::from_utf8_lossy(line)));
-        let at = time::OffsetDateTime::parse(h.time, &time::format_description::well_known::Rfc3339)
-            .expect("RFC 3339");
-        assert!(at >= before - time::Duration::SECOND && at <= after, "{} outside the job", h.time);
+        let h = header(line)
+            .unwrap_or_else(|| panic!("no header: {:?}", String::from_utf8_lossy(line)));
+        let at =
+            time::OffsetDateTime::parse(h.time, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339");
+        assert!(
+            at >= before - time::Duration::SECOND && at <= after,
+            "{} outside the job",
+            h.time
+        );
         streams.insert((h.stream, h.stream_type == StreamType::Stdout));
         continued += usize::from(h.continues);
         assert_eq!(line.last(), Some(&b'\n'));
     }
     // The runner's own lines on 00O, the job's on 01O (stdout and stderr share one pipe on the shell executor).
-    assert_eq!(streams.into_iter().collect::<Vec<_>>(), [(0, true), (1, true)]);
+    assert_eq!(
+        streams.into_iter().collect::<Vec<_>>(),
+        [(0, true), (1, true)]
+    );
     // Each section marker is written alone and ends with `\r`: the line after it continues it.
     assert!(continued > 0, "{}", job.raw_trace_text());
     let raw_text = job.raw_trace_text();
@@ -235,14 +271,22 @@ async fn every_trace_line_carries_gitlab_runners_timestamp_header_unless_ff_time
     assert!(raw_text.contains(" 01O partial line\n"), "{raw_text}");
     // As GitLab's viewer reads it: headers gone, continuations joined, the partial line whole.
     let t = job.trace_text();
-    assert!(t.contains("\nout-line\n") && t.contains("\nerr-line\n"), "{t}");
+    assert!(
+        t.contains("\nout-line\n") && t.contains("\nerr-line\n"),
+        "{t}"
+    );
     assert!(t.contains("\npartial line\n"), "{t}");
-    assert!(t.contains("section_start:") && t.contains("Job succeeded"), "{t}");
+    assert!(
+        t.contains("section_start:") && t.contains("Job succeeded"),
+        "{t}"
+    );
 
     let job = h.final_job(off).await;
     assert_eq!(job.state, "success");
     assert!(
-        job.raw_trace_text().lines().all(|l| header(l.as_bytes()).is_none()),
+        job.raw_trace_text()
+            .lines()
+            .all(|l| header(l.as_bytes()).is_none()),
         "{}",
         job.raw_trace_text()
     );
@@ -250,7 +294,8 @@ async fn every_trace_line_carries_gitlab_runners_timestamp_header_unless_ff_time
 }
 
 #[tokio::test]
-async fn ci_debug_trace_and_ci_debug_services_mark_every_trace_patch_and_gitlab_records_a_debug_log() {
+async fn ci_debug_trace_and_ci_debug_services_mark_every_trace_patch_and_gitlab_records_a_debug_log(
+) {
     let mut h = Harness::new().await;
     h.single_runner("", "");
     h.start();
@@ -265,7 +310,9 @@ async fn ci_debug_trace_and_ci_debug_services_mark_every_trace_patch_and_gitlab_
         h.coordinator
             .requests()
             .into_iter()
-            .filter(|r| r.endpoint == Endpoint::PatchTrace && r.path.contains(&format!("/jobs/{id}/")))
+            .filter(|r| {
+                r.endpoint == Endpoint::PatchTrace && r.path.contains(&format!("/jobs/{id}/"))
+            })
             .map(|r| r.path)
             .collect()
     };
@@ -290,5 +337,8 @@ async fn ci_debug_trace_and_ci_debug_services_mark_every_trace_patch_and_gitlab_
     let t = job.trace_text();
     assert_eq!(job.state, "success", "{t}");
     assert!(!job.debug_trace);
-    assert!(t.contains("WARNING: CI_DEBUG_TRACE: usage is disabled on this Runner"), "{t}");
+    assert!(
+        t.contains("WARNING: CI_DEBUG_TRACE: usage is disabled on this Runner"),
+        "{t}"
+    );
 }
