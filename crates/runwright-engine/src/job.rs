@@ -114,10 +114,6 @@ pub fn warn(trace: &TraceBuffer, text: &str) {
     trace.write(format!("{}WARNING: {text}{}\n", ansi::YELLOW, ansi::RESET).as_bytes());
 }
 
-fn error_line(trace: &TraceBuffer, text: &str) {
-    trace.write(format!("{}ERROR: {text}{}\n", ansi::BOLD_RED, ansi::RESET).as_bytes());
-}
-
 /// The state of the job after its user script, as `CI_JOB_STATUS` names it for after_script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScriptState {
@@ -212,16 +208,31 @@ pub async fn run_job(
     };
     timer.abort();
 
-    if outcome.success {
-        trace.write(format!("{}Job succeeded{}\n", ansi::BOLD_GREEN, ansi::RESET).as_bytes());
+    // gitlab-runner writes the outcome with a logger of its own (common/build.go `setTraceStatus`): a fresh
+    // stream, so with FF_TIMESTAMPS its line starts anew rather than continuing the last section marker.
+    let status = trace.stream(
+        runwright_trace::timestamp::STREAM_EXECUTOR,
+        runwright_trace::StreamType::Stdout,
+    );
+    let line = if outcome.success {
+        format!("{}Job succeeded{}\n", ansi::BOLD_GREEN, ansi::RESET)
     } else if outcome.failure_reason == Some(FailureReason::RunnerSystemFailure) {
-        error_line(
-            trace,
-            &format!("Job failed (system failure): {}", outcome.message),
-        );
+        format!(
+            "{}ERROR: Job failed (system failure): {}{}\n",
+            ansi::BOLD_RED,
+            outcome.message,
+            ansi::RESET
+        )
     } else {
-        error_line(trace, &format!("Job failed: {}", outcome.message));
-    }
+        format!(
+            "{}ERROR: Job failed: {}{}\n",
+            ansi::BOLD_RED,
+            outcome.message,
+            ansi::RESET
+        )
+    };
+    status.write(line.as_bytes());
+    status.close();
     outcome
 }
 

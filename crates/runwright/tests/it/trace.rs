@@ -267,6 +267,11 @@ async fn every_trace_line_carries_gitlab_runners_timestamp_header_unless_ff_time
     let raw_text = job.raw_trace_text();
     assert!(raw_text.contains(" 01O out-line\n"), "{raw_text}");
     assert!(raw_text.contains(" 01O err-line\n"), "{raw_text}");
+    // The outcome comes from a logger of its own (`setTraceStatus`): a line of its own, not a continuation.
+    assert!(
+        raw_text.ends_with(" 00O \x1b[32;1mJob succeeded\x1b[0;m\n"),
+        "{raw_text}"
+    );
     // A line written in pieces waits for its end and goes out whole, stamped when it began.
     assert!(raw_text.contains(" 01O partial line\n"), "{raw_text}");
     // As GitLab's viewer reads it: headers gone, continuations joined, the partial line whole.
