@@ -271,6 +271,9 @@ pub struct JobRecord {
     pub patches: Vec<(u64, usize)>,
     /// Stored lengths a [`crate::Fault::RangeMismatch`] truncated the trace to.
     pub range_truncations: Vec<u64>,
+    /// The job's log is a debug log: a trace patch at offset 0 said `debug_trace=true` (GitLab's
+    /// `Ci::Build#append_trace` → `enable_debug_trace!`).
+    pub debug_trace: bool,
     /// Every authenticated `PUT /jobs/:id` body, in order.
     pub updates: Vec<UpdateJobRequest>,
     /// Whether the checksum (and bytesize, if sent) of the accepted final update matched the stored trace;
@@ -291,8 +294,14 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// The trace as text (lossy).
+    /// The trace as GitLab's log viewer reads it (lossy): the per-line timestamps of `FF_TIMESTAMPS` dropped and
+    /// continued lines joined ([`runwright_trace::timestamp::strip`]); a trace without them as it is.
     pub fn trace_text(&self) -> String {
+        String::from_utf8_lossy(&runwright_trace::timestamp::strip(&self.trace)).into_owned()
+    }
+
+    /// The stored trace as text (lossy), timestamps and all.
+    pub fn raw_trace_text(&self) -> String {
         String::from_utf8_lossy(&self.trace).into_owned()
     }
 

@@ -1053,6 +1053,10 @@ fn patch_trace_inner(
     let start = content_range_start(range.as_bytes());
     let stored = job.record.trace.len() as u64;
     let body_end = start.saturating_add(body.len() as i64);
+    // GitLab `first_debug_chunk?`: the chunk at offset 0 decides, before anything is appended.
+    if start == 0 && query_param(uri, "debug_trace").is_some_and(|v| v == "true" || v == "1") {
+        job.record.debug_trace = true;
+    }
 
     if let Some(limit) = sh.opts.trace_size_limit_mb.filter(|l| *l > 0) {
         if (body_end.max(0) as u64) / (1024 * 1024) >= limit {

@@ -225,6 +225,7 @@ impl State {
             trace: Vec::new(),
             patches: Vec::new(),
             range_truncations: Vec::new(),
+            debug_trace: false,
             updates: Vec::new(),
             final_checksum_ok: None,
             accepted_202: 0,

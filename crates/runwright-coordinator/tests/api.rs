@@ -844,6 +844,50 @@ async fn trace_range_protocol() {
 }
 
 #[tokio::test]
+async fn a_debug_trace_patch_at_offset_zero_marks_the_log_as_debug_like_gitlab() {
+    let c = start().await;
+    let patch_with =
+        |id: i64, token: String, start: usize, data: &'static [u8], debug: &'static str| {
+            let url = format!("{}api/v4/jobs/{id}/trace?debug_trace={debug}", c.url());
+            async move {
+                let end = (start + data.len()).saturating_sub(1);
+                client()
+                    .patch(url)
+                    .header("JOB-TOKEN", token)
+                    .header("Content-Range", format!("{start}-{end}"))
+                    .body(data)
+                    .send()
+                    .await
+                    .expect("patch sent")
+            }
+        };
+    // GitLab's `first_debug_chunk?`: only the chunk at offset 0 counts.
+    let id = c.enqueue(JobSpec::shell("debug", &["true"]));
+    let job = take_job(&c, features(false, false)).await;
+    let token = job["token"].as_str().expect("token").to_string();
+    assert!(!c.job(id).expect("job").debug_trace);
+    let resp = patch_with(id, token.clone(), 0, b"hello ", "true").await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert!(c.job(id).expect("job").debug_trace);
+
+    let id = c.enqueue(JobSpec::shell("late", &["true"]));
+    let job = take_job(&c, features(false, false)).await;
+    let token = job["token"].as_str().expect("token").to_string();
+    patch_with(id, token.clone(), 0, b"hello ", "false").await;
+    let resp = patch_with(id, token.clone(), 6, b"world", "true").await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert!(
+        !c.job(id).expect("job").debug_trace,
+        "a later chunk does not"
+    );
+    let rec = c.job(id).expect("job");
+    assert!(c.requests().iter().any(|r| r
+        .path
+        .ends_with(&format!("/jobs/{}/trace?debug_trace=true", rec.id))));
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn trace_size_limit_drops_the_job() {
     let c = start_with(CoordinatorOptions {
         trace_size_limit_mb: Some(1),

@@ -10,7 +10,8 @@ use bollard::Docker;
 use futures::StreamExt;
 use runwright_config::PullPolicy;
 use runwright_engine::ExecutorError;
-use runwright_trace::TraceBuffer;
+use runwright_trace::timestamp::STREAM_WORK;
+use runwright_trace::{StreamType, TraceBuffer};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -268,17 +269,23 @@ pub async fn run_stage(
         let _ = input.shutdown().await;
     });
     let mut output = attach.output;
-    let t = trace.clone();
+    // The job's work streams, stdout and stderr, closed with the stage (runner executors/docker/docker.go
+    // `startAndWatchContainer`).
+    let stdout = trace.stream(STREAM_WORK, StreamType::Stdout);
+    let stderr = trace.stream(STREAM_WORK, StreamType::Stderr);
     let pump = tokio::spawn(async move {
         while let Some(frame) = output.next().await {
             match frame {
-                Ok(LogOutput::StdOut { message })
-                | Ok(LogOutput::StdErr { message })
-                | Ok(LogOutput::Console { message }) => t.write(&message),
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    stdout.write(&message)
+                }
+                Ok(LogOutput::StdErr { message }) => stderr.write(&message),
                 Ok(LogOutput::StdIn { .. }) => {}
                 Err(_) => break,
             }
         }
+        stdout.close();
+        stderr.close();
     });
     let waited = tokio::select! {
         w = wait_exit(docker, container) => Some(w),

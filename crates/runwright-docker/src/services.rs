@@ -298,7 +298,14 @@ pub(crate) async fn wait_all(
     }
     for (s, error) in failures {
         let logs = service_logs(docker, &s.container).await;
-        trace.write(
+        // On the runner's stderr stream (runner executors/docker/services.go: `Stream(StreamExecutorLevel,
+        // Stderr)`).
+        trace
+            .stream(
+                runwright_trace::timestamp::STREAM_EXECUTOR,
+                runwright_trace::StreamType::Stderr,
+            )
+            .write(
             format!(
                 "\x1b[0;33m*** WARNING:\x1b[0;m Service {} probably didn't start properly.\n\nHealth check error:\n{error}\n\nService container logs:\n{logs}\n\x1b[0;33m*********\x1b[0;m\n\n",
                 s.container

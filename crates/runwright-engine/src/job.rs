@@ -114,10 +114,6 @@ pub fn warn(trace: &TraceBuffer, text: &str) {
     trace.write(format!("{}WARNING: {text}{}\n", ansi::YELLOW, ansi::RESET).as_bytes());
 }
 
-fn error_line(trace: &TraceBuffer, text: &str) {
-    trace.write(format!("{}ERROR: {text}{}\n", ansi::BOLD_RED, ansi::RESET).as_bytes());
-}
-
 /// The state of the job after its user script, as `CI_JOB_STATUS` names it for after_script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScriptState {
@@ -168,6 +164,13 @@ pub async fn run_job(
         )
         .as_bytes(),
     );
+    // runner common/build.go `printRunningWithHeader`: the flags that differ from their defaults.
+    let flags = crate::feature_flags::JobSettings::of(env.runner, job)
+        .feature_flags
+        .differing_from_defaults();
+    if !flags.is_empty() {
+        trace.write(format!("{}  feature flags: {flags}{}\n", ansi::CLEAR, ansi::RESET).as_bytes());
+    }
 
     let job_timeout = if job.runner_info.timeout > 0 {
         Duration::from_secs(job.runner_info.timeout as u64)
@@ -189,9 +192,17 @@ pub async fn run_job(
 
     let outcome = match plan(env, job) {
         Ok(plan) => {
-            // The settings the runner replaced, in one warning (runner common/build.go `printSettingErrors`).
-            if !plan.warnings.is_empty() {
-                warn(trace, &plan.warnings.join("\n"));
+            // The settings the runner replaced, in one warning (runner common/build.go `printSettingErrors`):
+            // the feature flags' first, as `initSettings` resolves them before the other settings.
+            let warnings: Vec<&String> = plan
+                .settings
+                .warnings
+                .iter()
+                .chain(&plan.warnings)
+                .collect();
+            if !warnings.is_empty() {
+                let joined: Vec<&str> = warnings.iter().map(|w| w.as_str()).collect();
+                warn(trace, &joined.join("\n"));
             }
             run_planned(
                 env,
@@ -224,16 +235,31 @@ pub async fn run_job(
     };
     timer.abort();
 
-    if outcome.success {
-        trace.write(format!("{}Job succeeded{}\n", ansi::BOLD_GREEN, ansi::RESET).as_bytes());
+    // gitlab-runner writes the outcome with a logger of its own (common/build.go `setTraceStatus`): a fresh
+    // stream, so with FF_TIMESTAMPS its line starts anew rather than continuing the last section marker.
+    let status = trace.stream(
+        runwright_trace::timestamp::STREAM_EXECUTOR,
+        runwright_trace::StreamType::Stdout,
+    );
+    let line = if outcome.success {
+        format!("{}Job succeeded{}\n", ansi::BOLD_GREEN, ansi::RESET)
     } else if outcome.failure_reason == Some(FailureReason::RunnerSystemFailure) {
-        error_line(
-            trace,
-            &format!("Job failed (system failure): {}", outcome.message),
-        );
+        format!(
+            "{}ERROR: Job failed (system failure): {}{}\n",
+            ansi::BOLD_RED,
+            outcome.message,
+            ansi::RESET
+        )
     } else {
-        error_line(trace, &format!("Job failed: {}", outcome.message));
-    }
+        format!(
+            "{}ERROR: Job failed: {}{}\n",
+            ansi::BOLD_RED,
+            outcome.message,
+            ansi::RESET
+        )
+    };
+    status.write(line.as_bytes());
+    status.close();
     outcome
 }
 
@@ -1069,6 +1095,7 @@ async fn run_steps(
             empty_strategy: plan.empty_strategy,
             owner: env.executor.job_owner(),
             variables: &plan.vars,
+            feature_flags: &plan.settings.feature_flags,
             succeeded,
             artifact_download_attempts: plan.artifact_download_attempts,
             restore_cache_attempts: plan.restore_cache_attempts,
@@ -1084,7 +1111,7 @@ async fn run_steps(
         let r = step.run(&ctx).await;
         sections.end(&name);
         if let Err(e) = r {
-            return Some(JobOutcome::failed(e.reason, None, e.message));
+            return Some(JobOutcome::failed(e.reason, e.exit_code, e.message));
         }
     }
     None

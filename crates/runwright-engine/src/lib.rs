@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod executor;
+pub mod feature_flags;
 pub mod job;
 pub mod layout;
 mod plan;
@@ -15,4 +16,5 @@ pub mod variables;
 
 pub use control::{AbortReason, JobControl};
 pub use executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
+pub use feature_flags::{FeatureFlags, JobSettings};
 pub use job::{run_job, JobEnv, JobOutcome, RunnerIdentity};

@@ -3,6 +3,7 @@
 //! timeouts. Values GitLab's runner only warns about become warnings for the trace
 //! (runner common/build_settings.go); what it refuses fails the job here, before any stage starts.
 
+use crate::feature_flags::{self, JobSettings};
 use crate::job::{JobEnv, DEFAULT_AFTER_SCRIPT_TIMEOUT, DEFAULT_JOB_TIMEOUT};
 use crate::layout::{project_slug, JobDirs};
 use crate::settings::BuildSettings;
@@ -10,7 +11,7 @@ use crate::sources::{GitAuth, GitAuthInput, GitStrategy, SourcesSettings, SshSer
 use crate::variables::Variables;
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::JobResponse;
-use runwright_config::{format_go_duration, parse_go_duration, RunnerConfig};
+use runwright_config::{format_go_duration, parse_go_duration};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub(crate) struct Plan {
     pub(crate) dirs: JobDirs,
     pub(crate) vars: Variables,
     pub(crate) shell: String,
+    /// Feature flags, `CI_DEBUG_*` and their warnings (the service resolved the same for the trace).
+    pub(crate) settings: JobSettings,
     pub(crate) debug_trace: bool,
     pub(crate) sources: SourcesSettings,
     pub(crate) get_sources_attempts: u32,
@@ -51,22 +54,6 @@ pub(crate) struct Plan {
 pub(crate) struct PlanError {
     pub(crate) reason: FailureReason,
     pub(crate) message: String,
-}
-
-/// A feature flag as the runner resolves it: `[runners.feature_flags]` wins, then a job variable that parses as
-/// a bool, then the flag's default (runner common/build_settings.go `populateFeatureFlags`).
-pub(crate) fn feature_flag(
-    runner: &RunnerConfig,
-    vars: &Variables,
-    name: &str,
-    default: bool,
-) -> bool {
-    runner
-        .feature_flags
-        .get(name)
-        .copied()
-        .or_else(|| vars.bool(name))
-        .unwrap_or(default)
 }
 
 /// Go's `path.Clean`: lexical, `.` and `..` resolved, no trailing or doubled slashes.
@@ -228,19 +215,20 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
     };
     let job_timeout = Duration::from_secs(job_timeout_secs.max(0) as u64);
 
-    // The runner's list, in GitLab's order (§7.3); the job's own variables come after the runner defaults.
-    let variables = |project_dir: &str, tmp_dir: &str| -> Variables {
+    // The runner's list, in GitLab's order (§7.3, runner common/build.go `GetAllVariables`): every feature
+    // flag with its resolved value, `CI_JOB_IMAGE`, the runner's variables, the job's own (without the flags,
+    // so `[runners.feature_flags]` keeps winning), then the runner's after them.
+    let job_settings = JobSettings::of(runner, job);
+    let list = |project_dir: &str, tmp_dir: &str, job_image: Option<&str>| -> Variables {
         let mut vars = Variables::new();
-        for (name, on) in &runner.feature_flags {
+        for (name, on) in job_settings.feature_flags.iter() {
             vars.set(name, on.to_string());
         }
-        vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
-        for entry in &runner.environment {
-            match entry.split_once('=') {
-                Some((k, v)) => vars.set(k, v),
-                None => vars.set(entry, ""),
-            }
+        if let Some(image) = job_image {
+            vars.set("CI_JOB_IMAGE", image);
         }
+        vars.set("CI_RUNNER_SHORT_TOKEN", runner.short_token());
+        feature_flags::push_environment(&mut vars, &runner.environment);
         vars.set("CI_BUILDS_DIR", builds_dir.to_string_lossy());
         vars.set("CI_PROJECT_DIR", project_dir);
         vars.set("CI_CONCURRENT_ID", env.concurrent_id.to_string());
@@ -252,7 +240,7 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         vars.set("CI_JOB_STATUS", "running");
         vars.set("CI_JOB_TIMEOUT", job_timeout_secs.to_string());
         vars.extend(crate::tls::variables(job));
-        vars.extend(job.variables.iter().cloned());
+        vars.extend(feature_flags::non_flag_variables(&job.variables).cloned());
         if exec.shared_environment() {
             vars.set("CI_SHARED_ENVIRONMENT", "true");
         } else {
@@ -268,8 +256,19 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         for (k, v) in exec.job_variables(job, env.concurrent_project_id) {
             vars.set(&k, v);
         }
+        vars
+    };
+    // Expanded as the job sees them; `CI_JOB_IMAGE` is the image name expanded against the job's variables
+    // (`expandContainerOptions`), and like every value expanded once more with the list.
+    let variables = |project_dir: &str, tmp_dir: &str| -> Variables {
         let tmp_for_files = tmp_dir.to_string();
-        vars.expanded(&|key| format!("{tmp_for_files}/{key}"))
+        let file_path = move |key: &str| format!("{tmp_for_files}/{key}");
+        let job_image = feature_flags::job_image(job).map(|name| {
+            list(project_dir, tmp_dir, Some(name))
+                .expanded(&file_path)
+                .expand_str(name, &file_path)
+        });
+        list(project_dir, tmp_dir, job_image.as_deref()).expanded(&file_path)
     };
 
     // The settings are read before the project dir is known, as the runner reads them (its `StartBuild`):
@@ -313,7 +312,7 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| exec.shell().to_string());
-    let debug_trace = !runner.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE") == Some(true);
+    let debug_trace = job_settings.debug_trace;
 
     let project_path = vars
         .value("CI_PROJECT_PATH")
@@ -360,8 +359,10 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         safe_directory: runner
             .safe_directory_checkout
             .unwrap_or_else(|| exec.default_safe_directory_checkout()),
-        bundle_uris: feature_flag(runner, &vars, "FF_USE_GIT_BUNDLE_URIS", true),
-        proactive_auth: feature_flag(runner, &vars, "FF_USE_GIT_PROACTIVE_AUTH", false),
+        bundle_uris: job_settings.feature_flags.is_on("FF_USE_GIT_BUNDLE_URIS"),
+        proactive_auth: job_settings
+            .feature_flags
+            .is_on("FF_USE_GIT_PROACTIVE_AUTH"),
         user_agent: format!(
             "http.userAgent={} {} {}/{}",
             id.name, id.version, id.platform, id.architecture
@@ -370,12 +371,10 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         job_tmp_dir: tmp_dir.clone(),
         tmp_dir,
     };
-    let stage_backoff = if feature_flag(
-        runner,
-        &vars,
-        "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY",
-        true,
-    ) {
+    let stage_backoff = if job_settings
+        .feature_flags
+        .is_on("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY")
+    {
         STAGE_BACKOFF_EXPONENTIAL
     } else {
         STAGE_BACKOFF
@@ -408,6 +407,7 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         dirs,
         vars,
         shell,
+        settings: job_settings,
         debug_trace,
         sources,
     })

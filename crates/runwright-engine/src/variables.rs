@@ -2,7 +2,8 @@
 //!
 //! Order matters: the list is searched from the end, so a later definition of a key wins (runner
 //! common/spec/variables.go `Get` scans backwards). Raw variables are never expanded; file variables expand to
-//! the path of the file that holds their value.
+//! the path of the file that holds their value, and their own contents are expanded like any other value
+//! (`ExpandWith`: `if !variable.Raw`).
 
 use runwright_client::types::JobVariable;
 use std::collections::HashMap;
@@ -76,8 +77,9 @@ impl Variables {
             .collect()
     }
 
-    /// Expands every non-raw value against the list itself, as the runner does once after building it.
-    /// `file_path` maps a file variable's key to the path its value will be written to.
+    /// Expands every non-raw value (a file variable's contents too) against the list itself, as the runner
+    /// does once after building it (common/spec/variables.go `ExpandWith`). `file_path` maps a file
+    /// variable's key to the path its value will be written to.
     pub fn expanded(&self, file_path: &dyn Fn(&str) -> String) -> Variables {
         let lookup = |key: &str| -> Option<String> {
             let v = self.get(key)?;
@@ -92,7 +94,7 @@ impl Variables {
             .iter()
             .map(|v| {
                 let mut v = v.clone();
-                if !v.raw && !v.file {
+                if !v.raw {
                     v.value = expand(&v.value, &lookup);
                 }
                 v
@@ -217,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn raw_values_stay_and_file_vars_expand_to_path() {
+    fn raw_values_stay_file_vars_expand_to_their_path_and_their_contents_expand() {
         let mut v = vars(&[("BASE", "/b")]);
         v.push(JobVariable {
             key: "RAW".into(),
@@ -227,8 +229,15 @@ mod tests {
         });
         v.push(JobVariable {
             key: "CERT".into(),
-            value: "secret $BASE".into(),
+            value: "secret $BASE in $CERT".into(),
             file: true,
+            ..Default::default()
+        });
+        v.push(JobVariable {
+            key: "RAW_FILE".into(),
+            value: "keep $BASE".into(),
+            file: true,
+            raw: true,
             ..Default::default()
         });
         v.set("USE", "$BASE/x:$CERT");
@@ -236,9 +245,10 @@ mod tests {
         assert_eq!(e.value("RAW"), Some("$BASE/raw"));
         assert_eq!(
             e.value("CERT"),
-            Some("secret $BASE"),
-            "file contents untouched"
+            Some("secret /b in /tmp/job.tmp/CERT"),
+            "a file variable's contents expand unless raw"
         );
+        assert_eq!(e.value("RAW_FILE"), Some("keep $BASE"));
         assert_eq!(e.value("USE"), Some("/b/x:/tmp/job.tmp/CERT"));
     }
 

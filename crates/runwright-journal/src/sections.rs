@@ -144,6 +144,26 @@ mod tests {
         }
     }
 
+    /// With `FF_TIMESTAMPS` each marker is on a line of its own after a header
+    /// (`<time> 00O section_start:…\r\x1b[0K\n`, the title on a `+` line): the markers are found the same.
+    #[test]
+    fn timestamped_log() {
+        let h = "2025-01-31T12:34:56.123456Z 00O ";
+        let c = "2025-01-31T12:34:56.123456Z 00O+";
+        let w = "2025-01-31T12:34:57.000001Z 01O ";
+        let log = format!(
+            "{h}Running with runwright\n{h}section_start:1700000000:get_sources\r\x1b[0K\n\
+             {c}\x1b[36;1mGetting source\x1b[0;m\n{w}ok\n{h}section_end:1700000002:get_sources\r\x1b[0K\n\
+             {c}section_start:1700000002:step_script[collapsed=true]\r\x1b[0K\n{w}$ echo section_ hi\n\
+             {h}section_end:1700000009:step_script\r\x1b[0K\n"
+        );
+        let b = log.as_bytes();
+        assert_eq!(all(&[b]), want());
+        for i in 0..=b.len() {
+            assert_eq!(all(&[&b[..i], &b[i..]]), want(), "split at {i}");
+        }
+    }
+
     #[test]
     fn byte_by_byte() {
         let pieces: Vec<&[u8]> = LOG.as_bytes().chunks(1).collect();

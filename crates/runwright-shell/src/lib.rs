@@ -14,7 +14,7 @@ pub use kill::sweep_marked;
 use async_trait::async_trait;
 use runwright_client::types::FeaturesInfo;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
-use runwright_trace::TraceBuffer;
+use runwright_trace::{StreamType, TraceBuffer};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -214,16 +214,19 @@ impl ExecutorSession for ShellSession {
 
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
             .map_err(|e| ExecutorError::System(format!("reading stage output: {e}")))?;
-        let trace_for_reader = trace.clone();
+        // The stage's output is the job's work stream (runner executors/shell/shell.go `Run`:
+        // `Stream(StreamWorkLevel, Stdout)`), closed with the stage; stderr shares it here (one pipe, see above).
+        let stream = trace.stream(runwright_trace::timestamp::STREAM_WORK, StreamType::Stdout);
         let pump = tokio::spawn(async move {
             let mut reader = reader;
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => trace_for_reader.write(&buf[..n]),
+                    Ok(n) => stream.write(&buf[..n]),
                 }
             }
+            stream.close();
         });
 
         let status = tokio::select! {

@@ -3,7 +3,7 @@
 //! A job may print gigabytes; everything it prints goes through the masking chain (and, with a
 //! journal sink, past the output limit). This pushes `RUNWRIGHT_BENCH_MIB` MiB (default 1024) of
 //! log-like text with secrets sprinkled in through the [`Masker`] and through a [`TraceBuffer`]
-//! teeing into a sink, and reports MiB/s. Run with `cargo bench -p runwright-trace`.
+//! teeing into a sink (without and with `FF_TIMESTAMPS`), and reports MiB/s. Run with `cargo bench -p runwright-trace`.
 
 use std::time::Instant;
 
@@ -67,6 +67,25 @@ fn main() {
     }
     trace.finish();
     report("TraceBuffer+sink", total, trace.len() as usize, start);
+
+    // The service's default: FF_TIMESTAMPS on, the job's output on its own stream.
+    let trace = TraceBuffer::new(TraceOptions {
+        masked: secrets.clone(),
+        timestamps: true,
+        ..TraceOptions::default()
+    });
+    trace.set_sink(Box::new(std::io::sink()));
+    let stream = trace.stream(
+        runwright_trace::timestamp::STREAM_WORK,
+        runwright_trace::StreamType::Stdout,
+    );
+    let start = Instant::now();
+    for _ in 0..rounds {
+        stream.write(&chunk);
+    }
+    drop(stream);
+    trace.finish();
+    report("+timestamps", total, trace.len() as usize, start);
 }
 
 #[allow(clippy::print_stdout)]

@@ -1,20 +1,23 @@
 //! The job log buffer: what the trace-patch loop sends to GitLab and checksums at the end.
 //!
-//! Mirrors GitLab's `helpers/trace/buffer.go` (`Buffer`, `limitWriter`) fed by the masking chain
-//! of `common/buildlogger/build_logger.go`. Every write goes:
+//! Mirrors GitLab's `helpers/trace/buffer.go` (`Buffer`, `limitWriter`) fed by the per-stream
+//! chains of `common/buildlogger/build_logger.go` (`Logger.wrap`). The runner's own messages
+//! ([`TraceBuffer::write`]) and each output stream of a stage ([`TraceBuffer::stream`]) have a
+//! chain of their own; every write goes:
 //!
-//! 1. through the [`Masker`] (phrases → URL parameters → token prefixes);
-//! 2. through Go-compatible invalid-UTF-8 replacement ([`crate::utf8`]);
-//! 3. to the optional sink (the full masked log, for the journal);
-//! 4. through the output limit: the prefix up to `output_limit` bytes is kept (cut on a UTF-8
+//! 1. through its stream's [`Masker`] (phrases → URL parameters → token prefixes);
+//! 2. with `FF_TIMESTAMPS`, through its stream's timestamper ([`crate::timestamp`]);
+//! 3. through Go-compatible invalid-UTF-8 replacement ([`crate::utf8`]), shared by all streams;
+//! 4. to the optional sink (the full masked log, for the journal);
+//! 5. through the output limit: the prefix up to `output_limit` bytes is kept (cut on a UTF-8
 //!    boundary), GitLab's bold-yellow notice is appended once, and later output is dropped
 //!    while the job goes on;
-//! 5. into the stored log, the CRC32 and the byte count, and followers are notified.
+//! 6. into the stored log, the CRC32 and the byte count, and followers are notified.
 //!
 //! State owned (behind one mutex, so writes from several threads never interleave inside a
-//! write): the masker, the stored bytes (bounded by the limit plus the notice), the checksum,
-//! the finished flag and the sink. Large writes are processed in 64 KiB slices so temporary
-//! memory stays bounded too.
+//! write): the streams' maskers and timestampers, the stored bytes (bounded by the limit plus the
+//! notice), the checksum, the finished flag and the sink. Large writes are processed in 64 KiB
+//! slices so temporary memory stays bounded too.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::ansi::{BOLD_YELLOW, RESET};
 use crate::masker::Masker;
+use crate::timestamp::{StreamType, Timestamper, STREAM_EXECUTOR};
 use crate::utf8::Utf8Sanitizer;
 
 /// GitLab's default `output_limit` (4096 KiB), in bytes (`helpers/trace/buffer.go`:
@@ -40,8 +44,15 @@ pub struct TraceOptions {
     pub output_limit: usize,
     /// Values of masked variables.
     pub masked: Vec<String>,
-    /// Extra token prefixes (`features.token_mask_prefixes`); `glpat-` is always masked.
+    /// Extra token prefixes (`features.token_mask_prefixes`); GitLab's default ones are masked
+    /// too (see `mask_all_default_tokens`).
     pub token_prefixes: Vec<String>,
+    /// The job's `FF_MASK_ALL_DEFAULT_TOKENS` (default on): mask every default prefix of
+    /// GitLab's (`glrt-`, `gldt-`, …), not only `glpat-`.
+    pub mask_all_default_tokens: bool,
+    /// The job's `FF_TIMESTAMPS`: a timestamp header on every line. Off by default here (bytes
+    /// go in as they come out); the service turns it on with the flag's resolved value.
+    pub timestamps: bool,
 }
 
 impl std::fmt::Debug for TraceOptions {
@@ -50,6 +61,8 @@ impl std::fmt::Debug for TraceOptions {
             .field("output_limit", &self.output_limit)
             .field("masked", &format_args!("[{} values]", self.masked.len()))
             .field("token_prefixes", &self.token_prefixes)
+            .field("mask_all_default_tokens", &self.mask_all_default_tokens)
+            .field("timestamps", &self.timestamps)
             .finish()
     }
 }
@@ -60,6 +73,8 @@ impl Default for TraceOptions {
             output_limit: DEFAULT_OUTPUT_LIMIT,
             masked: Vec::new(),
             token_prefixes: Vec::new(),
+            mask_all_default_tokens: true,
+            timestamps: false,
         }
     }
 }
@@ -84,8 +99,22 @@ struct Shared {
     len_tx: watch::Sender<u64>,
 }
 
-struct Inner {
+/// Where a write goes in: one stream's masking chain and timestamper.
+struct Stream {
     masker: Masker,
+    stamper: Option<Timestamper>,
+}
+
+/// The clock of the timestamps (replaced in tests).
+type Clock = fn() -> std::time::SystemTime;
+
+struct Inner {
+    /// The masker every new stream starts from: masked phrases learned so far, no state.
+    template: Masker,
+    /// Open streams by slot; slot 0 is the runner's own (`00O`), open until the end.
+    streams: Vec<Option<Stream>>,
+    timestamps: bool,
+    clock: Clock,
     utf8: Utf8Sanitizer,
     limit: usize,
     /// The notice has been written (or the limit is 0): further output is dropped.
@@ -95,6 +124,7 @@ struct Inner {
     finished: bool,
     sink: Option<Box<dyn Write + Send>>,
     masked_scratch: Vec<u8>,
+    stamped_scratch: Vec<u8>,
     utf8_scratch: Vec<u8>,
 }
 
@@ -114,8 +144,16 @@ impl std::fmt::Debug for TraceBuffer {
 impl TraceBuffer {
     pub fn new(opts: TraceOptions) -> Self {
         let (len_tx, _) = watch::channel(0u64);
-        let inner = Inner {
-            masker: Masker::new(&opts.masked, &opts.token_prefixes),
+        let template = Masker::with_default_tokens(
+            &opts.masked,
+            &opts.token_prefixes,
+            opts.mask_all_default_tokens,
+        );
+        let mut inner = Inner {
+            template,
+            streams: Vec::new(),
+            timestamps: opts.timestamps,
+            clock: std::time::SystemTime::now,
             utf8: Utf8Sanitizer::default(),
             limit: opts.output_limit,
             limited: false,
@@ -124,8 +162,10 @@ impl TraceBuffer {
             finished: false,
             sink: None,
             masked_scratch: Vec::new(),
+            stamped_scratch: Vec::new(),
             utf8_scratch: Vec::new(),
         };
+        inner.open(STREAM_EXECUTOR, StreamType::Stdout);
         Self {
             shared: Arc::new(Shared {
                 inner: Mutex::new(inner),
@@ -142,9 +182,26 @@ impl TraceBuffer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends job output: masked, UTF-8 fixed, teed to the sink, then limited and stored.
-    /// Ignored after [`TraceBuffer::finish`].
+    /// Appends the runner's own output (stream `00`, stdout): masked, timestamped (with
+    /// `FF_TIMESTAMPS`), UTF-8 fixed, teed to the sink, then limited and stored. Ignored after
+    /// [`TraceBuffer::finish`].
     pub fn write(&self, data: &[u8]) {
+        self.write_to(0, data);
+    }
+
+    /// Opens an output stream of its own (gitlab-runner's `Logger.Stream`): a fresh masking
+    /// chain and, with timestamps, lines headed `<time> <number><O|E>`. What is left of an
+    /// unfinished line or held back by the masker goes out when the stream is closed (or
+    /// dropped), as when a stage's output ends.
+    pub fn stream(&self, number: u8, stream_type: StreamType) -> TraceStream {
+        let slot = self.lock().open(number, stream_type);
+        TraceStream {
+            buffer: self.clone(),
+            slot,
+        }
+    }
+
+    fn write_to(&self, slot: usize, data: &[u8]) {
         let mut inner = self.lock();
         if inner.finished || data.is_empty() {
             return;
@@ -155,8 +212,18 @@ impl TraceBuffer {
                 // Nothing can be stored any more and nobody wants the rest.
                 break;
             }
-            inner.process(slice);
+            inner.process(slot, slice);
         }
+        self.notify_if_grown(&inner, before);
+    }
+
+    fn close_stream(&self, slot: usize) {
+        let mut inner = self.lock();
+        if inner.finished {
+            return;
+        }
+        let before = inner.log.len();
+        inner.close(slot);
         self.notify_if_grown(&inner, before);
     }
 
@@ -229,6 +296,12 @@ impl TraceBuffer {
         self.lock().sink = Some(sink);
     }
 
+    /// Timestamps from `clock` instead of the system's (tests).
+    #[cfg(test)]
+    fn set_clock(&self, clock: Clock) {
+        self.lock().clock = clock;
+    }
+
     fn notify_if_grown(&self, inner: &Inner, before: usize) {
         if inner.log.len() != before {
             self.shared.len_tx.send_replace(inner.log.len() as u64);
@@ -236,23 +309,105 @@ impl TraceBuffer {
     }
 }
 
+/// One output stream of a [`TraceBuffer`] (see [`TraceBuffer::stream`]). Closed when dropped.
+pub struct TraceStream {
+    buffer: TraceBuffer,
+    slot: usize,
+}
+
+impl std::fmt::Debug for TraceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceStream")
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl TraceStream {
+    /// Appends output of this stream (see [`TraceBuffer::write`]).
+    pub fn write(&self, data: &[u8]) {
+        self.buffer.write_to(self.slot, data);
+    }
+
+    /// Ends the stream: its unfinished line and masked remainder go out.
+    pub fn close(self) {}
+}
+
+impl Drop for TraceStream {
+    fn drop(&mut self) {
+        self.buffer.close_stream(self.slot);
+    }
+}
+
 impl Inner {
-    fn process(&mut self, slice: &[u8]) {
+    /// A new stream in a free slot; returns the slot.
+    fn open(&mut self, number: u8, stream_type: StreamType) -> usize {
+        let stream = Stream {
+            masker: self.template.clone(),
+            stamper: self
+                .timestamps
+                .then(|| Timestamper::new(stream_type, number)),
+        };
+        match self.streams.iter().skip(1).position(Option::is_none) {
+            Some(free) => {
+                self.streams[free + 1] = Some(stream);
+                free + 1
+            }
+            None => {
+                self.streams.push(Some(stream));
+                self.streams.len() - 1
+            }
+        }
+    }
+
+    fn process(&mut self, slot: usize, slice: &[u8]) {
+        let Some(stream) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         self.masked_scratch.clear();
-        self.masker.write_into(slice, &mut self.masked_scratch);
-        self.after_masking(false);
+        stream.masker.write_into(slice, &mut self.masked_scratch);
+        self.after_masking(slot, false);
     }
 
     fn add_masked(&mut self, value: &str) {
+        self.template.add_masked(value);
+        for slot in 0..self.streams.len() {
+            let Some(stream) = self.streams[slot].as_mut() else {
+                continue;
+            };
+            self.masked_scratch.clear();
+            stream
+                .masker
+                .add_masked_into(value, &mut self.masked_scratch);
+            self.after_masking(slot, false);
+        }
+    }
+
+    /// Closes a stream (`Close` of its chain): held-back bytes, then its unfinished line.
+    fn close(&mut self, slot: usize) {
+        let Some(mut stream) = self.streams.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
         self.masked_scratch.clear();
-        self.masker.add_masked_into(value, &mut self.masked_scratch);
-        self.after_masking(false);
+        stream.masker.flush_into(&mut self.masked_scratch);
+        self.stamped_scratch.clear();
+        if let Some(stamper) = stream.stamper.as_mut() {
+            stamper.write(&self.masked_scratch, &mut self.stamped_scratch, &self.clock);
+            stamper.close(&mut self.stamped_scratch);
+        } else {
+            self.stamped_scratch.extend_from_slice(&self.masked_scratch);
+        }
+        self.after_stamping(false);
     }
 
     fn finish(&mut self) {
-        self.masked_scratch.clear();
-        self.masker.flush_into(&mut self.masked_scratch);
-        self.after_masking(true);
+        // The stages' streams first, the runner's own last (its logger is closed last).
+        for slot in (1..self.streams.len()).chain(std::iter::once(0)) {
+            self.close(slot);
+        }
+        self.utf8_scratch.clear();
+        self.utf8.flush(&mut self.utf8_scratch);
+        self.store_utf8_scratch();
         if let Some(sink) = self.sink.as_mut() {
             if let Err(err) = sink.flush() {
                 tracing::warn!(%err, "trace sink failed to flush; dropping it");
@@ -262,14 +417,35 @@ impl Inner {
         self.finished = true;
     }
 
-    /// UTF-8 fix `masked_scratch`, then tee and store it.
-    fn after_masking(&mut self, at_eof: bool) {
+    /// Timestamp `masked_scratch` (if the stream does), then UTF-8 fix, tee and store it.
+    fn after_masking(&mut self, slot: usize, at_eof: bool) {
+        let stamper = self
+            .streams
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.stamper.as_mut());
+        self.stamped_scratch.clear();
+        match stamper {
+            Some(stamper) => {
+                stamper.write(&self.masked_scratch, &mut self.stamped_scratch, &self.clock)
+            }
+            None => self.stamped_scratch.extend_from_slice(&self.masked_scratch),
+        }
+        self.after_stamping(at_eof);
+    }
+
+    /// UTF-8 fix `stamped_scratch`, then tee and store it.
+    fn after_stamping(&mut self, at_eof: bool) {
         self.utf8_scratch.clear();
         self.utf8
-            .write(&self.masked_scratch, &mut self.utf8_scratch);
+            .write(&self.stamped_scratch, &mut self.utf8_scratch);
         if at_eof {
             self.utf8.flush(&mut self.utf8_scratch);
         }
+        self.store_utf8_scratch();
+    }
+
+    fn store_utf8_scratch(&mut self) {
         if self.utf8_scratch.is_empty() {
             return;
         }
@@ -341,7 +517,7 @@ mod tests {
         TraceOptions {
             output_limit: limit,
             masked: masked.iter().map(|s| s.to_string()).collect(),
-            token_prefixes: Vec::new(),
+            ..TraceOptions::default()
         }
     }
 
@@ -631,6 +807,116 @@ mod tests {
         assert_eq!(all(&t), b"early contents\nlate [MASKED]\n");
     }
 
+    /// 2021-01-01T00:00:00.000010Z: every header of these tests.
+    fn fixed_clock() -> std::time::SystemTime {
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(1_609_459_200)
+            + std::time::Duration::from_micros(10)
+    }
+
+    const T: &str = "2021-01-01T00:00:00.000010Z";
+
+    fn stamped(limit: usize, masked: &[&str]) -> TraceBuffer {
+        let t = TraceBuffer::new(TraceOptions {
+            timestamps: true,
+            ..opts(limit, masked)
+        });
+        t.set_clock(fixed_clock);
+        t
+    }
+
+    #[test]
+    fn timestamps_head_every_line_with_its_stream() {
+        let t = stamped(DEFAULT_OUTPUT_LIMIT, &[]);
+        t.write(b"Running with runwright\n");
+        t.write(crate::section_start("step_script", "", 5).as_bytes());
+        t.write(b"\x1b[0K\x1b[36;1mExecuting\x1b[0;m\n");
+        let out = t.stream(crate::timestamp::STREAM_WORK, StreamType::Stdout);
+        let err = t.stream(crate::timestamp::STREAM_WORK, StreamType::Stderr);
+        out.write(b"$ echo hi\nhi\nno newline");
+        err.write(b"warn\n");
+        out.close();
+        drop(err);
+        t.write(b"Job succeeded\n");
+        t.finish();
+        let want = format!(
+            "{T} 00O Running with runwright\n\
+             {T} 00O section_start:5:step_script\r\x1b[0K\n\
+             {T} 00O+\x1b[0K\x1b[36;1mExecuting\x1b[0;m\n\
+             {T} 01O $ echo hi\n\
+             {T} 01O hi\n\
+             {T} 01E warn\n\
+             {T} 01O no newline\n\
+             {T} 00O Job succeeded\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&all(&t)), want);
+        assert_eq!(
+            String::from_utf8_lossy(&crate::timestamp::strip(&all(&t))),
+            "Running with runwright\nsection_start:5:step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting\x1b[0;m\n\
+             $ echo hi\nhi\nwarn\nno newline\nJob succeeded\n"
+        );
+    }
+
+    #[test]
+    fn masking_comes_before_timestamps_even_across_lines() {
+        // A masked value spanning a line break (a file variable's contents) is masked before the
+        // timestamper could split it with a header; a token is masked on its own line.
+        let t = stamped(DEFAULT_OUTPUT_LIMIT, &["line one\nline two"]);
+        let out = t.stream(1, StreamType::Stdout);
+        out.write(b"a line one\nline ");
+        out.write(b"two b glrt-SECRET\n");
+        drop(out);
+        t.finish();
+        assert_eq!(
+            String::from_utf8_lossy(&all(&t)),
+            format!("{T} 01O a [MASKED] b glrt-[MASKED]\n")
+        );
+    }
+
+    #[test]
+    fn closing_a_stream_releases_held_back_bytes_and_its_partial_line() {
+        let t = stamped(DEFAULT_OUTPUT_LIMIT, &["secret"]);
+        let out = t.stream(1, StreamType::Stdout);
+        out.write(b"ends with sec");
+        assert!(
+            t.is_empty(),
+            "the partial line and the held-back bytes wait"
+        );
+        drop(out);
+        assert_eq!(
+            String::from_utf8_lossy(&all(&t)),
+            format!("{T} 01O ends with sec\n")
+        );
+        // A stream opened later reuses the slot and knows phrases learned meanwhile.
+        t.add_masked("later");
+        let again = t.stream(1, StreamType::Stdout);
+        again.write(b"later\n");
+        drop(again);
+        assert!(String::from_utf8_lossy(&all(&t)).ends_with(&format!("{T} 01O [MASKED]\n")));
+    }
+
+    #[test]
+    fn headers_count_towards_the_output_limit_and_the_notice_has_none() {
+        let t = stamped(50, &[]);
+        t.write(b"0123456789\n");
+        t.write(b"abc\n");
+        // 43 bytes of the first line, then 7 of the second (its header cut), then the notice.
+        let want = format!("{T} 00O 0123456789\n2021-01{}", limit_exceeded_notice(50));
+        assert_eq!(String::from_utf8_lossy(&all(&t)), want);
+    }
+
+    #[test]
+    fn without_timestamps_streams_only_get_chains_of_their_own() {
+        let t = TraceBuffer::new(opts(DEFAULT_OUTPUT_LIMIT, &["secret"]));
+        let out = t.stream(1, StreamType::Stdout);
+        out.write(b"a sec");
+        t.write(b"ret\n");
+        drop(out);
+        t.finish();
+        // Each chain masks what it sees: the runner's "ret" is not the stage's "sec"+"ret".
+        assert_eq!(all(&t), b"a ret\nsec");
+    }
+
     #[test]
     fn large_stream_keeps_memory_bounded() {
         let limit = 64 * 1024;
@@ -689,7 +975,7 @@ mod props {
             limit in 0usize..80,
         ) {
             let input = pieces.concat();
-            let o = TraceOptions { output_limit: limit, masked: secrets.clone(), token_prefixes: vec![] };
+            let o = TraceOptions { output_limit: limit, masked: secrets.clone(), ..TraceOptions::default() };
 
             // The whole stream, masked and UTF-8 fixed, without any limit.
             let whole = TraceBuffer::new(TraceOptions { output_limit: usize::MAX, ..o.clone() });

@@ -1,10 +1,12 @@
 //! runwright-trace: the job log on its way to GitLab.
 //!
 //! Everything a job prints reaches GitLab through a [`TraceBuffer`]: masked (masked variable
-//! values, sensitive URL parameters, prefixed tokens), made valid UTF-8, cut at the output limit
-//! with GitLab's notice, checksummed (`crc32:%08x`) and readable by offset for the trace-patch
-//! loop. The pieces are usable on their own: [`Masker`]/[`mask_str`] for other text that may
-//! hold secrets, [`section_start`]/[`section_end`] and [`ansi`] for the log's markup.
+//! values, sensitive URL parameters, prefixed tokens), with `FF_TIMESTAMPS` timestamped line by
+//! line per output stream ([`timestamp`]), made valid UTF-8, cut at the output limit with
+//! GitLab's notice, checksummed (`crc32:%08x`) and readable by offset for the trace-patch loop.
+//! The pieces are usable on their own: [`Masker`]/[`mask_str`] for other text that may hold
+//! secrets, [`section_start`]/[`section_end`] and [`ansi`] for the log's markup,
+//! [`timestamp::strip`] to read a timestamped log as GitLab's viewer shows it.
 //!
 //! ```
 //! use runwright_trace::{TraceBuffer, TraceOptions};
@@ -31,13 +33,19 @@ mod buffer;
 mod masker;
 mod phrase;
 mod sections;
+pub mod timestamp;
 mod token;
 mod url;
 mod utf8;
 
-pub use buffer::{limit_exceeded_notice, TraceBuffer, TraceOptions, DEFAULT_OUTPUT_LIMIT};
+pub use buffer::{
+    limit_exceeded_notice, TraceBuffer, TraceOptions, TraceStream, DEFAULT_OUTPUT_LIMIT,
+};
 pub use masker::{mask_str, Masker};
 pub use phrase::MASK;
 pub use sections::{section_end, section_start};
-pub use token::{DEFAULT_TOKEN_PREFIX, MAX_TOKEN_PREFIXES};
+pub use timestamp::StreamType;
+pub use token::{
+    default_token_prefixes, ALL_DEFAULT_TOKEN_PREFIXES, DEFAULT_TOKEN_PREFIX, MAX_TOKEN_PREFIXES,
+};
 pub use url::SENSITIVE_URL_PARAMS;

@@ -4,9 +4,14 @@
 //! even when it is not a masked variable (`common/buildlogger/internal/tokensanitizer/
 //! token_masker.go`). Rules taken from there:
 //!
-//! * prefixes: `glpat-` always, plus the job's `features.token_mask_prefixes`, trimmed and
-//!   deduplicated (`common/buildlogger/internal/unique.go`); at most 15 are used, the shortest
-//!   (GitLab sorts by length and silently ignores the rest; we always keep `glpat-` among them);
+//! * prefixes: GitLab's default ones (`DefaultTokenPrefixes`: `glpat-` always, and with
+//!   `FF_MASK_ALL_DEFAULT_TOKENS`, on by default, every prefix of
+//!   <https://docs.gitlab.com/security/token_overview/#token-prefixes> it lists) together with
+//!   the job's `features.token_mask_prefixes`, trimmed, deduplicated and ordered by (length,
+//!   bytes) (`common/buildlogger/internal/unique.go`, `build_logger.go` `New`); GitLab uses the
+//!   first 15 of them (`tokensanitizer.New`) and silently ignores the rest. We mask those 15 and,
+//!   deliberately, every default prefix as well (GitLab drops its longest defaults when the
+//!   server sends short prefixes of its own; we only ever mask more);
 //! * after a prefix, the following run of token characters `[A-Za-z0-9._=-]` is replaced by one
 //!   `[MASKED]`; the prefix itself stays; a prefix followed by no token character is left as is;
 //! * a token running to the end of the stream is masked on flush.
@@ -18,10 +23,28 @@
 use crate::automaton::Automaton;
 use crate::phrase::MASK;
 
-/// GitLab's personal access token prefix, always masked (`tokensanitizer.DefaultPATPrefix`).
+/// GitLab's personal access token prefix, always masked (`tokensanitizer.DefaultTokenPrefixes`).
 pub const DEFAULT_TOKEN_PREFIX: &str = "glpat-";
 
-/// GitLab uses at most this many prefixes (`tokensanitizer.New`: `if max > 15 { max = 15 }`).
+/// The other prefixes GitLab's runner masks with `FF_MASK_ALL_DEFAULT_TOKENS` (default on), in the
+/// order of `tokensanitizer.allTokenPrefixes` (gitlab-runner 19.4).
+pub const ALL_DEFAULT_TOKEN_PREFIXES: &[&str] = &[
+    "gloas-",
+    "gldt-",
+    "glrt-",
+    "glcbt-",
+    "glrtr-",
+    "glptt-",
+    "glft-",
+    "glimt-",
+    "glagent-",
+    "glsoat-",
+    "glffct-",
+    "_gitlab_session=",
+    "gltok-",
+];
+
+/// GitLab uses at most this many prefixes (`tokensanitizer.New`: `min(len(prefixes), 15)`).
 pub const MAX_TOKEN_PREFIXES: usize = 15;
 
 /// Token alphabet of `token_masker.go`: `0-9 a-z A-Z - . _ =`.
@@ -30,18 +53,35 @@ pub(crate) fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'=')
 }
 
-/// See [`TokenSanitizer::new`].
-pub(crate) fn prefix_set<S: AsRef<str>>(extra: &[S]) -> Vec<&str> {
-    let mut others: Vec<&str> = extra
+/// GitLab's default prefixes (`DefaultTokenPrefixes`): `glpat-`, plus the others when
+/// `mask_all_default_tokens` (`FF_MASK_ALL_DEFAULT_TOKENS`).
+pub fn default_token_prefixes(mask_all_default_tokens: bool) -> Vec<&'static str> {
+    let mut v = vec![DEFAULT_TOKEN_PREFIX];
+    if mask_all_default_tokens {
+        v.extend_from_slice(ALL_DEFAULT_TOKEN_PREFIXES);
+    }
+    v
+}
+
+/// The prefixes masked (see the module docs): GitLab's selection — defaults and `extra` trimmed,
+/// empty ones dropped, deduplicated, ordered by (length, bytes), the first 15 — plus every default
+/// prefix GitLab's cut left out.
+pub(crate) fn prefix_set<S: AsRef<str>>(extra: &[S], mask_all_default_tokens: bool) -> Vec<&str> {
+    let defaults = default_token_prefixes(mask_all_default_tokens);
+    let mut all: Vec<&str> = extra
         .iter()
         .map(|p| p.as_ref().trim())
-        .filter(|p| !p.is_empty() && *p != DEFAULT_TOKEN_PREFIX)
+        .chain(defaults.iter().copied())
+        .filter(|p| !p.is_empty())
         .collect();
-    others.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-    others.dedup();
-    others.truncate(MAX_TOKEN_PREFIXES - 1);
-    let mut all = vec![DEFAULT_TOKEN_PREFIX];
-    all.extend(others);
+    all.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    all.dedup();
+    all.truncate(MAX_TOKEN_PREFIXES);
+    for d in defaults {
+        if !all.contains(&d) {
+            all.push(d);
+        }
+    }
     all
 }
 
@@ -57,12 +97,11 @@ pub(crate) struct TokenSanitizer {
 }
 
 impl TokenSanitizer {
-    /// The prefix set of GitLab's `internal.Unique` + `tokensanitizer.New`: `glpat-` and
-    /// `extra`, trimmed, empty ones dropped, deduplicated, ordered by (length, bytes) and cut to
-    /// the first 15 — except that `glpat-` is always kept.
-    pub(crate) fn new<S: AsRef<str>>(extra: &[S]) -> Self {
+    /// Masks the prefixes of [`prefix_set`]: GitLab's defaults (all of them with
+    /// `mask_all_default_tokens`, else `glpat-`) and `extra` (the server's).
+    pub(crate) fn new<S: AsRef<str>>(extra: &[S], mask_all_default_tokens: bool) -> Self {
         Self {
-            ac: Automaton::new(prefix_set(extra)),
+            ac: Automaton::new(prefix_set(extra, mask_all_default_tokens)),
             state: 0,
             in_token: false,
             masked: false,
@@ -139,8 +178,13 @@ impl TokenSanitizer {
 mod tests {
     use super::*;
 
+    /// With `FF_MASK_ALL_DEFAULT_TOKENS` off: `glpat-` and `extra` (what GitLab's own tests use).
     fn sanitize(extra: &[&str], chunks: &[&[u8]]) -> String {
-        let mut t = TokenSanitizer::new(extra);
+        sanitize_with(extra, false, chunks)
+    }
+
+    fn sanitize_with(extra: &[&str], all_defaults: bool, chunks: &[&[u8]]) -> String {
+        let mut t = TokenSanitizer::new(extra, all_defaults);
         let mut out = Vec::new();
         for c in chunks {
             t.write(c, &mut out);
@@ -232,14 +276,70 @@ mod tests {
     }
 
     #[test]
-    fn prefix_cap_keeps_glpat() {
+    fn prefix_cap_keeps_gitlabs_fifteen_and_glpat() {
+        // GitLab sorts the defaults and the server's prefixes together and keeps the 15 shortest:
+        // here `p0x-`…`p9x-` and `p10x-`…`p14x-`, which would push `glpat-` out; we keep it too.
         let many: Vec<String> = (0..40).map(|i| format!("p{i}x-")).collect();
         assert_eq!(
             sanitize(
                 &many.iter().map(String::as_str).collect::<Vec<_>>(),
-                &[b"glpat-1 p0x-2 p13x-3 p14x-4"]
+                &[b"glpat-1 p0x-2 p14x-3 p15x-4"]
             ),
-            "glpat-[MASKED] p0x-[MASKED] p13x-[MASKED] p14x-4"
+            "glpat-[MASKED] p0x-[MASKED] p14x-[MASKED] p15x-4"
+        );
+    }
+
+    /// Every prefix of `tokensanitizer.DefaultTokenPrefixes(true)`, the runner's default.
+    #[test]
+    fn all_default_prefixes_are_masked_by_default_flag() {
+        let input = "glpat-a gloas-b gldt-c glrt-d glcbt-e glrtr-f glptt-g glft-h glimt-i \
+                     glagent-j glsoat-k glffct-l _gitlab_session=m gltok-n";
+        let want = "glpat-[MASKED] gloas-[MASKED] gldt-[MASKED] glrt-[MASKED] glcbt-[MASKED] \
+                    glrtr-[MASKED] glptt-[MASKED] glft-[MASKED] glimt-[MASKED] glagent-[MASKED] \
+                    glsoat-[MASKED] glffct-[MASKED] _gitlab_session=[MASKED] gltok-[MASKED]";
+        assert_eq!(sanitize_with(&[], true, &[input.as_bytes()]), want);
+        // Split at every point: the automaton carries partial prefixes across writes.
+        let b = input.as_bytes();
+        for i in 0..=b.len() {
+            assert_eq!(
+                sanitize_with(&[], true, &[&b[..i], &b[i..]]),
+                want,
+                "split {i}"
+            );
+        }
+    }
+
+    /// `FF_MASK_ALL_DEFAULT_TOKENS=false`: `glpat-` and the server's prefixes only.
+    #[test]
+    fn flag_off_masks_glpat_and_server_prefixes_only() {
+        assert_eq!(
+            sanitize_with(
+                &["glrt-"],
+                false,
+                &[b"glpat-a glrt-b gldt-c glptt-d _gitlab_session=e"]
+            ),
+            "glpat-[MASKED] glrt-[MASKED] gldt-c glptt-d _gitlab_session=e"
+        );
+    }
+
+    #[test]
+    fn server_prefixes_join_the_defaults() {
+        assert_eq!(
+            sanitize_with(&[" ghp_ ", "glrt-"], true, &[b"ghp_x glrt-y gldt-z"]),
+            "ghp_[MASKED] glrt-[MASKED] gldt-[MASKED]"
+        );
+        // Two short server prefixes: GitLab's 15 drop `glagent-` and `_gitlab_session=`; we keep them.
+        let set = prefix_set(&["ab-", "cd-"], true);
+        assert_eq!(set.len(), 16);
+        assert_eq!(&set[..2], &["ab-", "cd-"]);
+        assert!(set.contains(&"_gitlab_session=") && set.contains(&"glagent-"));
+        assert_eq!(
+            sanitize_with(
+                &["ab-", "cd-"],
+                true,
+                &[b"ab-1 cd-2 glagent-3 _gitlab_session=4"]
+            ),
+            "ab-[MASKED] cd-[MASKED] glagent-[MASKED] _gitlab_session=[MASKED]"
         );
     }
 }

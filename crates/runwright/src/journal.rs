@@ -337,10 +337,13 @@ async fn recover_one(entry: &JobEntry, info: &VersionInfo, config: &Config) -> a
     .with_context(|| format!("building a client for {}", meta.runner.url))?;
     // The journal holds the masked trace before the output limit: cut it where GitLab's copy was cut, so the
     // checksum matches what GitLab received.
+    // The journal's bytes are final (masked, timestamped): nothing is masked or stamped again.
     let buffer = runwright_trace::TraceBuffer::new(runwright_trace::TraceOptions {
         output_limit: meta.output_limit,
         masked: Vec::new(),
         token_prefixes: Vec::new(),
+        mask_all_default_tokens: false,
+        timestamps: false,
     });
     let path = entry.trace_path();
     let mut file =

@@ -1,6 +1,7 @@
 //! `runwright logs JOB_ID`: a job's full trace from the journal (issue 6) — past `output_limit`, as the job
-//! printed it, masked. Colours and section markers stay on a terminal and are stripped elsewhere (`--color`
-//! decides otherwise); `--follow` keeps reading a running job's trace until the job ends.
+//! printed it, masked. The per-line timestamps of `FF_TIMESTAMPS` are read away as GitLab's log viewer does
+//! (continued lines joined); colours and section markers stay on a terminal and are stripped elsewhere
+//! (`--color` decides otherwise); `--follow` keeps reading a running job's trace until the job ends.
 
 use crate::history_cmd::{runner_matches, shown_status, write_stdout, JournalArgs};
 use anyhow::Context;
@@ -103,6 +104,7 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut plain = Plain::default();
+    let mut stamps = runwright_trace::timestamp::Stripper::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     let mut emit = |data: &[u8], plain: &mut Plain| -> anyhow::Result<()> {
@@ -114,12 +116,15 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         }
         write_stdout(&out)
     };
+    let mut stripped = Vec::new();
     loop {
         let n = file
             .read(&mut chunk)
             .with_context(|| format!("reading {}", path.display()))?;
+        stripped.clear();
         if n > 0 {
-            emit(&chunk[..n], &mut plain)?;
+            stamps.push(&chunk[..n], &mut stripped);
+            emit(&stripped, &mut plain)?;
             continue;
         }
         // At the end of what is written so far: done, unless following a job that still runs.
@@ -132,11 +137,18 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
             let mut rest = Vec::new();
             file.read_to_end(&mut rest)
                 .with_context(|| format!("reading {}", path.display()))?;
-            emit(&rest, &mut plain)?;
+            stamps.push(&rest, &mut stripped);
+            emit(&stripped, &mut plain)?;
             break;
         }
+        // Show the last line now rather than when the next one says whether it continues it.
+        stamps.release(&mut stripped);
+        emit(&stripped, &mut plain)?;
         std::thread::sleep(FOLLOW_POLL);
     }
+    stripped.clear();
+    stamps.finish(&mut stripped);
+    emit(&stripped, &mut plain)?;
     if !keep_ansi {
         let mut tail = Vec::new();
         plain.finish(&mut tail);

@@ -33,10 +33,14 @@ fn with_artifacts(deps: &[Dependency]) -> impl Iterator<Item = &Dependency> {
     })
 }
 
+/// A failed artifact transfer: `script_failure` with exit code 1, as gitlab-runner reports its
+/// `artifacts-downloader`/`artifacts-uploader` helper exiting 1 (`commands/helpers/artifacts_uploader.go`:
+/// `logrus.Fatalln`).
 fn failed(message: String) -> StepError {
     StepError {
         reason: FailureReason::ScriptFailure,
         message,
+        exit_code: Some(1),
     }
 }
 
@@ -54,8 +58,11 @@ impl JobStep for DownloadArtifacts {
     async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
         let tries = ctx.artifact_download_attempts;
         // FF_USE_DIRECT_DOWNLOAD defaults to true: ask for a redirect to object storage on the first try only.
+        // gitlab-runner's helper reads it from the job's environment (`env:"FF_USE_DIRECT_DOWNLOAD"`), where the
+        // resolved value leads the list.
         let direct =
-            crate::variables::parse_go_bool(ctx.var("FF_USE_DIRECT_DOWNLOAD")).unwrap_or(true);
+            crate::variables::parse_go_bool(ctx.var(crate::feature_flags::USE_DIRECT_DOWNLOAD))
+                .unwrap_or(true);
         for dep in with_artifacts(&ctx.job.dependencies) {
             ctx.line(&format!(
                 "{}Downloading artifacts for {} ({})...{}",

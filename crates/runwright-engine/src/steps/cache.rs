@@ -46,8 +46,11 @@ fn has_content(c: &Cache) -> bool {
     !c.paths.is_empty() || c.untracked
 }
 
+/// The resolved flag (runner shells/abstract.go: `build.IsFeatureFlagOn(featureflags.HashCacheKeys)`), so
+/// `[runners.feature_flags]` wins over the job's variable.
 fn hash_keys(ctx: &StepContext<'_>) -> bool {
-    crate::variables::parse_go_bool(ctx.var("FF_HASH_CACHE_KEYS")).unwrap_or(false)
+    ctx.feature_flags
+        .is_on(crate::feature_flags::HASH_CACHE_KEYS)
 }
 
 /// The entry's key as written, expanded; `<job>/<ref>` when that leaves nothing (§6.1).
@@ -170,6 +173,7 @@ impl JobStep for RestoreCache {
                     return Err(StepError {
                         reason: FailureReason::ScriptFailure,
                         message: e,
+                        exit_code: None,
                     })
                 }
             }

@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod cache;
 
+use crate::feature_flags::FeatureFlags;
 use crate::variables::Variables;
 use async_trait::async_trait;
 use runwright_client::failure_reason::FailureReason;
@@ -38,6 +39,8 @@ pub struct StepContext<'a> {
     pub owner: Option<(u32, u32)>,
     /// The job's variables, expanded.
     pub variables: &'a Variables,
+    /// The job's feature flags, resolved (`[runners.feature_flags]` over the job's variables).
+    pub feature_flags: &'a FeatureFlags,
     /// Whether the user script succeeded (for `when: on_success/on_failure`).
     pub succeeded: bool,
     /// `ARTIFACT_DOWNLOAD_ATTEMPTS` and `RESTORE_CACHE_ATTEMPTS` (1–10, checked when the job was planned).
@@ -84,6 +87,10 @@ impl StepContext<'_> {
 pub struct StepError {
     pub reason: FailureReason,
     pub message: String,
+    /// The exit code GitLab gets with the failure: gitlab-runner runs these steps as its helper binary in the
+    /// job's shell, and a failing helper exits 1 (`logrus.Fatalln`), which the stage reports as the script's
+    /// exit code.
+    pub exit_code: Option<i32>,
 }
 
 #[async_trait]

@@ -316,6 +316,8 @@ async fn follow(
         if rec.trace.len() > printed {
             out.push(&rec.trace[printed..]);
             printed = rec.trace.len();
+        } else if res.is_err() {
+            out.idle();
         }
         if rec.is_final() {
             break rec;

@@ -30,6 +30,10 @@ pub(super) fn prefix(name: &str, index: usize, colour: bool) -> String {
 /// line), and every byte as received to the job's log file.
 pub(super) struct TraceOut {
     style: Style,
+    /// The runner's per-line timestamps (`FF_TIMESTAMPS`) dropped and continued lines joined, as GitLab's
+    /// viewer shows the log.
+    stamps: runwright_trace::timestamp::Stripper,
+    stripped: Vec<u8>,
     partial: Vec<u8>,
     log: Option<File>,
     /// On a terminal's live view the lines go to the job's row and tail instead of stdout.
@@ -40,6 +44,8 @@ impl TraceOut {
     pub fn new(style: Style, log: Option<File>, live: Option<JobView>) -> Self {
         TraceOut {
             style,
+            stamps: Default::default(),
+            stripped: Vec::new(),
             partial: Vec::new(),
             log,
             live,
@@ -54,6 +60,24 @@ impl TraceOut {
                 self.log = None;
             }
         }
+        let mut stripped = std::mem::take(&mut self.stripped);
+        stripped.clear();
+        self.stamps.push(bytes, &mut stripped);
+        self.lines(&stripped);
+        self.stripped = stripped;
+    }
+
+    /// Nothing new for a while: the last line is shown now rather than when the next one shows whether it
+    /// continues it.
+    pub fn idle(&mut self) {
+        let mut stripped = std::mem::take(&mut self.stripped);
+        stripped.clear();
+        self.stamps.release(&mut stripped);
+        self.lines(&stripped);
+        self.stripped = stripped;
+    }
+
+    fn lines(&mut self, bytes: &[u8]) {
         self.partial.extend_from_slice(bytes);
         if let Some(pos) = self.partial.iter().rposition(|b| *b == b'\n') {
             let rest = self.partial.split_off(pos + 1);
@@ -63,6 +87,9 @@ impl TraceOut {
     }
 
     pub fn finish(&mut self) {
+        let mut tail = Vec::new();
+        self.stamps.finish(&mut tail);
+        self.partial.extend_from_slice(&tail);
         if !self.partial.is_empty() {
             let mut lines = std::mem::take(&mut self.partial);
             lines.push(b'\n');

@@ -11,6 +11,7 @@ use runwright_client::{
     Client, FinalState, JobState, JobTrace, JobTraceOptions, RemoteCancel, UpdateJobState,
 };
 use runwright_config::RunnerConfig;
+use runwright_engine::feature_flags::{self, JobSettings};
 use runwright_engine::steps::artifacts::{DownloadArtifacts, UploadArtifacts};
 use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache, RestoreObserver};
 use runwright_engine::steps::JobStep;
@@ -19,7 +20,9 @@ use runwright_journal::{JobRecorder, JobStatus};
 use runwright_trace::{TraceBuffer, TraceOptions};
 use std::sync::Arc;
 
-fn trace_for(runner: &RunnerConfig, job: &JobResponse) -> TraceBuffer {
+/// The job's trace, masked and timestamped as its resolved `FF_MASK_ALL_DEFAULT_TOKENS` and `FF_TIMESTAMPS` say
+/// (runner common/build.go `getNewLogger`).
+fn trace_for(runner: &RunnerConfig, job: &JobResponse, settings: &JobSettings) -> TraceBuffer {
     let mut masked: Vec<String> = job
         .variables
         .iter()
@@ -35,6 +38,10 @@ fn trace_for(runner: &RunnerConfig, job: &JobResponse) -> TraceBuffer {
         output_limit: runner.output_limit_bytes(),
         masked,
         token_prefixes: job.features.token_mask_prefixes.clone(),
+        mask_all_default_tokens: settings
+            .feature_flags
+            .is_on(feature_flags::MASK_ALL_DEFAULT_TOKENS),
+        timestamps: settings.feature_flags.is_on(feature_flags::TIMESTAMPS),
     })
 }
 
@@ -100,7 +107,8 @@ pub async fn handle(
     mut slot: SlotGuard,
 ) {
     let job_id = job.id;
-    let trace = trace_for(&runner, &job);
+    let settings = JobSettings::of(&runner, &job);
+    let trace = trace_for(&runner, &job, &settings);
     // The journal gets every masked byte from the first one on, past `output_limit` (issue 6).
     let process_mark = runwright_engine::job::new_process_mark(job.id);
     let journal = shared.journal();
@@ -118,6 +126,9 @@ pub async fn handle(
         trace.clone(),
         trace_options(&runner),
     );
+    // `CI_DEBUG_TRACE`/`CI_DEBUG_SERVICES` on: every patch says so, and GitLab marks the job's log as a debug
+    // log (runner commands/multi.go: `trace.SetDebugModeEnabled(build.IsDebugModeEnabled())`).
+    jt.set_debug_trace(settings.debug_mode());
     let supported = job.features.failure_reasons.clone();
     let finish =
         |success: bool, reason: Option<FailureReason>, exit_code: Option<i32>| FinalState {
@@ -365,7 +376,7 @@ pub async fn fail_malformed(
         },
         ..Default::default()
     };
-    let trace = trace_for(&runner, &job);
+    let trace = trace_for(&runner, &job, &JobSettings::of(&runner, &job));
     let journal = shared.journal();
     let rec = journal.as_ref().and_then(|j| {
         j.begin(

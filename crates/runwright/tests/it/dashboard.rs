@@ -152,7 +152,7 @@ async fn api_shows_runners_jobs_and_traces_only_with_the_token() {
     let full = get(&format!("/api/v1/jobs/{key}/trace")).await;
     assert_eq!(full.headers()["x-job-status"], "success");
     let full = full.bytes().await.expect("trace").to_vec();
-    let text = String::from_utf8_lossy(&full);
+    let text = plain_trace(&full);
     assert!(text.contains("\x1b[31mred-text"), "colours kept: {text}");
     assert!(
         text.contains("section_start:") && text.contains("\n500\n"),
@@ -366,6 +366,36 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
             "inner": "x",
         }),
         "{rendered:#}"
+    );
+
+    // FF_TIMESTAMPS: the header becomes the line's time; a `+` line continues the one before it (a section's
+    // title after its marker, a progress bar after each carriage return), as in GitLab's viewer.
+    let stamped = browser
+        .eval(
+            "const pre = document.createElement('pre'); const v = new TraceView(pre);
+             const h = (t, f) => '2025-01-31T12:34:' + t + '.000001Z ' + f;
+             v.push(h('56', '00O ') + 'section_start:1:stamped\\r\\x1b[0K\\n' + h('56', '00O+') + '\\x1b[0KTitle\\n');
+             v.push(h('57', '01O ') + '10%\\r\\n' + h('58', '01O+') + '50%\\r\\n');
+             v.push(h('59', '01O+') + '100%\\n' + h('59', '01O ') + 'plain\\n');
+             v.push(h('59', '00O ') + 'section_end:2:stamped\\r\\x1b[0K\\n'); v.flush();
+             const d = pre.querySelector('details[data-section=stamped]');
+             const text = (e) => [...e.childNodes].filter(n => !(n.classList && n.classList.contains('ts')))
+                                   .map(n => n.textContent).join('');
+             return { title: d && text(d.querySelector('summary')),
+                      titleTime: d && d.querySelector('summary .ts').textContent,
+                      lines: d ? [...d.querySelector('.section-body').children].map(text) : null,
+                      times: d ? [...d.querySelectorAll('.section-body .ts')].map(t => t.title) : null };",
+        )
+        .await;
+    assert_eq!(
+        stamped,
+        json!({
+            "title": "Title",
+            "titleTime": "12:34:56",
+            "lines": ["100%", "plain"],
+            "times": ["2025-01-31T12:34:57.000001Z", "2025-01-31T12:34:59.000001Z"],
+        }),
+        "{stamped:#}"
     );
 
     let png = browser.screenshot().await;

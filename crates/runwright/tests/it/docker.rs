@@ -149,12 +149,19 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
             "echo net=$CI_BUILD_NETWORK_NAME",
             "hostname",
             "test -z \"$BASH_VERSION\" && echo plain-sh",
+            "echo to-stderr >&2",
             "exit 3",
         ],
     ));
     let j = h.final_job(id).await;
     let t = j.trace_text();
     assert_eq!(j.state, "failed", "{t}");
+    // The container's stdout and stderr are the job's two work streams (FF_TIMESTAMPS headers `01O`, `01E`).
+    let raw = j.raw_trace_text();
+    assert!(
+        raw.contains(" 01O plain-sh\n") && raw.contains(" 01E to-stderr\n"),
+        "{raw}"
+    );
     assert!(
         t.contains("Using Docker executor with image 127.0.0.1:5999/runwright-test/busybox:1"),
         "{t}"

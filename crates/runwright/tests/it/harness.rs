@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// A trace (or the journal's copy of it) as GitLab's log viewer reads it: `FF_TIMESTAMPS` headers dropped, continued
+/// lines joined (what `JobRecord::trace_text` gives for the coordinator's copy).
+pub fn plain_trace(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&runwright_trace::timestamp::strip(bytes)).into_owned()
+}
+
 pub const TOKEN: &str = "glrt-t1_testrunner0000001";
 pub const TOKEN2: &str = "glrt-t1_testrunner0000002";
 pub const WAIT: Duration = Duration::from_secs(60);

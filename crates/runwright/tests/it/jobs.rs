@@ -308,3 +308,125 @@ async fn a_panicking_job_is_failed_and_the_service_goes_on() {
     assert_eq!(job.state, "success", "{}", h.log());
     assert!(job.trace_text().contains("still-here\n"));
 }
+
+#[tokio::test]
+async fn every_feature_flag_is_exported_with_its_resolved_value_and_the_runners_feature_flags_win()
+{
+    let mut h = Harness::new().await;
+    h.single_runner(
+        "",
+        "  [runners.feature_flags]\n    FF_TIMESTAMPS = false\n    FF_USE_FASTZIP = false\n    FF_NOT_IN_RUNNER = true",
+    );
+    h.start();
+    let id = h.coordinator.enqueue(
+        JobSpec::shell("flags", &["env | grep '^FF_' | sort"])
+            // The TOML wins over the job…
+            .with_variable("FF_TIMESTAMPS", "true")
+            // …the job over the default…
+            .with_variable("FF_HASH_CACHE_KEYS", "1")
+            // …a value that is no Go bool warns and keeps the default…
+            .with_variable("FF_MASK_ALL_DEFAULT_TOKENS", "maybe")
+            // …and a name that is not a flag is an ordinary variable.
+            .with_variable("FF_MADE_UP", "anything"),
+    );
+    let job = h.final_job(id).await;
+    let t = job.trace_text();
+    assert_eq!(job.state, "success", "{t}");
+    let exported: std::collections::BTreeMap<&str, &str> = t
+        .lines()
+        .filter_map(|l| l.strip_prefix("FF_").and_then(|l| l.split_once('=')))
+        .collect();
+    // gitlab-runner 19.4's 52 flags, and the made-up one.
+    assert_eq!(exported.len(), 53, "{exported:?}");
+    for (name, value) in [
+        ("TIMESTAMPS", "false"),
+        ("USE_FASTZIP", "false"),
+        ("HASH_CACHE_KEYS", "true"),
+        ("MASK_ALL_DEFAULT_TOKENS", "true"),
+        ("USE_DIRECT_DOWNLOAD", "true"),
+        ("NETWORK_PER_BUILD", "false"),
+        ("TEST_FEATURE", "false"),
+        ("USE_NATIVE_CONTAINER_STOP", "false"),
+        ("MADE_UP", "anything"),
+    ] {
+        assert_eq!(exported.get(name).copied(), Some(value), "FF_{name} in {t}");
+    }
+    assert!(
+        !exported.contains_key("NOT_IN_RUNNER"),
+        "not a flag, not exported: {t}"
+    );
+    // The TOML turned the timestamps off: the log GitLab got has no headers.
+    assert!(
+        !job.raw_trace_text().contains(" 00O "),
+        "{}",
+        job.raw_trace_text()
+    );
+    // The header names the flags that differ from their defaults, in gitlab-runner's words and order.
+    assert!(
+        t.contains(
+            "  feature flags: FF_USE_FASTZIP:false, FF_TIMESTAMPS:false, FF_HASH_CACHE_KEYS:true"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("WARNING: FF_MASK_ALL_DEFAULT_TOKENS: could not parse feature flag, expected bool, got maybe"),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn ci_job_image_is_the_expanded_image_name_and_file_variables_contents_expand() {
+    let mut h = Harness::new().await;
+    h.single_runner("", "");
+    h.start();
+    let mut spec = JobSpec::shell(
+        "image",
+        &[
+            "echo \"image=${CI_JOB_IMAGE-unset}\"",
+            "echo \"conf=$(cat \"$CONF\")\"",
+            "echo \"raw-conf=$(cat \"$RAW_CONF\")\"",
+        ],
+    )
+    .with_variable("IMG_TAG", "1.2");
+    spec.image = Some(runwright_client::types::Image {
+        name: "registry.example/app:$IMG_TAG".into(),
+        ..Default::default()
+    });
+    spec.variables.push(JobVariable {
+        key: "CONF".into(),
+        value: "job=$CI_JOB_NAME tag=${IMG_TAG}".into(),
+        file: true,
+        ..Default::default()
+    });
+    spec.variables.push(JobVariable {
+        key: "RAW_CONF".into(),
+        value: "job=$CI_JOB_NAME".into(),
+        file: true,
+        raw: true,
+        ..Default::default()
+    });
+    let with_image = h.coordinator.enqueue(spec);
+    let without = h.coordinator.enqueue(JobSpec::shell(
+        "no-image",
+        &["echo \"image=${CI_JOB_IMAGE-unset}\""],
+    ));
+
+    let job = h.final_job(with_image).await;
+    let t = job.trace_text();
+    assert_eq!(job.state, "success", "{t}");
+    assert!(t.contains("\nimage=registry.example/app:1.2\n"), "{t}");
+    assert!(
+        t.contains("\nconf=job=image tag=1.2\n"),
+        "a file variable's contents expand: {t}"
+    );
+    assert!(
+        t.contains("\nraw-conf=job=$CI_JOB_NAME\n"),
+        "unless it is raw: {t}"
+    );
+    let job = h.final_job(without).await;
+    assert!(
+        job.trace_text().contains("\nimage=unset\n"),
+        "{}",
+        job.trace_text()
+    );
+}

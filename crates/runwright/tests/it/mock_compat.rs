@@ -111,8 +111,9 @@ fn enqueue(
     job
 }
 
+/// The job's log as GitLab's viewer reads it (the `FF_TIMESTAMPS` headers dropped).
 fn log_of(job: &MockJob) -> String {
-    String::from_utf8_lossy(&job.log()).into_owned()
+    plain_trace(&job.log())
 }
 
 /// IEEE CRC32, GitLab's trace checksum (`crc32:%08x`).

@@ -214,6 +214,44 @@ async fn an_artifact_over_the_servers_limit_fails_the_job_with_the_size() {
 }
 
 #[tokio::test]
+async fn failed_artifact_transfers_fail_the_job_with_exit_code_1_as_gitlab_runners_helper_does() {
+    // gitlab-runner uploads and downloads artifacts with its helper binary in the job's shell; a failing helper
+    // exits 1, which GitLab receives as the job's exit code (`allow_failure: exit_codes: [1]` counts on it).
+    let mut h = Harness::with_options(|o| o.max_artifact_size = Some(1024)).await;
+    h.single_runner("", "");
+    h.start();
+    let upload = h.coordinator.enqueue(JobSpec {
+        artifacts: vec![archive(&["big.bin"])],
+        ..job(
+            "too-big",
+            ProjectSpec::new(7, "grp/app"),
+            &["head -c 200000 /dev/urandom > big.bin"],
+        )
+    });
+    let download = h.coordinator.enqueue(JobSpec {
+        dependencies: vec![runwright_client::types::Dependency {
+            id: 999_999,
+            name: "vanished".into(),
+            token: String::new(),
+            artifacts_file: Some(runwright_client::types::DependencyArtifactsFile {
+                filename: "artifacts.zip".into(),
+                size: 10,
+            }),
+        }],
+        ..job("needs-gone", ProjectSpec::new(7, "grp/app"), &["true"])
+    });
+    for id in [upload, download] {
+        let j = h.final_job(id).await;
+        let t = j.trace_text();
+        assert_eq!(j.state, "failed", "{t}");
+        assert_eq!(j.failure_reason.as_deref(), Some("script_failure"), "{t}");
+        assert_eq!(j.exit_code, Some(1), "{t}");
+        let last = j.updates.last().expect("a final update");
+        assert_eq!((last.state.as_str(), last.exit_code), ("failed", Some(1)));
+    }
+}
+
+#[tokio::test]
 async fn direct_download_follows_the_redirect_without_the_job_token() {
     let mut h = Harness::with_options(|o| o.object_storage_redirect = true).await;
     h.single_runner("", "");

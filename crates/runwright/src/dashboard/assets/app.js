@@ -1,7 +1,9 @@
 'use strict';
 // runwright's dashboard (issue 6). It polls the JSON API under api/v1 and renders job traces in the browser
 // from their raw bytes: ANSI colours (SGR) become spans, GitLab's section markers become <details> elements,
-// closed when the section asked for [collapsed=true]. Everything from the server goes in as text, never HTML.
+// closed when the section asked for [collapsed=true]. The runner's per-line timestamps (FF_TIMESTAMPS) are read
+// as GitLab's viewer reads them (lib/gitlab/ci/ansi2json/converter.rb): the header becomes the line's time, and
+// a line marked '+' continues the line before it. Everything from the server goes in as text, never HTML.
 
 const POLL_MS = 1000;
 const HISTORY_MS = 5000;
@@ -40,6 +42,8 @@ const duration = (ms) => ms == null ? '-' : ms < 60000 ? `${(ms / 1000).toFixed(
 
 // ---- ANSI and sections -------------------------------------------------------------------------------------
 
+// `2025-01-31T12:34:56.123456Z 01O ` (GitLab's TIMESTAMP_HEADER_REGEX; 32 bytes): time, stream, O/E, ' ' or '+'.
+const STAMP = /^(\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d\.\d{6}Z) [0-9a-f]{2}[EO]([+ ])/;
 const MARKER = /(?:\x1b\[0K)?section_(start|end):(\d+):([A-Za-z0-9_.\-]+)(\[[^\]\r\n]*\])?\r(?:\x1b\[0K)?/g;
 const ESCAPE = /\x1b\[([0-9;?]*)([@-~])|\x1b[^[]/g;
 const CUBE = [0, 95, 135, 175, 215, 255];
@@ -57,6 +61,11 @@ class TraceView {
     this.style = {};
     this.partial = '';
     this.lineEl = null;
+    // The element the last line went to, and whether it ended in a carriage return: a continued line goes on
+    // there, as if the two had been one.
+    this.lastEl = null;
+    this.cr = false;
+    this.time = null;
   }
 
   get body() { return this.stack[this.stack.length - 1].body; }
@@ -75,6 +84,20 @@ class TraceView {
 
   line(raw) {
     let pos = 0, markers = 0, m;
+    const stamp = STAMP.exec(raw);
+    if (stamp) {
+      raw = raw.slice(stamp[0].length);
+      if (stamp[2] === '+' && this.lastEl) {
+        this.lineEl = this.lastEl;
+        markers = 1; // nothing new to place for an empty continuation
+      } else {
+        this.time = stamp[1];
+        this.cr = false;
+      }
+    } else {
+      this.time = null;
+      this.cr = false;
+    }
     MARKER.lastIndex = 0;
     while ((m = MARKER.exec(raw))) {
       this.text(raw.slice(pos, m.index));
@@ -85,19 +108,31 @@ class TraceView {
     }
     this.text(raw.slice(pos));
     if (!this.lineEl && markers === 0) this.current(); // an empty line keeps its place
+    this.lastEl = this.lineEl;
     this.lineEl = null;
   }
 
+  // A line's time, as GitLab's viewer shows it beside the line (the full timestamp on hover).
+  stamp(line) {
+    if (this.time) line.append(el('span', { class: 'ts', title: this.time }, this.time.slice(11, 19)));
+    return line;
+  }
+
   current() {
-    if (!this.lineEl) this.lineEl = this.body.appendChild(el('div', { class: 'line' }));
+    if (!this.lineEl) this.lineEl = this.body.appendChild(this.stamp(el('div', { class: 'line' })));
     return this.lineEl;
+  }
+
+  // A carriage return starts the line over: its text goes, its time stays.
+  clear(line) {
+    for (const n of [...line.childNodes]) if (!(n.classList && n.classList.contains('ts'))) n.remove();
   }
 
   open(name, options) {
     this.lineEl = null;
     const details = el('details', { class: 'section', 'data-section': name });
     if (!/collapsed=true/.test(options)) details.open = true;
-    const summary = details.appendChild(el('summary', { class: 'line' }));
+    const summary = details.appendChild(this.stamp(el('summary', { class: 'line' })));
     const body = details.appendChild(el('div', { class: 'section-body' }));
     this.body.appendChild(details);
     this.stack.push({ name, body });
@@ -114,7 +149,8 @@ class TraceView {
   text(s) {
     if (!s) return;
     s.split('\r').forEach((part, i) => {
-      if (i > 0 && part !== '' && this.lineEl) this.lineEl.textContent = '';
+      if ((i > 0 || this.cr) && part !== '' && this.lineEl) this.clear(this.lineEl);
+      if (part !== '') this.cr = false;
       let pos = 0, m;
       ESCAPE.lastIndex = 0;
       while ((m = ESCAPE.exec(part))) {
@@ -124,6 +160,7 @@ class TraceView {
       }
       this.run(part.slice(pos));
     });
+    if (s.endsWith('\r')) this.cr = true;
   }
 
   run(s) {
