@@ -4,7 +4,7 @@
 //! writes it (runner common/config.go `defaultConfigSaver`: `os.WriteFile(…, 0o600)`), so a failed or
 //! interrupted write never leaves a half-written config behind.
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
@@ -129,11 +129,27 @@ impl ConfigDoc {
     /// text did not change.
     pub fn save(&self) -> anyhow::Result<()> {
         let text = self.doc.to_string();
-        runwright_config::parse(&text, &self.path).map_err(|e| {
+        let loaded = runwright_config::parse(&text, &self.path).map_err(|e| {
             anyhow!("the changed configuration does not load, nothing written: {e}")
         })?;
         if text == self.original {
             return Ok(());
+        }
+        // An invalid `[[runners]]` entry no longer rejects the file (it stops only that runner), so an edit is
+        // refused when it leaves more invalid entries than the file had: it must not break a runner.
+        let before = runwright_config::parse(&self.original, &self.path)
+            .map(|l| l.invalid_runners.len())
+            .unwrap_or(0);
+        if loaded.invalid_runners.len() > before {
+            let errors: Vec<&str> = loaded
+                .invalid_runners
+                .iter()
+                .map(|r| r.error.as_str())
+                .collect();
+            bail!(
+                "the changed configuration has a [[runners]] entry that does not load, nothing written: {}",
+                errors.join("; ")
+            );
         }
         write_atomic(&self.path, text.as_bytes())
     }

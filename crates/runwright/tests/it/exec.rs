@@ -960,3 +960,35 @@ async fn a_missing_or_invalid_child_pipeline_runs_nothing() {
         "error: invalid CI configuration: trigger job `deploy`: child pipeline (ci/other.yml): ci/other.yml:1: job: jobs:job config contains unknown keys: scirpt"
     );
 }
+
+/// The jobs' repository borrows the checkout's Git LFS store: committed LFS files and ones edited in the working
+/// tree reach the jobs with their content, not as pointer files.
+#[tokio::test]
+async fn git_lfs_files_reach_the_jobs_with_their_content() {
+    let h = Harness::new().await;
+    // Git LFS set up for the user, as on a developer's machine (`git lfs install`).
+    h.git(h.path(), &["lfs", "install", "--skip-repo"]);
+    h.make_repo(
+        "grp/lfs",
+        &[(
+            ".gitlab-ci.yml",
+            "job:\n  script:\n    - cat data.bin\n    - cat edited.bin\n",
+        )],
+    );
+    h.lfs_track("grp/lfs", "*.bin");
+    h.commit(
+        "grp/lfs",
+        &[
+            ("data.bin", "committed lfs blob\n"),
+            ("edited.bin", "old lfs blob\n"),
+        ],
+        "lfs",
+    );
+    let dir = h.path().join("src/grp/lfs");
+    std::fs::write(dir.join("edited.bin"), "edited lfs blob\n").expect("edit");
+    let (out, stdout) = exec(&h, &dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\ncommitted lfs blob\n"), "{stdout}");
+    assert!(stdout.contains("\nedited lfs blob\n"), "{stdout}");
+    assert!(!stdout.contains("git-lfs.github.com/spec"), "{stdout}");
+}
