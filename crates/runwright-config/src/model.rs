@@ -313,6 +313,11 @@ pub struct RunnerConfig {
     /// common/config.go `ComputeLabels`): what GitLab receives as `info.labels` on every request.
     #[serde(skip)]
     pub computed_labels: BTreeMap<String, String>,
+    /// Never read from config.toml: set by `runwright exec` when the repository it serves has no Git LFS store.
+    /// `git lfs pull` could then fetch nothing, and get_sources skips it (and git-lfs's ~0.1 s start-up on every
+    /// job); the service always runs it as gitlab-runner does.
+    #[serde(skip)]
+    pub without_lfs_objects: bool,
     /// `[runners.feature_flags]`: `FF_NAME = true|false`.
     pub feature_flags: BTreeMap<String, bool>,
     /// `[runners.custom_build_dir]`.

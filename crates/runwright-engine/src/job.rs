@@ -579,7 +579,11 @@ async fn run_stages(
             run_script(
                 session,
                 "prepare_script",
-                &w.finish(shell, false),
+                &w.finish_with_eval(
+                    shell,
+                    false,
+                    plan.settings.feature_flags.is_on("FF_USE_LEGACY_BASH_EVAL"),
+                ),
                 trace,
                 prepare.token.clone(),
             )
@@ -698,14 +702,7 @@ async fn run_stages(
         if step.name == "script" {
             w.config_snippet(env.runner.post_build_script.as_deref());
         }
-        let r = run_script(
-            session,
-            &stage,
-            &w.finish(shell, plan.debug_trace),
-            trace,
-            script_ctx.clone(),
-        )
-        .await;
+        let r = run_script(session, &stage, &plan.script(&w), trace, script_ctx.clone()).await;
         sections.end(&stage);
         match r {
             StageResult::Ok => continue,
@@ -767,14 +764,7 @@ async fn run_stages(
                     c.cancel();
                 })
             };
-            let r = run_script(
-                session,
-                "after_script",
-                &w.finish(shell, plan.debug_trace),
-                trace,
-                after_ctx,
-            )
-            .await;
+            let r = run_script(session, "after_script", &plan.script(&w), trace, after_ctx).await;
             t.abort();
             sections.end("after_script");
             let ignore_errors = plan.after_script_ignore_errors;
@@ -956,7 +946,7 @@ impl SourcesRun<'_> {
             w.config_snippet(env.runner.post_get_sources_script.as_deref());
         }
         sources::write_clear_credentials(&mut w, &settings);
-        Ok(w.finish(&plan.shell, plan.debug_trace))
+        Ok(plan.script(&w))
     }
 
     async fn stage(
@@ -985,7 +975,7 @@ impl SourcesRun<'_> {
         let clear = {
             let mut w = ScriptWriter::new();
             sources::write_clear_worktree(&mut w, &self.host.dirs.project_dir.to_string_lossy());
-            w.finish(&plan.shell, plan.debug_trace)
+            plan.script(&w)
         };
         let mut backoff = Backoff::new(plan.stage_backoff);
         let mut result = StageResult::Ok;

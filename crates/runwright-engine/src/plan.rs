@@ -49,6 +49,18 @@ pub(crate) struct Plan {
     pub(crate) stage_backoff: (Duration, Duration),
 }
 
+impl Plan {
+    /// A stage script as the runner writes it for this job: its shell, `CI_DEBUG_TRACE`, and the eval form
+    /// `FF_USE_LEGACY_BASH_EVAL` picks.
+    pub(crate) fn script(&self, w: &crate::script::ScriptWriter) -> String {
+        w.finish_with_eval(
+            &self.shell,
+            self.debug_trace,
+            self.settings.feature_flags.is_on("FF_USE_LEGACY_BASH_EVAL"),
+        )
+    }
+}
+
 /// Why a job cannot start, with GitLab's failure reason.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PlanError {
@@ -353,6 +365,7 @@ pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanErro
         submodule_paths: settings.submodule_paths.clone(),
         submodule_update_flags: settings.submodule_update_flags.clone(),
         lfs_skip_smudge: settings.lfs_skip_smudge,
+        without_lfs_objects: runner.without_lfs_objects,
         object_format: job.git_info.repo_object_format.clone(),
         auth,
         clean_git_config,

@@ -182,6 +182,12 @@ impl ScriptWriter {
     /// The complete script: the body runs under `eval` in a subshell with `errexit` and `pipefail`, stdin empty
     /// (runner shells/bash.go `Finish`). `trace` turns on `xtrace` (`CI_DEBUG_TRACE`).
     pub fn finish(&self, shell: &str, trace: bool) -> String {
+        self.finish_with_eval(shell, trace, false)
+    }
+
+    /// [`ScriptWriter::finish`], with the body in gitlab-runner's legacy `: | eval '…'` pipeline when
+    /// `legacy_eval` (`FF_USE_LEGACY_BASH_EVAL`).
+    pub fn finish_with_eval(&self, shell: &str, trace: bool, legacy_eval: bool) -> String {
         let mut s = String::with_capacity(self.body.len() * 2 + 200);
         s.push_str(&format!("#!/usr/bin/env {shell}\n\n"));
         // `trap 'exit 1' TERM` (runner `bashExitOnScriptTerminationSignal`): quoted, or bash reads `exit` as the
@@ -196,10 +202,14 @@ impl ScriptWriter {
         // gitlab-runner 19.4's default (shells/bash.go `Finish`, FF_USE_LEGACY_BASH_EVAL off): the body in a
         // subshell that re-installs the TERM trap, stdin closed. Unlike the legacy `: | eval …` pipeline it keeps a
         // failing command's exit code (127 for a missing command, where the pipeline form gave 1).
-        s.push_str(&format!(
-            "(trap 'exit 1' TERM; eval {}) < /dev/null\n",
-            single_quote(&self.body)
-        ));
+        if legacy_eval {
+            s.push_str(&format!(": | eval {}\n", single_quote(&self.body)));
+        } else {
+            s.push_str(&format!(
+                "(trap 'exit 1' TERM; eval {}) < /dev/null\n",
+                single_quote(&self.body)
+            ));
+        }
         s.push_str("exit 0\n");
         s
     }
@@ -269,6 +279,10 @@ mod tests {
         let mut w = ScriptWriter::new();
         w.user_commands(&["(exit 42)".into(), "echo never".into()]);
         assert_eq!(run("bash", &w.finish("bash", false)).0, 42);
+        // FF_USE_LEGACY_BASH_EVAL: the old pipeline form, which loses the 127.
+        let mut w = ScriptWriter::new();
+        w.user_commands(&["no-such-command-here ci".into()]);
+        assert_eq!(run("bash", &w.finish_with_eval("bash", false, true)).0, 1);
     }
 
     #[test]

@@ -252,6 +252,9 @@ pub struct SourcesSettings {
     pub submodule_update_flags: Vec<String>,
     /// `GIT_LFS_SKIP_SMUDGE` set by the job: LFS objects are not pulled at all.
     pub lfs_skip_smudge: bool,
+    /// The remote has no Git LFS objects to give (`RunnerConfig::without_lfs_objects`, `runwright exec`): no
+    /// `git lfs pull`.
+    pub without_lfs_objects: bool,
     /// `git_info.repo_object_format` (`sha1` when empty).
     pub object_format: String,
     pub auth: GitAuth,
@@ -672,7 +675,7 @@ fn write_checkout(w: &mut ScriptWriter, job: &JobResponse, s: &SourcesSettings) 
         clean.extend(s.clean_flags.iter().cloned());
         w.line(&args_line(&clean));
     }
-    if !s.lfs_skip_smudge {
+    if !s.lfs_skip_smudge && !s.without_lfs_objects {
         w.line("if git lfs version >/dev/null 2>&1; then");
         w.line("  git lfs pull");
         w.line("  echo");
@@ -1115,6 +1118,7 @@ mod tests {
             submodule_paths: vec!["lib".into(), "-odd path".into()],
             submodule_update_flags: vec!["--remote".into()],
             lfs_skip_smudge: false,
+            without_lfs_objects: false,
             object_format: "sha256".into(),
             auth: GitAuth::new(&GitAuthInput {
                 job: &j,

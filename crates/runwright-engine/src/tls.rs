@@ -103,6 +103,7 @@ mod tests {
             submodule_paths: Vec::new(),
             submodule_update_flags: Vec::new(),
             lfs_skip_smudge: false,
+            without_lfs_objects: false,
             object_format: String::new(),
             auth: GitAuth::new(&GitAuthInput {
                 job: &j,

@@ -406,9 +406,10 @@ async fn run_pipeline(
         && std::fs::write(bare.join("objects/info/alternates"), format!("{objects}\n")).is_ok();
     // Git LFS objects too: git-lfs and the coordinator read them from the served repository's
     // `lfs/objects`, which is the checkout's own store.
+    let mut lfs_objects = false;
     if let Some(store) = co.objects.parent().map(|g| g.join("lfs/objects")) {
         if store.is_dir() && std::fs::create_dir_all(bare.join("lfs")).is_ok() {
-            let _ = std::os::unix::fs::symlink(&store, bare.join("lfs/objects"));
+            lfs_objects = std::os::unix::fs::symlink(&store, bare.join("lfs/objects")).is_ok();
         }
     }
     // Points `dest` at `commit` in the repository the jobs fetch from.
@@ -574,7 +575,11 @@ async fn run_pipeline(
         );
         None
     } else {
-        let loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
+        let mut loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
+        // A checkout without a Git LFS store has nothing for `git lfs pull` to fetch: the jobs skip it.
+        for r in &mut loaded.config.runners {
+            r.without_lfs_objects = !lfs_objects;
+        }
         let shared = crate::service::Shared::new(
             crate::identity::identity("s_000000e8ec00"),
             work,

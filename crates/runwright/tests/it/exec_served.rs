@@ -31,6 +31,12 @@ fn normalise(trace: &str) -> String {
         // Job tokens are random per job (shown shortened).
         (r"token=[A-Za-z0-9_-]+", "token=JOB_TOKEN"),
         (r"\b[0-9]+(\.[0-9]+)? ?(ms|s)\b", "DURATION"),
+        // In process, exec skips `git lfs pull` when the checkout has no Git LFS store (nothing to pull); the
+        // service runs it as gitlab-runner does, and git-lfs says why it did nothing, then the runner's `echo`.
+        (
+            r"(?m)^STAMP 01O Skipping object checkout, Git LFS is not installed[^\n]*\n(STAMP 01O Consider installing[^\n]*\n)?STAMP 01O \n",
+            "",
+        ),
     ];
     let mut s = trace.to_string();
     for (re, with) in rules {
