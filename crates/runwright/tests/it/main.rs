@@ -24,6 +24,7 @@ mod secrets;
 mod signals;
 mod soak;
 mod sources;
+mod terminal;
 mod tls;
 mod trace;
 mod transfer;
