@@ -98,3 +98,91 @@ impl Drop for LocalUser {
             .status();
     }
 }
+
+/// A network namespace joined to the host by a veth pair: the host side is `host_ip`, a client inside reaches
+/// the host's listeners from `client_ip` — not loopback, and not leaving the machine. Deleted on drop.
+pub struct OffLoopback {
+    ns: String,
+    pub host_ip: String,
+    pub client_ip: String,
+}
+
+impl OffLoopback {
+    pub fn create() -> OffLoopback {
+        let id = unique();
+        let ns = format!("rwns{id}");
+        // A /30 of 10.213.0.0/16 per namespace (its number from the process and counter).
+        let n: u32 = id.parse::<u32>().unwrap_or(0) % 16384;
+        let (a, b) = (n / 64, (n % 64) * 4);
+        let host_ip = format!("10.213.{a}.{}", b + 1);
+        let client_ip = format!("10.213.{a}.{}", b + 2);
+        let (va, vb) = (format!("rwva{id}"), format!("rwvb{id}"));
+        let net = OffLoopback {
+            ns: ns.clone(),
+            host_ip: host_ip.clone(),
+            client_ip: client_ip.clone(),
+        };
+        for args in [
+            vec!["netns", "add", &ns],
+            vec!["link", "add", &va, "type", "veth", "peer", "name", &vb],
+            vec!["link", "set", &vb, "netns", &ns],
+            vec!["addr", "add", &format!("{host_ip}/30"), "dev", &va],
+            vec!["link", "set", &va, "up"],
+            vec![
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{client_ip}/30"),
+                "dev",
+                &vb,
+            ],
+            vec!["netns", "exec", &ns, "ip", "link", "set", &vb, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("ip runs");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        net
+    }
+
+    /// One HTTP/1.0 `GET path` from inside the namespace to the host's `port`, with `headers` (`Name: value`
+    /// lines); the whole answer (status line, headers, body).
+    pub fn get(&self, port: u16, path: &str, headers: &[&str]) -> String {
+        let mut request = format!("GET {path} HTTP/1.0\r\nHost: {}:{port}\r\n", self.host_ip);
+        for h in headers {
+            request.push_str(h);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{port} && printf '%s' \"$REQUEST\" >&3 && cat <&3",
+            self.host_ip
+        );
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "timeout", "20", "bash", "-c", &script,
+            ])
+            .env("REQUEST", request)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for OffLoopback {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
