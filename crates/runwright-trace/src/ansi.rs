@@ -52,7 +52,8 @@ fn render_line(line: &str, keep_sgr: bool) -> String {
     for piece in Pieces::new(line) {
         match piece {
             Piece::Text(t) => kept.push_str(t),
-            Piece::Control('\r') => kept.push('\r'),
+            // Tabs are text; carriage returns are dealt with below.
+            Piece::Control(c @ ('\t' | '\r')) => kept.push(c),
             Piece::Control(c) => push_escaped(&mut kept, c),
             Piece::Sequence(seq) if keep_sgr && is_sgr(seq) => kept.push_str(seq),
             Piece::Sequence(_) => {}
@@ -293,6 +294,8 @@ mod tests {
         assert_eq!(strip_line("section_end:1:step\r\x1b[0K"), "");
         assert_eq!(strip_line("10%\r50%\r100%\r"), "100%");
         assert_eq!(strip_line("plain"), "plain");
+        assert_eq!(strip_line("a\tb"), "a\tb", "tabs are text");
+        assert_eq!(terminal_line("a\tb"), "a\tb");
     }
 
     /// What a hostile job prints to take over the terminal that reads its log.
@@ -359,7 +362,7 @@ mod tests {
         fn no_control_but_sgr_survives(s in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\[\\]m0-9;])*") {
             for out in [strip_line(&s), terminal_line(&s)] {
                 let mut rest = out.as_str();
-                while let Some(at) = rest.find(|c: char| c.is_control()) {
+                while let Some(at) = rest.find(|c: char| c.is_control() && c != '\t') {
                     let seq = &rest[at..];
                     proptest::prop_assert!(seq.starts_with("\x1b["), "{:?} -> {:?}", s, out);
                     let end = seq.find('m');
