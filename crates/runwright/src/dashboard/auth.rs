@@ -405,8 +405,8 @@ pub fn check_exposure(addrs: &[SocketAddr], access: &Access, shown: &str) -> any
     Err(anyhow::anyhow!(refusal(shown)))
 }
 
-/// What `runwright config check` says of a `listen_address` the service would refuse (`None`: it is fine, or
-/// the address does not resolve here).
+/// What `runwright config check` says of a `listen_address` the service would refuse, or of a dashboard opened
+/// to every local user (`None`: it is fine, or the address does not resolve here).
 pub fn config_warning(config: &runwright_config::Config) -> Option<String> {
     use std::net::ToSocketAddrs;
     let addr = config.listen_address.as_deref().filter(|a| !a.is_empty())?;
@@ -418,6 +418,16 @@ pub fn config_warning(config: &runwright_config::Config) -> Option<String> {
     check_exposure(&addrs, &Access::configured_only(&section, addr), addr)
         .err()
         .map(|e| e.to_string())
+        .or_else(|| {
+            let open = section.require_token == Some(false)
+                && section.token.as_deref().is_none_or(str::is_empty);
+            open.then(|| {
+                format!(
+                    "[dashboard] require_token = false: every local user, and every job on this host, can read \
+                     every job's trace on listen_address {addr}"
+                )
+            })
+        })
 }
 
 #[cfg(test)]
@@ -587,5 +597,10 @@ mod tests {
             "listen_address = \":9252\"\n[dashboard]\nenabled = false\n"
         ))
         .is_none());
+        let w = config_warning(&cfg(
+            "listen_address = \"127.0.0.1:9252\"\n[dashboard]\nrequire_token = false\n",
+        ))
+        .expect("warned");
+        assert!(w.contains("every local user"), "{w}");
     }
 }

@@ -732,3 +732,31 @@ async fn metrics_scraped_off_loopback_without_the_token_show_counts_not_project_
         h.log()
     );
 }
+
+#[tokio::test]
+async fn require_token_false_opens_a_loopback_dashboard_and_says_what_it_exposes() {
+    let mut h = Harness::new().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    h.single_runner(
+        &format!(
+            "listen_address = \"{addr}\"\n[dashboard]\nrequire_token = false\nallowed_hosts = [\"runner.example.com\"]\n"
+        ),
+        "",
+    );
+    h.start();
+    wait_listening(&h, &addr).await;
+    for host in [addr.clone(), "runner.example.com:443".into()] {
+        let (status, _, body) =
+            http_request(&addr, "/api/v1/runners", &[format!("Host: {host}")]).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let (status, _, _) = http_request(&addr, "/", &["Host: evil.example".into()]).await;
+    assert_eq!(status, 403);
+    assert!(
+        h.log()
+            .contains("every local user, and every job on this host, can read"),
+        "{}",
+        h.log()
+    );
+    assert!(!h.path().join(".runwright_dashboard_token").exists());
+}
