@@ -168,7 +168,8 @@ impl Access {
 
     /// Whether a `/metrics` request may see everything: it sent the token, or comes from this host (not through
     /// a proxy) by an allowed name.
-    pub fn trusts_scrape(&self, headers: &HeaderMap, peer: Option<Peer>) -> bool {
+    pub fn trusts_scrape(&self, req: &Request, peer: Option<Peer>) -> bool {
+        let headers = req.headers();
         if self.authenticated(headers) {
             return true;
         }
@@ -179,7 +180,7 @@ impl Access {
             headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED);
         canonical(peer.remote.ip()).is_loopback()
             && !proxied
-            && host_of(headers).is_some_and(|h| self.hosts.allows(h, peer.local.map(|l| l.ip())))
+            && host_of(req).is_some_and(|h| self.hosts.allows(h, peer.local.map(|l| l.ip())))
     }
 }
 
@@ -226,8 +227,12 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-fn host_of(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::HOST)?.to_str().ok()
+/// The host a request names: its `Host` header, or the authority of an HTTP/2 request.
+fn host_of(req: &Request) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
 }
 
 /// The client reached us over TLS (a proxy in front says so). Trusted from anyone: it only adds `Secure` to
@@ -291,7 +296,7 @@ fn same_host_location(path: &str, rest_of_query: &str) -> String {
 pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0);
     let local = peer.and_then(|p| p.local).map(|l| l.ip());
-    if !host_of(req.headers()).is_some_and(|h| access.hosts.allows(h, local)) {
+    if !host_of(&req).is_some_and(|h| access.hosts.allows(h, local)) {
         return (
             StatusCode::FORBIDDEN,
             "this runwright dashboard does not answer to this Host name (DNS rebinding protection): open it by \

@@ -114,7 +114,7 @@ fn metrics_routes(metrics: Arc<Metrics>, access: Arc<auth::Access>) -> axum::Rou
                         .get::<axum::extract::ConnectInfo<auth::Peer>>()
                         .map(|c| c.0);
                     // Project paths only for this host's own scrapes, or with the token (issue 17 item 4).
-                    let text = if access.trusts_scrape(req.headers(), peer) {
+                    let text = if access.trusts_scrape(&req, peer) {
                         m.render()
                     } else {
                         m.render_public()
