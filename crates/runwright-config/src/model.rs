@@ -176,8 +176,18 @@ pub struct DashboardConfig {
     /// `enabled`: `false` serves only `/metrics` and `/health` on `listen_address`.
     pub enabled: Option<bool>,
     /// `token`: required from clients (`Authorization: Bearer`, or `?token=` once in a browser) and required
-    /// to listen on anything but loopback. Without it the dashboard is open to local users only.
+    /// to listen on anything but loopback. Without it the service generates one on its first start and keeps it
+    /// in `.runwright_dashboard_token` beside `config.toml` (mode 0600), unless `require_token = false`.
     pub token: Option<String>,
+    /// `require_token`: `false` serves the dashboard on a loopback `listen_address` without any token — then
+    /// every local user, and every job running on this host, can read every job's trace and the runners'
+    /// state. Default `true` (issue 17 item 4).
+    pub require_token: Option<bool>,
+    /// `allowed_hosts`: the names (or addresses) clients may reach the dashboard by, in their `Host` header,
+    /// besides `localhost`, the address they connected to and the host of `listen_address` — a reverse proxy's
+    /// public name, say. Any other `Host` is refused: a web page cannot reach the dashboard through a DNS name
+    /// it points at this host (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The token never reaches a log: only whether one is set.
@@ -186,6 +196,8 @@ impl fmt::Debug for DashboardConfig {
         f.debug_struct("DashboardConfig")
             .field("enabled", &self.enabled)
             .field("token", &self.token.as_ref().map(|_| "[MASKED]"))
+            .field("require_token", &self.require_token)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }

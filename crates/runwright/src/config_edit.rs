@@ -1,11 +1,20 @@
 //! Writing `config.toml` without losing what a person wrote in it: comments, key order, spacing and unknown
-//! keys stay as they are (`toml_edit`); only the keys a verb changes are touched. Every save is atomic (a
-//! temporary file in the same directory, fsync, rename) and leaves the file mode 0600, as GitLab's runner
-//! writes it (runner common/config.go `defaultConfigSaver`: `os.WriteFile(…, 0o600)`), so a failed or
-//! interrupted write never leaves a half-written config behind.
+//! keys stay as they are (`toml_edit`); only the keys a verb changes are touched.
+//!
+//! Every save keeps the file what it was (issue 17 item 7), as GitLab's runner does by writing in place (runner
+//! common/config.go `defaultConfigSaver.Save`: `os.WriteFile(filePath, data, 0o600)`, which follows a symlink
+//! and keeps an existing file's owner and mode; 0600 only for a new file). We write atomically instead — a
+//! temporary file beside the real one, fsync, rename — so a failed or interrupted write never leaves a
+//! half-written config: a symlinked `config.toml` has its target replaced (the link stays a link, and the old
+//! token does not stay behind in the target), and the new file gets the old one's owner, group and mode. Where
+//! that cannot be done without changing the file — its directory takes no new file (a service user that owns
+//! `config.toml` in a root-owned `/etc/gitlab-runner`), its owner cannot be given back (not root), or it has
+//! other hard links that a rename would leave holding the old token — the file is rewritten in place, as GitLab's
+//! runner does.
 
 use anyhow::{anyhow, bail, Context};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -206,10 +215,24 @@ pub fn quote(s: &str) -> String {
     Value::from(s).to_string().trim().to_string()
 }
 
-/// Fails early, without touching anything, when `path` could not be written: its directory must take a new
-/// file (the atomic rename) and an existing file must be writable.
+/// Fails early, without touching anything, when `path` could not be written: an existing file (a symlink's
+/// target) must be writable, a new one needs a directory that takes it.
 pub fn check_writable(path: &Path) -> anyhow::Result<()> {
-    let dir = parent_dir(path);
+    let target = resolve_symlinks(path)?;
+    let advice = "run as the config's owner (often root) or give another path with -c";
+    if target.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&target)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot write config file {}: {e}; {advice}",
+                    shown(path, &target)
+                )
+            })?;
+        return Ok(());
+    }
+    let dir = parent_dir(&target);
     if !dir.exists() {
         return Ok(());
     }
@@ -218,23 +241,12 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
         .tempfile_in(&dir)
         .map_err(|e| {
             anyhow!(
-                "cannot write config file {}: its directory {} is not writable ({e}); run as the config's owner (often root) or give another path with -c",
-                path.display(),
+                "cannot write config file {}: its directory {} is not writable ({e}); {advice}",
+                shown(path, &target),
                 dir.display()
             )
         })?;
     drop(probe);
-    if path.exists() {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot write config file {}: {e}; run as the config's owner (often root) or give another path with -c",
-                    path.display()
-                )
-            })?;
-    }
     Ok(())
 }
 
@@ -245,10 +257,48 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename; mode 0600.
+/// `path`, and the file it stands for when that is another (a symlink).
+fn shown(path: &Path, target: &Path) -> String {
+    if path == target {
+        path.display().to_string()
+    } else {
+        format!("{} (-> {})", path.display(), target.display())
+    }
+}
+
+/// The file `path` names once its symlinks are followed (it may not exist yet: a dangling link names the file
+/// to create). Only the last component is followed link by link; the directories on the way stay as given.
+fn resolve_symlinks(path: &Path) -> anyhow::Result<PathBuf> {
+    // Linux's own limit on links followed in one lookup (MAXSYMLINKS).
+    const MAX_LINKS: usize = 40;
+    let mut current = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        match std::fs::symlink_metadata(&current) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&current)
+                    .map_err(|e| anyhow!("cannot read the symlink {}: {e}", current.display()))?;
+                current = if link.is_absolute() {
+                    link
+                } else {
+                    parent_dir(&current).join(link)
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    bail!(
+        "cannot write config file {}: more than {MAX_LINKS} symlinks to follow (a loop?)",
+        path.display()
+    )
+}
+
+/// Writes `bytes` to `path` — the file at the end of its symlinks — keeping that file's owner, group and mode
+/// (0600 for a new file, its directory created 0700 as GitLab's runner does): atomically where it can, in place
+/// where a rename would change the file (see the module documentation).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = parent_dir(path);
+    use std::os::unix::fs::MetadataExt;
+    let target = resolve_symlinks(path)?;
+    let dir = parent_dir(&target);
     if !dir.exists() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -260,23 +310,72 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let fail = |e: std::io::Error| {
         anyhow!(
             "cannot write config file {}: {e}; the file was left unchanged",
-            path.display()
+            shown(path, &target)
         )
     };
-    let mut tmp = tempfile::Builder::new()
+    let existing = match std::fs::metadata(&target) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(e)),
+    };
+    if existing.as_ref().is_some_and(|m| m.nlink() > 1) {
+        // A rename would leave the other names holding the old content (and token).
+        return write_in_place(&target, bytes).map_err(|e| in_place_failed(path, &target, e));
+    }
+    let mut tmp = match tempfile::Builder::new()
         .prefix(".config.toml.")
+        // Created 0600: nobody else reads the new token while it is written, whatever the final mode.
+        .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(&dir)
-        .map_err(fail)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(fail)?;
+    {
+        Ok(t) => t,
+        // The directory takes no new file, the file itself may still be writable (GitLab's runner writes it so).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && existing.is_some() => {
+            return write_in_place(&target, bytes).map_err(|e| in_place_failed(path, &target, e));
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    if let Some(m) = &existing {
+        // The owner first (chown clears set-id bits), then the mode.
+        let owned = std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()));
+        if let Err(e) = owned {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                // Not root and not the owner of a file we may write: only writing in place keeps its owner.
+                drop(tmp);
+                return write_in_place(&target, bytes)
+                    .map_err(|e| in_place_failed(path, &target, e));
+            }
+            return Err(fail(e));
+        }
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(fail)?;
+    }
     tmp.write_all(bytes).map_err(fail)?;
     tmp.as_file().sync_all().map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
+    tmp.persist(&target).map_err(|e| fail(e.error))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Rewrites an existing file in place: truncated, written, synced (runner common/config.go
+/// `defaultConfigSaver.Save`). Owner, mode and other hard links stay.
+fn write_in_place(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(target)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn in_place_failed(path: &Path, target: &Path, e: std::io::Error) -> anyhow::Error {
+    anyhow!(
+        "cannot write config file {} in place: {e}; check it is complete (`runwright config check`)",
+        shown(path, target)
+    )
 }
 
 #[cfg(test)]
@@ -311,6 +410,7 @@ check_interval = 0
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.toml");
         std::fs::write(&path, WITH_COMMENTS).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let mut doc = ConfigDoc::open(&path, false).expect("open");
         let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         doc.set_token(
@@ -337,7 +437,6 @@ check_interval = 0
                 "token = \"glrtr-NEW2\"\n  token_obtained_at = 2027-01-15T08:00:00Z\n  token_expires_at = 0001-01-01T00:00:00Z\n",
             );
         assert_eq!(text, expected);
-        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -370,5 +469,139 @@ check_interval = 0
             .expect("append");
         assert!(doc.save().is_err());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), WITH_COMMENTS);
+    }
+
+    /// Every file under `dir` (recursively) whose bytes hold `needle`.
+    fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let p = e.path();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                found.extend(files_holding(&p, needle));
+            } else if ft.is_file()
+                && String::from_utf8_lossy(&std::fs::read(&p).expect("read")).contains(needle)
+            {
+                found.push(p);
+            }
+        }
+        found
+    }
+
+    fn rotate_first(path: &Path, new: &str) {
+        let mut doc = ConfigDoc::open(path, false).expect("open");
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        doc.set_token(0, new, at, None).expect("set");
+        doc.save().expect("save");
+    }
+
+    #[test]
+    fn a_symlinked_config_is_written_in_its_target_and_stays_a_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real_dir = dir.path().join("real");
+        std::fs::create_dir(&real_dir).expect("dir");
+        let real = real_dir.join("runner.toml");
+        std::fs::write(&real, WITH_COMMENTS).expect("write");
+        let link_dir = dir.path().join("etc");
+        std::fs::create_dir(&link_dir).expect("dir");
+        let link = link_dir.join("config.toml");
+        // A relative link, through a second link.
+        std::os::unix::fs::symlink("../real/runner.toml", link_dir.join("middle.toml"))
+            .expect("link");
+        std::os::unix::fs::symlink("middle.toml", &link).expect("link");
+        check_writable(&link).expect("writable");
+        rotate_first(&link, "glrt-NEWTOKEN-after-rotation");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_link(&link).expect("link"),
+            Path::new("middle.toml")
+        );
+        let text = std::fs::read_to_string(&real).expect("read");
+        assert!(text.contains("glrt-NEWTOKEN-after-rotation"), "{text}");
+        assert_eq!(
+            files_holding(dir.path(), "glrt-aaaaaaaaaaaaaaaaaaaa"),
+            Vec::<PathBuf>::new(),
+            "the old token stayed"
+        );
+    }
+
+    #[test]
+    fn a_dangling_symlink_gets_its_target_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink(dir.path().join("state/real.toml"), &link).expect("link");
+        let mut doc = ConfigDoc::open(&link, true).expect("open");
+        doc.append_runner("[[runners]]\n  name = \"c\"\n  url = \"https://x/\"\n  token = \"t\"\n  executor = \"shell\"\n")
+            .expect("append");
+        doc.save().expect("save");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        let real = dir.path().join("state/real.toml");
+        assert!(std::fs::read_to_string(&real)
+            .expect("read")
+            .contains("name = \"c\""));
+        assert_eq!(
+            std::fs::metadata(&real).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_symlink_loop_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.toml");
+        std::os::unix::fs::symlink("b.toml", &a).expect("link");
+        std::os::unix::fs::symlink("a.toml", dir.path().join("b.toml")).expect("link");
+        let err = write_atomic(&a, b"x").expect_err("refused");
+        assert!(err.to_string().contains("symlinks to follow"), "{err}");
+    }
+
+    #[test]
+    fn owner_group_and_mode_survive_a_save() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, WITH_COMMENTS).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let root = nix::unistd::Uid::effective().is_root();
+        if root {
+            std::os::unix::fs::chown(&path, Some(4242), Some(4243)).expect("chown");
+        } else {
+            eprintln!("owner not checked: needs root to give the file to another user");
+        }
+        rotate_first(&path, "glrt-NEWTOKEN-after-rotation");
+        let m = std::fs::metadata(&path).expect("meta");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+        if root {
+            assert_eq!((m.uid(), m.gid()), (4242, 4243));
+        }
+        assert_eq!(
+            files_holding(dir.path(), "glrt-aaaaaaaaaaaaaaaaaaaa"),
+            Vec::<PathBuf>::new()
+        );
+    }
+
+    #[test]
+    fn a_hard_linked_config_is_rewritten_in_place_so_no_name_keeps_the_old_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, WITH_COMMENTS).expect("write");
+        let other = dir.path().join("copy.toml");
+        std::fs::hard_link(&path, &other).expect("hard link");
+        rotate_first(&path, "glrt-NEWTOKEN-after-rotation");
+        for p in [&path, &other] {
+            assert!(std::fs::read_to_string(p)
+                .expect("read")
+                .contains("glrt-NEWTOKEN-after-rotation"));
+        }
+        assert_eq!(
+            files_holding(dir.path(), "glrt-aaaaaaaaaaaaaaaaaaaa"),
+            Vec::<PathBuf>::new()
+        );
     }
 }

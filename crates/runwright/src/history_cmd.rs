@@ -230,11 +230,12 @@ fn table(entries: &[JobEntry]) -> String {
         "JOB", "STATUS", "RUNNER", "PROJECT", "REF", "NAME", "RECEIVED", "QUEUE", "DURATION",
         "EXIT", "REASON",
     ];
+    // Names, refs and paths come from GitLab: their control characters are shown, not obeyed (issue 17 item 8).
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
             let m = &e.meta;
-            vec![
+            let row = vec![
                 m.job_id.to_string(),
                 shown_status(e).to_string(),
                 if m.local {
@@ -254,7 +255,10 @@ fn table(entries: &[JobEntry]) -> String {
                 format_duration(m.duration_ms()),
                 m.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                 m.failure_reason.clone().unwrap_or_default(),
-            ]
+            ];
+            row.into_iter()
+                .map(|c| runwright_trace::ansi::escape_controls(&c).into_owned())
+                .collect()
         })
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -296,7 +300,8 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(json_of)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        serde_json::to_string_pretty(&values).context("serialising the history")? + "\n"
+        let json = serde_json::to_string_pretty(&values).context("serialising the history")?;
+        runwright_trace::ansi::escape_json_controls(&json).into_owned() + "\n"
     } else if entries.is_empty() {
         String::new()
     } else {

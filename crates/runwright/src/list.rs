@@ -70,7 +70,10 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let path = args.config.path();
     let loaded = runwright_config::load(&path)?;
     for w in &loaded.warnings {
-        eprintln!("WARNING: {w}");
+        eprintln!(
+            "WARNING: {}",
+            runwright_trace::ansi::escape_controls(&w.to_string())
+        );
     }
     let service = running_service(&path).and(ServiceState::read(&path));
     let listed: Vec<ListedRunner> = loaded
@@ -112,20 +115,26 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
         crate::ops::print_stdout(&serde_json::to_string_pretty(&listed)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // The config's names and URLs are shown, not obeyed by the terminal (issue 17 item 8).
+    let e = runwright_trace::ansi::escape_controls;
     eprintln!(
         "{:<50} ConfigFile={}",
         "Listing configured runners",
-        path.display()
+        e(&path.display().to_string())
     );
     for r in &listed {
         let error = r
             .error
             .as_deref()
-            .map(|e| format!(" Error={e:?}"))
+            .map(|err| e(&format!(" Error={err:?}")).into_owned())
             .unwrap_or_default();
         eprintln!(
             "{:<50}  Executor={} Token={} URL={} State={}{error}",
-            r.name, r.executor, r.token, r.url, r.state
+            e(&r.name),
+            e(&r.executor),
+            e(&r.token),
+            e(&r.url),
+            e(&r.state)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -24,12 +24,16 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
-            // One place renders every error: the chain, most specific cause last.
+            // One place renders every error: the chain, most specific cause last. Errors carry texts from GitLab
+            // and config files: their control characters are shown, not obeyed (issue 17 item 8).
             let mut msg = format!("error: {err}");
             for cause in err.chain().skip(1) {
                 msg.push_str(&format!("\n  caused by: {cause}"));
             }
-            eprintln!("{msg}");
+            eprintln!(
+                "{}",
+                runwright_trace::ansi::escape_controls_keep_lines(&msg)
+            );
             ExitCode::from(1)
         }
     }

@@ -164,6 +164,17 @@ impl Metrics {
 
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
+        self.render_as(false)
+    }
+
+    /// [`Metrics::render`] for a scrape that is not trusted (off loopback without the dashboard's token; issue 17
+    /// item 4): GitLab's families as they are, runwright's own without their `project` label (its counts summed
+    /// over projects), so no project path leaves the host.
+    pub fn render_public(&self) -> String {
+        self.render_as(true)
+    }
+
+    fn render_as(&self, public: bool) -> String {
         let st = self.lock();
         let mut o = String::new();
         let family = |o: &mut String, name: &str, kind: &str, help: &str| {
@@ -280,14 +291,25 @@ impl Metrics {
             "counter",
             "Finished jobs by runner, project and final state",
         );
-        for ((r, p, s), n) in &st.project_jobs {
-            let _ = writeln!(
-                o,
-                "runwright_project_jobs_total{{project=\"{}\",runner=\"{}\",state=\"{}\"}} {n}",
-                esc(p),
-                esc(r),
-                esc(s)
-            );
+        if public {
+            for ((r, s), n) in &without_project(&st.project_jobs) {
+                let _ = writeln!(
+                    o,
+                    "runwright_project_jobs_total{{runner=\"{}\",state=\"{}\"}} {n}",
+                    esc(r),
+                    esc(s)
+                );
+            }
+        } else {
+            for ((r, p, s), n) in &st.project_jobs {
+                let _ = writeln!(
+                    o,
+                    "runwright_project_jobs_total{{project=\"{}\",runner=\"{}\",state=\"{}\"}} {n}",
+                    esc(p),
+                    esc(r),
+                    esc(s)
+                );
+            }
         }
         family(
             &mut o,
@@ -295,14 +317,25 @@ impl Metrics {
             "counter",
             "Cache entries restored by jobs, by result: hit (primary key), fallback_hit (a fallback key), miss",
         );
-        for ((r, p, result), n) in &st.cache_restores {
-            let _ = writeln!(
-                o,
-                "runwright_cache_restores_total{{project=\"{}\",result=\"{}\",runner=\"{}\"}} {n}",
-                esc(p),
-                esc(result),
-                esc(r)
-            );
+        if public {
+            for ((r, result), n) in &without_project(&st.cache_restores) {
+                let _ = writeln!(
+                    o,
+                    "runwright_cache_restores_total{{result=\"{}\",runner=\"{}\"}} {n}",
+                    esc(result),
+                    esc(r)
+                );
+            }
+        } else {
+            for ((r, p, result), n) in &st.cache_restores {
+                let _ = writeln!(
+                    o,
+                    "runwright_cache_restores_total{{project=\"{}\",result=\"{}\",runner=\"{}\"}} {n}",
+                    esc(p),
+                    esc(result),
+                    esc(r)
+                );
+            }
         }
         family(
             &mut o,
@@ -323,6 +356,17 @@ impl Metrics {
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+}
+
+/// (runner, project, x) counters summed over projects.
+fn without_project(
+    counts: &BTreeMap<(String, String, String), u64>,
+) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for ((r, _, x), n) in counts {
+        *out.entry((r.clone(), x.clone())).or_default() += n;
+    }
+    out
 }
 
 fn histogram(o: &mut String, name: &str, labels: &str, buckets: &[f64], h: &Histogram) {
@@ -380,5 +424,50 @@ mod tests {
         assert!(text.contains("gitlab_runner_job_duration_seconds_bucket{runner=\"r\\\"1\",system_id=\"s_1\",le=\"60\"} 1\n"));
         assert!(text.contains("runwright_job_queue_duration_seconds_count{runner=\"r\\\"1\"} 1\n"));
         assert!(text.contains("runwright_job_stage_duration_seconds_sum{runner=\"r\\\"1\",stage=\"step_script\"} 40\n"));
+    }
+
+    #[test]
+    fn the_public_form_sums_over_projects_and_names_none() {
+        let m = Metrics::default();
+        for (project, state) in [
+            ("grp/secret-app", "success"),
+            ("other/thing", "success"),
+            ("grp/secret-app", "failed"),
+        ] {
+            m.job_started("r1", "s_1", None);
+            m.job_finished(JobEnd {
+                runner: "r1",
+                system_id: "s_1",
+                project,
+                state,
+                failure_reason: None,
+                duration_s: 1.0,
+                stages: vec![],
+            });
+            m.cache_restore("r1", project, "hit");
+        }
+        let full = m.render();
+        assert!(full.contains("project=\"grp/secret-app\""), "{full}");
+        let public = m.render_public();
+        assert!(
+            !public.contains("project=") && !public.contains("secret-app"),
+            "{public}"
+        );
+        assert!(
+            public.contains("runwright_project_jobs_total{runner=\"r1\",state=\"success\"} 2\n"),
+            "{public}"
+        );
+        assert!(
+            public.contains("runwright_cache_restores_total{result=\"hit\",runner=\"r1\"} 3\n"),
+            "{public}"
+        );
+        // GitLab's families are the same in both.
+        let gitlab = |t: &str| {
+            t.lines()
+                .filter(|l| l.starts_with("gitlab_runner_"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(gitlab(&full), gitlab(&public));
     }
 }

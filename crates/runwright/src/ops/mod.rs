@@ -181,7 +181,10 @@ impl Selection<'_> {
 pub fn load_config_full(path: &std::path::Path) -> anyhow::Result<runwright_config::LoadedConfig> {
     let loaded = runwright_config::load(path).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
-        eprintln!("WARNING: {w}");
+        eprintln!(
+            "WARNING: {}",
+            runwright_trace::ansi::escape_controls(&w.to_string())
+        );
     }
     Ok(loaded)
 }
@@ -191,15 +194,19 @@ pub fn load_config_full(path: &std::path::Path) -> anyhow::Result<runwright_conf
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::Config> {
     let loaded = load_config_full(path)?;
     for r in &loaded.invalid_runners {
-        eprintln!("ERROR: {r}");
+        eprintln!(
+            "ERROR: {}",
+            runwright_trace::ansi::escape_controls(&r.to_string())
+        );
     }
     Ok(loaded.config)
 }
 
 /// Writes `text` and a newline to stdout (the one place the verbs print there: `--json`). A closed pipe is
-/// not an error.
+/// not an error. The C1 controls JSON leaves raw are escaped: a terminal does not obey them (issue 17 item 8).
 pub fn print_stdout(text: &str) {
     use std::io::Write;
+    let text = runwright_trace::ansi::escape_json_controls(text);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }

@@ -230,18 +230,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The human form, on stderr as GitLab's runner prints it.
+///
+/// Names, URLs and GitLab's answers are shown, not obeyed by the terminal (issue 17 item 8): every field goes
+/// through [`escape_controls`](runwright_trace::ansi::escape_controls).
 pub fn render(report: &StatusReport) -> String {
+    let e = runwright_trace::ansi::escape_controls;
     let mut out = String::new();
     let s = &report.service;
     if s.running {
-        out.push_str(&format!("{}: Service is running\n", s.name));
+        out.push_str(&format!("{}: Service is running\n", e(&s.name)));
     } else {
-        out.push_str(&format!("{}: Service has stopped\n", s.name));
+        out.push_str(&format!("{}: Service has stopped\n", e(&s.name)));
     }
     out.push_str(&format!(
         "{:<50}  ConfigFile={}{}\n",
         "Runners",
-        s.config,
+        e(&s.config),
         match (s.pid, s.ready) {
             (Some(pid), Some(ready)) => format!(" PID={pid} Ready={ready}"),
             (Some(pid), None) => format!(" PID={pid}"),
@@ -249,28 +253,30 @@ pub fn render(report: &StatusReport) -> String {
         }
     ));
     for r in &report.runners {
-        if let Some(e) = &r.invalid {
+        if let Some(invalid) = &r.invalid {
             out.push_str(&format!(
-                "{:<50}  Token={} Invalid={e:?} (this entry is skipped; the others run)\n",
-                r.name, r.token
+                "{:<50}  Token={} Invalid={} (this entry is skipped; the others run)\n",
+                e(&r.name),
+                e(&r.token),
+                e(&format!("{invalid:?}"))
             ));
             continue;
         }
         let mut fields = vec![
-            format!("Token={}", r.token),
+            format!("Token={}", e(&r.token)),
             format!(
                 "TokenState={}{}",
-                r.token_state.state,
+                e(&r.token_state.state),
                 r.token_state
                     .expires_at
                     .as_ref()
-                    .map(|e| format!("({e})"))
+                    .map(|at| format!("({})", e(at)))
                     .unwrap_or_default()
             ),
         ];
         if let Some(g) = &r.gitlab {
             match &g.error {
-                Some(e) => fields.push(format!("GitLab=error({e})")),
+                Some(err) => fields.push(format!("GitLab=error({})", e(err))),
                 None => {
                     fields.push(format!(
                         "Paused={}",
@@ -280,11 +286,11 @@ pub fn render(report: &StatusReport) -> String {
                     ));
                     fields.push(format!(
                         "GitLabStatus={}",
-                        g.status.clone().unwrap_or_else(|| "?".into())
+                        e(g.status.as_deref().unwrap_or("?"))
                     ));
                     fields.push(format!(
                         "LastContact={}",
-                        g.contacted_at.clone().unwrap_or_else(|| "never".into())
+                        e(g.contacted_at.as_deref().unwrap_or("never"))
                     ));
                 }
             }
@@ -293,26 +299,26 @@ pub fn render(report: &StatusReport) -> String {
             Some(st) => {
                 fields.push(format!(
                     "LastPoll={}",
-                    st.last_success_at.clone().unwrap_or_else(|| "never".into())
+                    e(st.last_success_at.as_deref().unwrap_or("never"))
                 ));
                 fields.push(format!(
                     "Outcome={}",
-                    st.last_outcome.clone().unwrap_or_else(|| "none".into())
+                    e(st.last_outcome.as_deref().unwrap_or("none"))
                 ));
                 fields.push(format!("RunningJobs={}", st.running_jobs.len()));
                 if let Some(u) = &st.unhealthy_until {
-                    fields.push(format!("UnhealthyUntil={u}"));
+                    fields.push(format!("UnhealthyUntil={}", e(u)));
                 }
                 if let Some(n) = &st.next_token_rotation {
-                    fields.push(format!("NextTokenRotation={n}"));
+                    fields.push(format!("NextTokenRotation={}", e(n)));
                 }
             }
             None => fields.push("LastPoll=unknown(service not running)".into()),
         }
-        out.push_str(&format!("{:<50}  {}\n", r.name, fields.join(" ")));
-        if let Some(e) = &r.token_state.error {
+        out.push_str(&format!("{:<50}  {}\n", e(&r.name), fields.join(" ")));
+        if let Some(err) = &r.token_state.error {
             if r.token_state.state == "unknown" {
-                out.push_str(&format!("{:<50}  Error={e}\n", ""));
+                out.push_str(&format!("{:<50}  Error={}\n", "", e(err)));
             }
         }
     }

@@ -262,6 +262,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                 shared.metrics.clone(),
                 shared.journal.get().cloned().flatten(),
                 shared.working_dir.clone(),
+                config_path.clone(),
                 &config,
             );
             dashboard.set_invalid_runners(&invalid_runners);

@@ -181,8 +181,14 @@ async fn one_invalid_runner_entry_stops_only_that_runner_and_is_shown_everywhere
 
     // The dashboard's runners: the broken ones as `invalid`, with the reason.
     let deadline = Instant::now() + WAIT;
+    let auth = format!("Authorization: Bearer {}", h.dashboard_token().await);
     let body = loop {
-        let (status, body) = http_get(&addr, "/api/v1/runners").await;
+        let (status, _, body) = http_request(
+            &addr,
+            "/api/v1/runners",
+            &[format!("Host: {addr}"), auth.clone()],
+        )
+        .await;
         if status == 200 {
             break body;
         }

@@ -1,12 +1,17 @@
 //! The dashboard on `listen_address` (issue 6): its JSON API with and without the token, the refusal to
 //! expose it on a non-loopback address without one, and the page itself in headless Chromium (Debian's
 //! `chromium`, driven through Debian's `chromedriver` over plain WebDriver HTTP), which must show a running
-//! job's log live with its colours and a finished job's collapsed section. A screenshot is kept under
-//! `<target>/test-artifacts/dashboard.png`.
+//! job's log live with its colours and a finished job's collapsed section, under the page's Content Security
+//! Policy. A screenshot is kept under `<target>/test-artifacts/dashboard.png`.
+//!
+//! Issue 17 item 4, played by the attackers: another local user on loopback (no token, no way to read the
+//! generated one), a web page through DNS rebinding (a foreign `Host`), a link that would send the browser
+//! elsewhere with its session, and a Prometheus scrape from off loopback (a network namespace of the test's own).
 
+use crate::attackers::{can_play_attacker, LocalUser, OffLoopback};
 use crate::browser::{artifacts_dir, Browser};
 use crate::harness::*;
-use runwright_coordinator::JobSpec;
+use runwright_coordinator::{JobSpec, ProjectSpec};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -277,6 +282,12 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
             ),
         )
         .await;
+    // Under the page's Content Security Policy its own stylesheet applies (the header's colour) and its script
+    // ran (the log above); inline colours set by the script (256 colours, below) are allowed too.
+    let styled = browser
+        .eval("return getComputedStyle(document.querySelector('header')).backgroundColor")
+        .await;
+    assert_eq!(styled, json!("rgb(41, 41, 97)"), "app.css did not apply");
     // Output printed after the page loaded appears without a reload.
     browser.eval("window.loadedOnce = true; return true").await;
     let before = browser.eval(&format!("return {running}.textContent")).await;
@@ -408,4 +419,344 @@ async fn chromium_shows_a_running_jobs_live_log_and_a_finished_jobs_collapsed_se
 
     std::fs::write(flags.join("end"), "").expect("flag");
     assert_eq!(h.final_job(live).await.state, "success");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// issue 17 item 4
+
+/// The value of header `name` in a response's header lines.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A job of project `grp/secret-app` that has finished (its path is what must not leave the host), once this
+/// host's own scrape of `addr` counts it.
+async fn secret_project_job(h: &Harness, addr: &str) -> i64 {
+    let id = h.coordinator.enqueue(JobSpec {
+        project: ProjectSpec::new(42, "grp/secret-app"),
+        ..JobSpec::shell("secret-job", &["echo output-for-the-owner-only"])
+    });
+    assert_eq!(h.final_job(id).await.state, "success", "{}", h.log());
+    wait_listening(h, addr).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = http_get(addr, "/metrics").await;
+        if body.contains("project=\"grp/secret-app\"") {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn another_local_user_reads_nothing_from_a_loopback_dashboard() {
+    if !can_play_attacker("another local user") {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // No [dashboard] section: the dashboard used to be open to every local user.
+    h.single_runner(&format!("listen_address = \"{addr}\""), "");
+    h.start();
+    secret_project_job(&h, &addr).await;
+    // The directory on the way is open, as /etc/gitlab-runner is: only the files' own modes protect them.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let attacker = LocalUser::create();
+    let get = |path: &str, extra: &str| {
+        let out = attacker.bash(&format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: {addr}\\r\\n{extra}\\r\\n' >&3 && cat <&3"
+        ));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for path in ["/", "/api/v1/jobs", "/api/v1/runners", "/?token=guess"] {
+        let answer = get(path, "");
+        assert!(answer.starts_with("HTTP/1.0 401"), "{path}: {answer}");
+        assert!(
+            !answer.contains("secret-job") && !answer.contains("output-for-the-owner-only"),
+            "{answer}"
+        );
+    }
+    // The token the service generated is the service user's alone.
+    let token = h.dashboard_token().await;
+    let file = h.path().join(".runwright_dashboard_token");
+    let meta = std::fs::symlink_metadata(&file).expect("token file");
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, 0));
+    let read = attacker.bash(&format!("cat {}", file.display()));
+    assert!(!read.status.success(), "the attacker read the token");
+    assert!(!String::from_utf8_lossy(&read.stdout).contains(&token));
+    // The log says how to open the dashboard; the token is printed only to a terminal.
+    let log = h.log();
+    assert!(
+        log.contains(&format!("http://{addr}/?token=<the token in")),
+        "{log}"
+    );
+    assert!(!log.contains(&token), "{log}");
+
+    // The service user, with the token, sees the jobs.
+    let answer = get(
+        "/api/v1/jobs",
+        &format!("Authorization: Bearer {token}\\r\\n"),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.contains("secret-job"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_and_every_answer_carries_the_security_headers() {
+    let mut h = Harness::new().await;
+    let addr = dashboard_config(&h);
+    h.start();
+    secret_project_job(&h, &addr).await;
+    let port = addr.rsplit(':').next().expect("port");
+    let auth = format!("Authorization: Bearer {DASH_TOKEN}");
+    let get = |path: &'static str, host: String, with_token: bool| {
+        let mut headers = vec![format!("Host: {host}")];
+        if with_token {
+            headers.push(auth.clone());
+        }
+        let addr = addr.clone();
+        async move { http_request(&addr, path, &headers).await }
+    };
+
+    // DNS rebinding: a page at evil.example, its name pointed at 127.0.0.1, is same-origin with what answers
+    // there. The dashboard does not answer to that name, even with the token (a browser may hold the cookie).
+    for host in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        let (status, _, body) = get("/api/v1/jobs", host.clone(), true).await;
+        assert_eq!(status, 403, "{host}: {body}");
+        assert!(!body.contains("secret-job"), "{body}");
+        // Metrics stay served (Prometheus), without project paths.
+        let (status, _, body) = get("/metrics", host.clone(), false).await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(
+                "runwright_project_jobs_total{runner=\"test-runner\",state=\"success\"} 1"
+            ),
+            "{body}"
+        );
+        assert!(!body.contains("secret-app"), "{host}: {body}");
+    }
+    for host in [
+        addr.clone(),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_string(),
+    ] {
+        let (status, _, body) = get("/api/v1/jobs", host.clone(), true).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    // This host's own scrape sees the projects.
+    let (_, _, body) = get("/metrics", addr.clone(), false).await;
+    assert!(body.contains("project=\"grp/secret-app\""), "{body}");
+
+    // Every answer: the page, a refusal, an unknown path, metrics, health.
+    let answers = [
+        get("/", addr.clone(), true).await,
+        get("/assets/app.js", addr.clone(), true).await,
+        get("/api/v1/jobs", addr.clone(), false).await,
+        get("/api/v1/jobs", "evil.example".into(), true).await,
+        get("/no/such/page", addr.clone(), true).await,
+        get("/metrics", addr.clone(), false).await,
+        get("/health/live", addr.clone(), false).await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [200, 200, 401, 403, 404, 200, 200]);
+    for (status, head, _) in &answers {
+        let csp = header(head, "content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'")
+                && csp.contains("script-src 'self'")
+                && csp.contains("style-src 'self'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe"),
+            "{status}: {head}"
+        );
+        assert_eq!(header(head, "x-frame-options"), Some("DENY"), "{head}");
+        assert_eq!(
+            header(head, "x-content-type-options"),
+            Some("nosniff"),
+            "{head}"
+        );
+        assert_eq!(
+            header(head, "referrer-policy"),
+            Some("no-referrer"),
+            "{head}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_token_redirect_stays_on_the_host_and_its_session_expires() {
+    let mut h = Harness::new().await;
+    let addr = dashboard_config(&h);
+    h.start();
+    wait_listening(&h, &addr).await;
+    let host = format!("Host: {addr}");
+
+    // A link that would send the browser, with its fresh session, to another host.
+    for (path, location) in [
+        (
+            format!("//evil.example/x?token={DASH_TOKEN}&a=1"),
+            "/evil.example/x?a=1",
+        ),
+        (
+            format!("///evil.example?token={DASH_TOKEN}"),
+            "/evil.example",
+        ),
+        (format!("/?token={DASH_TOKEN}"), "/"),
+    ] {
+        let (status, head, _) = http_request(&addr, &path, std::slice::from_ref(&host)).await;
+        assert_eq!(status, 303, "{path}: {head}");
+        assert_eq!(header(&head, "location"), Some(location), "{path}");
+    }
+
+    // The session cookie: expires, HttpOnly, SameSite, and Secure when a proxy says the browser came by TLS.
+    let (_, head, _) = http_request(
+        &addr,
+        &format!("/?token={DASH_TOKEN}"),
+        std::slice::from_ref(&host),
+    )
+    .await;
+    let cookie = header(&head, "set-cookie").expect("cookie").to_string();
+    for attr in ["Path=/", "Max-Age=43200", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attr), "{attr}: {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure") && !cookie.contains(DASH_TOKEN),
+        "{cookie}"
+    );
+    let (_, head, _) = http_request(
+        &addr,
+        &format!("/?token={DASH_TOKEN}"),
+        &[host.clone(), "X-Forwarded-Proto: https".into()],
+    )
+    .await;
+    let secure = header(&head, "set-cookie").expect("cookie");
+    assert!(secure.ends_with("; Secure"), "{secure}");
+
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let with_cookie = |value: String| {
+        let (addr, host) = (addr.clone(), host.clone());
+        async move {
+            http_request(&addr, "/api/v1/jobs", &[host, format!("Cookie: {value}")])
+                .await
+                .0
+        }
+    };
+    assert_eq!(with_cookie(pair.clone()).await, 200);
+    // The expiry is the server's too: a cookie with a later one, or the token's old digest (a cookie that never
+    // expired), is refused.
+    let (name, value) = pair.split_once('=').expect("name=value");
+    let (exp, sig) = value.split_once('.').expect("exp.sig");
+    let later: u64 = exp.parse::<u64>().expect("exp") + 3600;
+    assert_eq!(with_cookie(format!("{name}={later}.{sig}")).await, 401);
+    use sha2::Digest;
+    let old_digest = hex_of(&sha2::Sha256::digest(format!(
+        "runwright-dashboard\0{DASH_TOKEN}"
+    )));
+    assert_eq!(with_cookie(format!("{name}={old_digest}")).await, 401);
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_off_loopback_without_the_token_show_counts_not_project_paths() {
+    if !can_play_attacker("a client off loopback") {
+        return;
+    }
+    let mut h = Harness::new().await;
+    let port = free_port();
+    h.single_runner(
+        &format!("listen_address = \"0.0.0.0:{port}\"\n[dashboard]\ntoken = \"{DASH_TOKEN}\"\n"),
+        "",
+    );
+    h.start();
+    secret_project_job(&h, &format!("127.0.0.1:{port}")).await;
+    let net = OffLoopback::create();
+
+    // The network's scrape: GitLab's metrics and runwright's counts, no project.
+    let answer = net.get(port, "/metrics", &[]);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("gitlab_runner_jobs_total{runner=\"test-runner\""),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("runwright_project_jobs_total{runner=\"test-runner\",state=\"success\"} 1"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("secret-app") && !answer.contains("project="),
+        "{answer}"
+    );
+    // With the token, or from this host itself, everything.
+    let answer = net.get(
+        port,
+        "/metrics",
+        &[&format!("Authorization: Bearer {DASH_TOKEN}")],
+    );
+    assert!(answer.contains("project=\"grp/secret-app\""), "{answer}");
+    let (_, body) = http_get(&format!("127.0.0.1:{port}"), "/metrics").await;
+    assert!(body.contains("project=\"grp/secret-app\""), "{body}");
+    // The dashboard off loopback: its token, and the address reached as Host.
+    let answer = net.get(port, "/api/v1/jobs", &[]);
+    assert!(answer.contains(" 401 "), "{answer}");
+    let answer = net.get(
+        port,
+        "/api/v1/jobs",
+        &[&format!("Authorization: Bearer {DASH_TOKEN}")],
+    );
+    assert!(
+        answer.contains(" 200 ") && answer.contains("secret-job"),
+        "{answer}"
+    );
+    assert!(
+        !net.client_ip.is_empty() && !h.log().contains(DASH_TOKEN),
+        "{}",
+        h.log()
+    );
+}
+
+#[tokio::test]
+async fn require_token_false_opens_a_loopback_dashboard_and_says_what_it_exposes() {
+    let mut h = Harness::new().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    h.single_runner(
+        &format!(
+            "listen_address = \"{addr}\"\n[dashboard]\nrequire_token = false\nallowed_hosts = [\"runner.example.com\"]\n"
+        ),
+        "",
+    );
+    h.start();
+    wait_listening(&h, &addr).await;
+    for host in [addr.clone(), "runner.example.com:443".into()] {
+        let (status, _, body) =
+            http_request(&addr, "/api/v1/runners", &[format!("Host: {host}")]).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let (status, _, _) = http_request(&addr, "/", &["Host: evil.example".into()]).await;
+    assert_eq!(status, 403);
+    assert!(
+        h.log()
+            .contains("every local user, and every job on this host, can read"),
+        "{}",
+        h.log()
+    );
+    assert!(!h.path().join(".runwright_dashboard_token").exists());
 }

@@ -375,15 +375,24 @@ impl Harness {
 
 /// `GET path` over plain HTTP/1.1; (status, body).
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(addr, path, &[format!("Host: {addr}")]).await;
+    (status, body)
+}
+
+/// `GET path` over plain HTTP/1.1 with exactly `headers` (`Name: value`; `Host` included, or none is sent);
+/// (status, the response's header lines, body).
+pub async fn http_request(addr: &str, path: &str, headers: &[String]) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to listen_address");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("request");
+    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("request");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("response");
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -392,11 +401,31 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+impl Harness {
+    /// The dashboard's token the service generated beside config.toml when it sets none (issue 17 item 4),
+    /// once it is there.
+    pub async fn dashboard_token(&self) -> String {
+        let path = self.path().join(".runwright_dashboard_token");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(t) = std::fs::read_to_string(&path) {
+                if !t.trim().is_empty() {
+                    return t.trim().to_string();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no dashboard token at {}:\n{}",
+                path.display(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Whether `user = "nobody"` tests can run here: they need root and a `nobody` user.

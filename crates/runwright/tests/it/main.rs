@@ -1,12 +1,14 @@
 //! Integration tests: the real `runwright` binary against a coordinator that follows GitLab's documented
 //! runner API, real git repositories over loopback HTTP, real processes. One test binary (ripgrep's layout).
 
+mod attackers;
 mod harness;
 
 mod bounds;
 mod browser;
 mod cancel;
 mod config;
+mod config_writes;
 mod dashboard;
 mod docker;
 mod exec;
@@ -24,6 +26,7 @@ mod secrets;
 mod signals;
 mod soak;
 mod sources;
+mod terminal;
 mod tls;
 mod trace;
 mod transfer;

@@ -1,7 +1,7 @@
 //! The operating verbs against the test coordinator's registration endpoints (reference `protocol.md` §1, §9):
 //! register, unregister, verify, reset-token, list, status, config check, the service lock, token rotation
-//! and the systemd unit. Every config write is checked to keep comments and order and to leave mode 0600;
-//! every failure to be one line, a non-zero exit and an untouched config.
+//! and the systemd unit. Every config write is checked to keep comments and order and the file's mode (0600 for a
+//! new file; issue 17 item 7); every failure to be one line, a non-zero exit and an untouched config.
 
 use crate::harness::*;
 use runwright_coordinator::RunnerOptions;
@@ -48,6 +48,16 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
 
+/// A mode no write would choose by itself: each write must keep it (issue 17 item 7).
+const KEPT_MODE: u32 = 0o640;
+
+/// config.toml with `text`, mode [`KEPT_MODE`].
+fn write_config_kept_mode(h: &Harness, text: &str) {
+    h.write_config(text);
+    std::fs::set_permissions(&h.config_path, std::fs::Permissions::from_mode(KEPT_MODE))
+        .expect("chmod");
+}
+
 /// One `error: …` line, non-zero exit, no full token anywhere.
 fn assert_one_line_failure(o: &Output, secrets: &[&str]) -> String {
     let err = stderr(o);
@@ -76,7 +86,7 @@ async fn register_with_registration_token_appends_entry_and_keeps_the_rest() {
     h.coordinator
         .set_token_lifetime(Some(Duration::from_secs(30 * 24 * 3600)));
     let before = commented_config(&h, TOKEN);
-    h.write_config(&before);
+    write_config_kept_mode(&h, &before);
     let url = h.coordinator.url();
     let c = path_str(&h);
     let o = run(
@@ -133,7 +143,7 @@ async fn register_with_registration_token_appends_entry_and_keeps_the_rest() {
         added.contains("  limit = 2\n  request_concurrency = 3\n  executor = \"shell\"\n"),
         "{added}"
     );
-    assert_eq!(mode(&h.config_path), 0o600);
+    assert_eq!(mode(&h.config_path), KEPT_MODE);
     let sent = h
         .coordinator
         .registration_request(&new_token)
@@ -383,7 +393,7 @@ async fn unregister_uses_managers_for_glrt_and_runners_otherwise() {
         commented_config(&h, TOKEN),
         h.runner_toml("legacy", legacy, "")
     );
-    h.write_config(&text);
+    write_config_kept_mode(&h, &text);
     // This host's manager exists once verify ran.
     let o = run(&h, &["verify", "-c", &c]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -410,7 +420,7 @@ async fn unregister_uses_managers_for_glrt_and_runners_otherwise() {
         after.contains("# legacy one\n[[runners]]\n  name = \"legacy\""),
         "{after}"
     );
-    assert_eq!(mode(&h.config_path), 0o600);
+    assert_eq!(mode(&h.config_path), KEPT_MODE);
 
     // A token GitLab no longer knows: the entry stays, one line says what to do.
     h.coordinator.set_token_expiry(legacy, Some(Duration::ZERO));
@@ -445,12 +455,15 @@ async fn verify_reports_and_deletes_invalid_runners() {
     h.coordinator.add_runner(orphan, RunnerOptions::default());
     h.coordinator.set_orphaned(orphan, true);
     let c = path_str(&h);
-    h.write_config(&format!(
-        "{}\n# deleted in GitLab\n{}\n{}",
-        commented_config(&h, TOKEN),
-        h.runner_toml("gone", gone, ""),
-        h.runner_toml("orphan", orphan, "")
-    ));
+    write_config_kept_mode(
+        &h,
+        &format!(
+            "{}\n# deleted in GitLab\n{}\n{}",
+            commented_config(&h, TOKEN),
+            h.runner_toml("gone", gone, ""),
+            h.runner_toml("orphan", orphan, "")
+        ),
+    );
     let o = run(&h, &["verify", "-c", &c, "--name", "first"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -493,7 +506,7 @@ async fn verify_reports_and_deletes_invalid_runners() {
         "the orphaned runner still fails: {}",
         stderr(&o)
     );
-    assert_eq!(mode(&h.config_path), 0o600);
+    assert_eq!(mode(&h.config_path), KEPT_MODE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,7 +519,7 @@ async fn reset_token_saves_the_new_token_and_expiry() {
         .set_token_lifetime(Some(Duration::from_secs(7 * 24 * 3600)));
     h.coordinator.add_admin_token(ADMIN);
     let before = commented_config(&h, TOKEN);
-    h.write_config(&before);
+    write_config_kept_mode(&h, &before);
     let c = path_str(&h);
     let o = run(&h, &["reset-token", "-c", &c, "--name", "first"]);
     let err = stderr(&o);
@@ -530,7 +543,7 @@ async fn reset_token_saves_the_new_token_and_expiry() {
             .join("\n")
     };
     assert_eq!(strip(&after), strip(&before));
-    assert_eq!(mode(&h.config_path), 0o600);
+    assert_eq!(mode(&h.config_path), KEPT_MODE);
 
     // The old token is gone: resetting with it again is 403 — by name it uses the new one, so force the old.
     let o = run(
@@ -766,10 +779,13 @@ async fn tokens_rotate_at_three_quarters_of_their_lifetime_and_are_saved() {
         fmt(now - time::Duration::seconds(80)),
         fmt(now + time::Duration::seconds(20))
     );
-    h.write_config(&format!(
-        "# rotation test\nconcurrent = 1\ncheck_interval = 1\n{}",
-        h.runner_toml("rot", TOKEN, &extra)
-    ));
+    write_config_kept_mode(
+        &h,
+        &format!(
+            "# rotation test\nconcurrent = 1\ncheck_interval = 1\n{}",
+            h.runner_toml("rot", TOKEN, &extra)
+        ),
+    );
     h.start();
     let deadline = std::time::Instant::now() + WAIT;
     let new = loop {
@@ -792,7 +808,7 @@ async fn tokens_rotate_at_three_quarters_of_their_lifetime_and_are_saved() {
         "{text}"
     );
     assert!(!text.contains(TOKEN), "{text}");
-    assert_eq!(mode(&h.config_path), 0o600);
+    assert_eq!(mode(&h.config_path), KEPT_MODE);
     let deadline = std::time::Instant::now() + WAIT;
     while !h.log().contains("runner token rotated and saved") {
         assert!(std::time::Instant::now() < deadline, "{}", h.log());
