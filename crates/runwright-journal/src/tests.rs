@@ -132,6 +132,7 @@ fn lock_is_exclusive_and_released_on_drop() {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // a skipped case must say so
 fn a_planted_lock_file_is_refused_not_followed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let j = Journal::open(tmp.path(), Retention::default()).expect("open");
@@ -166,6 +167,7 @@ fn a_planted_lock_file_is_refused_not_followed() {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // a skipped case must say so
 fn a_journal_directory_of_another_user_is_refused() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: a directory of another user needs root to make");

@@ -1132,6 +1132,27 @@ fn toml_string(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn an_interrupt_cancels_queued_jobs_and_a_forced_end_every_job() {
+        let coordinator = Coordinator::start(CoordinatorOptions::default())
+            .await
+            .expect("coordinator");
+        let token = runwright_coordinator::new_runner_token();
+        assert!(
+            token.starts_with("glrt-t1_") && token.len() == 28,
+            "{token}"
+        );
+        assert_ne!(token, runwright_coordinator::new_runner_token());
+        coordinator.add_runner(&token, RunnerOptions::default());
+        let queued = coordinator.enqueue(runwright_coordinator::JobSpec::shell("a", &["true"]));
+        cancel_at_coordinator(&coordinator, false, false);
+        assert_eq!(coordinator.job(queued).expect("job").state, "canceled");
+        let other = coordinator.enqueue(runwright_coordinator::JobSpec::shell("b", &["true"]));
+        cancel_at_coordinator(&coordinator, false, true);
+        assert_eq!(coordinator.job(other).expect("job").state, "canceled");
+        coordinator.shutdown().await;
+    }
+
     #[test]
     fn toml_strings_round_trip() {
         for s in ["/tmp/a b", "C:\\dir\"quoted\"", "127.0.0.1:5999/x:1"] {

@@ -235,6 +235,33 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_directories_and_files_are_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("p");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let run = create_run(&dir).expect("run");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "an existing directory is tightened");
+        assert_eq!(mode(&run.path), 0o700);
+        write_json(&run.path, "plan.json", &serde_json::json!({})).expect("plan");
+        assert_eq!(mode(&run.path.join("plan.json")), 0o600);
+        // Never through a planted link: the file must be new.
+        let victim = tmp.path().join("victim");
+        std::os::unix::fs::symlink(&victim, run.path.join("summary.json")).expect("symlink");
+        assert!(write_json(&run.path, "summary.json", &serde_json::json!({})).is_err());
+        assert!(!victim.exists());
+        if nix::unistd::geteuid().is_root() {
+            let foreign = tmp.path().join("foreign");
+            std::fs::create_dir(&foreign).expect("mkdir");
+            nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None)
+                .expect("chown");
+            let err = format!("{:#}", create_run(&foreign).err().expect("refused"));
+            assert!(err.contains("belongs to uid 65534"), "{err}");
+        }
+    }
+
+    #[test]
     fn run_numbers_count_up() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("p");
