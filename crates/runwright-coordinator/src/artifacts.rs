@@ -11,7 +11,8 @@
 //! * the `dependencies` entries of a job payload for [`crate::JobSpec::artifact_dependencies`] (gitlab
 //!   lib/api/entities/ci/job_request/dependency.rb).
 //!
-//! Uploaded archives live in a temporary directory owned by the coordinator and removed with it.
+//! Uploaded archives live in a temporary directory owned by the coordinator (mode 0700, files 0600) and removed
+//! with it.
 
 use crate::error::CoordinatorError;
 use crate::faults::Endpoint;
@@ -105,8 +106,12 @@ pub(crate) struct ArtifactStore {
 
 impl ArtifactStore {
     pub(crate) fn new() -> Result<ArtifactStore, CoordinatorError> {
+        // The archives are the jobs' (their files, maybe secrets): readable by this user only, as a GitLab
+        // instance's object storage is by nobody but the instance.
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix("runwright-coordinator-artifacts-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(|source| CoordinatorError::Io {
                 action: "creating the artifacts directory in",
@@ -331,7 +336,13 @@ async fn upload_inner(sh: &Shared, store: &ArtifactStore, id: &str, req: Request
         let guard = sh.lock();
         match guard.jobs.get(&id) {
             None => Some(forbidden()),
-            Some(job) if token.as_deref() != Some(job.record.token.as_str()) => Some(forbidden()),
+            Some(job)
+                if !token
+                    .as_deref()
+                    .is_some_and(|t| crate::state::token_eq(&job.record.token, t)) =>
+            {
+                Some(forbidden())
+            }
             Some(job) if !(job.status.is_executing() || job.waiting_for_ack()) => {
                 Some(job_forbidden(job.status, "Job is not processing on runner"))
             }
@@ -397,7 +408,13 @@ async fn upload_inner(sh: &Shared, store: &ArtifactStore, id: &str, req: Request
             return invalid_params(&[error]);
         }
 
-        let mut out = match tokio::fs::File::create(&path).await {
+        let mut out = match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .await
+        {
             Ok(f) => f,
             Err(err) => {
                 tracing::warn!(path = %path.display(), %err, "cannot create the artifact file");
@@ -524,7 +541,11 @@ pub(crate) async fn download(
             return unauthorized();
         };
         // `authenticate_job_via_dependent_job!`: the token must belong to a job that is running.
-        let Some(reader) = guard.jobs.values().find(|j| j.record.token == token) else {
+        let Some(reader) = guard
+            .jobs
+            .values()
+            .find(|j| crate::state::token_eq(&j.record.token, &token))
+        else {
             return unauthorized();
         };
         if !(reader.status.is_executing() || reader.waiting_for_ack()) {

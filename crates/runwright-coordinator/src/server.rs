@@ -15,7 +15,7 @@ use crate::faults::{Drawn, Endpoint, Fault, FaultContext};
 use crate::jobs::Status;
 use crate::log::{RequestLog, REQUEST_HEADERS, RESPONSE_HEADERS};
 use crate::payload::{self, PayloadContext, GITLAB_FAILURE_REASONS};
-use crate::state::Shared;
+use crate::state::{token_eq, Shared};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -870,8 +870,8 @@ fn update_job_inner(
     let Some(job) = guard.jobs.get_mut(&id) else {
         return (forbidden(), fault);
     };
-    if token != job.record.token || (strict && header_token.is_some_and(|h| h != job.record.token))
-    {
+    let real = job.record.token.as_str();
+    if !token_eq(real, token) || (strict && header_token.is_some_and(|h| !token_eq(real, h))) {
         return (forbidden(), fault);
     }
     if !(job.status.is_executing() || job.waiting_for_ack()) {
@@ -1035,7 +1035,10 @@ fn patch_trace_inner(
     let Some(job) = guard.jobs.get_mut(&id) else {
         return (forbidden(), fault);
     };
-    if token.as_deref() != Some(job.record.token.as_str()) {
+    if !token
+        .as_deref()
+        .is_some_and(|t| token_eq(&job.record.token, t))
+    {
         return (forbidden(), fault);
     }
     if !(job.status.is_executing() || job.waiting_for_ack()) {

@@ -251,9 +251,9 @@ impl State {
     /// Find the job that owns a job token and may use it (running, canceling, or waiting for the two-phase
     /// ack — gitlab app/finders/ci/auth_job_finder.rb `validate_executing_job!`).
     pub(crate) fn job_by_active_token(&self, token: &str) -> Option<&Job> {
-        self.jobs
-            .values()
-            .find(|j| j.record.token == token && (j.status.is_executing() || j.waiting_for_ack()))
+        self.jobs.values().find(|j| {
+            token_eq(&j.record.token, token) && (j.status.is_executing() || j.waiting_for_ack())
+        })
     }
 }
 
@@ -268,4 +268,22 @@ pub(crate) fn random_hex(n: usize) -> String {
 /// A job token in GitLab's current format (`glcbt-` prefix).
 pub(crate) fn new_job_token() -> String {
     format!("glcbt-{}", Alphanumeric.sample_string(&mut rand::rng(), 20))
+}
+
+/// A runner authentication token as GitLab mints one for a runner created in the UI (an instance runner):
+/// `glrt-` + `t1_` (the runner type's partition prefix) + `Devise.friendly_token` (20 characters, ~119 bits)
+/// — gitlab app/models/ci/runner.rb `prefix_for_new_and_legacy_runner`, `partition_id_prefix_in_16_bit_encode`.
+/// `rand::rng()` is a CSPRNG seeded by the OS: a local user cannot guess it.
+pub fn new_runner_token() -> String {
+    format!(
+        "glrt-t1_{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 20)
+    )
+}
+
+/// Compares a presented token with the real one in time that does not depend on where they differ, so a
+/// client on the same host cannot learn a token byte by byte from answer times.
+pub(crate) fn token_eq(real: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    real.len() == presented.len() && bool::from(real.as_bytes().ct_eq(presented.as_bytes()))
 }

@@ -14,7 +14,8 @@
 //! crash of the *service* loses nothing; a crash of the *machine* may lose the page cache's last seconds.
 //!
 //! Permissions: directories 0700, files 0600 (the trace may show more than its author meant; the token file is
-//! a credential).
+//! a credential). A journal directory of another user, and a lock file that is a symbolic link, another user's
+//! or writable by others, are refused (`trusted`).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -23,6 +24,7 @@ mod meta;
 mod recorder;
 mod sections;
 mod store;
+pub mod trusted;
 
 pub use error::JournalError;
 pub use meta::{JobMeta, JobStatus, RunnerRef, StageTiming, TlsFiles, META_VERSION};

@@ -129,12 +129,27 @@ impl Journal {
             .mode(0o700)
             .create(&jobs)
             .map_err(|e| JournalError::io("creating the journal directory", &jobs, e))?;
-        // `mode` only applies to directories it creates; an existing journal is tightened too.
+        // `mode` only applies to directories it creates; an existing journal is tightened too. One that belongs
+        // to another user is refused: its owner could read every trace and swap the records (issue 17).
         for d in [&dir, &jobs] {
             let meta =
                 std::fs::metadata(d).map_err(|e| JournalError::io("reading", d.as_path(), e))?;
             if !meta.is_dir() {
                 return Err(JournalError::NotADirectory { path: d.clone() });
+            }
+            if std::os::unix::fs::MetadataExt::uid(&meta) != crate::trusted::euid() {
+                return Err(JournalError::io(
+                    "using",
+                    d.as_path(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!(
+                            "it belongs to uid {}, not to this service's user (uid {}): another user could read and change the journal; remove it or give it to the service's user",
+                            std::os::unix::fs::MetadataExt::uid(&meta),
+                            crate::trusted::euid()
+                        ),
+                    ),
+                ));
             }
             if meta.permissions().mode() & 0o077 != 0 {
                 std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
@@ -163,16 +178,20 @@ impl Journal {
         self.retention
     }
 
-    /// Takes the service lock; `Ok(None)` when another live process holds it.
+    /// Takes the service lock; `Ok(None)` when another live process holds it. The lock file is never followed
+    /// through a symbolic link and must be this user's and writable by nobody else (`trusted`).
     pub fn try_lock(&self) -> Result<Option<JournalLock>, JournalError> {
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| JournalError::io("opening", &path, e))?;
+        let file = crate::trusted::open(
+            &path,
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600),
+            &[crate::trusted::euid()],
+        )
+        .map_err(|e| JournalError::io("opening", &path, e))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(JournalLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),

@@ -132,6 +132,59 @@ fn lock_is_exclusive_and_released_on_drop() {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // a skipped case must say so
+fn a_planted_lock_file_is_refused_not_followed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let j = Journal::open(tmp.path(), Retention::default()).expect("open");
+    let lock = tmp.path().join("service.lock");
+    // A symbolic link (to a file the service would otherwise create or clobber) is refused and not followed.
+    let target = tmp.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, &lock).expect("symlink");
+    let err = j.try_lock().expect_err("symlink refused").to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!target.exists(), "the link was followed");
+    // A lock file others may write to is refused too.
+    std::fs::remove_file(&lock).expect("rm");
+    std::fs::write(&lock, "").expect("lock file");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let err = j
+        .try_lock()
+        .expect_err("world-writable refused")
+        .to_string();
+    assert!(
+        err.contains("service.lock") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    // Another user's lock file (only root can make one here): refused.
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        nix::unistd::chown(&lock, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+        let err = j.try_lock().expect_err("foreign owner refused").to_string();
+        assert!(err.contains("belongs to uid 65534"), "{err}");
+    } else {
+        eprintln!("skipped the foreign-owner case: it needs root to chown");
+    }
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // a skipped case must say so
+fn a_journal_directory_of_another_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: a directory of another user needs root to make");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("journal");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+    let err = Journal::open(&dir, Retention::default())
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+}
+
+#[test]
 fn existing_journal_is_tightened_to_0700() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("j");

@@ -432,7 +432,7 @@ pub fn recovery_info() -> VersionInfo {
 }
 
 /// Kills every process carrying the job's mark, again until none is left (a dying shell may still fork).
-fn kill_marked(mark: &str) {
+pub(crate) fn kill_marked(mark: &str) {
     for _ in 0..10 {
         if runwright_shell::sweep_marked(runwright_shell::PROCESS_MARK_VAR, mark) == 0 {
             return;

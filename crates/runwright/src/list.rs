@@ -5,7 +5,7 @@
 //! same on stdout. Tokens are shortened: a listing is often pasted into tickets.
 
 use crate::cli::ConfigArg;
-use crate::ops::state::{running_service, ServiceState};
+use crate::ops::state::{find_service, ServiceState};
 use clap::Args;
 use runwright_config::RunnerConfig;
 use serde::Serialize;
@@ -75,7 +75,11 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
             runwright_trace::ansi::escape_controls(&w.to_string())
         );
     }
-    let service = running_service(&path).and(ServiceState::read(&path));
+    let found = find_service(&path);
+    for w in &found.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let service = found.pid.and(found.state);
     let listed: Vec<ListedRunner> = loaded
         .config
         .runners

@@ -37,10 +37,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "glrt-t1_runwrightexec00000001";
-/// The docker runner's: its containers, networks and volumes carry runwright exec's own runner id.
-const DOCKER_TOKEN: &str = "glrt-t1_runwrightexec00000002";
 const PIPELINE_ID: i64 = 1;
+
+/// The run's runner tokens: random for each run (GitLab's format), so no other local user can reach the
+/// embedded coordinator's jobs — take one with its variables and sources, report a fake result, upload an
+/// artifact a later job runs, or lock the run's own runner out. Job tokens are random per job already.
+struct Tokens {
+    /// The shell runner's (in process, or the `--serve`d config's).
+    shell: String,
+    /// The docker runner's.
+    docker: String,
+}
+
+impl Tokens {
+    fn new() -> Tokens {
+        Tokens {
+            shell: runwright_coordinator::new_runner_token(),
+            docker: runwright_coordinator::new_runner_token(),
+        }
+    }
+}
+
+/// How long an interrupted run lets its aborted jobs end and report before it cancels what is left at the
+/// coordinator and stops waiting: gitlab-runner's `DefaultShutdownTimeout` (common/consts.go), which bounds
+/// its own forceful shutdown (commands/single.go `waitForInterrupts`). A second signal does it at once.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(30);
+/// How long the killed jobs of a forced end get for their final updates to the (in-process) coordinator.
+const FINAL_REPORTS: Duration = Duration::from_secs(5);
 
 /// GitLab's predefined variables for a `source` pipeline of HEAD (`context.rs` has what differs from a push).
 fn predefined(
@@ -386,8 +409,10 @@ async fn run_pipeline(
     });
     state::write_json(&run_dir.path, "plan.json", &plan_json)?;
 
+    // The jobs' builds, the served repository and the runner's work dir: this user's only (issue 17).
     let tmp = tempfile::Builder::new()
         .prefix("runwright-exec-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .context("creating a temporary directory")?;
     let git_root = tmp.path().join("git");
@@ -483,8 +508,9 @@ async fn run_pipeline(
     })
     .await
     .context("starting the embedded coordinator")?;
+    let tokens = Tokens::new();
     coordinator.add_runner(
-        TOKEN,
+        &tokens.shell,
         RunnerOptions {
             description: "runwright exec".into(),
             // Workhorse's long polling: a job is handed out the moment the scheduler enqueues it, instead of at
@@ -497,7 +523,9 @@ async fn run_pipeline(
         Some(d) => std::path::absolute(d)?,
         None => default_cache_dir(co),
     };
-    std::fs::create_dir_all(&cache_dir)
+    // A new cache directory is this user's only; an existing one is left as it is.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&cache_dir)
         .with_context(|| format!("creating the cache directory {}", cache_dir.display()))?;
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work)?;
@@ -505,8 +533,9 @@ async fn run_pipeline(
     // shared, so each running job gets `<builds>/<token>/<CI_CONCURRENT_PROJECT_ID>/<project>`: parallel jobs
     // never share a project directory.
     let mut toml = format!(
-        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{TOKEN}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = {}\n  cache_dir = {}\n",
+        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = {}\n  cache_dir = {}\n",
         coordinator.url(),
+        tokens.shell,
         toml_string(&tmp.path().join("builds").display().to_string()),
         toml_string(&cache_dir.display().to_string()),
     );
@@ -536,7 +565,7 @@ async fn run_pipeline(
     }
     if matches!(docker, Docker::On) {
         coordinator.add_runner(
-            DOCKER_TOKEN,
+            &tokens.docker,
             RunnerOptions {
                 description: "runwright exec (docker)".into(),
                 long_poll: Some(LONG_POLL),
@@ -547,8 +576,9 @@ async fn run_pipeline(
         // `disable_cache` makes the builds volumes per job, so a run leaves nothing on the daemon.
         let default_image = args.docker_image.clone().unwrap_or_default();
         toml.push_str(&format!(
-            "[[runners]]\n  name = \"exec-docker\"\n  url = \"{}\"\n  token = \"{DOCKER_TOKEN}\"\n  executor = \"docker\"\n  limit = {concurrency}\n  cache_dir = \"/cache\"\n  [runners.docker]\n    image = {}\n    pull_policy = [\"{}\"]\n    disable_cache = true\n    volumes = [{}]\n",
+            "[[runners]]\n  name = \"exec-docker\"\n  url = \"{}\"\n  token = \"{}\"\n  executor = \"docker\"\n  limit = {concurrency}\n  cache_dir = \"/cache\"\n  [runners.docker]\n    image = {}\n    pull_policy = [\"{}\"]\n    disable_cache = true\n    volumes = [{}]\n",
             coordinator.url(),
+            tokens.docker,
             toml_string(&default_image),
             args.docker_pull_policy,
             toml_string(&format!("{}:/cache", cache_dir.display())),
@@ -565,11 +595,11 @@ async fn run_pipeline(
     // Served: the same config, for a runner in another process (the equivalence test runs `runwright run` with
     // it); otherwise the entries run in this process, through the service's own code.
     let shared = if args.serve.is_some() {
+        // It holds the run's runner token: 0600, in the run's 0700 directory, and the token is not printed.
         let path = run_dir.path.join("runner.toml");
-        std::fs::write(&path, &toml)
-            .with_context(|| format!("writing the runner config {}", path.display()))?;
+        state::write_private(&path, toml.as_bytes()).context("writing the runner config")?;
         println!(
-            "runwright exec: serving the jobs at {} to runner token {TOKEN}; run them with: runwright run -c {}",
+            "runwright exec: serving the jobs at {}; run them with: runwright run -c {}",
             coordinator.url(),
             path.display()
         );
@@ -619,27 +649,48 @@ async fn run_pipeline(
     let mut ids: HashMap<(usize, String), i64> = HashMap::new();
     let started = Instant::now();
 
-    // Ctrl-C / SIGTERM: abort the running jobs (their processes are in their own process groups, out of the
-    // terminal's reach) the way the service does, and start no more.
-    let interrupted = tokio_util::sync::CancellationToken::new();
+    // Ctrl-C / SIGTERM end the run, whatever its jobs do: nothing more starts, jobs no runner took are
+    // canceled, the in-process runner's jobs are aborted as the service aborts them on its own SIGTERM (their
+    // processes are in their own process groups, out of the terminal's reach), served ones canceled as GitLab
+    // cancels a job. What has not ended after INTERRUPT_GRACE — or at a second signal — is canceled at the
+    // coordinator and no longer waited for (gitlab-runner commands/single.go `waitForInterrupts`: abort, then
+    // exit at a second signal or the shutdown timeout).
+    let interrupt = Interrupt::default();
     {
-        let interrupted = interrupted.clone();
+        let interrupt = interrupt.clone();
         let abort = shared.as_ref().map(|s| s.abort_jobs.clone());
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = sigint.recv() => {}
-            }
-            eprintln!("runwright exec: interrupted, aborting the running jobs");
-            interrupted.cancel();
+            let signal = tokio::select! {
+                _ = sigterm.recv() => nix::sys::signal::Signal::SIGTERM,
+                _ = sigint.recv() => nix::sys::signal::Signal::SIGINT,
+            };
+            let _ = interrupt.signal.set(signal);
+            eprintln!(
+                "runwright exec: {signal}: canceling the pending jobs and aborting the running ones (at most {} s; {signal} again to stop waiting for them)",
+                INTERRUPT_GRACE.as_secs()
+            );
+            interrupt.first.cancel();
             if let Some(abort) = abort {
                 abort.cancel();
             }
+            tokio::select! {
+                _ = sigterm.recv() => eprintln!("runwright exec: second signal: canceling what is left"),
+                _ = sigint.recv() => eprintln!("runwright exec: second signal: canceling what is left"),
+                _ = tokio::time::sleep(INTERRUPT_GRACE) => eprintln!(
+                    "runwright exec: jobs still not ended {} s after {signal}: canceling what is left",
+                    INTERRUPT_GRACE.as_secs()
+                ),
+            }
+            interrupt.forced.cancel();
         });
     }
+    let interrupted = interrupt.first.clone();
+    // What the coordinator was told so far: pending jobs canceled (after the first signal), everything (after
+    // the grace).
+    let (mut swept, mut force_swept) = (false, false);
 
     // When each trigger job created its child pipeline (a `strategy: depend` one lasts until the child ends).
     let mut triggered: HashMap<usize, Instant> = HashMap::new();
@@ -651,12 +702,10 @@ async fn run_pipeline(
     loop {
         if interrupted.is_cancelled() {
             sched.settle_pending(Status::Canceled);
-            if shared.is_none() {
-                // Served jobs run elsewhere: canceling them at the coordinator is how GitLab stops a runner's
-                // job (the runner sees it on its next trace patch).
-                for id in ids.values() {
-                    coordinator.force_cancel(*id);
-                }
+            let force = interrupt.forced.is_cancelled();
+            if !swept || (force && !force_swept) {
+                cancel_at_coordinator(&coordinator, shared.is_none(), force);
+                (swept, force_swept) = (true, force);
             }
         }
         // Start (or skip) everything that may go now.
@@ -757,14 +806,14 @@ async fn run_pipeline(
                     if matches!(docker, Docker::On)
                         && (args.executor == "docker" || wants_docker(job))
                     {
-                        spec.runner_token = Some(DOCKER_TOKEN.into());
+                        spec.runner_token = Some(tokens.docker.clone());
                     } else {
-                        spec.runner_token = Some(TOKEN.into());
+                        spec.runner_token = Some(tokens.shell.clone());
                     }
                     let id = coordinator.enqueue(spec);
                     ids.insert((pipeline, job.name.clone()), id);
                     let log_name = format!("{}.log", stems[i]);
-                    let log = match std::fs::File::create(run_dir.path.join(&log_name)) {
+                    let log = match state::private_file(&run_dir.path.join(&log_name)) {
                         Ok(f) => {
                             outcomes[i].log = Some(log_name);
                             Some(f)
@@ -813,8 +862,10 @@ async fn run_pipeline(
         }
         let joined = tokio::select! {
             j = running.join_next() => j,
-            // Wake up to cancel the pending jobs; the running ones end through `abort_jobs`.
-            _ = interrupted.cancelled(), if sched.status.contains(&Status::Pending) => continue,
+            // Wake up to cancel the pending jobs (the running ones end through `abort_jobs`), then once more
+            // when the grace is over.
+            _ = interrupted.cancelled(), if !swept => continue,
+            _ = interrupt.forced.cancelled(), if !force_swept => continue,
         };
         let Some(joined) = joined else { continue };
         let (i, t0, result) = joined.context("a job's output task failed")?;
@@ -896,11 +947,24 @@ async fn run_pipeline(
     }
 
     if let Some(shared) = &shared {
-        crate::service::drain(shared).await;
+        // The aborted jobs' final updates. Once the grace is over (or at a second signal) what is left of their
+        // processes is killed, and their reports get a moment more.
+        let drained = crate::service::drain(shared);
+        tokio::pin!(drained);
+        tokio::select! {
+            _ = &mut drained => {}
+            _ = interrupt.forced.cancelled(), if interrupted.is_cancelled() => {
+                shared.kill_running_jobs().await;
+                if tokio::time::timeout(FINAL_REPORTS, drained).await.is_err() {
+                    eprintln!("runwright exec: not waiting any longer for the aborted jobs to report");
+                }
+            }
+        }
     }
     if let Some(l) = &live {
         l.close();
     }
+    let signal = interrupt.signal.get().copied();
     let interrupted = interrupted.is_cancelled();
     coordinator.shutdown().await;
 
@@ -936,6 +1000,8 @@ async fn run_pipeline(
     let summary = serde_json::json!({
         "pipeline": run_dir.number,
         "status": verdict,
+        // The signal that ended the run early, if one did.
+        "interrupted_by": signal.map(|s| s.as_str()),
         "duration_seconds": elapsed.as_secs_f64(),
         "sha": co.sha,
         "ref": co.branch,
@@ -944,15 +1010,49 @@ async fn run_pipeline(
     if let Err(err) = state::write_json(&run_dir.path, "summary.json", &summary) {
         eprintln!("runwright exec: {err:#}");
     }
-    println!("pipeline {verdict} in {:.1}s", elapsed.as_secs_f64());
+    match signal {
+        Some(s) => println!("pipeline {verdict} by {s} in {:.1}s", elapsed.as_secs_f64()),
+        None => println!("pipeline {verdict} in {:.1}s", elapsed.as_secs_f64()),
+    }
     println!("pipeline directory: {}", run_dir.path.display());
     Ok(if interrupted {
-        ExitCode::from(130)
+        // The shell's convention for a command ended by a signal: 128 + its number (130 SIGINT, 143 SIGTERM).
+        ExitCode::from(128 + signal.map_or(2, |s| s as u8))
     } else if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// An interrupted run: the signal, and the two phases it starts.
+#[derive(Clone, Default)]
+struct Interrupt {
+    /// The first SIGINT or SIGTERM.
+    signal: std::sync::Arc<std::sync::OnceLock<nix::sys::signal::Signal>>,
+    /// Cancelled at the first signal: nothing more starts, pending jobs are canceled, running ones aborted.
+    first: tokio_util::sync::CancellationToken,
+    /// Cancelled at a second signal or when [`INTERRUPT_GRACE`] is over: whatever is left is canceled at the
+    /// coordinator and not waited for.
+    forced: tokio_util::sync::CancellationToken,
+}
+
+/// Cancels an interrupted run's jobs at the coordinator, as GitLab cancels a pipeline's
+/// (app/models/commit_status.rb `cancel`): a job no runner has taken is canceled at once, a served job
+/// (`served`: its runner is another process) is canceled as GitLab's UI does — its runner sees it on its next
+/// trace patch. The in-process runner's jobs are left to `abort_jobs`, which also sends their final update.
+/// `force`: every job that is not final is canceled now, whoever has it.
+fn cancel_at_coordinator(coordinator: &Coordinator, served: bool, force: bool) {
+    for job in coordinator.jobs() {
+        if job.is_final() {
+            continue;
+        }
+        if force {
+            coordinator.force_cancel(job.id);
+        } else if served || job.runner_token.is_none() {
+            coordinator.cancel(job.id);
+        }
+    }
 }
 
 /// The end of a `strategy: depend` trigger job: its child pipeline's status.
@@ -1031,6 +1131,27 @@ fn toml_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_interrupt_cancels_queued_jobs_and_a_forced_end_every_job() {
+        let coordinator = Coordinator::start(CoordinatorOptions::default())
+            .await
+            .expect("coordinator");
+        let token = runwright_coordinator::new_runner_token();
+        assert!(
+            token.starts_with("glrt-t1_") && token.len() == 28,
+            "{token}"
+        );
+        assert_ne!(token, runwright_coordinator::new_runner_token());
+        coordinator.add_runner(&token, RunnerOptions::default());
+        let queued = coordinator.enqueue(runwright_coordinator::JobSpec::shell("a", &["true"]));
+        cancel_at_coordinator(&coordinator, false, false);
+        assert_eq!(coordinator.job(queued).expect("job").state, "canceled");
+        let other = coordinator.enqueue(runwright_coordinator::JobSpec::shell("b", &["true"]));
+        cancel_at_coordinator(&coordinator, false, true);
+        assert_eq!(coordinator.job(other).expect("job").state, "canceled");
+        coordinator.shutdown().await;
+    }
 
     #[test]
     fn toml_strings_round_trip() {

@@ -22,8 +22,10 @@ use super::checkout::{git_env as git_with, Checkout};
 pub(super) fn working_tree(co: &Checkout) -> anyhow::Result<Snapshot> {
     let root = co.root.as_path();
     let head = co.sha.as_str();
+    // The index copy names every file of the working tree: this user's only.
     let tmp = tempfile::Builder::new()
         .prefix("runwright-exec-index-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .context("creating a temporary directory for the working tree's index")?;
     let index = tmp.path().join("index");

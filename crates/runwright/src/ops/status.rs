@@ -5,7 +5,7 @@
 //! (`GITLAB_TOKEN`, `GET /api/v4/runners/:id`); and from the service's state file the last successful poll,
 //! the running jobs and an unhealthy back-off. `--json` prints the same on stdout.
 
-use super::state::{running_service, RunnerState, ServiceState};
+use super::state::{find_service, RunnerState};
 use super::{client, info_for, load_config_full, runtime};
 use crate::cli::ConfigArg;
 use clap::Args;
@@ -98,8 +98,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let path = args.config.path();
     let loaded = load_config_full(&path)?;
     let config = &loaded.config;
-    let pid = running_service(&path);
-    let state = pid.and(ServiceState::read(&path));
+    let found = find_service(&path);
+    for w in &found.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let (pid, state) = (found.pid, found.state);
     let system_id = super::register::system_id_for(&path);
     let rt = runtime()?;
     let mut runners = Vec::new();

@@ -111,6 +111,7 @@ pub async fn handle(
     let trace = trace_for(&runner, &job, &settings);
     // The journal gets every masked byte from the first one on, past `output_limit` (issue 6).
     let process_mark = runwright_engine::job::new_process_mark(job.id);
+    let _mark = shared.track_mark(&process_mark);
     let journal = shared.journal();
     let rec = journal
         .as_ref()

@@ -48,6 +48,22 @@ pub struct Shared {
     pub journal: std::sync::OnceLock<Option<Arc<crate::journal::JobJournal>>>,
     /// What `/metrics` on `listen_address` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The process marks (`RUNWRIGHT_JOB_MARK`) of the jobs being handled now ([`Shared::kill_running_jobs`]).
+    running_marks: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Keeps a job's process mark in [`Shared`]'s set while the job is handled.
+pub struct MarkGuard {
+    shared: Arc<Shared>,
+    mark: String,
+}
+
+impl Drop for MarkGuard {
+    fn drop(&mut self) {
+        if let Ok(mut marks) = self.shared.running_marks.lock() {
+            marks.remove(&self.mark);
+        }
+    }
 }
 
 impl Shared {
@@ -70,7 +86,36 @@ impl Shared {
             check_interval: std::sync::Mutex::new(check_interval),
             journal: std::sync::OnceLock::new(),
             metrics: Arc::default(),
+            running_marks: std::sync::Mutex::default(),
         })
+    }
+
+    /// Records `mark` as a running job's until the guard is dropped.
+    pub fn track_mark(self: &Arc<Self>, mark: &str) -> MarkGuard {
+        if let Ok(mut marks) = self.running_marks.lock() {
+            marks.insert(mark.to_string());
+        }
+        MarkGuard {
+            shared: self.clone(),
+            mark: mark.to_string(),
+        }
+    }
+
+    /// SIGKILLs every process of the jobs being handled (found by their mark, as the journal's recovery finds
+    /// a dead service's): for a caller that will not wait out an abort's SIGTERM grace (`runwright exec` at a
+    /// second signal). Their job tasks then end as after any kill and send their final update.
+    pub async fn kill_running_jobs(&self) {
+        let marks: Vec<String> = self
+            .running_marks
+            .lock()
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            for mark in marks {
+                crate::journal::kill_marked(&mark);
+            }
+        })
+        .await;
     }
 
     /// The journal jobs are recorded in (see [`Shared::journal`]'s field).

@@ -992,3 +992,75 @@ async fn git_lfs_files_reach_the_jobs_with_their_content() {
     assert!(stdout.contains("\nedited lfs blob\n"), "{stdout}");
     assert!(!stdout.contains("git-lfs.github.com/spec"), "{stdout}");
 }
+
+/// A job that ignores SIGTERM (so only a kill ends it) and one that waits for a slot (`-j 1`).
+const STUBBORN: &str = r#"
+stubborn:
+  script:
+    - trap '' TERM
+    - echo started
+    - sleep 613
+waiting:
+  script:
+    - echo waiting-ran
+"#;
+
+/// Processes `sleep 613` (the stubborn job's) still alive.
+fn stubborn_sleeps() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00613\x00")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_run_with_a_pending_job_and_a_second_one_ends_a_job_that_ignores_it() {
+    use crate::local_users::Exec;
+    use std::time::Duration;
+    let h = Harness::new().await;
+    h.make_repo("grp/stubborn", &[(".gitlab-ci.yml", STUBBORN)]);
+    let mut cmd = h.command();
+    // The stubborn job would get ten minutes between SIGTERM and SIGKILL.
+    cmd.env("RUNWRIGHT_KILL_GRACE_SECONDS", "600")
+        .args(["exec", "--executor", "shell", "--view", "lines", "-j", "1"])
+        .current_dir(h.path().join("src/grp/stubborn"));
+    let mut exec = Exec::start(cmd);
+    exec.wait_line("started");
+    let pid = nix::unistd::Pid::from_raw(exec.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    // The running job gets its grace: the run waits for it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        exec.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        exec.text()
+    );
+    // A second signal stops waiting: what is left is killed, and the run ends with the summary.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let (status, took) = exec.wait_end(Duration::from_secs(30));
+    let text = exec.text();
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{text}");
+    assert!(
+        text.contains(
+            "runwright exec: SIGTERM: canceling the pending jobs and aborting the running ones"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("pipeline canceled by SIGTERM"), "{text}");
+    assert!(!text.contains("waiting-ran"), "{text}");
+    for job in ["stubborn", "waiting"] {
+        let row = summary_row(&text, job).unwrap_or_else(|| panic!("no row for {job}:\n{text}"));
+        assert_eq!(row[2], "canceled", "{text}");
+    }
+    assert_eq!(
+        stubborn_sleeps(),
+        0,
+        "the stubborn job's sleep outlived the run"
+    );
+}

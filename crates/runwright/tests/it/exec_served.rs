@@ -26,6 +26,13 @@ fn normalise(trace: &str) -> String {
             "${1}SIZE DATE",
         ),
         (r"\S*runwright-exec-[A-Za-z0-9]+", "TMP"),
+        // Each run has its own random runner token (issue 17): its short form names the runner and the
+        // builds directory.
+        (
+            r"on (exec(?:-docker)?) [A-Za-z0-9_-]+,",
+            "on $1 SHORT_TOKEN,",
+        ),
+        (r"TMP/builds/[A-Za-z0-9_-]+/", "TMP/builds/SHORT_TOKEN/"),
         // Each runner process has its own system ID (`.runner_system_id`), as two GitLab runner managers do.
         (r"system ID: s_[0-9a-f]{12}", "system ID: SYSTEM_ID"),
         // Job tokens are random per job (shown shortened).

@@ -18,6 +18,7 @@ mod fidelity;
 mod jobs;
 mod journal;
 mod lint;
+mod local_users;
 mod mock_compat;
 mod ops;
 mod polling;
