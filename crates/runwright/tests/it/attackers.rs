@@ -39,58 +39,120 @@ fn which(program: &str) -> bool {
         .any(|d| std::path::Path::new(d).join(program).exists())
 }
 
-/// Another local account, removed on drop.
+/// Another local account for one test (a unique name), removed on drop after the processes it started here
+/// ended.
 pub struct LocalUser {
     pub name: String,
+    uid: u32,
+    gid: u32,
+    children: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 impl LocalUser {
     pub fn create() -> LocalUser {
         let name = format!("rwatk{}", unique());
-        let out = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/bin/sh"])
-            .arg(&name)
-            .output()
-            .expect("useradd runs");
-        assert!(
-            out.status.success(),
-            "useradd {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        LocalUser { name }
+        // Parallel tests contend for /etc/passwd's lock: useradd then fails with "cannot lock"; try again.
+        let mut last = String::new();
+        for _ in 0..50 {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--user-group",
+                    "--shell",
+                    "/bin/sh",
+                ])
+                .arg(&name)
+                .output()
+                .expect("useradd runs");
+            if out.status.success() {
+                let user = nix::unistd::User::from_name(&name)
+                    .ok()
+                    .flatten()
+                    .expect("the user exists");
+                return LocalUser {
+                    name,
+                    uid: user.uid.as_raw(),
+                    gid: user.gid.as_raw(),
+                    children: std::sync::Mutex::new(Vec::new()),
+                };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("useradd {name} failed: {last}");
     }
 
-    /// `bash -c script` as this user (no login, no environment of ours but PATH).
-    pub fn bash(&self, script: &str) -> Output {
-        Command::new("runuser")
-            .args(["-u", &self.name, "--", "env", "-i"])
-            .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-            .args(["bash", "-c", script])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .output()
-            .expect("runuser runs")
+    /// [`LocalUser::create`], or `None` with a visible note when this process is not root (CI runs as root).
+    pub fn create_or_skip(test: &str) -> Option<LocalUser> {
+        if !is_root() {
+            eprintln!(
+                "SKIPPED {test}: creating another local user needs root (CI runs this as root)"
+            );
+            return None;
+        }
+        Some(LocalUser::create())
     }
 
     pub fn uid(&self) -> u32 {
-        nix::unistd::User::from_name(&self.name)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw())
-            .expect("the user exists")
+        self.uid
     }
 
     pub fn gid(&self) -> u32 {
-        nix::unistd::User::from_name(&self.name)
-            .ok()
-            .flatten()
-            .map(|u| u.gid.as_raw())
-            .expect("the user exists")
+        self.gid
+    }
+
+    /// `program` run as this user, with a minimal environment, from `/`.
+    pub fn command(&self, program: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(program);
+        cmd.uid(self.uid)
+            .gid(self.gid)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/nonexistent")
+            .current_dir("/")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .expect("the attacker's command runs")
+    }
+
+    /// `bash -c script` as this user.
+    pub fn bash(&self, script: &str) -> Output {
+        self.run("bash", &["-c", script])
+    }
+
+    /// A request with curl: (status, body).
+    pub fn http(&self, args: &[&str]) -> (u16, String) {
+        let out = self.run("curl", &[&["-s", "-w", "\n%{http_code}"], args].concat());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Keeps a process of this user's running until the user goes.
+    pub fn spawn(&self, mut cmd: Command) {
+        let child = cmd.spawn().expect("the attacker's process starts");
+        if let Ok(mut children) = self.children.lock() {
+            children.push(child);
+        }
     }
 }
 
 impl Drop for LocalUser {
     fn drop(&mut self) {
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         let _ = Command::new("userdel")
             .arg(&self.name)
             .stdout(Stdio::null())

@@ -3,10 +3,10 @@
 //! attacker's commands as it (a child with its uid and gid), against loopback only. Creating users needs
 //! root: without it the tests say they are skipped (CI runs them as root).
 
+use crate::attackers::LocalUser;
 use crate::harness::*;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,103 +14,6 @@ use std::time::{Duration, Instant};
 
 /// The runner token every `runwright exec` used before issue 17 (what an attacker tries first).
 const OLD_EXEC_TOKEN: &str = "glrt-t1_runwrightexec00000001";
-
-/// A local user that exists for one test; `userdel` when dropped, after its processes started here ended.
-struct LocalUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    children: Mutex<Vec<Child>>,
-}
-
-impl LocalUser {
-    /// `None`, with a visible note, when this process is not root.
-    fn create(test: &str) -> Option<LocalUser> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "SKIPPED {test}: creating another local user needs root (CI runs this as root)"
-            );
-            return None;
-        }
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("rwt{}x{n}", std::process::id());
-        // Parallel tests contend for /etc/passwd's lock: useradd then fails with "cannot lock"; try again.
-        let mut last = String::new();
-        for _ in 0..50 {
-            let out = Command::new("useradd")
-                .args([
-                    "--no-create-home",
-                    "--user-group",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(&name)
-                .output()
-                .expect("useradd runs");
-            if out.status.success() {
-                let user = nix::unistd::User::from_name(&name)
-                    .expect("getpwnam")
-                    .expect("the user exists");
-                return Some(LocalUser {
-                    name,
-                    uid: user.uid.as_raw(),
-                    gid: user.gid.as_raw(),
-                    children: Mutex::new(Vec::new()),
-                });
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("useradd {name} failed: {last}");
-    }
-
-    /// `program` run as this user, with a minimal environment, from `/`.
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.uid(self.uid)
-            .gid(self.gid)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", "/nonexistent")
-            .current_dir("/")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        self.command(program)
-            .args(args)
-            .output()
-            .expect("the attacker's command runs")
-    }
-
-    /// A request with curl: (status, body).
-    fn http(&self, args: &[&str]) -> (u16, String) {
-        let out = self.run("curl", &[&["-s", "-w", "\n%{http_code}"], args].concat());
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
-    }
-
-    /// Keeps a process of this user's running until the user goes.
-    fn spawn(&self, mut cmd: Command) {
-        let child = cmd.spawn().expect("the attacker's process starts");
-        self.children.lock().expect("children").push(child);
-    }
-}
-
-impl Drop for LocalUser {
-    fn drop(&mut self) {
-        if let Ok(mut children) = self.children.lock() {
-            for child in children.iter_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
 
 /// The TCP ports process `pid` listens on (its sockets' inodes looked up in /proc/net/tcp{,6}).
 fn listening_ports(pid: u32) -> Vec<u16> {
@@ -255,7 +158,7 @@ fn project_path(first_line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_can_neither_take_nor_touch_an_exec_runs_jobs_nor_read_its_files() {
-    let Some(attacker) = LocalUser::create("exec attack") else {
+    let Some(attacker) = LocalUser::create_or_skip("exec attack") else {
         return;
     };
     let h = Harness::new().await;
@@ -407,7 +310,7 @@ async fn another_user_can_neither_take_nor_touch_an_exec_runs_jobs_nor_read_its_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_runs_runner_config_is_private_and_its_token_random_and_sigterm_ends_it() {
-    let Some(attacker) = LocalUser::create("served exec") else {
+    let Some(attacker) = LocalUser::create_or_skip("served exec") else {
         return;
     };
     let h = Harness::new().await;
@@ -511,7 +414,7 @@ fn status(h: &Harness) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_lock_in_the_temp_directory_neither_blocks_the_service_nor_fakes_status() {
-    let Some(attacker) = LocalUser::create("temp lock") else {
+    let Some(attacker) = LocalUser::create_or_skip("temp lock") else {
         return;
     };
     let mut h = Harness::new().await;
@@ -586,7 +489,7 @@ async fn another_users_lock_in_the_temp_directory_neither_blocks_the_service_nor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_symlinked_or_foreign_lock_file_stops_the_service_with_a_clear_error() {
-    let Some(attacker) = LocalUser::create("planted lock") else {
+    let Some(attacker) = LocalUser::create_or_skip("planted lock") else {
         return;
     };
     let h = Harness::new().await;
@@ -627,12 +530,17 @@ async fn a_symlinked_or_foreign_lock_file_stops_the_service_with_a_clear_error()
     // A lock file that belongs to another user.
     std::fs::remove_file(&lock).expect("rm");
     std::fs::write(&lock, "").expect("lock");
-    nix::unistd::chown(&lock, Some(nix::unistd::Uid::from_raw(attacker.uid)), None).expect("chown");
+    nix::unistd::chown(
+        &lock,
+        Some(nix::unistd::Uid::from_raw(attacker.uid())),
+        None,
+    )
+    .expect("chown");
     let (code, err) = run();
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&lock.display().to_string())
-            && err.contains(&format!("belongs to uid {}", attacker.uid)),
+            && err.contains(&format!("belongs to uid {}", attacker.uid())),
         "{err}"
     );
 }
