@@ -139,9 +139,8 @@ impl LocalUser {
     /// Keeps a process of this user's running until the user goes.
     pub fn spawn(&self, mut cmd: Command) {
         let child = cmd.spawn().expect("the attacker's process starts");
-        if let Ok(mut children) = self.children.lock() {
-            children.push(child);
-        }
+        // Waited for when the user goes (Drop).
+        self.children.lock().expect("children").push(child);
     }
 }
 
