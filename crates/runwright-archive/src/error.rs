@@ -37,6 +37,9 @@ pub enum Error {
     /// A glob pattern could not be parsed.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
+    /// More files, directories and symlinks matched than [`crate::ArchiveSpec::max_files`] allows.
+    #[error("more than {limit} files, directories and symlinks match")]
+    TooManyFiles { limit: usize },
     /// Writing was given an unusable option (for example a format that has no single-file meaning).
     #[error("{0}")]
     Invalid(String),

@@ -384,9 +384,10 @@ impl ArchiveCache {
             paths: c.paths.iter().map(|p| ctx.expand(p)).collect(),
             exclude: Vec::new(),
             untracked: c.untracked,
+            max_files: None,
         };
-        let selection = super::select(ctx, spec).await?;
-        if selection.entries.is_empty() {
+        let selection = super::select(ctx, spec, "cache").await?;
+        if selection.is_empty() {
             ctx.warn("No files to archive, cache will not be created");
             return Ok(());
         }
