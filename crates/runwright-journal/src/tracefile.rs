@@ -5,9 +5,9 @@
 //! first `output_limit` bytes, so a restarted service still sends GitLab the copy it had) and the **tail** (the
 //! end of a failing job matters most). While the job runs, `trace.log` holds everything up to the cap and a note
 //! saying what happens next; the rest goes to tail segments beside it (`trace.tail.<n>`, each of a fixed size,
-//! the oldest removed once the newer ones hold a whole tail). When the job ends, `trace.log` is rebuilt as head
-//! + a note (how many bytes were dropped, and where) + the last bytes, starting at a line, and takes the old
-//! one's place by `rename` — a reader that has it open keeps reading the old one whole.
+//! the oldest removed once the newer ones hold a whole tail). When the job ends, `trace.log` is rebuilt as the
+//! head, a note (how many bytes were dropped, and where) and the last bytes, starting at a line, and takes the
+//! old one's place by `rename` — a reader that has it open keeps reading the old one whole.
 //!
 //! Disk use of one job: at most the cap once it ended; while it runs, at most the cap plus one and a half tails
 //! (the segments), plus the rebuilt file for a moment at its end.
