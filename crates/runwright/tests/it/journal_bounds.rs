@@ -63,10 +63,36 @@ async fn a_job_printing_far_past_the_journal_cap_leaves_a_bounded_trace_with_its
         "flood",
         &[
             &flood(400_000),
+            "sleep 2",
             "echo \"the end of the failing job, as $(id -un)\"",
             "exit 3",
         ],
     ));
+    // `runwright logs --follow` from while the job runs past its cap to its end.
+    let live_note = "the journal's limit for one job's trace";
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let past_cap = std::fs::read_dir(h.path().join("journal/jobs"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("trace.log")).ok())
+            .any(|t| String::from_utf8_lossy(&t).contains(live_note));
+        if past_cap {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never passed its cap"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut follow = h.command();
+    follow
+        .args(["logs", &id.to_string(), "--follow", "-c"])
+        .arg(&h.config_path);
+    let followed =
+        tokio::task::spawn_blocking(move || follow.output().expect("runwright logs --follow"));
     let job = h.final_job(id).await;
     assert_eq!(job.state, "failed");
     let dir = job_dir(&h.path().join("journal"), id);
@@ -158,6 +184,18 @@ async fn a_job_printing_far_past_the_journal_cap_leaves_a_bounded_trace_with_its
         logs.contains("the end of the failing job"),
         "logs shows the tail"
     );
+    // Following, one saw the note while the job ran, then the dropped bytes' note and the end.
+    let followed = followed.await.expect("follower");
+    assert!(followed.status.success());
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    let (during, after) = followed.split_once(live_note).expect("the live note");
+    assert!(during.contains("flood line 000000001 of a runaway job."));
+    assert!(
+        after.contains("bytes of this job's output were dropped here"),
+        "{}",
+        &after[..after.len().min(2000)]
+    );
+    assert!(after.contains("the end of the failing job"));
 }
 
 /// A tmpfs of a known size mounted for one test, unmounted when dropped.
