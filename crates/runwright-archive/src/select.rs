@@ -741,7 +741,11 @@ fn git_untracked(wd: &Path, max: Option<usize>) -> std::result::Result<Option<Ve
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("untracked: reading git ls-files: {e}")),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("untracked: reading git ls-files: {e}"));
+                }
             }
         }
     }

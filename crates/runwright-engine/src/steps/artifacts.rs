@@ -128,7 +128,8 @@ impl JobStep for DownloadArtifacts {
             let archive = dest.clone();
             let opts = super::extract_options(ctx);
             let r = blocking(move || {
-                runwright_archive::extract(&archive, &project, &opts).map_err(|e| e.to_string())
+                runwright_archive::extract(&archive, &project, &opts)
+                    .map_err(|e| super::archive_error(e, "artifacts"))
             })
             .await;
             let _ = std::fs::remove_file(&dest);

@@ -255,7 +255,8 @@ impl RestoreCache {
             let file = archive.clone();
             let opts = super::extract_options(ctx);
             match blocking(move || {
-                runwright_archive::extract(&file, &project, &opts).map_err(|e| e.to_string())
+                runwright_archive::extract(&file, &project, &opts)
+                    .map_err(|e| super::archive_error(e, "cache"))
             })
             .await
             {

@@ -137,10 +137,7 @@ pub(crate) async fn select(
     // job's): one job's file count must not exhaust it (issue 17).
     spec.max_files = Some(ctx.runner.max_archive_files());
     let selection = blocking(move || {
-        runwright_archive::select_files(&project, &spec).map_err(|e| match e {
-            runwright_archive::Error::TooManyFiles { limit } => too_many_files(what, limit),
-            e => e.to_string(),
-        })
+        runwright_archive::select_files(&project, &spec).map_err(|e| archive_error(e, what))
     })
     .await?;
     for info in &selection.infos {
@@ -152,8 +149,22 @@ pub(crate) async fn select(
     Ok(selection)
 }
 
-/// What a job whose archive matches more than `max_archive_files` entries is told: the limit, whose it is,
-/// and how to get under it or raise it.
+/// An archive error as the job log shows it: for one over `max_archive_files`, the limit, whose it is, and how
+/// to get under it or raise it.
+pub(crate) fn archive_error(e: runwright_archive::Error, what: &str) -> String {
+    match e {
+        runwright_archive::Error::TooManyFiles { limit } => too_many_files(what, limit),
+        // The caller names the archive (`extracting artifacts of build (42): …`, `Extracting cache key: …`).
+        runwright_archive::Error::TooManyEntries { limit, .. } => format!(
+            "the archive holds more than {limit} entries, over this runner's limit for one archive \
+             (max_archive_files in its [[runners]] entry of config.toml; runwright reads an archive's index in the \
+             runner's own memory): archive fewer, larger files, or ask the runner's administrator to raise \
+             max_archive_files"
+        ),
+        e => e.to_string(),
+    }
+}
+
 fn too_many_files(what: &str, limit: usize) -> String {
     format!(
         "{what}: more than {limit} files, directories and symlinks match, over this runner's limit for one \
@@ -168,6 +179,8 @@ fn too_many_files(what: &str, limit: usize) -> String {
 pub(crate) fn extract_options(ctx: &StepContext<'_>) -> runwright_archive::ExtractOptions {
     runwright_archive::ExtractOptions {
         owner: ctx.owner,
+        // As many entries as the runner would put in one archive (issue 17).
+        max_entries: Some(ctx.runner.max_archive_files()),
         ..Default::default()
     }
 }

@@ -106,3 +106,63 @@ async fn a_job_making_more_files_than_max_archive_files_fails_alone_with_the_lim
     );
     assert!(crate::harness::alive(h.pid()), "the service is still up");
 }
+
+/// The other way in: an archive with more entries than the runner's bound, made elsewhere (another runner, or
+/// uploaded with the job token through GitLab's API), that a dependent job would have the service read.
+#[tokio::test]
+async fn an_artifact_with_more_entries_than_max_archive_files_is_not_extracted() {
+    let Some(user) = LocalUser::create("rwfilesx") else {
+        return;
+    };
+    let mut h = Harness::new().await;
+    let builds = h.builds_for_any_user();
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    h.coordinator.add_runner(TOKEN2, RunnerOptions::default());
+    let entry = |name: &str, token: &str, max: usize| {
+        h.runner_toml(
+            name,
+            token,
+            &format!(
+                "  builds_dir = \"{}\"\n  max_archive_files = {max}",
+                builds.display()
+            ),
+        )
+    };
+    h.write_config(&format!(
+        "concurrent = 2\ncheck_interval = 1\nuser = \"{}\"\n{}{}",
+        user.name,
+        entry("uploads-much", TOKEN, 10_000),
+        entry("extracts-little", TOKEN2, 2_000)
+    ));
+    h.start();
+    let producer = h.coordinator.enqueue(
+        JobSpec {
+            artifacts: vec![Artifact {
+                paths: vec!["out/".into()],
+                artifact_type: "archive".into(),
+                artifact_format: "zip".into(),
+                ..Artifact::default()
+            }],
+            ..job("many", &[&make_files(3000)])
+        }
+        .for_runner(TOKEN),
+    );
+    let p = h.final_job(producer).await;
+    assert_eq!(p.state, "success", "{}", p.trace_text());
+    let consumer = h.coordinator.enqueue(
+        JobSpec {
+            artifact_dependencies: vec![producer],
+            ..job("consume", &["ls out | wc -l"])
+        }
+        .for_runner(TOKEN2),
+    );
+    let c = h.final_job(consumer).await;
+    let t = c.trace_text();
+    assert_eq!(c.state, "failed", "{t}");
+    assert_eq!(c.exit_code, Some(1), "{t}");
+    assert!(
+        t.contains("): the archive holds more than 2000 entries, over this runner's limit for one archive (max_archive_files"),
+        "{t}"
+    );
+    assert!(crate::harness::alive(h.pid()), "the service is still up");
+}
