@@ -37,6 +37,12 @@ pub enum Error {
     /// A glob pattern could not be parsed.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
+    /// More files, directories and symlinks matched than [`crate::ArchiveSpec::max_files`] allows.
+    #[error("more than {limit} files, directories and symlinks match")]
+    TooManyFiles { limit: usize },
+    /// An archive to extract holds more entries than [`crate::ExtractOptions::max_entries`] allows.
+    #[error("{archive}: more than {limit} entries")]
+    TooManyEntries { archive: PathBuf, limit: usize },
     /// Writing was given an unusable option (for example a format that has no single-file meaning).
     #[error("{0}")]
     Invalid(String),

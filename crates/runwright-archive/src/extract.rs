@@ -48,6 +48,10 @@ pub struct ExtractOptions {
     pub allow_external_symlinks: bool,
     /// Refuse archives declaring more than this many bytes in total.
     pub max_total_size: Option<u64>,
+    /// Refuse archives of more than this many entries (issue 17): reading a zip's central directory costs the
+    /// process memory for every entry, and an archive may come from anyone who could upload to the job's
+    /// dependencies or cache. A zip is refused from its end record, before its central directory is read.
+    pub max_entries: Option<usize>,
     /// Give every extracted entry this owner (uid, gid): a runner running as root restores caches and
     /// artifacts for jobs that run as another user (`run --user`), who must be able to change them.
     pub owner: Option<(u32, u32)>,
@@ -63,6 +67,55 @@ pub struct ExtractStats {
     pub bytes: u64,
     /// Entries skipped (fifos, devices), with a warning.
     pub skipped: u64,
+}
+
+/// The number of entries a zip's end record declares (the ZIP64 one's when the classic record defers to it);
+/// `None` when there is no end record to read.
+fn zip_declared_entries(f: &mut File) -> io::Result<Option<u64>> {
+    use std::io::{Seek, SeekFrom};
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    const LOCATOR: [u8; 4] = [0x50, 0x4b, 0x06, 0x07];
+    const ZIP64_EOCD: [u8; 4] = [0x50, 0x4b, 0x06, 0x06];
+    let len = f.metadata()?.len();
+    // The end record (22 bytes) and a comment of at most 65,535 bytes.
+    let back = len.min(22 + 65_535);
+    let mut tail = vec![0u8; back as usize];
+    f.seek(SeekFrom::Start(len - back))?;
+    f.read_exact(&mut tail)?;
+    let Some(at) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == EOCD)
+    else {
+        return Ok(None);
+    };
+    let le16 = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let entries = le16(&tail, at + 10);
+    let deferred = entries == 0xFFFF
+        || tail[at + 12..at + 16].iter().all(|b| *b == 0xFF)
+        || tail[at + 16..at + 20].iter().all(|b| *b == 0xFF);
+    let eocd_offset = len - back + at as u64;
+    if !deferred || eocd_offset < 20 {
+        return Ok(Some(entries));
+    }
+    let mut locator = [0u8; 20];
+    f.seek(SeekFrom::Start(eocd_offset - 20))?;
+    f.read_exact(&mut locator)?;
+    if locator[..4] != LOCATOR {
+        return Ok(Some(entries));
+    }
+    let zip64_at = u64::from_le_bytes(locator[8..16].try_into().unwrap_or([0; 8]));
+    let mut record = [0u8; 40];
+    if zip64_at.saturating_add(40) > len {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(zip64_at))?;
+    f.read_exact(&mut record)?;
+    if record[..4] != ZIP64_EOCD {
+        return Ok(None);
+    }
+    Ok(Some(u64::from_le_bytes(
+        record[32..40].try_into().unwrap_or([0; 8]),
+    )))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,8 +455,24 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    fn too_many(&self, limit: usize) -> Error {
+        Error::TooManyEntries {
+            archive: self.archive.to_path_buf(),
+            limit,
+        }
+    }
+
     fn zip(&mut self) -> Result<()> {
-        let f = File::open(self.archive).at(self.archive)?;
+        let mut f = File::open(self.archive).at(self.archive)?;
+        if let Some(max) = self.opts.max_entries {
+            // An end record that cannot be read is left to the zip reader to refuse.
+            if zip_declared_entries(&mut f)
+                .at(self.archive)?
+                .is_some_and(|n| n > max as u64)
+            {
+                return Err(self.too_many(max));
+            }
+        }
         let mut za = ZipArchive::new(f).map_err(|e| Error::BadArchive {
             archive: self.archive.to_path_buf(),
             reason: e.to_string(),
@@ -491,7 +560,10 @@ impl Extractor<'_> {
         let mut ar = tar::Archive::new(dec);
         let entries = ar.entries().map_err(|e| self.bad_tar(e))?;
         let mut total = 0u64;
-        for entry in entries {
+        for (seen, entry) in entries.enumerate() {
+            if let Some(max) = self.opts.max_entries.filter(|m| seen >= *m) {
+                return Err(self.too_many(max));
+            }
             let mut entry = entry.map_err(|e| self.bad_tar(e))?;
             let raw = entry.path_bytes().into_owned();
             let h = entry.header();
@@ -631,4 +703,75 @@ fn plan(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::select::{select_files, ArchiveSpec};
+    use crate::{write_archive, WriteOptions};
+
+    /// An archive of `dirs` made-up directories plus the few entries of a small tree, in `format`.
+    fn archive(dir: &Path, format: Format, dirs: usize) -> (PathBuf, usize) {
+        let tree = dir.join("t");
+        std::fs::create_dir_all(tree.join("a")).unwrap();
+        std::fs::write(tree.join("a/f"), "x").unwrap();
+        let mut sel = select_files(
+            &tree,
+            &ArchiveSpec {
+                paths: vec![".".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        sel.add_made_up_dirs(dirs);
+        let out = dir.join(format!("a{}", format.extension()));
+        let opts = WriteOptions {
+            format,
+            ..Default::default()
+        };
+        write_archive(&sel, &out, &opts).unwrap();
+        (out, sel.len())
+    }
+
+    fn refused_at(archive: &Path, max: usize) -> Option<usize> {
+        let target = archive.with_extension("x");
+        let opts = ExtractOptions {
+            max_entries: Some(max),
+            ..Default::default()
+        };
+        match extract(archive, &target, &opts) {
+            Err(Error::TooManyEntries { limit, .. }) => Some(limit),
+            Err(e) => panic!("{e}"),
+            Ok(_) => {
+                std::fs::remove_dir_all(&target).unwrap();
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn an_archive_over_max_entries_is_refused_before_its_index_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        for format in [Format::Zip, Format::TarZstd] {
+            let (a, n) = archive(d.path(), format, 300);
+            assert_eq!(refused_at(&a, n - 1), Some(n - 1), "{format:?}");
+            assert_eq!(refused_at(&a, n), None, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn a_zip64_end_record_gives_the_count_past_65535() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, n) = archive(d.path(), Format::Zip, 70_000);
+        let mut f = File::open(&a).unwrap();
+        assert_eq!(zip_declared_entries(&mut f).unwrap(), Some(n as u64));
+        // Not a zip: no count, the reader decides.
+        let junk = d.path().join("junk");
+        std::fs::write(&junk, vec![7u8; 100]).unwrap();
+        assert_eq!(
+            zip_declared_entries(&mut File::open(&junk).unwrap()).unwrap(),
+            None
+        );
+    }
 }

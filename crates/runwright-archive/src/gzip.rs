@@ -24,7 +24,7 @@ pub(crate) fn write_gzip(
     // Go's gzip levels: GitLab passes none, so gzip.DefaultCompression (6) whatever the level setting;
     // we honour the level (fastest = 1, there is no "store" in gzip).
     let level = Compression::new(opts.level.deflate().unwrap_or(1));
-    for e in &selection.entries {
+    for e in selection.iter() {
         if e.kind != EntryKind::File {
             return Err(Error::Invalid(format!(
                 "the {:?} is not a regular file",

@@ -28,7 +28,7 @@ pub(crate) fn write_tar_zstd(
     let mut tb = tar::Builder::new(enc);
     tb.follow_symlinks(false);
     let mut stats = ArchiveStats::default();
-    for e in &selection.entries {
+    for e in selection.iter() {
         let mut h = tar::Header::new_gnu();
         h.set_mode(e.mode);
         h.set_mtime(e.mtime.max(0) as u64);

@@ -38,6 +38,8 @@ pub const DEFAULT_CONNECTION_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// `output_limit` in KiB when ≤ 0 (`DefaultTraceOutputLimit` = 4 MiB).
 pub const DEFAULT_OUTPUT_LIMIT_KIB: usize = 4096;
+/// `max_archive_files` when ≤ 0 (runwright's own, issue 17): see [`RunnerConfig::max_archive_files`].
+pub const DEFAULT_MAX_ARCHIVE_FILES: usize = 1_000_000;
 /// `unhealthy_requests_limit` when < 1 (`DefaultUnhealthyRequestsLimit`).
 pub const DEFAULT_UNHEALTHY_REQUESTS_LIMIT: u32 = 3;
 /// `unhealthy_interval` when unset (`DefaultUnhealthyInterval`).
@@ -167,6 +169,13 @@ pub struct JournalConfig {
     pub max_age: Option<Duration>,
     /// `max_size_mb`: MiB of metadata and traces to keep in all.
     pub max_size_mb: Option<u64>,
+    /// `max_trace_mb`: MiB of one job's trace the journal keeps: the head GitLab got (`output_limit`) and the
+    /// end of the output, with a note of what was dropped between them (issue 17). Default: four times the
+    /// runner entry's `output_limit`, at least 16 MiB (`runwright-journal`'s `default_trace_cap`).
+    pub max_trace_mb: Option<u64>,
+    /// `min_free_mb`: below this many MiB free on the journal's file system, the journal stops writing traces
+    /// (jobs go on) and runs its retention. Default: 1024, or 5 % of the file system when that is less.
+    pub min_free_mb: Option<u64>,
 }
 
 /// `[dashboard]` (runwright only): the dashboard and JSON API that `listen_address` serves beside `/metrics`.
@@ -265,6 +274,10 @@ pub struct RunnerConfig {
     /// `output_limit` in KiB, raw; see [`RunnerConfig::output_limit_bytes`].
     #[serde(deserialize_with = "vde::int")]
     pub output_limit: i64,
+    /// `max_archive_files`, raw (a runwright extension; GitLab's runner ignores the key); see
+    /// [`RunnerConfig::max_archive_files`].
+    #[serde(deserialize_with = "vde::int")]
+    pub max_archive_files: i64,
     /// `request_concurrency`, raw; see [`RunnerConfig::request_concurrency`].
     #[serde(deserialize_with = "vde::int")]
     pub request_concurrency: i64,
@@ -380,6 +393,18 @@ impl RunnerConfig {
         kib.saturating_mul(1024)
     }
 
+    /// The most files, directories and symlinks one cache or artifact archive of a job may hold:
+    /// `max_archive_files`, [`DEFAULT_MAX_ARCHIVE_FILES`] when ≤ 0. GitLab's runner has no such bound: it
+    /// selects the files in its helper process, whose memory is the job's; runwright selects them in the
+    /// service, whose memory every job shares (issue 17). An entry costs the service ~100 bytes while its
+    /// archive is written, so the default bounds one archive at ~100 MiB and fits the largest `node_modules`.
+    pub fn max_archive_files(&self) -> usize {
+        usize::try_from(self.max_archive_files)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_ARCHIVE_FILES)
+    }
+
     /// Parallel `jobs/request` calls for this entry: at least 1
     /// (runner common/config.go `GetRequestConcurrency`).
     pub fn request_concurrency(&self) -> usize {
@@ -485,6 +510,7 @@ impl fmt::Debug for RunnerConfig {
             .field("tls_key_file", &self.tls_key_file)
             .field("limit", &self.limit)
             .field("output_limit", &self.output_limit)
+            .field("max_archive_files", &self.max_archive_files)
             .field("request_concurrency", &self.request_concurrency)
             .field("strict_check_interval", &self.strict_check_interval)
             .field("unhealthy_requests_limit", &self.unhealthy_requests_limit)

@@ -1407,7 +1407,7 @@ fn keys_in_another_case_are_read_as_gitlab_does_with_a_warning() {
 #[test]
 fn journal_section_loads_without_warnings_and_flags_unknown_keys() {
     let loaded = parse_str(
-        "[journal]\nenabled = true\ndir = \"/var/lib/runwright/journal\"\nmax_jobs = 50\nmax_age = \"72h\"\nmax_size_mb = 1024\n",
+        "[journal]\nenabled = true\ndir = \"/var/lib/runwright/journal\"\nmax_jobs = 50\nmax_age = \"72h\"\nmax_size_mb = 1024\nmax_trace_mb = 64\nmin_free_mb = 512\n",
     )
     .expect("loads");
     assert_eq!(loaded.warnings, vec![]);
@@ -1417,6 +1417,8 @@ fn journal_section_loads_without_warnings_and_flags_unknown_keys() {
     assert_eq!(j.max_jobs, Some(50));
     assert_eq!(j.max_age, Some(Duration::from_secs(72 * 3600)));
     assert_eq!(j.max_size_mb, Some(1024));
+    assert_eq!(j.max_trace_mb, Some(64));
+    assert_eq!(j.min_free_mb, Some(512));
     let w = warnings("[journal]\nmax_job = 5\n");
     assert!(
         w.iter()

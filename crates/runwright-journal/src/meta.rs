@@ -98,8 +98,13 @@ pub struct JobMeta {
     pub exit_code: Option<i32>,
     /// Bytes in `trace.log` when the metadata was last written (the file itself is the truth).
     pub trace_bytes: u64,
-    /// Set when writing the trace failed (disk full, …): the trace stops there.
+    /// Set when writing the trace failed (disk full, …) or the free-space floor stopped it: the trace stops there.
     pub trace_error: Option<String>,
+    /// Most bytes `trace.log` keeps once the job ended (`[journal] max_trace_mb`); 0 in records written before
+    /// the cap existed (no cap).
+    pub trace_cap: u64,
+    /// Bytes of the job's output the cap dropped between the head and the tail (the trace has a note there).
+    pub trace_dropped: u64,
     /// `output_limit` of the runner entry in bytes: a recovery cuts the trace where GitLab did.
     pub output_limit: usize,
     /// `features.failure_reasons` of the payload, for the recovery's final update.

@@ -8,7 +8,7 @@ use crate::error::JournalError;
 use crate::meta::{JobMeta, JobStatus, StageTiming};
 use crate::sections::{SectionEvent, SectionScanner};
 use crate::store::{now_ms, write_meta, TOKEN_FILE, TRACE_FILE};
-use std::fs::File;
+use crate::tracefile::{Event, TraceWriter};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +26,8 @@ struct Shared {
 
 struct State {
     meta: JobMeta,
-    trace: Option<File>,
+    /// `None` once the job ended (or writing failed).
+    trace: Option<TraceWriter>,
     scanner: SectionScanner,
 }
 
@@ -39,7 +40,7 @@ impl std::fmt::Debug for JobRecorder {
 }
 
 impl JobRecorder {
-    pub(crate) fn new(dir: PathBuf, meta: JobMeta, trace: File) -> Self {
+    pub(crate) fn new(dir: PathBuf, meta: JobMeta, trace: TraceWriter) -> Self {
         JobRecorder {
             shared: Arc::new(Shared {
                 dir,
@@ -93,10 +94,19 @@ impl JobRecorder {
         reported: bool,
     ) -> Result<(), JournalError> {
         let mut st = self.lock();
+        let st = &mut *st;
         // A local (`runwright exec`) job has nothing to recover after a crash: its record is history only.
-        if let Some(f) = st.trace.as_ref().filter(|_| !st.meta.local) {
-            if let Err(e) = f.sync_data() {
-                tracing::warn!(dir = %self.shared.dir.display(), "journal: syncing the trace: {e}");
+        let sync = !st.meta.local;
+        if let Some(w) = st.trace.as_mut() {
+            // Past its cap, the trace is rebuilt as head + note + tail here.
+            match w.finish(sync) {
+                Ok(dropped) => st.meta.trace_dropped = dropped,
+                Err(e) => {
+                    tracing::warn!(dir = %self.shared.dir.display(), "journal: finishing the trace: {e}");
+                    st.meta
+                        .trace_error
+                        .get_or_insert(format!("finishing the trace: {e}"));
+                }
             }
         }
         let now = now_ms();
@@ -130,18 +140,27 @@ impl JobRecorder {
     fn write_trace(&self, buf: &[u8]) -> std::io::Result<()> {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(file) = st.trace.as_mut() else {
+        let Some(writer) = st.trace.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = file.write_all(buf) {
-            st.trace = None;
-            st.meta.trace_error = Some(e.to_string());
-            st.meta.trace_bytes = trace_len(&self.shared.dir);
-            let _ = write_meta(&self.shared.dir, &st.meta, false);
-            return Err(e);
+        let mut changed = false;
+        match writer.write(buf) {
+            Ok(None) => {}
+            Ok(Some(Event::Stopped(note))) => {
+                st.meta.trace_error = Some(note);
+                changed = true;
+            }
+            Err(e) => {
+                st.trace = None;
+                st.meta.trace_error = Some(e.to_string());
+                st.meta.trace_bytes = trace_len(&self.shared.dir);
+                let _ = write_meta(&self.shared.dir, &st.meta, false);
+                return Err(e);
+            }
         }
+        // Every byte, also those the cap or the floor kept off the disk: the stage timings stay whole.
         let events = st.scanner.feed(buf);
-        if !events.is_empty() {
+        if !events.is_empty() || changed {
             let now = now_ms();
             for ev in events {
                 match ev {

@@ -7,10 +7,13 @@
 use crate::error::JournalError;
 use crate::meta::{JobMeta, META_VERSION};
 use crate::recorder::JobRecorder;
+use crate::space::{statvfs_space, Probe, SpaceGuard};
+use crate::tracefile::{trace_cap, Cap, TraceWriter};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) const META_FILE: &str = "meta.json";
@@ -56,11 +59,22 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What one job's trace may take (issue 17): `[journal] max_trace_mb` and `min_free_mb`, in bytes; `None`
+/// for the defaults (`tracefile::default_trace_cap`, `space::DEFAULT_MIN_FREE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceLimits {
+    pub max_trace: Option<u64>,
+    pub min_free: Option<u64>,
+}
+
 /// A journal directory.
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
     retention: Retention,
+    limits: TraceLimits,
+    /// The free-space floor, shared by every job (and every clone) of this journal.
+    space: Arc<SpaceGuard>,
 }
 
 /// One recorded job as found on disk.
@@ -104,10 +118,13 @@ impl JobEntry {
         dir_size(&self.dir)
     }
 
-    /// A recorder to append to this job's trace and update its metadata (recovery after a crash).
-    pub fn reopen(&self) -> Result<JobRecorder, JournalError> {
-        let path = self.dir.join(TRACE_FILE);
-        let trace = open_append(&path)?;
+    /// A recorder to append to this job's trace and update its metadata (recovery after a crash), under the
+    /// trace cap the job started with and `journal`'s free-space floor.
+    pub fn reopen(&self, journal: &Journal) -> Result<JobRecorder, JournalError> {
+        let cap = (self.meta.trace_cap > 0)
+            .then(|| Cap::new(self.meta.trace_cap, self.meta.output_limit as u64));
+        let trace = TraceWriter::reopen(&self.dir, cap, journal.space.clone())
+            .map_err(|e| JournalError::io("reopening the trace in", &self.dir, e))?;
         Ok(JobRecorder::new(self.dir.clone(), self.meta.clone(), trace))
     }
 }
@@ -156,7 +173,44 @@ impl Journal {
                     .map_err(|e| JournalError::io("restricting permissions of", d.as_path(), e))?;
             }
         }
-        Ok(Journal { dir, retention })
+        Ok(Journal::new(dir, retention))
+    }
+
+    fn new(dir: PathBuf, retention: Retention) -> Journal {
+        let limits = TraceLimits::default();
+        let space = Arc::new(SpaceGuard::new(
+            dir.clone(),
+            limits.min_free,
+            retention,
+            Arc::new(statvfs_space),
+        ));
+        Journal {
+            dir,
+            retention,
+            limits,
+            space,
+        }
+    }
+
+    /// The journal with `limits` on every job's trace from now on.
+    pub fn with_trace_limits(self, limits: TraceLimits) -> Journal {
+        self.with_space_probe(limits, Arc::new(statvfs_space))
+    }
+
+    /// [`Journal::with_trace_limits`] with the free space read from `probe` (unit tests).
+    pub(crate) fn with_space_probe(mut self, limits: TraceLimits, probe: Probe) -> Journal {
+        self.limits = limits;
+        self.space = Arc::new(SpaceGuard::new(
+            self.dir.clone(),
+            limits.min_free,
+            self.retention,
+            probe,
+        ));
+        self
+    }
+
+    pub fn trace_limits(&self) -> TraceLimits {
+        self.limits
     }
 
     /// Opens an existing journal for reading, without creating anything.
@@ -164,10 +218,7 @@ impl Journal {
         let dir = dir.into();
         let jobs = dir.join(JOBS_DIR);
         std::fs::read_dir(&jobs).map_err(|e| JournalError::io("reading the journal", &jobs, e))?;
-        Ok(Journal {
-            dir,
-            retention: Retention::default(),
-        })
+        Ok(Journal::new(dir, Retention::default()))
     }
 
     pub fn dir(&self) -> &Path {
@@ -203,6 +254,7 @@ impl Journal {
     /// GitLab job — `job-token`, which lets a restarted service finalise it.
     pub fn begin(&self, mut meta: JobMeta, job_token: &str) -> Result<JobRecorder, JournalError> {
         meta.version = META_VERSION;
+        meta.trace_cap = trace_cap(self.limits.max_trace, meta.output_limit as u64);
         let base = format!(
             "{:013}-{}-{}",
             meta.received_at_ms.max(0),
@@ -233,7 +285,9 @@ impl Journal {
             f.write_all(job_token.as_bytes())
                 .map_err(|e| JournalError::io("writing", &path, e))?;
         }
-        let trace = open_append(&dir.join(TRACE_FILE))?;
+        let cap = Cap::new(meta.trace_cap, meta.output_limit as u64);
+        let trace = TraceWriter::create(&dir, Some(cap), self.space.clone())
+            .map_err(|e| JournalError::io("creating the trace in", &dir, e))?;
         write_meta(&dir, &meta, true)?;
         Ok(JobRecorder::new(dir, meta, trace))
     }
@@ -337,8 +391,18 @@ impl Journal {
     }
 
     pub(crate) fn enforce_retention_at(&self, now: i64) -> Result<RetentionReport, JournalError> {
-        let r = self.retention;
-        let entries = self.list()?;
+        retention_pass(&self.dir, self.retention, now)
+    }
+}
+
+/// One retention pass over the journal at `dir` (see [`Journal::enforce_retention`]).
+pub(crate) fn retention_pass(
+    dir: &Path,
+    r: Retention,
+    now: i64,
+) -> Result<RetentionReport, JournalError> {
+    {
+        let entries = Journal::new(dir.to_path_buf(), r).list()?;
         let sized: Vec<(JobEntry, u64)> = entries
             .into_iter()
             .map(|e| {
@@ -387,15 +451,6 @@ fn sanitize(s: &str) -> String {
     } else {
         out
     }
-}
-
-fn open_append(path: &Path) -> Result<File, JournalError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| JournalError::io("opening", path, e))
 }
 
 pub(crate) fn read_meta(dir: &Path) -> Result<JobMeta, JournalError> {

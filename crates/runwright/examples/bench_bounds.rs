@@ -185,6 +185,21 @@ impl Run {
     }
 }
 
+/// Size of job `id`'s `trace.log` in the journal beside `config.toml` in `dir` (0 when not found).
+fn journal_trace_bytes(dir: &std::path::Path, id: i64) -> u64 {
+    std::fs::read_dir(dir.join("journal/jobs"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.split('-').nth(1) == Some(&id.to_string()))
+        })
+        .and_then(|e| std::fs::metadata(e.path().join("trace.log")).ok())
+        .map_or(0, |m| m.len())
+}
+
 fn heavy(name: &str, script: &[&str]) -> JobSpec {
     JobSpec::shell(name, script).for_runner(HEAVY)
 }
@@ -206,6 +221,7 @@ async fn print(a: &Args) -> anyhow::Result<Outcome> {
     let secs = run.started.elapsed().as_secs_f64();
     let peak = run.peak_kib();
     let stored = run.coordinator.job(id).map_or(0, |j| j.trace.len());
+    let journal = journal_trace_bytes(run.tmp.path(), id);
     run.stop()?;
     Ok(Outcome {
         case: format!("job printing {} MiB", a.mib),
@@ -214,8 +230,9 @@ async fn print(a: &Args) -> anyhow::Result<Outcome> {
         heavy: state,
         light_secs: light,
         note: format!(
-            "GitLab copy {:.1} MiB (output_limit 4 MiB), journal keeps all",
-            stored as f64 / 1048576.0
+            "GitLab copy {:.1} MiB (output_limit 4 MiB), journal's trace {:.1} MiB",
+            stored as f64 / 1048576.0,
+            journal as f64 / 1048576.0
         ),
     })
 }

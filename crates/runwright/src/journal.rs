@@ -16,7 +16,7 @@ use runwright_config::{Config, RunnerConfig};
 use runwright_engine::RunnerIdentity;
 use runwright_journal::{
     now_ms, JobEntry, JobMeta, JobRecorder, JobStatus, Journal, JournalLock, Retention, RunnerRef,
-    TlsFiles,
+    TlsFiles, TraceLimits,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,16 @@ pub fn service_settings(config: &Config, config_path: &Path) -> Option<(PathBuf,
             .unwrap_or(defaults.max_size),
     };
     Some((dir, retention))
+}
+
+/// `[journal] max_trace_mb` and `min_free_mb` in bytes (issue 17); unset keys take the journal's defaults.
+pub fn trace_limits(config: &Config) -> TraceLimits {
+    let section = config.journal.clone().unwrap_or_default();
+    let mib = |n: u64| n.saturating_mul(1024 * 1024);
+    TraceLimits {
+        max_trace: section.max_trace_mb.map(mib),
+        min_free: section.min_free_mb.map(mib),
+    }
 }
 
 /// The journal of `runwright exec` runs.
@@ -221,12 +231,14 @@ pub fn open_service(
     let Some((dir, retention)) = service_settings(config, config_path) else {
         return Ok(None);
     };
-    let journal = Journal::open(&dir, retention).with_context(|| {
-        format!(
-            "opening the job journal {} (set [journal] dir to a writable directory, or enabled = false)",
-            dir.display()
-        )
-    })?;
+    let journal = Journal::open(&dir, retention)
+        .with_context(|| {
+            format!(
+                "opening the job journal {} (set [journal] dir to a writable directory, or enabled = false)",
+                dir.display()
+            )
+        })?
+        .with_trace_limits(trace_limits(config));
     let lock = journal.try_lock()?;
     if lock.is_none() {
         tracing::warn!(
@@ -252,7 +264,7 @@ pub async fn recover(journal: Arc<JobJournal>, info: VersionInfo, config: Arc<Co
     };
     for entry in entries {
         let id = entry.meta.job_id;
-        match recover_one(&entry, &info, &config).await {
+        match recover_one(&journal.journal, &entry, &info, &config).await {
             Ok(()) => tracing::warn!(
                 job = id,
                 runner = %entry.meta.runner.name,
@@ -264,7 +276,12 @@ pub async fn recover(journal: Arc<JobJournal>, info: VersionInfo, config: Arc<Co
     journal.enforce_retention();
 }
 
-async fn recover_one(entry: &JobEntry, info: &VersionInfo, config: &Config) -> anyhow::Result<()> {
+async fn recover_one(
+    journal: &Journal,
+    entry: &JobEntry,
+    info: &VersionInfo,
+    config: &Config,
+) -> anyhow::Result<()> {
     let meta = &entry.meta;
     if let Some(mark) = meta.process_mark.as_deref() {
         let mark = mark.to_string();
@@ -275,7 +292,7 @@ async fn recover_one(entry: &JobEntry, info: &VersionInfo, config: &Config) -> a
     if meta.executor == "docker" {
         remove_docker_leftovers(meta, config).await;
     }
-    let rec = entry.reopen()?;
+    let rec = entry.reopen(journal)?;
     let final_state = if meta.state.is_final() {
         let state = if meta.state == JobStatus::Success {
             JobState::Success

@@ -11,7 +11,7 @@ use crate::history_cmd::{runner_matches, shown_status, write_stdout, JournalArgs
 use anyhow::Context;
 use clap::Args;
 use runwright_journal::JobEntry;
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Seek};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -181,6 +181,16 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
             let mut rest = Vec::new();
             file.read_to_end(&mut rest)
                 .with_context(|| format!("reading {}", path.display()))?;
+            // A trace past the journal's cap is rebuilt when the job ends (head, a note of what was dropped,
+            // the end) and takes the old file's place: what is new is that file past the head.
+            if replaced(&file, &path) {
+                let mut rebuilt = std::fs::File::open(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                rebuilt
+                    .seek(std::io::SeekFrom::Start(now.meta.output_limit as u64))
+                    .and_then(|_| rebuilt.read_to_end(&mut rest))
+                    .with_context(|| format!("reading {}", path.display()))?;
+            }
             stamps.push(&rest, &mut stripped);
             emit(&stripped, &mut plain)?;
             break;
@@ -204,6 +214,15 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         write_stdout(&tail)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `path` is no longer the file `open` reads (the journal renamed a rebuilt trace over it).
+fn replaced(open: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (open.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

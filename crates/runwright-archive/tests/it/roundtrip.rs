@@ -28,7 +28,7 @@ fn round_trip(format: Format, level: Level, workers: usize) {
         ..Default::default()
     };
     let stats = write_archive(&sel, &out, &opts).unwrap();
-    assert_eq!(stats.entries as usize, sel.entries.len());
+    assert_eq!(stats.entries as usize, sel.len());
     if matches!(format, Format::Zip | Format::ZipZstd) {
         assert!(stats.spilled_entries >= 1, "{stats:?}");
     }
@@ -208,7 +208,7 @@ fn more_than_65535_entries_use_zip64() {
         },
     )
     .unwrap();
-    assert_eq!(sel.entries.len(), 66_066);
+    assert_eq!(sel.len(), 66_066);
     let out = dir.path().join("many.zip");
     write_archive(&sel, &out, &WriteOptions::default()).unwrap();
     let x = extract(&out, &dir.path().join("x"), &ExtractOptions::default()).unwrap();

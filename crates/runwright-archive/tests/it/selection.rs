@@ -8,10 +8,7 @@ use crate::util::*;
 
 fn names(dir: &std::path::Path, spec: &ArchiveSpec) -> (Vec<String>, Vec<String>) {
     let sel = select_files(dir, spec).unwrap();
-    (
-        sel.entries.into_iter().map(|e| e.name).collect(),
-        sel.warnings,
-    )
+    (sel.iter().map(|e| e.name).collect(), sel.warnings)
 }
 
 fn spec(paths: &[&str], exclude: &[&str]) -> ArchiveSpec {
@@ -19,6 +16,7 @@ fn spec(paths: &[&str], exclude: &[&str]) -> ArchiveSpec {
         paths: paths.iter().map(|s| s.to_string()).collect(),
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         untracked: false,
+        max_files: None,
     }
 }
 
@@ -111,9 +109,9 @@ fn symlinks_are_stored_never_followed() {
         &spec(&["out-link", "out-link/secret", "out-link/*"], &[]),
     )
     .unwrap();
-    let n: Vec<_> = sel.entries.iter().map(|e| e.name.as_str()).collect();
+    let n: Vec<String> = sel.iter().map(|e| e.name).collect();
     assert_eq!(n, ["out-link"]);
-    assert!(matches!(sel.entries[0].kind, EntryKind::Symlink(_)));
+    assert!(matches!(sel.get(0).kind, EntryKind::Symlink(_)));
     assert!(
         sel.warnings
             .iter()
@@ -158,5 +156,111 @@ fn untracked_uses_git_ls_files_others() {
             "dist/x.js",
             "top.o"
         ]
+    );
+}
+
+// The bound on one archive's entries (issue 17): a job's file count must not exhaust the service's memory.
+
+fn bounded(paths: &[&str], max: usize) -> ArchiveSpec {
+    ArchiveSpec {
+        max_files: Some(max),
+        ..spec(paths, &[])
+    }
+}
+
+fn too_many(dir: &std::path::Path, spec: &ArchiveSpec) -> Option<usize> {
+    match select_files(dir, spec) {
+        Err(runwright_archive::Error::TooManyFiles { limit }) => Some(limit),
+        Err(e) => panic!("{e}"),
+        Ok(_) => None,
+    }
+}
+
+#[test]
+fn a_selection_at_the_bound_succeeds_and_one_past_it_fails_naming_the_bound() {
+    let d = project();
+    // build, build/a.o, build/sub, build/sub/b.o, build/sub/c.txt: five entries.
+    assert_eq!(too_many(d.path(), &bounded(&["build"], 5)), None);
+    assert_eq!(too_many(d.path(), &bounded(&["build"], 4)), Some(4));
+    let e = select_files(d.path(), &bounded(&["build"], 4)).expect_err("over the bound");
+    assert_eq!(
+        e.to_string(),
+        "more than 4 files, directories and symlinks match"
+    );
+}
+
+#[test]
+fn overlapping_patterns_count_an_entry_once_against_the_bound() {
+    let d = project();
+    let spec = bounded(&["build", "build/sub", "build/*.o", "build/**"], 5);
+    let (n, _) = names(d.path(), &spec);
+    assert_eq!(
+        n,
+        [
+            "build",
+            "build/a.o",
+            "build/sub",
+            "build/sub/b.o",
+            "build/sub/c.txt"
+        ]
+    );
+    // Past twice the bound the names found so far are sorted and deduplicated, and the count goes on from there.
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..500 {
+        write(&d.path().join(format!("gen/f{i:03}")), b"", 0o644);
+    }
+    let spec = bounded(&["gen", "gen/*", "gen/**"], 600);
+    let (n, _) = names(d.path(), &spec);
+    assert_eq!(n.len(), 501);
+    assert_eq!(
+        too_many(d.path(), &bounded(&["gen", "gen/*", "gen/**"], 500)),
+        Some(500)
+    );
+}
+
+#[test]
+fn a_glob_or_untracked_files_past_the_bound_fail_too() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..3000 {
+        write(&d.path().join(format!("gen/f{i:04}.o")), b"x", 0o644);
+    }
+    assert_eq!(too_many(d.path(), &bounded(&["**/*.o"], 2500)), Some(2500));
+    assert_eq!(too_many(d.path(), &bounded(&["**/*.o"], 3000)), None);
+    run(Command::new("git")
+        .current_dir(d.path())
+        .args(["init", "-q"]));
+    let untracked = ArchiveSpec {
+        untracked: true,
+        max_files: Some(2999),
+        ..Default::default()
+    };
+    assert_eq!(too_many(d.path(), &untracked), Some(2999));
+    let untracked = ArchiveSpec {
+        max_files: Some(3000),
+        ..untracked
+    };
+    assert_eq!(too_many(d.path(), &untracked), None);
+}
+
+/// The walk stops once the bound is passed: a tree far larger than the bound costs little time.
+#[test]
+fn selection_stops_early_in_a_tree_far_past_the_bound() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..20_000 {
+        write(
+            &d.path().join(format!("big/d{:02}/f{i:05}", i % 50)),
+            b"",
+            0o644,
+        );
+    }
+    let t = std::time::Instant::now();
+    assert_eq!(too_many(d.path(), &bounded(&["big"], 100)), Some(100));
+    let early = t.elapsed();
+    let t = std::time::Instant::now();
+    assert_eq!(too_many(d.path(), &bounded(&["big"], 1_000_000)), None);
+    let whole = t.elapsed();
+    assert!(
+        early * 5 < whole,
+        "stopped after {early:?}; the whole tree takes {whole:?}"
     );
 }

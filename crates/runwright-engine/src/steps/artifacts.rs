@@ -128,7 +128,8 @@ impl JobStep for DownloadArtifacts {
             let archive = dest.clone();
             let opts = super::extract_options(ctx);
             let r = blocking(move || {
-                runwright_archive::extract(&archive, &project, &opts).map_err(|e| e.to_string())
+                runwright_archive::extract(&archive, &project, &opts)
+                    .map_err(|e| super::archive_error(e, "artifacts"))
             })
             .await;
             let _ = std::fs::remove_file(&dest);
@@ -262,14 +263,14 @@ impl UploadArtifacts {
             paths: a.paths.iter().map(|p| ctx.expand(p)).collect(),
             exclude: a.exclude.iter().map(|p| ctx.expand(p)).collect(),
             untracked: a.untracked,
+            max_files: None,
         };
-        let selection = super::select(ctx, spec).await?;
-        let files: Vec<_> = selection
-            .entries
-            .iter()
-            .filter(|e| e.kind != runwright_archive::EntryKind::Dir)
-            .collect();
-        if files.is_empty() {
+        let selection = super::select(ctx, spec, "artifacts").await?;
+        // Files and symlinks: what `No files to upload` and the raw format count.
+        let mut files = (0..selection.len()).filter(|i| !selection.is_dir(*i));
+        let first_file = files.next();
+        let file_count = first_file.map_or(0, |_| 1 + files.count());
+        if first_file.is_none() {
             // GitLab's uploader prints this and succeeds.
             ctx.error("No files to upload");
             return Ok(());
@@ -281,13 +282,14 @@ impl UploadArtifacts {
         let (file, temporary): (PathBuf, bool) = match format {
             None => {
                 // raw: exactly one file, uploaded as it is.
-                if files.len() != 1 {
-                    return Err(format!(
-                        "artifact format raw needs exactly one file, found {}",
-                        files.len()
-                    ));
+                match first_file {
+                    Some(i) if file_count == 1 => (selection.get(i).path, false),
+                    _ => {
+                        return Err(format!(
+                            "artifact format raw needs exactly one file, found {file_count}"
+                        ))
+                    }
                 }
-                (files[0].path.clone(), false)
             }
             Some(format) => {
                 let out = ctx.tmp_dir.join(format!(

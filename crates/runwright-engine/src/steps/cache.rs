@@ -255,7 +255,8 @@ impl RestoreCache {
             let file = archive.clone();
             let opts = super::extract_options(ctx);
             match blocking(move || {
-                runwright_archive::extract(&file, &project, &opts).map_err(|e| e.to_string())
+                runwright_archive::extract(&file, &project, &opts)
+                    .map_err(|e| super::archive_error(e, "cache"))
             })
             .await
             {
@@ -384,9 +385,10 @@ impl ArchiveCache {
             paths: c.paths.iter().map(|p| ctx.expand(p)).collect(),
             exclude: Vec::new(),
             untracked: c.untracked,
+            max_files: None,
         };
-        let selection = super::select(ctx, spec).await?;
-        if selection.entries.is_empty() {
+        let selection = super::select(ctx, spec, "cache").await?;
+        if selection.is_empty() {
             ctx.warn("No files to archive, cache will not be created");
             return Ok(());
         }

@@ -247,3 +247,17 @@ impl Drop for OffLoopback {
             .status();
     }
 }
+
+impl crate::harness::Harness {
+    /// A builds dir the job's account can use inside the (root-only) temp dir: the temp dir opened to 0755 and
+    /// `shared-builds` 0777. Returns the builds dir.
+    pub fn builds_for_any_user(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let builds = self.path().join("shared-builds");
+        std::fs::create_dir_all(&builds).expect("builds");
+        std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        builds
+    }
+}
