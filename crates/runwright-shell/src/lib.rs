@@ -1,15 +1,21 @@
 //! The shell executor: every stage script is fed on stdin to a login `bash` (or `sh`) running as the service
 //! user or, as root with `--user`, through `su` (runner executors/shell, shells/bash.go `GetConfiguration`).
 //!
-//! Each stage runs in its own process group, and every process of the job carries a mark in its environment,
-//! so cancelling a stage reaches the whole tree: SIGTERM first, SIGKILL after a grace period, and a sweep for
-//! marked stragglers that left the group. Nothing of a job outlives it.
+//! Each stage runs in its own process group, and every process of the job carries a mark in its environment;
+//! where cgroup v2 is writable the whole job also runs in a cgroup of its own (`cgroup.rs`). Cancelling a stage
+//! sends SIGTERM to its group, SIGKILL after a grace period, then kills the job's cgroup and sweeps for marked
+//! stragglers; the job's cleanup kills and removes the cgroup and sweeps again. Without a cgroup (said when the
+//! runner entry starts) a process that leaves the group and clears its environment escapes both.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cgroup;
 mod kill;
 
 /// Kills what is left of a job by its mark; a restarted service uses it on jobs a crash left running.
 pub use kill::sweep_marked;
+
+use cgroup::{Confinement, JobCgroup, Placement};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use runwright_client::types::FeaturesInfo;
@@ -34,6 +40,10 @@ pub struct ShellExecutor {
     /// The service's working directory: relative builds dirs live below it.
     working_dir: PathBuf,
     kill_grace: Duration,
+    /// Where each job's cgroup goes; `None`: no cgroups (the docker executor's host shell, or unavailable).
+    cgroups: Option<Arc<Placement>>,
+    /// Slot cgroups were asked for but cannot be made: why, for each job's failure.
+    cgroups_missing: Option<String>,
 }
 
 impl ShellExecutor {
@@ -58,7 +68,49 @@ impl ShellExecutor {
             user: user.map(str::to_string).filter(|u| !u.is_empty()),
             working_dir,
             kill_grace,
+            cgroups: None,
+            cgroups_missing: None,
         })
+    }
+
+    /// Runs each job in a cgroup of its own as [`cgroup::detect`] found possible for this runner entry.
+    pub fn with_confinement(mut self, confinement: &Confinement) -> Self {
+        match confinement {
+            Confinement::Cgroups { placement, .. } => self.cgroups = Some(placement.clone()),
+            Confinement::Unavailable {
+                reason,
+                required: true,
+            } => self.cgroups_missing = Some(reason.clone()),
+            Confinement::Unavailable { .. } => {}
+        }
+        self
+    }
+
+    /// The job's cgroup, made before its first stage. Slot cgroups are the operator's resource limits: a job
+    /// that cannot have one fails; otherwise it runs with the process group and the mark sweep only.
+    fn job_cgroup(&self, job: &PreparedJob) -> Result<Option<JobCgroup>, ExecutorError> {
+        if let Some(reason) = &self.cgroups_missing {
+            return Err(ExecutorError::System(format!(
+                "use_slot_cgroups = true, but job cgroups cannot be made here: {reason}"
+            )));
+        }
+        let Some(placement) = &self.cgroups else {
+            return Ok(None);
+        };
+        match placement.create(job.concurrent_id, &job.process_mark) {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(e) if placement.required() => Err(ExecutorError::System(e)),
+            Err(e) => {
+                runwright_engine::job::warn(
+                    &job.trace,
+                    &format!(
+                        "{e}; this job's processes are stopped by process group and mark only"
+                    ),
+                );
+                tracing::warn!(job = job.job_id, "{e}");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -129,9 +181,11 @@ impl Executor for ShellExecutor {
                 );
             }
         }
+        let cgroup = self.job_cgroup(job)?;
         Ok(Box::new(ShellSession {
             exec: self.clone(),
             job: job.clone(),
+            cgroup,
         }))
     }
 }
@@ -156,6 +210,8 @@ fn script_stdin(script: &str) -> Result<Stdio, ExecutorError> {
 struct ShellSession {
     exec: ShellExecutor,
     job: PreparedJob,
+    /// Every stage's processes, and all they start, live here until the job's cleanup.
+    cgroup: Option<JobCgroup>,
 }
 
 impl ShellSession {
@@ -183,7 +239,25 @@ impl ShellSession {
             .env(PROCESS_MARK_VAR, &self.job.process_mark)
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(cgroup) = &self.cgroup {
+            // Into the job's cgroup before exec, so that nothing the stage starts is ever outside it. The
+            // session keeps `cgroup.procs` open until after the spawn.
+            let fd = cgroup.procs_fd();
+            // SAFETY: `join` is one write(2) to an open descriptor: async-signal-safe, no allocation.
+            unsafe {
+                cmd.pre_exec(move || cgroup::join(fd));
+            }
+        }
         cmd
+    }
+
+    /// Kills everything of the job: its cgroup, and the processes that carry its mark (the only net without a
+    /// cgroup; with one it still catches what `su`'s session may have moved elsewhere).
+    fn kill_job(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+        kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
     }
 }
 
@@ -249,23 +323,23 @@ impl ExecutorSession for ShellSession {
             }
         };
         // Whatever the stage left behind in its group (background jobs) goes now; only then does the pipe reach
-        // EOF. A process that left the group (`setsid`) and still holds the output is found by its mark — at
-        // once after a cancel, otherwise only when the output stays open: the sweep reads every process's
-        // environment, and the job's cleanup sweeps anyway.
+        // EOF. A process that left the group (`setsid`) and still holds the output is killed with the job's
+        // cgroup and by its mark — at once after a cancel, otherwise only when the output stays open (a detached
+        // daemon may serve a later stage of the job); the job's cleanup kills both anyway.
         if let Some(pgid) = pgid {
             kill::kill_group(pgid);
         }
         let mut pump = pump;
         let mut swept = matches!(result, Err(ExecutorError::Canceled));
         if swept {
-            kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+            self.kill_job();
         }
         if !swept
             && tokio::time::timeout(Duration::from_millis(100), &mut pump)
                 .await
                 .is_err()
         {
-            kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+            self.kill_job();
             swept = true;
         }
         if swept
@@ -279,6 +353,9 @@ impl ExecutorSession for ShellSession {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(cgroup) = &mut self.cgroup {
+            cgroup.remove().await;
+        }
         kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
     }
 }

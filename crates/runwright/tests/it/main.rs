@@ -6,6 +6,7 @@ mod harness;
 mod bounds;
 mod browser;
 mod cancel;
+mod cgroup;
 mod config;
 mod dashboard;
 mod docker;
