@@ -59,15 +59,29 @@ impl LocalUser {
 impl Drop for LocalUser {
     fn drop(&mut self) {
         // Whatever of this user survived a failing test goes before the account.
-        for pid in self.uid().map(pids_of_uid).unwrap_or_default() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        let uid = self.uid();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = uid.map(pids_of_uid).unwrap_or_default();
+            if left.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::process::Command::new("userdel")
+        // userdel refuses while the user still runs something; the loop above waited for that.
+        match std::process::Command::new("userdel")
             .arg(&self.name)
-            .output();
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            other => eprintln!("userdel {}: {other:?}", self.name),
+        }
     }
 }
 
