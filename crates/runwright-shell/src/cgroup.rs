@@ -716,6 +716,7 @@ mod tests {
     }
 
     /// Root and a writable cgroup2 hierarchy, or a visible skip.
+    #[allow(clippy::print_stderr)]
     fn writable_hierarchy() -> Option<Hierarchy> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
