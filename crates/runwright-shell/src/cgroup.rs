@@ -338,9 +338,13 @@ pub fn detect(settings: &CgroupSettings) -> Confinement {
 /// What to do when a cgroup cannot be written.
 fn permission_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(nix::libc::EACCES | nix::libc::EPERM | nix::libc::EROFS) => {
+        Some(nix::libc::EACCES | nix::libc::EPERM) => {
             " (run the service as root, or under systemd with Delegate=yes in its unit so that its own cgroup is \
              delegated to it; `runwright install` writes that)"
+        }
+        Some(nix::libc::EROFS) => {
+            " (the cgroup2 filesystem is mounted read-only, as in most containers: give the service a writable \
+             one, e.g. a private cgroup namespace with /sys/fs/cgroup mounted read-write)"
         }
         _ => "",
     }
@@ -394,7 +398,7 @@ fn probe(parent: &Path, user: Option<&str>) -> Result<(bool, Option<String>), St
     // runner shells/bash.go: with a user, stages run through `su`, whose PAM session may have
     // systemd-logind move the process into a session scope of its own (pam_systemd).
     let mut warning = None;
-    if let Some(user) = user {
+    if let Some(user) = user.filter(|_| nix::unistd::geteuid().is_root()) {
         let mut su = std::process::Command::new("su");
         su.args(["-s", "/bin/sh", user, "-c", "cat /proc/self/cgroup"]);
         if let Ok((true, at)) = landed(&mut su) {
