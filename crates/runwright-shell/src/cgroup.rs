@@ -145,7 +145,9 @@ impl Placement {
 /// path systemd gives that slice.
 fn slot_path(template: &str, slot: usize) -> Result<PathBuf, String> {
     let slot_text = slot.to_string();
-    let expanded = runwright_engine::variables::expand(template, &|name| {
+    // Go reads `$$` as the special parameter `$`, which the runner's mapping knows no more than any other name:
+    // it expands to nothing (runwright's `expand` keeps a `$` for it, as job variables need).
+    let expanded = runwright_engine::variables::expand(&template.replace("$$", ""), &|name| {
         (name == "slot").then(|| slot_text.clone())
     });
     let relative = systemd_slice_path(&expanded).unwrap_or_else(|| {
@@ -439,7 +441,7 @@ pub struct JobCgroup {
 }
 
 impl JobCgroup {
-    fn create(parent: &Path, name: &str, kill_file: bool) -> Result<Self, String> {
+    pub(crate) fn create(parent: &Path, name: &str, kill_file: bool) -> Result<Self, String> {
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| {
             format!(
@@ -664,6 +666,10 @@ mod tests {
             PathBuf::from("ci/slot-2")
         );
         assert_eq!(
+            slot_path("ci/a$$b-$$$slot", 4).unwrap(),
+            PathBuf::from("ci/ab-4")
+        );
+        assert_eq!(
             slot_path("runner-slot-${slot}.slice", 3).unwrap(),
             PathBuf::from("runner.slice/runner-slot.slice/runner-slot-3.slice")
         );
@@ -785,6 +791,38 @@ mod tests {
             assert!(wait_dead(pid), "kill_file={kill_file}: {pid} survived");
             assert!(!cgroup.dir().exists(), "kill_file={kill_file}: not removed");
         }
+    }
+
+    #[tokio::test]
+    async fn a_stage_process_starts_inside_the_job_cgroup() {
+        let Some(h) = writable_hierarchy() else {
+            return;
+        };
+        let name = format!("runwright-unit-spawn-{}", std::process::id());
+        let mut cgroup = JobCgroup::create(&h.own, &name, true).expect("cgroup");
+        let (r, w) = std::io::pipe().expect("pipe");
+        let w = OwnedFd::from(w);
+        let mut child = crate::spawn::spawn(crate::spawn::Spawn {
+            program: "cat",
+            args: &["/proc/self/cgroup"],
+            env: &[],
+            cwd: Path::new("/"),
+            stdin: OwnedFd::from(std::fs::File::open("/dev/null").expect("null")),
+            stderr: w.try_clone().expect("dup"),
+            stdout: w,
+            cgroup_procs: Some(cgroup.procs_fd()),
+        })
+        .expect("spawns");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(OwnedFd::from(r)), &mut out)
+            .expect("read");
+        assert!(child.wait().await.expect("exit").success());
+        assert!(
+            own_cgroup(&out).is_some_and(|c| c.ends_with(&format!("/{name}"))),
+            "{out}"
+        );
+        cgroup.remove().await;
+        assert!(!cgroup.dir().exists());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 mod kill;
+mod spawn;
 
 /// Kills what is left of a job by its mark; a restarted service uses it on jobs a crash left running.
 pub use kill::sweep_marked;
@@ -23,7 +24,6 @@ use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use runwright_trace::{StreamType, TraceBuffer};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -195,7 +195,7 @@ impl Executor for ShellExecutor {
 /// command), a system call per byte of the ~5 KB of exports each stage starts with; from a seekable file it
 /// reads blocks and seeks back. What the script's commands read from stdin is the same either way: the rest of
 /// the script.
-fn script_stdin(script: &str) -> Result<Stdio, ExecutorError> {
+fn script_stdin(script: &str) -> Result<OwnedFd, ExecutorError> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     use std::io::{Seek, Write};
     let fail =
@@ -204,7 +204,7 @@ fn script_stdin(script: &str) -> Result<Stdio, ExecutorError> {
     let mut file = std::fs::File::from(fd);
     file.write_all(script.as_bytes()).map_err(|e| fail(&e))?;
     file.rewind().map_err(|e| fail(&e))?;
-    Ok(Stdio::from(file))
+    Ok(OwnedFd::from(file))
 }
 
 struct ShellSession {
@@ -215,40 +215,31 @@ struct ShellSession {
 }
 
 impl ShellSession {
-    fn command(&self) -> tokio::process::Command {
+    /// Starts a stage: `bash -l` (or `su … -c "bash -l"`) in its own process group, in the job's cgroup when it
+    /// has one, with the job's mark in its environment.
+    fn start(
+        &self,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> std::io::Result<spawn::StageProcess> {
         let shell = &self.exec.shell;
-        let mut cmd = match &self.exec.user {
-            Some(user) => {
-                let mut c = tokio::process::Command::new("su");
-                c.args([
-                    "-s",
-                    &format!("/bin/{shell}"),
-                    user,
-                    "-c",
-                    &format!("{shell} -l"),
-                ]);
-                c
-            }
-            None => {
-                let mut c = tokio::process::Command::new(shell);
-                c.arg("-l");
-                c
-            }
+        let login_shell = format!("/bin/{shell}");
+        let login = format!("{shell} -l");
+        let (program, args): (&str, Vec<&str>) = match &self.exec.user {
+            Some(user) => ("su", vec!["-s", &login_shell, user, "-c", &login]),
+            None => (shell, vec!["-l"]),
         };
-        cmd.current_dir(&self.job.builds_dir)
-            .env(PROCESS_MARK_VAR, &self.job.process_mark)
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(cgroup) = &self.cgroup {
-            // Into the job's cgroup before exec, so that nothing the stage starts is ever outside it. The
-            // session keeps `cgroup.procs` open until after the spawn.
-            let fd = cgroup.procs_fd();
-            // SAFETY: `join` is one write(2) to an open descriptor: async-signal-safe, no allocation.
-            unsafe {
-                cmd.pre_exec(move || cgroup::join(fd));
-            }
-        }
-        cmd
+        spawn::spawn(spawn::Spawn {
+            program,
+            args: &args,
+            env: &[(PROCESS_MARK_VAR, &self.job.process_mark)],
+            cwd: &self.job.builds_dir,
+            stdin,
+            stdout,
+            stderr,
+            cgroup_procs: self.cgroup.as_ref().map(JobCgroup::procs_fd),
+        })
     }
 
     /// Kills everything of the job: its cgroup, and the processes that carry its mark (the only net without a
@@ -276,15 +267,17 @@ impl ExecutorSession for ShellSession {
         let writer2 = writer
             .try_clone()
             .map_err(|e| ExecutorError::System(format!("creating output pipe: {e}")))?;
-        let mut cmd = self.command();
-        cmd.stdin(script_stdin(script)?)
-            .stdout(Stdio::from(OwnedFd::from(writer)))
-            .stderr(Stdio::from(OwnedFd::from(writer2)));
-        let mut child = cmd.spawn().map_err(|e| {
-            ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell))
-        })?;
-        drop(cmd); // closes our copies of the pipe's write end
-        let pgid = child.id().map(|p| p as i32);
+        // `start` closes our copies of the pipe's write end once the child has them.
+        let mut child = self
+            .start(
+                script_stdin(script)?,
+                OwnedFd::from(writer),
+                OwnedFd::from(writer2),
+            )
+            .map_err(|e| {
+                ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell))
+            })?;
+        let pgid = Some(child.id());
 
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
             .map_err(|e| ExecutorError::System(format!("reading stage output: {e}")))?;
