@@ -434,7 +434,9 @@ pub(crate) fn join(fd: RawFd) -> io::Result<()> {
 #[derive(Debug)]
 pub struct JobCgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, open for the stages' children to join by.
+    /// The directory, open: stages are born in it (clone3 CLONE_INTO_CGROUP).
+    dir_fd: OwnedFd,
+    /// `cgroup.procs`, open for the stages' children to join by where clone3 cannot place them.
     procs: OwnedFd,
     kill_file: bool,
     removed: bool,
@@ -450,21 +452,25 @@ impl JobCgroup {
                 permission_hint(&e)
             )
         })?;
-        // std opens with O_CLOEXEC: no stage inherits it.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-        {
-            Ok(file) => Ok(Self {
+        // std opens with O_CLOEXEC: no stage inherits them.
+        let opened = std::fs::File::open(&dir).and_then(|d| {
+            let procs = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))?;
+            Ok((d, procs))
+        });
+        match opened {
+            Ok((dir_file, procs)) => Ok(Self {
                 dir,
-                procs: OwnedFd::from(file),
+                dir_fd: OwnedFd::from(dir_file),
+                procs: OwnedFd::from(procs),
                 kill_file,
                 removed: false,
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
                 Err(format!(
-                    "opening {}/cgroup.procs: {e}{}",
+                    "opening {} and its cgroup.procs: {e}{}",
                     dir.display(),
                     permission_hint(&e)
                 ))
@@ -476,9 +482,17 @@ impl JobCgroup {
         &self.dir
     }
 
-    /// For [`join`] in a stage's child.
+    /// For [`join`] in a child.
     pub(crate) fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
+    }
+
+    /// For [`crate::spawn::spawn`].
+    pub(crate) fn fds(&self) -> crate::spawn::CgroupFds {
+        crate::spawn::CgroupFds {
+            dir: self.dir_fd.as_raw_fd(),
+            procs: self.procs.as_raw_fd(),
+        }
     }
 
     /// Kills every process in the cgroup and below it, wherever they moved in their session or process tree.
@@ -810,7 +824,7 @@ mod tests {
             stdin: OwnedFd::from(std::fs::File::open("/dev/null").expect("null")),
             stderr: w.try_clone().expect("dup"),
             stdout: w,
-            cgroup_procs: Some(cgroup.procs_fd()),
+            cgroup: Some(cgroup.fds()),
         })
         .expect("spawns");
         let mut out = String::new();
@@ -821,6 +835,19 @@ mod tests {
             own_cgroup(&out).is_some_and(|c| c.ends_with(&format!("/{name}"))),
             "{out}"
         );
+        // Born there (clone3 CLONE_INTO_CGROUP, Linux 5.7), not moved: a move costs an RCU grace period.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut version = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+        if cfg!(target_arch = "x86_64") && (major, minor) >= (5, 7) {
+            assert!(
+                !crate::spawn::clone3_fell_back(),
+                "clone3 could not place the process on Linux {}",
+                release.trim()
+            );
+        }
         cgroup.remove().await;
         assert!(!cgroup.dir().exists());
     }

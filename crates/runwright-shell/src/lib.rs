@@ -238,7 +238,7 @@ impl ShellSession {
             stdin,
             stdout,
             stderr,
-            cgroup_procs: self.cgroup.as_ref().map(JobCgroup::procs_fd),
+            cgroup: self.cgroup.as_ref().map(JobCgroup::fds),
         })
     }
 

@@ -1,15 +1,19 @@
-//! Starting a stage's shell, already inside the job's cgroup, without fork(2).
+//! Starting a stage's shell inside the job's cgroup, cheaply.
 //!
-//! A process must join its cgroup before it runs anything of the job, so the move happens in the child between
-//! clone and exec. `Command::pre_exec` would do that, but makes std fork(2) the service instead of using
-//! posix_spawn: copying the page tables of a service with tens of MiB mapped and the copy-on-write faults
-//! after it cost ~6 ms per stage on the test machines (25–50 ms per job, measured with `bench/run`). Here the
-//! child is made as glibc's posix_spawn makes it — `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, the
-//! calling thread suspended until the child has exec'd — and runs only async-signal-safe system calls on data
-//! prepared before the clone: handlers back to default, SIGPIPE to default and an empty signal mask (as std
-//! leaves a child), join the cgroup, a new process group, stdin/stdout/stderr, the working directory, execve.
+//! A process must be in its cgroup before it runs anything of the job. Two obvious ways are slow on the test
+//! machines (a VM; `bench/run`): `Command::pre_exec` makes std fork(2) the service instead of posix_spawn —
+//! its page tables and the copy-on-write faults after it cost milliseconds per stage — and moving a process by
+//! writing `cgroup.procs` takes the kernel's cgroup threadgroup lock for writing, an RCU grace period each
+//! time (~11 ms measured here). So the child is made as glibc's posix_spawn makes it — on a stack of its own,
+//! sharing the service's memory, the calling thread suspended until the child has exec'd (CLONE_VM |
+//! CLONE_VFORK) — and with clone3's CLONE_INTO_CGROUP it is born in the job's cgroup (Linux 5.7; the kernel
+//! then takes that lock for reading only). Where clone3 cannot do that (an older kernel, a seccomp filter, an
+//! architecture without the few lines of assembly below) the child is made with clone(2) and joins by writing
+//! `cgroup.procs` itself, before anything else. Either way it then runs only async-signal-safe system calls on
+//! data prepared before the clone: handlers back to default, SIGPIPE to default and an empty signal mask (as
+//! std leaves a child), a new process group, stdin/stdout/stderr, the working directory, execve.
 //!
-//! The child is waited for on a blocking thread (waitpid), and killed if its [`StageProcess`] is dropped
+//! The child is waited for on a thread of its own (waitpid), and killed if its [`StageProcess`] is dropped
 //! before it was reaped, as tokio's `kill_on_drop`.
 
 use nix::libc::{self, c_char, c_int, c_void};
@@ -32,8 +36,16 @@ pub(crate) struct Spawn<'a> {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    /// `cgroup.procs` of the job's cgroup, open for writing.
-    pub cgroup_procs: Option<RawFd>,
+    /// The job's cgroup: its directory and its `cgroup.procs`, open.
+    pub cgroup: Option<CgroupFds>,
+}
+
+/// Descriptors of a cgroup for [`spawn`]: the directory (clone3's CLONE_INTO_CGROUP) and `cgroup.procs`, open
+/// for writing (joining by a write where clone3 cannot).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CgroupFds {
+    pub dir: RawFd,
+    pub procs: RawFd,
 }
 
 /// What the child reads; all of it lives in the parent's frame, which the clone suspends.
@@ -167,17 +179,28 @@ pub(crate) fn spawn(spec: Spawn<'_>) -> io::Result<StageProcess> {
         .map(|e| e.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    // A source descriptor among 0–2 (a service started with its stdio closed) could be overwritten by an
+    // earlier dup2 in the child: move such ones up first.
+    let above_stdio = |fd: OwnedFd| -> io::Result<OwnedFd> {
+        if fd.as_raw_fd() > 2 {
+            return Ok(fd);
+        }
+        let raw = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+        // SAFETY: a descriptor fcntl just made, owned by nothing else.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+    };
+    let (stdin, stdout, stderr) = (
+        above_stdio(spec.stdin)?,
+        above_stdio(spec.stdout)?,
+        above_stdio(spec.stderr)?,
+    );
     let mut args = ChildArgs {
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         cwd: cwd.as_ptr(),
-        fds: [
-            spec.stdin.as_raw_fd(),
-            spec.stdout.as_raw_fd(),
-            spec.stderr.as_raw_fd(),
-        ],
-        cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
+        fds: [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
+        cgroup_procs: -1,
         error: 0,
     };
     let mut stack = vec![0u8; STACK_SIZE];
@@ -192,28 +215,156 @@ pub(crate) fn spawn(spec: Spawn<'_>) -> io::Result<StageProcess> {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut args as *mut ChildArgs).cast(),
-        );
-        let clone_error = io::Error::last_os_error();
+        let born_in_cgroup = match spec.cgroup {
+            Some(cgroup) => clone3_into_cgroup(
+                cgroup.dir,
+                stack.as_mut_ptr(),
+                STACK_SIZE,
+                (&mut args as *mut ChildArgs).cast(),
+            ),
+            None => None,
+        };
+        let result = match born_in_cgroup {
+            Some(r) => r,
+            None => {
+                args.cgroup_procs = spec.cgroup.map_or(-1, |c| c.procs);
+                let pid = libc::clone(
+                    child,
+                    top,
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    (&mut args as *mut ChildArgs).cast(),
+                );
+                if pid < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(pid)
+                }
+            }
+        };
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(clone_error);
-        }
-        pid
+        result?
     };
     // Read after the child exec'd or exited: the parent thread was suspended until then.
     // SAFETY: a plain read of our own variable, which the child no longer touches.
     let error = unsafe { std::ptr::read_volatile(&args.error) };
     drop(stack);
+    drop((stdin, stdout, stderr));
     if error != 0 {
         let _ = reap(pid);
         return Err(io::Error::from_raw_os_error(error));
     }
     Ok(StageProcess::watch(pid))
+}
+
+/// clone3(2)'s argument (linux/sched.h `struct clone_args` up to `cgroup`, CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// linux/sched.h (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Set once clone3 turned CLONE_INTO_CGROUP down for good (no clone3, a kernel before 5.7, a seccomp filter).
+static CLONE3_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` running `child(arg)` on `stack` in the cgroup whose
+/// directory is open as `cgroup`; returns once the child has exec'd or exited. `None` when clone3 cannot do
+/// that here (the caller falls back to clone(2) and a write to `cgroup.procs`).
+///
+/// # Safety
+/// As for clone(2) with CLONE_VM: `child` may only make system calls on memory that stays valid until it has
+/// exec'd, and the calling thread's signals should be blocked.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into_cgroup(
+    cgroup: RawFd,
+    stack: *mut u8,
+    stack_size: usize,
+    arg: *mut c_void,
+) -> Option<io::Result<i32>> {
+    if CLONE3_UNSUPPORTED.load(Ordering::Relaxed) || cgroup < 0 {
+        return None;
+    }
+    let args = CloneArgs {
+        flags: libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack as u64,
+        stack_size: stack_size as u64,
+        cgroup: cgroup as u64,
+        ..CloneArgs::default()
+    };
+    let ret: i64;
+    // glibc sysdeps/unix/sysv/linux/x86_64/clone3.S: the child returns from the system call on its new stack
+    // (the kernel sets rsp to stack + stack_size) with rax = 0, calls `child(arg)` — both kept in registers the
+    // system call preserves — and exits with its result (`child` never returns: it execs or _exits).
+    std::arch::asm!(
+        "syscall",
+        "test rax, rax",
+        "jnz 2f",
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "mov rdi, r12",
+        "call r13",
+        "mov edi, eax",
+        "mov eax, {exit}",
+        "syscall",
+        "ud2",
+        "2:",
+        exit = const libc::SYS_exit,
+        inlateout("rax") libc::SYS_clone3 => ret,
+        in("rdi") &args as *const CloneArgs,
+        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("r12") arg,
+        in("r13") child as extern "C" fn(*mut c_void) -> c_int,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack),
+    );
+    if ret >= 0 {
+        return Some(Ok(ret as i32));
+    }
+    let errno = (-ret) as c_int;
+    if matches!(
+        errno,
+        libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM
+    ) {
+        if !CLONE3_UNSUPPORTED.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "clone3 cannot start processes in a cgroup here ({}): stages join theirs by a write to \
+                 cgroup.procs, which is slower",
+                io::Error::from_raw_os_error(errno)
+            );
+        }
+        return None;
+    }
+    Some(Err(io::Error::from_raw_os_error(errno)))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_into_cgroup(
+    _cgroup: RawFd,
+    _stack: *mut u8,
+    _stack_size: usize,
+    _arg: *mut c_void,
+) -> Option<io::Result<i32>> {
+    None
+}
+
+/// Whether stages join their cgroup by a write (clone3 could not place them).
+#[cfg(test)]
+pub(crate) fn clone3_fell_back() -> bool {
+    CLONE3_UNSUPPORTED.load(Ordering::Relaxed)
 }
 
 /// waitpid(2) until the child is gone; its raw wait status.
@@ -331,7 +482,7 @@ mod tests {
             stdin: null(),
             stdout: w,
             stderr: w2,
-            cgroup_procs: None,
+            cgroup: None,
         });
         let mut out = String::new();
         let code = match result {
