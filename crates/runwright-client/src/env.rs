@@ -77,6 +77,13 @@ pub const RUNWRIGHT_LOG: &str = "RUNWRIGHT_LOG";
 /// `/proc/<pid>/environ`; never meant to be set by a user.
 pub const RUNWRIGHT_JOB_MARK: &str = "RUNWRIGHT_JOB_MARK";
 
+/// The cgroup2 mount below which the shell executor makes each job's cgroup, instead of the `cgroup2` entry of
+/// `/proc/self/mountinfo`; the service's own cgroup (`/proc/self/cgroup`) is looked up below it. Read when a
+/// shell runner entry starts, by `config check` and by the recovery of crashed jobs. A path that is not a
+/// writable cgroup2 filesystem turns job cgroups off (said at start), as on a host without cgroup v2; tests use
+/// that. Unset: the mount the kernel reports.
+pub const RUNWRIGHT_CGROUP_ROOT: &str = "RUNWRIGHT_CGROUP_ROOT";
+
 /// Build time only: the git revision embedded by the binary's `build.rs` (reported as `info.revision`, as
 /// GitLab's runner reports its own). Not read at run time.
 pub const RUNWRIGHT_REVISION: &str = "RUNWRIGHT_REVISION";

@@ -197,6 +197,7 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
     doc.integer_duration_warnings(entries.len(), &mut warnings);
     doc.helper_image_warnings(&runners, &mut warnings);
     doc.unsupported_warnings(&config, &runners, &mut warnings);
+    doc.slot_template_warnings(&runners, &mut warnings);
     warnings.sort_by_key(|w| w.line);
 
     Ok(LoadedConfig {
@@ -638,6 +639,39 @@ impl<'a, 'i> Document<'a, 'i> {
         self.warning(&span, format!("unknown key '{name}' (ignored{hint})"))
     }
 
+    /// runner common/config.go `validateSlotCgroups`: with `use_slot_cgroups`, a template without the slot
+    /// placeholder puts every job in the same cgroup; the runner warns, as does this.
+    fn slot_template_warnings(
+        &self,
+        runners: &[(usize, &RunnerConfig)],
+        out: &mut Vec<ConfigWarning>,
+    ) {
+        for &(i, runner) in runners {
+            let template = runner.slot_cgroup_template.as_deref().unwrap_or_default();
+            if !runner.use_slot_cgroups
+                || template.is_empty()
+                || template.contains("${slot}")
+                || template.contains("$slot")
+            {
+                continue;
+            }
+            let segs = [
+                Seg::Key("runners".into()),
+                Seg::Index(i),
+                Seg::Key("slot_cgroup_template".into()),
+            ];
+            let span = self.find(&segs).map_or(0..0, |f| f.report_span);
+            out.push(self.warning(
+                &span,
+                format!(
+                    "{}: {template:?} does not contain the ${{slot}} placeholder: all jobs use the same cgroup, \
+                     defeating the purpose of slot-based isolation (e.g. \"gitlab-runner/slot-${{slot}}\")",
+                    display_path(&segs)
+                ),
+            ));
+        }
+    }
+
     /// GitLab's runner silently skips `environment` entries without `=`
     /// (runner common/config.go `parseVariable`).
     fn environment_warnings(
@@ -797,17 +831,21 @@ impl<'a, 'i> Document<'a, 'i> {
             }
             // runner common/config.go `GetSlotCgroupPath`: slots exist only for the autoscaling
             // executors (docker-autoscaler, instance); GitLab's runner ignores these with docker and
-            // shell too.
+            // shell. runwright's shell executor gives every job a cgroup and places it with them
+            // (runwright-shell cgroup.rs), so there they take effect.
             let slots = "slot cgroups apply only to the autoscaling executors (docker-autoscaler, instance), \
-                         which runwright does not implement; containers use cgroup_parent as usual";
-            if r.use_slot_cgroups {
-                warn(at(&["use_slot_cgroups"]), slots);
-            }
-            if r.slot_cgroup_template
-                .as_deref()
-                .is_some_and(|t| !t.is_empty())
-            {
-                warn(at(&["slot_cgroup_template"]), slots);
+                         which runwright does not implement, and to runwright's shell executor; containers use \
+                         cgroup_parent as usual";
+            if r.executor != "shell" {
+                if r.use_slot_cgroups {
+                    warn(at(&["use_slot_cgroups"]), slots);
+                }
+                if r.slot_cgroup_template
+                    .as_deref()
+                    .is_some_and(|t| !t.is_empty())
+                {
+                    warn(at(&["slot_cgroup_template"]), slots);
+                }
             }
             if r.step_runner_image
                 .as_deref()

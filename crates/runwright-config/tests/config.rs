@@ -696,6 +696,30 @@ fn keys_without_effect_in_runwright_are_warned_with_the_consequence() {
 }
 
 #[test]
+fn slot_cgroups_take_effect_with_the_shell_executor_and_a_template_without_the_slot_is_warned() {
+    let shell = HEAD.replace("\"docker\"", "\"shell\"");
+    assert_eq!(
+        warnings(&format!(
+            "{shell}  use_slot_cgroups = true\n  slot_cgroup_template = \"ci/slot-${{slot}}\"\n"
+        )),
+        Vec::<String>::new()
+    );
+    // runner common/config.go `validateSlotCgroupTemplate`.
+    assert_eq!(
+        warnings(&format!(
+            "{shell}  use_slot_cgroups = true\n  slot_cgroup_template = \"ci/shared\"\n"
+        )),
+        ["config.toml:7: runners[0].slot_cgroup_template: \"ci/shared\" does not contain the ${slot} placeholder: \
+          all jobs use the same cgroup, defeating the purpose of slot-based isolation (e.g. \"gitlab-runner/slot-${slot}\")"]
+    );
+    // Without use_slot_cgroups the template is not used, and the runner does not check it.
+    assert_eq!(
+        warnings(&format!("{shell}  slot_cgroup_template = \"ci/shared\"\n")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn a_docker_entry_with_a_shell_runwright_does_not_run_is_warned() {
     let text = format!("{HEAD}  shell = \"pwsh\"\n");
     assert_eq!(

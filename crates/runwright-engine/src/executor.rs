@@ -46,6 +46,8 @@ pub struct PreparedJob {
     pub cancel: CancellationToken,
     /// The job's variables, expanded (service environments, image names).
     pub variables: Variables,
+    /// `CI_CONCURRENT_ID`: the job's slot of its runner entry (the `${slot}` of `slot_cgroup_template`).
+    pub concurrent_id: usize,
     /// `CI_CONCURRENT_PROJECT_ID`: the per-(runner, project) slot.
     pub concurrent_project_id: usize,
     /// The runner's system ID (`s_…`/`r_…`), part of GitLab's volume names.

@@ -344,6 +344,7 @@ async fn run_planned(
         trace: trace.clone(),
         cancel: prepare.token.clone(),
         variables: plan.vars.clone(),
+        concurrent_id: env.concurrent_id,
         concurrent_project_id: env.concurrent_project_id,
         system_id: env.identity.system_id.clone(),
     };

@@ -6,7 +6,11 @@ use nix::unistd::Pid;
 use std::time::Duration;
 
 /// SIGTERM to the group, SIGKILL once the grace period is over or the leader is gone.
-pub async fn terminate_group(pgid: i32, child: &mut tokio::process::Child, grace: Duration) {
+pub(crate) async fn terminate_group(
+    pgid: i32,
+    child: &mut crate::spawn::StageProcess,
+    grace: Duration,
+) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         tracing::info!(pgid, "stage ignored SIGTERM for {grace:?}: sending SIGKILL");

@@ -1,15 +1,22 @@
 //! The shell executor: every stage script is fed on stdin to a login `bash` (or `sh`) running as the service
 //! user or, as root with `--user`, through `su` (runner executors/shell, shells/bash.go `GetConfiguration`).
 //!
-//! Each stage runs in its own process group, and every process of the job carries a mark in its environment,
-//! so cancelling a stage reaches the whole tree: SIGTERM first, SIGKILL after a grace period, and a sweep for
-//! marked stragglers that left the group. Nothing of a job outlives it.
+//! Each stage runs in its own process group, and every process of the job carries a mark in its environment;
+//! where cgroup v2 is writable the whole job also runs in a cgroup of its own (`cgroup.rs`). Cancelling a stage
+//! sends SIGTERM to its group, SIGKILL after a grace period, then kills the job's cgroup and sweeps for marked
+//! stragglers; the job's cleanup kills and removes the cgroup and sweeps again. Without a cgroup (said when the
+//! runner entry starts) a process that leaves the group and clears its environment escapes both.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cgroup;
 mod kill;
+mod spawn;
 
 /// Kills what is left of a job by its mark; a restarted service uses it on jobs a crash left running.
 pub use kill::sweep_marked;
+
+use cgroup::{Confinement, JobCgroup, Placement};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use runwright_client::types::FeaturesInfo;
@@ -17,7 +24,6 @@ use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use runwright_trace::{StreamType, TraceBuffer};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +40,10 @@ pub struct ShellExecutor {
     /// The service's working directory: relative builds dirs live below it.
     working_dir: PathBuf,
     kill_grace: Duration,
+    /// Where each job's cgroup goes; `None`: no cgroups (the docker executor's host shell, or unavailable).
+    cgroups: Option<Arc<Placement>>,
+    /// Slot cgroups were asked for but cannot be made: why, for each job's failure.
+    cgroups_missing: Option<String>,
 }
 
 impl ShellExecutor {
@@ -58,7 +68,49 @@ impl ShellExecutor {
             user: user.map(str::to_string).filter(|u| !u.is_empty()),
             working_dir,
             kill_grace,
+            cgroups: None,
+            cgroups_missing: None,
         })
+    }
+
+    /// Runs each job in a cgroup of its own as [`cgroup::detect`] found possible for this runner entry.
+    pub fn with_confinement(mut self, confinement: &Confinement) -> Self {
+        match confinement {
+            Confinement::Cgroups { placement, .. } => self.cgroups = Some(placement.clone()),
+            Confinement::Unavailable {
+                reason,
+                required: true,
+            } => self.cgroups_missing = Some(reason.clone()),
+            Confinement::Unavailable { .. } => {}
+        }
+        self
+    }
+
+    /// The job's cgroup, made before its first stage. Slot cgroups are the operator's resource limits: a job
+    /// that cannot have one fails; otherwise it runs with the process group and the mark sweep only.
+    fn job_cgroup(&self, job: &PreparedJob) -> Result<Option<JobCgroup>, ExecutorError> {
+        if let Some(reason) = &self.cgroups_missing {
+            return Err(ExecutorError::System(format!(
+                "use_slot_cgroups = true, but job cgroups cannot be made here: {reason}"
+            )));
+        }
+        let Some(placement) = &self.cgroups else {
+            return Ok(None);
+        };
+        match placement.create(job.concurrent_id, &job.process_mark) {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(e) if placement.required() => Err(ExecutorError::System(e)),
+            Err(e) => {
+                runwright_engine::job::warn(
+                    &job.trace,
+                    &format!(
+                        "{e}; this job's processes are stopped by process group and mark only"
+                    ),
+                );
+                tracing::warn!(job = job.job_id, "{e}");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -129,9 +181,11 @@ impl Executor for ShellExecutor {
                 );
             }
         }
+        let cgroup = self.job_cgroup(job)?;
         Ok(Box::new(ShellSession {
             exec: self.clone(),
             job: job.clone(),
+            cgroup,
         }))
     }
 }
@@ -141,7 +195,7 @@ impl Executor for ShellExecutor {
 /// command), a system call per byte of the ~5 KB of exports each stage starts with; from a seekable file it
 /// reads blocks and seeks back. What the script's commands read from stdin is the same either way: the rest of
 /// the script.
-fn script_stdin(script: &str) -> Result<Stdio, ExecutorError> {
+fn script_stdin(script: &str) -> Result<OwnedFd, ExecutorError> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     use std::io::{Seek, Write};
     let fail =
@@ -150,40 +204,51 @@ fn script_stdin(script: &str) -> Result<Stdio, ExecutorError> {
     let mut file = std::fs::File::from(fd);
     file.write_all(script.as_bytes()).map_err(|e| fail(&e))?;
     file.rewind().map_err(|e| fail(&e))?;
-    Ok(Stdio::from(file))
+    Ok(OwnedFd::from(file))
 }
 
 struct ShellSession {
     exec: ShellExecutor,
     job: PreparedJob,
+    /// Every stage's processes, and all they start, live here until the job's cleanup.
+    cgroup: Option<JobCgroup>,
 }
 
 impl ShellSession {
-    fn command(&self) -> tokio::process::Command {
+    /// Starts a stage: `bash -l` (or `su … -c "bash -l"`) in its own process group, in the job's cgroup when it
+    /// has one, with the job's mark in its environment.
+    fn start(
+        &self,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> std::io::Result<spawn::StageProcess> {
         let shell = &self.exec.shell;
-        let mut cmd = match &self.exec.user {
-            Some(user) => {
-                let mut c = tokio::process::Command::new("su");
-                c.args([
-                    "-s",
-                    &format!("/bin/{shell}"),
-                    user,
-                    "-c",
-                    &format!("{shell} -l"),
-                ]);
-                c
-            }
-            None => {
-                let mut c = tokio::process::Command::new(shell);
-                c.arg("-l");
-                c
-            }
+        let login_shell = format!("/bin/{shell}");
+        let login = format!("{shell} -l");
+        let (program, args): (&str, Vec<&str>) = match &self.exec.user {
+            Some(user) => ("su", vec!["-s", &login_shell, user, "-c", &login]),
+            None => (shell, vec!["-l"]),
         };
-        cmd.current_dir(&self.job.builds_dir)
-            .env(PROCESS_MARK_VAR, &self.job.process_mark)
-            .process_group(0)
-            .kill_on_drop(true);
-        cmd
+        spawn::spawn(spawn::Spawn {
+            program,
+            args: &args,
+            env: &[(PROCESS_MARK_VAR, &self.job.process_mark)],
+            cwd: &self.job.builds_dir,
+            stdin,
+            stdout,
+            stderr,
+            cgroup: self.cgroup.as_ref().map(JobCgroup::fds),
+        })
+    }
+
+    /// Kills everything of the job: its cgroup, and the processes that carry its mark (the only net without a
+    /// cgroup; with one it still catches what `su`'s session may have moved elsewhere).
+    fn kill_job(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+        kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
     }
 }
 
@@ -202,15 +267,17 @@ impl ExecutorSession for ShellSession {
         let writer2 = writer
             .try_clone()
             .map_err(|e| ExecutorError::System(format!("creating output pipe: {e}")))?;
-        let mut cmd = self.command();
-        cmd.stdin(script_stdin(script)?)
-            .stdout(Stdio::from(OwnedFd::from(writer)))
-            .stderr(Stdio::from(OwnedFd::from(writer2)));
-        let mut child = cmd.spawn().map_err(|e| {
-            ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell))
-        })?;
-        drop(cmd); // closes our copies of the pipe's write end
-        let pgid = child.id().map(|p| p as i32);
+        // `start` closes our copies of the pipe's write end once the child has them.
+        let mut child = self
+            .start(
+                script_stdin(script)?,
+                OwnedFd::from(writer),
+                OwnedFd::from(writer2),
+            )
+            .map_err(|e| {
+                ExecutorError::System(format!("starting {} for {stage}: {e}", self.exec.shell))
+            })?;
+        let pgid = Some(child.id());
 
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
             .map_err(|e| ExecutorError::System(format!("reading stage output: {e}")))?;
@@ -249,23 +316,23 @@ impl ExecutorSession for ShellSession {
             }
         };
         // Whatever the stage left behind in its group (background jobs) goes now; only then does the pipe reach
-        // EOF. A process that left the group (`setsid`) and still holds the output is found by its mark — at
-        // once after a cancel, otherwise only when the output stays open: the sweep reads every process's
-        // environment, and the job's cleanup sweeps anyway.
+        // EOF. A process that left the group (`setsid`) and still holds the output is killed with the job's
+        // cgroup and by its mark — at once after a cancel, otherwise only when the output stays open (a detached
+        // daemon may serve a later stage of the job); the job's cleanup kills both anyway.
         if let Some(pgid) = pgid {
             kill::kill_group(pgid);
         }
         let mut pump = pump;
         let mut swept = matches!(result, Err(ExecutorError::Canceled));
         if swept {
-            kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+            self.kill_job();
         }
         if !swept
             && tokio::time::timeout(Duration::from_millis(100), &mut pump)
                 .await
                 .is_err()
         {
-            kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+            self.kill_job();
             swept = true;
         }
         if swept
@@ -279,6 +346,9 @@ impl ExecutorSession for ShellSession {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(cgroup) = &mut self.cgroup {
+            cgroup.remove().await;
+        }
         kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
     }
 }

@@ -448,8 +448,10 @@ pub fn recovery_info() -> VersionInfo {
     }
 }
 
-/// Kills every process carrying the job's mark, again until none is left (a dying shell may still fork).
+/// Kills the job's cgroup (what left the process group and cleared its environment is there), then every
+/// process carrying the job's mark, again until none is left (a dying shell may still fork).
 pub(crate) fn kill_marked(mark: &str) {
+    runwright_shell::cgroup::kill_leftover(mark);
     for _ in 0..10 {
         if runwright_shell::sweep_marked(runwright_shell::PROCESS_MARK_VAR, mark) == 0 {
             return;

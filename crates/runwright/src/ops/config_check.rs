@@ -47,6 +47,67 @@ pub struct SlotModel {
     /// `[[runners]]` entries that failed validation: the service skips them and runs the others (issue 16 item
     /// 8). `config check` exits 1 when there is one.
     pub invalid_runners: Vec<runwright_config::InvalidRunner>,
+    /// How each shell entry's jobs are confined, as far as this process can tell (issue 17 item 6).
+    pub job_cgroups: Vec<JobCgroups>,
+}
+
+/// Whether a shell entry's jobs get a cgroup each (`runwright-shell` cgroup.rs), checked by `config check`
+/// itself: as its own user and in its own cgroup, where the service checks again when it starts.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JobCgroups {
+    pub runner: String,
+    pub confined: bool,
+    /// What the service would log at start.
+    pub detail: String,
+    /// Something to fix even though cgroups work (jobs run through `su` leave theirs).
+    pub warning: Option<String>,
+}
+
+/// Probes cgroup v2 for every shell entry, as the service does when an entry starts.
+pub fn job_cgroups(config: &runwright_config::Config) -> Vec<JobCgroups> {
+    use runwright_shell::cgroup::Confinement;
+    config
+        .runners
+        .iter()
+        .filter(|r| r.executor == "shell")
+        .map(|r| {
+            let settings = crate::service::cgroup_settings(r, config.user.as_deref());
+            let found = runwright_shell::cgroup::detect(&settings);
+            JobCgroups {
+                runner: r.name.clone(),
+                confined: matches!(found, Confinement::Cgroups { .. }),
+                detail: found.describe(),
+                warning: match found {
+                    Confinement::Cgroups { warning, .. } => warning,
+                    Confinement::Unavailable { .. } => None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The cgroup lines of `config check` (on stderr, with the load's warnings: they are about this host, not the
+/// file).
+pub fn render_job_cgroups(found: &[JobCgroups]) -> String {
+    let mut out = String::new();
+    if !found.is_empty() {
+        out.push_str(&format!(
+            "job cgroups, as checked by this process (uid {}, cgroup {}); the service checks again when it starts:\n",
+            nix::unistd::geteuid(),
+            std::fs::read_to_string("/proc/self/cgroup")
+                .ok()
+                .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    for j in found {
+        let prefix = if j.confined { "" } else { "WARNING: " };
+        out.push_str(&format!("{prefix}runner {:?}: {}\n", j.runner, j.detail));
+        if let Some(w) = &j.warning {
+            out.push_str(&format!("WARNING: runner {:?}: {w}\n", j.runner));
+        }
+    }
+    out
 }
 
 pub fn model(config: &runwright_config::Config) -> SlotModel {
@@ -122,6 +183,7 @@ pub fn model(config: &runwright_config::Config) -> SlotModel {
         runners,
         warnings,
         invalid_runners: Vec::new(),
+        job_cgroups: Vec::new(),
     }
 }
 
@@ -186,6 +248,8 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     }
     let mut m = model(&loaded.config);
     m.invalid_runners = loaded.invalid_runners;
+    m.job_cgroups = job_cgroups(&loaded.config);
+    eprint!("{}", render_job_cgroups(&m.job_cgroups));
     if args.json {
         crate::ops::print_stdout(&serde_json::to_string_pretty(&m)?);
     } else {

@@ -8,7 +8,10 @@
 //!   and send their final update — where GitLab's unit kills them (SIGTERM); only the main process gets the
 //!   signal, so job processes are not hit by it; `TimeoutStopSec=` is sized for that drain (GitLab's default
 //!   job timeout, one hour, plus `shutdown_timeout` and a margin; `--stop-timeout` to change it);
-//! * `ExecReload=` sends SIGHUP (reload config.toml).
+//! * `ExecReload=` sends SIGHUP (reload config.toml);
+//! * `Delegate=yes`: the unit's cgroup is the service's to manage, so each shell job gets a cgroup of its own
+//!   below it and is killed as a whole when it ends (runwright-shell cgroup.rs) — also for a service that runs
+//!   as `--init-user`, which may then write there. systemd's stop still kills everything below the unit.
 //!
 //! `RUNWRIGHT_SYSTEMD_UNIT_DIR` makes `install`/`uninstall` only write or remove the unit file in that
 //! directory, without calling systemctl (packaging, tests).
@@ -156,6 +159,8 @@ ExecReload=/bin/kill -HUP $MAINPID\n\
 KillSignal=SIGQUIT\n\
 KillMode=mixed\n\
 TimeoutStopSec={stop}\n\
+# Each shell job runs in a cgroup of its own below the unit's; systemd leaves those to the service.\n\
+Delegate=yes\n\
 Restart=always\n\
 RestartSec=120\n\
 EnvironmentFile=-/etc/sysconfig/{name}\n\

@@ -144,13 +144,16 @@ fn entry_key(r: &RunnerConfig) -> String {
 
 pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn Executor>, String> {
     match runner.executor.as_str() {
-        "shell" => runwright_shell::ShellExecutor::new(
-            runner.shell.as_deref(),
-            shared.user.as_deref(),
-            shared.working_dir.clone(),
-            kill_grace(),
-        )
-        .map(|e| Arc::new(e) as Arc<dyn Executor>),
+        "shell" => {
+            let exec = runwright_shell::ShellExecutor::new(
+                runner.shell.as_deref(),
+                shared.user.as_deref(),
+                shared.working_dir.clone(),
+                kill_grace(),
+            )?;
+            let confinement = job_cgroups(runner, shared.user.as_deref());
+            Ok(Arc::new(exec.with_confinement(&confinement)) as Arc<dyn Executor>)
+        }
         "docker" => {
             runwright_docker::DockerExecutor::new(runner, shared.working_dir.clone(), kill_grace())
                 .map(|e| Arc::new(e) as Arc<dyn Executor>)
@@ -159,6 +162,54 @@ pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn E
             "executor {other:?} is not supported by this runwright build yet; runner {:?} will not request jobs",
             runner.name
         )),
+    }
+}
+
+/// How a shell entry's jobs are confined (a cgroup each, or only process group and mark), checked when the
+/// entry starts and said once in the log: a warning when cgroups cannot be used.
+pub fn job_cgroups(
+    runner: &RunnerConfig,
+    user: Option<&str>,
+) -> runwright_shell::cgroup::Confinement {
+    use runwright_shell::cgroup::{detect, Confinement};
+    let confinement = detect(&cgroup_settings(runner, user));
+    let line = confinement.describe();
+    // Several entries (or a reload) find the same: one line each, once per service.
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let first = SAID.lock().is_ok_and(|mut said| {
+        let new = !said.contains(&line);
+        if new {
+            said.push(line.clone());
+        }
+        new
+    });
+    match &confinement {
+        Confinement::Cgroups { warning, .. } => {
+            if first {
+                tracing::info!(runner = %runner.name, "{line}");
+            }
+            if let Some(w) = warning {
+                tracing::warn!(runner = %runner.name, "{w}");
+            }
+        }
+        Confinement::Unavailable { required: true, .. } => {
+            tracing::error!(runner = %runner.name, "{line}")
+        }
+        Confinement::Unavailable { .. } if first => tracing::warn!(runner = %runner.name, "{line}"),
+        Confinement::Unavailable { .. } => {}
+    }
+    confinement
+}
+
+/// The entry's `use_slot_cgroups` / `slot_cgroup_template`, and the user jobs run as.
+pub fn cgroup_settings(
+    runner: &RunnerConfig,
+    user: Option<&str>,
+) -> runwright_shell::cgroup::CgroupSettings {
+    runwright_shell::cgroup::CgroupSettings {
+        use_slot_cgroups: runner.use_slot_cgroups,
+        slot_cgroup_template: runner.slot_cgroup_template.clone(),
+        user: user.map(str::to_string),
     }
 }
 

@@ -7,6 +7,7 @@ mod harness;
 mod bounds;
 mod browser;
 mod cancel;
+mod cgroup;
 mod config;
 mod config_writes;
 mod dashboard;

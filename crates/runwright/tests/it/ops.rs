@@ -927,6 +927,8 @@ async fn systemd_unit_is_valid_and_drains_on_stop() {
         "KillSignal=SIGQUIT\n",
         "KillMode=mixed\n",
         "TimeoutStopSec=3945\n",
+        // Each shell job's cgroup goes below the unit's (issue 17 item 6).
+        "Delegate=yes\n",
         "ExecReload=/bin/kill -HUP $MAINPID\n",
         "Restart=always\n",
         "WantedBy=multi-user.target\n",
