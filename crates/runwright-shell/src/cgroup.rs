@@ -496,8 +496,13 @@ impl JobCgroup {
     }
 
     /// Kills every process in the cgroup and below it, wherever they moved in their session or process tree.
+    /// The job goes on (after_script, cleanup stages), so this freezes and SIGKILLs the members instead of
+    /// writing `cgroup.kill`: on Linux 6.14+ (kill_seq, "cgroup: fix race between fork and cgroup.kill") a
+    /// process later cloned into a cgroup that was once `cgroup.kill`ed with `CLONE_INTO_CGROUP` is killed
+    /// before it runs (seen on 6.18: the after_script of a canceled or timed-out job died with 137).
+    /// Removal, when nothing more will start in the cgroup, still uses `cgroup.kill`.
     pub fn kill(&self) {
-        if let Err(e) = kill_dir(&self.dir, self.kill_file) {
+        if let Err(e) = kill_members(&self.dir) {
             tracing::warn!(cgroup = %self.dir.display(), "killing the job's cgroup: {e}");
         }
     }
