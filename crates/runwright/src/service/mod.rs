@@ -311,6 +311,13 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         config.check_interval(),
     );
 
+    // Handlers before the lock: once `status` can see the service running, a signal sent to it must be handled
+    // (SIGQUIT's default action dumps core).
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigquit = signal(SignalKind::quit())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
     // One service per config (issue 5): a second one would run every job twice.
     let service_lock = crate::ops::state::lock(&config_path)?;
     let ops_stop = CancellationToken::new();
@@ -382,10 +389,6 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     let mut last_mtime = mtime(&config_path);
     let mut shutdown_timeout = config.shutdown_timeout();
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigquit = signal(SignalKind::quit())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     // After `last_mtime` and the SIGHUP handler: a rotation saves the new token and raises SIGHUP to reload.
     tokio::spawn(crate::ops::sd::rotate_tokens(
         config_path.clone(),
