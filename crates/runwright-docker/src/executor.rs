@@ -5,6 +5,7 @@ use crate::engine_api;
 use crate::names::{self, JobNames};
 use crate::session::DockerSession;
 use crate::volumes::{self, MountTable, VolumeSpec};
+use crate::DockerError;
 use async_trait::async_trait;
 use bollard::Docker;
 use runwright_client::types::FeaturesInfo;
@@ -30,14 +31,17 @@ impl DockerExecutor {
         runner: &RunnerConfig,
         working_dir: PathBuf,
         kill_grace: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DockerError> {
         let docker = runner.docker.clone().unwrap_or_default();
         let volumes = docker
             .volumes
             .iter()
             .map(|v| VolumeSpec::parse(v))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("runner {:?}: [runners.docker] {e}", runner.name))?;
+            .map_err(|e| DockerError::Runner {
+                runner: runner.name.clone(),
+                source: Box::new(e),
+            })?;
         let builds_dir = runner
             .builds_dir
             .clone()
@@ -68,7 +72,7 @@ impl DockerExecutor {
             .unwrap_or_else(|| EMPTY.get_or_init(DockerConfig::default))
     }
 
-    async fn client(&self) -> Result<Docker, String> {
+    async fn client(&self) -> Result<Docker, DockerError> {
         let cfg = self.config();
         self.client
             .get_or_try_init(|| {
@@ -170,7 +174,7 @@ impl Executor for DockerExecutor {
     }
 
     async fn prepare(&self, job: &PreparedJob) -> Result<Box<dyn ExecutorSession>, ExecutorError> {
-        let docker = self.client().await.map_err(ExecutorError::System)?;
+        let docker = self.client().await?;
         let names = JobNames::new(
             &self.runner.token,
             &self.runner.short_token(),
@@ -199,7 +203,7 @@ impl Executor for DockerExecutor {
                 Err(if job.cancel.is_cancelled() {
                     ExecutorError::Canceled
                 } else {
-                    e
+                    e.into()
                 })
             }
         }

@@ -13,6 +13,7 @@
 pub mod admin;
 mod auth;
 mod engine_api;
+mod error;
 mod executor;
 mod host_config;
 pub mod leftovers;
@@ -23,20 +24,15 @@ mod services;
 mod session;
 pub mod volumes;
 
-use runwright_client::failure_reason::FailureReason;
-use runwright_engine::ExecutorError;
 use runwright_trace::TraceBuffer;
 
 pub use bollard;
 pub use engine_api::connect;
+pub use error::DockerError;
 pub use executor::DockerExecutor;
 pub use session::DockerSession;
 
 /// A yellow warning line in the trace, as GitLab prints them.
 pub(crate) fn warn(trace: &TraceBuffer, text: &str) {
     trace.write(format!("\x1b[0;33mWARNING: {text}\x1b[0;m\n").as_bytes());
-}
-
-fn config_error(msg: impl Into<String>) -> ExecutorError {
-    ExecutorError::Failed(FailureReason::RunnerConfigurationError, msg.into())
 }

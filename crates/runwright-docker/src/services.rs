@@ -3,15 +3,15 @@
 //! its own, the build container's volumes, and the service settings of `[runners.docker]`. Then the runner
 //! waits until one exposed TCP port of each answers, or prints GitLab's warning block with the service's log.
 
-use crate::engine_api::{daemon_message, ensure_image};
+use crate::engine_api::ensure_image;
 use crate::names::{labels, service_aliases, JobNames, LabelSource};
-use crate::{config_error, policy, warn};
+use crate::{policy, warn, DockerError};
 use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkingConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use runwright_config::DockerConfig;
-use runwright_engine::{ExecutorError, PreparedJob};
+use runwright_engine::PreparedJob;
 use runwright_trace::TraceBuffer;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,7 +62,7 @@ fn user_network(mode: &str, per_job: bool) -> bool {
 pub(crate) async fn start_all(
     ctx: &ServiceContext<'_>,
     containers: &mut Vec<String>,
-) -> Result<Vec<Started>, ExecutorError> {
+) -> Result<Vec<Started>, DockerError> {
     let cfg = ctx.cfg;
     let mut wanted: Vec<Wanted> = Vec::new();
     for s in &cfg.services {
@@ -81,7 +81,7 @@ pub(crate) async fn start_all(
     for s in &ctx.job.job.services {
         let image = (ctx.expand)(&s.name);
         // Services from the config are always allowed; the job's must be on the list.
-        policy::check_allowed("service", &image, &cfg.allowed_services).map_err(config_error)?;
+        policy::check_allowed("service", &image, &cfg.allowed_services)?;
         wanted.push(Wanted {
             aliases: s
                 .alias
@@ -108,10 +108,10 @@ pub(crate) async fn start_all(
     }
     if let Some(limit) = cfg.services_limit() {
         if wanted.len() > limit {
-            return Err(config_error(format!(
-                "the job needs {} services, but [runners.docker] services_limit is {limit}",
-                wanted.len()
-            )));
+            return Err(DockerError::ServicesLimit {
+                needed: wanted.len(),
+                limit,
+            });
         }
     }
 
@@ -140,12 +140,10 @@ pub(crate) async fn start_all(
             w.pull_policy.as_deref(),
             &cfg.pull_policies(),
             &cfg.allowed_pull_policies(),
-        )
-        .map_err(config_error)?;
+        )?;
         // `[runners.docker] user` is for the build container; a service runs as its image says unless its own
         // `docker:user` says otherwise (a dind service must stay root).
-        let user = policy::effective_user(None, w.opts.user.as_deref(), &cfg.allowed_users)
-            .map_err(config_error)?;
+        let user = policy::effective_user(None, w.opts.user.as_deref(), &cfg.allowed_users)?;
         let pull = crate::engine_api::PullContext {
             auth: ctx.auth,
             platform: w.opts.platform.as_deref(),
@@ -203,21 +201,12 @@ pub(crate) async fn start_all(
                 body,
             )
             .await
-            .map_err(|e| {
-                ExecutorError::System(format!(
-                    "creating service {}: {}",
-                    w.image,
-                    daemon_message(&e)
-                ))
-            })?;
+            .map_err(|e| DockerError::daemon(format!("creating service {}", w.image), e))?;
         containers.push(name.clone());
-        ctx.docker.start_container(&name, None).await.map_err(|e| {
-            ExecutorError::System(format!(
-                "starting service {}: {}",
-                w.image,
-                daemon_message(&e)
-            ))
-        })?;
+        ctx.docker
+            .start_container(&name, None)
+            .await
+            .map_err(|e| DockerError::daemon(format!("starting service {}", w.image), e))?;
         let inspect = ctx.docker.inspect_container(&name, None).await.ok();
         let network_key = if ctx.network_mode.is_empty() {
             "bridge"

@@ -4,6 +4,7 @@
 use crate::engine_api;
 use crate::names::JobNames;
 use crate::volumes::MountTable;
+use crate::DockerError;
 use async_trait::async_trait;
 use bollard::Docker;
 use runwright_engine::{ExecutorError, ExecutorSession};
@@ -82,12 +83,12 @@ impl ExecutorSession for DockerSession {
         let container = self
             .build_container
             .clone()
-            .ok_or_else(|| ExecutorError::System("the build container was not created".into()))?;
+            .ok_or(DockerError::NoBuildContainer)?;
         let dirs = std::mem::take(&mut self.open_up);
         if !dirs.is_empty() {
             tokio::task::spawn_blocking(move || dirs.iter().for_each(|d| open_up(d)))
                 .await
-                .map_err(|e| ExecutorError::System(format!("opening up the project dir: {e}")))?;
+                .map_err(|source| DockerError::OpenUp { source })?;
         }
         engine_api::run_stage(
             &self.docker,
@@ -98,6 +99,7 @@ impl ExecutorSession for DockerSession {
             self.kill_grace,
         )
         .await
+        .map_err(ExecutorError::from)
     }
 
     fn host_path(&self, path: &Path) -> Option<PathBuf> {

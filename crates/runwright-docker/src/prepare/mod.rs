@@ -6,13 +6,13 @@ mod mounts;
 use crate::executor::DockerExecutor;
 use crate::names::{self, LabelSource};
 use crate::session::{is_root, DockerSession};
-use crate::{auth, config_error, engine_api, host_config, policy, services, warn};
+use crate::{auth, engine_api, host_config, policy, services, warn, DockerError};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::CreateContainerOptions;
 use runwright_config::{DockerConfig, PullPolicy};
-use runwright_engine::{Executor, ExecutorError, PreparedJob};
+use runwright_engine::{Executor, PreparedJob};
 use runwright_trace::TraceBuffer;
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,9 +57,9 @@ impl Prep<'_> {
     }
 
     /// `Err(Canceled)` once the job was canceled (or timed out) while preparing.
-    fn check_canceled(&self) -> Result<(), ExecutorError> {
+    fn check_canceled(&self) -> Result<(), DockerError> {
         if self.job.cancel.is_cancelled() {
-            return Err(ExecutorError::Canceled);
+            return Err(DockerError::Canceled);
         }
         Ok(())
     }
@@ -82,18 +82,20 @@ struct JobImage {
 impl JobImage {
     /// Checks the job's image, pull policies and user against the runner's allow-lists and says which image the
     /// job uses; a refusal is a configuration error.
-    fn resolve(p: &Prep<'_>) -> Result<Self, ExecutorError> {
+    fn resolve(p: &Prep<'_>) -> Result<Self, DockerError> {
         let cfg = p.cfg;
         let job_image = p.job.job.image.as_ref().filter(|i| !i.name.is_empty());
         let name = match job_image {
             Some(i) => {
                 let name = p.expand(&i.name);
-                policy::check_allowed("image", &name, &cfg.allowed_images).map_err(config_error)?;
+                policy::check_allowed("image", &name, &cfg.allowed_images)?;
                 name
             }
-            None => cfg.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| {
-                config_error("the job has no image and [runners.docker] image is not set: set a default image")
-            })?,
+            None => cfg
+                .image
+                .clone()
+                .filter(|i| !i.is_empty())
+                .ok_or(DockerError::NoImage)?,
         };
         p.job
             .trace
@@ -102,15 +104,13 @@ impl JobImage {
             job_image.and_then(|i| i.pull_policy.as_deref()),
             &cfg.pull_policies(),
             &cfg.allowed_pull_policies(),
-        )
-        .map_err(config_error)?;
+        )?;
         let opts = policy::docker_opts(job_image.and_then(|i| i.executor_opts.as_ref()));
         let user = policy::effective_user(
             cfg.user.as_deref(),
             opts.user.as_deref(),
             &cfg.allowed_users,
-        )
-        .map_err(config_error)?;
+        )?;
         Ok(Self {
             name,
             policies,
@@ -135,7 +135,7 @@ impl DockerSession {
         &mut self,
         exec: &DockerExecutor,
         job: &PreparedJob,
-    ) -> Result<(), ExecutorError> {
+    ) -> Result<(), DockerError> {
         let cfg = exec.config();
         let short = exec.runner.short_token();
         let p = Prep {
@@ -180,19 +180,17 @@ impl DockerSession {
     }
 
     /// The job's own network, or the configured network mode; returns the mode the job's containers get.
-    async fn create_network(&mut self, p: &Prep<'_>) -> Result<String, ExecutorError> {
+    async fn create_network(&mut self, p: &Prep<'_>) -> Result<String, DockerError> {
         if !p.exec.network_per_job() {
             return Ok(p.cfg.network_mode.clone().unwrap_or_default());
         }
         let name = self.names.network.clone();
         let request = network_request(p, &name);
         self.remove_networks_named(&name).await;
-        self.docker.create_network(request).await.map_err(|e| {
-            ExecutorError::System(format!(
-                "creating network {name}: {}",
-                engine_api::daemon_message(&e)
-            ))
-        })?;
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(|e| DockerError::daemon(format!("creating network {name}"), e))?;
         self.network = Some(name.clone());
         Ok(name)
     }
@@ -220,7 +218,7 @@ impl DockerSession {
         p: &Prep<'_>,
         shared: &Shared,
         auth: &auth::Resolver,
-    ) -> Result<Vec<services::Started>, ExecutorError> {
+    ) -> Result<Vec<services::Started>, DockerError> {
         let started = services::start_all(
             &services::ServiceContext {
                 docker: &self.docker,
@@ -260,7 +258,7 @@ impl DockerSession {
         image: &JobImage,
         shared: Shared,
         started: &[services::Started],
-    ) -> Result<(), ExecutorError> {
+    ) -> Result<(), DockerError> {
         let cfg = p.cfg;
         let extra_hosts = extra_hosts(cfg, p.exec.network_per_job(), started);
         let entrypoint = entrypoint(cfg, image, &p.job.trace);
@@ -288,12 +286,7 @@ impl DockerSession {
                 body,
             )
             .await
-            .map_err(|e| {
-                ExecutorError::System(format!(
-                    "creating the build container: {}",
-                    engine_api::daemon_message(&e)
-                ))
-            })?;
+            .map_err(|e| DockerError::daemon("creating the build container", e))?;
         self.containers.push(name.clone());
         self.build_container = Some(name);
         Ok(())
@@ -340,13 +333,13 @@ impl DockerSession {
     }
 
     /// The runner's own shell for the predefined stages, in the builds dir as the host sees it.
-    async fn start_host_shell(&mut self, p: &Prep<'_>) -> Result<(), ExecutorError> {
+    async fn start_host_shell(&mut self, p: &Prep<'_>) -> Result<(), DockerError> {
         let builds_dir = &p.exec.builds_dir;
         let host_builds = self
             .mounts
             .host_path(Path::new(builds_dir))
-            .ok_or_else(|| {
-                ExecutorError::System(format!("the builds dir {builds_dir} has no volume"))
+            .ok_or_else(|| DockerError::NoBuildsVolume {
+                dir: builds_dir.clone(),
             })?;
         let shell = runwright_shell::ShellExecutor::new(
             Some("bash"),
@@ -354,7 +347,7 @@ impl DockerSession {
             p.exec.working_dir.clone(),
             self.kill_grace,
         )
-        .map_err(ExecutorError::System)?;
+        .map_err(DockerError::HostShell)?;
         let mut host_job = p.job.clone();
         host_job.builds_dir = host_builds;
         self.host_shell = Some(shell.prepare(&host_job).await?);

@@ -6,20 +6,17 @@ use super::Prep;
 use crate::names;
 use crate::session::DockerSession;
 use crate::volumes::{self, VolumeSpec};
-use crate::{admin, engine_api};
+use crate::{admin, engine_api, DockerError};
 use runwright_config::DockerConfig;
 use runwright_engine::sources::GitStrategy;
-use runwright_engine::{ExecutorError, PreparedJob};
+use runwright_engine::PreparedJob;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 impl DockerSession {
     /// The job's volumes: the configured ones, then the builds dir unless a bind already holds it. Each is
     /// entered in the mount table; returns the binds every container of the job gets.
-    pub(super) async fn mount_volumes(
-        &mut self,
-        p: &Prep<'_>,
-    ) -> Result<Vec<String>, ExecutorError> {
+    pub(super) async fn mount_volumes(&mut self, p: &Prep<'_>) -> Result<Vec<String>, DockerError> {
         let exec = p.exec;
         let protected = p.job.variables.value("CI_COMMIT_REF_PROTECTED") == Some("true");
         let mut specs = exec.volumes.clone();
@@ -64,7 +61,7 @@ impl DockerSession {
         destination: &str,
         temporary: bool,
         protected: bool,
-    ) -> Result<String, ExecutorError> {
+    ) -> Result<String, DockerError> {
         if let Some(dir) = p.cfg.cache_dir.as_deref().filter(|d| !d.is_empty()) {
             let mut host = PathBuf::from(dir);
             host.push(&self.names.volume_prefix);
@@ -73,9 +70,9 @@ impl DockerSession {
                 names::md5_hex(destination),
                 if protected { "-protected" } else { "" }
             ));
-            std::fs::create_dir_all(&host).map_err(|e| {
-                ExecutorError::System(format!("creating cache dir {}: {e}", host.display()))
-            })?;
+            if let Err(source) = std::fs::create_dir_all(&host) {
+                return Err(DockerError::CacheDir { path: host, source });
+            }
             let bind = format!("{}:{destination}", host.display());
             self.mounts.add(destination, host);
             return Ok(bind);
@@ -106,7 +103,7 @@ impl DockerSession {
         source: &str,
         destination: &str,
         mode: Option<&str>,
-    ) -> Result<String, ExecutorError> {
+    ) -> Result<String, DockerError> {
         if let Some(host) = spec.host_source() {
             // Docker would create it too; the runner needs it before the first container exists.
             let _ = std::fs::create_dir_all(host);
@@ -127,7 +124,7 @@ impl DockerSession {
         name: &str,
         labels: HashMap<String, String>,
         cfg: &DockerConfig,
-    ) -> Result<PathBuf, ExecutorError> {
+    ) -> Result<PathBuf, DockerError> {
         let existing = self.docker.inspect_volume(name).await;
         let volume = match existing {
             Ok(v) => v,
@@ -142,27 +139,15 @@ impl DockerSession {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| {
-                    ExecutorError::System(format!(
-                        "creating volume {name}: {}",
-                        engine_api::daemon_message(&e)
-                    ))
-                })?,
-            Err(e) => {
-                return Err(ExecutorError::System(format!(
-                    "inspecting volume {name}: {}",
-                    engine_api::daemon_message(&e)
-                )))
-            }
+                .map_err(|e| DockerError::daemon(format!("creating volume {name}"), e))?,
+            Err(e) => return Err(DockerError::daemon(format!("inspecting volume {name}"), e)),
         };
         let mountpoint = PathBuf::from(&volume.mountpoint);
         if !mountpoint.is_dir() {
-            return Err(ExecutorError::System(format!(
-                "volume {name}'s mountpoint {} is not reachable from the runner, which performs sources, caches \
-                 and artifacts itself: run runwright on the Docker host as root (remote Docker hosts are not \
-                 supported yet)",
-                volume.mountpoint
-            )));
+            return Err(DockerError::MountpointUnreachable {
+                volume: name.to_string(),
+                mountpoint: volume.mountpoint,
+            });
         }
         Ok(mountpoint)
     }
