@@ -1,8 +1,8 @@
 //! `runwright volumes list|prune`: the runner-managed volumes on this Docker host, which GitLab's runner leaves
 //! to hand-written scripts. Only volumes labelled `com.gitlab.gitlab-runner.managed=true` are ever touched.
 
-use crate::engine_api::daemon_message;
 use crate::names::LABEL_PREFIX;
+use crate::DockerError;
 use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
 use bollard::Docker;
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ impl Filter {
 }
 
 /// The runner-managed volumes that match, by name.
-pub async fn list(docker: &Docker, filter: &Filter) -> Result<Vec<VolumeInfo>, String> {
+pub async fn list(docker: &Docker, filter: &Filter) -> Result<Vec<VolumeInfo>, DockerError> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![format!("{LABEL_PREFIX}.managed=true")],
@@ -82,7 +82,7 @@ pub async fn list(docker: &Docker, filter: &Filter) -> Result<Vec<VolumeInfo>, S
             filters: Some(filters),
         }))
         .await
-        .map_err(|e| format!("listing volumes: {}", daemon_message(&e)))?;
+        .map_err(|e| DockerError::daemon("listing volumes", e))?;
     let now = SystemTime::now();
     let mut out: Vec<VolumeInfo> = resp
         .volumes
@@ -126,9 +126,8 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Removes one volume; a volume a container still uses is refused by Docker, never forced.
-pub async fn remove(docker: &Docker, name: &str) -> Result<(), String> {
-    docker
+pub async fn remove(docker: &Docker, name: &str) -> Result<(), DockerError> {
+    Ok(docker
         .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
-        .await
-        .map_err(|e| daemon_message(&e))
+        .await?)
 }

@@ -2,6 +2,7 @@
 //! running one stage in a container the way GitLab's runner feeds it (reference `protocol.md` §10 "Script
 //! feeding": attach, start, script on stdin, output demultiplexed into the trace, exit code from wait).
 
+use crate::DockerError;
 use bollard::container::LogOutput;
 use bollard::query_parameters::{
     AttachContainerOptions, CreateImageOptions, KillContainerOptions, RemoveContainerOptions,
@@ -9,7 +10,6 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 use runwright_config::PullPolicy;
-use runwright_engine::ExecutorError;
 use runwright_trace::timestamp::STREAM_WORK;
 use runwright_trace::{StreamType, TraceBuffer};
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub async fn connect(
     host: Option<&str>,
     tls_cert_path: Option<&std::path::Path>,
     tls_verify: bool,
-) -> Result<Docker, String> {
+) -> Result<Docker, DockerError> {
     let from_env = std::env::var("DOCKER_HOST").ok();
     let host = host
         .filter(|h| !h.is_empty())
@@ -69,18 +69,22 @@ pub async fn connect(
             }
         }
         Some(other) => {
-            return Err(format!(
-                "docker host {other:?} is not supported (use unix://, tcp:// or https://)"
-            ))
+            return Err(DockerError::UnsupportedHost {
+                host: other.to_string(),
+            })
         }
     }
-    .map_err(|e| format!("connecting to the Docker daemon: {e}"))?;
-    docker.negotiate_version().await.map_err(|e| {
-        format!(
-            "the Docker daemon at {} does not answer: {e} (is dockerd running?)",
-            host.as_deref().unwrap_or("unix:///var/run/docker.sock")
-        )
-    })
+    .map_err(|source| DockerError::Connect { source })?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|source| DockerError::NoAnswer {
+            address: host
+                .as_deref()
+                .unwrap_or("unix:///var/run/docker.sock")
+                .to_string(),
+            source,
+        })
 }
 
 /// The message of a daemon error without bollard's wrapping.
@@ -114,11 +118,11 @@ pub async fn ensure_image(
     policies: &[PullPolicy],
     trace: &TraceBuffer,
     cancel: &CancellationToken,
-) -> Result<String, ExecutorError> {
+) -> Result<String, DockerError> {
     let mut errors = Vec::new();
     for policy in policies {
         let local = docker.inspect_image(image).await;
-        match (policy, &local) {
+        match (policy, local) {
             (PullPolicy::Never | PullPolicy::IfNotPresent, Ok(found)) => {
                 if *policy == PullPolicy::IfNotPresent {
                     trace.write(
@@ -129,11 +133,8 @@ pub async fn ensure_image(
                 trace.write(format!("Using docker image {id} for {image} ...\n").as_bytes());
                 return Ok(id);
             }
-            (PullPolicy::Never, Err(e)) => {
-                errors.push(format!(
-                    "image is not present locally and the \"never\" pull policy forbids pulling it ({})",
-                    daemon_message(e)
-                ));
+            (PullPolicy::Never, Err(source)) => {
+                errors.push(DockerError::NotPresent { source });
                 continue;
             }
             // An image referenced by ID is never pulled (`always` uses it when present).
@@ -154,11 +155,11 @@ pub async fn ensure_image(
                     trace.write(format!("Using docker image {id} for {image} ...\n").as_bytes());
                     return Ok(id);
                 }
-                Err(e) => errors.push(daemon_message(&e)),
+                Err(e) => errors.push(DockerError::Api(e)),
             },
             Err(e) if cancel.is_cancelled() => {
                 let _ = e;
-                return Err(ExecutorError::Canceled);
+                return Err(DockerError::Canceled);
             }
             Err(e) => {
                 crate::warn(
@@ -172,14 +173,11 @@ pub async fn ensure_image(
             }
         }
     }
-    Err(ExecutorError::Failed(
-        runwright_client::failure_reason::FailureReason::ImagePullFailure,
-        format!(
-            "failed to pull image {image:?} with specified policies {}: {}",
-            crate::policy::policies_text(policies),
-            errors.join("; ")
-        ),
-    ))
+    Err(DockerError::Pull {
+        image: image.to_string(),
+        policies: policies.to_vec(),
+        errors,
+    })
 }
 
 /// What a pull needs besides the image: registry credentials and the job's platform.
@@ -194,7 +192,7 @@ async fn pull_image(
     platform: Option<&str>,
     credentials: Option<bollard::auth::DockerCredentials>,
     cancel: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), DockerError> {
     let (from, tag) = split_tag(image);
     let options = CreateImageOptions {
         from_image: Some(from.to_string()),
@@ -206,16 +204,16 @@ async fn pull_image(
     loop {
         let next = tokio::select! {
             n = stream.next() => n,
-            _ = cancel.cancelled() => return Err("canceled".into()),
+            _ = cancel.cancelled() => return Err(DockerError::Canceled),
         };
         match next {
             None => return Ok(()),
             Some(Ok(info)) => {
-                if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                    return Err(err);
+                if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                    return Err(DockerError::Registry { message });
                 }
             }
-            Some(Err(e)) => return Err(daemon_message(&e)),
+            Some(Err(e)) => return Err(DockerError::Api(e)),
         }
     }
 }
@@ -242,7 +240,7 @@ pub async fn run_stage(
     trace: &TraceBuffer,
     cancel: &CancellationToken,
     grace: Duration,
-) -> Result<i32, ExecutorError> {
+) -> Result<i32, DockerError> {
     let attach = docker
         .attach_container(
             container,
@@ -255,11 +253,9 @@ pub async fn run_stage(
             }),
         )
         .await
-        .map_err(|e| {
-            ExecutorError::System(format!("attaching to {container}: {}", daemon_message(&e)))
-        })?;
+        .map_err(|e| DockerError::daemon(format!("attaching to {container}"), e))?;
     if let Err(e) = docker.start_container(container, None).await {
-        return Err(ExecutorError::System(start_error(container, &e)));
+        return Err(start_error(container, e));
     }
     let mut input = attach.input;
     let script = script.as_bytes().to_vec();
@@ -295,7 +291,7 @@ pub async fn run_stage(
         Some(r) => r,
         None => {
             terminate(docker, container, grace).await;
-            Err(ExecutorError::Canceled)
+            Err(DockerError::Canceled)
         }
     };
     feeder.abort();
@@ -311,31 +307,25 @@ pub async fn run_stage(
     result
 }
 
-async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, ExecutorError> {
+async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, DockerError> {
     let mut wait = docker.wait_container(container, None);
     match wait.next().await {
         Some(Ok(r)) => Ok(r.status_code as i32),
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code as i32),
-        Some(Err(e)) => Err(ExecutorError::System(format!(
-            "waiting for {container}: {}",
-            daemon_message(&e)
-        ))),
-        None => Err(ExecutorError::System(format!(
-            "waiting for {container}: no answer"
-        ))),
+        Some(Err(e)) => Err(DockerError::daemon(format!("waiting for {container}"), e)),
+        None => Err(DockerError::NoExitCode {
+            container: container.to_string(),
+        }),
     }
 }
 
 /// What a failed start means for the user: most often an image without a shell.
-fn start_error(container: &str, e: &bollard::errors::Error) -> String {
-    let msg = daemon_message(e);
+fn start_error(container: &str, e: bollard::errors::Error) -> DockerError {
+    let msg = daemon_message(&e);
     if msg.contains("executable file not found") || msg.contains("no such file or directory") {
-        format!(
-            "the job image has no shell: the docker executor feeds each stage to sh or bash, which must exist in \
-             the image (or its ENTRYPOINT must exec its arguments); use an image with /bin/sh ({msg})"
-        )
+        DockerError::NoShell { source: e }
     } else {
-        format!("starting {container}: {msg}")
+        DockerError::daemon(format!("starting {container}"), e)
     }
 }
 

@@ -2,14 +2,9 @@
 //! §10): what the daemon is asked for, kept apart from the talking so it is tested without a daemon — this is
 //! where `privileged` is checked on machines whose kernel refuses privileged containers.
 
-use crate::policy;
+use crate::{policy, DockerError};
 use bollard::models::HostConfig;
 use runwright_config::DockerConfig;
-use runwright_engine::ExecutorError;
-
-fn config_error(msg: String) -> ExecutorError {
-    crate::config_error(msg)
-}
 
 /// The build container's host config: privilege only for allowed images, the runner's resources, capabilities,
 /// security options, devices and network.
@@ -19,7 +14,7 @@ pub(crate) fn build(
     binds: Vec<String>,
     extra_hosts: Vec<String>,
     network_mode: &str,
-) -> Result<HostConfig, ExecutorError> {
+) -> Result<HostConfig, DockerError> {
     let privileged = policy::privileged(cfg.privileged, image, &cfg.allowed_privileged_images);
     let hc = HostConfig {
         binds: Some(binds),
@@ -71,7 +66,7 @@ pub(crate) fn service(
     image: &str,
     binds: Vec<String>,
     network_mode: &str,
-) -> Result<HostConfig, ExecutorError> {
+) -> Result<HostConfig, DockerError> {
     let privileged = policy::privileged(
         cfg.services_privileged.unwrap_or(cfg.privileged),
         image,
@@ -142,7 +137,7 @@ fn positive(n: i64) -> Option<i64> {
 }
 
 /// `host[:container[:permissions]]` (Docker's `--device` syntax).
-fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping>>, ExecutorError> {
+fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping>>, DockerError> {
     if specs.is_empty() {
         return Ok(None);
     }
@@ -154,9 +149,7 @@ fn devices(specs: &[String]) -> Result<Option<Vec<bollard::models::DeviceMapping
                 [host] => Ok((host.to_string(), host.to_string(), "rwm".to_string())),
                 [host, cont] => Ok((host.to_string(), cont.to_string(), "rwm".to_string())),
                 [host, cont, perm] => Ok((host.to_string(), cont.to_string(), perm.to_string())),
-                _ => Err(config_error(format!(
-                    "[runners.docker] devices entry {s:?} is not host[:container[:rwm]]"
-                ))),
+                _ => Err(DockerError::Device { entry: s.clone() }),
             }
             .map(|(h, c, p)| bollard::models::DeviceMapping {
                 path_on_host: Some(h),
@@ -205,7 +198,7 @@ fn device_requests(
 /// `ulimit = { nofile = "1024:2048" }`.
 fn ulimits(
     map: &std::collections::BTreeMap<String, String>,
-) -> Result<Option<Vec<bollard::models::ResourcesUlimits>>, ExecutorError> {
+) -> Result<Option<Vec<bollard::models::ResourcesUlimits>>, DockerError> {
     if map.is_empty() {
         return Ok(None);
     }
@@ -218,9 +211,10 @@ fn ulimits(
                     soft: Some(s),
                     hard: Some(h),
                 }),
-                _ => Err(config_error(format!(
-                    "[runners.docker] ulimit {name} = {v:?} is not soft[:hard]"
-                ))),
+                _ => Err(DockerError::Ulimit {
+                    name: name.clone(),
+                    value: v.clone(),
+                }),
             }
         })
         .collect::<Result<Vec<_>, _>>()

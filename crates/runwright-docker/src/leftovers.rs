@@ -5,6 +5,7 @@
 
 use crate::engine_api::{daemon_message, is_not_found, remove_container};
 use crate::names::LABEL_PREFIX;
+use crate::DockerError;
 use bollard::query_parameters::{
     ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions,
 };
@@ -48,7 +49,10 @@ fn filters(job: &JobLabels, more: &[String]) -> HashMap<String, Vec<String>> {
 
 /// Removes the job's containers (forced, with their anonymous volumes), then its network, then its temporary
 /// volumes. Errors name what could not be listed; a single removal that fails is logged and skipped.
-pub async fn remove_job_leftovers(docker: &Docker, job: &JobLabels) -> Result<Removed, String> {
+pub async fn remove_job_leftovers(
+    docker: &Docker,
+    job: &JobLabels,
+) -> Result<Removed, DockerError> {
     let mut removed = Removed::default();
     let containers = docker
         .list_containers(Some(ListContainersOptions {
@@ -57,7 +61,7 @@ pub async fn remove_job_leftovers(docker: &Docker, job: &JobLabels) -> Result<Re
             ..Default::default()
         }))
         .await
-        .map_err(|e| format!("listing the job's containers: {}", daemon_message(&e)))?;
+        .map_err(|e| DockerError::daemon("listing the job's containers", e))?;
     for c in containers {
         let Some(id) = c.id else { continue };
         remove_container(docker, &id).await;
@@ -73,7 +77,7 @@ pub async fn remove_job_leftovers(docker: &Docker, job: &JobLabels) -> Result<Re
             filters: Some(filters(job, &[])),
         }))
         .await
-        .map_err(|e| format!("listing the job's networks: {}", daemon_message(&e)))?;
+        .map_err(|e| DockerError::daemon("listing the job's networks", e))?;
     for n in networks {
         let Some(id) = n.id else { continue };
         match docker.remove_network(&id).await {
@@ -87,7 +91,7 @@ pub async fn remove_job_leftovers(docker: &Docker, job: &JobLabels) -> Result<Re
             filters: Some(filters(job, &[format!("{LABEL_PREFIX}.type=temporary")])),
         }))
         .await
-        .map_err(|e| format!("listing the job's volumes: {}", daemon_message(&e)))?;
+        .map_err(|e| DockerError::daemon("listing the job's volumes", e))?;
     for v in volumes.volumes.unwrap_or_default() {
         match docker
             .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))

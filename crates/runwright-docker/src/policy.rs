@@ -1,6 +1,7 @@
 //! What a job may ask for: allowed images, services, privilege and pull policies (reference `protocol.md` §8.4,
 //! §10; runner executors/docker `verifyAllowedImage`, helpers/pull_policies `ComputeEffectivePullPolicies`).
 
+use crate::DockerError;
 use runwright_config::PullPolicy;
 
 /// GitLab's allow-lists are doublestar globs: `*` stays within a path segment, `**` crosses them.
@@ -15,15 +16,19 @@ pub fn matches_any(patterns: &[String], name: &str) -> bool {
 }
 
 /// `Ok` when the list is empty or `name` matches; else GitLab's message.
-pub fn check_allowed(kind: &str, name: &str, allowed: &[String]) -> Result<(), String> {
+pub fn check_allowed(
+    kind: &'static str,
+    name: &str,
+    allowed: &[String],
+) -> Result<(), DockerError> {
     if allowed.is_empty() || matches_any(allowed, name) {
         return Ok(());
     }
-    let list: String = allowed.iter().map(|a| format!("\n- {a}")).collect();
-    Err(format!(
-        "the {name:?} {kind} is not present on the list of allowed {kind}s:{list}\nPlease check the runner's \
-         configuration (allowed_{kind}s in [runners.docker])"
-    ))
+    Err(DockerError::NotAllowed {
+        kind,
+        name: name.to_string(),
+        allowed: allowed.to_vec(),
+    })
 }
 
 /// Privilege applies only when configured and the image is on the allow-list (an empty list allows all).
@@ -31,14 +36,14 @@ pub fn privileged(configured: bool, image: &str, allowed: &[String]) -> bool {
     configured && (allowed.is_empty() || matches_any(allowed, image))
 }
 
-pub fn parse_policy(name: &str) -> Result<PullPolicy, String> {
+pub fn parse_policy(name: &str) -> Result<PullPolicy, DockerError> {
     match name.trim() {
         "always" => Ok(PullPolicy::Always),
         "if-not-present" => Ok(PullPolicy::IfNotPresent),
         "never" => Ok(PullPolicy::Never),
-        other => Err(format!(
-            "unsupported pull_policy {other:?} (use always, if-not-present or never)"
-        )),
+        other => Err(DockerError::UnsupportedPullPolicy {
+            name: other.to_string(),
+        }),
     }
 }
 
@@ -65,7 +70,7 @@ pub fn effective_pull_policies(
     job: Option<&[String]>,
     configured: &[PullPolicy],
     allowed: &[PullPolicy],
-) -> Result<Vec<PullPolicy>, String> {
+) -> Result<Vec<PullPolicy>, DockerError> {
     let requested: Vec<PullPolicy> = match job.filter(|j| !j.is_empty()) {
         Some(names) => names
             .iter()
@@ -79,11 +84,10 @@ pub fn effective_pull_policies(
         .filter(|p| allowed.contains(p))
         .collect();
     if effective.is_empty() {
-        return Err(format!(
-            "pull_policy {} is not one of the allowed_pull_policies {}",
-            list(&requested),
-            list(allowed)
-        ));
+        return Err(DockerError::PullPolicyNotAllowed {
+            requested,
+            allowed: allowed.to_vec(),
+        });
     }
     Ok(effective)
 }
@@ -123,14 +127,17 @@ pub fn effective_user(
     configured: Option<&str>,
     job: Option<&str>,
     allowed: &[String],
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, DockerError> {
     if let Some(u) = configured.filter(|u| !u.is_empty()) {
         return Ok(Some(u.to_string()));
     }
     match job {
-        Some(u) if !allowed.is_empty() && !allowed.iter().any(|a| a == u) => Err(format!(
-            "user {u:?} is not an allowed user: {allowed:?} (set by [runners.docker] allowed_users)"
-        )),
+        Some(u) if !allowed.is_empty() && !allowed.iter().any(|a| a == u) => {
+            Err(DockerError::UserNotAllowed {
+                user: u.to_string(),
+                allowed: allowed.to_vec(),
+            })
+        }
         other => Ok(other.map(str::to_string)),
     }
 }
@@ -152,7 +159,8 @@ mod tests {
             vec![IfNotPresent, Always]
         );
         let err = effective_pull_policies(Some(&["never".to_string()]), &[Always], &[Always])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[never]") && err.contains("[always]"), "{err}");
         assert!(
             effective_pull_policies(Some(&["sometimes".to_string()]), &[Always], &[Always])
@@ -168,6 +176,7 @@ mod tests {
         assert!(!matches_any(&allowed, "evil/docker:24"));
         assert!(check_allowed("image", "alpine", &allowed)
             .unwrap_err()
+            .to_string()
             .contains("- docker:*"));
         assert!(privileged(true, "x", &[]));
         assert!(!privileged(true, "x", &allowed));
@@ -178,18 +187,22 @@ mod tests {
     fn job_user_is_limited_by_allowed_users_and_config_user_wins() {
         let allowed = vec!["1000".to_string(), "nobody".to_string()];
         assert_eq!(
-            effective_user(Some("root"), Some("1000"), &allowed),
-            Ok(Some("root".into()))
+            effective_user(Some("root"), Some("1000"), &allowed).unwrap(),
+            Some("root".into())
         );
         assert_eq!(
-            effective_user(None, Some("1000"), &allowed),
-            Ok(Some("1000".into()))
+            effective_user(None, Some("1000"), &allowed).unwrap(),
+            Some("1000".into())
         );
         assert!(effective_user(None, Some("0"), &allowed)
             .unwrap_err()
+            .to_string()
             .contains("is not an allowed user"));
-        assert_eq!(effective_user(None, Some("0"), &[]), Ok(Some("0".into())));
-        assert_eq!(effective_user(Some(""), None, &[]), Ok(None));
+        assert_eq!(
+            effective_user(None, Some("0"), &[]).unwrap(),
+            Some("0".into())
+        );
+        assert_eq!(effective_user(Some(""), None, &[]).unwrap(), None);
         let opts = serde_json::json!({"docker": {"user": 1000, "platform": "linux/amd64"}});
         assert_eq!(
             docker_opts(Some(&opts)),

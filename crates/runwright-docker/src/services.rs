@@ -3,15 +3,15 @@
 //! its own, the build container's volumes, and the service settings of `[runners.docker]`. Then the runner
 //! waits until one exposed TCP port of each answers, or prints GitLab's warning block with the service's log.
 
-use crate::engine_api::{daemon_message, ensure_image};
+use crate::engine_api::ensure_image;
 use crate::names::{labels, service_aliases, JobNames, LabelSource};
-use crate::{config_error, policy, warn};
+use crate::{policy, warn, DockerError};
 use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkingConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use runwright_config::DockerConfig;
-use runwright_engine::{ExecutorError, PreparedJob};
+use runwright_engine::PreparedJob;
 use runwright_trace::TraceBuffer;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,10 +59,34 @@ fn user_network(mode: &str, per_job: bool) -> bool {
             || mode.starts_with("container:"))
 }
 
+/// Starts the configured services, then the job's, each under the aliases no earlier service took; returns them
+/// for the wait.
 pub(crate) async fn start_all(
     ctx: &ServiceContext<'_>,
     containers: &mut Vec<String>,
-) -> Result<Vec<Started>, ExecutorError> {
+) -> Result<Vec<Started>, DockerError> {
+    let wanted = wanted(ctx)?;
+    let aliases_allowed = user_network(ctx.network_mode, ctx.per_job_network);
+    let mut taken: Vec<String> = Vec::new();
+    let mut started = Vec::new();
+    for (index, w) in wanted.into_iter().enumerate() {
+        let derived = service_aliases(&w.image);
+        let aliases = free_aliases(&derived, &w.aliases, &mut taken, &ctx.job.trace);
+        let name = ctx.names.service_container(&derived[0], index);
+        let service = Service {
+            wanted: &w,
+            name,
+            aliases,
+            aliases_allowed,
+        };
+        started.push(start_one(ctx, service, containers).await?);
+    }
+    Ok(started)
+}
+
+/// The services to start: the configured ones (always allowed), then the job's (on `allowed_services`), at most
+/// `services_limit`.
+fn wanted(ctx: &ServiceContext<'_>) -> Result<Vec<Wanted>, DockerError> {
     let cfg = ctx.cfg;
     let mut wanted: Vec<Wanted> = Vec::new();
     for s in &cfg.services {
@@ -81,7 +105,7 @@ pub(crate) async fn start_all(
     for s in &ctx.job.job.services {
         let image = (ctx.expand)(&s.name);
         // Services from the config are always allowed; the job's must be on the list.
-        policy::check_allowed("service", &image, &cfg.allowed_services).map_err(config_error)?;
+        policy::check_allowed("service", &image, &cfg.allowed_services)?;
         wanted.push(Wanted {
             aliases: s
                 .alias
@@ -108,146 +132,178 @@ pub(crate) async fn start_all(
     }
     if let Some(limit) = cfg.services_limit() {
         if wanted.len() > limit {
-            return Err(config_error(format!(
-                "the job needs {} services, but [runners.docker] services_limit is {limit}",
-                wanted.len()
-            )));
+            return Err(DockerError::ServicesLimit {
+                needed: wanted.len(),
+                limit,
+            });
         }
     }
+    Ok(wanted)
+}
 
-    let aliases_allowed = user_network(ctx.network_mode, ctx.per_job_network);
-    let mut taken: Vec<String> = Vec::new();
-    let mut started = Vec::new();
-    for (index, w) in wanted.into_iter().enumerate() {
-        let trace = &ctx.job.trace;
-        let derived = service_aliases(&w.image);
-        let mut aliases = Vec::new();
-        for a in derived.iter().chain(w.aliases.iter()) {
-            if taken.contains(a) {
-                warn(
-                    trace,
-                    &format!("Service alias {a:?} is already used by another service; skipped"),
-                );
-                continue;
-            }
-            if !aliases.contains(a) {
-                aliases.push(a.clone());
-            }
+/// The image's own aliases, then the configured ones, less those an earlier service took (a warning each).
+fn free_aliases(
+    derived: &[String],
+    configured: &[String],
+    taken: &mut Vec<String>,
+    trace: &TraceBuffer,
+) -> Vec<String> {
+    let mut aliases = Vec::new();
+    for a in derived.iter().chain(configured.iter()) {
+        if taken.contains(a) {
+            warn(
+                trace,
+                &format!("Service alias {a:?} is already used by another service; skipped"),
+            );
+            continue;
         }
-        taken.extend(aliases.iter().cloned());
-        trace.write(format!("Starting service {} ...\n", w.image).as_bytes());
-        let policies = policy::effective_pull_policies(
-            w.pull_policy.as_deref(),
-            &cfg.pull_policies(),
-            &cfg.allowed_pull_policies(),
-        )
-        .map_err(config_error)?;
-        // `[runners.docker] user` is for the build container; a service runs as its image says unless its own
-        // `docker:user` says otherwise (a dind service must stay root).
-        let user = policy::effective_user(None, w.opts.user.as_deref(), &cfg.allowed_users)
-            .map_err(config_error)?;
-        let pull = crate::engine_api::PullContext {
-            auth: ctx.auth,
-            platform: w.opts.platform.as_deref(),
-        };
-        let image_id = ensure_image(
-            ctx.docker,
-            &w.image,
-            &pull,
-            &policies,
-            trace,
-            &ctx.job.cancel,
-        )
-        .await?;
-        let name = ctx.names.service_container(&derived[0], index);
-        let mut env = ctx.env.to_vec();
-        env.extend(w.variables.iter().cloned());
-        let host_config =
-            crate::host_config::service(cfg, &w.image, ctx.binds.to_vec(), ctx.network_mode)?;
-        let version = w
-            .image
-            .rsplit_once(':')
-            .map(|(_, v)| v.to_string())
-            .unwrap_or_else(|| "latest".into());
-        let body = ContainerCreateBody {
-            image: Some(w.image.clone()),
-            cmd: w.command.clone(),
-            user,
-            entrypoint: w.entrypoint.clone(),
-            env: Some(env),
-            labels: Some(labels(
-                ctx.labels,
-                "service",
-                &[("service", w.image.clone()), ("service.version", version)],
-            )),
-            host_config: Some(host_config),
-            networking_config: (aliases_allowed && !ctx.network_mode.is_empty()).then(|| {
-                NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(
-                        ctx.network_mode.to_string(),
-                        EndpointSettings {
-                            aliases: Some(aliases.clone()),
-                            ..Default::default()
-                        },
-                    )])),
-                }
-            }),
-            ..Default::default()
-        };
-        ctx.docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    platform: w.opts.platform.clone().unwrap_or_default(),
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| {
-                ExecutorError::System(format!(
-                    "creating service {}: {}",
-                    w.image,
-                    daemon_message(&e)
-                ))
-            })?;
-        containers.push(name.clone());
-        ctx.docker.start_container(&name, None).await.map_err(|e| {
-            ExecutorError::System(format!(
-                "starting service {}: {}",
-                w.image,
-                daemon_message(&e)
-            ))
-        })?;
-        let inspect = ctx.docker.inspect_container(&name, None).await.ok();
-        let network_key = if ctx.network_mode.is_empty() {
-            "bridge"
-        } else {
-            ctx.network_mode
-        };
-        let ip = inspect
-            .and_then(|i| i.network_settings)
-            .and_then(|n| n.networks)
-            .and_then(|n| n.get(network_key).cloned())
-            .and_then(|e| e.ip_address)
-            .filter(|ip| !ip.is_empty());
-        let mut ports = w.ports.clone();
-        if let Ok(img) = ctx.docker.inspect_image(&image_id).await {
-            for p in img.config.and_then(|c| c.exposed_ports).unwrap_or_default() {
-                if let Some(n) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
-                    if !ports.contains(&n) {
-                        ports.push(n);
-                    }
-                }
-            }
+        if !aliases.contains(a) {
+            aliases.push(a.clone());
         }
-        started.push(Started {
-            container: name,
-            aliases,
-            ip,
-            ports,
-        });
     }
-    Ok(started)
+    taken.extend(aliases.iter().cloned());
+    aliases
+}
+
+/// One service about to start: what was asked for, its container name and the aliases it gets.
+struct Service<'a> {
+    wanted: &'a Wanted,
+    name: String,
+    aliases: Vec<String>,
+    /// Whether the network carries aliases (else the build container reaches them through `/etc/hosts`).
+    aliases_allowed: bool,
+}
+
+/// Pulls a service's image by its policies, creates and starts its container, and finds its address and ports.
+async fn start_one(
+    ctx: &ServiceContext<'_>,
+    service: Service<'_>,
+    containers: &mut Vec<String>,
+) -> Result<Started, DockerError> {
+    let (cfg, w, trace) = (ctx.cfg, service.wanted, &ctx.job.trace);
+    trace.write(format!("Starting service {} ...\n", w.image).as_bytes());
+    let policies = policy::effective_pull_policies(
+        w.pull_policy.as_deref(),
+        &cfg.pull_policies(),
+        &cfg.allowed_pull_policies(),
+    )?;
+    // `[runners.docker] user` is for the build container; a service runs as its image says unless its own
+    // `docker:user` says otherwise (a dind service must stay root).
+    let user = policy::effective_user(None, w.opts.user.as_deref(), &cfg.allowed_users)?;
+    let pull = crate::engine_api::PullContext {
+        auth: ctx.auth,
+        platform: w.opts.platform.as_deref(),
+    };
+    let image_id = ensure_image(
+        ctx.docker,
+        &w.image,
+        &pull,
+        &policies,
+        trace,
+        &ctx.job.cancel,
+    )
+    .await?;
+    let host_config =
+        crate::host_config::service(cfg, &w.image, ctx.binds.to_vec(), ctx.network_mode)?;
+    let body = service_body(ctx, &service, user, host_config);
+    let name = service.name;
+    ctx.docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                platform: w.opts.platform.clone().unwrap_or_default(),
+            }),
+            body,
+        )
+        .await
+        .map_err(|e| DockerError::daemon(format!("creating service {}", w.image), e))?;
+    containers.push(name.clone());
+    ctx.docker
+        .start_container(&name, None)
+        .await
+        .map_err(|e| DockerError::daemon(format!("starting service {}", w.image), e))?;
+    let ip = address(ctx, &name).await;
+    let ports = exposed_ports(ctx, &image_id, &w.ports).await;
+    Ok(Started {
+        container: name,
+        aliases: service.aliases,
+        ip,
+        ports,
+    })
+}
+
+/// A service container as the daemon is asked for it: the job's environment and the service's own, GitLab's
+/// labels, its aliases on a network that carries them.
+fn service_body(
+    ctx: &ServiceContext<'_>,
+    service: &Service<'_>,
+    user: Option<String>,
+    host_config: bollard::models::HostConfig,
+) -> ContainerCreateBody {
+    let w = service.wanted;
+    let mut env = ctx.env.to_vec();
+    env.extend(w.variables.iter().cloned());
+    let version = w
+        .image
+        .rsplit_once(':')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| "latest".into());
+    ContainerCreateBody {
+        image: Some(w.image.clone()),
+        cmd: w.command.clone(),
+        user,
+        entrypoint: w.entrypoint.clone(),
+        env: Some(env),
+        labels: Some(labels(
+            ctx.labels,
+            "service",
+            &[("service", w.image.clone()), ("service.version", version)],
+        )),
+        host_config: Some(host_config),
+        networking_config: (service.aliases_allowed && !ctx.network_mode.is_empty()).then(|| {
+            NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    ctx.network_mode.to_string(),
+                    EndpointSettings {
+                        aliases: Some(service.aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            }
+        }),
+        ..Default::default()
+    }
+}
+
+/// The started container's address on the job's network (or the default bridge), if it has one.
+async fn address(ctx: &ServiceContext<'_>, container: &str) -> Option<String> {
+    let inspect = ctx.docker.inspect_container(container, None).await.ok();
+    let network_key = if ctx.network_mode.is_empty() {
+        "bridge"
+    } else {
+        ctx.network_mode
+    };
+    inspect
+        .and_then(|i| i.network_settings)
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(network_key).cloned())
+        .and_then(|e| e.ip_address)
+        .filter(|ip| !ip.is_empty())
+}
+
+/// The ports to wait for: the job's `ports:`, then the TCP ports the image exposes.
+async fn exposed_ports(ctx: &ServiceContext<'_>, image_id: &str, listed: &[u16]) -> Vec<u16> {
+    let mut ports = listed.to_vec();
+    if let Ok(img) = ctx.docker.inspect_image(image_id).await {
+        for p in img.config.and_then(|c| c.exposed_ports).unwrap_or_default() {
+            if let Some(n) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
+                if !ports.contains(&n) {
+                    ports.push(n);
+                }
+            }
+        }
+    }
+    ports
 }
 
 /// Waits until one exposed TCP port of every service accepts a connection; a service that does not come up

@@ -2,6 +2,7 @@
 //! `"src:dst[:mode]"` a bind (or a named volume); and the table that maps a container path back to where it lives
 //! on the runner's host, for the stages the runner performs itself.
 
+use crate::DockerError;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,15 +18,16 @@ pub enum VolumeSpec {
 }
 
 impl VolumeSpec {
-    pub fn parse(spec: &str) -> Result<Self, String> {
+    pub fn parse(spec: &str) -> Result<Self, DockerError> {
         let parts: Vec<&str> = spec.split(':').collect();
         let check = |dst: &str| {
             if dst.starts_with('/') {
                 Ok(())
             } else {
-                Err(format!(
-                    "volumes entry {spec:?}: the container path {dst:?} must be absolute"
-                ))
+                Err(DockerError::VolumeNotAbsolute {
+                    spec: spec.to_string(),
+                    destination: dst.to_string(),
+                })
             }
         };
         match parts.as_slice() {
@@ -43,9 +45,9 @@ impl VolumeSpec {
                     mode: parts.get(2).map(|m| m.to_string()),
                 })
             }
-            _ => Err(format!(
-                "volumes entry {spec:?} is neither \"/path\" nor \"source:/path[:mode]\""
-            )),
+            _ => Err(DockerError::VolumeSyntax {
+                spec: spec.to_string(),
+            }),
         }
     }
 

@@ -930,12 +930,117 @@ fn parse_inherit(v: Option<&Value>) -> Inherit {
 
 impl JobConfig {
     /// Parses one job. `defaults` is the `default:` mapping (applied to keys the job lacks, per `inherit:`).
+    /// The keyword families are read in a fixed order, so that of several errors the same one is reported.
     pub(crate) fn parse(
         name: &str,
         value: &Value,
         defaults: &Mapping,
         src: &Source,
     ) -> Result<JobConfig> {
+        let keys = JobKeys::new(name, value, defaults, src)?;
+        let inherit_variables =
+            parse_inherit(keys.own.get("inherit").and_then(|i| i.get("variables")));
+        let mut notes = Vec::new();
+        let commands = keys.commands()?;
+        let stage = keys.stage()?;
+        let when = keys.when(commands.trigger.is_some())?;
+        let start_in = keys.start_in(when)?;
+        let allow_failure = keys.allow_failure()?;
+        let retry = keys.retry()?;
+        let timeout = keys.timeout()?;
+        let parallel = keys.parallel()?;
+        let (needs, dependencies) = keys.needs_and_dependencies(&mut notes)?;
+        let environment = keys.environment()?;
+        keys.offline_notes(&mut notes);
+        let conditions = keys.rules_only_except()?;
+        let hooks = keys.hook_scripts()?;
+        let variables = keys.variables()?;
+        let (artifacts, cache) = keys.artifacts_and_cache()?;
+        let (image, services) = keys.image_and_services()?;
+        let tags = match keys.get("tags") {
+            Some(v) => script(v, &keys.at("tags"), src)?,
+            None => Vec::new(),
+        };
+        let resource_group = keys.get("resource_group").and_then(scalar_string);
+        let interruptible = match keys.get("interruptible") {
+            Some(v) => Some(bool_of(v, &keys.at("interruptible"), src)?),
+            None => None,
+        };
+        let coverage = keys.get("coverage").and_then(scalar_string);
+        Ok(JobConfig {
+            name: name.to_string(),
+            stage,
+            before_script: hooks.before_script,
+            script: commands.script,
+            run: commands.run,
+            after_script: hooks.after_script,
+            pre_get_sources_script: hooks.pre_get_sources_script,
+            variables,
+            inherit_variables,
+            when,
+            start_in,
+            allow_failure,
+            needs,
+            dependencies,
+            artifacts,
+            cache,
+            image,
+            services,
+            timeout,
+            retry,
+            parallel,
+            tags,
+            resource_group,
+            interruptible,
+            coverage,
+            environment,
+            trigger: commands.trigger,
+            rules: conditions.rules,
+            only: conditions.only,
+            except: conditions.except,
+            notes,
+            path: keys.path,
+        })
+    }
+}
+
+/// One job's keywords as [`JobConfig::parse`] reads them: what the job wrote, the same with the `default:` keys
+/// it inherits, and where it is, for the errors.
+struct JobKeys<'a> {
+    name: &'a str,
+    /// The job's own keys (some checks look at what the job itself wrote, not at its defaults).
+    own: &'a Mapping,
+    /// The job's keys with the `default:` keys it takes.
+    merged: Mapping,
+    path: YPath,
+    src: &'a Source,
+}
+
+/// What a job runs: `trigger:`, `run:` (CI Steps) or `script:`.
+struct Commands {
+    trigger: Option<Trigger>,
+    run: Option<Vec<serde_json::Value>>,
+    script: Vec<String>,
+}
+
+/// When the job is in a pipeline: `rules:`, or the older `only:` / `except:`.
+struct Conditions {
+    rules: Option<Vec<Rule>>,
+    only: Option<Policy>,
+    except: Option<Policy>,
+}
+
+/// The scripts around the job's own: `hooks:pre_get_sources_script`, `before_script`, `after_script`.
+struct HookScripts {
+    pre_get_sources_script: Vec<String>,
+    before_script: Vec<String>,
+    after_script: Vec<String>,
+}
+
+impl<'a> JobKeys<'a> {
+    /// Checks that the job is a hash of known keywords (fewer for a trigger job) and applies `default:` to the
+    /// keys it lacks, as `inherit:default` allows (no deep merge: the job's value replaces).
+    fn new(name: &'a str, value: &'a Value, defaults: &Mapping, src: &'a Source) -> Result<Self> {
         let path = YPath::root().key(name);
         let Value::Mapping(own) = value else {
             return Err(err(
@@ -970,41 +1075,61 @@ impl JobConfig {
                 ),
             ));
         }
-        let inherit = own.get("inherit");
-        let inherit_default = parse_inherit(inherit.and_then(|i| i.get("default")));
-        let inherit_variables = parse_inherit(inherit.and_then(|i| i.get("variables")));
-        // `default:` keys fill what the job does not set (no deep merge: the job's value replaces).
-        let mut m = own.clone();
+        let inherit_default = parse_inherit(own.get("inherit").and_then(|i| i.get("default")));
+        let mut merged = own.clone();
         for (k, v) in defaults {
             if let Some(key) = key_str(k) {
                 // Trigger jobs take only the default keywords they accept (`interruptible`).
                 if is_trigger && !TRIGGER_JOB_KEYWORDS.contains(&key) {
                     continue;
                 }
-                if inherit_default.allows(key) && !m.contains_key(key) {
-                    m.insert(k.clone(), v.clone());
+                if inherit_default.allows(key) && !merged.contains_key(key) {
+                    merged.insert(k.clone(), v.clone());
                 }
             }
         }
-        let get = |k: &str| m.get(k);
-        let mut notes = Vec::new();
-        let kp = |k: &str| path.key(k);
+        Ok(JobKeys {
+            name,
+            own,
+            merged,
+            path,
+            src,
+        })
+    }
 
-        let script_v = get("script").or(get("run"));
-        let trigger = match get("trigger") {
-            Some(t) => Some(parse_trigger(t, &kp("trigger"), src)?),
+    /// The value of keyword `k`, the job's own or its default.
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.merged.get(k)
+    }
+
+    /// Where keyword `k` is.
+    fn at(&self, k: &str) -> YPath {
+        self.path.key(k)
+    }
+
+    /// An error at `path` with GitLab's message.
+    fn err(&self, path: &YPath, msg: impl Into<String>) -> Error {
+        err(self.src, path, msg)
+    }
+
+    /// `trigger:`, `run:` and `script:`: a job needs one of them; `run:` is a list of step hashes, `script:` a
+    /// non-empty script.
+    fn commands(&self) -> Result<Commands> {
+        let (name, src) = (self.name, self.src);
+        let script_v = self.get("script").or(self.get("run"));
+        let trigger = match self.get("trigger") {
+            Some(t) => Some(parse_trigger(t, &self.at("trigger"), src)?),
             None => None,
         };
         if script_v.is_none() && trigger.is_none() {
-            return Err(err(
-                src,
-                &path,
+            return Err(self.err(
+                &self.path,
                 format!(
                     "jobs:{name} config should implement the script:, run:, or trigger: keyword"
                 ),
             ));
         }
-        let run = match get("run") {
+        let run = match self.get("run") {
             None => None,
             Some(Value::Sequence(steps))
                 if steps.iter().all(|s| matches!(s, Value::Mapping(_))) =>
@@ -1012,27 +1137,40 @@ impl JobConfig {
                 Some(steps.iter().map(to_json).collect())
             }
             Some(_) => {
-                return Err(err(
-                    src,
-                    &kp("run"),
+                return Err(self.err(
+                    &self.at("run"),
                     format!("jobs:{name}:run config should be an array of steps (hashes)"),
                 ))
             }
         };
-        let script_lines = match get("script") {
-            Some(v) => script(v, &kp("script"), src)?,
+        let script_lines = match self.get("script") {
+            Some(v) => script(v, &self.at("script"), src)?,
             None => Vec::new(),
         };
-        if get("script").is_some() && script_lines.is_empty() && trigger.is_none() {
-            return Err(err(src, &kp("script"), format!("jobs:{name}:script config should be a string or a nested array of strings up to 10 levels deep")));
+        if self.get("script").is_some() && script_lines.is_empty() && trigger.is_none() {
+            return Err(self.err(&self.at("script"), format!("jobs:{name}:script config should be a string or a nested array of strings up to 10 levels deep")));
         }
-        let stage = match get("stage").or(get("type")) {
-            Some(v) => str_of(v, &kp("stage"), src)?,
-            None => "test".into(),
-        };
+        Ok(Commands {
+            trigger,
+            run,
+            script: script_lines,
+        })
+    }
+
+    /// `stage:` (or its old name `type:`), `test` by default.
+    fn stage(&self) -> Result<String> {
+        match self.get("stage").or(self.get("type")) {
+            Some(v) => str_of(v, &self.at("stage"), self.src),
+            None => Ok("test".into()),
+        }
+    }
+
+    /// `when:`, one of the values a job (or a trigger job) allows.
+    fn when(&self, is_trigger: bool) -> Result<Option<When>> {
+        let name = self.name;
         // `never` is for `rules` and `workflow:rules` only (docs: "when"); trigger jobs cannot be delayed
         // (GitLab's `Entry::Bridge::ALLOWED_WHEN`).
-        let allowed_when: &[When] = if trigger.is_some() {
+        let allowed_when: &[When] = if is_trigger {
             &[When::OnSuccess, When::OnFailure, When::Always, When::Manual]
         } else {
             &[
@@ -1043,18 +1181,17 @@ impl JobConfig {
                 When::Delayed,
             ]
         };
-        let when = match get("when") {
+        let when = match self.get("when") {
             Some(v) => {
-                let s = str_of(v, &kp("when"), src)?;
+                let s = str_of(v, &self.at("when"), self.src)?;
                 Some(
                     When::parse(&s)
                         .filter(|w| allowed_when.contains(w))
                         .ok_or_else(|| {
                             let names: Vec<&str> =
                                 allowed_when.iter().map(|w| w.as_str()).collect();
-                            err(
-                                src,
-                                &kp("when"),
+                            self.err(
+                                &self.at("when"),
                                 format!("jobs:{name} when should be one of: {}", names.join(", ")),
                             )
                         })?,
@@ -1062,68 +1199,84 @@ impl JobConfig {
             }
             None => None,
         };
-        let start_in = get("start_in").and_then(scalar_string);
+        Ok(when)
+    }
+
+    /// `start_in:`, a delay of at most a week for `when: delayed` and only there (unless the job has `rules`).
+    fn start_in(&self, when: Option<When>) -> Result<Option<String>> {
+        let name = self.name;
+        let start_in = self.get("start_in").and_then(scalar_string);
         // With `rules`, `start_in` belongs in the rule (docs: "start_in"); checked with `only`/`except` below.
-        if when == Some(When::Delayed) && !own.contains_key("rules") {
+        if when == Some(When::Delayed) && !self.own.contains_key("rules") {
             match &start_in {
                 None => {
-                    return Err(err(
-                        src,
-                        &path,
+                    return Err(self.err(
+                        &self.path,
                         format!("jobs:{name} start in should be a duration"),
                     ))
                 }
                 Some(s) => match parse_duration(s) {
                     None => {
-                        return Err(err(
-                            src,
-                            &kp("start_in"),
+                        return Err(self.err(
+                            &self.at("start_in"),
                             format!("jobs:{name} start in should be a duration"),
                         ))
                     }
                     Some(d) if d > 7 * 86400 => {
-                        return Err(err(
-                            src,
-                            &kp("start_in"),
+                        return Err(self.err(
+                            &self.at("start_in"),
                             format!("jobs:{name} start in should not exceed the limit"),
                         ))
                     }
                     Some(_) => {}
                 },
             }
-        } else if start_in.is_some() && !own.contains_key("rules") {
+        } else if start_in.is_some() && !self.own.contains_key("rules") {
             // "`start_in` only works when `when` is set to `delayed` [...] the configuration is invalid"
             // (docs: "start_in"); GitLab's wording is the absence validator's.
-            return Err(err(
-                src,
-                &kp("start_in"),
+            return Err(self.err(
+                &self.at("start_in"),
                 format!("jobs:{name} start in must be blank"),
             ));
         }
-        let allow_failure = match get("allow_failure") {
+        Ok(start_in)
+    }
+
+    /// `allow_failure:`: a boolean or `exit_codes:`.
+    fn allow_failure(&self) -> Result<Option<AllowFailure>> {
+        let src = self.src;
+        Ok(match self.get("allow_failure") {
             None => None,
             Some(Value::Mapping(am)) => Some(AllowFailure::ExitCodes {
                 exit_codes: int_list(
                     am.get("exit_codes").unwrap_or(&Value::Null),
-                    &kp("allow_failure").key("exit_codes"),
+                    &self.at("allow_failure").key("exit_codes"),
                     src,
                 )?,
             }),
-            Some(v) => Some(AllowFailure::Bool(bool_of(v, &kp("allow_failure"), src)?)),
-        };
-        let retry = match get("retry") {
+            Some(v) => Some(AllowFailure::Bool(bool_of(
+                v,
+                &self.at("allow_failure"),
+                src,
+            )?)),
+        })
+    }
+
+    /// `retry:`: a count up to 2, or a hash of `max`, `when` and `exit_codes`.
+    fn retry(&self) -> Result<Retry> {
+        let (name, src) = (self.name, self.src);
+        Ok(match self.get("retry") {
             None => Retry::default(),
             Some(Value::Mapping(rm)) => {
-                let rp = kp("retry");
+                let rp = self.at("retry");
                 let max = match rm.get("max") {
                     Some(v) => v.as_u64().ok_or_else(|| {
-                        err(src, &rp.key("max"), "retry max should be an integer")
+                        self.err(&rp.key("max"), "retry max should be an integer")
                     })?,
                     None => 0,
                 };
                 if max > 2 {
-                    return Err(err(
-                        src,
+                    return Err(self.err(
                         &rp.key("max"),
                         format!("jobs:{name}:retry max must be less than or equal to 2"),
                     ));
@@ -1144,16 +1297,14 @@ impl JobConfig {
             }
             Some(v) => {
                 let max = v.as_u64().ok_or_else(|| {
-                    err(
-                        src,
-                        &kp("retry"),
+                    self.err(
+                        &self.at("retry"),
                         format!("jobs:{name}:retry config has to be either an integer or a hash"),
                     )
                 })?;
                 if max > 2 {
-                    return Err(err(
-                        src,
-                        &kp("retry"),
+                    return Err(self.err(
+                        &self.at("retry"),
                         format!("jobs:{name}:retry config must be less than or equal to 2"),
                     ));
                 }
@@ -1162,78 +1313,94 @@ impl JobConfig {
                     ..Retry::default()
                 }
             }
-        };
-        let timeout = match get("timeout") {
+        })
+    }
+
+    /// `timeout:` in seconds.
+    fn timeout(&self) -> Result<Option<u64>> {
+        let name = self.name;
+        match self.get("timeout") {
             Some(v) => {
-                let s = str_of(v, &kp("timeout"), src)?;
-                Some(parse_duration(&s).ok_or_else(|| {
-                    err(
-                        src,
-                        &kp("timeout"),
+                let s = str_of(v, &self.at("timeout"), self.src)?;
+                Ok(Some(parse_duration(&s).ok_or_else(|| {
+                    self.err(
+                        &self.at("timeout"),
                         format!("jobs:{name}:timeout config should be a duration"),
                     )
-                })?)
+                })?))
             }
-            None => None,
-        };
-        let parallel = match get("parallel") {
-            None => None,
+            None => Ok(None),
+        }
+    }
+
+    /// `parallel:`: a count (GitLab's `Product::Parallel`, a numericality validator, 1 to 200) or `matrix:`.
+    fn parallel(&self) -> Result<Option<Parallel>> {
+        let name = self.name;
+        let v = match self.get("parallel") {
+            None => return Ok(None),
             Some(Value::Mapping(pm)) => {
-                let mp = kp("parallel").key("matrix");
-                let rows = parse_matrix_rows(pm.get("matrix").unwrap_or(&Value::Null), &mp, src)?;
-                Some(Parallel::Matrix(rows))
+                let mp = self.at("parallel").key("matrix");
+                let rows =
+                    parse_matrix_rows(pm.get("matrix").unwrap_or(&Value::Null), &mp, self.src)?;
+                return Ok(Some(Parallel::Matrix(rows)));
             }
-            Some(v) => {
-                // GitLab's `Product::Parallel` (a numericality validator, 1 to 200) and its wording.
-                let pp = kp("parallel");
-                let n = match v {
-                    Value::Number(n) => match n.as_i64() {
-                        Some(n) => n,
-                        None => {
-                            return Err(err(
-                                src,
-                                &pp,
-                                format!("jobs:{name}:parallel config must be an integer"),
-                            ))
-                        }
-                    },
-                    _ => {
-                        return Err(err(
-                            src,
-                            &pp,
-                            format!("jobs:{name}:parallel should be an integer or a hash"),
-                        ))
-                    }
-                };
-                if n < 1 {
-                    return Err(err(
-                        src,
+            Some(v) => v,
+        };
+        let pp = self.at("parallel");
+        let n = match v {
+            Value::Number(n) => match n.as_i64() {
+                Some(n) => n,
+                None => {
+                    return Err(self.err(
                         &pp,
-                        format!("jobs:{name}:parallel config must be greater than or equal to 1"),
-                    ));
+                        format!("jobs:{name}:parallel config must be an integer"),
+                    ))
                 }
-                if n > crate::matrix::MAX_PARALLEL as i64 {
-                    return Err(err(
-                        src,
-                        &pp,
-                        format!(
-                            "jobs:{name}:parallel config must be less than or equal to {}",
-                            crate::matrix::MAX_PARALLEL
-                        ),
-                    ));
-                }
-                Some(Parallel::Count(n as u32))
+            },
+            _ => {
+                return Err(self.err(
+                    &pp,
+                    format!("jobs:{name}:parallel should be an integer or a hash"),
+                ))
             }
         };
-        let needs = match get("needs") {
-            Some(v) => Some(parse_needs(v, &kp("needs"), src, &mut notes)?),
+        if n < 1 {
+            return Err(self.err(
+                &pp,
+                format!("jobs:{name}:parallel config must be greater than or equal to 1"),
+            ));
+        }
+        if n > crate::matrix::MAX_PARALLEL as i64 {
+            return Err(self.err(
+                &pp,
+                format!(
+                    "jobs:{name}:parallel config must be less than or equal to {}",
+                    crate::matrix::MAX_PARALLEL
+                ),
+            ));
+        }
+        Ok(Some(Parallel::Count(n as u32)))
+    }
+
+    /// `needs:` (notes for what offline runs cannot honour) and `dependencies:`.
+    fn needs_and_dependencies(
+        &self,
+        notes: &mut Vec<String>,
+    ) -> Result<(Needs, Option<Vec<String>>)> {
+        let needs = match self.get("needs") {
+            Some(v) => Some(parse_needs(v, &self.at("needs"), self.src, notes)?),
             None => None,
         };
-        let dependencies = match get("dependencies") {
-            Some(v) => Some(string_list(v, &kp("dependencies"), src)?),
+        let dependencies = match self.get("dependencies") {
+            Some(v) => Some(string_list(v, &self.at("dependencies"), self.src)?),
             None => None,
         };
-        let environment = match get("environment") {
+        Ok((needs, dependencies))
+    }
+
+    /// `environment:`: a name or a hash.
+    fn environment(&self) -> Result<Option<Environment>> {
+        Ok(match self.get("environment") {
             None => None,
             Some(Value::Mapping(em)) => Some(Environment {
                 name: em.get("name").and_then(scalar_string).unwrap_or_default(),
@@ -1244,50 +1411,58 @@ impl JobConfig {
                 auto_stop_in: em.get("auto_stop_in").and_then(scalar_string),
             }),
             Some(v) => Some(Environment {
-                name: str_of(v, &kp("environment"), src)?,
+                name: str_of(v, &self.at("environment"), self.src)?,
                 ..Environment::default()
             }),
-        };
-        if get("release").is_some() {
+        })
+    }
+
+    /// Notes for keywords that are kept but need GitLab: `release`, Pages, `secrets`, `id_tokens`.
+    fn offline_notes(&self, notes: &mut Vec<String>) {
+        if self.get("release").is_some() {
             notes.push(
                 "`release:` is noted but not created offline (it needs GitLab's releases API)"
                     .into(),
             );
         }
-        if get("pages").is_some() || name == "pages" {
+        if self.get("pages").is_some() || self.name == "pages" {
             notes.push(
                 "GitLab Pages are not deployed offline; the job runs and keeps its artifacts"
                     .into(),
             );
         }
-        if get("secrets").is_some() {
+        if self.get("secrets").is_some() {
             notes.push("`secrets:` are not fetched offline".into());
         }
-        if get("id_tokens").is_some() {
+        if self.get("id_tokens").is_some() {
             notes.push("`id_tokens:` are not issued offline".into());
         }
-        let rules = match get("rules") {
-            Some(v) => Some(parse_rules(v, &kp("rules"), src, "job")?),
+    }
+
+    /// `rules:`, `only:` and `except:`; `rules` excludes the other two and `start_in`.
+    fn rules_only_except(&self) -> Result<Conditions> {
+        let (name, src) = (self.name, self.src);
+        let rules = match self.get("rules") {
+            Some(v) => Some(parse_rules(v, &self.at("rules"), src, "job")?),
             None => None,
         };
-        let only = match get("only") {
-            Some(v) => Some(parse_policy(v, &kp("only"), src)?),
+        let only = match self.get("only") {
+            Some(v) => Some(parse_policy(v, &self.at("only"), src)?),
             None => None,
         };
-        let except = match get("except") {
-            Some(v) => Some(parse_policy(v, &kp("except"), src)?),
+        let except = match self.get("except") {
+            Some(v) => Some(parse_policy(v, &self.at("except"), src)?),
             None => None,
         };
         if rules.is_some() {
             // GitLab's `disallowed_keys` validator lists every offending key that is not null.
             let disallowed: Vec<&str> = ["only", "except", "start_in"]
                 .into_iter()
-                .filter(|k| get(k).is_some_and(|v| !v.is_null()))
+                .filter(|k| self.get(k).is_some_and(|v| !v.is_null()))
                 .collect();
             if !disallowed.is_empty() {
-                return Err(err(
-                    src,
-                    &path,
+                return Err(self.err(
+                    &self.path,
                     format!(
                         "jobs:{name} config key may not be used with `rules`: {}",
                         disallowed.join(", ")
@@ -1295,82 +1470,76 @@ impl JobConfig {
                 ));
             }
         }
-        let pre_get_sources_script = match get("hooks") {
+        Ok(Conditions {
+            rules,
+            only,
+            except,
+        })
+    }
+
+    /// `hooks:pre_get_sources_script`, `before_script` and `after_script`.
+    fn hook_scripts(&self) -> Result<HookScripts> {
+        let src = self.src;
+        let pre_get_sources_script = match self.get("hooks") {
             Some(Value::Mapping(h)) => match h.get("pre_get_sources_script") {
-                Some(v) => script(v, &kp("hooks").key("pre_get_sources_script"), src)?,
+                Some(v) => script(v, &self.at("hooks").key("pre_get_sources_script"), src)?,
                 None => Vec::new(),
             },
             _ => Vec::new(),
         };
-        Ok(JobConfig {
-            name: name.to_string(),
-            stage,
-            before_script: match get("before_script") {
-                Some(v) => script(v, &kp("before_script"), src)?,
-                None => Vec::new(),
-            },
-            script: script_lines,
-            run,
-            after_script: match get("after_script") {
-                Some(v) => script(v, &kp("after_script"), src)?,
-                None => Vec::new(),
-            },
+        let before_script = match self.get("before_script") {
+            Some(v) => script(v, &self.at("before_script"), src)?,
+            None => Vec::new(),
+        };
+        let after_script = match self.get("after_script") {
+            Some(v) => script(v, &self.at("after_script"), src)?,
+            None => Vec::new(),
+        };
+        Ok(HookScripts {
             pre_get_sources_script,
-            variables: match get("variables") {
-                Some(v) => {
-                    parse_variables(v, &kp("variables"), src, VariableSource::JobYaml, false)?
-                }
-                None => BTreeMap::new(),
-            },
-            inherit_variables,
-            when,
-            start_in,
-            allow_failure,
-            needs,
-            dependencies,
-            artifacts: match get("artifacts") {
-                Some(v) => Some(parse_artifacts(v, &kp("artifacts"), src)?),
-                None => None,
-            },
-            cache: match get("cache") {
-                Some(v) => parse_cache(v, &kp("cache"), src)?,
-                None => Vec::new(),
-            },
-            image: match get("image") {
-                Some(v) => Some(parse_image(v, &kp("image"), src)?),
-                None => None,
-            },
-            services: match get("services") {
-                Some(v) => parse_services(v, &kp("services"), src)?,
-                None => Vec::new(),
-            },
-            timeout,
-            retry,
-            parallel,
-            tags: match get("tags") {
-                Some(v) => {
-                    let mut flat = Vec::new();
-                    for s in script(v, &kp("tags"), src)? {
-                        flat.push(s);
-                    }
-                    flat
-                }
-                None => Vec::new(),
-            },
-            resource_group: get("resource_group").and_then(scalar_string),
-            interruptible: match get("interruptible") {
-                Some(v) => Some(bool_of(v, &kp("interruptible"), src)?),
-                None => None,
-            },
-            coverage: get("coverage").and_then(scalar_string),
-            environment,
-            trigger,
-            rules,
-            only,
-            except,
-            notes,
-            path,
+            before_script,
+            after_script,
         })
+    }
+
+    /// The job's `variables:`.
+    fn variables(&self) -> Result<BTreeMap<String, VariableValue>> {
+        match self.get("variables") {
+            Some(v) => parse_variables(
+                v,
+                &self.at("variables"),
+                self.src,
+                VariableSource::JobYaml,
+                false,
+            ),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// `artifacts:` and `cache:`.
+    fn artifacts_and_cache(&self) -> Result<(Option<Artifacts>, Vec<Cache>)> {
+        let artifacts = match self.get("artifacts") {
+            Some(v) => Some(parse_artifacts(v, &self.at("artifacts"), self.src)?),
+            None => None,
+        };
+        let cache = match self.get("cache") {
+            Some(v) => parse_cache(v, &self.at("cache"), self.src)?,
+            None => Vec::new(),
+        };
+        Ok((artifacts, cache))
+    }
+
+    /// `image:` and `services:`.
+    fn image_and_services(&self) -> Result<(Option<Image>, Vec<Service>)> {
+        let image = match self.get("image") {
+            Some(v) => Some(parse_image(v, &self.at("image"), self.src)?),
+            None => None,
+        };
+        let services = match self.get("services") {
+            Some(v) => parse_services(v, &self.at("services"), self.src)?,
+            None => Vec::new(),
+        };
+        Ok((image, services))
     }
 }
 
@@ -1501,5 +1670,83 @@ fn parse_trigger(v: &Value, path: &YPath, src: &Source) -> Result<Trigger> {
                 type_name(other)
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses the job `job` of `yaml` with its `default:` keys, as the configuration does.
+    fn parse(yaml: &str) -> Result<JobConfig> {
+        let src = Source {
+            file: ".gitlab-ci.yml".into(),
+            text: yaml.to_string(),
+        };
+        let root: Mapping = yaml_serde::from_str(yaml).expect("yaml");
+        let defaults = root
+            .get("default")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        JobConfig::parse("job", root.get("job").expect("job"), &defaults, &src)
+    }
+
+    #[test]
+    fn of_several_bad_keywords_the_first_in_reading_order_is_reported() {
+        let cases = [
+            (
+                "job: {script: x, before_script: {a: 1}, when: bogus}",
+                "jobs:job when should be one of",
+            ),
+            (
+                "job: {script: x, needs: 5, stage: [1]}",
+                "jobs:job:stage config should be a string",
+            ),
+            (
+                "job: {script: x, image: 5, rules: 5}",
+                "jobs:job:rules config should be an array of hashes",
+            ),
+            (
+                "job: {script: x, tags: {a: 1}, cache: 5}",
+                "jobs:job:cache config should be a hash",
+            ),
+            (
+                "job: {script: x, retry: 9, timeout: forever}",
+                "jobs:job:retry config must be less than or equal to 2",
+            ),
+            (
+                "job: {script: [], parallel: 0}",
+                "jobs:job:script config should be a string",
+            ),
+            (
+                "job: {script: x, bogus: 1, when: bogus}",
+                "jobs:job config contains unknown keys: bogus",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = parse(yaml).expect_err(yaml).to_string();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn default_keys_fill_what_the_job_lacks_as_inherit_allows() {
+        let j = parse("default: {image: alpine, tags: [d]}\njob: {script: x}").expect("job");
+        assert_eq!(j.tags, vec!["d".to_string()]);
+        assert_eq!(j.image.map(|i| i.name).as_deref(), Some("alpine"));
+        let j = parse(
+            "default: {image: alpine, tags: [d]}\njob: {script: x, tags: [own], inherit: {default: [tags]}}",
+        )
+        .expect("job");
+        assert_eq!(j.tags, vec!["own".to_string()]);
+        assert!(j.image.is_none());
+        // A bad default is reported at the job that takes it.
+        let e = parse("default: {timeout: never ever}\njob: {script: x}").expect_err("timeout");
+        assert!(
+            e.to_string()
+                .contains("jobs:job:timeout config should be a duration"),
+            "{e}"
+        );
     }
 }

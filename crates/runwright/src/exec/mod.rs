@@ -260,7 +260,9 @@ async fn docker_decision(args: &ExecArgs, jobs: &[&PlannedJob]) -> anyhow::Resul
         return Ok(Docker::Off("no job needs it".into()));
     }
     let ping = async {
-        let docker = runwright_docker::connect(None, None, false).await?;
+        let docker = runwright_docker::connect(None, None, false)
+            .await
+            .map_err(|e| e.to_string())?;
         docker.ping().await.map_err(|e| format!("{e}")).map(|_| ())
     };
     let answer = match tokio::time::timeout(Duration::from_secs(5), ping).await {

@@ -157,6 +157,7 @@ pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn E
         "docker" => {
             runwright_docker::DockerExecutor::new(runner, shared.working_dir.clone(), kill_grace())
                 .map(|e| Arc::new(e) as Arc<dyn Executor>)
+                .map_err(|e| e.to_string())
         }
         other => Err(format!(
             "executor {other:?} is not supported by this runwright build yet; runner {:?} will not request jobs",
