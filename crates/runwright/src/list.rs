@@ -5,9 +5,9 @@
 //! same on stdout. Tokens are shortened: a listing is often pasted into tickets.
 
 use crate::cli::ConfigArg;
-use crate::ops::state::{find_service, ServiceState};
 use clap::Args;
 use runwright_config::RunnerConfig;
+use runwright_service::state::{find_service, ServiceState};
 use serde::Serialize;
 use std::process::ExitCode;
 

@@ -5,11 +5,11 @@
 //! (`GITLAB_TOKEN`, `GET /api/v4/runners/:id`); and from the service's state file the last successful poll,
 //! the running jobs and an unhealthy back-off. `--json` prints the same on stdout.
 
-use super::state::{find_service, RunnerState};
 use super::{client, info_for, load_config_full, runtime};
 use crate::cli::ConfigArg;
 use clap::Args;
 use runwright_config::{short_token, RunnerConfig};
+use runwright_service::state::{find_service, RunnerState};
 use serde::Serialize;
 use std::process::ExitCode;
 
