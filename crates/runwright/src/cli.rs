@@ -1,6 +1,7 @@
 //! The command line, with GitLab runner's verbs and flags (reference `protocol.md` §9.1), so existing units and
 //! scripts keep working.
 
+use crate::args::ConfigArg;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -174,21 +175,6 @@ impl LintArgs {
             directory: self.directory,
             json: self.json,
         }
-    }
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct ConfigArg {
-    /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
-    pub config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    pub fn path(&self) -> PathBuf {
-        self.config
-            .clone()
-            .unwrap_or_else(runwright_config::default_config_path)
     }
 }
 

@@ -2,6 +2,7 @@
 //! verbs; the service is `runwright-service`, `exec` and `lint` are `runwright-exec`.
 #![deny(clippy::print_stdout)]
 
+mod args;
 mod cache_cmd;
 mod cli;
 mod history_cmd;

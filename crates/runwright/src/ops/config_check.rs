@@ -19,7 +19,7 @@ pub enum ConfigCommand {
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArg,
+    pub config: crate::args::ConfigArg,
     /// The model as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -101,6 +101,15 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::C
     Ok(loaded.config)
 }
 
+/// The file positions of the `valid` loaded entries, given the positions of the invalid ones (both in file
+/// order, together `0..valid + invalid.len()`).
+pub fn valid_positions(valid: usize, invalid: &[runwright_config::InvalidRunner]) -> Vec<usize> {
+    let skipped: std::collections::BTreeSet<usize> = invalid.iter().map(|r| r.index).collect();
+    (0..valid + invalid.len())
+        .filter(|i| !skipped.contains(i))
+        .collect()
+}
+
 /// Writes `text` and a newline to stdout (the one place the verbs print there: `--json`). A closed pipe is
 /// not an error. The C1 controls JSON leaves raw are escaped: a terminal does not obey them (issue 17 item 8).
 pub fn print_stdout(text: &str) {

@@ -6,7 +6,7 @@
 //! unregistered again (unless `--leave-runner`), so neither side is left half-done.
 
 use super::{client, failed, info, now, parse_expiry, runtime};
-use crate::cli::ConfigArg;
+use crate::args::ConfigArg;
 use anyhow::{anyhow, bail};
 use clap::builder::BoolishValueParser;
 use clap::Args;

@@ -4,7 +4,7 @@
 
 use super::register::system_id_for;
 use super::{client, failed, info_for, load_config, runtime, Selection};
-use crate::cli::ConfigArg;
+use crate::args::ConfigArg;
 use anyhow::{anyhow, bail};
 use clap::Args;
 use runwright_config::edit::{check_writable, ConfigDoc};
