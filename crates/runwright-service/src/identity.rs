@@ -1,9 +1,7 @@
-//! What runwright says about itself to GitLab (`info`, reference `protocol.md` §1.1; per `[[runners]]` entry its
-//! labels and GPUs) and in job traces.
+//! What runwright says about itself to GitLab (`info`, reference `protocol.md` §1.1) and in job traces.
 //! Features are advertised only when they work: GitLab assigns jobs by them.
 
 use runwright_client::types::{FeaturesInfo, VersionInfo};
-use runwright_config::RunnerConfig;
 use runwright_engine::{Executor, RunnerIdentity};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -77,69 +75,5 @@ pub fn version_info(executor: &dyn Executor) -> VersionInfo {
         features,
         config: Some(Default::default()),
         labels: Default::default(),
-    }
-}
-
-/// The `info` object of register and verify (for `POST /runners` GitLab's runner sends it with an empty
-/// executor, `protocol.md` §1.1).
-pub fn info(executor: &str, shell: Option<&str>) -> VersionInfo {
-    let mut features = FeaturesInfo::default();
-    runwright_client::network_features(&mut features);
-    VersionInfo {
-        name: "runwright".into(),
-        version: VERSION.into(),
-        revision: REVISION.into(),
-        platform: std::env::consts::OS.into(),
-        architecture: architecture().into(),
-        executor: executor.into(),
-        shell: shell.map(str::to_string).unwrap_or_else(|| {
-            if executor.is_empty() {
-                String::new()
-            } else {
-                "bash".into()
-            }
-        }),
-        features,
-        config: Some(Default::default()),
-        labels: Default::default(),
-    }
-}
-
-/// What an `info` object says of one `[[runners]]` entry (runner network/gitlab.go `getRunnerInfo`): its labels,
-/// the global ones under its own (`ComputedLabels`), and for docker its `gpus` in `config.gpus` (runner
-/// executors/docker/config_updater.go). Sent with every job request, job update and verify.
-pub fn entry_info(info: &mut VersionInfo, runner: &RunnerConfig) {
-    info.labels = runner.computed_labels.clone();
-    if runner.executor == "docker" {
-        let gpus = runner
-            .docker
-            .as_ref()
-            .map(|d| d.info_gpus())
-            .unwrap_or_default();
-        info.config.get_or_insert_with(Default::default).gpus = gpus;
-    }
-}
-
-/// [`info`] for one entry, as verify sends it (runner network/gitlab.go `VerifyRunner`).
-pub fn info_for(runner: &RunnerConfig) -> VersionInfo {
-    let mut i = info(&runner.executor, runner.shell.as_deref());
-    entry_info(&mut i, runner);
-    i
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entrys_info_carries_its_labels_and_gpus() {
-        let text = "[labels]\n  team = \"infra\"\n[[runners]]\n  url = \"https://g/\"\n  token = \"t\"\n  executor = \"docker\"\n  [runners.labels]\n    env = \"prod\"\n  [runners.docker]\n    gpus = \"all\"\n";
-        let config = runwright_config::parse(text, std::path::Path::new("c.toml"))
-            .expect("parses")
-            .config;
-        let info = info_for(&config.runners[0]);
-        assert_eq!(info.labels.get("team").map(String::as_str), Some("infra"));
-        assert_eq!(info.labels.get("env").map(String::as_str), Some("prod"));
-        assert_eq!(info.config.map(|c| c.gpus).as_deref(), Some("all"));
     }
 }

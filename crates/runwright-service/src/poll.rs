@@ -29,7 +29,7 @@ pub fn start(
     .map_err(|e| e.to_string())?;
     let health = Arc::new(Mutex::new(Health::default()));
     let mut info = crate::identity::version_info(executor.as_ref());
-    crate::identity::entry_info(&mut info, &runner);
+    crate::gitlab::entry_info(&mut info, &runner);
     for _ in 0..runner.request_concurrency() {
         tokio::spawn(poll_loop(
             shared.clone(),

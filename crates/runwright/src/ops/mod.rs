@@ -12,8 +12,9 @@ pub mod tokens;
 
 use anyhow::anyhow;
 use runwright_config::RunnerConfig;
-pub use runwright_service::gitlab::{client, failed, fmt_time, hint, now, parse_expiry};
-pub use runwright_service::identity::{info, info_for};
+pub use runwright_service::gitlab::{
+    client, failed, fmt_time, hint, info, info_for, now, parse_expiry,
+};
 
 /// A current-thread runtime for the verbs' few HTTP calls.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
