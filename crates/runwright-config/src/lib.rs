@@ -16,12 +16,15 @@
 //! }
 //! # Ok::<(), runwright_config::ConfigError>(())
 //! ```
+//!
+//! Writes go through [`edit`]: comments and order kept, atomic, through symlinks, owner and mode kept.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_docs)]
 
 mod casefold;
 mod de;
 mod duration;
+pub mod edit;
 mod error;
 mod gpus;
 mod labels;

@@ -3,7 +3,7 @@
 //! the old archives where they are.
 #![allow(clippy::print_stdout)]
 
-use crate::cli::ConfigArg;
+use crate::args::ConfigArg;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use runwright_cache::admin::{self, CacheEntry, Filter, Location, RunnerCaches};

@@ -1,6 +1,7 @@
 //! The command line, with GitLab runner's verbs and flags (reference `protocol.md` §9.1), so existing units and
 //! scripts keep working.
 
+use crate::args::ConfigArg;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,6 +130,31 @@ pub struct ExecArgs {
     pub view: String,
 }
 
+impl ExecArgs {
+    /// The options `runwright-exec` runs with.
+    pub fn options(self) -> runwright_exec::ExecOptions {
+        runwright_exec::ExecOptions {
+            file: self.file,
+            variable: self.variable,
+            directory: self.directory,
+            jobs: self.jobs,
+            cache_dir: self.cache_dir,
+            committed: self.committed,
+            concurrency: self.concurrency,
+            needs: self.needs,
+            manual: self.manual,
+            list: self.list,
+            json: self.json,
+            pipeline_source: self.pipeline_source,
+            executor: self.executor,
+            docker_image: self.docker_image,
+            docker_pull_policy: self.docker_pull_policy,
+            serve: self.serve,
+            view: self.view,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct LintArgs {
     /// The CI file, relative to the top of the checkout.
@@ -142,18 +168,13 @@ pub struct LintArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct ConfigArg {
-    /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
-    pub config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    pub fn path(&self) -> PathBuf {
-        self.config
-            .clone()
-            .unwrap_or_else(runwright_config::default_config_path)
+impl LintArgs {
+    pub fn options(self) -> runwright_exec::lint::LintOptions {
+        runwright_exec::lint::LintOptions {
+            file: self.file,
+            directory: self.directory,
+            json: self.json,
+        }
     }
 }
 
@@ -173,6 +194,17 @@ pub struct RunArgs {
     /// Accepted for compatibility with GitLab's unit files; logs go to stderr (journald reads them).
     #[arg(long, hide = true)]
     pub syslog: bool,
+}
+
+impl RunArgs {
+    /// The options the service runs with.
+    pub fn options(&self) -> runwright_service::RunOptions {
+        runwright_service::RunOptions {
+            config: self.config.path(),
+            working_directory: self.working_directory.clone(),
+            user: self.user.clone(),
+        }
+    }
 }
 
 /// The name the binary answers to in help and errors: `gitlab-runner` when installed or linked under that
@@ -199,46 +231,33 @@ fn parse_as_invoked() -> Cli {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = parse_as_invoked();
+    let log = crate::logging::LogArgs {
+        debug: cli.debug,
+        level: cli.log_level,
+        format: cli.log_format,
+    };
     match cli.command {
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(crate::service::run(
-                args,
-                crate::logging::LogArgs {
-                    debug: cli.debug,
-                    level: cli.log_level,
-                    format: cli.log_format,
+            rt.block_on(runwright_service::run(
+                args.options(),
+                |level: Option<&str>, format: Option<&str>| {
+                    crate::logging::init(&log, level, format)
                 },
             ))
         }
         Command::List(args) => crate::list::run(&args),
-        Command::Lint(args) => crate::lint::run(&args),
+        Command::Lint(args) => runwright_exec::lint::run(&args.options()),
         Command::History(args) => crate::history_cmd::run(args),
         Command::Logs(args) => crate::logs_cmd::run(args),
         Command::Cache(cmd) => {
-            crate::logging::init(
-                &crate::logging::LogArgs {
-                    debug: cli.debug,
-                    level: cli.log_level,
-                    format: cli.log_format,
-                },
-                None,
-                None,
-            );
+            crate::logging::init(&log, None, None);
             crate::cache_cmd::run(cmd)
         }
         Command::Volumes(cmd) => {
-            crate::logging::init(
-                &crate::logging::LogArgs {
-                    debug: cli.debug,
-                    level: cli.log_level,
-                    format: cli.log_format,
-                },
-                None,
-                None,
-            );
+            crate::logging::init(&log, None, None);
             crate::volumes_cmd::run(cmd)
         }
         Command::Register(args) => crate::ops::register::run(args),
@@ -252,13 +271,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Start(args) => crate::ops::service_unit::control("start", args),
         Command::Stop(args) => crate::ops::service_unit::control("stop", args),
         Command::Restart(args) => crate::ops::service_unit::control("restart", args),
-        Command::Exec(args) => crate::exec::run(
-            args,
-            crate::logging::LogArgs {
-                debug: cli.debug,
-                level: cli.log_level,
-                format: cli.log_format,
-            },
-        ),
+        Command::Exec(args) => {
+            // Job outcomes are on stdout; the service's per-job warnings (e.g. GitLab's `Job-Status: failed`
+            // answer to a failed job's final update) would only repeat them.
+            let level = log.level.clone().or_else(|| Some("error".into()));
+            crate::logging::init(
+                &crate::logging::LogArgs {
+                    debug: log.debug,
+                    level,
+                    format: log.format,
+                },
+                None,
+                None,
+            );
+            runwright_exec::run(args.options())
+        }
     }
 }

@@ -4,10 +4,10 @@
 //! and the running service know about the entry without asking GitLab (`status` asks). `--json` prints the
 //! same on stdout. Tokens are shortened: a listing is often pasted into tickets.
 
-use crate::cli::ConfigArg;
-use crate::ops::state::{find_service, ServiceState};
+use crate::args::ConfigArg;
 use clap::Args;
 use runwright_config::RunnerConfig;
+use runwright_service::state::{find_service, ServiceState};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -98,7 +98,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
     // Entries that failed validation, in their place in the file: the service skips them (issue 16 item 8).
     let mut listed = listed;
     let mut order: Vec<usize> =
-        valid_positions(loaded.config.runners.len(), &loaded.invalid_runners);
+        crate::ops::valid_positions(loaded.config.runners.len(), &loaded.invalid_runners);
     for r in &loaded.invalid_runners {
         listed.push(ListedRunner {
             name: r.name.clone(),
@@ -142,13 +142,4 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The file positions of the `valid` loaded entries, given the positions of the invalid ones (both in file
-/// order, together `0..valid + invalid.len()`).
-pub fn valid_positions(valid: usize, invalid: &[runwright_config::InvalidRunner]) -> Vec<usize> {
-    let skipped: std::collections::BTreeSet<usize> = invalid.iter().map(|r| r.index).collect();
-    (0..valid + invalid.len())
-        .filter(|i| !skipped.contains(i))
-        .collect()
 }

@@ -1,21 +1,15 @@
-//! `runwright`: a GitLab-compatible CI runner. The binary is glue: argument parsing, logging, and the verbs.
+//! `runwright`: a GitLab-compatible CI runner. The binary is glue: argument parsing, logging, and the operating
+//! verbs; the service is `runwright-service`, `exec` and `lint` are `runwright-exec`.
 #![deny(clippy::print_stdout)]
 
+mod args;
 mod cache_cmd;
 mod cli;
-mod config_edit;
-mod dashboard;
-mod exec;
 mod history_cmd;
-mod identity;
-mod journal;
-mod lint;
 mod list;
 mod logging;
 mod logs_cmd;
-mod metrics;
 mod ops;
-mod service;
 mod volumes_cmd;
 
 use std::process::ExitCode;

@@ -3,8 +3,8 @@
 //! deleting them by runner, project or age, which build hosts otherwise do with `docker volume ls` scripts.
 #![allow(clippy::print_stdout)]
 
+use crate::args::ConfigArg;
 use crate::cache_cmd::{age, human_size, parse_age, print_columns};
-use crate::cli::ConfigArg;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use runwright_docker::admin::{self, Filter, VolumeInfo};

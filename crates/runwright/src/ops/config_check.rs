@@ -19,7 +19,7 @@ pub enum ConfigCommand {
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArg,
+    pub config: crate::args::ConfigArg,
     /// The model as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -71,7 +71,7 @@ pub fn job_cgroups(config: &runwright_config::Config) -> Vec<JobCgroups> {
         .iter()
         .filter(|r| r.executor == "shell")
         .map(|r| {
-            let settings = crate::service::cgroup_settings(r, config.user.as_deref());
+            let settings = runwright_service::cgroup_settings(r, config.user.as_deref());
             let found = runwright_shell::cgroup::detect(&settings);
             JobCgroups {
                 runner: r.name.clone(),
@@ -168,7 +168,7 @@ pub fn model(config: &runwright_config::Config) -> SlotModel {
             max_requests,
         });
     }
-    warnings.extend(crate::dashboard::auth::config_warning(config));
+    warnings.extend(runwright_service::dashboard::auth::config_warning(config));
     if !config.runners.is_empty() && config.runners.iter().all(|r| r.limit > 0) {
         let sum: usize = config.runners.iter().map(|r| r.limit).sum();
         if sum < c {

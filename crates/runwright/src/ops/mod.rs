@@ -1,23 +1,20 @@
 //! The operating verbs of GitLab's runner (reference `protocol.md` §1, §9): registration and tokens
 //! (`register`, `unregister`, `verify`, `reset-token`), `status`, the systemd unit (`install`, `uninstall`,
 //! `start`, `stop`, `restart`) and `config check`. Each verb reads `config.toml` through `runwright-config`
-//! and writes it only through `config_edit` (comments and order kept, atomic, mode 0600). A failure is one
+//! and writes it only through `runwright_config::edit` (comments and order kept, atomic, mode 0600). A failure is one
 //! line saying what failed and what to do; the config stays untouched.
 
 pub mod config_check;
 pub mod register;
-pub mod sd;
 pub mod service_unit;
-pub mod state;
 pub mod status;
 pub mod tokens;
 
 use anyhow::anyhow;
-use runwright_client::types::VersionInfo;
-use runwright_client::{ApiError, Client, ClientOptions};
 use runwright_config::RunnerConfig;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+pub use runwright_service::gitlab::{
+    client, failed, fmt_time, hint, info, info_for, now, parse_expiry,
+};
 
 /// A current-thread runtime for the verbs' few HTTP calls.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -25,103 +22,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
-}
-
-/// A client for `url`, with the entry's TLS files when there is one.
-pub fn client(url: &str, runner: Option<&RunnerConfig>) -> anyhow::Result<Client> {
-    Client::new(ClientOptions {
-        url: url.to_string(),
-        tls_ca_file: runner.and_then(|r| r.tls_ca_file.clone()),
-        tls_cert_file: runner.and_then(|r| r.tls_cert_file.clone()),
-        tls_key_file: runner.and_then(|r| r.tls_key_file.clone()),
-        certs_dir: Some(runwright_config::default_certs_dir()),
-        user_agent: crate::identity::user_agent(),
-        idle_timeout: None,
-    })
-    .map_err(|e| anyhow!("{e}; check --url (or the entry's url in config.toml)"))
-}
-
-/// The `info` object of register and verify (for `POST /runners` GitLab's runner sends it with an empty
-/// executor, `protocol.md` §1.1).
-pub fn info(executor: &str, shell: Option<&str>) -> VersionInfo {
-    let mut features = runwright_client::types::FeaturesInfo::default();
-    runwright_client::network_features(&mut features);
-    VersionInfo {
-        name: "runwright".into(),
-        version: crate::identity::VERSION.into(),
-        revision: crate::identity::REVISION.into(),
-        platform: std::env::consts::OS.into(),
-        architecture: crate::identity::architecture().into(),
-        executor: executor.into(),
-        shell: shell.map(str::to_string).unwrap_or_else(|| {
-            if executor.is_empty() {
-                String::new()
-            } else {
-                "bash".into()
-            }
-        }),
-        features,
-        config: Some(Default::default()),
-        labels: Default::default(),
-    }
-}
-
-/// What an `info` object says of one `[[runners]]` entry (runner network/gitlab.go `getRunnerInfo`): its labels,
-/// the global ones under its own (`ComputedLabels`), and for docker its `gpus` in `config.gpus` (runner
-/// executors/docker/config_updater.go). Sent with every job request, job update and verify.
-pub fn entry_info(info: &mut VersionInfo, runner: &RunnerConfig) {
-    info.labels = runner.computed_labels.clone();
-    if runner.executor == "docker" {
-        let gpus = runner
-            .docker
-            .as_ref()
-            .map(|d| d.info_gpus())
-            .unwrap_or_default();
-        info.config.get_or_insert_with(Default::default).gpus = gpus;
-    }
-}
-
-/// [`info`] for one entry, as verify sends it (runner network/gitlab.go `VerifyRunner`).
-pub fn info_for(runner: &RunnerConfig) -> VersionInfo {
-    let mut i = info(&runner.executor, runner.shell.as_deref());
-    entry_info(&mut i, runner);
-    i
-}
-
-/// GitLab's `token_expires_at` (ISO 8601 or null) as a time.
-pub fn parse_expiry(s: Option<&str>) -> Option<OffsetDateTime> {
-    let s = s?.trim();
-    if s.is_empty() || s.starts_with("0001-01-01") {
-        return None;
-    }
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
-
-pub fn now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
-}
-
-pub fn fmt_time(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
-/// What to do about a failed call, by GitLab's status (`protocol.md` §1).
-pub fn hint(err: &ApiError, url: &str) -> String {
-    match err.status {
-        None => format!("check that {url} is reachable from this host (proxy, DNS, TLS: tls-ca-file)"),
-        Some(401) => "the access token is missing or invalid: set GITLAB_TOKEN (or --pat) to a token with the manage_runner scope".into(),
-        Some(403) => "the token is wrong, expired or the runner was deleted in GitLab: check it (Settings > CI/CD > Runners), or register again".into(),
-        Some(404) => "GitLab does not know this runner (manager) any more".into(),
-        Some(410) => "this GitLab instance does not accept registration tokens: create the runner in GitLab (Settings > CI/CD > Runners > New runner) and register with its glrt- token (--token)".into(),
-        Some(422) => "GitLab says the runner is orphaned: create a new runner in GitLab and register with its token".into(),
-        Some(_) => "retry later; if it persists check GitLab's logs".into(),
-    }
-}
-
-/// `<what> failed: <error>; <hint>` on one line.
-pub fn failed(what: &str, err: &ApiError, url: &str) -> anyhow::Error {
-    anyhow!("{what} failed: {err}; {}", hint(err, url))
 }
 
 /// Which entries a verb acts on: `--all-runners` (or nothing given, when `default_all`), `--name`, or
@@ -202,6 +102,15 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<runwright_config::C
     Ok(loaded.config)
 }
 
+/// The file positions of the `valid` loaded entries, given the positions of the invalid ones (both in file
+/// order, together `0..valid + invalid.len()`).
+pub fn valid_positions(valid: usize, invalid: &[runwright_config::InvalidRunner]) -> Vec<usize> {
+    let skipped: std::collections::BTreeSet<usize> = invalid.iter().map(|r| r.index).collect();
+    (0..valid + invalid.len())
+        .filter(|i| !skipped.contains(i))
+        .collect()
+}
+
 /// Writes `text` and a newline to stdout (the one place the verbs print there: `--json`). A closed pipe is
 /// not an error. The C1 controls JSON leaves raw are escaped: a terminal does not obey them (issue 17 item 8).
 pub fn print_stdout(text: &str) {
@@ -209,21 +118,4 @@ pub fn print_stdout(text: &str) {
     let text = runwright_trace::ansi::escape_json_controls(text);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entrys_info_carries_its_labels_and_gpus() {
-        let text = "[labels]\n  team = \"infra\"\n[[runners]]\n  url = \"https://g/\"\n  token = \"t\"\n  executor = \"docker\"\n  [runners.labels]\n    env = \"prod\"\n  [runners.docker]\n    gpus = \"all\"\n";
-        let config = runwright_config::parse(text, std::path::Path::new("c.toml"))
-            .expect("parses")
-            .config;
-        let info = info_for(&config.runners[0]);
-        assert_eq!(info.labels.get("team").map(String::as_str), Some("infra"));
-        assert_eq!(info.labels.get("env").map(String::as_str), Some("prod"));
-        assert_eq!(info.config.map(|c| c.gpus).as_deref(), Some("all"));
-    }
 }

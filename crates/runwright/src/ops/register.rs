@@ -6,12 +6,12 @@
 //! unregistered again (unless `--leave-runner`), so neither side is left half-done.
 
 use super::{client, failed, info, now, parse_expiry, runtime};
-use crate::cli::ConfigArg;
-use crate::config_edit::{check_writable, quote, ConfigDoc};
+use crate::args::ConfigArg;
 use anyhow::{anyhow, bail};
 use clap::builder::BoolishValueParser;
 use clap::Args;
 use runwright_client::RegisterRequest;
+use runwright_config::edit::{check_writable, quote, ConfigDoc};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 

@@ -168,7 +168,7 @@ EnvironmentFile=-/etc/sysconfig/{name}\n\
 \n\
 [Install]\n\
 WantedBy={wanted_by}\n",
-        version = crate::identity::VERSION,
+        version = runwright_service::identity::VERSION,
         exe = exe.display(),
         cmd = cmd.join(" "),
         name = args.service.service,
@@ -233,7 +233,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let path = dir.join(format!("{}.service", args.service.service));
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow!("install: cannot create {}: {e}", dir.display()))?;
-    crate::config_edit::write_atomic(&path, unit.as_bytes())
+    runwright_config::edit::write_atomic(&path, unit.as_bytes())
         .map_err(|e| anyhow!("install: {e:#}"))?;
     {
         use std::os::unix::fs::PermissionsExt;

@@ -5,11 +5,11 @@
 //! (`GITLAB_TOKEN`, `GET /api/v4/runners/:id`); and from the service's state file the last successful poll,
 //! the running jobs and an unhealthy back-off. `--json` prints the same on stdout.
 
-use super::state::{find_service, RunnerState};
 use super::{client, info_for, load_config_full, runtime};
-use crate::cli::ConfigArg;
+use crate::args::ConfigArg;
 use clap::Args;
 use runwright_config::{short_token, RunnerConfig};
+use runwright_service::state::{find_service, RunnerState};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -188,7 +188,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         });
     }
     // Entries that failed validation, in their place in the file: the service skips them (issue 16 item 8).
-    let mut order = crate::list::valid_positions(runners.len(), &loaded.invalid_runners);
+    let mut order = super::valid_positions(runners.len(), &loaded.invalid_runners);
     for r in &loaded.invalid_runners {
         runners.push(RunnerReport {
             name: r.name.clone(),

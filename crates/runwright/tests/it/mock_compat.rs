@@ -56,7 +56,7 @@ fn go_arch() -> &'static str {
 async fn mock() -> GitlabRunnerMock {
     let m = GitlabRunnerMock::start().await;
     m.set_expected_metadata_version(env!("CARGO_PKG_VERSION"));
-    m.set_expected_metadata_revision(env!("RUNWRIGHT_REVISION"));
+    m.set_expected_metadata_revision(runwright_service::identity::REVISION);
     m.set_expected_metadata_platform(std::env::consts::OS);
     m.set_expected_metadata_architecture(go_arch());
     m.set_update_interval(1);

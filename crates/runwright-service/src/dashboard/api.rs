@@ -3,7 +3,7 @@
 //! so a running job's log can be followed by polling. Tokens never appear: runners show their short token.
 
 use super::{disk, Dashboard};
-use crate::history_cmd::{json_of, shown_status, JobFilter};
+use crate::history::{json_of, shown_status, JobFilter};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -49,7 +49,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// What a runner entry is doing, in a word, from the service's record of its polls.
-pub fn runner_state(st: Option<&crate::ops::state::RunnerState>, stopping: bool) -> &'static str {
+pub fn runner_state(st: Option<&crate::state::RunnerState>, stopping: bool) -> &'static str {
     let Some(st) = st else {
         return "starting";
     };
@@ -94,7 +94,7 @@ fn url_host(url: &str) -> String {
 
 pub async fn runners(State(d): State<Arc<Dashboard>>) -> Json<Value> {
     let config = d.config();
-    let snapshot = crate::ops::state::registry().snapshot();
+    let snapshot = d.state.snapshot();
     let runners: Vec<Value> = config
         .runners
         .iter()
@@ -339,7 +339,7 @@ pub async fn disk_use(State(d): State<Arc<Dashboard>>) -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::state::RunnerState;
+    use crate::state::RunnerState;
 
     #[test]
     fn ranges_are_read() {

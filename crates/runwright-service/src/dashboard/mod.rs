@@ -16,6 +16,7 @@ pub mod token;
 
 use crate::journal::JobJournal;
 use crate::metrics::Metrics;
+use crate::state::Registry;
 use anyhow::Context;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
@@ -26,6 +27,8 @@ use std::sync::{Arc, Mutex};
 /// What the dashboard and its API read.
 pub struct Dashboard {
     pub metrics: Arc<Metrics>,
+    /// The service's live runner state (`Shared::state`).
+    pub state: Arc<Registry>,
     pub journal: Option<Arc<JobJournal>>,
     /// The service's working directory (relative builds and cache dirs are taken from it).
     pub working_dir: PathBuf,
@@ -40,6 +43,7 @@ pub struct Dashboard {
 impl Dashboard {
     pub fn new(
         metrics: Arc<Metrics>,
+        state: Arc<Registry>,
         journal: Option<Arc<JobJournal>>,
         working_dir: PathBuf,
         config_path: PathBuf,
@@ -47,6 +51,7 @@ impl Dashboard {
     ) -> Arc<Dashboard> {
         Arc::new(Dashboard {
             metrics,
+            state,
             journal,
             working_dir,
             config_path,

@@ -105,7 +105,7 @@ async fn measure(d: &Dashboard) -> Value {
     json!({
         "directories": measured,
         "docker": docker,
-        "measured_at": crate::history_cmd::format_ms(runwright_journal::now_ms()),
+        "measured_at": crate::history::format_ms(runwright_journal::now_ms()),
     })
 }
 

@@ -3,12 +3,13 @@
 //! The pipeline model (`runwright-pipeline`) plans the jobs for a push pipeline; the sources are the working
 //! tree as it is, committed on top of HEAD without touching the user's index (`sources.rs`), or HEAD alone with
 //! `--committed`. An embedded coordinator (`runwright-coordinator`) serves the jobs, and that commit as a bare
-//! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`crate::service`)
+//! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`runwright-service`)
 //! run them with the shell executor — the same code path as `runwright run`. Jobs start as soon as their
 //! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); traces stream to stdout, `[job] `
 //! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`). Child
 //! pipelines of `trigger:include` are planned with the pipeline and scheduled with it (`children.rs`);
-//! `rules:changes` sees git's changes for the pipeline source (`changes.rs`).
+//! `rules:changes` sees git's changes for the pipeline source (`changes.rs`). `runwright lint` (`lint.rs`)
+//! prints the pipeline's merged configuration.
 #![allow(clippy::print_stdout)]
 
 mod changes;
@@ -16,6 +17,7 @@ mod checkout;
 mod children;
 pub(crate) mod context;
 mod jobspec;
+pub mod lint;
 mod list;
 mod live;
 mod output;
@@ -23,8 +25,6 @@ mod schedule;
 mod sources;
 mod state;
 
-use crate::cli::ExecArgs;
-use crate::logging::LogArgs;
 use anyhow::{bail, Context};
 use checkout::{git, git_opt, Checkout};
 use output::TraceOut;
@@ -149,19 +149,47 @@ enum Sources {
     WorkingTree { head: String, changed: bool },
 }
 
-pub fn run(args: ExecArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
-    // Job outcomes are on stdout; the service's per-job warnings (e.g. GitLab's `Job-Status: failed` answer to
-    // a failed job's final update) would only repeat them.
-    let level = log.level.clone().or_else(|| Some("error".into()));
-    crate::logging::init(
-        &LogArgs {
-            debug: log.debug,
-            level,
-            format: log.format,
-        },
-        None,
-        None,
-    );
+/// What `runwright exec` is asked to do (its command line, without the parser).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// The CI file, relative to the top of the checkout.
+    pub file: PathBuf,
+    /// Pipeline variables (highest precedence), `KEY=VALUE`.
+    pub variable: Vec<String>,
+    /// The checkout to run (default: the current directory).
+    pub directory: Option<PathBuf>,
+    /// Run only these jobs (manual jobs named here run too).
+    pub jobs: Vec<String>,
+    /// Where caches persist between runs (default: `$XDG_CACHE_HOME/runwright/exec/<project>`).
+    pub cache_dir: Option<PathBuf>,
+    /// Run the committed HEAD instead of the working tree as it is.
+    pub committed: bool,
+    /// How many jobs run at once (default: the number of cores).
+    pub concurrency: Option<usize>,
+    /// With `jobs`: also run the jobs they need (transitively).
+    pub needs: bool,
+    /// Manual jobs to start too.
+    pub manual: Vec<String>,
+    /// Print the plan and run nothing.
+    pub list: bool,
+    /// With `list`: the plan as JSON on stdout.
+    pub json: bool,
+    /// The simulated pipeline source: push, merge_request_event, schedule, web, tag, api, trigger.
+    pub pipeline_source: String,
+    /// Where jobs run: `auto`, `shell` or `docker`.
+    pub executor: String,
+    /// The image of docker jobs that name none.
+    pub docker_image: Option<String>,
+    /// The docker executor's pull policy: always, if-not-present, never.
+    pub docker_pull_policy: String,
+    /// Serve the jobs to a runner outside this process, on this address.
+    pub serve: Option<std::net::SocketAddr>,
+    /// What a person sees: `live`, `lines` or `auto`.
+    pub view: String,
+}
+
+/// Runs the pipeline (or lists it). Logging is set up by the caller.
+pub fn run(args: ExecOptions) -> anyhow::Result<ExitCode> {
     let dir = match &args.directory {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("reading the working directory")?,
@@ -252,7 +280,7 @@ fn wants_docker(job: &PlannedJob) -> bool {
 }
 
 /// The docker executor is used when asked for, or (auto) when a job wants it and a daemon answers.
-async fn docker_decision(args: &ExecArgs, jobs: &[&PlannedJob]) -> anyhow::Result<Docker> {
+async fn docker_decision(args: &ExecOptions, jobs: &[&PlannedJob]) -> anyhow::Result<Docker> {
     if args.executor == "shell" {
         return Ok(Docker::Off("--executor shell".into()));
     }
@@ -362,7 +390,7 @@ async fn follow(
 }
 
 async fn run_pipeline(
-    args: &ExecArgs,
+    args: &ExecOptions,
     co: &Checkout,
     planned: &children::Planned,
     sources: &Sources,
@@ -612,8 +640,8 @@ async fn run_pipeline(
         for r in &mut loaded.config.runners {
             r.without_lfs_objects = !lfs_objects;
         }
-        let shared = crate::service::Shared::new(
-            crate::identity::identity("s_000000e8ec00"),
+        let shared = runwright_service::Shared::new(
+            runwright_service::identity::identity("s_000000e8ec00"),
             work,
             None,
             concurrency,
@@ -625,7 +653,7 @@ async fn run_pipeline(
             Duration::from_millis(1),
         );
         for r in &loaded.config.runners {
-            crate::service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
+            runwright_service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
         }
         Some(shared)
     };
@@ -951,7 +979,7 @@ async fn run_pipeline(
     if let Some(shared) = &shared {
         // The aborted jobs' final updates. Once the grace is over (or at a second signal) what is left of their
         // processes is killed, and their reports get a moment more.
-        let drained = crate::service::drain(shared);
+        let drained = runwright_service::drain(shared);
         tokio::pin!(drained);
         tokio::select! {
             _ = &mut drained => {}

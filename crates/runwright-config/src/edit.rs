@@ -12,13 +12,26 @@
 //! other hard links that a rename would leave holding the old token — the file is rewritten in place, as GitLab's
 //! runner does.
 
-use anyhow::{anyhow, bail, Context};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use toml_edit::{DocumentMut, Item, Value};
+
+/// Why `config.toml` was left as it was: one line saying what failed and what to do (the file, the key, the
+/// advice), printed as is by the verbs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EditError(String);
+
+type Result<T> = std::result::Result<T, EditError>;
+
+macro_rules! edit_err {
+    ($($arg:tt)*) => {
+        EditError(format!($($arg)*))
+    };
+}
 
 /// What a fresh config file starts with (GitLab's runner writes `concurrent = 1`, `check_interval = 0` and a
 /// `[session_server]` table on first registration).
@@ -27,6 +40,7 @@ const NEW_FILE: &str =
 
 /// A config file opened for editing.
 pub struct ConfigDoc {
+    /// The file as given (a symlink stays one: saves write its target).
     pub path: PathBuf,
     doc: DocumentMut,
     /// The text as read (empty for a file that does not exist yet).
@@ -35,12 +49,12 @@ pub struct ConfigDoc {
 
 impl ConfigDoc {
     /// Reads `path`; a missing file becomes GitLab's starting content when `create` is set.
-    pub fn open(path: &Path, create: bool) -> anyhow::Result<ConfigDoc> {
+    pub fn open(path: &Path, create: bool) -> Result<ConfigDoc> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => String::new(),
             Err(e) => {
-                return Err(anyhow!(
+                return Err(edit_err!(
                     "cannot read config file {}: {e} (give its path with -c/--config)",
                     path.display()
                 ))
@@ -52,7 +66,7 @@ impl ConfigDoc {
             &text
         };
         let doc = body.parse::<DocumentMut>().map_err(|e| {
-            anyhow!(
+            edit_err!(
                 "{}: not valid TOML, nothing changed: {}",
                 path.display(),
                 e.to_string().lines().next().unwrap_or("").trim()
@@ -66,7 +80,7 @@ impl ConfigDoc {
     }
 
     /// Appends a `[[runners]]` entry rendered as GitLab's runner lays it out (two-space indentation).
-    pub fn append_runner(&mut self, block: &str) -> anyhow::Result<()> {
+    pub fn append_runner(&mut self, block: &str) -> Result<()> {
         let mut text = self.doc.to_string();
         if !text.ends_with('\n') && !text.is_empty() {
             text.push('\n');
@@ -77,7 +91,7 @@ impl ConfigDoc {
         text.push_str(block);
         self.doc = text
             .parse::<DocumentMut>()
-            .map_err(|e| anyhow!("the new runner entry is not valid TOML: {e}"))?;
+            .map_err(|e| edit_err!("the new runner entry is not valid TOML: {e}"))?;
         Ok(())
     }
 
@@ -113,11 +127,11 @@ impl ConfigDoc {
         token: &str,
         obtained_at: OffsetDateTime,
         expires_at: Option<OffsetDateTime>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let table = self
             .runners_mut()
             .and_then(|r| r.get_mut(index))
-            .ok_or_else(|| anyhow!("runner entry {index} not found in the config file"))?;
+            .ok_or_else(|| edit_err!("runner entry {index} not found in the config file"))?;
         set_value(table, "token", Value::from(token), "id");
         set_value(
             table,
@@ -136,17 +150,17 @@ impl ConfigDoc {
 
     /// Checks the new text loads as a config and writes it atomically (mode 0600). Nothing is written when the
     /// text did not change.
-    pub fn save(&self) -> anyhow::Result<()> {
+    pub fn save(&self) -> Result<()> {
         let text = self.doc.to_string();
-        let loaded = runwright_config::parse(&text, &self.path).map_err(|e| {
-            anyhow!("the changed configuration does not load, nothing written: {e}")
+        let loaded = crate::parse(&text, &self.path).map_err(|e| {
+            edit_err!("the changed configuration does not load, nothing written: {e}")
         })?;
         if text == self.original {
             return Ok(());
         }
         // An invalid `[[runners]]` entry no longer rejects the file (it stops only that runner), so an edit is
         // refused when it leaves more invalid entries than the file had: it must not break a runner.
-        let before = runwright_config::parse(&self.original, &self.path)
+        let before = crate::parse(&self.original, &self.path)
             .map(|l| l.invalid_runners.len())
             .unwrap_or(0);
         if loaded.invalid_runners.len() > before {
@@ -155,27 +169,29 @@ impl ConfigDoc {
                 .iter()
                 .map(|r| r.error.as_str())
                 .collect();
-            bail!(
+            return Err(edit_err!(
                 "the changed configuration has a [[runners]] entry that does not load, nothing written: {}",
                 errors.join("; ")
-            );
+            ));
         }
         write_atomic(&self.path, text.as_bytes())
     }
 }
 
 /// `time` → TOML datetime; `None` is Go's zero time, as GitLab's runner writes "never".
-fn datetime(t: Option<OffsetDateTime>) -> anyhow::Result<Value> {
+fn datetime(t: Option<OffsetDateTime>) -> Result<Value> {
     let s = match t {
         Some(t) => t
             .to_offset(time::UtcOffset::UTC)
             .replace_nanosecond(0)
             .unwrap_or(t)
             .format(&Rfc3339)
-            .context("formatting a token time")?,
+            .map_err(|e| edit_err!("formatting a token time: {e}"))?,
         None => "0001-01-01T00:00:00Z".to_string(),
     };
-    let dt: toml_edit::Datetime = s.parse().context("formatting a token time")?;
+    let dt: toml_edit::Datetime = s
+        .parse()
+        .map_err(|e| edit_err!("formatting a token time: {e}"))?;
     Ok(Value::from(dt))
 }
 
@@ -217,7 +233,7 @@ pub fn quote(s: &str) -> String {
 
 /// Fails early, without touching anything, when `path` could not be written: an existing file (a symlink's
 /// target) must be writable, a new one needs a directory that takes it.
-pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+pub fn check_writable(path: &Path) -> Result<()> {
     let target = resolve_symlinks(path)?;
     let advice = "run as the config's owner (often root) or give another path with -c";
     if target.exists() {
@@ -225,7 +241,7 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
             .append(true)
             .open(&target)
             .map_err(|e| {
-                anyhow!(
+                edit_err!(
                     "cannot write config file {}: {e}; {advice}",
                     shown(path, &target)
                 )
@@ -240,7 +256,7 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
         .prefix(".runwright-probe")
         .tempfile_in(&dir)
         .map_err(|e| {
-            anyhow!(
+            edit_err!(
                 "cannot write config file {}: its directory {} is not writable ({e}); {advice}",
                 shown(path, &target),
                 dir.display()
@@ -268,7 +284,7 @@ fn shown(path: &Path, target: &Path) -> String {
 
 /// The file `path` names once its symlinks are followed (it may not exist yet: a dangling link names the file
 /// to create). Only the last component is followed link by link; the directories on the way stay as given.
-fn resolve_symlinks(path: &Path) -> anyhow::Result<PathBuf> {
+fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
     // Linux's own limit on links followed in one lookup (MAXSYMLINKS).
     const MAX_LINKS: usize = 40;
     let mut current = path.to_owned();
@@ -276,7 +292,7 @@ fn resolve_symlinks(path: &Path) -> anyhow::Result<PathBuf> {
         match std::fs::symlink_metadata(&current) {
             Ok(m) if m.file_type().is_symlink() => {
                 let link = std::fs::read_link(&current)
-                    .map_err(|e| anyhow!("cannot read the symlink {}: {e}", current.display()))?;
+                    .map_err(|e| edit_err!("cannot read the symlink {}: {e}", current.display()))?;
                 current = if link.is_absolute() {
                     link
                 } else {
@@ -286,16 +302,16 @@ fn resolve_symlinks(path: &Path) -> anyhow::Result<PathBuf> {
             _ => return Ok(current),
         }
     }
-    bail!(
+    Err(edit_err!(
         "cannot write config file {}: more than {MAX_LINKS} symlinks to follow (a loop?)",
         path.display()
-    )
+    ))
 }
 
 /// Writes `bytes` to `path` — the file at the end of its symlinks — keeping that file's owner, group and mode
 /// (0600 for a new file, its directory created 0700 as GitLab's runner does): atomically where it can, in place
 /// where a rename would change the file (see the module documentation).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let target = resolve_symlinks(path)?;
     let dir = parent_dir(&target);
@@ -305,10 +321,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| anyhow!("cannot create directory {}: {e}", dir.display()))?;
+            .map_err(|e| edit_err!("cannot create directory {}: {e}", dir.display()))?;
     }
     let fail = |e: std::io::Error| {
-        anyhow!(
+        edit_err!(
             "cannot write config file {}: {e}; the file was left unchanged",
             shown(path, &target)
         )
@@ -371,8 +387,8 @@ fn write_in_place(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn in_place_failed(path: &Path, target: &Path, e: std::io::Error) -> anyhow::Error {
-    anyhow!(
+fn in_place_failed(path: &Path, target: &Path, e: std::io::Error) -> EditError {
+    edit_err!(
         "cannot write config file {} in place: {e}; check it is complete (`runwright config check`)",
         shown(path, target)
     )
@@ -572,7 +588,10 @@ check_interval = 0
         if root {
             std::os::unix::fs::chown(&path, Some(4242), Some(4243)).expect("chown");
         } else {
-            eprintln!("owner not checked: needs root to give the file to another user");
+            #[allow(clippy::print_stderr)] // a skipped check must say so
+            {
+                eprintln!("owner not checked: needs root to give the file to another user");
+            }
         }
         rotate_first(&path, "glrt-NEWTOKEN-after-rotation");
         let m = std::fs::metadata(&path).expect("meta");

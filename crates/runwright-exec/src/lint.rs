@@ -5,19 +5,30 @@
 //! On an invalid file the error goes to stderr as the pipeline crate words it (with file and line) and
 //! nothing goes to stdout, so `runwright lint > merged.yml` never leaves half a document; exit 1.
 
-use crate::cli::LintArgs;
 use anyhow::Context;
 use runwright_pipeline::Pipeline;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
+/// What `runwright lint` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct LintOptions {
+    /// The CI file, relative to the top of the checkout.
+    pub file: PathBuf,
+    /// The checkout (default: the current directory).
+    pub directory: Option<PathBuf>,
+    /// The resolved configuration as JSON instead of YAML.
+    pub json: bool,
+}
+
+pub fn run(args: &LintOptions) -> anyhow::Result<ExitCode> {
     let dir = match &args.directory {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("reading the working directory")?,
     };
     // Include `rules:` need a pipeline to be evaluated for: a push of the current branch, the usual case.
-    let (root, ctx) = crate::exec::context::lint_context(&dir, &args.file)?;
+    let (root, ctx) = crate::context::lint_context(&dir, &args.file)?;
     let resolved = match Pipeline::load(&root, &args.file).and_then(|c| c.resolve(&ctx)) {
         Ok(r) => r,
         Err(e) => {

@@ -3,10 +3,12 @@
 //! sd_notify(3), written directly), the state file for `status`/`list`, and automatic token rotation at 75%
 //! of a token's lifetime (reference `protocol.md` §1.6; runner commands/multi.go `resetRunnerTokens`).
 
-use super::state::{registry, Registry};
-use super::tokens::{rotate, rotation_due};
+use crate::gitlab::{fmt_time, now};
+use crate::rotation::{rotate, rotation_due};
+use crate::state::Registry;
 use runwright_config::short_token;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -44,8 +46,7 @@ fn watchdog_interval() -> Option<Duration> {
 
 /// Until `stop`: writes the state file when it changed, says READY=1 once every entry has polled, pings the
 /// watchdog.
-pub async fn supervise(state_file: PathBuf, stop: CancellationToken) {
-    let reg: &Registry = registry();
+pub async fn supervise(reg: Arc<Registry>, state_file: PathBuf, stop: CancellationToken) {
     let watchdog = watchdog_interval();
     let mut last_ping = tokio::time::Instant::now();
     let mut ready = false;
@@ -81,12 +82,12 @@ pub async fn rotate_tokens(config_path: PathBuf, stop: CancellationToken) {
     loop {
         let mut next_check = Duration::from_secs(60);
         if let Ok(loaded) = runwright_config::load(&config_path) {
-            let now = super::now();
+            let now = now();
             for r in &loaded.config.runners {
                 let Some(due) = rotation_due(r) else { continue };
                 if r.feature_flag("FF_DISABLE_AUTOMATIC_TOKEN_ROTATION") == Some(true) {
                     if warned.insert(r.token.clone()) {
-                        tracing::warn!(runner = %r.name, token = %short_token(&r.token), "automatic token rotation is disabled (FF_DISABLE_AUTOMATIC_TOKEN_ROTATION); the token expires at {}", super::fmt_time(r.token_expires_at.unwrap_or(due)));
+                        tracing::warn!(runner = %r.name, token = %short_token(&r.token), "automatic token rotation is disabled (FF_DISABLE_AUTOMATIC_TOKEN_ROTATION); the token expires at {}", fmt_time(r.token_expires_at.unwrap_or(due)));
                     }
                     continue;
                 }
@@ -96,7 +97,7 @@ pub async fn rotate_tokens(config_path: PathBuf, stop: CancellationToken) {
                         Ok(expires) => {
                             tracing::info!(
                                 runner = %r.name,
-                                expires = %expires.map(super::fmt_time).unwrap_or_else(|| "never".into()),
+                                expires = %expires.map(fmt_time).unwrap_or_else(|| "never".into()),
                                 "runner token rotated and saved"
                             );
                             // Reload now (SIGHUP), not at the next mtime check: the old token is already
@@ -128,7 +129,7 @@ pub async fn rotate_tokens(config_path: PathBuf, stop: CancellationToken) {
 
 /// The rotation time of an entry as the state file shows it.
 pub fn rotation_label(r: &runwright_config::RunnerConfig) -> Option<String> {
-    rotation_due(r).map(super::fmt_time)
+    rotation_due(r).map(fmt_time)
 }
 
 /// Entry list for [`Registry::set_entries`].

@@ -396,13 +396,8 @@ pub fn key(url: &str, token: &str) -> String {
     )
 }
 
-/// The process's registry (the service's pollers report into it; unused elsewhere).
-pub fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
-}
-
-/// The service's live record, written out by [`Registry::write`].
+/// The service's live record (`Shared::state`: its pollers report into it, the dashboard shows it), written
+/// out by [`Registry::write`].
 #[derive(Default)]
 pub struct Registry {
     state: Mutex<(ServiceState, bool)>,
@@ -411,7 +406,7 @@ pub struct Registry {
 }
 
 fn now_str() -> String {
-    super::fmt_time(super::now())
+    crate::gitlab::fmt_time(crate::gitlab::now())
 }
 
 impl Registry {
@@ -478,10 +473,10 @@ impl Registry {
 
     pub fn unhealthy(&self, url: &str, token: &str, wait: std::time::Duration) {
         let k = key(url, token);
-        let until = super::now() + wait;
+        let until = crate::gitlab::now() + wait;
         self.update(|s| {
             if let Some(r) = s.runners.get_mut(&k) {
-                r.unhealthy_until = Some(super::fmt_time(until));
+                r.unhealthy_until = Some(crate::gitlab::fmt_time(until));
             }
         });
     }

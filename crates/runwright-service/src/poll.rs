@@ -29,7 +29,7 @@ pub fn start(
     .map_err(|e| e.to_string())?;
     let health = Arc::new(Mutex::new(Health::default()));
     let mut info = crate::identity::version_info(executor.as_ref());
-    crate::ops::entry_info(&mut info, &runner);
+    crate::gitlab::entry_info(&mut info, &runner);
     for _ in 0..runner.request_concurrency() {
         tokio::spawn(poll_loop(
             shared.clone(),
@@ -68,7 +68,7 @@ async fn poll_loop(
         }
         let skip = health.lock().ok().and_then(|h| h.skip_for());
         if let Some(wait) = skip {
-            crate::ops::state::registry().unhealthy(&runner.url, &runner.token, wait);
+            shared.state.unhealthy(&runner.url, &runner.token, wait);
             tracing::warn!(
                 runner = name,
                 "runner is unhealthy: skipping requests for {wait:?}"
@@ -108,7 +108,9 @@ async fn poll_loop(
             RequestJobOutcome::Unavailable => ("unavailable".to_string(), false),
             RequestJobOutcome::Failed(msg) => (format!("failed: {msg}"), false),
         };
-        crate::ops::state::registry().polled(&runner.url, &runner.token, &label, success);
+        shared
+            .state
+            .polled(&runner.url, &runner.token, &label, success);
         match outcome {
             RequestJobOutcome::Job(received) => {
                 set_health(true);
@@ -132,7 +134,7 @@ async fn poll_loop(
                 );
                 let job_id = received_id;
                 let (url, token) = (runner.url.clone(), runner.token.clone());
-                crate::ops::state::registry().job(&url, &token, job_id, true);
+                shared.state.job(&url, &token, job_id, true);
                 let task = async move {
                     if inject_panic {
                         panic!("RUNWRIGHT_TEST_FAULT=panic-in-job");
@@ -140,9 +142,10 @@ async fn poll_loop(
                     task.await
                 };
                 let guarded = fail_on_panic(task, client.clone(), info.clone(), job_id, job_token);
+                let live = shared.state.clone();
                 shared.jobs.spawn(async move {
                     guarded.await;
-                    crate::ops::state::registry().job(&url, &token, job_id, false);
+                    live.job(&url, &token, job_id, false);
                 });
                 // GitLab's runner asks again at once unless strict_check_interval (§2.6 step 3).
                 if runner.strict_check_interval

@@ -14,7 +14,7 @@
 
 use super::changes::{Base, GitProjectFiles};
 use super::{git_opt, Checkout};
-use crate::cli::ExecArgs;
+use crate::ExecOptions;
 use anyhow::{bail, Context};
 use runwright_pipeline::slug;
 use runwright_pipeline::PipelineContext;
@@ -192,7 +192,10 @@ pub(crate) fn project_variables(root: &Path) -> anyhow::Result<BTreeMap<String, 
 
 /// The context `exec` evaluates the pipeline in: the source's predefined variables, then the project
 /// variables file, then `--variable` (highest precedence; both are pipeline variables for the crate).
-pub(super) fn pipeline_context(args: &ExecArgs, co: &Checkout) -> anyhow::Result<PipelineContext> {
+pub(super) fn pipeline_context(
+    args: &ExecOptions,
+    co: &Checkout,
+) -> anyhow::Result<PipelineContext> {
     let source = PipelineSource::parse(&args.pipeline_source)?;
     let base = match source {
         PipelineSource::MergeRequestEvent => Base::MergeRequest {

@@ -1,19 +1,35 @@
 //! `runwright run`: one process coordinating every `[[runners]]` entry of `config.toml`, across any number of
 //! GitLab instances (reference `protocol.md` §2, §8, §9.3).
 //!
-//! Each entry polls on its own tasks (`request_concurrency` of them), so one entry's long poll never delays
-//! another's jobs; a shared slot pool enforces `concurrent` and `limit`. Shutdown is one `select!` over the
-//! signals: SIGQUIT drains, SIGTERM/SIGINT abort running jobs (`runner_interrupted`), SIGHUP and a changed
-//! file reload the configuration without touching running jobs.
+//! Each entry polls on its own tasks (`request_concurrency` of them, `poll.rs`), so one entry's long poll never
+//! delays another's jobs; a shared slot pool (`slots.rs`) enforces `concurrent` and `limit`; each job runs in a
+//! task of its own (`job.rs`, `job_request.rs`), recorded in the job journal (`journal.rs`) and counted in
+//! `metrics.rs`. Shutdown is one `select!` over the signals: SIGQUIT drains, SIGTERM/SIGINT abort running jobs
+//! (`runner_interrupted`), SIGHUP and a changed file reload the configuration without touching running jobs.
+//!
+//! State owned: [`Shared`], which every entry's tasks share — the slots, the journal, the metrics and the live
+//! runner state (`state::Registry`, written to the state file `runwright status` reads, and shown by the
+//! dashboard). Also here: `listen_address` (`dashboard/`), systemd notifications and the token rotation loop
+//! (`sd.rs`, `rotation.rs`), and what runwright says of itself to GitLab (`identity.rs`, `gitlab.rs`).
+//! `runwright exec` (crate `runwright-exec`) starts the same pollers and job handling through
+//! [`Shared::new`] and [`start_entry`].
+#![deny(clippy::print_stdout)]
 
+pub mod dashboard;
+pub mod gitlab;
 mod health;
+pub mod history;
+pub mod identity;
 mod job;
 mod job_request;
+pub mod journal;
+pub mod metrics;
 mod poll;
+pub mod rotation;
+pub mod sd;
 mod slots;
+pub mod state;
 
-use crate::cli::RunArgs;
-use crate::logging::LogArgs;
 use anyhow::Context;
 use runwright_config::{Config, RunnerConfig};
 use runwright_engine::{Executor, RunnerIdentity};
@@ -48,6 +64,9 @@ pub struct Shared {
     pub journal: std::sync::OnceLock<Option<Arc<crate::journal::JobJournal>>>,
     /// What `/metrics` on `listen_address` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The live state of the runner entries (last poll, running jobs, back-off) and of the service: written to
+    /// the state file by `sd::supervise`, shown by the dashboard.
+    pub state: Arc<state::Registry>,
     /// The process marks (`RUNWRIGHT_JOB_MARK`) of the jobs being handled now ([`Shared::kill_running_jobs`]).
     running_marks: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -86,6 +105,7 @@ impl Shared {
             check_interval: std::sync::Mutex::new(check_interval),
             journal: std::sync::OnceLock::new(),
             metrics: Arc::default(),
+            state: Arc::default(),
             running_marks: std::sync::Mutex::default(),
         })
     }
@@ -246,17 +266,31 @@ fn mtime(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
+/// What `runwright run` is given on its command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `config.toml`.
+    pub config: PathBuf,
+    /// Changed to before starting (relative builds_dir are resolved against it).
+    pub working_directory: Option<PathBuf>,
+    /// Shell-executor jobs run as this user (the service must run as root); else `user` of the config.
+    pub user: Option<String>,
+}
+
+/// Runs the service until a signal ends it. `init_logging` is called once, with the config's `log_level` and
+/// `log_format` (none when the config does not load).
+pub async fn run(
+    args: RunOptions,
+    init_logging: impl FnOnce(Option<&str>, Option<&str>),
+) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.working_directory {
         std::env::set_current_dir(dir)
             .with_context(|| format!("changing to working directory {}", dir.display()))?;
     }
-    let config_path =
-        std::path::absolute(args.config.path()).context("resolving the config path")?;
+    let config_path = std::path::absolute(&args.config).context("resolving the config path")?;
     let (config, invalid_runners) = match runwright_config::load(&config_path) {
         Ok(l) => {
-            crate::logging::init(
-                &log,
+            init_logging(
                 l.config.log_level.as_deref(),
                 l.config.log_format.as_deref(),
             );
@@ -264,7 +298,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
             (l.config, l.invalid_runners)
         }
         Err(e) => {
-            crate::logging::init(&log, None, None);
+            init_logging(None, None);
             return Err(e).context("the service cannot start with this configuration");
         }
     };
@@ -320,11 +354,12 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     let mut sighup = signal(SignalKind::hangup())?;
 
     // One service per config (issue 5): a second one would run every job twice.
-    let service_lock = crate::ops::state::lock(&config_path)?;
+    let service_lock = state::lock(&config_path)?;
     let ops_stop = CancellationToken::new();
-    crate::ops::state::registry().start(std::process::id());
-    tokio::spawn(crate::ops::sd::supervise(
-        crate::ops::state::state_path_for_lock(&service_lock.path),
+    shared.state.start(std::process::id());
+    tokio::spawn(sd::supervise(
+        shared.state.clone(),
+        state::state_path_for_lock(&service_lock.path),
         ops_stop.clone(),
     ));
     let _ops_stop = ops_stop.clone().drop_guard();
@@ -364,6 +399,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         .map(|addr| {
             let dashboard = crate::dashboard::Dashboard::new(
                 shared.metrics.clone(),
+                shared.state.clone(),
                 shared.journal.get().cloned().flatten(),
                 shared.working_dir.clone(),
                 config_path.clone(),
@@ -385,16 +421,13 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
     shared.metrics.set_ready(true);
 
     let mut entries: HashMap<String, Entry> = HashMap::new();
-    crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&config));
+    shared.state.set_entries(&sd::entries(&config));
     apply_config(&shared, &mut entries, &config);
     let mut last_mtime = mtime(&config_path);
     let mut shutdown_timeout = config.shutdown_timeout();
 
     // After `last_mtime` and the SIGHUP handler: a rotation saves the new token and raises SIGHUP to reload.
-    tokio::spawn(crate::ops::sd::rotate_tokens(
-        config_path.clone(),
-        ops_stop.clone(),
-    ));
+    tokio::spawn(sd::rotate_tokens(config_path.clone(), ops_stop.clone()));
     let mut tick = tokio::time::interval(RELOAD_CHECK);
     tick.tick().await;
 
@@ -424,7 +457,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
                         *ci = new.check_interval();
                     }
                     shutdown_timeout = new.shutdown_timeout();
-                    crate::ops::state::registry().set_entries(&crate::ops::sd::entries(&new));
+                    shared.state.set_entries(&sd::entries(&new));
                     apply_config(&shared, &mut entries, &new);
                     set_metrics_config(&shared, &new);
                     if let Some(d) = &dashboard {
@@ -440,8 +473,8 @@ pub async fn run(args: RunArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    crate::ops::sd::notify("STOPPING=1\nSTATUS=finishing running jobs");
-    crate::ops::state::registry().stopping();
+    sd::notify("STOPPING=1\nSTATUS=finishing running jobs");
+    shared.state.stopping();
     shared.metrics.set_ready(false);
     shared.stop_requests.cancel();
     shared.jobs.close();
@@ -536,7 +569,7 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
                 );
             }
             Err(msg) => {
-                crate::ops::state::registry().not_started(&r.url, &r.token, &msg);
+                shared.state.not_started(&r.url, &r.token, &msg);
                 tracing::error!(runner = %r.name, "{msg}")
             }
         }
