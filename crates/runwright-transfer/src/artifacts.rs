@@ -4,7 +4,7 @@
 //! runner process on the job's project directory, with the archive engine of `runwright-archive`. The trace
 //! lines are GitLab's, so people reading a log find what they know.
 
-use super::{blocking, JobStep, StepContext, StepError, StepPosition};
+use crate::blocking;
 use async_trait::async_trait;
 use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_client::failure_reason::FailureReason;
@@ -12,6 +12,7 @@ use runwright_client::types::{Artifact, Dependency};
 use runwright_client::Client;
 use runwright_client::UploadRequest;
 use runwright_config::short_token;
+use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition};
 use std::path::{Path, PathBuf};
 
 /// Downloads the artifacts of the job's dependencies into its project directory.
@@ -60,9 +61,10 @@ impl JobStep for DownloadArtifacts {
         // FF_USE_DIRECT_DOWNLOAD defaults to true: ask for a redirect to object storage on the first try only.
         // gitlab-runner's helper reads it from the job's environment (`env:"FF_USE_DIRECT_DOWNLOAD"`), where the
         // resolved value leads the list.
-        let direct =
-            crate::variables::parse_go_bool(ctx.var(crate::feature_flags::USE_DIRECT_DOWNLOAD))
-                .unwrap_or(true);
+        let direct = runwright_engine::variables::parse_go_bool(
+            ctx.var(runwright_engine::feature_flags::USE_DIRECT_DOWNLOAD),
+        )
+        .unwrap_or(true);
         for dep in with_artifacts(&ctx.job.dependencies) {
             ctx.line(&format!(
                 "{}Downloading artifacts for {} ({})...{}",
@@ -126,10 +128,10 @@ impl JobStep for DownloadArtifacts {
             }
             let project = ctx.project_dir.to_path_buf();
             let archive = dest.clone();
-            let opts = super::extract_options(ctx);
+            let opts = crate::extract_options(ctx);
             let r = blocking(move || {
                 runwright_archive::extract(&archive, &project, &opts)
-                    .map_err(|e| super::archive_error(e, "artifacts"))
+                    .map_err(|e| crate::archive_error(e, "artifacts"))
             })
             .await;
             let _ = std::fs::remove_file(&dest);
@@ -170,7 +172,7 @@ impl UploadArtifacts {
 }
 
 fn applies(a: &Artifact, succeeded: bool) -> bool {
-    super::when_matches(&a.when, succeeded)
+    crate::when_matches(&a.when, succeeded)
 }
 
 /// The uploaded file's name (`protocol.md` §5.1): the base name of `artifacts:name` (default `default`) plus
@@ -210,7 +212,7 @@ impl JobStep for UploadArtifacts {
             .artifacts
             .iter()
             .find(|a| applies(a, ctx.succeeded))?;
-        Some(super::result_section(
+        Some(crate::result_section(
             ctx,
             "upload_artifacts_on_success",
             "upload_artifacts_on_failure",
@@ -265,7 +267,7 @@ impl UploadArtifacts {
             untracked: a.untracked,
             max_files: None,
         };
-        let selection = super::select(ctx, spec, "artifacts").await?;
+        let selection = crate::select(ctx, spec, "artifacts").await?;
         // Files and symlinks: what `No files to upload` and the raw format count.
         let mut files = (0..selection.len()).filter(|i| !selection.is_dir(*i));
         let first_file = files.next();

@@ -6,7 +6,7 @@
 //! caches); with `[runners.cache] Type = "s3"` it also goes to the bucket through presigned URLs. Nothing here
 //! ever fails the job: a cache problem is a warning, as in GitLab's runner.
 
-use super::{blocking, JobStep, StepContext, StepError, StepPosition};
+use crate::blocking;
 use async_trait::async_trait;
 use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_cache::key::{self, CacheKey};
@@ -14,6 +14,7 @@ use runwright_cache::local::{project_slug, LocalCache};
 use runwright_cache::s3::{DownloadResult, S3Cache, UploadResult};
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::Cache;
+use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +40,7 @@ fn policy(ctx: &StepContext<'_>, c: &Cache) -> Result<Policy, String> {
 }
 
 fn saves(c: &Cache, succeeded: bool) -> bool {
-    super::when_matches(&c.when, succeeded)
+    crate::when_matches(&c.when, succeeded)
 }
 
 fn has_content(c: &Cache) -> bool {
@@ -50,7 +51,7 @@ fn has_content(c: &Cache) -> bool {
 /// `[runners.feature_flags]` wins over the job's variable.
 fn hash_keys(ctx: &StepContext<'_>) -> bool {
     ctx.feature_flags
-        .is_on(crate::feature_flags::HASH_CACHE_KEYS)
+        .is_on(runwright_engine::feature_flags::HASH_CACHE_KEYS)
 }
 
 /// The entry's key as written, expanded; `<job>/<ref>` when that leaves nothing (§6.1).
@@ -253,10 +254,10 @@ impl RestoreCache {
             }
             let project = ctx.project_dir.to_path_buf();
             let file = archive.clone();
-            let opts = super::extract_options(ctx);
+            let opts = crate::extract_options(ctx);
             match blocking(move || {
                 runwright_archive::extract(&file, &project, &opts)
-                    .map_err(|e| super::archive_error(e, "cache"))
+                    .map_err(|e| crate::archive_error(e, "cache"))
             })
             .await
             {
@@ -330,7 +331,7 @@ impl JobStep for ArchiveCache {
         ctx.job.cache.iter().find(|c| {
             has_content(c) && saves(c, ctx.succeeded) && !matches!(policy(ctx, c), Ok(Policy::Pull))
         })?;
-        Some(super::result_section(
+        Some(crate::result_section(
             ctx,
             "archive_cache",
             "archive_cache_on_failure",
@@ -387,7 +388,7 @@ impl ArchiveCache {
             untracked: c.untracked,
             max_files: None,
         };
-        let selection = super::select(ctx, spec, "cache").await?;
+        let selection = crate::select(ctx, spec, "cache").await?;
         if selection.is_empty() {
             ctx.warn("No files to archive, cache will not be created");
             return Ok(());
