@@ -1119,6 +1119,9 @@ fn job_hook(job: &JobResponse, name: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
+mod stage_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::executor::{Executor, ExecutorSession, PreparedJob};

@@ -11,6 +11,8 @@ pub mod script;
 pub mod settings;
 pub mod sources;
 pub mod steps;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tls;
 pub mod variables;
 

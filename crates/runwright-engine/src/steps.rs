@@ -81,7 +81,7 @@ impl StepContext<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepError {
     pub reason: FailureReason,
     pub message: String,
