@@ -552,60 +552,30 @@ impl StageRun<'_> {
         session: &mut dyn ExecutorSession,
         prepare: &StageDeadline,
     ) -> JobOutcome {
-        let (job, trace, plan) = (self.job, self.trace, self.plan);
         if let Some(outcome) = self.prepare_script(session, prepare).await {
             return outcome;
         }
 
         let sources = SourcesRun { run: self, host };
-        if let Some(outcome) = sources.run(session).await {
-            return outcome;
-        }
-
-        // restore_cache, download_artifacts: pluggable.
-        if let Some(outcome) = self.run_steps(host, StepPosition::BeforeScript, true).await {
-            return outcome;
-        }
-        if self.job_ctx.is_cancelled() {
-            return self.ctx_outcome();
-        }
-
-        // RUNNER_SCRIPT_TIMEOUT / RUNNER_AFTER_SCRIPT_TIMEOUT, read as the user scripts start: a value the runner
-        // cannot use is ignored with its warning.
-        let (script_timeout, after_script_timeout, timeout_warnings) = script_timeouts(
-            &plan.vars,
-            plan.deadline
-                .saturating_duration_since(tokio::time::Instant::now()),
-        );
-        for w in &timeout_warnings {
-            warn(trace, w);
-        }
-
-        let (mut state, mut outcome) = match self.user_script(session, script_timeout).await {
-            Ok(ended) => ended,
-            Err(outcome) => return outcome,
+        let failed_before = match sources.run(session).await {
+            Err(Stop::Now(outcome)) => return outcome,
+            Err(Stop::Failed(outcome)) => Some(outcome),
+            // restore_cache, download_artifacts: pluggable.
+            Ok(()) => self.run_steps(host, StepPosition::BeforeScript, true).await,
         };
-
-        // after_script: only when defined; its own timeout; never after an abort or the job timeout.
         if self.job_ctx.is_cancelled() {
             return self.ctx_outcome();
         }
-        if let Some(after) = job.steps.iter().find(|s| s.name == "after_script") {
-            if !after.script.is_empty() {
-                if let Err(outcome) = self
-                    .after_script(
-                        session,
-                        &after.script,
-                        after_script_timeout,
-                        &mut state,
-                        &mut outcome,
-                    )
-                    .await
-                {
-                    return outcome;
-                }
-            }
-        }
+
+        // runner `executeScript`: a failure before the user script skips it and after_script, but the caches
+        // and artifacts of a failed job are still saved.
+        let (state, mut outcome) = match failed_before {
+            Some(outcome) => (ScriptState::Failed, outcome),
+            None => match self.user_scripts(session).await {
+                Ok(ended) => ended,
+                Err(outcome) => return outcome,
+            },
+        };
 
         // archive_cache / upload_artifacts: pluggable; their errors only count when the script succeeded.
         let succeeded = state == ScriptState::Success;
@@ -621,6 +591,45 @@ impl StageRun<'_> {
             return self.ctx_outcome();
         }
         outcome
+    }
+
+    /// The user script and after_script (runner common/build.go `executeUserScripts`): the state and outcome
+    /// the uploads see; `Err` when the job context ended the job.
+    async fn user_scripts(
+        &self,
+        session: &mut dyn ExecutorSession,
+    ) -> Result<(ScriptState, JobOutcome), JobOutcome> {
+        let (job, trace, plan) = (self.job, self.trace, self.plan);
+        // RUNNER_SCRIPT_TIMEOUT / RUNNER_AFTER_SCRIPT_TIMEOUT, read as the user scripts start: a value the runner
+        // cannot use is ignored with its warning.
+        let (script_timeout, after_script_timeout, timeout_warnings) = script_timeouts(
+            &plan.vars,
+            plan.deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
+        for w in &timeout_warnings {
+            warn(trace, w);
+        }
+
+        let (mut state, mut outcome) = self.user_script(session, script_timeout).await?;
+
+        // after_script: only when defined; its own timeout; never after an abort or the job timeout.
+        if self.job_ctx.is_cancelled() {
+            return Err(self.ctx_outcome());
+        }
+        if let Some(after) = job.steps.iter().find(|s| s.name == "after_script") {
+            if !after.script.is_empty() {
+                self.after_script(
+                    session,
+                    &after.script,
+                    after_script_timeout,
+                    &mut state,
+                    &mut outcome,
+                )
+                .await?;
+            }
+        }
+        Ok((state, outcome))
     }
 
     /// prepare_script: GitLab's prints where the job runs. An executor that knows the answer saves a shell
@@ -975,6 +984,14 @@ impl Backoff {
     }
 }
 
+/// How the stages before the user script stop the job (runner common/build.go `executePrepareScripts`).
+enum Stop {
+    /// Nothing more runs: the job context ended, or a stage timeout passed.
+    Now(JobOutcome),
+    /// The job has failed: the user script is skipped, the failed job's caches and artifacts still saved.
+    Failed(JobOutcome),
+}
+
 /// The `get_sources` stage with its attempts, the `clear_worktree` stage before the second one, the back-off
 /// between them and `get_sources_timeout` over all of it (runner common/build.go `executePrepareScripts`,
 /// `attemptExecuteStage`).
@@ -1024,7 +1041,7 @@ impl SourcesRun<'_> {
         r
     }
 
-    async fn run(&self, session: &mut dyn ExecutorSession) -> Option<JobOutcome> {
+    async fn run(&self, session: &mut dyn ExecutorSession) -> Result<(), Stop> {
         let (plan, trace) = (self.run.plan, self.run.trace);
         let deadline = StageDeadline::start(self.run.job_ctx, plan.get_sources_timeout);
         let script = self.script();
@@ -1092,21 +1109,24 @@ impl SourcesRun<'_> {
                 if job_timed_out {
                     warn_timeout_exceeded(trace, stopped_in);
                 }
-                return Some(self.run.ctx_outcome());
+                return Err(Stop::Now(self.run.ctx_outcome()));
             }
             if deadline.timed_out() {
                 warn_timeout_exceeded(trace, stopped_in);
-                return Some(JobOutcome::failed(
+                return Err(Stop::Now(JobOutcome::failed(
                     FailureReason::JobExecutionTimeout,
                     None,
                     format!(
                         "get sources timeout: exceeded timeout of {}",
                         format_go_duration(plan.get_sources_timeout)
                     ),
-                ));
+                )));
             }
         }
-        result.failure(FailureReason::ScriptFailure, self.run)
+        match result.failure(FailureReason::ScriptFailure, self.run) {
+            Some(outcome) => Err(Stop::Failed(outcome)),
+            None => Ok(()),
+        }
     }
 }
 

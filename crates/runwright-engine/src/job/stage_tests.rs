@@ -904,3 +904,125 @@ async fn an_invalid_step_name_fails_the_job_as_a_system_failure() {
     assert_eq!(ran.names(), names(ALL));
     assert_eq!(ran.after_script_status(), "failed");
 }
+
+/// runner common/build.go `executePrepareScripts` → `executeScript`: a get_sources that keeps failing fails the
+/// job with its exit code; the user script and after_script are skipped, a failed job's caches and artifacts
+/// are still saved.
+#[tokio::test(start_paused = true)]
+async fn a_failing_get_sources_skips_the_script_and_saves_what_a_failed_job_saves() {
+    let exec = FakeExecutor::new().on("get_sources", [Act::Exit(128), Act::Exit(128)]);
+    let ran = run(exec, &with_var(script_job(), "GET_SOURCES_ATTEMPTS", "2")).await;
+    assert_eq!(
+        ran.outcome,
+        failed(FailureReason::ScriptFailure, Some(128), "exit status 128")
+    );
+    assert_eq!(
+        ran.names(),
+        names(&[
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "clear_worktree",
+            "get_sources",
+            "archive_cache",
+            "upload_artifacts",
+            "cleanup",
+        ])
+    );
+    assert_eq!(
+        ran.steps_saw(),
+        saw(&[("archive_cache", false), ("upload_artifacts", false)])
+    );
+
+    // The same for a get_sources the runner cannot run at all: a system failure.
+    let exec = FakeExecutor::new().on("get_sources", [Act::System("no shell".into())]);
+    let ran = run(exec, &script_job()).await;
+    assert_eq!(
+        ran.outcome,
+        failed(FailureReason::RunnerSystemFailure, None, "no shell")
+    );
+    assert_eq!(
+        ran.steps_saw(),
+        saw(&[("archive_cache", false), ("upload_artifacts", false)])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_artifact_download_skips_the_script_and_saves_what_a_failed_job_saves() {
+    let download_error = StepError {
+        reason: FailureReason::ScriptFailure,
+        message: "downloading artifacts from coordinator... 404 Not Found".into(),
+        exit_code: Some(1),
+    };
+    let exec = FakeExecutor::new();
+    let steps = transfer_with(
+        &exec,
+        StepAct::Fail(download_error.clone()),
+        StepAct::Succeed,
+    );
+    let ran = run_job_with(exec, steps, &RunnerConfig::default(), &script_job(), |_| {}).await;
+    assert_eq!(
+        ran.outcome,
+        failed(
+            FailureReason::ScriptFailure,
+            Some(1),
+            &download_error.message
+        )
+    );
+    assert_eq!(
+        ran.names(),
+        names(&[
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "restore_cache",
+            "download_artifacts",
+            "archive_cache",
+            "upload_artifacts",
+            "cleanup",
+        ])
+    );
+    assert_eq!(
+        ran.steps_saw()[2..],
+        saw(&[("archive_cache", false), ("upload_artifacts", false)])
+    );
+}
+
+/// A transfer stopped by an abort does not count as its own failure: the job ends as canceled, nothing more
+/// runs.
+#[tokio::test(start_paused = true)]
+async fn a_hard_cancel_during_a_download_ends_the_job_as_canceled() {
+    let exec = FakeExecutor::new();
+    let steps = transfer_with(
+        &exec,
+        StepAct::Hang(StepError {
+            reason: FailureReason::ScriptFailure,
+            message: "canceled".into(),
+            exit_code: Some(1),
+        }),
+        StepAct::Succeed,
+    );
+    let ran = run_job_with(
+        exec,
+        steps,
+        &RunnerConfig::default(),
+        &script_job(),
+        at(5 * SECOND, |c| c.abort(AbortReason::Remote)),
+    )
+    .await;
+    assert_eq!(
+        ran.outcome,
+        failed(FailureReason::JobCanceled, None, "canceled")
+    );
+    assert_eq!(
+        ran.names(),
+        names(&[
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "restore_cache",
+            "download_artifacts",
+            "cleanup",
+        ])
+    );
+}
