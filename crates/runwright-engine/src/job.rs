@@ -5,6 +5,7 @@
 //! to GitLab.
 
 use crate::control::{AbortReason, JobControl};
+use crate::error::Error;
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use crate::layout::JobDirs;
 use crate::plan::{plan, script_timeouts, Plan};
@@ -68,6 +69,11 @@ impl JobOutcome {
             exit_code: None,
             message: String::new(),
         }
+    }
+
+    /// A job that ends with `error`: its reason, its text as the message.
+    fn from_error(error: &Error) -> Self {
+        Self::failed(error.failure_reason(), None, error.to_string())
     }
 
     fn failed(reason: FailureReason, exit_code: Option<i32>, message: impl Into<String>) -> Self {
@@ -225,7 +231,7 @@ pub async fn run_job(
         Err(e) => {
             // A configuration the runner refuses while it prepares the executor (its `StartBuild`), inside
             // that section.
-            if e.reason == FailureReason::RunnerConfigurationError {
+            if e.failure_reason() == FailureReason::RunnerConfigurationError {
                 let sections = Sections {
                     trace,
                     enabled: job.features.trace_sections,
@@ -236,7 +242,7 @@ pub async fn run_job(
                 );
                 sections.end("prepare_executor");
             }
-            JobOutcome::failed(e.reason, None, e.message)
+            JobOutcome::from_error(&e)
         }
     };
     timer.abort();
@@ -386,12 +392,11 @@ impl StageRun<'_> {
             Err(ExecutorError::Failed(reason, msg)) => {
                 return JobOutcome::failed(reason, None, msg)
             }
-            Err(e) => {
-                return JobOutcome::failed(
-                    FailureReason::RunnerSystemFailure,
-                    None,
-                    format!("preparing the {} executor: {e}", env.executor.name()),
-                )
+            Err(source) => {
+                return JobOutcome::from_error(&Error::Prepare {
+                    executor: env.executor.name().to_string(),
+                    source,
+                })
             }
         };
 
@@ -399,7 +404,7 @@ impl StageRun<'_> {
         let host = HostDirs::of(plan, session.as_ref());
         let outcome = match &host {
             Ok(host) => self.run_stages(host, session.as_mut(), &prepare).await,
-            Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone()),
+            Err(e) => JobOutcome::from_error(e),
         };
 
         prepare.stop();
@@ -448,15 +453,11 @@ struct HostDirs {
 }
 
 impl HostDirs {
-    fn of(plan: &Plan, session: &dyn ExecutorSession) -> Result<Self, String> {
+    fn of(plan: &Plan, session: &dyn ExecutorSession) -> Result<Self, Error> {
         let map = |p: &std::path::Path| {
-            session.host_path(p).ok_or_else(|| {
-                format!(
-                    "{} is not reachable from the runner's file system, so sources, caches and artifacts cannot \
-                     be moved there (run runwright on the Docker host, or bind-mount the builds dir)",
-                    p.display()
-                )
-            })
+            session
+                .host_path(p)
+                .ok_or_else(|| Error::NotOnHost(p.to_path_buf()))
         };
         let dirs = JobDirs {
             builds_dir: map(&plan.dirs.builds_dir)?,
@@ -501,7 +502,8 @@ enum StageResult {
     Ok,
     ExitCode(i32),
     Canceled,
-    System(String),
+    /// The executor failed (a system failure, whatever reason it gave).
+    System(Error),
 }
 
 impl StageResult {
@@ -522,7 +524,7 @@ impl StageResult {
             StageResult::System(e) => Some(JobOutcome::failed(
                 FailureReason::RunnerSystemFailure,
                 None,
-                e,
+                e.to_string(),
             )),
         }
     }
@@ -539,7 +541,7 @@ async fn run_script(
         Ok(0) => StageResult::Ok,
         Ok(code) => StageResult::ExitCode(code),
         Err(ExecutorError::Canceled) => StageResult::Canceled,
-        Err(ExecutorError::System(e)) | Err(ExecutorError::Failed(_, e)) => StageResult::System(e),
+        Err(e) => StageResult::System(e.into()),
     }
 }
 
@@ -727,11 +729,7 @@ impl StageRun<'_> {
         for step in job.steps.iter().filter(|s| s.name != "after_script") {
             let stage = format!("step_{}", step.name.to_lowercase());
             if !crate::script::is_valid_env_name(&step.name) {
-                outcome = JobOutcome::failed(
-                    FailureReason::RunnerSystemFailure,
-                    None,
-                    format!("invalid step name {:?}", step.name),
-                );
+                outcome = JobOutcome::from_error(&Error::InvalidStepName(step.name.clone()));
                 state = ScriptState::Failed;
                 break;
             }
@@ -784,7 +782,8 @@ impl StageRun<'_> {
                 }
                 StageResult::System(e) => {
                     state = ScriptState::Failed;
-                    outcome = JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e);
+                    outcome =
+                        JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e.to_string());
                 }
             }
             break;
@@ -1002,7 +1001,7 @@ struct SourcesRun<'a> {
 
 impl SourcesRun<'_> {
     /// The get_sources script, or the error the runner fails the stage with before running anything.
-    fn script(&self) -> Result<String, String> {
+    fn script(&self) -> Result<String, Error> {
         let (env, job, plan, host) = (self.run.env, self.run.job, self.run.plan, self.host);
         let host_tmp = host.dirs.tmp_dir.to_string_lossy().to_string();
         let mut w = ScriptWriter::new();

@@ -2,6 +2,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod control;
+pub mod error;
 pub mod executor;
 pub mod feature_flags;
 pub mod job;
@@ -17,6 +18,7 @@ mod tls;
 pub mod variables;
 
 pub use control::{AbortReason, JobControl};
+pub use error::Error;
 pub use executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 pub use feature_flags::{FeatureFlags, JobSettings};
 pub use job::{run_job, JobEnv, JobOutcome, RunnerIdentity};
