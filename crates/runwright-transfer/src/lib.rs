@@ -7,7 +7,9 @@
 
 pub mod artifacts;
 pub mod cache;
+pub mod error;
 
+pub use error::Error;
 use runwright_engine::steps::StepContext;
 
 /// `artifacts:when` / `cache:when` against the script's result: empty and `on_success` after success only.
@@ -40,13 +42,13 @@ pub(crate) async fn select(
     ctx: &StepContext<'_>,
     mut spec: runwright_archive::ArchiveSpec,
     what: &'static str,
-) -> Result<runwright_archive::Selection, String> {
+) -> Result<runwright_archive::Selection, Error> {
     let project = ctx.project_dir.to_path_buf();
     // The selection lives in the service's memory (GitLab's runner makes it in its helper process, in the
     // job's): one job's file count must not exhaust it (issue 17).
     spec.max_files = Some(ctx.runner.max_archive_files());
     let selection = blocking(move || {
-        runwright_archive::select_files(&project, &spec).map_err(|e| archive_error(e, what))
+        runwright_archive::select_files(&project, &spec).map_err(|e| Error::archive(e, what))
     })
     .await?;
     for info in &selection.infos {
@@ -56,32 +58,6 @@ pub(crate) async fn select(
         ctx.warn(w);
     }
     Ok(selection)
-}
-
-/// An archive error as the job log shows it: for one over `max_archive_files`, the limit, whose it is, and how
-/// to get under it or raise it.
-pub(crate) fn archive_error(e: runwright_archive::Error, what: &str) -> String {
-    match e {
-        runwright_archive::Error::TooManyFiles { limit } => too_many_files(what, limit),
-        // The caller names the archive (`extracting artifacts of build (42): …`, `Extracting cache key: …`).
-        runwright_archive::Error::TooManyEntries { limit, .. } => format!(
-            "the archive holds more than {limit} entries, over this runner's limit for one archive \
-             (max_archive_files in its [[runners]] entry of config.toml; runwright reads an archive's index in the \
-             runner's own memory): archive fewer, larger files, or ask the runner's administrator to raise \
-             max_archive_files"
-        ),
-        e => e.to_string(),
-    }
-}
-
-fn too_many_files(what: &str, limit: usize) -> String {
-    format!(
-        "{what}: more than {limit} files, directories and symlinks match, over this runner's limit for one \
-         archive (max_archive_files in its [[runners]] entry of config.toml; runwright lists an archive's files \
-         in the runner's own memory). Archive fewer, larger files (for example, pack the directory into one \
-         tar file in the job's script and archive that), or ask the runner's administrator to raise \
-         max_archive_files"
-    )
 }
 
 /// Extraction options for the project directory: the job's owner, everything else safe by default.
@@ -96,10 +72,7 @@ pub(crate) fn extract_options(ctx: &StepContext<'_>) -> runwright_archive::Extra
 
 /// Runs blocking archive work off the async threads, turning a panic into an error rather than a crash.
 pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(format!("internal error in an archive task: {e}")),
-    }
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await?
 }
