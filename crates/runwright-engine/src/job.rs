@@ -5,6 +5,7 @@
 //! to GitLab.
 
 use crate::control::{AbortReason, JobControl};
+use crate::error::Error;
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use crate::layout::JobDirs;
 use crate::plan::{plan, script_timeouts, Plan};
@@ -17,6 +18,7 @@ use runwright_client::types::JobResponse;
 use runwright_config::{format_go_duration, RunnerConfig};
 use runwright_trace::{ansi, section_end, section_start, TraceBuffer};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +69,11 @@ impl JobOutcome {
             exit_code: None,
             message: String::new(),
         }
+    }
+
+    /// A job that ends with `error`: its reason, its text as the message.
+    fn from_error(error: &Error) -> Self {
+        Self::failed(error.failure_reason(), None, error.to_string())
     }
 
     fn failed(reason: FailureReason, exit_code: Option<i32>, message: impl Into<String>) -> Self {
@@ -179,13 +186,13 @@ pub async fn run_job(
     };
     // The job context: cancelled by an abort or when the job timeout fires.
     let job_ctx = control.abort_token().child_token();
-    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
     let timer = {
         let job_ctx = job_ctx.clone();
         let timed_out = timed_out.clone();
         tokio::spawn(async move {
             tokio::time::sleep(job_timeout).await;
-            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            timed_out.store(true, Ordering::SeqCst);
             job_ctx.cancel();
         })
     };
@@ -204,22 +211,27 @@ pub async fn run_job(
                 let joined: Vec<&str> = warnings.iter().map(|w| w.as_str()).collect();
                 warn(trace, &joined.join("\n"));
             }
-            run_planned(
+            StageRun {
                 env,
                 job,
                 trace,
                 control,
-                &plan,
-                &job_ctx,
-                &timed_out,
+                plan: &plan,
+                sections: Sections {
+                    trace,
+                    enabled: job.features.trace_sections,
+                },
+                job_ctx: &job_ctx,
+                job_timed_out: &timed_out,
                 job_timeout,
-            )
+            }
+            .run()
             .await
         }
         Err(e) => {
             // A configuration the runner refuses while it prepares the executor (its `StartBuild`), inside
             // that section.
-            if e.reason == FailureReason::RunnerConfigurationError {
+            if e.failure_reason() == FailureReason::RunnerConfigurationError {
                 let sections = Sections {
                     trace,
                     enabled: job.features.trace_sections,
@@ -230,7 +242,7 @@ pub async fn run_job(
                 );
                 sections.end("prepare_executor");
             }
-            JobOutcome::failed(e.reason, None, e.message)
+            JobOutcome::from_error(&e)
         }
     };
     timer.abort();
@@ -263,173 +275,174 @@ pub async fn run_job(
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_planned(
-    env: &JobEnv<'_>,
-    job: &JobResponse,
-    trace: &TraceBuffer,
-    control: &JobControl,
-    plan: &Plan,
-    job_ctx: &CancellationToken,
-    timed_out: &std::sync::atomic::AtomicBool,
+/// One planned job on its way through the stages: what every stage reads (the job, its plan, the trace and its
+/// sections, the job context and how it ends). The stage functions are its methods, so each takes only what
+/// is its own.
+struct StageRun<'a> {
+    env: &'a JobEnv<'a>,
+    job: &'a JobResponse,
+    trace: &'a TraceBuffer,
+    control: &'a JobControl,
+    plan: &'a Plan,
+    sections: Sections<'a>,
+    /// The job context: cancelled by an abort or when the job timeout fires.
+    job_ctx: &'a CancellationToken,
+    /// Set when the job timeout fired (rather than an abort).
+    job_timed_out: &'a AtomicBool,
     job_timeout: Duration,
-) -> JobOutcome {
-    let sections = Sections {
-        trace,
-        enabled: job.features.trace_sections,
-    };
-    for secret in plan.vars.masked_values() {
-        trace.add_masked(&secret);
-    }
-    let timeout_outcome = || {
+}
+
+impl StageRun<'_> {
+    fn timeout_outcome(&self) -> JobOutcome {
         JobOutcome::failed(
             FailureReason::JobExecutionTimeout,
             None,
             format!(
                 "execution took longer than {} seconds",
-                format_go_duration(job_timeout)
+                format_go_duration(self.job_timeout)
             ),
         )
-    };
-    let aborted_outcome = |control: &JobControl| match control.abort_reason() {
-        Some(AbortReason::RunnerInterrupted) => JobOutcome::failed(
-            FailureReason::RunnerInterrupted,
-            None,
-            "aborted: interrupted by the runner shutting down",
-        ),
-        _ => JobOutcome::failed(FailureReason::JobCanceled, None, "canceled"),
-    };
-    let ctx_outcome = |control: &JobControl| {
-        if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
-            timeout_outcome()
-        } else {
-            aborted_outcome(control)
-        }
-    };
+    }
 
-    // prepare_timeout bounds preparing the executor and the prepare stage together (runner common/build.go
-    // `Run`: the prepare context is made before the executor and ends after `prepare_script`).
-    let prepare = StageDeadline::start(job_ctx, plan.prepare_timeout);
-    let prepare_timeout_outcome = || {
+    fn aborted_outcome(&self) -> JobOutcome {
+        match self.control.abort_reason() {
+            Some(AbortReason::RunnerInterrupted) => JobOutcome::failed(
+                FailureReason::RunnerInterrupted,
+                None,
+                "aborted: interrupted by the runner shutting down",
+            ),
+            _ => JobOutcome::failed(FailureReason::JobCanceled, None, "canceled"),
+        }
+    }
+
+    /// The outcome of a job whose context ended: the job timeout or an abort.
+    fn ctx_outcome(&self) -> JobOutcome {
+        if self.job_timed_out.load(Ordering::SeqCst) {
+            self.timeout_outcome()
+        } else {
+            self.aborted_outcome()
+        }
+    }
+
+    fn prepare_timeout_outcome(&self) -> JobOutcome {
         JobOutcome::failed(
             FailureReason::JobExecutionTimeout,
             None,
             format!(
                 "prepare timeout: exceeded timeout of {}",
-                format_go_duration(plan.prepare_timeout)
+                format_go_duration(self.plan.prepare_timeout)
             ),
         )
-    };
-
-    // prepare_executor
-    sections.start(
-        "prepare_executor",
-        &format!("Preparing the \"{}\" executor", env.executor.name()),
-    );
-    let description = env.executor.description();
-    if !description.is_empty() {
-        trace.write(format!("{description}\n").as_bytes());
     }
-    let prepared = PreparedJob {
-        job_id: job.id,
-        project_dir: plan.dirs.project_dir.clone(),
-        builds_dir: plan.dirs.builds_dir.clone(),
-        tmp_dir: plan.dirs.tmp_dir.clone(),
-        cache_dir: plan.cache_dir.clone(),
-        process_mark: control
-            .process_mark()
-            .map(str::to_string)
-            .unwrap_or_else(|| new_process_mark(job.id)),
-        job: Arc::new(job.clone()),
-        trace: trace.clone(),
-        cancel: prepare.token.clone(),
-        variables: plan.vars.clone(),
-        concurrent_id: env.concurrent_id,
-        concurrent_project_id: env.concurrent_project_id,
-        system_id: env.identity.system_id.clone(),
-    };
-    // The executor watches `cancel` itself, so that what it made so far is released, never leaked.
-    let session = env.executor.prepare(&prepared).await;
-    sections.end("prepare_executor");
-    if prepare.token.is_cancelled() {
-        if let Ok(mut s) = session {
-            s.cleanup().await;
-        }
-        if job_ctx.is_cancelled() {
-            return ctx_outcome(control);
-        }
-        return prepare_timeout_outcome();
-    }
-    let mut session = match session {
-        Ok(s) => s,
-        Err(ExecutorError::Failed(reason, msg)) => return JobOutcome::failed(reason, None, msg),
-        Err(e) => {
-            return JobOutcome::failed(
-                FailureReason::RunnerSystemFailure,
-                None,
-                format!("preparing the {} executor: {e}", env.executor.name()),
-            )
-        }
-    };
 
-    // The runner performs the predefined stages itself, on the job's dirs as its own file system sees them.
-    let host = HostDirs::of(plan, session.as_ref());
-    let outcome = match &host {
-        Ok(host) => {
-            run_stages(
-                env,
-                job,
-                trace,
-                control,
-                plan,
-                host,
-                job_ctx,
-                &sections,
-                session.as_mut(),
-                &ctx_outcome,
-                (&prepare, &prepare_timeout_outcome),
-                timed_out,
-            )
-            .await
+    /// Prepares the executor, runs the stages, and cleans up whatever happened.
+    async fn run(&self) -> JobOutcome {
+        let (env, job, trace, plan, sections) =
+            (self.env, self.job, self.trace, self.plan, &self.sections);
+        for secret in plan.vars.masked_values() {
+            trace.add_masked(&secret);
         }
-        Err(msg) => JobOutcome::failed(FailureReason::RunnerSystemFailure, None, msg.clone()),
-    };
 
-    prepare.stop();
+        // prepare_timeout bounds preparing the executor and the prepare stage together (runner common/build.go
+        // `Run`: the prepare context is made before the executor and ends after `prepare_script`).
+        let prepare = StageDeadline::start(self.job_ctx, plan.prepare_timeout);
 
-    // cleanup_file_variables: runs natively, even after an abort, so secrets never stay on disk.
-    sections.start(
-        "cleanup_file_variables",
-        "Cleaning up project directory and file based variables",
-    );
-    if let Ok(host) = &host {
-        // The git part of the runner's cleanup script (`writeGitCleanup`): lock files, and the configs and
-        // hooks with `clean_git_config`.
-        let submodules = matches!(
-            plan.sources.submodules,
-            Some(SubmoduleStrategy::Normal | SubmoduleStrategy::Recursive)
+        // prepare_executor
+        sections.start(
+            "prepare_executor",
+            &format!("Preparing the \"{}\" executor", env.executor.name()),
         );
-        if let Err(e) = sources::cleanup_git_dir(
-            &host.dirs.project_dir,
-            &host.dirs.tmp_dir.join("git-template"),
-            submodules,
-            plan.sources.clean_git_config,
-        ) {
-            warn(
-                trace,
-                &format!("cleaning up {}/.git: {e}", plan.dirs.project_dir.display()),
-            );
+        let description = env.executor.description();
+        if !description.is_empty() {
+            trace.write(format!("{description}\n").as_bytes());
         }
-        if let Err(e) = remove_tmp_dir(&host.dirs.tmp_dir) {
-            warn(
-                trace,
-                &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()),
-            );
+        let prepared = PreparedJob {
+            job_id: job.id,
+            project_dir: plan.dirs.project_dir.clone(),
+            builds_dir: plan.dirs.builds_dir.clone(),
+            tmp_dir: plan.dirs.tmp_dir.clone(),
+            cache_dir: plan.cache_dir.clone(),
+            process_mark: self
+                .control
+                .process_mark()
+                .map(str::to_string)
+                .unwrap_or_else(|| new_process_mark(job.id)),
+            job: Arc::new(job.clone()),
+            trace: trace.clone(),
+            cancel: prepare.token.clone(),
+            variables: plan.vars.clone(),
+            concurrent_id: env.concurrent_id,
+            concurrent_project_id: env.concurrent_project_id,
+            system_id: env.identity.system_id.clone(),
+        };
+        // The executor watches `cancel` itself, so that what it made so far is released, never leaked.
+        let session = env.executor.prepare(&prepared).await;
+        sections.end("prepare_executor");
+        if prepare.token.is_cancelled() {
+            if let Ok(mut s) = session {
+                s.cleanup().await;
+            }
+            if self.job_ctx.is_cancelled() {
+                return self.ctx_outcome();
+            }
+            return self.prepare_timeout_outcome();
         }
+        let mut session = match session {
+            Ok(s) => s,
+            Err(ExecutorError::Failed(reason, msg)) => {
+                return JobOutcome::failed(reason, None, msg)
+            }
+            Err(source) => {
+                return JobOutcome::from_error(&Error::Prepare {
+                    executor: env.executor.name().to_string(),
+                    source,
+                })
+            }
+        };
+
+        // The runner performs the predefined stages itself, on the job's dirs as its own file system sees them.
+        let host = HostDirs::of(plan, session.as_ref());
+        let outcome = match &host {
+            Ok(host) => self.run_stages(host, session.as_mut(), &prepare).await,
+            Err(e) => JobOutcome::from_error(e),
+        };
+
+        prepare.stop();
+
+        // cleanup_file_variables: runs natively, even after an abort, so secrets never stay on disk.
+        sections.start(
+            "cleanup_file_variables",
+            "Cleaning up project directory and file based variables",
+        );
+        if let Ok(host) = &host {
+            // The git part of the runner's cleanup script (`writeGitCleanup`): lock files, and the configs and
+            // hooks with `clean_git_config`.
+            let submodules = matches!(
+                plan.sources.submodules,
+                Some(SubmoduleStrategy::Normal | SubmoduleStrategy::Recursive)
+            );
+            if let Err(e) = sources::cleanup_git_dir(
+                &host.dirs.project_dir,
+                &host.dirs.tmp_dir.join("git-template"),
+                submodules,
+                plan.sources.clean_git_config,
+            ) {
+                warn(
+                    trace,
+                    &format!("cleaning up {}/.git: {e}", plan.dirs.project_dir.display()),
+                );
+            }
+            if let Err(e) = remove_tmp_dir(&host.dirs.tmp_dir) {
+                warn(
+                    trace,
+                    &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()),
+                );
+            }
+        }
+        session.cleanup().await;
+        sections.end("cleanup_file_variables");
+        outcome
     }
-    session.cleanup().await;
-    sections.end("cleanup_file_variables");
-    outcome
 }
 
 /// The job's dirs on the runner's file system (the same paths for the shell executor; the mounts' sources for
@@ -440,15 +453,11 @@ struct HostDirs {
 }
 
 impl HostDirs {
-    fn of(plan: &Plan, session: &dyn ExecutorSession) -> Result<Self, String> {
+    fn of(plan: &Plan, session: &dyn ExecutorSession) -> Result<Self, Error> {
         let map = |p: &std::path::Path| {
-            session.host_path(p).ok_or_else(|| {
-                format!(
-                    "{} is not reachable from the runner's file system, so sources, caches and artifacts cannot \
-                     be moved there (run runwright on the Docker host, or bind-mount the builds dir)",
-                    p.display()
-                )
-            })
+            session
+                .host_path(p)
+                .ok_or_else(|| Error::NotOnHost(p.to_path_buf()))
         };
         let dirs = JobDirs {
             builds_dir: map(&plan.dirs.builds_dir)?,
@@ -493,21 +502,17 @@ enum StageResult {
     Ok,
     ExitCode(i32),
     Canceled,
-    System(String),
+    /// The executor failed (a system failure, whatever reason it gave).
+    System(Error),
 }
 
 impl StageResult {
     /// The job's outcome when this stage ends it: a non-zero exit fails with `exit_reason`, a cancel with the
     /// job context's reason, an executor error as a system failure; `None` when the job goes on.
-    fn failure(
-        self,
-        exit_reason: FailureReason,
-        control: &JobControl,
-        ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
-    ) -> Option<JobOutcome> {
+    fn failure(self, exit_reason: FailureReason, run: &StageRun<'_>) -> Option<JobOutcome> {
         match self {
             StageResult::Ok => None,
-            StageResult::Canceled => Some(ctx_outcome(control)),
+            StageResult::Canceled => Some(run.ctx_outcome()),
             StageResult::ExitCode(c) => {
                 let exit_code = (exit_reason == FailureReason::ScriptFailure).then_some(c);
                 Some(JobOutcome::failed(
@@ -519,7 +524,7 @@ impl StageResult {
             StageResult::System(e) => Some(JobOutcome::failed(
                 FailureReason::RunnerSystemFailure,
                 None,
-                e,
+                e.to_string(),
             )),
         }
     }
@@ -536,310 +541,379 @@ async fn run_script(
         Ok(0) => StageResult::Ok,
         Ok(code) => StageResult::ExitCode(code),
         Err(ExecutorError::Canceled) => StageResult::Canceled,
-        Err(ExecutorError::System(e)) | Err(ExecutorError::Failed(_, e)) => StageResult::System(e),
+        Err(e) => StageResult::System(e.into()),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_stages(
-    env: &JobEnv<'_>,
-    job: &JobResponse,
-    trace: &TraceBuffer,
-    control: &JobControl,
-    plan: &Plan,
-    host: &HostDirs,
-    job_ctx: &CancellationToken,
-    sections: &Sections<'_>,
-    session: &mut dyn ExecutorSession,
-    ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
-    (prepare, prepare_timeout_outcome): (&StageDeadline, &(dyn Fn() -> JobOutcome + Sync)),
-    job_timed_out: &std::sync::atomic::AtomicBool,
-) -> JobOutcome {
-    let shell = plan.shell.as_str();
-    let tmp = plan.dirs.tmp_dir.to_string_lossy().to_string();
-    let project_dir = plan.dirs.project_dir.to_string_lossy().to_string();
-    let base = |vars: &Variables, cd: bool| {
-        let mut w = ScriptWriter::new();
-        w.exports(vars, &tmp);
-        if cd {
-            w.cd(&project_dir);
+/// The stage loop (runner common/build.go `executeScript`): prepare_script, get_sources, the steps before the
+/// script, the user script, after_script, the steps after it.
+impl StageRun<'_> {
+    async fn run_stages(
+        &self,
+        host: &HostDirs,
+        session: &mut dyn ExecutorSession,
+        prepare: &StageDeadline,
+    ) -> JobOutcome {
+        if let Some(outcome) = self.prepare_script(session, prepare).await {
+            return outcome;
         }
-        w
-    };
 
-    // prepare_script: GitLab's prints where the job runs. An executor that knows the answer saves a shell start.
-    sections.start("prepare_script", "Preparing environment");
-    let r = match session.host_name().or_else(|| env.executor.host_name()) {
-        Some(host) => {
-            trace.write(format!("Running on {host}...\n").as_bytes());
-            StageResult::Ok
+        let sources = SourcesRun { run: self, host };
+        let failed_before = match sources.run(session).await {
+            Err(Stop::Now(outcome)) => return outcome,
+            Err(Stop::Failed(outcome)) => Some(outcome),
+            // restore_cache, download_artifacts: pluggable.
+            Ok(()) => self.run_steps(host, StepPosition::BeforeScript, true).await,
+        };
+        if self.job_ctx.is_cancelled() {
+            return self.ctx_outcome();
         }
-        None => {
-            let mut w = ScriptWriter::new();
-            w.line("echo \"Running on $(hostname)...\"");
-            run_script(
-                session,
-                "prepare_script",
-                &w.finish_with_eval(
-                    shell,
-                    false,
-                    plan.settings.feature_flags.is_on("FF_USE_LEGACY_BASH_EVAL"),
-                ),
-                trace,
-                prepare.token.clone(),
-            )
+
+        // runner `executeScript`: a failure before the user script skips it and after_script, but the caches
+        // and artifacts of a failed job are still saved.
+        let (state, mut outcome) = match failed_before {
+            Some(outcome) => (ScriptState::Failed, outcome),
+            None => match self.user_scripts(session).await {
+                Ok(ended) => ended,
+                Err(outcome) => return outcome,
+            },
+        };
+
+        // archive_cache / upload_artifacts: pluggable; their errors only count when the script succeeded.
+        let succeeded = state == ScriptState::Success;
+        if let Some(step_outcome) = self
+            .run_steps(host, StepPosition::AfterScript, succeeded)
             .await
-        }
-    };
-    sections.end("prepare_script");
-    prepare.stop();
-    if matches!(r, StageResult::Canceled) && !job_ctx.is_cancelled() && prepare.timed_out() {
-        warn_timeout_exceeded(trace, "prepare_script");
-        return prepare_timeout_outcome();
-    }
-    if matches!(r, StageResult::Canceled)
-        && job_ctx.is_cancelled()
-        && job_timed_out.load(std::sync::atomic::Ordering::SeqCst)
-    {
-        warn_timeout_exceeded(trace, "prepare_script");
-    }
-    // A failing prepare stage is the runner's problem, not the script's.
-    if let Some(outcome) = r.failure(FailureReason::RunnerSystemFailure, control, ctx_outcome) {
-        return outcome;
-    }
-
-    let sources = SourcesRun {
-        env,
-        job,
-        trace,
-        plan,
-        host,
-        job_ctx,
-        sections,
-        job_timed_out,
-    };
-    if let Some(outcome) = sources.run(session, control, ctx_outcome).await {
-        return outcome;
-    }
-
-    // restore_cache, download_artifacts: pluggable.
-    if let Some(outcome) = run_steps(
-        env,
-        job,
-        trace,
-        plan,
-        host,
-        job_ctx,
-        sections,
-        StepPosition::BeforeScript,
-        true,
-    )
-    .await
-    {
-        return outcome;
-    }
-    if job_ctx.is_cancelled() {
-        return ctx_outcome(control);
-    }
-
-    // RUNNER_SCRIPT_TIMEOUT / RUNNER_AFTER_SCRIPT_TIMEOUT, read as the user scripts start: a value the runner
-    // cannot use is ignored with its warning.
-    let (script_timeout, after_script_timeout, timeout_warnings) = script_timeouts(
-        &plan.vars,
-        plan.deadline
-            .saturating_duration_since(tokio::time::Instant::now()),
-    );
-    for w in &timeout_warnings {
-        warn(trace, w);
-    }
-
-    // step_script and other steps (release, …): stop at the first failing one.
-    let script_ctx = job_ctx.child_token();
-    let graceful = control.graceful_token().clone();
-    let script_timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let script_ctx = script_ctx.clone();
-        let flag = script_timed_out.clone();
-        let timeout = script_timeout;
-        tokio::spawn(async move {
-            let timer = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = graceful.cancelled() => script_ctx.cancel(),
-                _ = timer => { flag.store(true, std::sync::atomic::Ordering::SeqCst); script_ctx.cancel() }
-                _ = script_ctx.cancelled() => {}
+        {
+            if outcome.success {
+                outcome = step_outcome;
             }
-        })
-    };
-    let mut state = ScriptState::Success;
-    let mut outcome = JobOutcome::succeeded();
-    for step in job.steps.iter().filter(|s| s.name != "after_script") {
-        let stage = format!("step_{}", step.name.to_lowercase());
-        if !crate::script::is_valid_env_name(&step.name) {
-            outcome = JobOutcome::failed(
-                FailureReason::RunnerSystemFailure,
-                None,
-                format!("invalid step name {:?}", step.name),
-            );
-            state = ScriptState::Failed;
-            break;
         }
-        if control.is_canceling() {
-            state = ScriptState::Canceled;
-            outcome = JobOutcome::failed(FailureReason::JobCanceled, None, "canceled");
-            break;
+        if self.job_ctx.is_cancelled() {
+            return self.ctx_outcome();
         }
-        let title = format!("Executing \"{stage}\" stage of the job script");
-        sections.start(&stage, &title);
-        let mut w = base(&plan.vars, true);
-        if step.name == "script" {
-            w.config_snippet(env.runner.pre_build_script.as_deref());
+        outcome
+    }
+
+    /// The user script and after_script (runner common/build.go `executeUserScripts`): the state and outcome
+    /// the uploads see; `Err` when the job context ended the job.
+    async fn user_scripts(
+        &self,
+        session: &mut dyn ExecutorSession,
+    ) -> Result<(ScriptState, JobOutcome), JobOutcome> {
+        let (job, trace, plan) = (self.job, self.trace, self.plan);
+        // RUNNER_SCRIPT_TIMEOUT / RUNNER_AFTER_SCRIPT_TIMEOUT, read as the user scripts start: a value the runner
+        // cannot use is ignored with its warning.
+        let (script_timeout, after_script_timeout, timeout_warnings) = script_timeouts(
+            &plan.vars,
+            plan.deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
+        for w in &timeout_warnings {
+            warn(trace, w);
         }
-        w.user_commands(&step.script);
-        if step.name == "script" {
-            w.config_snippet(env.runner.post_build_script.as_deref());
+
+        let (mut state, mut outcome) = self.user_script(session, script_timeout).await?;
+
+        // after_script: only when defined; its own timeout; never after an abort or the job timeout.
+        if self.job_ctx.is_cancelled() {
+            return Err(self.ctx_outcome());
         }
-        let r = run_script(session, &stage, &plan.script(&w), trace, script_ctx.clone()).await;
-        sections.end(&stage);
-        match r {
-            StageResult::Ok => continue,
-            StageResult::ExitCode(c) => {
+        if let Some(after) = job.steps.iter().find(|s| s.name == "after_script") {
+            if !after.script.is_empty() {
+                self.after_script(
+                    session,
+                    &after.script,
+                    after_script_timeout,
+                    &mut state,
+                    &mut outcome,
+                )
+                .await?;
+            }
+        }
+        Ok((state, outcome))
+    }
+
+    /// prepare_script: GitLab's prints where the job runs. An executor that knows the answer saves a shell
+    /// start. `Some` when the job ends here.
+    async fn prepare_script(
+        &self,
+        session: &mut dyn ExecutorSession,
+        prepare: &StageDeadline,
+    ) -> Option<JobOutcome> {
+        let (trace, plan, sections) = (self.trace, self.plan, &self.sections);
+        sections.start("prepare_script", "Preparing environment");
+        let r = match session
+            .host_name()
+            .or_else(|| self.env.executor.host_name())
+        {
+            Some(host) => {
+                trace.write(format!("Running on {host}...\n").as_bytes());
+                StageResult::Ok
+            }
+            None => {
+                let mut w = ScriptWriter::new();
+                w.line("echo \"Running on $(hostname)...\"");
+                run_script(
+                    session,
+                    "prepare_script",
+                    &w.finish_with_eval(
+                        &plan.shell,
+                        false,
+                        plan.settings.feature_flags.is_on("FF_USE_LEGACY_BASH_EVAL"),
+                    ),
+                    trace,
+                    prepare.token.clone(),
+                )
+                .await
+            }
+        };
+        sections.end("prepare_script");
+        prepare.stop();
+        if matches!(r, StageResult::Canceled) && !self.job_ctx.is_cancelled() && prepare.timed_out()
+        {
+            warn_timeout_exceeded(trace, "prepare_script");
+            return Some(self.prepare_timeout_outcome());
+        }
+        if matches!(r, StageResult::Canceled)
+            && self.job_ctx.is_cancelled()
+            && self.job_timed_out.load(Ordering::SeqCst)
+        {
+            warn_timeout_exceeded(trace, "prepare_script");
+        }
+        // A failing prepare stage is the runner's problem, not the script's.
+        r.failure(FailureReason::RunnerSystemFailure, self)
+    }
+
+    /// A user stage's script: the job's variables, into the project dir.
+    fn user_writer(&self, vars: &Variables) -> ScriptWriter {
+        let mut w = ScriptWriter::new();
+        w.exports(vars, &self.plan.dirs.tmp_dir.to_string_lossy());
+        w.cd(&self.plan.dirs.project_dir.to_string_lossy());
+        w
+    }
+
+    /// step_script and other steps (release, …), stopping at the first failing one, under
+    /// `RUNNER_SCRIPT_TIMEOUT` and GitLab's graceful cancel (runner common/build.go `executeUserScripts`). The
+    /// state and outcome after_script sees; `Err` when the job context ended it (abort, job timeout).
+    async fn user_script(
+        &self,
+        session: &mut dyn ExecutorSession,
+        script_timeout: Option<Duration>,
+    ) -> Result<(ScriptState, JobOutcome), JobOutcome> {
+        let (env, job, trace, plan, sections) =
+            (self.env, self.job, self.trace, self.plan, &self.sections);
+        let script_ctx = self.job_ctx.child_token();
+        let graceful = self.control.graceful_token().clone();
+        let script_timed_out = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let script_ctx = script_ctx.clone();
+            let flag = script_timed_out.clone();
+            let timeout = script_timeout;
+            tokio::spawn(async move {
+                let timer = async {
+                    match timeout {
+                        Some(t) => tokio::time::sleep(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = graceful.cancelled() => script_ctx.cancel(),
+                    _ = timer => { flag.store(true, Ordering::SeqCst); script_ctx.cancel() }
+                    _ = script_ctx.cancelled() => {}
+                }
+            })
+        };
+        let mut state = ScriptState::Success;
+        let mut outcome = JobOutcome::succeeded();
+        for step in job.steps.iter().filter(|s| s.name != "after_script") {
+            let stage = format!("step_{}", step.name.to_lowercase());
+            if !crate::script::is_valid_env_name(&step.name) {
+                outcome = JobOutcome::from_error(&Error::InvalidStepName(step.name.clone()));
                 state = ScriptState::Failed;
-                outcome = JobOutcome::failed(
-                    FailureReason::ScriptFailure,
-                    Some(c),
-                    format!("exit status {c}"),
-                );
+                break;
             }
-            StageResult::Canceled => {
-                if job_ctx.is_cancelled() {
-                    watcher.abort();
-                    return ctx_outcome(control);
-                }
-                if script_timed_out.load(std::sync::atomic::Ordering::SeqCst) {
-                    state = ScriptState::TimedOut;
+            if self.control.is_canceling() {
+                state = ScriptState::Canceled;
+                outcome = JobOutcome::failed(FailureReason::JobCanceled, None, "canceled");
+                break;
+            }
+            let title = format!("Executing \"{stage}\" stage of the job script");
+            sections.start(&stage, &title);
+            let mut w = self.user_writer(&plan.vars);
+            if step.name == "script" {
+                w.config_snippet(env.runner.pre_build_script.as_deref());
+            }
+            w.user_commands(&step.script);
+            if step.name == "script" {
+                w.config_snippet(env.runner.post_build_script.as_deref());
+            }
+            let r = run_script(session, &stage, &plan.script(&w), trace, script_ctx.clone()).await;
+            sections.end(&stage);
+            match r {
+                StageResult::Ok => continue,
+                StageResult::ExitCode(c) => {
+                    state = ScriptState::Failed;
                     outcome = JobOutcome::failed(
-                        FailureReason::JobExecutionTimeout,
-                        None,
-                        format!(
-                            "execution took longer than {} seconds",
-                            format_go_duration(script_timeout.unwrap_or_default())
+                        FailureReason::ScriptFailure,
+                        Some(c),
+                        format!("exit status {c}"),
+                    );
+                }
+                StageResult::Canceled => {
+                    if self.job_ctx.is_cancelled() {
+                        watcher.abort();
+                        return Err(self.ctx_outcome());
+                    }
+                    if script_timed_out.load(Ordering::SeqCst) {
+                        state = ScriptState::TimedOut;
+                        outcome = JobOutcome::failed(
+                            FailureReason::JobExecutionTimeout,
+                            None,
+                            format!(
+                                "execution took longer than {} seconds",
+                                format_go_duration(script_timeout.unwrap_or_default())
+                            ),
+                        );
+                    } else {
+                        state = ScriptState::Canceled;
+                        outcome = JobOutcome::failed(FailureReason::JobCanceled, None, "canceled");
+                    }
+                }
+                StageResult::System(e) => {
+                    state = ScriptState::Failed;
+                    outcome =
+                        JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e.to_string());
+                }
+            }
+            break;
+        }
+        watcher.abort();
+        Ok((state, outcome))
+    }
+
+    /// after_script under its own timeout, with `CI_JOB_STATUS` from `state`; its failure fails a job that
+    /// succeeded unless errors are ignored. `Err` when the job context ended it.
+    async fn after_script(
+        &self,
+        session: &mut dyn ExecutorSession,
+        script: &[String],
+        timeout: Duration,
+        state: &mut ScriptState,
+        outcome: &mut JobOutcome,
+    ) -> Result<(), JobOutcome> {
+        let (trace, plan, sections) = (self.trace, self.plan, &self.sections);
+        sections.start("after_script", "Running after_script");
+        let mut vars = plan.vars.clone();
+        vars.set("CI_JOB_STATUS", state.as_str());
+        let mut w = self.user_writer(&vars);
+        w.notice("Running after script...");
+        w.user_commands(script);
+        let after_ctx = self.job_ctx.child_token();
+        let t = {
+            let c = after_ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                c.cancel();
+            })
+        };
+        let r = run_script(session, "after_script", &plan.script(&w), trace, after_ctx).await;
+        t.abort();
+        sections.end("after_script");
+        let ignore_errors = plan.after_script_ignore_errors;
+        match r {
+            StageResult::Ok => {}
+            StageResult::Canceled if self.job_ctx.is_cancelled() => return Err(self.ctx_outcome()),
+            StageResult::Canceled => warn(
+                trace,
+                &format!(
+                    "after_script timed out after {}",
+                    format_go_duration(timeout)
+                ),
+            ),
+            StageResult::ExitCode(c) => {
+                if ignore_errors || !outcome.success {
+                    warn(
+                        trace,
+                        &format!(
+                            "after_script failed, but job will continue unaffected: exit status {c}"
                         ),
                     );
                 } else {
-                    state = ScriptState::Canceled;
-                    outcome = JobOutcome::failed(FailureReason::JobCanceled, None, "canceled");
+                    *state = ScriptState::Failed;
+                    *outcome = JobOutcome::failed(
+                        FailureReason::ScriptFailure,
+                        Some(c),
+                        format!("exit status {c}"),
+                    );
                 }
             }
-            StageResult::System(e) => {
-                state = ScriptState::Failed;
-                outcome = JobOutcome::failed(FailureReason::RunnerSystemFailure, None, e);
-            }
+            StageResult::System(e) => warn(trace, &format!("after_script: {e}")),
         }
-        break;
+        Ok(())
     }
-    watcher.abort();
 
-    // after_script: only when defined; its own timeout; never after an abort or the job timeout.
-    if job_ctx.is_cancelled() {
-        return ctx_outcome(control);
-    }
-    if let Some(after) = job.steps.iter().find(|s| s.name == "after_script") {
-        if !after.script.is_empty() {
-            sections.start("after_script", "Running after_script");
-            let mut vars = plan.vars.clone();
-            vars.set("CI_JOB_STATUS", state.as_str());
-            let mut w = base(&vars, true);
-            w.notice("Running after script...");
-            w.user_commands(&after.script);
-            let after_ctx = job_ctx.child_token();
-            let t = {
-                let c = after_ctx.clone();
-                let d = after_script_timeout;
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    c.cancel();
-                })
+    /// The steps at `position` (caches, artifacts), in order; `Some` with the first one's failure.
+    async fn run_steps(
+        &self,
+        host: &HostDirs,
+        position: StepPosition,
+        succeeded: bool,
+    ) -> Option<JobOutcome> {
+        let (env, plan) = (self.env, self.plan);
+        for step in env.steps.iter().filter(|s| s.position() == position) {
+            let ctx = StepContext {
+                job: self.job,
+                runner: env.runner,
+                trace: self.trace,
+                project_dir: &host.dirs.project_dir,
+                tmp_dir: &host.dirs.tmp_dir,
+                cache_dir: &host.cache_dir,
+                empty_strategy: plan.empty_strategy,
+                owner: env.executor.job_owner(),
+                variables: &plan.vars,
+                feature_flags: &plan.settings.feature_flags,
+                succeeded,
+                artifact_download_attempts: plan.artifact_download_attempts,
+                restore_cache_attempts: plan.restore_cache_attempts,
+                time_left: plan
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now()),
+                cancel: self.job_ctx.clone(),
             };
-            let r = run_script(session, "after_script", &plan.script(&w), trace, after_ctx).await;
-            t.abort();
-            sections.end("after_script");
-            let ignore_errors = plan.after_script_ignore_errors;
-            match r {
-                StageResult::Ok => {}
-                StageResult::Canceled if job_ctx.is_cancelled() => return ctx_outcome(control),
-                StageResult::Canceled => warn(
-                    trace,
-                    &format!(
-                        "after_script timed out after {}",
-                        format_go_duration(after_script_timeout)
-                    ),
-                ),
-                StageResult::ExitCode(c) => {
-                    if ignore_errors || !outcome.success {
-                        warn(trace, &format!("after_script failed, but job will continue unaffected: exit status {c}"));
-                    } else {
-                        state = ScriptState::Failed;
-                        outcome = JobOutcome::failed(
-                            FailureReason::ScriptFailure,
-                            Some(c),
-                            format!("exit status {c}"),
-                        );
-                    }
-                }
-                StageResult::System(e) => warn(trace, &format!("after_script: {e}")),
+            let Some((name, title)) = step.section(&ctx) else {
+                continue;
+            };
+            self.sections.start(&name, &title);
+            let r = step.run(&ctx).await;
+            self.sections.end(&name);
+            if let Err(e) = r {
+                return Some(JobOutcome::failed(e.reason, e.exit_code, e.message));
             }
         }
+        None
     }
-
-    // archive_cache / upload_artifacts: pluggable; their errors only count when the script succeeded.
-    let succeeded = state == ScriptState::Success;
-    if let Some(step_outcome) = run_steps(
-        env,
-        job,
-        trace,
-        plan,
-        host,
-        job_ctx,
-        sections,
-        StepPosition::AfterScript,
-        succeeded,
-    )
-    .await
-    {
-        if outcome.success {
-            outcome = step_outcome;
-        }
-    }
-    if job_ctx.is_cancelled() {
-        return ctx_outcome(control);
-    }
-    outcome
 }
 
 /// A stage timeout under the job context (`prepare_timeout`, `get_sources_timeout`): `token` fires when the
 /// job's context does or when the timeout passes first.
 struct StageDeadline {
     token: CancellationToken,
-    fired: Arc<std::sync::atomic::AtomicBool>,
+    fired: Arc<AtomicBool>,
     timer: tokio::task::JoinHandle<()>,
 }
 
 impl StageDeadline {
     fn start(parent: &CancellationToken, timeout: Duration) -> Self {
         let token = parent.child_token();
-        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
         let timer = {
             let token = token.clone();
             let fired = fired.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = tokio::time::sleep(timeout) => {
-                        fired.store(true, std::sync::atomic::Ordering::SeqCst);
+                        fired.store(true, Ordering::SeqCst);
                         token.cancel();
                     }
                     _ = token.cancelled() => {}
@@ -855,7 +929,7 @@ impl StageDeadline {
 
     /// The timeout passed (rather than the job being stopped).
     fn timed_out(&self) -> bool {
-        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+        self.fired.load(Ordering::SeqCst)
     }
 
     fn stop(&self) {
@@ -909,24 +983,26 @@ impl Backoff {
     }
 }
 
+/// How the stages before the user script stop the job (runner common/build.go `executePrepareScripts`).
+enum Stop {
+    /// Nothing more runs: the job context ended, or a stage timeout passed.
+    Now(JobOutcome),
+    /// The job has failed: the user script is skipped, the failed job's caches and artifacts still saved.
+    Failed(JobOutcome),
+}
+
 /// The `get_sources` stage with its attempts, the `clear_worktree` stage before the second one, the back-off
 /// between them and `get_sources_timeout` over all of it (runner common/build.go `executePrepareScripts`,
 /// `attemptExecuteStage`).
 struct SourcesRun<'a> {
-    env: &'a JobEnv<'a>,
-    job: &'a JobResponse,
-    trace: &'a TraceBuffer,
-    plan: &'a Plan,
+    run: &'a StageRun<'a>,
     host: &'a HostDirs,
-    job_ctx: &'a CancellationToken,
-    sections: &'a Sections<'a>,
-    job_timed_out: &'a std::sync::atomic::AtomicBool,
 }
 
 impl SourcesRun<'_> {
     /// The get_sources script, or the error the runner fails the stage with before running anything.
-    fn script(&self) -> Result<String, String> {
-        let (env, job, plan, host) = (self.env, self.job, self.plan, self.host);
+    fn script(&self) -> Result<String, Error> {
+        let (env, job, plan, host) = (self.run.env, self.run.job, self.run.plan, self.host);
         let host_tmp = host.dirs.tmp_dir.to_string_lossy().to_string();
         let mut w = ScriptWriter::new();
         w.exports(&plan.vars, &host_tmp);
@@ -958,20 +1034,15 @@ impl SourcesRun<'_> {
         script: &str,
         ctx: &CancellationToken,
     ) -> StageResult {
-        self.sections.start(name, title);
-        let r = run_script(session, name, script, self.trace, ctx.clone()).await;
-        self.sections.end(name);
+        self.run.sections.start(name, title);
+        let r = run_script(session, name, script, self.run.trace, ctx.clone()).await;
+        self.run.sections.end(name);
         r
     }
 
-    async fn run(
-        &self,
-        session: &mut dyn ExecutorSession,
-        control: &JobControl,
-        ctx_outcome: &(dyn Fn(&JobControl) -> JobOutcome + Sync),
-    ) -> Option<JobOutcome> {
-        let plan = self.plan;
-        let deadline = StageDeadline::start(self.job_ctx, plan.get_sources_timeout);
+    async fn run(&self, session: &mut dyn ExecutorSession) -> Result<(), Stop> {
+        let (plan, trace) = (self.run.plan, self.run.trace);
+        let deadline = StageDeadline::start(self.run.job_ctx, plan.get_sources_timeout);
         let script = self.script();
         let clear = {
             let mut w = ScriptWriter::new();
@@ -983,7 +1054,7 @@ impl SourcesRun<'_> {
         let mut stopped_in = "get_sources";
         for attempt in 0..plan.get_sources_attempts {
             if attempt > 0 {
-                warn(self.trace, "Retrying...");
+                warn(trace, "Retrying...");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = deadline.token.cancelled() => {}
@@ -1032,26 +1103,29 @@ impl SourcesRun<'_> {
         }
         deadline.stop();
         if matches!(result, StageResult::Canceled) {
-            let job_timed_out = self.job_timed_out.load(std::sync::atomic::Ordering::SeqCst);
-            if self.job_ctx.is_cancelled() {
+            let job_timed_out = self.run.job_timed_out.load(Ordering::SeqCst);
+            if self.run.job_ctx.is_cancelled() {
                 if job_timed_out {
-                    warn_timeout_exceeded(self.trace, stopped_in);
+                    warn_timeout_exceeded(trace, stopped_in);
                 }
-                return Some(ctx_outcome(control));
+                return Err(Stop::Now(self.run.ctx_outcome()));
             }
             if deadline.timed_out() {
-                warn_timeout_exceeded(self.trace, stopped_in);
-                return Some(JobOutcome::failed(
+                warn_timeout_exceeded(trace, stopped_in);
+                return Err(Stop::Now(JobOutcome::failed(
                     FailureReason::JobExecutionTimeout,
                     None,
                     format!(
                         "get sources timeout: exceeded timeout of {}",
                         format_go_duration(plan.get_sources_timeout)
                     ),
-                ));
+                )));
             }
         }
-        result.failure(FailureReason::ScriptFailure, control, ctx_outcome)
+        match result.failure(FailureReason::ScriptFailure, self.run) {
+            Some(outcome) => Err(Stop::Failed(outcome)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1063,50 +1137,8 @@ fn job_hook(job: &JobResponse, name: &str) -> Vec<String> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_steps(
-    env: &JobEnv<'_>,
-    job: &JobResponse,
-    trace: &TraceBuffer,
-    plan: &Plan,
-    host: &HostDirs,
-    job_ctx: &CancellationToken,
-    sections: &Sections<'_>,
-    position: StepPosition,
-    succeeded: bool,
-) -> Option<JobOutcome> {
-    for step in env.steps.iter().filter(|s| s.position() == position) {
-        let ctx = StepContext {
-            job,
-            runner: env.runner,
-            trace,
-            project_dir: &host.dirs.project_dir,
-            tmp_dir: &host.dirs.tmp_dir,
-            cache_dir: &host.cache_dir,
-            empty_strategy: plan.empty_strategy,
-            owner: env.executor.job_owner(),
-            variables: &plan.vars,
-            feature_flags: &plan.settings.feature_flags,
-            succeeded,
-            artifact_download_attempts: plan.artifact_download_attempts,
-            restore_cache_attempts: plan.restore_cache_attempts,
-            time_left: plan
-                .deadline
-                .saturating_duration_since(tokio::time::Instant::now()),
-            cancel: job_ctx.clone(),
-        };
-        let Some((name, title)) = step.section(&ctx) else {
-            continue;
-        };
-        sections.start(&name, &title);
-        let r = step.run(&ctx).await;
-        sections.end(&name);
-        if let Err(e) = r {
-            return Some(JobOutcome::failed(e.reason, e.exit_code, e.message));
-        }
-    }
-    None
-}
+#[cfg(test)]
+mod stage_tests;
 
 #[cfg(test)]
 mod tests {

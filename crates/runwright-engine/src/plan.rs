@@ -3,13 +3,13 @@
 //! timeouts. Values GitLab's runner only warns about become warnings for the trace
 //! (runner common/build_settings.go); what it refuses fails the job here, before any stage starts.
 
+use crate::error::Error;
 use crate::feature_flags::{self, JobSettings};
 use crate::job::{JobEnv, DEFAULT_AFTER_SCRIPT_TIMEOUT, DEFAULT_JOB_TIMEOUT};
 use crate::layout::{project_slug, JobDirs};
 use crate::settings::BuildSettings;
 use crate::sources::{GitAuth, GitAuthInput, GitStrategy, SourcesSettings, SshServer};
 use crate::variables::Variables;
-use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::JobResponse;
 use runwright_config::{format_go_duration, parse_go_duration};
 use std::path::{Path, PathBuf};
@@ -61,13 +61,6 @@ impl Plan {
     }
 }
 
-/// Why a job cannot start, with GitLab's failure reason.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PlanError {
-    pub(crate) reason: FailureReason,
-    pub(crate) message: String,
-}
-
 /// Go's `path.Clean`: lexical, `.` and `..` resolved, no trailing or doubled slashes.
 fn clean_path(p: &str) -> String {
     let abs = p.starts_with('/');
@@ -95,24 +88,15 @@ fn clean_path(p: &str) -> String {
 
 /// The project dir `GIT_CLONE_PATH` asks for (runner common/build.go `getCustomBuildDir`): only with
 /// `[runners.custom_build_dir] enabled`, and only inside the builds dir; both refusals are configuration errors.
-fn custom_build_dir(root: &Path, dir: &str, enabled: bool) -> Result<PathBuf, PlanError> {
-    let config_error = |message: String| PlanError {
-        reason: FailureReason::RunnerConfigurationError,
-        message,
-    };
+fn custom_build_dir(root: &Path, dir: &str, enabled: bool) -> Result<PathBuf, Error> {
     if !enabled {
-        return Err(config_error(
-            "setting GIT_CLONE_PATH is not allowed, enable `custom_build_dir` feature".to_string(),
-        ));
+        return Err(Error::CustomBuildDirDisabled);
     }
     let root_s = root.to_string_lossy();
     let base = clean_path(&root_s);
     let target = clean_path(dir);
     if base.starts_with('/') != target.starts_with('/') {
-        // Go's filepath.Rel error.
-        return Err(config_error(format!(
-            "Rel: can't make {target} relative to {base}"
-        )));
+        return Err(Error::ClonePathNotRelative { target, base });
     }
     let comps = |p: &str| -> Vec<String> {
         p.split('/')
@@ -130,9 +114,10 @@ fn custom_build_dir(root: &Path, dir: &str, enabled: bool) -> Result<PathBuf, Pl
         rel.join("/")
     };
     if rel.starts_with("..") {
-        return Err(config_error(format!(
-            "the GIT_CLONE_PATH={dir:?} has to be within {root_s:?}"
-        )));
+        return Err(Error::ClonePathOutsideBuildsDir {
+            dir: dir.to_string(),
+            builds_dir: root_s.into_owned(),
+        });
     }
     Ok(PathBuf::from(target))
 }
@@ -212,7 +197,7 @@ pub(crate) fn script_timeouts(
 }
 
 /// Resolves everything the stages need.
-pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, PlanError> {
+pub(crate) fn plan(env: &JobEnv<'_>, job: &JobResponse) -> Result<Plan, Error> {
     let runner = env.runner;
     let exec = env.executor;
     let builds_dir = match runner.builds_dir.as_deref().filter(|s| !s.is_empty()) {

@@ -9,6 +9,7 @@
 //! away with the temporary directory when the job ends. Every value that comes from the job (flags, paths,
 //! URLs) is one shell-quoted argument, never shell text.
 
+use crate::error::Error;
 use crate::script::{shell_escape, ScriptWriter};
 use runwright_client::types::JobResponse;
 use std::path::Path;
@@ -536,7 +537,7 @@ pub fn write_sources(
     w: &mut ScriptWriter,
     job: &JobResponse,
     s: &SourcesSettings,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let dir = s.project_dir.as_str();
     // Smudging LFS objects during checkout can exhaust memory; they are pulled afterwards instead
     // (runner gitlab-runner#3366).
@@ -562,8 +563,7 @@ pub fn write_sources(
         w.notice("Skipping Git checkout");
     }
     let submodules = if git {
-        s.submodules
-            .ok_or_else(|| "unknown GIT_SUBMODULE_STRATEGY".to_string())?
+        s.submodules.ok_or(Error::UnknownSubmoduleStrategy)?
     } else {
         SubmoduleStrategy::None
     };
@@ -689,7 +689,7 @@ fn write_submodules(
     w: &mut ScriptWriter,
     s: &SourcesSettings,
     recursive: bool,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let depth = s.submodule_depth;
     w.notice(&match (recursive, depth > 0) {
         (true, true) => {
@@ -702,11 +702,7 @@ fn write_submodules(
         (false, false) => "Updating/initializing submodules...".to_string(),
     });
     if s.submodule_paths.iter().any(|p| p == ":(exclude)") {
-        let quoted: Vec<String> = s.submodule_paths.iter().map(|p| format!("{p:?}")).collect();
-        return Err(format!(
-            "GIT_SUBMODULE_PATHS: invalid submodule pathspec [{}]",
-            quoted.join(" ")
-        ));
+        return Err(Error::InvalidSubmodulePaths(s.submodule_paths.clone()));
     }
     let mut path_args: Vec<String> = Vec::new();
     if !s.submodule_paths.is_empty() {
@@ -1172,12 +1168,16 @@ mod tests {
         s.submodule_paths = vec![":(exclude)".into(), "x".into()];
         let mut w = ScriptWriter::new();
         assert_eq!(
-            write_sources(&mut w, &j, &s).expect_err("refused"),
+            write_sources(&mut w, &j, &s)
+                .expect_err("refused")
+                .to_string(),
             "GIT_SUBMODULE_PATHS: invalid submodule pathspec [\":(exclude)\" \"x\"]"
         );
         s.submodules = None;
         assert_eq!(
-            write_sources(&mut ScriptWriter::new(), &j, &s).expect_err("refused"),
+            write_sources(&mut ScriptWriter::new(), &j, &s)
+                .expect_err("refused")
+                .to_string(),
             "unknown GIT_SUBMODULE_STRATEGY"
         );
     }

@@ -12,12 +12,12 @@ use runwright_client::{
 };
 use runwright_config::RunnerConfig;
 use runwright_engine::feature_flags::{self, JobSettings};
-use runwright_engine::steps::artifacts::{DownloadArtifacts, UploadArtifacts};
-use runwright_engine::steps::cache::{ArchiveCache, CacheStore, RestoreCache, RestoreObserver};
 use runwright_engine::steps::JobStep;
 use runwright_engine::{run_job, AbortReason, Executor, JobControl, JobEnv};
 use runwright_journal::{JobRecorder, JobStatus};
 use runwright_trace::{TraceBuffer, TraceOptions};
+use runwright_transfer::artifacts::{DownloadArtifacts, UploadArtifacts};
+use runwright_transfer::cache::{ArchiveCache, CacheStore, RestoreCache, RestoreObserver};
 use std::sync::Arc;
 
 /// The job's trace, masked and timestamped as its resolved `FF_MASK_ALL_DEFAULT_TOKENS` and `FF_TIMESTAMPS` say

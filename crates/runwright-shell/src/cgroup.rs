@@ -668,6 +668,7 @@ pub fn kill_leftover(mark: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{alive, wait_dead};
 
     #[test]
     fn slot_templates_expand_as_the_runner_does() {
@@ -777,22 +778,6 @@ mod tests {
             .trim()
             .parse()
             .expect("a pid")
-    }
-
-    fn alive(pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            !s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
-    }
-
-    fn wait_dead(pid: i32) -> bool {
-        let start = Instant::now();
-        while alive(pid) && start.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        !alive(pid)
     }
 
     #[test]

@@ -11,6 +11,8 @@
 pub mod cgroup;
 mod kill;
 mod spawn;
+#[cfg(test)]
+mod test_util;
 
 /// Kills what is left of a job by its mark; a restarted service uses it on jobs a crash left running.
 pub use kill::sweep_marked;
@@ -350,5 +352,374 @@ impl ExecutorSession for ShellSession {
             cgroup.remove().await;
         }
         kill::sweep_marked(PROCESS_MARK_VAR, &self.job.process_mark);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{alive, needs, unique_mark, wait_dead};
+    use runwright_client::types::JobResponse;
+    use runwright_engine::variables::Variables;
+    use runwright_trace::TraceOptions;
+    use std::path::Path;
+    use std::time::Instant;
+
+    struct Stage {
+        session: Box<dyn ExecutorSession>,
+        trace: TraceBuffer,
+        job: PreparedJob,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Stage {
+        /// A session of the shell executor with `shell` (as `user`), on a builds dir of its own.
+        async fn new(shell: &str, user: Option<&str>, grace: Duration) -> Stage {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let exec = ShellExecutor::new(Some(shell), user, dir.path().to_path_buf(), grace)
+                .expect("a shell the executor knows");
+            let builds_dir = exec.default_builds_dir();
+            let trace = TraceBuffer::new(TraceOptions::default());
+            let job = PreparedJob {
+                job_id: 1,
+                project_dir: builds_dir.join("project"),
+                tmp_dir: builds_dir.join("project.tmp"),
+                cache_dir: dir.path().join("cache"),
+                builds_dir,
+                process_mark: unique_mark("session"),
+                job: Arc::new(JobResponse::default()),
+                trace: trace.clone(),
+                cancel: CancellationToken::new(),
+                variables: Variables::new(),
+                concurrent_id: 0,
+                concurrent_project_id: 0,
+                system_id: "s_unit".into(),
+            };
+            let session = exec.prepare(&job).await.expect("prepared");
+            Stage {
+                session,
+                trace,
+                job,
+                _dir: dir,
+            }
+        }
+
+        async fn run(&mut self, script: &str) -> Result<i32, ExecutorError> {
+            let cancel = CancellationToken::new();
+            self.session
+                .run_stage("step_script", script, &self.trace, cancel)
+                .await
+        }
+
+        /// Runs `script` and cancels it once its output holds `ready`.
+        async fn run_and_cancel_when(
+            &mut self,
+            script: &str,
+            ready: &str,
+        ) -> (Result<i32, ExecutorError>, Duration) {
+            let cancel = CancellationToken::new();
+            let trace = self.trace.clone();
+            let canceled_at = std::sync::Mutex::new(None);
+            let stage = self
+                .session
+                .run_stage("step_script", script, &trace, cancel.clone());
+            let watch = async {
+                let start = Instant::now();
+                while !String::from_utf8_lossy(&trace.read(0, usize::MAX)).contains(ready)
+                    && start.elapsed() < Duration::from_secs(20)
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if let Ok(mut at) = canceled_at.lock() {
+                    *at = Some(Instant::now());
+                }
+                cancel.cancel();
+            };
+            let (result, ()) = tokio::join!(stage, watch);
+            let took = canceled_at
+                .lock()
+                .ok()
+                .and_then(|at| *at)
+                .map(|at| at.elapsed())
+                .unwrap_or_default();
+            (result, took)
+        }
+
+        fn output(&self) -> String {
+            String::from_utf8_lossy(&self.trace.read(0, usize::MAX)).into_owned()
+        }
+
+        /// The number printed after `key=` in the output.
+        fn pid(&self, key: &str) -> i32 {
+            let out = self.output();
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key}= in {out}"))
+        }
+    }
+
+    // The tests that need no bash run `sh`: a login bash reads the machine's profile, which can cost half a
+    // second a stage.
+
+    /// Shell code that waits until the process `$!` has left the stage's process group (a background
+    /// `setsid` has not yet when `$!` is known, and the group's kill would take it then).
+    const WAIT_DETACHED: &str =
+        "while [ \"$(ps -o pgid= -p $!)\" -eq \"$(ps -o pgid= -p $$)\" ]; do sleep 0.01; done\n";
+
+    #[test]
+    fn the_shell_is_bash_or_sh_and_bash_when_there_is_one() {
+        let dir = PathBuf::from("/nonexistent");
+        let grace = Duration::from_secs(1);
+        let default = if which("bash") { "bash" } else { "sh" };
+        for asked in [None, Some(""), Some("  ")] {
+            let exec = ShellExecutor::new(asked, None, dir.clone(), grace).expect("default");
+            assert_eq!(exec.shell(), default, "{asked:?}");
+        }
+        for shell in ["bash", "sh"] {
+            let exec = ShellExecutor::new(Some(shell), None, dir.clone(), grace).expect(shell);
+            assert_eq!(exec.shell(), shell);
+            assert_eq!(
+                exec.description(),
+                format!("Using Shell ({shell}) executor...")
+            );
+        }
+        for other in ["pwsh", "zsh", "cmd"] {
+            assert_eq!(
+                ShellExecutor::new(Some(other), None, dir.clone(), grace).err(),
+                Some(format!(
+                    "shell \"{other}\" is not supported by the shell executor here (use bash or sh)"
+                ))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stage_runs_in_a_login_shell_with_the_jobs_mark() {
+        if !needs("bash") {
+            return;
+        }
+        let mut stage = Stage::new("bash", None, Duration::from_secs(1)).await;
+        let code = stage
+            .run("shopt -q login_shell && echo login=yes || echo login=no\necho \"mark=$RUNWRIGHT_JOB_MARK\"\necho \"pwd=$PWD\"\n")
+            .await
+            .expect("runs");
+        assert_eq!(code, 0);
+        let out = stage.output();
+        assert!(out.contains("login=yes\n"), "{out}");
+        assert!(
+            out.contains(&format!("mark={}\n", stage.job.process_mark)),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("pwd={}\n", stage.job.builds_dir.display())),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_script_reaches_the_shell_on_stdin_and_its_commands_read_the_rest_of_it() {
+        for shell in ["bash", "sh"] {
+            if !needs(shell) {
+                continue;
+            }
+            let mut stage = Stage::new(shell, None, Duration::from_secs(1)).await;
+            // What a command reads from stdin is what it would read from GitLab's pipe: for bash the script's
+            // next line, for dash what its read-ahead left (nothing here).
+            let script = "read -r line\nthis line is data\necho \"got:$line\"\n";
+            let code = stage.run(script).await.expect("runs");
+            assert_eq!(code, 0);
+            let mut lines: Vec<String> = stage.output().lines().map(str::to_string).collect();
+            lines.sort();
+            assert_eq!(lines, through_a_pipe(shell, script), "{shell}");
+            if shell == "bash" {
+                assert_eq!(stage.output(), "got:this line is data\n");
+            }
+
+            // A script far larger than a pipe's buffer arrives whole.
+            let mut big = String::from("echo start\n");
+            for i in 0..4_000 {
+                big.push_str(&format!(": padding line {i} of a long generated script\n"));
+            }
+            big.push_str("echo end\nexit 4\n");
+            assert!(big.len() > 128 * 1024, "{}", big.len());
+            assert_eq!(stage.run(&big).await.expect("runs"), 4, "{shell}");
+            assert!(stage.output().ends_with("start\nend\n"), "{shell}");
+        }
+    }
+
+    /// `script` fed to `shell -l` through a pipe, as GitLab's runner feeds it: its output's lines, sorted
+    /// (stdout and stderr come apart here).
+    fn through_a_pipe(shell: &str, script: &str) -> Vec<String> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(shell)
+            .arg("-l")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the shell starts");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes()).expect("script written");
+        }
+        let out = child.wait_with_output().expect("the shell ends");
+        let mut lines: Vec<String> = [out.stdout, out.stderr]
+            .iter()
+            .flat_map(|o| {
+                String::from_utf8_lossy(o)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[tokio::test]
+    async fn output_keeps_its_order_and_exit_codes_reach_the_engine() {
+        if !needs("sh") {
+            return;
+        }
+        let mut stage = Stage::new("sh", None, Duration::from_secs(1)).await;
+        assert_eq!(
+            stage
+                .run("echo out; echo err >&2; echo out2; exit 3\n")
+                .await
+                .expect("runs"),
+            3
+        );
+        assert_eq!(stage.output(), "out\nerr\nout2\n");
+        // Killed by a signal: 128 + its number, as a shell reports it.
+        assert_eq!(stage.run("kill -9 $$\n").await.expect("runs"), 137);
+    }
+
+    #[tokio::test]
+    async fn a_canceled_stage_gets_sigterm_then_sigkill_and_its_detached_processes_are_swept() {
+        if !needs("setsid") {
+            return;
+        }
+        let grace = Duration::from_millis(300);
+        let mut stage = Stage::new("sh", None, grace).await;
+        // The stage ignores SIGTERM; one child stays in its group, one leaves it (no group reaches it, the
+        // job's mark does).
+        let (result, took) = stage
+            .run_and_cancel_when(
+                &format!(
+                    "trap '' TERM\nsleep 60 &\necho child=$!\nsetsid sleep 60 &\n{WAIT_DETACHED}\
+                     echo detached=$!\nwait\n"
+                ),
+                "detached=",
+            )
+            .await;
+        assert!(matches!(result, Err(ExecutorError::Canceled)), "{result:?}");
+        assert!(
+            took >= grace,
+            "SIGKILL came before the grace was over: {took:?}"
+        );
+        for key in ["child", "detached"] {
+            let pid = stage.pid(key);
+            assert!(wait_dead(pid), "{key} {pid} outlived the canceled stage");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_canceled_stage_that_obeys_sigterm_does_not_wait_for_the_grace() {
+        if !needs("sh") {
+            return;
+        }
+        let mut stage = Stage::new("sh", None, Duration::from_secs(30)).await;
+        let (result, took) = stage
+            .run_and_cancel_when("echo started\nsleep 60\n", "started")
+            .await;
+        assert!(matches!(result, Err(ExecutorError::Canceled)), "{result:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn what_a_stage_leaves_running_goes_with_the_stage_or_with_the_job() {
+        if !needs("setsid") {
+            return;
+        }
+        let mut stage = Stage::new("sh", None, Duration::from_secs(1)).await;
+        // A background child of the stage's group dies with the stage; a detached daemon that let go of the
+        // stage's output may serve a later stage, until the job's cleanup.
+        let code = stage
+            .run(&format!(
+                "sleep 60 &\necho child=$!\n\
+                 setsid sleep 60 >/dev/null 2>&1 </dev/null &\n{WAIT_DETACHED}echo daemon=$!\n"
+            ))
+            .await
+            .expect("runs");
+        assert_eq!(code, 0);
+        assert!(wait_dead(stage.pid("child")), "the group's child survived");
+        let daemon = stage.pid("daemon");
+        assert!(alive(daemon), "the daemon died with the stage");
+        assert_eq!(stage.run("echo later\n").await.expect("runs"), 0);
+        assert!(alive(daemon), "the daemon died with a later stage");
+        stage.session.cleanup().await;
+        assert!(wait_dead(daemon), "the daemon outlived the job");
+
+        // One that left the group but still holds the output would keep the stage from ending: everything
+        // of the job is swept then.
+        let mut stage = Stage::new("sh", None, Duration::from_secs(1)).await;
+        let started = Instant::now();
+        let code = stage
+            .run(&format!(
+                "setsid sleep 60 >/dev/null 2>&1 </dev/null &\n{WAIT_DETACHED}echo daemon=$!\n\
+                 setsid sleep 60 &\n{WAIT_DETACHED}echo holder=$!\n"
+            ))
+            .await
+            .expect("runs");
+        assert_eq!(code, 0);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            wait_dead(stage.pid("holder")),
+            "the output's holder survived"
+        );
+        assert!(
+            wait_dead(stage.pid("daemon")),
+            "the mark's sweep missed a process"
+        );
+    }
+
+    /// As root with `--user`: the stage runs as that user through `su`, still a login shell.
+    #[tokio::test]
+    #[allow(clippy::print_stderr)]
+    async fn with_a_user_the_stage_runs_as_that_user_in_a_login_shell() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        if !needs("su") || !needs("bash") || !Path::new("/bin/bash").exists() {
+            return;
+        }
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            eprintln!("skipped: no user nobody");
+            return;
+        };
+        let mut stage = Stage::new("bash", Some("nobody"), Duration::from_secs(1)).await;
+        // The builds dir must be the user's to enter.
+        std::fs::set_permissions(
+            stage._dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::fs::create_dir_all(&stage.job.builds_dir).expect("builds dir");
+        let code = stage
+            .run("echo \"user=$(id -un)\"\nshopt -q login_shell && echo login=yes || echo login=no\n")
+            .await
+            .expect("runs");
+        let out = stage.output();
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("user=nobody\n"), "{out}");
+        assert!(out.contains("login=yes\n"), "{out}");
+        let exec = ShellExecutor::new(Some("bash"), Some("nobody"), PathBuf::new(), Duration::ZERO)
+            .expect("bash");
+        assert_eq!(
+            exec.job_owner(),
+            Some((nobody.uid.as_raw(), nobody.gid.as_raw()))
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! runner process on the job's project directory, with the archive engine of `runwright-archive`. The trace
 //! lines are GitLab's, so people reading a log find what they know.
 
-use super::{blocking, JobStep, StepContext, StepError, StepPosition};
+use crate::{blocking, Error};
 use async_trait::async_trait;
 use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_client::failure_reason::FailureReason;
@@ -12,6 +12,7 @@ use runwright_client::types::{Artifact, Dependency};
 use runwright_client::Client;
 use runwright_client::UploadRequest;
 use runwright_config::short_token;
+use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition};
 use std::path::{Path, PathBuf};
 
 /// Downloads the artifacts of the job's dependencies into its project directory.
@@ -36,10 +37,10 @@ fn with_artifacts(deps: &[Dependency]) -> impl Iterator<Item = &Dependency> {
 /// A failed artifact transfer: `script_failure` with exit code 1, as gitlab-runner reports its
 /// `artifacts-downloader`/`artifacts-uploader` helper exiting 1 (`commands/helpers/artifacts_uploader.go`:
 /// `logrus.Fatalln`).
-fn failed(message: String) -> StepError {
+fn failed(error: Error) -> StepError {
     StepError {
         reason: FailureReason::ScriptFailure,
-        message,
+        message: error.to_string(),
         exit_code: Some(1),
     }
 }
@@ -60,9 +61,10 @@ impl JobStep for DownloadArtifacts {
         // FF_USE_DIRECT_DOWNLOAD defaults to true: ask for a redirect to object storage on the first try only.
         // gitlab-runner's helper reads it from the job's environment (`env:"FF_USE_DIRECT_DOWNLOAD"`), where the
         // resolved value leads the list.
-        let direct =
-            crate::variables::parse_go_bool(ctx.var(crate::feature_flags::USE_DIRECT_DOWNLOAD))
-                .unwrap_or(true);
+        let direct = runwright_engine::variables::parse_go_bool(
+            ctx.var(runwright_engine::feature_flags::USE_DIRECT_DOWNLOAD),
+        )
+        .unwrap_or(true);
         for dep in with_artifacts(&ctx.job.dependencies) {
             ctx.line(&format!(
                 "{}Downloading artifacts for {} ({})...{}",
@@ -77,11 +79,11 @@ impl JobStep for DownloadArtifacts {
                 dep.token.as_str()
             };
             let dest = ctx.tmp_dir.join(format!("artifacts-{}.download", dep.id));
-            let mut last_err = String::new();
+            let mut last_err = None;
             let mut done = false;
             for attempt in 1..=tries {
                 if ctx.cancel.is_cancelled() {
-                    return Err(failed("canceled".into()));
+                    return Err(failed(Error::Canceled));
                 }
                 if attempt > 1 {
                     ctx.warn(&format!(
@@ -110,26 +112,26 @@ impl JobStep for DownloadArtifacts {
                         break;
                     }
                     Err(e) => {
-                        last_err = e.to_string();
-                        ctx.warn(&format!(
-                            "Downloading artifacts from coordinator... {last_err}"
-                        ));
+                        ctx.warn(&format!("Downloading artifacts from coordinator... {e}"));
+                        last_err = Some(e);
                     }
                 }
             }
-            if !done {
+            if let (false, Some(source)) = (done, last_err) {
                 let _ = std::fs::remove_file(&dest);
-                return Err(failed(format!(
-                    "downloading artifacts of {} ({}) failed after {tries} attempt(s): {last_err}",
-                    dep.name, dep.id
-                )));
+                return Err(failed(Error::Download {
+                    name: dep.name.clone(),
+                    id: dep.id,
+                    tries,
+                    source,
+                }));
             }
             let project = ctx.project_dir.to_path_buf();
             let archive = dest.clone();
-            let opts = super::extract_options(ctx);
+            let opts = crate::extract_options(ctx);
             let r = blocking(move || {
                 runwright_archive::extract(&archive, &project, &opts)
-                    .map_err(|e| super::archive_error(e, "artifacts"))
+                    .map_err(|e| Error::archive(e, "artifacts"))
             })
             .await;
             let _ = std::fs::remove_file(&dest);
@@ -139,10 +141,11 @@ impl JobStep for DownloadArtifacts {
                     stats.files, stats.dirs, stats.symlinks, stats.bytes
                 )),
                 Err(e) => {
-                    return Err(failed(format!(
-                        "extracting artifacts of {} ({}): {e}",
-                        dep.name, dep.id
-                    )))
+                    return Err(failed(Error::Extract {
+                        name: dep.name.clone(),
+                        id: dep.id,
+                        source: Box::new(e),
+                    }))
                 }
             }
         }
@@ -170,7 +173,7 @@ impl UploadArtifacts {
 }
 
 fn applies(a: &Artifact, succeeded: bool) -> bool {
-    super::when_matches(&a.when, succeeded)
+    crate::when_matches(&a.when, succeeded)
 }
 
 /// The uploaded file's name (`protocol.md` §5.1): the base name of `artifacts:name` (default `default`) plus
@@ -188,14 +191,12 @@ fn upload_file_name(name: &str, format: Option<Format>) -> String {
 }
 
 /// GitLab's names (`raw`, `zip`, `gzip`; empty = zip); `None` inside `Ok` means raw.
-fn artifact_format(name: &str) -> Result<Option<Format>, String> {
+fn artifact_format(name: &str) -> Result<Option<Format>, Error> {
     match name.trim() {
         "" | "zip" => Ok(Some(Format::Zip)),
         "gzip" => Ok(Some(Format::Gzip)),
         "raw" => Ok(None),
-        other => Err(format!(
-            "unsupported artifact format {other:?} (GitLab accepts raw, zip and gzip)"
-        )),
+        other => Err(Error::UnsupportedArtifactFormat(other.to_string())),
     }
 }
 
@@ -210,7 +211,7 @@ impl JobStep for UploadArtifacts {
             .artifacts
             .iter()
             .find(|a| applies(a, ctx.succeeded))?;
-        Some(super::result_section(
+        Some(crate::result_section(
             ctx,
             "upload_artifacts_on_success",
             "upload_artifacts_on_failure",
@@ -229,7 +230,7 @@ impl JobStep for UploadArtifacts {
             .filter(|(_, a)| applies(a, ctx.succeeded))
         {
             if let Err(e) = self.upload_one(ctx, i, a, level).await {
-                ctx.error(&e);
+                ctx.error(&e.to_string());
                 first_error.get_or_insert(e);
             }
         }
@@ -247,7 +248,7 @@ impl UploadArtifacts {
         index: usize,
         a: &Artifact,
         level: Level,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let artifact_type = if a.artifact_type.is_empty() {
             "archive"
         } else {
@@ -265,7 +266,7 @@ impl UploadArtifacts {
             untracked: a.untracked,
             max_files: None,
         };
-        let selection = super::select(ctx, spec, "artifacts").await?;
+        let selection = crate::select(ctx, spec, "artifacts").await?;
         // Files and symlinks: what `No files to upload` and the raw format count.
         let mut files = (0..selection.len()).filter(|i| !selection.is_dir(*i));
         let first_file = files.next();
@@ -277,18 +278,16 @@ impl UploadArtifacts {
         }
         let name = ctx.expand(&a.name);
         let filename = upload_file_name(&name, format);
-        std::fs::create_dir_all(ctx.tmp_dir)
-            .map_err(|e| format!("creating {}: {e}", ctx.tmp_dir.display()))?;
+        std::fs::create_dir_all(ctx.tmp_dir).map_err(|source| Error::CreateDir {
+            path: ctx.tmp_dir.to_path_buf(),
+            source,
+        })?;
         let (file, temporary): (PathBuf, bool) = match format {
             None => {
                 // raw: exactly one file, uploaded as it is.
                 match first_file {
                     Some(i) if file_count == 1 => (selection.get(i).path, false),
-                    _ => {
-                        return Err(format!(
-                            "artifact format raw needs exactly one file, found {file_count}"
-                        ))
-                    }
+                    _ => return Err(Error::RawNeedsOneFile(file_count)),
                 }
             }
             Some(format) => {
@@ -304,7 +303,7 @@ impl UploadArtifacts {
                 };
                 blocking(move || {
                     runwright_archive::write_archive(&selection, &target, &opts)
-                        .map_err(|e| e.to_string())
+                        .map_err(Error::Archive)
                 })
                 .await?;
                 (out, true)
@@ -343,9 +342,10 @@ impl UploadArtifacts {
                 ));
                 Ok(())
             }
-            Err(e) => Err(format!(
-                "Uploading artifacts as \"{artifact_type}\" to coordinator... {e}"
-            )),
+            Err(source) => Err(Error::Upload {
+                artifact_type: artifact_type.to_string(),
+                source,
+            }),
         }
     }
 }
@@ -367,9 +367,9 @@ mod tests {
 
     #[test]
     fn formats_gitlab_accepts() {
-        assert_eq!(artifact_format(""), Ok(Some(Format::Zip)));
-        assert_eq!(artifact_format("gzip"), Ok(Some(Format::Gzip)));
-        assert_eq!(artifact_format("raw"), Ok(None));
+        assert_eq!(artifact_format("").ok(), Some(Some(Format::Zip)));
+        assert_eq!(artifact_format("gzip").ok(), Some(Some(Format::Gzip)));
+        assert_eq!(artifact_format("raw").ok(), Some(None));
         assert!(artifact_format("rar").is_err());
     }
 

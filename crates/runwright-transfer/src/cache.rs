@@ -6,7 +6,7 @@
 //! caches); with `[runners.cache] Type = "s3"` it also goes to the bucket through presigned URLs. Nothing here
 //! ever fails the job: a cache problem is a warning, as in GitLab's runner.
 
-use super::{blocking, JobStep, StepContext, StepError, StepPosition};
+use crate::{blocking, Error};
 use async_trait::async_trait;
 use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_cache::key::{self, CacheKey};
@@ -14,6 +14,7 @@ use runwright_cache::local::{project_slug, LocalCache};
 use runwright_cache::s3::{DownloadResult, S3Cache, UploadResult};
 use runwright_client::failure_reason::FailureReason;
 use runwright_client::types::Cache;
+use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +28,17 @@ enum Policy {
     Push,
 }
 
-fn policy(ctx: &StepContext<'_>, c: &Cache) -> Result<Policy, String> {
+fn policy(ctx: &StepContext<'_>, c: &Cache) -> Result<Policy, Error> {
     match ctx.expand(&c.policy).trim() {
         "" | "pull-push" => Ok(Policy::PullPush),
         "pull" => Ok(Policy::Pull),
         "push" => Ok(Policy::Push),
-        other => Err(format!(
-            "unknown cache policy {other:?} (use pull, push or pull-push)"
-        )),
+        other => Err(Error::UnknownCachePolicy(other.to_string())),
     }
 }
 
 fn saves(c: &Cache, succeeded: bool) -> bool {
-    super::when_matches(&c.when, succeeded)
+    crate::when_matches(&c.when, succeeded)
 }
 
 fn has_content(c: &Cache) -> bool {
@@ -50,7 +49,7 @@ fn has_content(c: &Cache) -> bool {
 /// `[runners.feature_flags]` wins over the job's variable.
 fn hash_keys(ctx: &StepContext<'_>) -> bool {
     ctx.feature_flags
-        .is_on(crate::feature_flags::HASH_CACHE_KEYS)
+        .is_on(runwright_engine::feature_flags::HASH_CACHE_KEYS)
 }
 
 /// The entry's key as written, expanded; `<job>/<ref>` when that leaves nothing (§6.1).
@@ -64,7 +63,7 @@ fn raw_key(ctx: &StepContext<'_>, c: &Cache) -> String {
 }
 
 /// `CACHE_REQUEST_TIMEOUT` in minutes (default 10) bounds each transfer to and from the bucket.
-fn http(ctx: &StepContext<'_>) -> Result<reqwest::Client, String> {
+fn http(ctx: &StepContext<'_>) -> Result<reqwest::Client, Error> {
     let minutes = ctx
         .var("CACHE_REQUEST_TIMEOUT")
         .trim()
@@ -72,7 +71,7 @@ fn http(ctx: &StepContext<'_>) -> Result<reqwest::Client, String> {
         .ok()
         .filter(|m| *m > 0)
         .unwrap_or(10);
-    runwright_cache::s3::http_client(Duration::from_secs(minutes * 60)).map_err(|e| e.to_string())
+    runwright_cache::s3::http_client(Duration::from_secs(minutes * 60)).map_err(Error::Cache)
 }
 
 fn archive_format(ctx: &StepContext<'_>) -> Format {
@@ -172,7 +171,7 @@ impl JobStep for RestoreCache {
                 Err(e) => {
                     return Err(StepError {
                         reason: FailureReason::ScriptFailure,
-                        message: e,
+                        message: e.to_string(),
                         exit_code: None,
                     })
                 }
@@ -240,7 +239,7 @@ impl RestoreCache {
                         }
                     }
                     Err(e) => {
-                        ctx.warn(&e);
+                        ctx.warn(&e.to_string());
                         continue;
                     }
                 }
@@ -253,10 +252,10 @@ impl RestoreCache {
             }
             let project = ctx.project_dir.to_path_buf();
             let file = archive.clone();
-            let opts = super::extract_options(ctx);
+            let opts = crate::extract_options(ctx);
             match blocking(move || {
                 runwright_archive::extract(&file, &project, &opts)
-                    .map_err(|e| super::archive_error(e, "cache"))
+                    .map_err(|e| Error::archive(e, "cache"))
             })
             .await
             {
@@ -278,26 +277,17 @@ impl RestoreCache {
         s3: &S3Cache,
         stored: &str,
         archive: &std::path::Path,
-    ) -> Result<bool, String> {
-        let object = s3
-            .object_name(ctx.job.job_info.project_id, stored, hash_keys(ctx))
-            .map_err(|e| e.to_string())?;
+    ) -> Result<bool, Error> {
+        let object = s3.object_name(ctx.job.job_info.project_id, stored, hash_keys(ctx))?;
         let life = CacheStore::url_lifetime(ctx);
-        let get = s3
-            .presign_get(&object, life)
-            .await
-            .map_err(|e| e.to_string())?;
-        let head = s3
-            .presign_head(&object, life)
-            .await
-            .map_err(|e| e.to_string())?;
+        let get = s3.presign_get(&object, life).await?;
+        let head = s3.presign_head(&object, life).await?;
         ctx.line(&format!(
             "Downloading cache from {}",
             runwright_cache::strip_query(get.as_str())
         ));
         match runwright_cache::s3::download(&http(ctx)?, get.as_str(), head.as_str(), archive)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
         {
             DownloadResult::NotFound => Ok(false),
             DownloadResult::UpToDate { .. } => {
@@ -330,7 +320,7 @@ impl JobStep for ArchiveCache {
         ctx.job.cache.iter().find(|c| {
             has_content(c) && saves(c, ctx.succeeded) && !matches!(policy(ctx, c), Ok(Policy::Pull))
         })?;
-        Some(super::result_section(
+        Some(crate::result_section(
             ctx,
             "archive_cache",
             "archive_cache_on_failure",
@@ -349,7 +339,7 @@ impl JobStep for ArchiveCache {
                 Ok(Policy::Pull) => continue,
                 Ok(_) => {}
                 Err(e) => {
-                    ctx.warn(&e);
+                    ctx.warn(&e.to_string());
                     continue;
                 }
             }
@@ -368,7 +358,7 @@ impl JobStep for ArchiveCache {
                 }
             };
             if let Err(e) = self.save(ctx, c, &k).await {
-                ctx.warn(&e);
+                ctx.warn(&e.to_string());
             }
         }
         Ok(())
@@ -376,7 +366,7 @@ impl JobStep for ArchiveCache {
 }
 
 impl ArchiveCache {
-    async fn save(&self, ctx: &StepContext<'_>, c: &Cache, k: &CacheKey) -> Result<(), String> {
+    async fn save(&self, ctx: &StepContext<'_>, c: &Cache, k: &CacheKey) -> Result<(), Error> {
         let (human, stored) = (k.human.as_str(), k.storage.as_str());
         ctx.line(&format!("Creating cache {human}..."));
         let (local, slug) = self.store.local(ctx);
@@ -387,7 +377,7 @@ impl ArchiveCache {
             untracked: c.untracked,
             max_files: None,
         };
-        let selection = super::select(ctx, spec, "cache").await?;
+        let selection = crate::select(ctx, spec, "cache").await?;
         if selection.is_empty() {
             ctx.warn("No files to archive, cache will not be created");
             return Ok(());
@@ -398,33 +388,31 @@ impl ArchiveCache {
             ..WriteOptions::default()
         };
         if let Some(dir) = archive.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let target = archive.clone();
         blocking(move || {
-            runwright_archive::write_archive(&selection, &target, &opts).map_err(|e| e.to_string())
+            runwright_archive::write_archive(&selection, &target, &opts).map_err(Error::Archive)
         })
         .await?;
-        local
-            .write_metadata(&slug, stored, human)
-            .map_err(|e| e.to_string())?;
+        local.write_metadata(&slug, stored, human)?;
         match &self.store.s3 {
             None => ctx.line("No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally."),
             Some(s3) => {
                 let object = s3
-                    .object_name(ctx.job.job_info.project_id, stored, hash_keys(ctx))
-                    .map_err(|e| e.to_string())?;
+                    .object_name(ctx.job.job_info.project_id, stored, hash_keys(ctx))?;
                 let put = s3
                     .presign_put(&object, CacheStore::url_lifetime(ctx), human)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 ctx.line(&format!(
                     "Uploading cache.zip to {}",
                     runwright_cache::strip_query(put.as_str())
                 ));
                 match runwright_cache::s3::upload(&http(ctx)?, put.as_str(), &archive, human, s3.max_uploaded_archive_size())
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
                 {
                     UploadResult::Uploaded { .. } => {}
                     UploadResult::TooLarge { size, max: limit } => ctx.warn(&format!(
