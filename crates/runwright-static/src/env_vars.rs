@@ -13,7 +13,7 @@ use std::time::Duration;
 /// final-update attempts. The cadence of live trace patches still follows the interval the server asks for
 /// (`X-GitLab-Trace-Update-Interval`), because that is protocol, not retry.
 ///
-/// Read once per [`crate::Client`] when it is built. Unset (or any other value): GitLab's real waits.
+/// Read once per runwright-client `Client` when it is built. Unset (or any other value): GitLab's real waits.
 pub const RUNWRIGHT_FAST_RETRIES: &str = "RUNWRIGHT_FAST_RETRIES";
 
 /// The cap applied to every retry wait when [`RUNWRIGHT_FAST_RETRIES`] is `1`.
@@ -22,7 +22,7 @@ pub const FAST_RETRY_CAP: Duration = Duration::from_millis(50);
 /// Test switch: a whole number of seconds (at least 1) that replaces how long the GitLab client waits for an
 /// answer that makes no progress: the read timeout of API calls (GitLab's `ResponseHeaderTimeout`, 10 min) and
 /// the idle limit of artifact transfers (also 10 min). Lets a soak stall answers past the client's timeout
-/// without waiting ten minutes per stall. Read once per [`crate::Client`] when it is built; unset or unreadable:
+/// without waiting ten minutes per stall. Read once per runwright-client `Client` when it is built; unset or unreadable:
 /// GitLab's 10 minutes.
 pub const RUNWRIGHT_API_TIMEOUT_SECS: &str = "RUNWRIGHT_API_TIMEOUT_SECS";
 
@@ -51,7 +51,7 @@ pub const PROXY_VARIABLES: &[&str] = &[
 ];
 
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR` name the system's trusted CA certificates, read by
-/// `rustls-native-certs` when a [`crate::Client`] is built (tls.rs), as Go's `x509.SystemCertPool` reads them
+/// `rustls-native-certs` when a runwright-client `Client` is built (its tls.rs), as Go's `x509.SystemCertPool` reads them
 /// for GitLab's runner. Unset: the distribution's bundle. `tls-ca-file` adds to them. Listed for completeness;
 /// runwright code does not read them itself.
 pub const CA_STORE_VARIABLES: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR"];
