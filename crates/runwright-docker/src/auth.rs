@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
-use runwright_client::types::Credentials;
+use runwright_api::types::Credentials;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -173,7 +173,7 @@ pub async fn ensure_image(
         }
     }
     Err(ExecutorError::Failed(
-        runwright_client::failure_reason::FailureReason::ImagePullFailure,
+        runwright_api::failure_reason::FailureReason::ImagePullFailure,
         format!(
             "failed to pull image {image:?} with specified policies {}: {}",
             crate::policy::policies_text(policies),

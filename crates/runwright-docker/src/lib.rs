@@ -27,8 +27,8 @@ use bollard::models::{
 use bollard::query_parameters::CreateContainerOptions;
 use bollard::Docker;
 use names::{JobNames, LabelSource};
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::FeaturesInfo;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::FeaturesInfo;
 use runwright_config::{DockerConfig, RunnerConfig};
 use runwright_engine::sources::GitStrategy;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
@@ -200,7 +200,7 @@ impl Executor for DockerExecutor {
 
     fn job_variables(
         &self,
-        job: &runwright_client::types::JobResponse,
+        job: &runwright_api::types::JobResponse,
         slot: usize,
     ) -> Vec<(String, String)> {
         if !self.network_per_job() {

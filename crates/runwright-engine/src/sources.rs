@@ -10,7 +10,7 @@
 //! URLs) is one shell-quoted argument, never shell text.
 
 use crate::script::{shell_escape, ScriptWriter};
-use runwright_client::types::JobResponse;
+use runwright_api::types::JobResponse;
 use std::path::Path;
 
 /// The externalized git config (runner `externalGitConfigFile`).

@@ -19,7 +19,7 @@ use cgroup::{Confinement, JobCgroup, Placement};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use runwright_client::types::FeaturesInfo;
+use runwright_api::types::FeaturesInfo;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use runwright_trace::{StreamType, TraceBuffer};
 use std::os::fd::OwnedFd;
@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// The environment variable that marks a job's processes.
-pub use runwright_client::env::RUNWRIGHT_JOB_MARK as PROCESS_MARK_VAR;
+pub use runwright_static::env_vars::RUNWRIGHT_JOB_MARK as PROCESS_MARK_VAR;
 
 #[derive(Debug, Clone)]
 pub struct ShellExecutor {

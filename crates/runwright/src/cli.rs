@@ -82,7 +82,7 @@ pub struct ExecArgs {
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
     /// Where caches persist between runs (default: $XDG_CACHE_HOME/runwright/exec/<project>).
-    #[arg(long, value_name = "DIR", env = runwright_client::env::RUNWRIGHT_EXEC_CACHE_DIR)]
+    #[arg(long, value_name = "DIR", env = runwright_static::env_vars::RUNWRIGHT_EXEC_CACHE_DIR)]
     pub cache_dir: Option<PathBuf>,
     /// Run a clean checkout of the committed HEAD instead of the working tree as it is.
     #[arg(long)]

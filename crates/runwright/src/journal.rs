@@ -9,9 +9,10 @@
 //! tries to report them to a GitLab.
 
 use anyhow::Context;
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::{JobResponse, VersionInfo};
-use runwright_client::{Client, ClientOptions, FinalState, JobState, JobTrace, JobTraceOptions};
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::{JobResponse, VersionInfo};
+use runwright_api::JobState;
+use runwright_client::{Client, ClientOptions, FinalState, JobTrace, JobTraceOptions};
 use runwright_config::{Config, RunnerConfig};
 use runwright_engine::RunnerIdentity;
 use runwright_journal::{

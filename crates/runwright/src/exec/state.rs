@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// Overrides `$XDG_STATE_HOME/runwright/pipelines/<project>-<hash>`: the runs of this checkout go to numbered
 /// directories right under it. Read by `runwright exec` at the start of each run. Unset: the XDG location
 /// (`~/.local/state/...` without `XDG_STATE_HOME`).
-pub(super) use runwright_client::env::RUNWRIGHT_EXEC_STATE_DIR;
+pub(super) use runwright_static::env_vars::RUNWRIGHT_EXEC_STATE_DIR;
 
 /// Where the runs of a checkout go; `key` is `<project slug>-<hash of the checkout path>`.
 pub(super) fn pipelines_dir(key: &str) -> PathBuf {

@@ -13,7 +13,7 @@ pub mod status;
 pub mod tokens;
 
 use anyhow::anyhow;
-use runwright_client::types::VersionInfo;
+use runwright_api::types::VersionInfo;
 use runwright_client::{ApiError, Client, ClientOptions};
 use runwright_config::RunnerConfig;
 use time::format_description::well_known::Rfc3339;
@@ -44,7 +44,7 @@ pub fn client(url: &str, runner: Option<&RunnerConfig>) -> anyhow::Result<Client
 /// The `info` object of register and verify (for `POST /runners` GitLab's runner sends it with an empty
 /// executor, `protocol.md` §1.1).
 pub fn info(executor: &str, shell: Option<&str>) -> VersionInfo {
-    let mut features = runwright_client::types::FeaturesInfo::default();
+    let mut features = runwright_api::types::FeaturesInfo::default();
     runwright_client::network_features(&mut features);
     VersionInfo {
         name: "runwright".into(),

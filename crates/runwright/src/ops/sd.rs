@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Sends one notification to systemd when the service runs under it (`$NOTIFY_SOCKET`); a no-op otherwise.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os(runwright_client::env::NOTIFY_SOCKET) else {
+    let Some(path) = std::env::var_os(runwright_static::env_vars::NOTIFY_SOCKET) else {
         return;
     };
     let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {

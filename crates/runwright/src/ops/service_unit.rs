@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Where the unit goes instead of systemd's directory; no systemctl call then.
-pub const RUNWRIGHT_SYSTEMD_UNIT_DIR: &str = runwright_client::env::RUNWRIGHT_SYSTEMD_UNIT_DIR;
+pub const RUNWRIGHT_SYSTEMD_UNIT_DIR: &str = runwright_static::env_vars::RUNWRIGHT_SYSTEMD_UNIT_DIR;
 
 /// GitLab's default job timeout (one hour): what a drain must at least allow.
 const DEFAULT_JOB_TIMEOUT_SECS: u64 = 3600;
