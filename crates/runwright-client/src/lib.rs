@@ -30,11 +30,3 @@ pub use job_trace::{
     DEFAULT_FORCE_SEND_INTERVAL, DEFAULT_MAX_PATCH, DEFAULT_UPDATE_INTERVAL, MAX_UPDATE_INTERVAL,
 };
 pub use runners::{ApiError, RegisterRequest, RunnerToken};
-
-// Transition: the wire types moved to runwright-api and the environment variables to runwright-static; these
-// re-exports go once no crate uses them.
-pub use runwright_api::{
-    decode_job_response, failure_reason, map_failure_reason, types, FailureReason, JobState,
-    TlsData,
-};
-pub use runwright_static::env_vars as env;
