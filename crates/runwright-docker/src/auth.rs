@@ -177,10 +177,12 @@ impl Resolver {
 }
 
 fn client_config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+    if let Some(dir) =
+        std::env::var_os(runwright_static::env_vars::DOCKER_CONFIG).filter(|d| !d.is_empty())
+    {
         return Some(PathBuf::from(dir).join("config.json"));
     }
-    std::env::var_os("HOME")
+    std::env::var_os(runwright_static::env_vars::HOME)
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(".docker").join("config.json"))
 }

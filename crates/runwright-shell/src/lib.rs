@@ -115,7 +115,7 @@ impl ShellExecutor {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
+    std::env::var_os(runwright_static::env_vars::PATH)
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
         .unwrap_or(false)
 }

@@ -12,10 +12,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
     /// Log level: debug, info, warn, error, fatal, panic.
-    #[arg(short = 'l', long, global = true, env = "LOG_LEVEL")]
+    #[arg(short = 'l', long, global = true, env = runwright_static::env_vars::LOG_LEVEL)]
     pub log_level: Option<String>,
     /// Log format: runner, text, json.
-    #[arg(long, global = true, env = "LOG_FORMAT")]
+    #[arg(long, global = true, env = runwright_static::env_vars::LOG_FORMAT)]
     pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -111,7 +111,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "EXECUTOR", default_value = "auto", value_parser = ["auto", "shell", "docker"])]
     pub executor: String,
     /// The image of docker jobs that name none.
-    #[arg(long, value_name = "IMAGE", env = "DOCKER_IMAGE")]
+    #[arg(long, value_name = "IMAGE", env = runwright_static::env_vars::DOCKER_IMAGE)]
     pub docker_image: Option<String>,
     /// The docker executor's pull policy (GitLab's `pull_policy`): always, if-not-present, never.
     #[arg(long, value_name = "POLICY", default_value = "if-not-present", value_parser = ["always", "if-not-present", "never"])]
@@ -145,7 +145,7 @@ pub struct LintArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArg {
     /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
+    #[arg(short = 'c', long, env = runwright_static::env_vars::CONFIG_FILE)]
     pub config: Option<PathBuf>,
 }
 

@@ -78,10 +78,13 @@ pub fn trace_limits(config: &Config) -> TraceLimits {
 /// The journal of `runwright exec` runs.
 pub fn local_dir() -> PathBuf {
     // XDG: a relative XDG_STATE_HOME is invalid and ignored.
-    std::env::var_os("XDG_STATE_HOME")
+    std::env::var_os(runwright_static::env_vars::XDG_STATE_HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| {
+            std::env::var_os(runwright_static::env_vars::HOME)
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
         .unwrap_or_else(std::env::temp_dir)
         .join("runwright")
         .join("journal")

@@ -25,10 +25,13 @@ pub(super) fn pipelines_dir(key: &str) -> PathBuf {
         return PathBuf::from(dir);
     }
     // XDG: a relative XDG_STATE_HOME is invalid and ignored.
-    let base = std::env::var_os("XDG_STATE_HOME")
+    let base = std::env::var_os(runwright_static::env_vars::XDG_STATE_HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| {
+            std::env::var_os(runwright_static::env_vars::HOME)
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
         .unwrap_or_else(std::env::temp_dir);
     base.join("runwright").join("pipelines").join(key)
 }

@@ -33,8 +33,11 @@ pub fn notify(state: &str) {
 
 /// Half the watchdog interval systemd asked for (`WATCHDOG_USEC`, for this pid), if any.
 fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+    let usec: u64 = std::env::var(runwright_static::env_vars::WATCHDOG_USEC)
+        .ok()?
+        .parse()
+        .ok()?;
+    if let Ok(pid) = std::env::var(runwright_static::env_vars::WATCHDOG_PID) {
         if pid.parse::<u32>().ok() != Some(std::process::id()) {
             return None;
         }

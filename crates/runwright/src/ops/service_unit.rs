@@ -47,7 +47,7 @@ pub struct InstallArgs {
     #[arg(short = 'd', long)]
     pub working_directory: Option<PathBuf>,
     /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
+    #[arg(short = 'c', long, env = runwright_static::env_vars::CONFIG_FILE)]
     pub config: Option<PathBuf>,
     /// Accepted for compatibility (logs go to the journal).
     #[arg(long)]
@@ -183,7 +183,8 @@ fn unit_dir(service: &ServiceArgs, verb: &str) -> anyhow::Result<(PathBuf, bool)
         return Err(no_systemd(verb));
     }
     if service.user_service {
-        let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("{verb}: HOME is not set"))?;
+        let home = std::env::var_os(runwright_static::env_vars::HOME)
+            .ok_or_else(|| anyhow!("{verb}: HOME is not set"))?;
         return Ok((PathBuf::from(home).join(".config/systemd/user"), true));
     }
     if !nix::unistd::geteuid().is_root() {
