@@ -18,7 +18,7 @@ pub fn url(url: &Url) -> String {
     clean.to_string()
 }
 
-/// Like [`url`] for a string that may not even parse.
+/// Like [`url()`] for a string that may not even parse.
 pub fn url_str(raw: &str) -> String {
     if let Ok(parsed) = Url::parse(raw) {
         return url(&parsed);
