@@ -25,7 +25,7 @@ use runwright_archive::{
 /// `<op>:<workers>:<source>:<output>`, where `<op>` is `extract` or `<format>-<level>` (`zip-default`,
 /// `zip-fast`, `zipzstd-default`, `tarzstd-default`, ...). Archiving selects `.` under `<source>` and writes
 /// `<output>`; extraction unpacks the archive `<source>` into `<output>`.
-const WORKER_ENV: &str = "ARCHIVE_BENCH_WORKER";
+const WORKER_ENV: &str = runwright_static::env_vars::ARCHIVE_BENCH_WORKER;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -279,14 +279,14 @@ fn main() {
         worker(&spec);
         return;
     }
-    let mib = env("ARCHIVE_BENCH_MIB", 256);
-    let files = env("ARCHIVE_BENCH_FILES", 10_000);
-    let runs = env("ARCHIVE_BENCH_RUNS", 3).max(1);
+    let mib = env(runwright_static::env_vars::ARCHIVE_BENCH_MIB, 256);
+    let files = env(runwright_static::env_vars::ARCHIVE_BENCH_FILES, 10_000);
+    let runs = env(runwright_static::env_vars::ARCHIVE_BENCH_RUNS, 3).max(1);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let max_workers = env("ARCHIVE_BENCH_WORKERS", cores);
-    let base = std::env::var_os("ARCHIVE_BENCH_DIR")
+    let max_workers = env(runwright_static::env_vars::ARCHIVE_BENCH_WORKERS, cores);
+    let base = std::env::var_os(runwright_static::env_vars::ARCHIVE_BENCH_DIR)
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(base).unwrap();

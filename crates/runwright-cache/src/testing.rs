@@ -39,7 +39,7 @@ pub struct MotoServer {
 impl MotoServer {
     /// `<venv>/bin/moto_server`, the venv being `$RUNWRIGHT_TEST_VENV` or [`DEFAULT_VENV`].
     pub fn binary() -> PathBuf {
-        let venv = std::env::var_os("RUNWRIGHT_TEST_VENV")
+        let venv = std::env::var_os(runwright_static::env_vars::RUNWRIGHT_TEST_VENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_VENV));
         venv.join("bin").join("moto_server")

@@ -36,8 +36,8 @@ use crate::client::{
     error_chain, insert_secret_header, Client, WithoutUrlRef, HEADER_JOB_TOKEN, HEADER_REQUEST_ID,
     READ_TIMEOUT,
 };
-use crate::redact;
 use crate::retry::{self, Backoff};
+use runwright_api::redact;
 
 /// A transfer that moves no byte for this long is abandoned (and retried like a network error). Same value as
 /// GitLab's `ResponseHeaderTimeout` and the uploader's `--response-header-timeout` default (10 min): while the

@@ -18,10 +18,11 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::error::ClientError;
-use crate::redact;
 use crate::retry::{self, Backoff};
-use crate::tls::{ClientTls, TlsData, TlsFiles};
-use crate::types::{FeaturesInfo, JobRequest, JobResponse, UpdateJobRequest, VersionInfo};
+use crate::tls::{ClientTls, TlsFiles};
+use runwright_api::redact;
+use runwright_api::types::{FeaturesInfo, JobRequest, JobResponse, UpdateJobRequest, VersionInfo};
+use runwright_api::{decode_job_response, decode_job_value, TlsData};
 
 /// Dial timeout (runner network/client.go `dialer`). reqwest applies it to TCP connect and TLS handshake
 /// together; GitLab's separate 10 s TLS handshake limit is therefore folded into these 30 s.
@@ -58,7 +59,7 @@ pub struct ClientOptions {
     /// `User-Agent` of every request, `gitlab-runner <version> (<branch>; <go version>; <os>/<arch>)` style.
     pub user_agent: String,
     /// How long to wait for an answer that makes no progress (API read timeout and artifact transfer idle
-    /// limit). `None`: [`crate::env::RUNWRIGHT_API_TIMEOUT_SECS`] if set, else GitLab's 10 minutes.
+    /// limit). `None`: [`runwright_static::env_vars::RUNWRIGHT_API_TIMEOUT_SECS`] if set, else GitLab's 10 minutes.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -352,7 +353,7 @@ impl Client {
             })?;
         let idle_timeout = opts
             .idle_timeout
-            .or_else(crate::env::api_timeout)
+            .or_else(runwright_static::env_vars::api_timeout)
             .unwrap_or(READ_TIMEOUT);
         let http = configure(
             reqwest::Client::builder()
@@ -383,7 +384,7 @@ impl Client {
                 base,
                 user_agent,
                 last_update: Mutex::new(None),
-                fast_retries: crate::env::fast_retries(),
+                fast_retries: runwright_static::env_vars::fast_retries(),
                 idle_timeout,
                 tls,
             }),
@@ -1022,55 +1023,6 @@ fn job_identity(raw: &serde_json::Value) -> MalformedJobIdentity {
         project_full_path: text("project_full_path"),
         project_id: number("project_id"),
         pipeline_id: number("pipeline_id"),
-    }
-}
-
-/// Decodes the JSON body of a `201` of jobs/request as gitlab-runner's Go decoder reads it: a `null` member is
-/// the field's zero value, like a missing one (runner common/spec/spec.go; GitLab's Grape entities send `null`
-/// for every unset attribute). The error names the JSON path that failed (`variables[1].masked`) and never
-/// quotes a value (it could be a secret).
-pub fn decode_job_response(body: &[u8]) -> Result<JobResponse, String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "error decoding job payload: {}",
-            redact::serde_message(&e.to_string())
-        )
-    })?;
-    decode_job_value(value)
-}
-
-fn decode_job_value(mut value: serde_json::Value) -> Result<JobResponse, String> {
-    drop_null_members(&mut value);
-    if !value.is_object() {
-        return Err("error decoding job payload: it is not a JSON object".to_string());
-    }
-    let job: JobResponse = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = redact::serde_message(&e.into_inner().to_string());
-        format!("error decoding job payload at `{path}`: {inner}")
-    })?;
-    // Go would decode these too, and fail at the first request that needs them; a job without them cannot
-    // even be reported, so it is refused here with a clear reason.
-    if job.id <= 0 {
-        return Err("error decoding job payload: it has no job `id`".to_string());
-    }
-    if job.token.is_empty() {
-        return Err("error decoding job payload: it has no job `token`".to_string());
-    }
-    Ok(job)
-}
-
-/// Removes every object member whose value is `null`, at any depth. With every field of the wire types
-/// defaulted, that is Go's rule: `null` leaves the zero value. `null` items of lists stay (the types take them
-/// as the item's zero value).
-fn drop_null_members(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(drop_null_members);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_members),
-        _ => {}
     }
 }
 

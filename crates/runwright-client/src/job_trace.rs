@@ -22,9 +22,11 @@ use tokio::task::JoinHandle;
 
 use crate::client::{Client, PatchState, PatchTraceOutcome, UpdateJobState};
 use crate::error::ClientError;
-use crate::failure_reason::{map_failure_reason, FailureReason};
 use crate::retry::{self, Backoff};
-use crate::types::{JobState, JobTraceOutput, UpdateJobRequest, VersionInfo, STATE_RUNNING};
+use runwright_api::failure_reason::{map_failure_reason, FailureReason};
+use runwright_api::types::{
+    JobState, JobTraceOutput, UpdateJobRequest, VersionInfo, STATE_RUNNING,
+};
 
 /// GitLab's default update interval (runner common/consts.go `DefaultUpdateInterval`).
 pub const DEFAULT_UPDATE_INTERVAL: Duration = Duration::from_secs(3);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 
-use crate::env::FAST_RETRY_CAP;
+use runwright_static::env_vars::FAST_RETRY_CAP;
 
 /// Attempts in total, first one included (runner network/retry_requester.go `defaultRateLimitMaxAttempts`).
 pub(crate) const MAX_ATTEMPTS: u32 = 5;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::client::{
     insert_secret_header, json_request, status_text, Prepared, HEADER_RUNNER_TOKEN,
 };
-use crate::types::VersionInfo;
 use crate::Client;
+use runwright_api::types::VersionInfo;
 
 /// A failed runner-management call: the HTTP status when GitLab answered, and a one-line message naming
 /// method and URL (never a token).
@@ -242,8 +242,8 @@ impl Client {
             message: format!(
                 "{} {}: unreadable answer: {}",
                 prepared.method,
-                crate::redact::url(&prepared.url),
-                crate::redact::serde_message(&e.to_string())
+                runwright_api::redact::url(&prepared.url),
+                runwright_api::redact::serde_message(&e.to_string())
             ),
         })
     }

@@ -23,61 +23,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, TrustAnchor, 
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use url::Url;
 
+use runwright_api::TlsData;
+
 use crate::error::ClientError;
-
-/// What a job gets to reach GitLab over TLS itself (runner common/spec/spec.go `TLSData`): the CA chain and,
-/// when a client certificate is configured, its certificate and key, each as file content. `Debug` never shows
-/// the key.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct TlsData {
-    /// PEM certificates: `tls-ca-file`'s content, else the chain the server was verified through (leaf first,
-    /// root last). Empty over plain HTTP.
-    pub ca_chain: String,
-    /// PEM client certificate (`tls-cert-file`), empty unless both it and the key were read.
-    pub auth_cert: String,
-    /// PEM private key (`tls-key-file`): a secret.
-    pub auth_key: String,
-}
-
-impl fmt::Debug for TlsData {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsData")
-            .field("ca_chain_bytes", &self.ca_chain.len())
-            .field("auth_cert_bytes", &self.auth_cert.len())
-            .field(
-                "auth_key",
-                &if self.auth_key.is_empty() {
-                    ""
-                } else {
-                    "[REDACTED]"
-                },
-            )
-            .finish()
-    }
-}
-
-impl TlsData {
-    /// Whether jobs get a client certificate (runner common/build.go `GetCITLSVariables`: both halves).
-    pub fn has_auth(&self) -> bool {
-        !self.auth_cert.is_empty() && !self.auth_key.is_empty()
-    }
-
-    /// Pieces of the key to mask in the trace: each line of its body. GitLab's runner does not mask the key
-    /// file; its content reaches the trace with `CI_DEBUG_TRACE` (the script writing the file is traced) or a
-    /// `cat`, so runwright masks it. Line by line, so a partial print is masked too; armour lines and short
-    /// tails (a few bytes of a key) are left, as a masked phrase that short would mask unrelated output.
-    pub fn secret_phrases(&self) -> Vec<String> {
-        if !self.has_auth() {
-            return Vec::new();
-        }
-        self.auth_key
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.len() >= 8 && !l.starts_with("-----"))
-            .map(str::to_string)
-            .collect()
-    }
-}
 
 /// The TLS files a client uses, after the certs directory filled what the entry left unset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -483,26 +431,6 @@ mod tests {
             TlsFiles::default()
         );
     }
-
-    #[test]
-    fn debug_never_shows_the_key_and_phrases_cover_its_body() {
-        let data = TlsData {
-            ca_chain: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----".into(),
-            auth_cert: "cert".into(),
-            auth_key: "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEH\nSECRETLINE2abc\nZw==\n-----END PRIVATE KEY-----\n".into(),
-        };
-        let shown = format!("{data:?}");
-        assert!(!shown.contains("SECRETLINE2"), "{shown}");
-        assert_eq!(
-            data.secret_phrases(),
-            ["MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEH", "SECRETLINE2abc"]
-        );
-        let no_cert = TlsData {
-            auth_cert: String::new(),
-            ..data
-        };
-        assert!(no_cert.secret_phrases().is_empty());
-    }
 }
 
 /// Real handshakes against a loopback HTTPS server with a private PKI.
@@ -510,8 +438,8 @@ mod tests {
 mod handshake_tests {
     use super::*;
     use crate::testing::TestPki;
-    use crate::types::VersionInfo;
     use crate::{Client, ClientOptions, RequestJobOutcome};
+    use runwright_api::types::VersionInfo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves `201` with a job to every request, over TLS with `pki`'s server chain (leaf + intermediate);
@@ -585,7 +513,7 @@ mod handshake_tests {
     }
 
     fn client(url: &str, files: TlsFiles, system: Vec<CertificateDer<'static>>) -> Client {
-        std::env::set_var(crate::env::RUNWRIGHT_FAST_RETRIES, "1");
+        std::env::set_var(runwright_static::env_vars::RUNWRIGHT_FAST_RETRIES, "1");
         let tls = ClientTls::with_system_roots(files, system).expect("tls");
         Client::with_tls(
             ClientOptions {

@@ -999,7 +999,9 @@ pub fn default_certs_dir() -> PathBuf {
 fn default_config_dir() -> PathBuf {
     if is_root() {
         PathBuf::from("/etc/gitlab-runner")
-    } else if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+    } else if let Some(home) =
+        std::env::var_os(runwright_static::env_vars::HOME).filter(|h| !h.is_empty())
+    {
         PathBuf::from(home).join(".gitlab-runner")
     } else {
         std::env::current_dir().unwrap_or_default()

@@ -8,7 +8,7 @@
 //! types, whose `skip_serializing_if` suits the runner side. (JSON object order carries no meaning; serde_json
 //! writes keys sorted.)
 
-use runwright_client::types::{
+use runwright_api::types::{
     Artifact, Cache, Credentials, Dependency, GitInfo, Hook, Image, JobInfo, JobVariable, Port,
     RunnerInfo, Step,
 };

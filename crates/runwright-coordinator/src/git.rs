@@ -316,7 +316,10 @@ async fn run_cgi(root: &Path, path_info: &str, query: &str, req: Request) -> Res
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("http-backend")
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "PATH",
+            std::env::var_os(runwright_static::env_vars::PATH).unwrap_or_default(),
+        )
         .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -331,7 +334,7 @@ async fn run_cgi(root: &Path, path_info: &str, query: &str, req: Request) -> Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(home) = std::env::var_os("HOME") {
+    if let Some(home) = std::env::var_os(runwright_static::env_vars::HOME) {
         cmd.env("HOME", home);
     }
     for (cgi, http) in [

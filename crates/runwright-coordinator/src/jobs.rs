@@ -2,7 +2,7 @@
 //! job as runners work on it — [`JobRecord`].
 
 use crate::artifacts::StoredArtifact;
-use runwright_client::types::{
+use runwright_api::types::{
     Artifact, Cache, Credentials, Dependency, Hook, Image, JobVariable, UpdateJobRequest,
 };
 

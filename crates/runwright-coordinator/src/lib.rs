@@ -50,8 +50,6 @@ pub use faults::{Endpoint, Fault, FaultKind, FaultPlan};
 pub use jobs::{masked_variable, variable, JobRecord, JobSpec, ProjectSpec, DUMMY_SHA};
 pub use log::RequestLog;
 pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
-/// The wire types this crate speaks (re-exported from `runwright-client`).
-pub use runwright_client::types;
 pub use server::content_range_start;
 pub use state::new_runner_token;
 pub use tls::CoordinatorTls;

@@ -8,7 +8,7 @@ use crate::artifacts::DependencySource;
 use crate::entities;
 use crate::jobs::JobSpec;
 use crate::state::{Job, Runner};
-use runwright_client::types::{GitInfo, JobInfo, JobVariable, RunnerInfo, Step};
+use runwright_api::types::{GitInfo, JobInfo, JobVariable, RunnerInfo, Step};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

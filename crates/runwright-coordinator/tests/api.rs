@@ -358,11 +358,11 @@ async fn payload_is_shaped_like_gitlab() {
 async fn payload_has_every_entity_attribute_with_gitlabs_nulls() {
     let c = start().await;
     let mut spec = JobSpec::shell("dind", &["docker info"]);
-    spec.image = Some(runwright_client::types::Image {
+    spec.image = Some(runwright_api::types::Image {
         name: "docker:24".into(),
         ..Default::default()
     });
-    spec.services = vec![runwright_client::types::Image {
+    spec.services = vec![runwright_api::types::Image {
         name: "docker:24-dind".into(),
         ..Default::default()
     }];
@@ -418,8 +418,7 @@ async fn payload_has_every_entity_attribute_with_gitlabs_nulls() {
         Value::Null
     );
     // The runner's own decoder reads it.
-    let decoded =
-        runwright_client::decode_job_response(job.to_string().as_bytes()).expect("decodes");
+    let decoded = runwright_api::decode_job_response(job.to_string().as_bytes()).expect("decodes");
     assert_eq!(decoded.services[0].alias, "");
 
     // A CI Steps job: `run` as a JSON string, no `steps`; a pending job's timeouts are null.

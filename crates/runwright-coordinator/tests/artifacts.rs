@@ -398,7 +398,7 @@ async fn artifact_dependencies_become_payload_dependencies() {
     let (lint, _, _) = running_job(&c, JobSpec::shell("lint", &["true"])).await;
 
     let mut spec = JobSpec::shell("test", &["true"]);
-    spec.dependencies.push(runwright_client::types::Dependency {
+    spec.dependencies.push(runwright_api::types::Dependency {
         id: 1000,
         name: "given".into(),
         token: "glcbt-given".into(),
@@ -417,9 +417,8 @@ async fn artifact_dependencies_become_payload_dependencies() {
         ])
     );
     // The payload still decodes with the runner's wire types.
-    let parsed =
-        runwright_client::decode_job_response(&serde_json::to_vec(&payload).expect("json"))
-            .expect("payload decodes");
+    let parsed = runwright_api::decode_job_response(&serde_json::to_vec(&payload).expect("json"))
+        .expect("payload decodes");
     assert_eq!(parsed.dependencies.len(), 3);
     assert!(parsed.dependencies[2].artifacts_file.is_none());
     c.shutdown().await;
@@ -499,7 +498,7 @@ async fn faults_apply_to_artifact_endpoints() {
 
 fn runwright_client(url: &str) -> runwright_client::Client {
     // Every test here sets the same value, so parallel tests do not race on it.
-    std::env::set_var(runwright_client::env::RUNWRIGHT_FAST_RETRIES, "1");
+    std::env::set_var(runwright_static::env_vars::RUNWRIGHT_FAST_RETRIES, "1");
     runwright_client::Client::new(runwright_client::ClientOptions {
         url: url.to_string(),
         user_agent: "runwright test".into(),

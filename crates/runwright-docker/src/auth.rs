@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
-use runwright_client::types::Credentials;
+use runwright_api::types::Credentials;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -177,10 +177,12 @@ impl Resolver {
 }
 
 fn client_config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+    if let Some(dir) =
+        std::env::var_os(runwright_static::env_vars::DOCKER_CONFIG).filter(|d| !d.is_empty())
+    {
         return Some(PathBuf::from(dir).join("config.json"));
     }
-    std::env::var_os("HOME")
+    std::env::var_os(runwright_static::env_vars::HOME)
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(".docker").join("config.json"))
 }

@@ -33,7 +33,7 @@ pub async fn connect(
     tls_cert_path: Option<&std::path::Path>,
     tls_verify: bool,
 ) -> Result<Docker, DockerError> {
-    let from_env = std::env::var("DOCKER_HOST").ok();
+    let from_env = std::env::var(runwright_static::env_vars::DOCKER_HOST).ok();
     let host = host
         .filter(|h| !h.is_empty())
         .map(str::to_string)
@@ -50,9 +50,9 @@ pub async fn connect(
         Some(h)
             if h.starts_with("tcp://") || h.starts_with("https://") || h.starts_with("http://") =>
         {
-            let certs = tls_cert_path
-                .map(std::path::PathBuf::from)
-                .or_else(|| std::env::var_os("DOCKER_CERT_PATH").map(Into::into));
+            let certs = tls_cert_path.map(std::path::PathBuf::from).or_else(|| {
+                std::env::var_os(runwright_static::env_vars::DOCKER_CERT_PATH).map(Into::into)
+            });
             match certs {
                 Some(dir) if tls_verify || h.starts_with("https://") => {
                     install_crypto_provider();

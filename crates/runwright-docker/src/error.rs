@@ -11,7 +11,7 @@
 
 use crate::engine_api::daemon_message;
 use crate::policy::policies_text;
-use runwright_client::failure_reason::FailureReason;
+use runwright_api::failure_reason::FailureReason;
 use runwright_config::PullPolicy;
 use runwright_engine::ExecutorError;
 use std::path::PathBuf;

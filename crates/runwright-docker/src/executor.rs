@@ -8,7 +8,7 @@ use crate::volumes::{self, MountTable, VolumeSpec};
 use crate::DockerError;
 use async_trait::async_trait;
 use bollard::Docker;
-use runwright_client::types::FeaturesInfo;
+use runwright_api::types::FeaturesInfo;
 use runwright_config::{DockerConfig, RunnerConfig};
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use std::path::PathBuf;
@@ -148,7 +148,7 @@ impl Executor for DockerExecutor {
 
     fn job_variables(
         &self,
-        job: &runwright_client::types::JobResponse,
+        job: &runwright_api::types::JobResponse,
         slot: usize,
     ) -> Vec<(String, String)> {
         if !self.network_per_job() {

@@ -173,7 +173,7 @@ fn service_path(image: &str) -> String {
 
 /// What the labels describe.
 pub struct LabelSource<'a> {
-    pub job: &'a runwright_client::types::JobResponse,
+    pub job: &'a runwright_api::types::JobResponse,
     pub short_token: &'a str,
     pub system_id: &'a str,
     pub slot: usize,
@@ -216,7 +216,7 @@ pub fn labels(
     l
 }
 
-fn job_url(job: &runwright_client::types::JobResponse) -> String {
+fn job_url(job: &runwright_api::types::JobResponse) -> String {
     let project = job
         .variables
         .iter()
@@ -230,7 +230,7 @@ fn job_url(job: &runwright_client::types::JobResponse) -> String {
     }
 }
 
-fn pipeline_id(job: &runwright_client::types::JobResponse) -> String {
+fn pipeline_id(job: &runwright_api::types::JobResponse) -> String {
     job.variables
         .iter()
         .find(|v| v.key == "CI_PIPELINE_ID")

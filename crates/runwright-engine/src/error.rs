@@ -3,7 +3,7 @@
 //! gitlab-runner's words where it has them.
 
 use crate::executor::ExecutorError;
-use runwright_client::failure_reason::FailureReason;
+use runwright_api::failure_reason::FailureReason;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, thiserror::Error)]

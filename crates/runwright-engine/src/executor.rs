@@ -3,8 +3,8 @@
 
 use crate::variables::Variables;
 use async_trait::async_trait;
-use runwright_client::types::FeaturesInfo;
-use runwright_client::types::JobResponse;
+use runwright_api::types::FeaturesInfo;
+use runwright_api::types::JobResponse;
 use runwright_trace::TraceBuffer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub enum ExecutorError {
     /// Preparing failed for a reason GitLab classifies on its own (`image_pull_failure`,
     /// `runner_configuration_error`, …).
     #[error("{1}")]
-    Failed(runwright_client::failure_reason::FailureReason, String),
+    Failed(runwright_api::failure_reason::FailureReason, String),
 }
 
 /// What an executor needs to know about the job to prepare for it.

@@ -20,7 +20,7 @@
 //! parse it either.
 
 use crate::variables::{parse_go_bool, Variables};
-use runwright_client::types::{JobResponse, JobVariable};
+use runwright_api::types::{JobResponse, JobVariable};
 use runwright_config::RunnerConfig;
 
 /// One flag of gitlab-runner's table.

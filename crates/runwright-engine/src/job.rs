@@ -13,8 +13,8 @@ use crate::script::ScriptWriter;
 use crate::sources::{self, GitStrategy, SubmoduleStrategy};
 use crate::steps::{JobStep, StepContext, StepPosition};
 use crate::variables::Variables;
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::JobResponse;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::JobResponse;
 use runwright_config::{format_go_duration, RunnerConfig};
 use runwright_trace::{ansi, section_end, section_start, TraceBuffer};
 use std::path::PathBuf;
@@ -968,7 +968,7 @@ impl Backoff {
         Self {
             next: min,
             max,
-            fast: runwright_client::env::fast_retries(),
+            fast: runwright_static::env_vars::fast_retries(),
         }
     }
 
@@ -976,7 +976,7 @@ impl Backoff {
         let wait = self.next.min(self.max);
         self.next = self.next.saturating_mul(2);
         if self.fast {
-            wait.min(runwright_client::env::FAST_RETRY_CAP)
+            wait.min(runwright_static::env_vars::FAST_RETRY_CAP)
         } else {
             wait
         }
@@ -1145,7 +1145,7 @@ mod tests {
     use super::*;
     use crate::executor::{Executor, ExecutorSession, PreparedJob};
     use async_trait::async_trait;
-    use runwright_client::types::FeaturesInfo;
+    use runwright_api::types::FeaturesInfo;
     use runwright_trace::TraceOptions;
 
     /// An executor whose preparation takes `prepare_for` (or until canceled), and whose stages print their
@@ -1227,7 +1227,7 @@ mod tests {
             ..Default::default()
         };
         job.runner_info.timeout = 3600;
-        job.variables.push(runwright_client::types::JobVariable {
+        job.variables.push(runwright_api::types::JobVariable {
             key: "GIT_STRATEGY".into(),
             value: "none".into(),
             ..Default::default()
@@ -1251,7 +1251,7 @@ mod tests {
             fast: true,
             ..Backoff::new((Duration::from_secs(5), Duration::from_secs(300)))
         };
-        assert_eq!(fast.next_wait(), runwright_client::env::FAST_RETRY_CAP);
+        assert_eq!(fast.next_wait(), runwright_static::env_vars::FAST_RETRY_CAP);
     }
 
     #[tokio::test(start_paused = true)]

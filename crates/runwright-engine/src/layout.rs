@@ -1,6 +1,6 @@
 //! Where a job's files live: builds dir, project dir, temp dir (reference `protocol.md` §7.4).
 
-use runwright_client::types::JobResponse;
+use runwright_api::types::JobResponse;
 use std::path::{Path, PathBuf};
 
 /// The project's path below the builds dir: the repository URL's path without `.git`

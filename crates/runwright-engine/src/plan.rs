@@ -10,7 +10,7 @@ use crate::layout::{project_slug, JobDirs};
 use crate::settings::BuildSettings;
 use crate::sources::{GitAuth, GitAuthInput, GitStrategy, SourcesSettings, SshServer};
 use crate::variables::Variables;
-use runwright_client::types::JobResponse;
+use runwright_api::types::JobResponse;
 use runwright_config::{format_go_duration, parse_go_duration};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

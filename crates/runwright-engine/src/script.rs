@@ -304,7 +304,7 @@ mod tests {
         let tmp = dir.to_string_lossy().to_string();
         let mut vars = Variables::new();
         vars.set("PLAIN", "a b'c");
-        vars.push(runwright_client::types::JobVariable {
+        vars.push(runwright_api::types::JobVariable {
             key: "FILEVAR".into(),
             value: "line1\nline2".into(),
             file: true,

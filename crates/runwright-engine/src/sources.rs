@@ -11,7 +11,7 @@
 
 use crate::error::Error;
 use crate::script::{shell_escape, ScriptWriter};
-use runwright_client::types::JobResponse;
+use runwright_api::types::JobResponse;
 use std::path::Path;
 
 /// The externalized git config (runner `externalGitConfigFile`).

@@ -6,8 +6,8 @@
 use crate::feature_flags::FeatureFlags;
 use crate::variables::Variables;
 use async_trait::async_trait;
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::JobResponse;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::JobResponse;
 use runwright_config::RunnerConfig;
 use runwright_trace::{ansi, TraceBuffer};
 use std::path::Path;

@@ -9,8 +9,8 @@
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use crate::steps::{JobStep, StepContext, StepError, StepPosition};
 use async_trait::async_trait;
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::FeaturesInfo;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::FeaturesInfo;
 use runwright_trace::TraceBuffer;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

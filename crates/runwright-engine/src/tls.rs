@@ -1,11 +1,11 @@
 //! TLS toward GitLab inside the job: the `CI_SERVER_TLS_*` file variables (runner common/build.go
 //! `GetCITLSVariables`) and git's `http.<server>.sslCAInfo` / `sslCert` / `sslKey` pointing at those files
 //! (runner shells/abstract.go `writeGitSSLConfig`), from what the client received the job with
-//! ([`runwright_client::TlsData`]).
+//! ([`runwright_api::TlsData`]).
 
 use crate::script::{shell_escape, ScriptWriter};
 use crate::sources::SourcesSettings;
-use runwright_client::types::{JobResponse, JobVariable};
+use runwright_api::types::{JobResponse, JobVariable};
 
 pub const CA_FILE: &str = "CI_SERVER_TLS_CA_FILE";
 pub const CERT_FILE: &str = "CI_SERVER_TLS_CERT_FILE";
@@ -77,7 +77,7 @@ pub(crate) fn write_git_ssl_config(w: &mut ScriptWriter, job: &JobResponse, s: &
 mod tests {
     use super::*;
     use crate::sources::{GitAuth, GitAuthInput, GitStrategy, SshServer, SubmoduleStrategy};
-    use runwright_client::TlsData;
+    use runwright_api::TlsData;
 
     fn job(tls: TlsData) -> JobResponse {
         JobResponse {

@@ -5,7 +5,7 @@
 //! the path of the file that holds their value, and their own contents are expanded like any other value
 //! (`ExpandWith`: `if !variable.Raw`).
 
-use runwright_client::types::JobVariable;
+use runwright_api::types::JobVariable;
 use std::collections::HashMap;
 
 /// An ordered list of job variables; the last definition of a key wins.

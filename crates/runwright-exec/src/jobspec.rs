@@ -3,7 +3,7 @@
 //! lib/gitlab/ci/build/cache.rb).
 
 use super::Checkout;
-use runwright_client::types::{Artifact, Cache as WireCache, Image as WireImage, JobVariable};
+use runwright_api::types::{Artifact, Cache as WireCache, Image as WireImage, JobVariable};
 use runwright_coordinator::{JobSpec, ProjectSpec};
 use runwright_pipeline::{Artifacts, Cache, CacheKey, PlannedJob, VariableSource};
 use std::collections::BTreeSet;

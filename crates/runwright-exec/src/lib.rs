@@ -331,10 +331,13 @@ fn checkout_key(co: &Checkout) -> String {
 /// Caches outlive a run: `$XDG_CACHE_HOME/runwright/exec/<project>-<hash of the checkout path>`, so two
 /// checkouts of one project do not share (or clobber) each other's caches.
 fn default_cache_dir(co: &Checkout) -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    let base = std::env::var_os(runwright_static::env_vars::XDG_CACHE_HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| {
+            std::env::var_os(runwright_static::env_vars::HOME)
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
         .unwrap_or_else(std::env::temp_dir);
     base.join("runwright").join("exec").join(checkout_key(co))
 }
@@ -411,13 +414,16 @@ async fn run_pipeline(
         }
     }
     let terminal = std::io::stdout().is_terminal();
-    let colour = terminal && std::env::var_os("NO_COLOR").is_none();
+    let colour = terminal && std::env::var_os(runwright_static::env_vars::NO_COLOR).is_none();
     let keep_ansi = colour;
     let prefixed = concurrency > 1 && selected.len() > 1;
     let live_view = match args.view.as_str() {
         "live" => true,
         "lines" => false,
-        _ => terminal && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+        _ => {
+            terminal
+                && std::env::var(runwright_static::env_vars::TERM).map_or(true, |t| t != "dumb")
+        }
     };
 
     let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;

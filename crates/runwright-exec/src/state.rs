@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// Overrides `$XDG_STATE_HOME/runwright/pipelines/<project>-<hash>`: the runs of this checkout go to numbered
 /// directories right under it. Read by `runwright exec` at the start of each run. Unset: the XDG location
 /// (`~/.local/state/...` without `XDG_STATE_HOME`).
-pub(super) use runwright_client::env::RUNWRIGHT_EXEC_STATE_DIR;
+pub(super) use runwright_static::env_vars::RUNWRIGHT_EXEC_STATE_DIR;
 
 /// Where the runs of a checkout go; `key` is `<project slug>-<hash of the checkout path>`.
 pub(super) fn pipelines_dir(key: &str) -> PathBuf {
@@ -25,10 +25,13 @@ pub(super) fn pipelines_dir(key: &str) -> PathBuf {
         return PathBuf::from(dir);
     }
     // XDG: a relative XDG_STATE_HOME is invalid and ignored.
-    let base = std::env::var_os("XDG_STATE_HOME")
+    let base = std::env::var_os(runwright_static::env_vars::XDG_STATE_HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| {
+            std::env::var_os(runwright_static::env_vars::HOME)
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
         .unwrap_or_else(std::env::temp_dir);
     base.join("runwright").join("pipelines").join(key)
 }

@@ -1,6 +1,6 @@
-//! The job payload (runwright-client's `JobResponse`): the JSON body of a `201` of `POST /jobs/request`.
-use runwright_client::decode_job_response;
-use runwright_client::types::JobResponse;
+//! The job payload (runwright-api's `JobResponse`): the JSON body of a `201` of `POST /jobs/request`.
+use runwright_api::decode_job_response;
+use runwright_api::types::JobResponse;
 
 use crate::distinctive;
 

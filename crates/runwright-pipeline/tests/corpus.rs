@@ -489,7 +489,8 @@ fn case_dirs(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let update = std::env::var_os("UPDATE_CORPUS").is_some_and(|v| v == "1");
+    let update =
+        std::env::var_os(runwright_static::env_vars::UPDATE_CORPUS).is_some_and(|v| v == "1");
     let dirs = case_dirs(&root);
     let mut failures = Vec::new();
     let mut checked = 0;

@@ -4,7 +4,7 @@
 
 use crate::identity::{architecture, REVISION, VERSION};
 use anyhow::anyhow;
-use runwright_client::types::{FeaturesInfo, VersionInfo};
+use runwright_api::types::{FeaturesInfo, VersionInfo};
 use runwright_client::{ApiError, Client, ClientOptions};
 use runwright_config::RunnerConfig;
 use time::format_description::well_known::Rfc3339;

@@ -1,7 +1,7 @@
 //! What runwright says about itself to GitLab (`info`, reference `protocol.md` §1.1) and in job traces.
 //! Features are advertised only when they work: GitLab assigns jobs by them.
 
-use runwright_client::types::{FeaturesInfo, VersionInfo};
+use runwright_api::types::{FeaturesInfo, VersionInfo};
 use runwright_engine::{Executor, RunnerIdentity};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,11 +4,12 @@
 
 use super::slots::SlotGuard;
 use super::Shared;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::{JobResponse, UpdateJobRequest, VersionInfo};
+use runwright_api::JobState;
 use runwright_cache::s3::S3Cache;
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::{JobResponse, UpdateJobRequest, VersionInfo};
 use runwright_client::{
-    Client, FinalState, JobState, JobTrace, JobTraceOptions, RemoteCancel, UpdateJobState,
+    Client, FinalState, JobTrace, JobTraceOptions, RemoteCancel, UpdateJobState,
 };
 use runwright_config::RunnerConfig;
 use runwright_engine::feature_flags::{self, JobSettings};
@@ -158,7 +159,7 @@ pub async fn handle(
             break;
         }
         let wait = if client.fast_retries() {
-            runwright_client::env::FAST_RETRY_CAP
+            runwright_static::env_vars::FAST_RETRY_CAP
         } else {
             ACK_RETRY_WAIT
         };
@@ -366,7 +367,7 @@ pub async fn fail_malformed(
     let job = JobResponse {
         id,
         token: token.clone(),
-        job_info: runwright_client::types::JobInfo {
+        job_info: runwright_api::types::JobInfo {
             id,
             name: identity.name,
             stage: identity.stage,

@@ -8,7 +8,7 @@
 //! runs, so the image (docker) or the host (shell) must provide `step-runner`; without it the job fails with
 //! the shell's "command not found" as its script failure — never a success that ran nothing.
 
-use runwright_client::types::{JobResponse, JobVariable, Step};
+use runwright_api::types::{JobResponse, JobVariable, Step};
 
 /// runner common/trace.go `ExitCodeUnsupportedOptions`: the exit code of a job failed by these checks.
 pub const EXIT_CODE_UNSUPPORTED_OPTIONS: i32 = 3;
@@ -135,7 +135,7 @@ fn validate_steps(job: &mut JobResponse) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runwright_client::types::{Image, RunSteps};
+    use runwright_api::types::{Image, RunSteps};
     use serde_json::json;
 
     fn run_job() -> JobResponse {

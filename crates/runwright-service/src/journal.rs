@@ -9,9 +9,10 @@
 //! tries to report them to a GitLab.
 
 use anyhow::Context;
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::{JobResponse, VersionInfo};
-use runwright_client::{Client, ClientOptions, FinalState, JobState, JobTrace, JobTraceOptions};
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::{JobResponse, VersionInfo};
+use runwright_api::JobState;
+use runwright_client::{Client, ClientOptions, FinalState, JobTrace, JobTraceOptions};
 use runwright_config::{Config, RunnerConfig};
 use runwright_engine::RunnerIdentity;
 use runwright_journal::{
@@ -77,10 +78,13 @@ pub fn trace_limits(config: &Config) -> TraceLimits {
 /// The journal of `runwright exec` runs.
 pub fn local_dir() -> PathBuf {
     // XDG: a relative XDG_STATE_HOME is invalid and ignored.
-    std::env::var_os("XDG_STATE_HOME")
+    std::env::var_os(runwright_static::env_vars::XDG_STATE_HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| {
+            std::env::var_os(runwright_static::env_vars::HOME)
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
         .unwrap_or_else(std::env::temp_dir)
         .join("runwright")
         .join("journal")

@@ -237,7 +237,7 @@ pub fn cgroup_settings(
 /// Grace between SIGTERM and SIGKILL for a stage's processes; `RUNWRIGHT_KILL_GRACE_SECONDS` overrides it
 /// (tests use a short one).
 fn kill_grace() -> Duration {
-    std::env::var(runwright_client::env::RUNWRIGHT_KILL_GRACE_SECONDS)
+    std::env::var(runwright_static::env_vars::RUNWRIGHT_KILL_GRACE_SECONDS)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)

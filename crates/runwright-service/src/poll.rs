@@ -56,7 +56,7 @@ async fn poll_loop(
     runner: Arc<RunnerConfig>,
     executor: Arc<dyn Executor>,
     client: Client,
-    info: runwright_client::types::VersionInfo,
+    info: runwright_api::types::VersionInfo,
     health: Arc<Mutex<Health>>,
     stop: CancellationToken,
 ) {
@@ -117,7 +117,7 @@ async fn poll_loop(
                 tracing::info!(runner = name, job = received.id, "received job");
                 let received_id = received.id;
                 let job_token = received.token.clone();
-                let inject_panic = std::env::var(runwright_client::env::RUNWRIGHT_TEST_FAULT)
+                let inject_panic = std::env::var(runwright_static::env_vars::RUNWRIGHT_TEST_FAULT)
                     .is_ok_and(|v| v == "panic-in-job")
                     && received
                         .variables
@@ -227,7 +227,7 @@ async fn poll_loop(
 async fn fail_on_panic(
     task: impl std::future::Future<Output = ()>,
     client: Client,
-    info: runwright_client::types::VersionInfo,
+    info: runwright_api::types::VersionInfo,
     id: i64,
     token: String,
 ) {
@@ -247,7 +247,7 @@ async fn fail_on_panic(
     // With GitLab's two-phase commit the job may still wait for its `running` acknowledgement: send it first
     // (GitLab answers it harmlessly when the job is already running).
     for (state, reason) in [("running", None), ("failed", Some("runner_system_failure"))] {
-        let update = runwright_client::types::UpdateJobRequest {
+        let update = runwright_api::types::UpdateJobRequest {
             info: info.clone(),
             token: token.clone(),
             state: state.into(),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Sends one notification to systemd when the service runs under it (`$NOTIFY_SOCKET`); a no-op otherwise.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os(runwright_client::env::NOTIFY_SOCKET) else {
+    let Some(path) = std::env::var_os(runwright_static::env_vars::NOTIFY_SOCKET) else {
         return;
     };
     let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
@@ -35,8 +35,11 @@ pub fn notify(state: &str) {
 
 /// Half the watchdog interval systemd asked for (`WATCHDOG_USEC`, for this pid), if any.
 fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+    let usec: u64 = std::env::var(runwright_static::env_vars::WATCHDOG_USEC)
+        .ok()?
+        .parse()
+        .ok()?;
+    if let Ok(pid) = std::env::var(runwright_static::env_vars::WATCHDOG_PID) {
         if pid.parse::<u32>().ok() != Some(std::process::id()) {
             return None;
         }

@@ -52,7 +52,7 @@ fn names(config: &Path) -> (PathBuf, String) {
 /// The service user's state directory: `$XDG_STATE_HOME/runwright` (an absolute `XDG_STATE_HOME`), else
 /// `/var/lib/runwright` for root, else `~/.local/state/runwright`; `None` without a home.
 pub fn state_base() -> Option<PathBuf> {
-    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME")
+    if let Some(xdg) = std::env::var_os(runwright_static::env_vars::XDG_STATE_HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
     {
@@ -61,7 +61,7 @@ pub fn state_base() -> Option<PathBuf> {
     if nix::unistd::geteuid().is_root() {
         return Some(PathBuf::from("/var/lib/runwright"));
     }
-    std::env::var_os("HOME")
+    std::env::var_os(runwright_static::env_vars::HOME)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .map(|h| h.join(".local/state/runwright"))

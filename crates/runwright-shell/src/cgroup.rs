@@ -200,7 +200,7 @@ struct Hierarchy {
 /// The cgroup2 mount: `RUNWRIGHT_CGROUP_ROOT` when set, else the first `cgroup2` entry of
 /// `/proc/self/mountinfo`; with the cgroup path the mount's root stands for.
 fn mount() -> Result<(PathBuf, String), String> {
-    use runwright_client::env::RUNWRIGHT_CGROUP_ROOT;
+    use runwright_static::env_vars::RUNWRIGHT_CGROUP_ROOT;
     let (mount, root) = match std::env::var_os(RUNWRIGHT_CGROUP_ROOT).filter(|v| !v.is_empty()) {
         Some(dir) => (PathBuf::from(dir), "/".to_string()),
         None => {

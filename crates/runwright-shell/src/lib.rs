@@ -21,7 +21,7 @@ use cgroup::{Confinement, JobCgroup, Placement};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use runwright_client::types::FeaturesInfo;
+use runwright_api::types::FeaturesInfo;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use runwright_trace::{StreamType, TraceBuffer};
 use std::os::fd::OwnedFd;
@@ -31,7 +31,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// The environment variable that marks a job's processes.
-pub use runwright_client::env::RUNWRIGHT_JOB_MARK as PROCESS_MARK_VAR;
+pub use runwright_static::env_vars::RUNWRIGHT_JOB_MARK as PROCESS_MARK_VAR;
 
 #[derive(Debug, Clone)]
 pub struct ShellExecutor {
@@ -117,7 +117,7 @@ impl ShellExecutor {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
+    std::env::var_os(runwright_static::env_vars::PATH)
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
         .unwrap_or(false)
 }
@@ -359,7 +359,7 @@ impl ExecutorSession for ShellSession {
 mod tests {
     use super::*;
     use crate::test_util::{alive, needs, unique_mark, wait_dead};
-    use runwright_client::types::JobResponse;
+    use runwright_api::types::JobResponse;
     use runwright_engine::variables::Variables;
     use runwright_trace::TraceOptions;
     use std::path::Path;

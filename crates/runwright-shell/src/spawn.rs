@@ -135,7 +135,8 @@ fn resolve(program: &str) -> io::Result<PathBuf> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
-    let paths = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    let paths = std::env::var_os(runwright_static::env_vars::PATH)
+        .unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     std::env::split_paths(&paths)
         .map(|dir| dir.join(program))
         .find(|p| {

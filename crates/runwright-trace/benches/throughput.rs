@@ -10,7 +10,7 @@ use std::time::Instant;
 use runwright_trace::{Masker, TraceBuffer, TraceOptions};
 
 fn main() {
-    let mib: usize = std::env::var("RUNWRIGHT_BENCH_MIB")
+    let mib: usize = std::env::var(runwright_static::env_vars::RUNWRIGHT_BENCH_MIB)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);

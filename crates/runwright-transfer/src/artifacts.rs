@@ -6,9 +6,9 @@
 
 use crate::{blocking, Error};
 use async_trait::async_trait;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::{Artifact, Dependency};
 use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::{Artifact, Dependency};
 use runwright_client::Client;
 use runwright_client::UploadRequest;
 use runwright_config::short_token;

@@ -8,12 +8,12 @@
 
 use crate::{blocking, Error};
 use async_trait::async_trait;
+use runwright_api::failure_reason::FailureReason;
+use runwright_api::types::Cache;
 use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
 use runwright_cache::key::{self, CacheKey};
 use runwright_cache::local::{project_slug, LocalCache};
 use runwright_cache::s3::{DownloadResult, S3Cache, UploadResult};
-use runwright_client::failure_reason::FailureReason;
-use runwright_client::types::Cache;
 use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -13,7 +13,7 @@
 #[allow(dead_code)]
 mod support;
 
-use runwright_coordinator::types::Artifact;
+use runwright_api::types::Artifact;
 use runwright_coordinator::{
     Coordinator, CoordinatorOptions, Endpoint, Fault, FaultKind, JobSpec, RunnerOptions,
 };

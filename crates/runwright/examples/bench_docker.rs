@@ -24,7 +24,7 @@
 #[allow(dead_code)]
 mod support;
 
-use runwright_coordinator::types::Image;
+use runwright_api::types::Image;
 use runwright_coordinator::{
     fixtures, Coordinator, CoordinatorOptions, Endpoint, JobRecord, JobSpec, ProjectSpec,
     RequestLog, RunnerOptions,

@@ -154,7 +154,7 @@ impl Bench<'_> {
                     &self.concurrency.to_string(),
                     "--no-color",
                 ]);
-                let path = std::env::var("PATH").unwrap_or_default();
+                let path = std::env::var(runwright_static::env_vars::PATH).unwrap_or_default();
                 c.env("PATH", format!("{}:{path}", self.args.node_bin.display()));
                 c
             }

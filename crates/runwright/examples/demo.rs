@@ -7,7 +7,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use runwright_client::types::JobVariable;
+use runwright_api::types::JobVariable;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, ProjectSpec, RunnerOptions};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArg {
     /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
+    #[arg(short = 'c', long, env = runwright_static::env_vars::CONFIG_FILE)]
     pub config: Option<PathBuf>,
 }
 

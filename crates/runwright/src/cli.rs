@@ -13,10 +13,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
     /// Log level: debug, info, warn, error, fatal, panic.
-    #[arg(short = 'l', long, global = true, env = "LOG_LEVEL")]
+    #[arg(short = 'l', long, global = true, env = runwright_static::env_vars::LOG_LEVEL)]
     pub log_level: Option<String>,
     /// Log format: runner, text, json.
-    #[arg(long, global = true, env = "LOG_FORMAT")]
+    #[arg(long, global = true, env = runwright_static::env_vars::LOG_FORMAT)]
     pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -83,7 +83,7 @@ pub struct ExecArgs {
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
     /// Where caches persist between runs (default: $XDG_CACHE_HOME/runwright/exec/<project>).
-    #[arg(long, value_name = "DIR", env = runwright_client::env::RUNWRIGHT_EXEC_CACHE_DIR)]
+    #[arg(long, value_name = "DIR", env = runwright_static::env_vars::RUNWRIGHT_EXEC_CACHE_DIR)]
     pub cache_dir: Option<PathBuf>,
     /// Run a clean checkout of the committed HEAD instead of the working tree as it is.
     #[arg(long)]
@@ -112,7 +112,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "EXECUTOR", default_value = "auto", value_parser = ["auto", "shell", "docker"])]
     pub executor: String,
     /// The image of docker jobs that name none.
-    #[arg(long, value_name = "IMAGE", env = "DOCKER_IMAGE")]
+    #[arg(long, value_name = "IMAGE", env = runwright_static::env_vars::DOCKER_IMAGE)]
     pub docker_image: Option<String>,
     /// The docker executor's pull policy (GitLab's `pull_policy`): always, if-not-present, never.
     #[arg(long, value_name = "POLICY", default_value = "if-not-present", value_parser = ["always", "if-not-present", "never"])]

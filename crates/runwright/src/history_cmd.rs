@@ -16,7 +16,7 @@ use std::process::ExitCode;
 pub struct JournalArgs {
     /// Config file whose journal to read (default: /etc/gitlab-runner/config.toml as root, else
     /// ~/.gitlab-runner/config.toml); its `[journal] dir`, else `journal/` beside it.
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
+    #[arg(short = 'c', long, env = runwright_static::env_vars::CONFIG_FILE)]
     pub config: Option<PathBuf>,
     /// Read this journal directory instead.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "local"])]

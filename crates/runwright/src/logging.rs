@@ -26,7 +26,7 @@ pub fn init(args: &LogArgs, config_level: Option<&str>, config_format: Option<&s
         level_name(args.level.as_deref().or(config_level).unwrap_or("info"))
     };
     // Our crates at the chosen level, dependencies one notch quieter.
-    let filter = EnvFilter::try_from_env(runwright_client::env::RUNWRIGHT_LOG)
+    let filter = EnvFilter::try_from_env(runwright_static::env_vars::RUNWRIGHT_LOG)
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,runwright={level},runwright_client={level},runwright_engine={level},runwright_shell={level}")));
     // Colours only for a person at a terminal; journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

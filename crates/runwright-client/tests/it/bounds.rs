@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use runwright_client::types::{UpdateJobRequest, VersionInfo};
+use runwright_api::types::{UpdateJobRequest, VersionInfo};
 use runwright_client::{
     FinalState, JobTrace, JobTraceOptions, PatchState, RequestJobOutcome, UpdateJobState,
 };

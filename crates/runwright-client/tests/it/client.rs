@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runwright_client::types::{JobTraceOutput, UpdateJobRequest, VersionInfo};
+use runwright_api::types::{JobTraceOutput, UpdateJobRequest, VersionInfo};
 use runwright_client::{Client, ClientOptions, PatchState, RequestJobOutcome, UpdateJobState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -4,10 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runwright_client::types::VersionInfo;
-use runwright_client::{
-    ClientError, FailureReason, FinalState, JobTrace, JobTraceOptions, RemoteCancel,
-};
+use runwright_api::types::VersionInfo;
+use runwright_api::FailureReason;
+use runwright_client::{ClientError, FinalState, JobTrace, JobTraceOptions, RemoteCancel};
 use runwright_trace::{TraceBuffer, TraceOptions};
 
 use crate::support::*;

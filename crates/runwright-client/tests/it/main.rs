@@ -3,7 +3,6 @@
 mod artifacts;
 mod bounds;
 mod client;
-mod corpus;
 mod job_trace;
 mod support;
 mod trace_props;

@@ -158,7 +158,7 @@ async fn serve(State(state): State<Arc<ServerState>>, req: Request<Body>) -> Res
 /// A client for `url` with `RUNWRIGHT_FAST_RETRIES=1` (every test sets the same value, so setting it from
 /// parallel tests is harmless).
 pub fn fast_client(url: &str) -> Client {
-    std::env::set_var(runwright_client::env::RUNWRIGHT_FAST_RETRIES, "1");
+    std::env::set_var(runwright_static::env_vars::RUNWRIGHT_FAST_RETRIES, "1");
     let client = Client::new(ClientOptions {
         url: url.to_owned(),
         user_agent: USER_AGENT.to_owned(),
@@ -171,7 +171,7 @@ pub fn fast_client(url: &str) -> Client {
 
 /// Like [`fast_client`], with a short answer timeout.
 pub fn client_with_timeout(url: &str, timeout: Duration) -> Client {
-    std::env::set_var(runwright_client::env::RUNWRIGHT_FAST_RETRIES, "1");
+    std::env::set_var(runwright_static::env_vars::RUNWRIGHT_FAST_RETRIES, "1");
     Client::new(ClientOptions {
         url: url.to_owned(),
         user_agent: USER_AGENT.to_owned(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use runwright_client::types::VersionInfo;
+use runwright_api::types::VersionInfo;
 use runwright_client::{FinalState, JobTrace, JobTraceOptions};
 use runwright_trace::{TraceBuffer, TraceOptions};
 

@@ -6,7 +6,7 @@
 use super::*;
 use crate::steps::{StepError, StepPosition};
 use crate::testing::{Act, Ended, Event, FakeExecutor, Recorder, StepAct};
-use runwright_client::types::{JobVariable, Step};
+use runwright_api::types::{JobVariable, Step};
 use runwright_trace::TraceOptions;
 
 const SECOND: Duration = Duration::from_secs(1);

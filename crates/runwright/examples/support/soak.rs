@@ -12,7 +12,7 @@
 //! Retries are counted from the coordinator's request log: a request repeating a faulted one (same method and
 //! path; for git the same job).
 
-use runwright_coordinator::types::{Artifact, Cache};
+use runwright_api::types::{Artifact, Cache};
 use runwright_coordinator::{
     variable, Coordinator, CoordinatorOptions, Endpoint, Fault, JobRecord, JobSpec, ProjectSpec,
     RequestLog, RunnerOptions,

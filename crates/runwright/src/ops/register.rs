@@ -35,73 +35,73 @@ pub struct RegisterArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Run registration unattended (no prompts).
-    #[arg(short = 'n', long, env = "REGISTER_NON_INTERACTIVE")]
+    #[arg(short = 'n', long, env = runwright_static::env_vars::REGISTER_NON_INTERACTIVE)]
     pub non_interactive: bool,
     /// Don't remove the runner from GitLab if writing the config fails.
-    #[arg(long, env = "REGISTER_LEAVE_RUNNER")]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_LEAVE_RUNNER)]
     pub leave_runner: bool,
     /// Legacy registration token (deprecated by GitLab; use --token with a glrt- token).
-    #[arg(short = 'r', long, env = "REGISTRATION_TOKEN")]
+    #[arg(short = 'r', long, env = runwright_static::env_vars::REGISTRATION_TOKEN)]
     pub registration_token: Option<String>,
     /// Runner authentication token (glrt-…) of a runner created in GitLab.
-    #[arg(short = 't', long, env = "CI_SERVER_TOKEN")]
+    #[arg(short = 't', long, env = runwright_static::env_vars::CI_SERVER_TOKEN)]
     pub token: Option<String>,
     /// GitLab instance URL.
-    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
+    #[arg(short = 'u', long, env = runwright_static::env_vars::CI_SERVER_URL)]
     pub url: Option<String>,
     /// Runner name (also --description).
-    #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME")]
+    #[arg(long = "name", visible_alias = "description", env = runwright_static::env_vars::RUNNER_NAME)]
     pub name: Option<String>,
     /// Executor: shell, docker, …
-    #[arg(long, env = "RUNNER_EXECUTOR")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_EXECUTOR)]
     pub executor: Option<String>,
     /// Comma-separated tags (legacy registration only).
-    #[arg(long, env = "RUNNER_TAG_LIST")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_TAG_LIST)]
     pub tag_list: Option<String>,
     /// Run untagged jobs (legacy registration only; default: true when there are no tags).
-    #[arg(long, env = "REGISTER_RUN_UNTAGGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_RUN_UNTAGGED, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub run_untagged: Option<bool>,
     /// Lock the runner to the current project (legacy registration only; default true).
-    #[arg(long, env = "REGISTER_LOCKED", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_LOCKED, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub locked: Option<bool>,
     /// not_protected or ref_protected (legacy registration only).
-    #[arg(long, env = "REGISTER_ACCESS_LEVEL")]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_ACCESS_LEVEL)]
     pub access_level: Option<String>,
     /// Maximum job timeout in seconds (legacy registration only).
-    #[arg(long, env = "REGISTER_MAXIMUM_TIMEOUT")]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_MAXIMUM_TIMEOUT)]
     pub maximum_timeout: Option<i64>,
     /// Register the runner paused (legacy registration only).
-    #[arg(long, env = "REGISTER_PAUSED", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_PAUSED, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub paused: Option<bool>,
     /// Maintenance note (legacy registration only).
-    #[arg(long, env = "REGISTER_MAINTENANCE_NOTE")]
+    #[arg(long, env = runwright_static::env_vars::REGISTER_MAINTENANCE_NOTE)]
     pub maintenance_note: Option<String>,
     /// Default image of the docker executor.
-    #[arg(long, env = "DOCKER_IMAGE")]
+    #[arg(long, env = runwright_static::env_vars::DOCKER_IMAGE)]
     pub docker_image: Option<String>,
     /// Privileged docker containers.
-    #[arg(long, env = "DOCKER_PRIVILEGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = runwright_static::env_vars::DOCKER_PRIVILEGED, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub docker_privileged: Option<bool>,
     /// Docker volumes (repeatable); `/cache` is always added.
-    #[arg(long, env = "DOCKER_VOLUMES", value_delimiter = ',')]
+    #[arg(long, env = runwright_static::env_vars::DOCKER_VOLUMES, value_delimiter = ',')]
     pub docker_volumes: Vec<String>,
     /// Shell of the shell executor (bash, sh, …).
-    #[arg(long, env = "RUNNER_SHELL")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_SHELL)]
     pub shell: Option<String>,
     /// Maximum concurrent jobs of this runner (0 = only `concurrent` limits).
-    #[arg(long, env = "RUNNER_LIMIT")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_LIMIT)]
     pub limit: Option<usize>,
     /// Maximum parallel job requests of this runner.
-    #[arg(long, env = "RUNNER_REQUEST_CONCURRENCY")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_REQUEST_CONCURRENCY)]
     pub request_concurrency: Option<usize>,
     /// Builds directory.
-    #[arg(long, env = "RUNNER_BUILDS_DIR")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_BUILDS_DIR)]
     pub builds_dir: Option<String>,
     /// Cache directory.
-    #[arg(long, env = "RUNNER_CACHE_DIR")]
+    #[arg(long, env = runwright_static::env_vars::RUNNER_CACHE_DIR)]
     pub cache_dir: Option<String>,
     /// CA bundle for GitLab's certificate.
-    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    #[arg(long = "tls-ca-file", env = runwright_static::env_vars::CI_SERVER_TLS_CA_FILE)]
     pub tls_ca_file: Option<String>,
 }
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Where the unit goes instead of systemd's directory; no systemctl call then.
-pub const RUNWRIGHT_SYSTEMD_UNIT_DIR: &str = runwright_client::env::RUNWRIGHT_SYSTEMD_UNIT_DIR;
+pub const RUNWRIGHT_SYSTEMD_UNIT_DIR: &str = runwright_static::env_vars::RUNWRIGHT_SYSTEMD_UNIT_DIR;
 
 /// GitLab's default job timeout (one hour): what a drain must at least allow.
 const DEFAULT_JOB_TIMEOUT_SECS: u64 = 3600;
@@ -47,7 +47,7 @@ pub struct InstallArgs {
     #[arg(short = 'd', long)]
     pub working_directory: Option<PathBuf>,
     /// Config file (default: /etc/gitlab-runner/config.toml as root, else ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long, env = "CONFIG_FILE")]
+    #[arg(short = 'c', long, env = runwright_static::env_vars::CONFIG_FILE)]
     pub config: Option<PathBuf>,
     /// Accepted for compatibility (logs go to the journal).
     #[arg(long)]
@@ -183,7 +183,8 @@ fn unit_dir(service: &ServiceArgs, verb: &str) -> anyhow::Result<(PathBuf, bool)
         return Err(no_systemd(verb));
     }
     if service.user_service {
-        let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("{verb}: HOME is not set"))?;
+        let home = std::env::var_os(runwright_static::env_vars::HOME)
+            .ok_or_else(|| anyhow!("{verb}: HOME is not set"))?;
         return Ok((PathBuf::from(home).join(".config/systemd/user"), true));
     }
     if !nix::unistd::geteuid().is_root() {

@@ -24,7 +24,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// An access token (scope read_api/manage_runner, or admin) for paused and last contact from GitLab's API.
-    #[arg(long, env = "GITLAB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = runwright_static::env_vars::GITLAB_TOKEN, hide_env_values = true)]
     pub gitlab_token: Option<String>,
     /// Do not ask GitLab (no verify, no API): only the config and the service's state file.
     #[arg(long)]

@@ -17,13 +17,13 @@ pub struct UnregisterArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// The runner entry's name.
-    #[arg(short = 'n', long, env = "RUNNER_NAME")]
+    #[arg(short = 'n', long, env = runwright_static::env_vars::RUNNER_NAME)]
     pub name: Option<String>,
     /// GitLab URL (with --token).
-    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
+    #[arg(short = 'u', long, env = runwright_static::env_vars::CI_SERVER_URL)]
     pub url: Option<String>,
     /// The runner's token (with --url).
-    #[arg(short = 't', long, env = "CI_SERVER_TOKEN")]
+    #[arg(short = 't', long, env = runwright_static::env_vars::CI_SERVER_TOKEN)]
     pub token: Option<String>,
     /// Unregister every runner of the config.
     #[arg(long)]
@@ -35,13 +35,13 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Only the entry with this name.
-    #[arg(short = 'n', long, env = "RUNNER_NAME")]
+    #[arg(short = 'n', long, env = runwright_static::env_vars::RUNNER_NAME)]
     pub name: Option<String>,
     /// Only entries of this GitLab URL.
-    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
+    #[arg(short = 'u', long, env = runwright_static::env_vars::CI_SERVER_URL)]
     pub url: Option<String>,
     /// Only the entry with this token.
-    #[arg(short = 't', long, env = "CI_SERVER_TOKEN")]
+    #[arg(short = 't', long, env = runwright_static::env_vars::CI_SERVER_TOKEN)]
     pub token: Option<String>,
     /// Remove entries whose token GitLab no longer accepts (403) from config.toml.
     #[arg(long)]
@@ -53,20 +53,20 @@ pub struct ResetTokenArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// The runner entry's name.
-    #[arg(short = 'n', long, env = "RUNNER_NAME")]
+    #[arg(short = 'n', long, env = runwright_static::env_vars::RUNNER_NAME)]
     pub name: Option<String>,
     /// GitLab URL (with --id).
-    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
+    #[arg(short = 'u', long, env = runwright_static::env_vars::CI_SERVER_URL)]
     pub url: Option<String>,
     /// The runner's id (with --url).
-    #[arg(short = 'i', long, env = "RUNNER_ID")]
+    #[arg(short = 'i', long, env = runwright_static::env_vars::RUNNER_ID)]
     pub id: Option<i64>,
     /// Reset the tokens of every runner of the config.
     #[arg(long)]
     pub all_runners: bool,
     /// Reset with an access token (PRIVATE-TOKEN, scope manage_runner or api) instead of the current runner
     /// token: works when the current token has already expired.
-    #[arg(long, env = "GITLAB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = runwright_static::env_vars::GITLAB_TOKEN, hide_env_values = true)]
     pub pat: Option<String>,
 }
 

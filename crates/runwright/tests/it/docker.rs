@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use base64::Engine as _;
-use runwright_coordinator::types::Image;
+use runwright_api::types::Image;
 use runwright_coordinator::{JobSpec, ProjectSpec};
 use std::process::Command;
 
@@ -196,7 +196,7 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
             "-c".into(),
             "mkdir -p /www; until wget -qO /www/index.html http://web:8080/; do sleep 0.2; done; exec httpd -f -p 8081 -h /www".into(),
         ]),
-        ports: vec![runwright_coordinator::types::Port {
+        ports: vec![runwright_api::types::Port {
             number: 8081,
             ..Default::default()
         }],
@@ -269,7 +269,7 @@ async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
             "-c".into(),
             "echo service says hi; sleep 600".into(),
         ]),
-        ports: vec![runwright_coordinator::types::Port {
+        ports: vec![runwright_api::types::Port {
             number: 9999,
             ..Default::default()
         }],
@@ -796,12 +796,8 @@ async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
 
-fn credentials(
-    host: &str,
-    user: &str,
-    password: &str,
-) -> runwright_coordinator::types::Credentials {
-    runwright_coordinator::types::Credentials {
+fn credentials(host: &str, user: &str, password: &str) -> runwright_api::types::Credentials {
+    runwright_api::types::Credentials {
         kind: "registry".into(),
         url: host.into(),
         username: user.into(),

@@ -99,7 +99,7 @@ async fn run_with_script_or_unknown_executor_options_fail_as_runner_fails_them()
     );
     let both = h.coordinator.enqueue(both);
     let mut opts = JobSpec::shell("opts", &["echo never"]);
-    opts.image = Some(runwright_coordinator::types::Image {
+    opts.image = Some(runwright_api::types::Image {
         name: "alpine".into(),
         executor_opts: Some(json!({"docker": {"platform": "amd64", "memory": "1g"}})),
         ..Default::default()

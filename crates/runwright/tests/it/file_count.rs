@@ -7,7 +7,7 @@
 
 use crate::attackers::LocalUser;
 use crate::harness::*;
-use runwright_client::types::{Artifact, Cache};
+use runwright_api::types::{Artifact, Cache};
 use runwright_coordinator::{JobSpec, RunnerOptions};
 
 /// `n` empty files in `out/` (one `touch` per 1000, so the job itself is quick).

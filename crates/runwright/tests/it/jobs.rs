@@ -1,7 +1,7 @@
 //! Jobs end to end on the shell executor: success, failure, after_script, timeouts, variables.
 
 use crate::harness::*;
-use runwright_client::types::JobVariable;
+use runwright_api::types::JobVariable;
 use runwright_coordinator::JobSpec;
 
 #[tokio::test]
@@ -388,7 +388,7 @@ async fn ci_job_image_is_the_expanded_image_name_and_file_variables_contents_exp
         ],
     )
     .with_variable("IMG_TAG", "1.2");
-    spec.image = Some(runwright_client::types::Image {
+    spec.image = Some(runwright_api::types::Image {
         name: "registry.example/app:$IMG_TAG".into(),
         ..Default::default()
     });

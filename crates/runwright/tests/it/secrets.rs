@@ -6,8 +6,8 @@
 //! 0600 and its directories 0700.
 
 use crate::harness::*;
+use runwright_api::types::{Cache, Credentials, JobVariable};
 use runwright_coordinator::masked_variable as masked;
-use runwright_coordinator::types::{Cache, Credentials, JobVariable};
 use runwright_coordinator::{variable, JobSpec, RunnerOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

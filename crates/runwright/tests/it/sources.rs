@@ -196,7 +196,7 @@ async fn pre_and_post_get_sources_scripts_from_config_and_hooks_run() {
     let sha = h.make_repo("grp/app", &[("x", "x")]);
     h.start();
     let mut spec = git_job("hooks", "grp/app", &sha, &["echo the-script"]);
-    spec.hooks = vec![runwright_client::types::Hook {
+    spec.hooks = vec![runwright_api::types::Hook {
         name: "pre_get_sources_script".into(),
         script: vec!["echo job-pre".into()],
     }];
@@ -258,16 +258,16 @@ async fn get_sources_attempts_retries_a_failed_fetch() {
     assert_eq!(job.failure_reason.as_deref(), Some("script_failure"));
 }
 
-fn hook(name: &str, script: &[&str]) -> runwright_client::types::Hook {
-    runwright_client::types::Hook {
+fn hook(name: &str, script: &[&str]) -> runwright_api::types::Hook {
+    runwright_api::types::Hook {
         name: name.into(),
         script: script.iter().map(|s| s.to_string()).collect(),
     }
 }
 
 /// A variable GitLab passes without expanding it (`raw`), so `$(…)` and `${…}` reach the runner as written.
-fn raw_variable(key: &str, value: &str) -> runwright_client::types::JobVariable {
-    runwright_client::types::JobVariable {
+fn raw_variable(key: &str, value: &str) -> runwright_api::types::JobVariable {
+    runwright_api::types::JobVariable {
         key: key.into(),
         value: value.into(),
         public: true,

@@ -2,8 +2,8 @@
 //! layout and (in `s3_cache_*`) a real S3 server on loopback.
 
 use crate::harness::*;
+use runwright_api::types::{Artifact, Cache};
 use runwright_cache::testing::MotoServer;
-use runwright_client::types::{Artifact, Cache};
 use runwright_coordinator::{Endpoint, JobSpec, ProjectSpec};
 use std::process::Command;
 
@@ -229,11 +229,11 @@ async fn failed_artifact_transfers_fail_the_job_with_exit_code_1_as_gitlab_runne
         )
     });
     let download = h.coordinator.enqueue(JobSpec {
-        dependencies: vec![runwright_client::types::Dependency {
+        dependencies: vec![runwright_api::types::Dependency {
             id: 999_999,
             name: "vanished".into(),
             token: String::new(),
-            artifacts_file: Some(runwright_client::types::DependencyArtifactsFile {
+            artifacts_file: Some(runwright_api::types::DependencyArtifactsFile {
                 filename: "artifacts.zip".into(),
                 size: 10,
             }),

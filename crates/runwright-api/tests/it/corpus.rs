@@ -1,8 +1,8 @@
 //! The payload corpus (`tests/payloads/`, sources in its README): every body GitLab's entities can produce decodes,
 //! and the runner reads from it what gitlab-runner's Go decoder reads.
 
-use runwright_client::decode_job_response;
-use runwright_client::types::JobResponse;
+use runwright_api::decode_job_response;
+use runwright_api::types::JobResponse;
 use std::path::PathBuf;
 
 fn corpus_dir() -> PathBuf {

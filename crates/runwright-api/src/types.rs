@@ -5,7 +5,7 @@
 //! an error. GitLab's Grape entities expose every unset attribute as `null` (its own request spec expects
 //! `'alias' => nil`, `'variables' => nil`, …), so every field here is defaulted: `decode_job_response` drops
 //! `null` members before the typed decode, and every list takes `null` items as the item's zero value
-//! ([`go_list`]). The same types serve the client (runner side) and the coordinator, which writes GitLab's exact
+//! (`go_list`). The same types serve the client (runner side) and the coordinator, which writes GitLab's exact
 //! shapes with its own entity code (runwright-coordinator `entities.rs`).
 //!
 //! Types that carry secrets (runner and job tokens, variable values, registry passwords, the job token in

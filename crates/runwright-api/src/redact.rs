@@ -8,7 +8,7 @@
 use url::Url;
 
 /// `url` without userinfo, query and fragment.
-pub(crate) fn url(url: &Url) -> String {
+pub fn url(url: &Url) -> String {
     let mut clean = url.clone();
     // Both only fail for URLs that cannot have userinfo (`cannot-be-a-base`); nothing to remove then.
     let _ = clean.set_username("");
@@ -18,8 +18,8 @@ pub(crate) fn url(url: &Url) -> String {
     clean.to_string()
 }
 
-/// Like [`url`] for a string that may not even parse.
-pub(crate) fn url_str(raw: &str) -> String {
+/// Like [`url()`] for a string that may not even parse.
+pub fn url_str(raw: &str) -> String {
     if let Ok(parsed) = Url::parse(raw) {
         return url(&parsed);
     }
@@ -38,7 +38,7 @@ pub(crate) fn url_str(raw: &str) -> String {
 
 /// A serde/serde_json error text with quoted values removed: `invalid type: string "hunter2", expected i64`
 /// becomes `invalid type: string "…", expected i64`. Field names (`missing field `id``) are kept.
-pub(crate) fn serde_message(msg: &str) -> String {
+pub fn serde_message(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut chars = msg.chars().peekable();
     while let Some(c) = chars.next() {

@@ -1,0 +1,3 @@
+//! Integration tests of runwright-api: the payload corpus (one test binary).
+
+mod corpus;
