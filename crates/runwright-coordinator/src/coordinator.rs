@@ -1,12 +1,12 @@
 //! The [`Coordinator`] handle: starts the HTTP server, and lets a test (or the local-pipeline mode) register
 //! runners, enqueue jobs, cancel them, inject faults and read back what happened.
 
-use crate::artifacts::{ArtifactStore, StoredArtifact};
 use crate::error::CoordinatorError;
 use crate::faults::FaultPlan;
 use crate::jobs::{JobRecord, JobSpec, Status};
 use crate::log::RequestLog;
 use crate::server;
+use crate::server::artifacts::{ArtifactStore, StoredArtifact};
 use crate::state::Shared;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -293,7 +293,7 @@ impl Coordinator {
                 if self.shared.lock().refs_made.contains(&key) {
                     return;
                 }
-                match crate::git::update_ref(&repo, &key.1, &sha) {
+                match crate::server::git::update_ref(&repo, &key.1, &sha) {
                     Ok(()) => {
                         self.shared.lock().refs_made.insert(key);
                     }

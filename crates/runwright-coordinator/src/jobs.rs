@@ -1,7 +1,7 @@
 //! What a test (or the local-pipeline mode) enqueues — [`JobSpec`] — and what the coordinator records about a
 //! job as runners work on it — [`JobRecord`].
 
-use crate::artifacts::StoredArtifact;
+use crate::server::artifacts::StoredArtifact;
 use runwright_client::types::{
     Artifact, Cache, Credentials, Dependency, Hook, Image, JobVariable, UpdateJobRequest,
 };

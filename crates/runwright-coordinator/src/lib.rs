@@ -27,23 +27,19 @@
 //! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-mod artifacts;
 mod coordinator;
 mod entities;
 mod error;
 pub mod faults;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
-mod git;
 pub mod jobs;
 mod log;
 mod payload;
-mod registration;
 mod server;
 mod state;
 mod tls;
 
-pub use artifacts::StoredArtifact;
 pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
 pub use error::CoordinatorError;
 pub use faults::{Endpoint, Fault, FaultKind, FaultPlan};
@@ -52,6 +48,7 @@ pub use log::RequestLog;
 pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
 /// The wire types this crate speaks (re-exported from `runwright-client`).
 pub use runwright_client::types;
+pub use server::artifacts::StoredArtifact;
 pub use server::content_range_start;
 pub use state::new_runner_token;
 pub use tls::CoordinatorTls;

@@ -93,7 +93,7 @@ pub(crate) struct Runner {
     pub info: Option<serde_json::Value>,
     pub system_id: Option<String>,
     /// What registration, verify and the admin API know about the runner (`registration.rs`).
-    pub reg: crate::registration::RunnerRecord,
+    pub reg: crate::server::registration::RunnerRecord,
 }
 
 impl Runner {
@@ -156,7 +156,7 @@ pub(crate) struct State {
     next_pipeline_id: i64,
     next_runner_id: i64,
     /// Registration tokens, admin tokens and token lifetimes (`registration.rs`).
-    pub registration: crate::registration::RegistrationState,
+    pub registration: crate::server::registration::RegistrationState,
     /// The refs `enqueue` made, as (repository, ref, commit): each is made once, not once per job (a `git
     /// update-ref` on the path of every job handed out).
     pub refs_made: std::collections::HashSet<(std::path::PathBuf, String, String)>,

@@ -10,7 +10,11 @@
 //! Authentication follows gitlab lib/api/ci/helpers/runner.rb (`authenticate_runner!`, `authenticate_job!`).
 //! Request input is never trusted: every malformed request gets a 4xx, nothing panics.
 
-use crate::artifacts::{self, ArtifactStore};
+use artifacts::ArtifactStore;
+pub(crate) mod artifacts;
+pub(crate) mod git;
+pub(crate) mod registration;
+
 use crate::faults::{Drawn, Endpoint, Fault, FaultContext};
 use crate::jobs::Status;
 use crate::log::{RequestLog, REQUEST_HEADERS, RESPONSE_HEADERS};
@@ -136,7 +140,7 @@ fn router(shared: Arc<Shared>, store: Arc<ArtifactStore>) -> Router {
                 .get(artifacts::download),
         )
         .route("/object-storage/{id}", get(artifacts::object_storage))
-        .merge(crate::registration::routes())
+        .merge(registration::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .layer(Extension(store))
@@ -152,7 +156,7 @@ fn classify(method: &Method, path: &str) -> Endpoint {
         (&Method::POST, ["api", "v4", "jobs", _, "artifacts"]) => Endpoint::ArtifactUpload,
         (&Method::GET, ["api", "v4", "jobs", _, "artifacts"]) => Endpoint::ArtifactDownload,
         (&Method::GET, ["object-storage", _]) => Endpoint::ObjectStorage,
-        _ if crate::git::split_git_path(path).is_some() => Endpoint::Git,
+        _ if git::split_git_path(path).is_some() => Endpoint::Git,
         _ => Endpoint::Other,
     }
 }
@@ -749,7 +753,7 @@ fn rails_request_job(sh: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
             None => {
                 let object_format = sh.opts.git_root.as_ref().map_or_else(
                     || "sha1".to_string(),
-                    |root| crate::git::object_format(&root.join(job.spec.project.repo_dir())),
+                    |root| git::object_format(&root.join(job.spec.project.repo_dir())),
                 );
                 let ctx = PayloadContext {
                     base_url: &sh.base_url,
@@ -1117,8 +1121,8 @@ async fn fallback(
     if let Some(drawn) = fault.0 {
         sh.faults.give_back(Endpoint::Git, drawn);
     }
-    if crate::git::split_git_path(req.uri().path()).is_some() {
-        return crate::git::serve(&sh, req).await;
+    if git::split_git_path(req.uri().path()).is_some() {
+        return git::serve(&sh, req).await;
     }
     with_content_type(
         StatusCode::NOT_FOUND,
