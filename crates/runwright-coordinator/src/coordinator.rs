@@ -2,6 +2,7 @@
 //! runners, enqueue jobs, cancel them, inject faults and read back what happened.
 
 use crate::error::CoordinatorError;
+#[cfg(feature = "faults")]
 use crate::faults::FaultPlan;
 use crate::jobs::{JobRecord, JobSpec, Status};
 use crate::log::RequestLog;
@@ -406,7 +407,8 @@ impl Coordinator {
         self.shared.notify();
     }
 
-    /// The shared fault plan.
+    /// The shared fault plan (feature `faults`).
+    #[cfg(feature = "faults")]
     pub fn faults(&self) -> &FaultPlan {
         &self.shared.faults
     }

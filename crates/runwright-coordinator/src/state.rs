@@ -3,6 +3,7 @@
 //! `.await`.
 
 use crate::coordinator::{CoordinatorOptions, RunnerOptions};
+#[cfg(feature = "faults")]
 use crate::faults::FaultPlan;
 use crate::jobs::{JobRecord, JobSpec, ProjectSpec, Status};
 use crate::log::RequestLog;
@@ -24,6 +25,7 @@ pub(crate) struct Shared {
     pub started: Instant,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    #[cfg(feature = "faults")]
     pub faults: FaultPlan,
     log: Mutex<Vec<RequestLog>>,
     log_seq: AtomicU64,
@@ -38,6 +40,7 @@ impl Shared {
             started: Instant::now(),
             state: Mutex::new(State::default()),
             changes: watch::Sender::new(0),
+            #[cfg(feature = "faults")]
             faults: FaultPlan::default(),
             log: Mutex::new(Vec::new()),
             log_seq: AtomicU64::new(0),
@@ -108,7 +111,9 @@ pub(crate) struct Job {
     pub status: Status,
     pub record: JobRecord,
     pub queued_at: Instant,
-    /// When the first final update was answered `202` (`Ci::BuildPendingState#created_at`).
+    /// When the first final update was answered `202` (`Ci::BuildPendingState#created_at`): only an injected
+    /// `Fault::Accepted202` answers so.
+    #[cfg(feature = "faults")]
     pub pending_state_since: Option<Instant>,
 }
 
@@ -242,6 +247,7 @@ impl State {
                 status: Status::Pending,
                 record,
                 queued_at: Instant::now(),
+                #[cfg(feature = "faults")]
                 pending_state_since: None,
             },
         );

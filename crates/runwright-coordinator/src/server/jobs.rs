@@ -3,15 +3,19 @@
 //! /api/v4/jobs/:id` (gitlab lib/api/ci/runner.rb, app/services/ci/update_build_state_service.rb).
 
 use super::artifacts;
-use super::gate::{AppliedFault, HandlerFault};
+use super::gate::HandlerFault;
 use super::git;
+#[cfg(feature = "faults")]
+use super::inject;
 use super::respond::{
     body_object, check_param, forbidden, header_str, invalid_params, is_json, job_forbidden,
     no_content, no_content_with_update, non_null, set_header, status_text, valid_system_id,
     with_content_type, Kind,
 };
-use crate::faults::{Drawn, Endpoint, Fault};
+#[cfg(feature = "faults")]
+use crate::faults::Fault;
 use crate::jobs::Status;
+use crate::log::Endpoint;
 use crate::payload::{self, PayloadContext, GITLAB_FAILURE_REASONS};
 use crate::state::{token_eq, Shared};
 use axum::body::Bytes;
@@ -21,7 +25,7 @@ use axum::response::Response;
 use axum::Extension;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------------------
 // POST /api/v4/jobs/request
@@ -64,9 +68,7 @@ pub(super) async fn request_job(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(drawn) = fault.0 {
-        sh.faults.give_back(Endpoint::RequestJob, drawn);
-    }
+    fault.give_back(&sh, Endpoint::RequestJob);
     // Workhorse sits in front of Rails: it only looks at `token` and `last_update` of a JSON body.
     let parsed = serde_json::from_slice::<Value>(&body).ok();
     let wh_token = parsed
@@ -257,17 +259,6 @@ fn rails_request_job(sh: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
 // ---------------------------------------------------------------------------------------------------------
 // PUT /api/v4/jobs/:id
 
-/// `Gitlab::Ci::Runner::Backoff#to_seconds` for a pending state created at `since`.
-fn backoff_seconds(since: Instant) -> u64 {
-    let duration = since.elapsed().as_secs_f64();
-    let slot = if duration <= 1.0 {
-        0
-    } else {
-        (duration.log2().floor() as i64 - 1).max(0)
-    };
-    1u64 << slot.min(6)
-}
-
 fn crc32_label(data: &[u8]) -> String {
     format!("crc32:{:08x}", crc32fast::hash(data))
 }
@@ -279,10 +270,8 @@ pub(super) async fn update_job(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (resp, unused) = update_job_inner(&sh, &id, fault.0, &headers, &body);
-    if let Some(drawn) = unused {
-        sh.faults.give_back(Endpoint::UpdateJob, drawn);
-    }
+    let (resp, unused) = update_job_inner(&sh, &id, fault, &headers, &body);
+    unused.give_back(&sh, Endpoint::UpdateJob);
     sh.notify();
     resp
 }
@@ -290,10 +279,10 @@ pub(super) async fn update_job(
 fn update_job_inner(
     sh: &Shared,
     id: &str,
-    fault: Option<Drawn>,
+    fault: HandlerFault,
     headers: &HeaderMap,
     body: &[u8],
-) -> (Response, Option<Drawn>) {
+) -> (Response, HandlerFault) {
     let strict = sh.opts.strict;
     let Ok(id) = id.parse::<i64>() else {
         return (invalid_params(&["id is invalid".to_string()]), fault);
@@ -384,23 +373,14 @@ fn update_job_inner(
         b.as_u64()
             .or_else(|| b.as_str().and_then(|s| s.trim().parse::<u64>().ok()))
     });
-    let mut unused = fault;
+    #[cfg(feature = "faults")]
+    let mut fault = fault;
     // accept_available?: not `running`, a checksum, live trace on.
     if state != "running" {
         if let Some(checksum) = checksum {
-            if let Some(drawn) = unused.take_if(|d| d.fault == Fault::Accepted202) {
-                // Live trace chunks still "pending": accept_build_state!
-                sh.faults.record(Endpoint::UpdateJob, &drawn.fault);
-                let since = *job.pending_state_since.get_or_insert_with(Instant::now);
-                job.record.accepted_202 += 1;
-                let mut resp = status_text(StatusCode::ACCEPTED, job.status);
-                set_header(
-                    &mut resp,
-                    "x-gitlab-trace-update-interval",
-                    &backoff_seconds(since).to_string(),
-                );
-                resp.extensions_mut().insert(AppliedFault(drawn.fault));
-                return (resp, None);
+            #[cfg(feature = "faults")]
+            if let Some(applied) = fault.take(sh, Endpoint::UpdateJob, &Fault::Accepted202) {
+                return (inject::accepted_202(job, applied), HandlerFault::default());
             }
             // validate_build_trace!
             let ok = checksum == crc32_label(&job.record.trace)
@@ -441,22 +421,5 @@ fn update_job_inner(
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    (status_text(status, job.status), unused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_follows_gitlab_table() {
-        let now = Instant::now();
-        assert_eq!(backoff_seconds(now), 1);
-        if let Some(past) = now.checked_sub(Duration::from_secs(9)) {
-            assert_eq!(backoff_seconds(past), 4);
-        }
-        if let Some(past) = now.checked_sub(Duration::from_secs(1000)) {
-            assert_eq!(backoff_seconds(past), 64);
-        }
-    }
+    (status_text(status, job.status), fault)
 }

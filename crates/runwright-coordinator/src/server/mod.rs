@@ -1,7 +1,8 @@
-//! The HTTP side of the coordinator: the accept loop (each connection can be dropped on its own, for
-//! [`crate::Fault::Reset`]), the router, and one module per endpoint family of GitLab's runner API:
+//! The HTTP side of the coordinator: the accept loop (each connection can be dropped on its own, for an injected
+//! reset), the router, and one module per endpoint family of GitLab's runner API:
 //!
-//! * `gate.rs` — the middleware around every route: request log and fault injection;
+//! * `gate.rs` — the middleware around every route: the request log, and `inject.rs` (feature `faults`) applying
+//!   the faults of the coordinator's fault plan;
 //! * `jobs.rs` — `POST /api/v4/jobs/request` (with Workhorse long polling in front of it) and `PUT
 //!   /api/v4/jobs/:id`;
 //! * `trace.rs` — `PATCH /api/v4/jobs/:id/trace`;
@@ -16,6 +17,8 @@
 pub(crate) mod artifacts;
 mod gate;
 pub(crate) mod git;
+#[cfg(feature = "faults")]
+mod inject;
 mod jobs;
 pub(crate) mod registration;
 mod respond;
@@ -28,7 +31,7 @@ pub(crate) use respond::{
 };
 pub use trace::content_range_start;
 
-use crate::faults::Endpoint;
+use crate::log::Endpoint;
 use crate::state::Shared;
 use artifacts::ArtifactStore;
 use axum::body::Body;
@@ -106,12 +109,17 @@ async fn serve_connection<IO>(io: IO, router: Router, kill: CancellationToken)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn_kill = gate::ConnKill(kill.clone());
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    #[cfg(feature = "faults")]
+    let conn_kill = inject::ConnKill(kill.clone());
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        #[cfg(feature = "faults")]
+        let req = {
+            let mut req = req;
             req.extensions_mut().insert(conn_kill.clone());
-            router.clone().oneshot(req.map(Body::new))
-        });
+            req
+        };
+        router.clone().oneshot(req.map(Body::new))
+    });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     tokio::select! {
@@ -150,9 +158,7 @@ async fn fallback(
     Extension(fault): Extension<HandlerFault>,
     req: Request,
 ) -> Response {
-    if let Some(drawn) = fault.0 {
-        sh.faults.give_back(Endpoint::Git, drawn);
-    }
+    fault.give_back(&sh, Endpoint::Git);
     if git::split_git_path(req.uri().path()).is_some() {
         return git::serve(&sh, req).await;
     }

@@ -1,11 +1,15 @@
 //! `PATCH /api/v4/jobs/:id/trace` (gitlab lib/api/ci/runner.rb, app/services/ci/append_build_trace_service.rb):
 //! trace chunks appended at the offset their `Content-Range` starts at, `416` with the stored length otherwise.
 
-use super::gate::{AppliedFault, HandlerFault};
+use super::gate::HandlerFault;
+#[cfg(feature = "faults")]
+use super::inject;
 use super::respond::{
     forbidden, header_str, invalid_params, job_forbidden, message, query_param, set_header,
 };
-use crate::faults::{Drawn, Endpoint, Fault};
+#[cfg(feature = "faults")]
+use crate::faults::Fault;
+use crate::log::Endpoint;
 use crate::state::{token_eq, Shared};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -49,10 +53,8 @@ pub(super) async fn patch_trace(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (resp, unused) = patch_trace_inner(&sh, &id, fault.0, &uri, &headers, &body);
-    if let Some(drawn) = unused {
-        sh.faults.give_back(Endpoint::PatchTrace, drawn);
-    }
+    let (resp, unused) = patch_trace_inner(&sh, &id, fault, &uri, &headers, &body);
+    unused.give_back(&sh, Endpoint::PatchTrace);
     sh.notify();
     resp
 }
@@ -60,11 +62,11 @@ pub(super) async fn patch_trace(
 fn patch_trace_inner(
     sh: &Shared,
     id: &str,
-    fault: Option<Drawn>,
+    fault: HandlerFault,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> (Response, Option<Drawn>) {
+) -> (Response, HandlerFault) {
     let Ok(id) = id.parse::<i64>() else {
         return (invalid_params(&["id is invalid".to_string()]), fault);
     };
@@ -107,19 +109,14 @@ fn patch_trace_inner(
         }
     }
 
-    let mut unused = fault;
-    if let Some(drawn) = unused.take_if(|d| d.fault == Fault::RangeMismatch) {
-        sh.faults.record(Endpoint::PatchTrace, &drawn.fault);
-        let claimed = stored / 2;
-        job.record.trace.truncate(claimed as usize);
-        job.record.range_truncations.push(claimed);
-        let mut resp = message(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "416 Range Not Satisfiable",
+    #[cfg(feature = "faults")]
+    let mut fault = fault;
+    #[cfg(feature = "faults")]
+    if let Some(applied) = fault.take(sh, Endpoint::PatchTrace, &Fault::RangeMismatch) {
+        return (
+            inject::range_mismatch(job, applied),
+            HandlerFault::default(),
         );
-        set_header(&mut resp, "range", &format!("0-{claimed}"));
-        resp.extensions_mut().insert(AppliedFault(drawn.fault));
-        return (resp, None);
     }
 
     if start != stored as i64 {
@@ -128,7 +125,7 @@ fn patch_trace_inner(
             "416 Range Not Satisfiable",
         );
         set_header(&mut resp, "range", &format!("0-{stored}"));
-        return (resp, unused);
+        return (resp, fault);
     }
     job.record.trace.extend_from_slice(body);
     job.record.patches.push((stored, body.len()));
@@ -142,7 +139,7 @@ fn patch_trace_inner(
         "x-gitlab-trace-update-interval",
         &sh.opts.trace_update_interval.to_string(),
     );
-    (resp, unused)
+    (resp, fault)
 }
 
 #[cfg(test)]
