@@ -9,9 +9,7 @@
 //!
 //! `bench/bounds [--case print --case files ...]` builds and runs it; it is an example, never run by `cargo test`.
 
-// Shared with the other examples; this bench uses only some of it.
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_coordinator::types::Artifact;
 use runwright_coordinator::{

@@ -20,9 +20,7 @@
 //! daemon carries the label `org.runwright.bench` or the runner's `com.gitlab.gitlab-runner.runner.id` and is
 //! removed at the end, which it then checks.
 
-// Shared with the other examples; this bench uses only its statistics.
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_coordinator::types::Image;
 use runwright_coordinator::{

@@ -6,8 +6,7 @@
 //!
 //! `bench/exec [--rounds 7]` installs the peer, builds and runs this; it is an example, never run by `cargo test`.
 
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};

@@ -4,9 +4,7 @@
 //!
 //! `bench/journal [--mib 1024] [--rounds 2]` builds and runs it; it is an example, never run by `cargo test`.
 
-// Shared with the other examples; this bench uses only some of it.
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, RunnerOptions};
 use std::path::{Path, PathBuf};

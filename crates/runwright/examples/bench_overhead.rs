@@ -16,8 +16,7 @@
 //!   update;
 //! * idle RSS: `VmRSS` of the service after `--idle-secs` of polling an empty queue.
 
-#[path = "support/mod.rs"]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_coordinator::{
     fixtures, Coordinator, CoordinatorOptions, Endpoint, JobSpec, ProjectSpec, RequestLog,

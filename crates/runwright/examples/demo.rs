@@ -4,8 +4,7 @@
 //!
 //! Run with `cargo run --release -p runwright --example demo` (it builds and uses `target/release/runwright`).
 
-#[path = "support/mod.rs"]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_client::types::JobVariable;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, ProjectSpec, RunnerOptions};
