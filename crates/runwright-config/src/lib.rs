@@ -16,7 +16,6 @@
 //! }
 //! # Ok::<(), runwright_config::ConfigError>(())
 //! ```
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_docs)]
 
 mod casefold;

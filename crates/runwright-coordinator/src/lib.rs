@@ -25,7 +25,6 @@
 //! coord.shutdown().await;
 //! # Ok(()) }
 //! ```
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod coordinator;
 mod entities;

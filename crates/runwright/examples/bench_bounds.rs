@@ -8,6 +8,8 @@
 //! 100 MiB body each). Peak RSS is the service's `VmHWM` (its jobs are child processes, not counted).
 //!
 //! `bench/bounds [--case print --case files ...]` builds and runs it; it is an example, never run by `cargo test`.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runwright_testsupport as support;
 

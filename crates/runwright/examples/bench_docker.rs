@@ -19,6 +19,8 @@
 //! It shares only `support`'s series statistics with the other benches; everything it makes on the Docker
 //! daemon carries the label `org.runwright.bench` or the runner's `com.gitlab.gitlab-runner.runner.id` and is
 //! removed at the end, which it then checks.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runwright_testsupport as support;
 

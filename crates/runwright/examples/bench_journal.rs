@@ -3,6 +3,8 @@
 //! start to GitLab's final state, throughput, and the service's peak RSS (`VmHWM`) and sampled `VmRSS`.
 //!
 //! `bench/journal [--mib 1024] [--rounds 2]` builds and runs it; it is an example, never run by `cargo test`.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runwright_testsupport as support;
 

@@ -5,6 +5,8 @@
 //!
 //! `bench/soak [--faults 0.1] [--faults 0.3] [--jobs 100] [--concurrent 8] [--seed N]` builds and runs it; it is an
 //! example, never run by `cargo test`. Exits non-zero when a check failed.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runwright_testsupport as support;
 use runwright_testsupport::soak;

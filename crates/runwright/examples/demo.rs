@@ -3,6 +3,8 @@
 //! coordinator, which speaks GitLab's runner API on loopback and serves the project's git repository.
 //!
 //! Run with `cargo run --release -p runwright --example demo` (it builds and uses `target/release/runwright`).
+// The workspace denies printing (libraries log or return errors); a demo: it shows what runs.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runwright_testsupport as support;
 
