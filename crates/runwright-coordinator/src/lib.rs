@@ -47,7 +47,7 @@ pub use artifacts::StoredArtifact;
 pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
 pub use error::CoordinatorError;
 pub use faults::{Endpoint, Fault, FaultKind, FaultPlan};
-pub use jobs::{masked_variable, variable, JobRecord, JobSpec, ProjectSpec, DUMMY_SHA};
+pub use jobs::{masked_variable, variable, JobRecord, JobSpec, ProjectSpec, TraceChunk, DUMMY_SHA};
 pub use log::RequestLog;
 pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
 pub use server::content_range_start;

@@ -16,17 +16,20 @@ mod changes;
 mod checkout;
 mod children;
 pub(crate) mod context;
+mod files;
 mod jobspec;
 pub mod lint;
 mod list;
 mod live;
 mod output;
+mod runner;
 mod schedule;
 mod sources;
 mod state;
 
 use anyhow::{bail, Context};
 use checkout::{git, git_opt, Checkout};
+use files::Outcome;
 use output::TraceOut;
 use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
 use runwright_pipeline::{slug, PlannedJob, When};
@@ -342,16 +345,8 @@ fn default_cache_dir(co: &Checkout) -> PathBuf {
     base.join("runwright").join("exec").join(checkout_key(co))
 }
 
-/// How a job ended, for the summary table and `summary.json`.
-#[derive(Default, Clone)]
-struct Outcome {
-    duration: Option<Duration>,
-    exit_code: Option<i32>,
-    log: Option<String>,
-    artifacts: Vec<String>,
-}
-
-/// Streams a job's trace (stdout and its log file) until it is final.
+/// Streams a job's trace (stdout and its log file) until it is final. Each poll reads the trace from where the
+/// last one ended; the whole record is read once, at the end.
 async fn follow(
     coordinator: Coordinator,
     id: i64,
@@ -360,36 +355,38 @@ async fn follow(
     deadline: Instant,
 ) -> anyhow::Result<runwright_coordinator::JobRecord> {
     let mut printed = 0usize;
-    let record = loop {
-        let res = coordinator
-            .wait_for(id, Duration::from_millis(500), |r| {
-                r.is_final() || r.trace.len() > printed
-            })
-            .await;
-        let Some(rec) = coordinator.job(id) else {
+    loop {
+        let Ok(chunk) = coordinator
+            .wait_for_trace(id, printed, Duration::from_millis(500))
+            .await
+        else {
             bail!("job {name} vanished from the coordinator");
         };
-        if rec.trace.len() > printed {
-            out.push(&rec.trace[printed..]);
-            printed = rec.trace.len();
-        } else if res.is_err() {
+        let waited_out = chunk.bytes.is_empty() && !chunk.is_final();
+        if !chunk.bytes.is_empty() {
+            out.push(&chunk.bytes);
+            printed += chunk.bytes.len();
+        } else if waited_out {
             out.idle();
         }
-        if rec.is_final() {
-            break rec;
+        if chunk.is_final() {
+            break;
         }
-        if res.is_err() && Instant::now() > deadline {
+        if waited_out && Instant::now() > deadline {
             // The runner enforces the job's timeout itself; this is the safety net if it never reports back.
             coordinator.force_cancel(id);
             out.finish();
             bail!(
                 "job {name} did not finish in time (state {}); canceled",
-                rec.state
+                chunk.state
             );
         }
-    };
+    }
     out.finish();
-    Ok(record)
+    // The outcome (state, exit code, artifacts): a final job's record no longer changes.
+    coordinator
+        .job(id)
+        .with_context(|| format!("job {name} vanished from the coordinator"))
 }
 
 async fn run_pipeline(
@@ -428,22 +425,17 @@ async fn run_pipeline(
 
     let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;
     let stems = state::file_stems(selected.iter().map(|s| s.display.as_str()));
-    let plan_json = serde_json::json!({
-        "project": co.project_path,
-        "ref": co.branch,
-        "sha": co.sha,
-        "sources": match sources { Sources::Committed { .. } => "committed", Sources::WorkingTree { .. } => "working tree" },
-        "stages": plan.stages,
-        "jobs": selected.iter().filter(|s| s.pipeline == 0).map(|s| s.job).collect::<Vec<_>>(),
-        "child_pipelines": runs.iter().skip(1).map(|r| serde_json::json!({
-            "id": r.id,
-            "trigger_job": r.trigger.map(|t| &selected[t].display),
-            "include": r.include,
-            "depend": r.depend,
-            "jobs": selected.iter().filter(|s| runs.get(s.pipeline).is_some_and(|x| x.id == r.id)).map(|s| s.job).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    });
-    state::write_json(&run_dir.path, "plan.json", &plan_json)?;
+    let head = files::Head {
+        project: &co.project_path,
+        git_ref: &co.branch,
+        sha: &co.sha,
+    };
+    let sources_name = match sources {
+        Sources::Committed { .. } => "committed",
+        Sources::WorkingTree { .. } => "working tree",
+    };
+    let plan_file = files::PlanFile::new(head, sources_name, &plan.stages, &selected, &runs);
+    state::write_json(&run_dir.path, "plan.json", &plan_file)?;
 
     // The jobs' builds, the served repository and the runner's work dir: this user's only (issue 17).
     let tmp = tempfile::Builder::new()
@@ -568,22 +560,30 @@ async fn run_pipeline(
     // `concurrent` and the entry's `limit` both allow the run's concurrency. The shell executor's builds dir is
     // shared, so each running job gets `<builds>/<token>/<CI_CONCURRENT_PROJECT_ID>/<project>`: parallel jobs
     // never share a project directory.
-    let mut toml = format!(
-        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = {}\n  cache_dir = {}\n",
-        coordinator.url(),
-        tokens.shell,
-        toml_string(&tmp.path().join("builds").display().to_string()),
-        toml_string(&cache_dir.display().to_string()),
-    );
-    // Jobs run in this process on this machine: they fetch the coordinator's repository over git's local
-    // transport (GitLab's `clone_url`), each into its own project directory as before, without an HTTP round
-    // trip and a `git http-backend` per request. CI_REPOSITORY_URL stays the coordinator's HTTP URL. A runner
-    // elsewhere (--serve) or a container (docker entry) fetches over HTTP.
-    if args.serve.is_none() {
-        if let Ok(url) = url::Url::from_directory_path(&git_root) {
-            toml.push_str(&format!("  clone_url = {}\n", toml_string(url.as_str())));
-        }
-    }
+    let mut runners = runner::RunnerFile {
+        concurrent: concurrency,
+        check_interval: 1,
+        runners: vec![runner::Entry {
+            name: "exec".into(),
+            url: coordinator.url(),
+            token: tokens.shell.clone(),
+            executor: "shell".into(),
+            limit: concurrency,
+            builds_dir: Some(tmp.path().join("builds").display().to_string()),
+            cache_dir: cache_dir.display().to_string(),
+            // Jobs run in this process on this machine: they fetch the coordinator's repository over git's
+            // local transport (GitLab's `clone_url`), each into its own project directory as before, without an
+            // HTTP round trip and a `git http-backend` per request. CI_REPOSITORY_URL stays the coordinator's
+            // HTTP URL. A runner elsewhere (--serve) or a container (docker entry) fetches over HTTP.
+            clone_url: args
+                .serve
+                .is_none()
+                .then(|| url::Url::from_directory_path(&git_root).ok())
+                .flatten()
+                .map(String::from),
+            docker: None,
+        }],
+    };
     let docker = if args.serve.is_some() {
         Docker::Off(
             "the jobs are served to an outside runner (--serve), whose executor decides".into(),
@@ -611,14 +611,22 @@ async fn run_pipeline(
         // The cache dir is bound into the containers at GitLab's /cache, so both executors keep one cache;
         // `disable_cache` makes the builds volumes per job, so a run leaves nothing on the daemon.
         let default_image = args.docker_image.clone().unwrap_or_default();
-        toml.push_str(&format!(
-            "[[runners]]\n  name = \"exec-docker\"\n  url = \"{}\"\n  token = \"{}\"\n  executor = \"docker\"\n  limit = {concurrency}\n  cache_dir = \"/cache\"\n  [runners.docker]\n    image = {}\n    pull_policy = [\"{}\"]\n    disable_cache = true\n    volumes = [{}]\n",
-            coordinator.url(),
-            tokens.docker,
-            toml_string(&default_image),
-            args.docker_pull_policy,
-            toml_string(&format!("{}:/cache", cache_dir.display())),
-        ));
+        runners.runners.push(runner::Entry {
+            name: "exec-docker".into(),
+            url: coordinator.url(),
+            token: tokens.docker.clone(),
+            executor: "docker".into(),
+            limit: concurrency,
+            builds_dir: None,
+            cache_dir: "/cache".into(),
+            clone_url: None,
+            docker: Some(runner::DockerEntry {
+                image: default_image,
+                pull_policy: vec![runner::pull_policy(&args.docker_pull_policy)?],
+                disable_cache: true,
+                volumes: vec![format!("{}:/cache", cache_dir.display())],
+            }),
+        });
         println!(
             "note: jobs with image: or services: run on the docker executor{}",
             if args.executor == "docker" {
@@ -633,7 +641,8 @@ async fn run_pipeline(
     let shared = if args.serve.is_some() {
         // It holds the run's runner token: 0600, in the run's 0700 directory, and the token is not printed.
         let path = run_dir.path.join("runner.toml");
-        state::write_private(&path, toml.as_bytes()).context("writing the runner config")?;
+        state::write_private(&path, runners.to_toml()?.as_bytes())
+            .context("writing the runner config")?;
         println!(
             "runwright exec: serving the jobs at {}; run them with: runwright run -c {}",
             coordinator.url(),
@@ -641,9 +650,9 @@ async fn run_pipeline(
         );
         None
     } else {
-        let mut loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
+        let mut entries = runners.runner_configs();
         // A checkout without a Git LFS store has nothing for `git lfs pull` to fetch: the jobs skip it.
-        for r in &mut loaded.config.runners {
+        for r in &mut entries {
             r.without_lfs_objects = !lfs_objects;
         }
         let shared = runwright_service::Shared::new(
@@ -658,7 +667,7 @@ async fn run_pipeline(
             // checks back off after `unhealthy_requests_limit` failures.
             Duration::from_millis(1),
         );
-        for r in &loaded.config.runners {
+        for r in &entries {
             runwright_service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
         }
         Some(shared)
@@ -1006,49 +1015,45 @@ async fn run_pipeline(
 
     let passed = !sched.failed();
     let verdict = if interrupted {
-        "canceled"
+        files::Verdict::Canceled
     } else if passed {
-        "passed"
+        files::Verdict::Passed
     } else {
-        "failed"
+        files::Verdict::Failed
     };
     let elapsed = started.elapsed();
     print_summary(&sched, &outcomes);
-    let jobs_json: Vec<serde_json::Value> = sched
-        .jobs
-        .iter()
-        .zip(&sched.status)
-        .zip(&outcomes)
-        .map(|((s, status), o)| {
-            serde_json::json!({
-                "name": s.display,
-                "pipeline_id": sched.pipelines[s.pipeline].id,
-                "stage": s.job.stage,
-                "status": match status { Status::Failed { .. } => "failed", other => other.label() },
-                "allowed_failure": matches!(status, Status::Failed { allowed: true }),
-                "duration_seconds": o.duration.map(|d| d.as_secs_f64()),
-                "exit_code": o.exit_code,
-                "log": o.log,
-                "artifacts": o.artifacts,
+    let summary = files::Summary {
+        pipeline: run_dir.number,
+        status: verdict,
+        interrupted_by: signal.map(|s| s.as_str().to_string()),
+        duration_seconds: elapsed.as_secs_f64(),
+        sha: co.sha.clone(),
+        git_ref: co.branch.clone(),
+        jobs: sched
+            .jobs
+            .iter()
+            .zip(&sched.status)
+            .zip(&outcomes)
+            .map(|((s, status), o)| {
+                files::JobSummary::new(s, sched.pipelines[s.pipeline].id, status, o)
             })
-        })
-        .collect();
-    let summary = serde_json::json!({
-        "pipeline": run_dir.number,
-        "status": verdict,
-        // The signal that ended the run early, if one did.
-        "interrupted_by": signal.map(|s| s.as_str()),
-        "duration_seconds": elapsed.as_secs_f64(),
-        "sha": co.sha,
-        "ref": co.branch,
-        "jobs": jobs_json,
-    });
+            .collect(),
+    };
     if let Err(err) = state::write_json(&run_dir.path, "summary.json", &summary) {
         eprintln!("runwright exec: {err:#}");
     }
     match signal {
-        Some(s) => println!("pipeline {verdict} by {s} in {:.1}s", elapsed.as_secs_f64()),
-        None => println!("pipeline {verdict} in {:.1}s", elapsed.as_secs_f64()),
+        Some(s) => println!(
+            "pipeline {} by {s} in {:.1}s",
+            verdict.as_str(),
+            elapsed.as_secs_f64()
+        ),
+        None => println!(
+            "pipeline {} in {:.1}s",
+            verdict.as_str(),
+            elapsed.as_secs_f64()
+        ),
     }
     println!("pipeline directory: {}", run_dir.path.display());
     Ok(if interrupted {
@@ -1159,11 +1164,6 @@ fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
     }
 }
 
-/// A TOML string (paths and image names may hold quotes or backslashes), quoted by toml_edit.
-fn toml_string(s: &str) -> String {
-    toml_edit::Value::from(s).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1187,14 +1187,5 @@ mod tests {
         cancel_at_coordinator(&coordinator, false, true);
         assert_eq!(coordinator.job(other).expect("job").state, "canceled");
         coordinator.shutdown().await;
-    }
-
-    #[test]
-    fn toml_strings_round_trip() {
-        for s in ["/tmp/a b", "C:\\dir\"quoted\"", "127.0.0.1:5999/x:1"] {
-            let doc: toml_edit::DocumentMut =
-                format!("k = {}", toml_string(s)).parse().expect("toml");
-            assert_eq!(doc["k"].as_str(), Some(s));
-        }
     }
 }
