@@ -114,10 +114,64 @@ pub(crate) async fn set_up<'a>(
     let lfs_objects = serve_sources(co, &git_root.join(project.repo_dir()), job_ref)?;
     print_header(co, &run_dir, sources, selected.len(), concurrency);
 
+    let (coordinator, tokens) = start_coordinator(args, &git_root).await?;
+    let cache_dir = cache_dir(args, co)?;
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work)?;
+    let mut runners = shell_runner(
+        args,
+        concurrency,
+        &coordinator,
+        &tokens,
+        &tmp,
+        &cache_dir,
+        &git_root,
+    );
+    let docker = add_docker(
+        args,
+        concurrency,
+        &selected,
+        &coordinator,
+        &tokens,
+        &cache_dir,
+        &mut runners,
+    )
+    .await?;
+    let shared = start_runners(
+        args,
+        concurrency,
+        &coordinator,
+        &runners,
+        &run_dir.path,
+        work,
+        lfs_objects,
+    )?;
+    let sched = Scheduler::with_pipelines(selected, runs);
+    Ok((
+        SetUp {
+            view,
+            run_dir,
+            stems,
+            project,
+            coordinator,
+            tokens,
+            docker,
+            shared,
+            _tmp: tmp,
+        },
+        sched,
+    ))
+}
+
+/// The embedded coordinator, serving the repositories under `git_root`, with the shell runner's token.
+async fn start_coordinator(
+    args: &ExecOptions,
+    git_root: &Path,
+) -> anyhow::Result<(Coordinator, Tokens)> {
     let coordinator = Coordinator::start(CoordinatorOptions {
         bind: args.serve.unwrap_or(CoordinatorOptions::default().bind),
         trace_update_interval: 1,
-        git_root: Some(git_root.clone()),
+        git_root: Some(git_root.to_path_buf()),
         ..Default::default()
     })
     .await
@@ -133,6 +187,11 @@ pub(crate) async fn set_up<'a>(
             ..Default::default()
         },
     );
+    Ok((coordinator, tokens))
+}
+
+/// Where caches persist between runs, created if need be.
+fn cache_dir(args: &ExecOptions, co: &Checkout) -> anyhow::Result<PathBuf> {
     let cache_dir = match &args.cache_dir {
         Some(d) => std::path::absolute(d)?,
         None => default_cache_dir(co),
@@ -141,17 +200,19 @@ pub(crate) async fn set_up<'a>(
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&cache_dir)
         .with_context(|| format!("creating the cache directory {}", cache_dir.display()))?;
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work)?;
-    let mut runners = shell_runner(
-        args,
-        concurrency,
-        &coordinator,
-        &tokens,
-        &tmp,
-        &cache_dir,
-        &git_root,
-    );
+    Ok(cache_dir)
+}
+
+/// Whether jobs run on the docker executor; if so its runner is registered and its entry added to `runners`.
+async fn add_docker(
+    args: &ExecOptions,
+    concurrency: usize,
+    selected: &[schedule::Selected<'_>],
+    coordinator: &Coordinator,
+    tokens: &Tokens,
+    cache_dir: &Path,
+    runners: &mut runner::RunnerFile,
+) -> anyhow::Result<Docker> {
     let docker = if args.serve.is_some() {
         Docker::Off(
             "the jobs are served to an outside runner (--serve), whose executor decides".into(),
@@ -179,9 +240,9 @@ pub(crate) async fn set_up<'a>(
         runners.runners.push(docker_runner(
             args,
             concurrency,
-            &coordinator,
-            &tokens,
-            &cache_dir,
+            coordinator,
+            tokens,
+            cache_dir,
         )?);
         println!(
             "note: jobs with image: or services: run on the docker executor{}",
@@ -192,30 +253,7 @@ pub(crate) async fn set_up<'a>(
             }
         );
     }
-    let shared = start_runners(
-        args,
-        concurrency,
-        &coordinator,
-        &runners,
-        &run_dir.path,
-        work,
-        lfs_objects,
-    )?;
-    let sched = Scheduler::with_pipelines(selected, runs);
-    Ok((
-        SetUp {
-            view,
-            run_dir,
-            stems,
-            project,
-            coordinator,
-            tokens,
-            docker,
-            shared,
-            _tmp: tmp,
-        },
-        sched,
-    ))
+    Ok(docker)
 }
 
 /// Makes the bare repository `bare` the jobs fetch from: the commit they run at the branch (and the tag, or a
