@@ -223,6 +223,55 @@ mod tests {
     }
 
     #[test]
+    fn the_plan_lists_the_pipelines_jobs_under_the_usual_names() {
+        use runwright_pipeline::{Pipeline, PipelineContext};
+        let yaml = "stages: [build, test]\nbuild:\n  stage: build\n  script: [x]\ntest:\n  stage: test\n  script: [x]\n";
+        let ctx = PipelineContext::new(Default::default());
+        let plan = match Pipeline::from_str("/nonexistent", ".gitlab-ci.yml", yaml)
+            .and_then(|c| c.evaluate(&ctx))
+        {
+            Ok(p) => p,
+            Err(e) => panic!("plan: {e}"),
+        };
+        let selected = crate::schedule::select(&plan, &[], false, &[]).expect("select");
+        let (selected, runs) = crate::children::flatten(selected, &[]);
+        let head = Head {
+            project: "group/project",
+            git_ref: "main",
+            sha: "abc",
+        };
+        let file = PlanFile::new(head, "working tree", &plan.stages, &selected, &runs);
+        let value = serde_json::to_value(&file).expect("json");
+        let keys: Vec<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "child_pipelines",
+                "jobs",
+                "project",
+                "ref",
+                "sha",
+                "sources",
+                "stages"
+            ]
+        );
+        assert_eq!(value["ref"], "main");
+        assert_eq!(value["sources"], "working tree");
+        assert_eq!(value["stages"], serde_json::json!(plan.stages));
+        assert_eq!(value["child_pipelines"], serde_json::json!([]));
+        // Each job as the pipeline model serializes it.
+        assert_eq!(
+            value["jobs"],
+            serde_json::to_value(plan.jobs.iter().collect::<Vec<_>>()).expect("jobs")
+        );
+    }
+
+    #[test]
     fn verdicts_are_spelled_as_printed() {
         for v in [Verdict::Passed, Verdict::Failed, Verdict::Canceled] {
             assert_eq!(

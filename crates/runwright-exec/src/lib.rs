@@ -4,9 +4,11 @@
 //! tree as it is, committed on top of HEAD without touching the user's index (`sources.rs`), or HEAD alone with
 //! `--committed`. An embedded coordinator (`runwright-coordinator`) serves the jobs, and that commit as a bare
 //! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`runwright-service`)
-//! run them with the shell executor — the same code path as `runwright run`. Jobs start as soon as their
-//! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); traces stream to stdout, `[job] `
-//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`). Child
+//! run them with the shell executor — the same code path as `runwright run`. A run is set up (`setup.rs`, with
+//! the typed runner config of `runner.rs`), then its loop (`pipeline.rs`) starts jobs as soon as their
+//! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); a `Reporter` (`report.rs`) shows them:
+//! traces on stdout, `[job] ` prefixed when several may run (`output.rs`), or the live view (`live.rs`); every
+//! run leaves a pipeline directory (`state.rs`, `files.rs`). Child
 //! pipelines of `trigger:include` are planned with the pipeline and scheduled with it (`children.rs`);
 //! `rules:changes` sees git's changes for the pipeline source (`changes.rs`). `runwright lint` (`lint.rs`)
 //! prints the pipeline's merged configuration.
