@@ -4,7 +4,7 @@
 use crate::error::CoordinatorError;
 #[cfg(feature = "faults")]
 use crate::faults::FaultPlan;
-use crate::jobs::{JobRecord, JobSpec, Status};
+use crate::jobs::{JobRecord, JobSpec, Status, TraceChunk};
 use crate::log::RequestLog;
 use crate::server;
 use crate::server::artifacts::{ArtifactStore, StoredArtifact};
@@ -375,6 +375,44 @@ impl Coordinator {
                         state: record.state,
                         waited: timeout,
                     });
+                }
+            }
+        }
+    }
+
+    /// The job's trace from byte `offset` on, with its state: what a follower of the log reads on each poll,
+    /// without copying the rest of the record (the whole trace, payload and updates).
+    pub fn trace_from(&self, id: i64, offset: usize) -> Option<TraceChunk> {
+        self.shared
+            .lock()
+            .jobs
+            .get(&id)
+            .map(|j| TraceChunk::of(&j.record, offset))
+    }
+
+    /// Wait until the job's trace is longer than `offset` or the job is final, for at most `timeout`; then its
+    /// trace from `offset` on. A chunk without bytes of a job that is not final means the wait ran out.
+    pub async fn wait_for_trace(
+        &self,
+        id: i64,
+        offset: usize,
+        timeout: Duration,
+    ) -> Result<TraceChunk, CoordinatorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.shared.subscribe();
+        loop {
+            let chunk = self
+                .trace_from(id, offset)
+                .ok_or(CoordinatorError::UnknownJob(id))?;
+            if chunk.is_final() || !chunk.bytes.is_empty() {
+                return Ok(chunk);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return self
+                        .trace_from(id, offset)
+                        .ok_or(CoordinatorError::UnknownJob(id))
                 }
             }
         }

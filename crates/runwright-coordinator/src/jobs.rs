@@ -293,6 +293,29 @@ pub struct JobRecord {
     pub artifacts: Vec<StoredArtifact>,
 }
 
+/// A job's trace from some offset on, and its state ([`crate::Coordinator::trace_from`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceChunk {
+    /// The stored trace's bytes from the offset asked for (none when it is not longer than that).
+    pub bytes: Vec<u8>,
+    /// The job's state, as [`JobRecord::state`].
+    pub state: String,
+}
+
+impl TraceChunk {
+    pub(crate) fn of(record: &JobRecord, offset: usize) -> TraceChunk {
+        TraceChunk {
+            bytes: record.trace.get(offset..).unwrap_or_default().to_vec(),
+            state: record.state.clone(),
+        }
+    }
+
+    /// The job reached `success`, `failed` or `canceled`.
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "success" | "failed" | "canceled")
+    }
+}
+
 impl JobRecord {
     /// The trace as GitLab's log viewer reads it (lossy): the per-line timestamps of `FF_TIMESTAMPS` dropped and
     /// continued lines joined ([`runwright_trace::timestamp::strip`]); a trace without them as it is.

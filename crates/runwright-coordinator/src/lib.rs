@@ -44,7 +44,7 @@ pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
 pub use error::CoordinatorError;
 #[cfg(feature = "faults")]
 pub use faults::{Fault, FaultKind, FaultPlan};
-pub use jobs::{masked_variable, variable, JobRecord, JobSpec, ProjectSpec, DUMMY_SHA};
+pub use jobs::{masked_variable, variable, JobRecord, JobSpec, ProjectSpec, TraceChunk, DUMMY_SHA};
 pub use log::{Endpoint, RequestLog};
 pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
 pub use server::artifacts::StoredArtifact;

@@ -759,6 +759,44 @@ async fn accepted_202_before_final_update() {
     c.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_trace_is_read_by_offset() {
+    let c = start().await;
+    let id = c.enqueue(JobSpec::shell("build", &["true"]));
+    let job = take_job(&c, features(false, false)).await;
+    let token = job["token"].as_str().expect("token").to_string();
+    assert_eq!(
+        patch(&c, id, &token, 0, b"hello ").await.status(),
+        StatusCode::ACCEPTED
+    );
+    let chunk = c.trace_from(id, 0).expect("job");
+    assert_eq!(
+        (chunk.bytes.as_slice(), chunk.state.as_str()),
+        (&b"hello "[..], "running")
+    );
+    assert!(c.trace_from(id, 6).expect("job").bytes.is_empty());
+    // An offset past the end (a truncated trace) reads nothing rather than failing.
+    assert!(c.trace_from(id, 60).expect("job").bytes.is_empty());
+    assert!(c.trace_from(id + 1000, 0).is_none());
+    // Nothing new: the wait runs out with an empty chunk of a job that is not final.
+    let waited = c
+        .wait_for_trace(id, 6, Duration::from_millis(50))
+        .await
+        .expect("job");
+    assert!(waited.bytes.is_empty() && !waited.is_final());
+    // New bytes end the wait at once.
+    let wait = c.wait_for_trace(id, 6, Duration::from_secs(10));
+    let (chunk, _) = tokio::join!(wait, patch(&c, id, &token, 6, b"world"));
+    assert_eq!(chunk.expect("job").bytes, b"world");
+    c.force_cancel(id);
+    let chunk = c
+        .wait_for_trace(id, 11, Duration::from_secs(10))
+        .await
+        .expect("job");
+    assert!(chunk.bytes.is_empty() && chunk.is_final());
+    c.shutdown().await;
+}
+
 // ------------------------------------------------------------------------------------------------------
 // PATCH /jobs/:id/trace
 

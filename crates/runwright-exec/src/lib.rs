@@ -4,9 +4,11 @@
 //! tree as it is, committed on top of HEAD without touching the user's index (`sources.rs`), or HEAD alone with
 //! `--committed`. An embedded coordinator (`runwright-coordinator`) serves the jobs, and that commit as a bare
 //! mirror, over GitLab's runner API on loopback; the service's own pollers and job handling (`runwright-service`)
-//! run them with the shell executor — the same code path as `runwright run`. Jobs start as soon as their
-//! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); traces stream to stdout, `[job] `
-//! prefixed when several may run (`output.rs`); every run leaves a pipeline directory (`state.rs`). Child
+//! run them with the shell executor — the same code path as `runwright run`. A run is set up (`setup.rs`, with
+//! the typed runner config of `runner.rs`), then its loop (`pipeline.rs`) starts jobs as soon as their
+//! `needs` (or earlier stages) allow, up to `-j` at once (`schedule.rs`); a `Reporter` (`report.rs`) shows them:
+//! traces on stdout, `[job] ` prefixed when several may run (`output.rs`), or the live view (`live.rs`); every
+//! run leaves a pipeline directory (`state.rs`, `files.rs`). Child
 //! pipelines of `trigger:include` are planned with the pipeline and scheduled with it (`children.rs`);
 //! `rules:changes` sees git's changes for the pipeline source (`changes.rs`). `runwright lint` (`lint.rs`)
 //! prints the pipeline's merged configuration.
@@ -16,23 +18,26 @@ mod changes;
 mod checkout;
 mod children;
 pub(crate) mod context;
+mod files;
 mod jobspec;
 pub mod lint;
 mod list;
 mod live;
 mod output;
+mod pipeline;
+mod report;
+mod runner;
 mod schedule;
+mod setup;
 mod sources;
 mod state;
 
 use anyhow::{bail, Context};
 use checkout::{git, git_opt, Checkout};
 use output::TraceOut;
-use runwright_coordinator::{Coordinator, CoordinatorOptions, ProjectSpec, RunnerOptions};
+use runwright_coordinator::Coordinator;
 use runwright_pipeline::{slug, PlannedJob, When};
-use schedule::Status;
-use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -342,16 +347,8 @@ fn default_cache_dir(co: &Checkout) -> PathBuf {
     base.join("runwright").join("exec").join(checkout_key(co))
 }
 
-/// How a job ended, for the summary table and `summary.json`.
-#[derive(Default, Clone)]
-struct Outcome {
-    duration: Option<Duration>,
-    exit_code: Option<i32>,
-    log: Option<String>,
-    artifacts: Vec<String>,
-}
-
-/// Streams a job's trace (stdout and its log file) until it is final.
+/// Streams a job's trace (stdout and its log file) until it is final. Each poll reads the trace from where the
+/// last one ended; the whole record is read once, at the end.
 async fn follow(
     coordinator: Coordinator,
     id: i64,
@@ -360,38 +357,41 @@ async fn follow(
     deadline: Instant,
 ) -> anyhow::Result<runwright_coordinator::JobRecord> {
     let mut printed = 0usize;
-    let record = loop {
-        let res = coordinator
-            .wait_for(id, Duration::from_millis(500), |r| {
-                r.is_final() || r.trace.len() > printed
-            })
-            .await;
-        let Some(rec) = coordinator.job(id) else {
+    loop {
+        let Ok(chunk) = coordinator
+            .wait_for_trace(id, printed, Duration::from_millis(500))
+            .await
+        else {
             bail!("job {name} vanished from the coordinator");
         };
-        if rec.trace.len() > printed {
-            out.push(&rec.trace[printed..]);
-            printed = rec.trace.len();
-        } else if res.is_err() {
+        let waited_out = chunk.bytes.is_empty() && !chunk.is_final();
+        if !chunk.bytes.is_empty() {
+            out.push(&chunk.bytes);
+            printed += chunk.bytes.len();
+        } else if waited_out {
             out.idle();
         }
-        if rec.is_final() {
-            break rec;
+        if chunk.is_final() {
+            break;
         }
-        if res.is_err() && Instant::now() > deadline {
+        if waited_out && Instant::now() > deadline {
             // The runner enforces the job's timeout itself; this is the safety net if it never reports back.
             coordinator.force_cancel(id);
             out.finish();
             bail!(
                 "job {name} did not finish in time (state {}); canceled",
-                rec.state
+                chunk.state
             );
         }
-    };
+    }
     out.finish();
-    Ok(record)
+    // The outcome (state, exit code, artifacts): a final job's record no longer changes.
+    coordinator
+        .job(id)
+        .with_context(|| format!("job {name} vanished from the coordinator"))
 }
 
+/// Runs the planned pipeline: set-up, then the schedule loop until every job has ended, then the summary.
 async fn run_pipeline(
     args: &ExecOptions,
     co: &Checkout,
@@ -400,665 +400,21 @@ async fn run_pipeline(
     concurrency: usize,
     job_ref: &jobspec::JobRef,
 ) -> anyhow::Result<ExitCode> {
-    let plan = &planned.plan;
-    let (selected, runs) = children::flatten(
-        schedule::select(plan, &args.jobs, args.needs, &args.manual)?,
-        &planned.children,
-    );
-    if args.needs && args.jobs.is_empty() {
-        println!("note: --needs adds what named jobs need; without JOB names the whole pipeline runs anyway");
-    }
-    for name in &args.manual {
-        if plan.job(name).is_some_and(|j| j.when != When::Manual) {
-            println!("note: --manual {name}: not a manual job; it runs by its own `when`");
-        }
-    }
-    let terminal = std::io::stdout().is_terminal();
-    let colour = terminal && std::env::var_os(runwright_static::env_vars::NO_COLOR).is_none();
-    let keep_ansi = colour;
-    let prefixed = concurrency > 1 && selected.len() > 1;
-    let live_view = match args.view.as_str() {
-        "live" => true,
-        "lines" => false,
-        _ => {
-            terminal
-                && std::env::var(runwright_static::env_vars::TERM).map_or(true, |t| t != "dumb")
-        }
-    };
-
-    let run_dir = state::create_run(&state::pipelines_dir(&checkout_key(co)))?;
-    let stems = state::file_stems(selected.iter().map(|s| s.display.as_str()));
-    let plan_json = serde_json::json!({
-        "project": co.project_path,
-        "ref": co.branch,
-        "sha": co.sha,
-        "sources": match sources { Sources::Committed { .. } => "committed", Sources::WorkingTree { .. } => "working tree" },
-        "stages": plan.stages,
-        "jobs": selected.iter().filter(|s| s.pipeline == 0).map(|s| s.job).collect::<Vec<_>>(),
-        "child_pipelines": runs.iter().skip(1).map(|r| serde_json::json!({
-            "id": r.id,
-            "trigger_job": r.trigger.map(|t| &selected[t].display),
-            "include": r.include,
-            "depend": r.depend,
-            "jobs": selected.iter().filter(|s| runs.get(s.pipeline).is_some_and(|x| x.id == r.id)).map(|s| s.job).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    });
-    state::write_json(&run_dir.path, "plan.json", &plan_json)?;
-
-    // The jobs' builds, the served repository and the runner's work dir: this user's only (issue 17).
-    let tmp = tempfile::Builder::new()
-        .prefix("runwright-exec-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let git_root = tmp.path().join("git");
-    let project = ProjectSpec {
-        default_branch: co.default_branch.clone(),
-        ..ProjectSpec::new(1, &co.project_path)
-    };
-    let bare = git_root.join(project.repo_dir());
-    std::fs::create_dir_all(&bare)?;
-    git(&bare, &["init", "-q", "--bare"])?;
-    // The jobs' repository borrows the checkout's objects (`objects/info/alternates`) and gets only refs: a
-    // push would copy the objects through five processes. A path git cannot list there is pushed to.
-    let objects = co.objects.to_string_lossy();
-    let borrowed = co.objects.is_absolute()
-        && !objects.contains('\n')
-        && std::fs::write(bare.join("objects/info/alternates"), format!("{objects}\n")).is_ok();
-    // Git LFS objects too: git-lfs and the coordinator read them from the served repository's
-    // `lfs/objects`, which is the checkout's own store.
-    let mut lfs_objects = false;
-    if let Some(store) = co.objects.parent().map(|g| g.join("lfs/objects")) {
-        if store.is_dir() && std::fs::create_dir_all(bare.join("lfs")).is_ok() {
-            lfs_objects = std::os::unix::fs::symlink(&store, bare.join("lfs/objects")).is_ok();
-        }
-    }
-    // Points `dest` at `commit` in the repository the jobs fetch from.
-    let mirror = |commit: &str, dest: &str| {
-        if borrowed {
-            git(&bare, &["update-ref", dest, commit])
-        } else {
-            let bare = bare.to_string_lossy();
-            let refspec = format!("{commit}:{dest}");
-            git(&co.root, &["push", "-q", "--no-verify", &bare, &refspec])
-        }
-    };
-    mirror(&co.sha, &format!("refs/heads/{}", co.branch))
-        .context("mirroring the sources for the jobs")?;
-    if let jobspec::JobRef::Tag(tag) = job_ref {
-        mirror(&co.sha, &format!("refs/tags/{tag}"))
-            .with_context(|| format!("mirroring the tag {tag} for the jobs"))?;
-    }
-    if let jobspec::JobRef::MergeRequest(_) = job_ref {
-        // The target branch, as GitLab's repository has it: jobs may fetch it (or
-        // CI_MERGE_REQUEST_DIFF_BASE_SHA) to diff against. The merge request's own ref is made by the
-        // coordinator with the pipeline.
-        let target = &co.default_branch;
-        if let Some(commit) = [
-            format!("refs/heads/{target}"),
-            format!("refs/remotes/origin/{target}"),
-        ]
-        .iter()
-        .find_map(|r| git_opt(&co.root, &["rev-parse", "--verify", "-q", r]))
-        {
-            mirror(&commit, &format!("refs/heads/{target}"))
-                .with_context(|| format!("mirroring the target branch {target} for the jobs"))?;
-        }
-    }
-    let short = |s: &str| s[..s.len().min(8)].to_string();
-    println!(
-        "runwright exec: pipeline {} for {} ({}) of {}",
-        run_dir.number,
-        short(&co.sha),
-        co.branch,
-        co.project_path
-    );
-    match sources {
-        Sources::Committed { dirty: true } => println!(
-            "note: --committed: jobs run the committed HEAD; uncommitted changes (and untracked files) are NOT included"
-        ),
-        Sources::Committed { dirty: false } => {
-            println!("note: --committed: jobs run the committed HEAD")
-        }
-        Sources::WorkingTree {
-            head,
-            changed: true,
-        } => println!(
-            "note: jobs run the working tree as it is (uncommitted changes and untracked files included), committed on top of HEAD {} as {}: CI_COMMIT_SHA and `git rev-parse HEAD` in the jobs are that commit; your index and HEAD are untouched (--committed runs HEAD alone)",
-            short(head),
-            short(&co.sha)
-        ),
-        Sources::WorkingTree { changed: false, .. } => {
-            println!("note: jobs run the working tree, which matches HEAD")
-        }
-    }
-    if selected.len() > 1 {
-        println!("note: up to {concurrency} jobs at once (-j N to change)");
-    }
-
-    let coordinator = Coordinator::start(CoordinatorOptions {
-        bind: args.serve.unwrap_or(CoordinatorOptions::default().bind),
-        trace_update_interval: 1,
-        git_root: Some(git_root.clone()),
-        ..Default::default()
-    })
-    .await
-    .context("starting the embedded coordinator")?;
-    let tokens = Tokens::new();
-    coordinator.add_runner(
-        &tokens.shell,
-        RunnerOptions {
-            description: "runwright exec".into(),
-            // Workhorse's long polling: a job is handed out the moment the scheduler enqueues it, instead of at
-            // the runner's next poll.
-            long_poll: Some(LONG_POLL),
-            ..Default::default()
-        },
-    );
-    let cache_dir = match &args.cache_dir {
-        Some(d) => std::path::absolute(d)?,
-        None => default_cache_dir(co),
-    };
-    // A new cache directory is this user's only; an existing one is left as it is.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&cache_dir)
-        .with_context(|| format!("creating the cache directory {}", cache_dir.display()))?;
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work)?;
-    // `concurrent` and the entry's `limit` both allow the run's concurrency. The shell executor's builds dir is
-    // shared, so each running job gets `<builds>/<token>/<CI_CONCURRENT_PROJECT_ID>/<project>`: parallel jobs
-    // never share a project directory.
-    let mut toml = format!(
-        "concurrent = {concurrency}\ncheck_interval = 1\n[[runners]]\n  name = \"exec\"\n  url = \"{}\"\n  token = \"{}\"\n  executor = \"shell\"\n  limit = {concurrency}\n  builds_dir = {}\n  cache_dir = {}\n",
-        coordinator.url(),
-        tokens.shell,
-        toml_string(&tmp.path().join("builds").display().to_string()),
-        toml_string(&cache_dir.display().to_string()),
-    );
-    // Jobs run in this process on this machine: they fetch the coordinator's repository over git's local
-    // transport (GitLab's `clone_url`), each into its own project directory as before, without an HTTP round
-    // trip and a `git http-backend` per request. CI_REPOSITORY_URL stays the coordinator's HTTP URL. A runner
-    // elsewhere (--serve) or a container (docker entry) fetches over HTTP.
-    if args.serve.is_none() {
-        if let Ok(url) = url::Url::from_directory_path(&git_root) {
-            toml.push_str(&format!("  clone_url = {}\n", toml_string(url.as_str())));
-        }
-    }
-    let docker = if args.serve.is_some() {
-        Docker::Off(
-            "the jobs are served to an outside runner (--serve), whose executor decides".into(),
-        )
-    } else {
-        docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?
-    };
-    if args.executor == "docker" && args.docker_image.is_none() {
-        if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
-            bail!(
-                "--executor docker: job {:?} has no image: name one with --docker-image IMAGE (or image: in the file)",
-                s.job.name
-            );
-        }
-    }
-    if matches!(docker, Docker::On) {
-        coordinator.add_runner(
-            &tokens.docker,
-            RunnerOptions {
-                description: "runwright exec (docker)".into(),
-                long_poll: Some(LONG_POLL),
-                ..Default::default()
-            },
-        );
-        // The cache dir is bound into the containers at GitLab's /cache, so both executors keep one cache;
-        // `disable_cache` makes the builds volumes per job, so a run leaves nothing on the daemon.
-        let default_image = args.docker_image.clone().unwrap_or_default();
-        toml.push_str(&format!(
-            "[[runners]]\n  name = \"exec-docker\"\n  url = \"{}\"\n  token = \"{}\"\n  executor = \"docker\"\n  limit = {concurrency}\n  cache_dir = \"/cache\"\n  [runners.docker]\n    image = {}\n    pull_policy = [\"{}\"]\n    disable_cache = true\n    volumes = [{}]\n",
-            coordinator.url(),
-            tokens.docker,
-            toml_string(&default_image),
-            args.docker_pull_policy,
-            toml_string(&format!("{}:/cache", cache_dir.display())),
-        ));
-        println!(
-            "note: jobs with image: or services: run on the docker executor{}",
-            if args.executor == "docker" {
-                " (and, with --executor docker, all the others too)"
-            } else {
-                ""
-            }
-        );
-    }
-    // Served: the same config, for a runner in another process (the equivalence test runs `runwright run` with
-    // it); otherwise the entries run in this process, through the service's own code.
-    let shared = if args.serve.is_some() {
-        // It holds the run's runner token: 0600, in the run's 0700 directory, and the token is not printed.
-        let path = run_dir.path.join("runner.toml");
-        state::write_private(&path, toml.as_bytes()).context("writing the runner config")?;
-        println!(
-            "runwright exec: serving the jobs at {}; run them with: runwright run -c {}",
-            coordinator.url(),
-            path.display()
-        );
-        None
-    } else {
-        let mut loaded = runwright_config::parse(&toml, &tmp.path().join("config.toml"))?;
-        // A checkout without a Git LFS store has nothing for `git lfs pull` to fetch: the jobs skip it.
-        for r in &mut loaded.config.runners {
-            r.without_lfs_objects = !lfs_objects;
-        }
-        let shared = runwright_service::Shared::new(
-            runwright_service::identity::identity("s_000000e8ec00"),
-            work,
-            None,
-            concurrency,
-            // The pause after an answer without a job (GitLab's runner waits check_interval then too). The
-            // embedded coordinator long-polls: a held request that sees the queue change is answered without a
-            // job (Workhorse's SeenChange), and the job follows on the next request — after this pause, on the
-            // critical path of every job that waited for another. Errors do not spin: the entry's health
-            // checks back off after `unhealthy_requests_limit` failures.
-            Duration::from_millis(1),
-        );
-        for r in &loaded.config.runners {
-            runwright_service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
-        }
-        Some(shared)
-    };
-
-    let mut sched = schedule::Scheduler::with_pipelines(selected, runs);
-    let mut outcomes = vec![Outcome::default(); sched.jobs.len()];
-    let live = live_view.then(|| {
-        let rows: Vec<(&str, &str)> = sched
-            .jobs
-            .iter()
-            .map(|s| (s.display.as_str(), s.job.stage.as_str()))
-            .collect();
-        live::Live::new(&rows, colour, false)
-    });
-    let mut tails: Vec<Option<std::sync::Arc<std::sync::Mutex<live::Tail>>>> =
-        vec![None; sched.jobs.len()];
-    // A line of the run's own: above the live view's rows, or on stdout.
-    let say = |text: &str| match &live {
-        Some(l) => l.println(text),
-        None => println!("{text}"),
-    };
-    // Job ids by pipeline and name: artifacts come from the job's own pipeline.
-    let mut ids: HashMap<(usize, String), i64> = HashMap::new();
+    let (run, sched) = setup::set_up(args, co, planned, sources, concurrency, job_ref).await?;
+    let reporter = pipeline::reporter(&run, &sched);
     let started = Instant::now();
-
-    // Ctrl-C / SIGTERM end the run, whatever its jobs do: nothing more starts, jobs no runner took are
-    // canceled, the in-process runner's jobs are aborted as the service aborts them on its own SIGTERM (their
-    // processes are in their own process groups, out of the terminal's reach), served ones canceled as GitLab
-    // cancels a job. What has not ended after INTERRUPT_GRACE — or at a second signal — is canceled at the
-    // coordinator and no longer waited for (gitlab-runner commands/single.go `waitForInterrupts`: abort, then
-    // exit at a second signal or the shutdown timeout).
-    let interrupt = Interrupt::default();
-    {
-        let interrupt = interrupt.clone();
-        let abort = shared.as_ref().map(|s| s.abort_jobs.clone());
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        tokio::spawn(async move {
-            let signal = tokio::select! {
-                _ = sigterm.recv() => nix::sys::signal::Signal::SIGTERM,
-                _ = sigint.recv() => nix::sys::signal::Signal::SIGINT,
-            };
-            let _ = interrupt.signal.set(signal);
-            eprintln!(
-                "runwright exec: {signal}: canceling the pending jobs and aborting the running ones (at most {} s; {signal} again to stop waiting for them)",
-                INTERRUPT_GRACE.as_secs()
-            );
-            interrupt.first.cancel();
-            if let Some(abort) = abort {
-                abort.cancel();
-            }
-            tokio::select! {
-                _ = sigterm.recv() => eprintln!("runwright exec: second signal: canceling what is left"),
-                _ = sigint.recv() => eprintln!("runwright exec: second signal: canceling what is left"),
-                _ = tokio::time::sleep(INTERRUPT_GRACE) => eprintln!(
-                    "runwright exec: jobs still not ended {} s after {signal}: canceling what is left",
-                    INTERRUPT_GRACE.as_secs()
-                ),
-            }
-            interrupt.forced.cancel();
-        });
-    }
-    let interrupted = interrupt.first.clone();
-    // What the coordinator was told so far: pending jobs canceled (after the first signal), everything (after
-    // the grace).
-    let (mut swept, mut force_swept) = (false, false);
-
-    // When each trigger job created its child pipeline (a `strategy: depend` one lasts until the child ends).
-    let mut triggered: HashMap<usize, Instant> = HashMap::new();
-    let mut running: tokio::task::JoinSet<(
-        usize,
-        Instant,
-        anyhow::Result<runwright_coordinator::JobRecord>,
-    )> = tokio::task::JoinSet::new();
-    loop {
-        if interrupted.is_cancelled() {
-            sched.settle_pending(Status::Canceled);
-            let force = interrupt.forced.is_cancelled();
-            if !swept || (force && !force_swept) {
-                cancel_at_coordinator(&coordinator, shared.is_none(), force);
-                (swept, force_swept) = (true, force);
-            }
-        }
-        // Start (or skip) everything that may go now.
-        while let Some(step) = sched.next(sched.running() < concurrency) {
-            match step {
-                schedule::Step::Skip(i, status, why) => {
-                    let job = sched.jobs[i].job;
-                    match &live {
-                        Some(l) => l.finished(
-                            i,
-                            &format!("{} — {why}", status.label()),
-                            None,
-                            live::Outcome::Neutral,
-                        ),
-                        None => println!(
-                            "--- {} ({}): {} — {why}",
-                            sched.jobs[i].display,
-                            job.stage,
-                            status.label()
-                        ),
-                    }
-                }
-                schedule::Step::Trigger(i, p) => {
-                    let job = sched.jobs[i].job;
-                    let child = &sched.pipelines[p];
-                    let created = format!(
-                        "created child pipeline {} ({}){}",
-                        child.id,
-                        child.include.join(", "),
-                        if child.depend {
-                            "; strategy: depend, the trigger job takes its status"
-                        } else {
-                            ""
-                        }
-                    );
-                    match &live {
-                        Some(l) if child.depend => l.started(i),
-                        Some(l) => l.finished(i, &created, Some(0.0), live::Outcome::Ok),
-                        None => {
-                            println!("=== {} ({}): {created}", sched.jobs[i].display, job.stage)
-                        }
-                    }
-                    triggered.insert(i, Instant::now());
-                    if !child.depend {
-                        outcomes[i].duration = Some(Duration::ZERO);
-                    }
-                }
-                schedule::Step::Finished(i, status) => {
-                    let elapsed = triggered.get(&i).map(Instant::elapsed).unwrap_or_default();
-                    outcomes[i].duration = Some(elapsed);
-                    print_trigger_end(&sched, i, &status, elapsed, live.as_deref());
-                }
-                schedule::Step::Start(i) => {
-                    let job = sched.jobs[i].job;
-                    let pipeline = sched.jobs[i].pipeline;
-                    let display = sched.jobs[i].display.clone();
-                    match &live {
-                        Some(l) => l.started(i),
-                        None => println!("=== {display} ({})", job.stage),
-                    }
-                    for n in notes(job, &docker) {
-                        say(&format!("note: {display}: {n}"));
-                    }
-                    // Artifacts come from the jobs named by `dependencies` (or derived from needs / earlier
-                    // stages) that ran in this job's pipeline.
-                    let deps: Vec<i64> = match &job.dependencies {
-                        Some(names) => names
-                            .iter()
-                            .filter_map(|n| ids.get(&(pipeline, n.clone())).copied())
-                            .collect(),
-                        None => sched
-                            .jobs
-                            .iter()
-                            .filter(|s| {
-                                s.pipeline == pipeline && s.job.stage_index < job.stage_index
-                            })
-                            .filter_map(|s| ids.get(&(pipeline, s.job.name.clone())).copied())
-                            .collect(),
-                    };
-                    // `needs:pipeline:job`: artifacts of a job of another pipeline of the run (the parent's).
-                    let mut deps = deps;
-                    for n in job.pipeline_needs.iter().filter(|n| n.artifacts) {
-                        let found = sched
-                            .pipelines
-                            .iter()
-                            .position(|r| r.id.to_string() == n.pipeline)
-                            .and_then(|p| ids.get(&(p, n.job.clone())));
-                        match found {
-                            Some(id) => deps.push(*id),
-                            None => println!(
-                                "note: {display}: needs:pipeline:job: no job {:?} ran in pipeline {}; its artifacts are not downloaded",
-                                n.job, n.pipeline
-                            ),
-                        }
-                    }
-                    let pipeline_id = sched.pipelines[pipeline].id;
-                    let mut spec = jobspec::spec_for(job, co, &project, pipeline_id, deps, job_ref);
-                    if matches!(docker, Docker::On)
-                        && (args.executor == "docker" || wants_docker(job))
-                    {
-                        spec.runner_token = Some(tokens.docker.clone());
-                    } else {
-                        spec.runner_token = Some(tokens.shell.clone());
-                    }
-                    let id = coordinator.enqueue(spec);
-                    ids.insert((pipeline, job.name.clone()), id);
-                    let log_name = format!("{}.log", stems[i]);
-                    let log = match state::private_file(&run_dir.path.join(&log_name)) {
-                        Ok(f) => {
-                            outcomes[i].log = Some(log_name);
-                            Some(f)
-                        }
-                        Err(err) => {
-                            eprintln!(
-                                "runwright exec: cannot create the log of {display} in {} ({err}); its output is on stdout only",
-                                run_dir.path.display()
-                            );
-                            None
-                        }
-                    };
-                    let style = output::Style {
-                        keep_ansi,
-                        prefix: prefixed.then(|| output::prefix(&display, i, colour)),
-                    };
-                    let deadline = Instant::now()
-                        + Duration::from_secs(job.timeout.unwrap_or(3600))
-                        + Duration::from_secs(120);
-                    let view = live.as_ref().map(|l| {
-                        let tail =
-                            std::sync::Arc::new(std::sync::Mutex::new(live::Tail::default()));
-                        tails[i] = Some(tail.clone());
-                        live::JobView {
-                            live: l.clone(),
-                            index: i,
-                            tail,
-                        }
-                    });
-                    let follow = follow(
-                        coordinator.clone(),
-                        id,
-                        display,
-                        output::TraceOut::new(style, log, view),
-                        deadline,
-                    );
-                    let t0 = Instant::now();
-                    running.spawn(async move { (i, t0, follow.await) });
-                }
-            }
-        }
-        if running.is_empty() {
-            // Nothing runs and nothing can start: what is left waits on nothing that will ever finish.
-            sched.settle_pending(Status::Skipped);
-            break;
-        }
-        let joined = tokio::select! {
-            j = running.join_next() => j,
-            // Wake up to cancel the pending jobs (the running ones end through `abort_jobs`), then once more
-            // when the grace is over.
-            _ = interrupted.cancelled(), if !swept => continue,
-            _ = interrupt.forced.cancelled(), if !force_swept => continue,
-        };
-        let Some(joined) = joined else { continue };
-        let (i, t0, result) = joined.context("a job's output task failed")?;
-        let job = sched.jobs[i].job;
-        outcomes[i].duration = Some(t0.elapsed());
-        let status = match result {
-            Ok(record) => {
-                // GitLab's runner reports an exit code for failures only; a job succeeds when every script
-                // line exited 0.
-                outcomes[i].exit_code = record
-                    .exit_code
-                    .or_else(|| (record.state == "success").then_some(0));
-                match state::copy_artifacts(&run_dir.path, &stems[i], &record.artifacts) {
-                    Ok(files) => outcomes[i].artifacts = files,
-                    Err(err) => eprintln!(
-                        "runwright exec: {} artifacts: {err:#}",
-                        sched.jobs[i].display
-                    ),
-                }
-                match record.state.as_str() {
-                    "success" => Status::Success,
-                    "canceled" => Status::Canceled,
-                    _ if interrupted.is_cancelled() => Status::Canceled,
-                    _ => {
-                        let by_code = record
-                            .exit_code
-                            .is_some_and(|c| job.allow_failure_exit_codes.contains(&i64::from(c)));
-                        Status::Failed {
-                            allowed: job.allow_failure || by_code,
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                say(&format!("runwright exec: {err:#}"));
-                Status::Failed {
-                    allowed: job.allow_failure,
-                }
-            }
-        };
-        let code = outcomes[i]
-            .exit_code
-            .filter(|c| *c != 0)
-            .map(|c| format!(" (exit code {c})"))
-            .unwrap_or_default();
-        match &live {
-            Some(l) => {
-                if matches!(status, Status::Failed { .. }) {
-                    if let Some(Ok(tail)) = tails[i].as_ref().map(|t| t.lock()) {
-                        let log = outcomes[i]
-                            .log
-                            .as_ref()
-                            .map(|f| run_dir.path.join(f).display().to_string());
-                        l.tail(&sched.jobs[i].display, log.as_deref(), tail.lines());
-                    }
-                }
-                l.finished(
-                    i,
-                    &format!("{}{code}", status.label()),
-                    Some(t0.elapsed().as_secs_f64()),
-                    mark(&status),
-                );
-            }
-            None => println!(
-                "=== {} ({}): {} in {:.1}s{code}",
-                sched.jobs[i].display,
-                job.stage,
-                status.label(),
-                t0.elapsed().as_secs_f64(),
-            ),
-        }
-        sched.status[i] = status;
-    }
-    // Trigger jobs whose child pipelines were settled above (interrupted, stuck).
-    for (i, status) in sched.finish_triggers() {
-        let elapsed = triggered.get(&i).map(Instant::elapsed).unwrap_or_default();
-        outcomes[i].duration = Some(elapsed);
-        print_trigger_end(&sched, i, &status, elapsed, live.as_deref());
-    }
-
-    if let Some(shared) = &shared {
-        // The aborted jobs' final updates. Once the grace is over (or at a second signal) what is left of their
-        // processes is killed, and their reports get a moment more.
-        let drained = runwright_service::drain(shared);
-        tokio::pin!(drained);
-        tokio::select! {
-            _ = &mut drained => {}
-            _ = interrupt.forced.cancelled(), if interrupted.is_cancelled() => {
-                shared.kill_running_jobs().await;
-                if tokio::time::timeout(FINAL_REPORTS, drained).await.is_err() {
-                    eprintln!("runwright exec: not waiting any longer for the aborted jobs to report");
-                }
-            }
-        }
-    }
-    if let Some(l) = &live {
-        l.close();
-    }
-    let signal = interrupt.signal.get().copied();
-    let interrupted = interrupted.is_cancelled();
-    coordinator.shutdown().await;
-
-    let passed = !sched.failed();
-    let verdict = if interrupted {
-        "canceled"
-    } else if passed {
-        "passed"
-    } else {
-        "failed"
-    };
-    let elapsed = started.elapsed();
-    print_summary(&sched, &outcomes);
-    let jobs_json: Vec<serde_json::Value> = sched
-        .jobs
-        .iter()
-        .zip(&sched.status)
-        .zip(&outcomes)
-        .map(|((s, status), o)| {
-            serde_json::json!({
-                "name": s.display,
-                "pipeline_id": sched.pipelines[s.pipeline].id,
-                "stage": s.job.stage,
-                "status": match status { Status::Failed { .. } => "failed", other => other.label() },
-                "allowed_failure": matches!(status, Status::Failed { allowed: true }),
-                "duration_seconds": o.duration.map(|d| d.as_secs_f64()),
-                "exit_code": o.exit_code,
-                "log": o.log,
-                "artifacts": o.artifacts,
-            })
-        })
-        .collect();
-    let summary = serde_json::json!({
-        "pipeline": run_dir.number,
-        "status": verdict,
-        // The signal that ended the run early, if one did.
-        "interrupted_by": signal.map(|s| s.as_str()),
-        "duration_seconds": elapsed.as_secs_f64(),
-        "sha": co.sha,
-        "ref": co.branch,
-        "jobs": jobs_json,
-    });
-    if let Err(err) = state::write_json(&run_dir.path, "summary.json", &summary) {
-        eprintln!("runwright exec: {err:#}");
-    }
-    match signal {
-        Some(s) => println!("pipeline {verdict} by {s} in {:.1}s", elapsed.as_secs_f64()),
-        None => println!("pipeline {verdict} in {:.1}s", elapsed.as_secs_f64()),
-    }
-    println!("pipeline directory: {}", run_dir.path.display());
-    Ok(if interrupted {
-        // The shell's convention for a command ended by a signal: 128 + its number (130 SIGINT, 143 SIGTERM).
-        ExitCode::from(128 + signal.map_or(2, |s| s as u8))
-    } else if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let interrupt = pipeline::watch_signals(run.shared.as_ref().map(|s| s.abort_jobs.clone()))?;
+    let mut schedule = pipeline::Schedule::new(
+        args,
+        co,
+        job_ref,
+        concurrency,
+        &run,
+        reporter.as_ref(),
+        sched,
+    );
+    schedule.run(&interrupt).await?;
+    schedule.finish(&interrupt, started).await
 }
 
 /// An interrupted run: the signal, and the two phases it starts.
@@ -1091,82 +447,10 @@ fn cancel_at_coordinator(coordinator: &Coordinator, served: bool, force: bool) {
     }
 }
 
-/// The end of a `strategy: depend` trigger job: its child pipeline's status.
-fn print_trigger_end(
-    sched: &schedule::Scheduler<'_>,
-    i: usize,
-    status: &Status,
-    elapsed: Duration,
-    live: Option<&live::Live>,
-) {
-    let child = sched
-        .pipelines
-        .iter()
-        .find(|p| p.trigger == Some(i))
-        .map(|p| p.id)
-        .unwrap_or_default();
-    if let Some(l) = live {
-        l.finished(
-            i,
-            &format!("{} (child pipeline {child})", status.label()),
-            Some(elapsed.as_secs_f64()),
-            mark(status),
-        );
-        return;
-    }
-    println!(
-        "=== {} ({}): {} in {:.1}s (child pipeline {child})",
-        sched.jobs[i].display,
-        sched.jobs[i].job.stage,
-        status.label(),
-        elapsed.as_secs_f64()
-    );
-}
-
-/// A finished row's mark in the live view.
-fn mark(status: &Status) -> live::Outcome {
-    match status {
-        Status::Success => live::Outcome::Ok,
-        Status::Failed { allowed: true } => live::Outcome::Allowed,
-        Status::Failed { allowed: false } => live::Outcome::Failed,
-        _ => live::Outcome::Neutral,
-    }
-}
-
-/// The table at the end: job, stage, status (with allowed failures), duration, exit code.
-fn print_summary(sched: &schedule::Scheduler<'_>, outcomes: &[Outcome]) {
-    let width = |f: &dyn Fn(&schedule::Selected<'_>) -> usize, min: usize| {
-        sched.jobs.iter().map(f).max().unwrap_or(min).max(min)
-    };
-    let w_job = width(&|s| s.display.chars().count(), 3);
-    let w_stage = width(&|s| s.job.stage.len(), 5);
-    println!();
-    println!(
-        "{:<w_job$}  {:<w_stage$}  {:<16}  {:>8}  exit code",
-        "job", "stage", "status", "duration"
-    );
-    for ((s, status), o) in sched.jobs.iter().zip(&sched.status).zip(outcomes) {
-        let d = o
-            .duration
-            .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
-        let code = o.exit_code.map_or("-".to_string(), |c| c.to_string());
-        println!(
-            "{:<w_job$}  {:<w_stage$}  {:<16}  {d:>8}  {code}",
-            s.display,
-            s.job.stage,
-            status.label()
-        );
-    }
-}
-
-/// A TOML string (paths and image names may hold quotes or backslashes), quoted by toml_edit.
-fn toml_string(s: &str) -> String {
-    toml_edit::Value::from(s).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runwright_coordinator::{CoordinatorOptions, RunnerOptions};
 
     #[tokio::test]
     async fn an_interrupt_cancels_queued_jobs_and_a_forced_end_every_job() {
@@ -1187,14 +471,5 @@ mod tests {
         cancel_at_coordinator(&coordinator, false, true);
         assert_eq!(coordinator.job(other).expect("job").state, "canceled");
         coordinator.shutdown().await;
-    }
-
-    #[test]
-    fn toml_strings_round_trip() {
-        for s in ["/tmp/a b", "C:\\dir\"quoted\"", "127.0.0.1:5999/x:1"] {
-            let doc: toml_edit::DocumentMut =
-                format!("k = {}", toml_string(s)).parse().expect("toml");
-            assert_eq!(doc["k"].as_str(), Some(s));
-        }
     }
 }

@@ -197,8 +197,13 @@ pub(super) fn copy_artifacts(
 }
 
 /// Writes `value` as pretty JSON to the new file `<run>/<name>` (mode 0600).
-pub(super) fn write_json(run: &Path, name: &str, value: &serde_json::Value) -> anyhow::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
+pub(super) fn write_json(
+    run: &Path,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    // Through a `Value`, whose objects sort their keys: the files have always listed them in that order.
+    let mut bytes = serde_json::to_vec_pretty(&serde_json::to_value(value)?)?;
     bytes.push(b'\n');
     write_private(&run.join(name), &bytes)
 }
