@@ -216,7 +216,7 @@ pub enum DockerError {
     },
     /// The runner-side shell for the predefined stages could not be set up.
     #[error("{0}")]
-    HostShell(String),
+    HostShell(#[from] runwright_shell::ShellError),
     /// The runner-side shell session failed; passed on to the engine as it is.
     #[error(transparent)]
     HostSession(#[from] ExecutorError),

@@ -7,7 +7,7 @@
 pub enum ExecError {
     /// The `.gitlab-ci.yml` (or a file it includes, or a child pipeline's) cannot be planned.
     #[error("invalid CI configuration: {0}")]
-    InvalidCi(#[from] runwright_pipeline::Error),
+    InvalidCi(runwright_pipeline::Error),
     /// A file of the project's CI configuration besides the CI file (the project variables file) is invalid.
     #[error(transparent)]
     Config(runwright_pipeline::Error),

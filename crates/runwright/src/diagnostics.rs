@@ -108,8 +108,14 @@ fn hints(err: &anyhow::Error) -> Vec<String> {
 /// obeyed (issue 17 item 8).
 pub fn render(err: &anyhow::Error) -> String {
     let mut msg = format!("error: {err}");
+    let mut last = err.to_string();
     for cause in err.chain().skip(1) {
-        msg.push_str(&format!("\n  caused by: {cause}"));
+        let text = cause.to_string();
+        // Many messages quote their source already (`…: {source}`): a cause said once is enough.
+        if !last.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+        }
+        last = text;
     }
     for hint in hints(err) {
         msg.push_str(&format!("\nhint: {hint}"));
@@ -163,6 +169,29 @@ mod tests {
             "error: docker host \"ssh://h\" is not supported\nhint: use unix://, tcp:// or https://"
         );
         assert_eq!(class(&err), ExitStatus::Failure);
+    }
+
+    #[test]
+    fn a_cause_the_message_quotes_is_not_repeated() {
+        let io = std::io::Error::other("connection refused");
+        let err = anyhow::Error::from(runwright_config::ConfigError::Read {
+            path: "/etc/x.toml".into(),
+            error: io,
+        })
+        .context("loading");
+        assert_eq!(
+            render(&err),
+            "error: loading\n  caused by: /etc/x.toml: cannot read config file: connection refused"
+        );
+        let docker = runwright_docker::DockerError::HostShell(
+            runwright_shell::ShellError::UnsupportedShell {
+                shell: "zsh".into(),
+            },
+        );
+        assert_eq!(
+            render(&docker.into()),
+            "error: shell \"zsh\" is not supported by the shell executor here (use bash or sh)"
+        );
     }
 
     #[test]
