@@ -36,7 +36,9 @@ impl From<ExitStatus> for ExitCode {
 pub struct UsageError(pub String);
 
 /// Whether the verb's failures keep gitlab-runner's exit codes (always 1): the verbs its scripts and units
-/// call. The others are runwright's own and use the classes.
+/// call. The others are runwright's own and use the classes. One difference stays on purpose: gitlab-runner's
+/// `list` only warns about a config.toml it cannot load and exits 0 (commands/list.go); runwright's fails with 1,
+/// so that an empty listing never passes for a good one.
 pub fn keeps_gitlab_runner_codes(command: &crate::cli::Command) -> bool {
     use crate::cli::Command as C;
     matches!(
