@@ -11,6 +11,8 @@
 //! to `wait4(2)`, the peak memory is that child's `rusage.ru_maxrss` from the same `wait4`. runwright's own
 //! archiving and extraction run in this binary re-executed in worker mode (`ARCHIVE_BENCH_WORKER`), one
 //! operation per process. See bench/archive/README.md for the method and figures.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -123,9 +125,10 @@ fn measure(cmd: &mut Command) -> Sample {
     let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
-    // SAFETY: plain syscall on our own child, writing into locals.
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
+        // SAFETY: plain syscall on our own child, writing into locals.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
         if r == pid {
             break;

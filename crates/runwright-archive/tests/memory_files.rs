@@ -1,5 +1,7 @@
 //! What a file costs the process that archives it (issue 17 item 3), in its own test binary so that no other
 //! test's allocations move the peak RSS (`VmHWM`) measured here.
+// The workspace denies printing (libraries log or return errors); prints its figures for `--nocapture`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runwright_archive::{
     extract, select_files, write_archive, ArchiveSpec, ExtractOptions, Level, WriteOptions,

@@ -9,7 +9,6 @@
 //! * [`admin`] lists every runner's caches and clears what a filter selects.
 //!
 //! Nothing here fails a job: callers turn every error into a warning, as GitLab's runner does.
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_docs)]
 
 pub mod admin;

@@ -1,12 +1,13 @@
 //! The [`Coordinator`] handle: starts the HTTP server, and lets a test (or the local-pipeline mode) register
 //! runners, enqueue jobs, cancel them, inject faults and read back what happened.
 
-use crate::artifacts::{ArtifactStore, StoredArtifact};
 use crate::error::CoordinatorError;
+#[cfg(feature = "faults")]
 use crate::faults::FaultPlan;
 use crate::jobs::{JobRecord, JobSpec, Status};
 use crate::log::RequestLog;
 use crate::server;
+use crate::server::artifacts::{ArtifactStore, StoredArtifact};
 use crate::state::Shared;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -293,7 +294,7 @@ impl Coordinator {
                 if self.shared.lock().refs_made.contains(&key) {
                     return;
                 }
-                match crate::git::update_ref(&repo, &key.1, &sha) {
+                match crate::server::git::update_ref(&repo, &key.1, &sha) {
                     Ok(()) => {
                         self.shared.lock().refs_made.insert(key);
                     }
@@ -406,7 +407,8 @@ impl Coordinator {
         self.shared.notify();
     }
 
-    /// The shared fault plan.
+    /// The shared fault plan (feature `faults`).
+    #[cfg(feature = "faults")]
     pub fn faults(&self) -> &FaultPlan {
         &self.shared.faults
     }

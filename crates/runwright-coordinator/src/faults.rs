@@ -16,43 +16,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The coordinator's endpoints, as far as faults and the request log are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
-    /// `POST /api/v4/jobs/request`
-    RequestJob,
-    /// `PUT /api/v4/jobs/:id`
-    UpdateJob,
-    /// `PATCH /api/v4/jobs/:id/trace`
-    PatchTrace,
-    /// `POST /api/v4/jobs/:id/artifacts`
-    ArtifactUpload,
-    /// `GET /api/v4/jobs/:id/artifacts`
-    ArtifactDownload,
-    /// `GET /object-storage/:id`, where a direct artifact download is redirected to.
-    ObjectStorage,
-    /// Git smart HTTP (`/<path>.git/info/refs`, `/<path>.git/git-upload-pack`).
-    Git,
-    /// Anything else (never faulted).
-    Other,
-}
-
-impl Endpoint {
-    /// Short name used in logs and reports (`request_job`, `update_job`, `patch_trace`, `artifact_upload`,
-    /// `artifact_download`, `object_storage`, `git`, `other`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::RequestJob => "request_job",
-            Endpoint::UpdateJob => "update_job",
-            Endpoint::PatchTrace => "patch_trace",
-            Endpoint::ArtifactUpload => "artifact_upload",
-            Endpoint::ArtifactDownload => "artifact_download",
-            Endpoint::ObjectStorage => "object_storage",
-            Endpoint::Git => "git",
-            Endpoint::Other => "other",
-        }
-    }
-}
+/// Re-exported here, where fault plans name them.
+pub use crate::log::Endpoint;
 
 /// One injected fault.
 #[derive(Debug, Clone, PartialEq, Eq)]

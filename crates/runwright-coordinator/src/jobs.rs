@@ -1,7 +1,7 @@
 //! What a test (or the local-pipeline mode) enqueues — [`JobSpec`] — and what the coordinator records about a
 //! job as runners work on it — [`JobRecord`].
 
-use crate::artifacts::StoredArtifact;
+use crate::server::artifacts::StoredArtifact;
 use runwright_api::types::{
     Artifact, Cache, Credentials, Dependency, Hook, Image, JobVariable, UpdateJobRequest,
 };
@@ -269,7 +269,7 @@ pub struct JobRecord {
     pub trace: Vec<u8>,
     /// Accepted trace patches: (start offset, length).
     pub patches: Vec<(u64, usize)>,
-    /// Stored lengths a [`crate::Fault::RangeMismatch`] truncated the trace to.
+    /// Stored lengths an injected `Fault::RangeMismatch` truncated the trace to (feature `faults`).
     pub range_truncations: Vec<u64>,
     /// The job's log is a debug log: a trace patch at offset 0 said `debug_trace=true` (GitLab's
     /// `Ci::Build#append_trace` → `enable_debug_trace!`).

@@ -4,13 +4,13 @@
 //!
 //! * [`Coordinator`] — start one on a free loopback port, register runner tokens, enqueue [`JobSpec`]s, read
 //!   back [`JobRecord`]s and the [`RequestLog`];
-//! * [`FaultPlan`] — scripted or random faults per endpoint (5xx, 429, connection resets, stalls, trace range
-//!   mismatches, `202` on final updates);
+//! * `FaultPlan` (feature `faults`) — scripted or random faults per endpoint (5xx, 429, connection resets,
+//!   stalls, trace range mismatches, `202` on final updates);
 //! * git smart HTTP through `git http-backend` with job-token basic auth;
 //! * HTTPS with a certificate of the caller's, optionally demanding a client certificate ([`CoordinatorTls`]);
 //! * job artifacts: streamed uploads, downloads with an optional object-storage redirect, payload
 //!   `dependencies` ([`StoredArtifact`], [`JobSpec::artifact_dependencies`]);
-//! * [`fixtures`] (feature `fixtures`, on by default) — bare repositories made with the `git` CLI.
+//! * `fixtures` (feature `fixtures`) — bare repositories made with the `git` CLI.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), runwright_coordinator::CoordinatorError> {
@@ -25,31 +25,29 @@
 //! coord.shutdown().await;
 //! # Ok(()) }
 //! ```
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 
-mod artifacts;
 mod coordinator;
 mod entities;
 mod error;
+#[cfg(feature = "faults")]
 pub mod faults;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
-mod git;
 pub mod jobs;
 mod log;
 mod payload;
-mod registration;
 mod server;
 mod state;
 mod tls;
 
-pub use artifacts::StoredArtifact;
 pub use coordinator::{Coordinator, CoordinatorOptions, RunnerOptions};
 pub use error::CoordinatorError;
-pub use faults::{Endpoint, Fault, FaultKind, FaultPlan};
+#[cfg(feature = "faults")]
+pub use faults::{Fault, FaultKind, FaultPlan};
 pub use jobs::{masked_variable, variable, JobRecord, JobSpec, ProjectSpec, DUMMY_SHA};
-pub use log::RequestLog;
+pub use log::{Endpoint, RequestLog};
 pub use payload::{GITLAB_FAILURE_REASONS, SERVER_VERSION};
+pub use server::artifacts::StoredArtifact;
 pub use server::content_range_start;
 pub use state::new_runner_token;
 pub use tls::CoordinatorTls;

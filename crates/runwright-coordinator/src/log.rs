@@ -1,9 +1,48 @@
 //! The request log: every request the coordinator answered (or dropped), with the headers tests assert on.
 //! Tokens are kept verbatim — this is a test double, and tests assert on them.
 
-use crate::faults::{Endpoint, Fault};
+#[cfg(feature = "faults")]
+use crate::faults::Fault;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The coordinator's endpoints, as far as faults and the request log are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// `POST /api/v4/jobs/request`
+    RequestJob,
+    /// `PUT /api/v4/jobs/:id`
+    UpdateJob,
+    /// `PATCH /api/v4/jobs/:id/trace`
+    PatchTrace,
+    /// `POST /api/v4/jobs/:id/artifacts`
+    ArtifactUpload,
+    /// `GET /api/v4/jobs/:id/artifacts`
+    ArtifactDownload,
+    /// `GET /object-storage/:id`, where a direct artifact download is redirected to.
+    ObjectStorage,
+    /// Git smart HTTP (`/<path>.git/info/refs`, `/<path>.git/git-upload-pack`).
+    Git,
+    /// Anything else (never faulted).
+    Other,
+}
+
+impl Endpoint {
+    /// Short name used in logs and reports (`request_job`, `update_job`, `patch_trace`, `artifact_upload`,
+    /// `artifact_download`, `object_storage`, `git`, `other`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::RequestJob => "request_job",
+            Endpoint::UpdateJob => "update_job",
+            Endpoint::PatchTrace => "patch_trace",
+            Endpoint::ArtifactUpload => "artifact_upload",
+            Endpoint::ArtifactDownload => "artifact_download",
+            Endpoint::ObjectStorage => "object_storage",
+            Endpoint::Git => "git",
+            Endpoint::Other => "other",
+        }
+    }
+}
 
 /// Request headers recorded (lower-case).
 pub(crate) const REQUEST_HEADERS: &[&str] = &[
@@ -52,7 +91,8 @@ pub struct RequestLog {
     pub body: Option<serde_json::Value>,
     /// Body length in bytes (0 for git traffic, which is streamed).
     pub body_len: usize,
-    /// The fault injected into this request, if any.
+    /// The fault injected into this request, if any (feature `faults`).
+    #[cfg(feature = "faults")]
     pub fault: Option<Fault>,
     /// Arrival time since the coordinator started.
     pub at: Duration,

@@ -4,9 +4,9 @@
 //! (steps), app/models/ci/build.rb (`persisted_variables`, `features`) and
 //! app/models/concerns/enums/ci/commit_status.rb (the failure reasons GitLab advertises).
 
-use crate::artifacts::DependencySource;
 use crate::entities;
 use crate::jobs::JobSpec;
+use crate::server::artifacts::DependencySource;
 use crate::state::{Job, Runner};
 use runwright_api::types::{GitInfo, JobInfo, JobVariable, RunnerInfo, Step};
 use serde_json::{json, Value};
@@ -361,7 +361,7 @@ pub(crate) fn build(job: &Job, ctx: &PayloadContext<'_>) -> Value {
         })
         .collect();
     let mut dependencies: Vec<Value> = spec.dependencies.iter().map(entities::dependency).collect();
-    dependencies.extend(crate::artifacts::dependency_entries(
+    dependencies.extend(crate::server::artifacts::dependency_entries(
         &spec.artifact_dependencies,
         ctx.artifact_sources,
         &rec.token,

@@ -3,6 +3,7 @@
 //! `.await`.
 
 use crate::coordinator::{CoordinatorOptions, RunnerOptions};
+#[cfg(feature = "faults")]
 use crate::faults::FaultPlan;
 use crate::jobs::{JobRecord, JobSpec, ProjectSpec, Status};
 use crate::log::RequestLog;
@@ -24,6 +25,7 @@ pub(crate) struct Shared {
     pub started: Instant,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    #[cfg(feature = "faults")]
     pub faults: FaultPlan,
     log: Mutex<Vec<RequestLog>>,
     log_seq: AtomicU64,
@@ -38,6 +40,7 @@ impl Shared {
             started: Instant::now(),
             state: Mutex::new(State::default()),
             changes: watch::Sender::new(0),
+            #[cfg(feature = "faults")]
             faults: FaultPlan::default(),
             log: Mutex::new(Vec::new()),
             log_seq: AtomicU64::new(0),
@@ -93,7 +96,7 @@ pub(crate) struct Runner {
     pub info: Option<serde_json::Value>,
     pub system_id: Option<String>,
     /// What registration, verify and the admin API know about the runner (`registration.rs`).
-    pub reg: crate::registration::RunnerRecord,
+    pub reg: crate::server::registration::RunnerRecord,
 }
 
 impl Runner {
@@ -108,7 +111,9 @@ pub(crate) struct Job {
     pub status: Status,
     pub record: JobRecord,
     pub queued_at: Instant,
-    /// When the first final update was answered `202` (`Ci::BuildPendingState#created_at`).
+    /// When the first final update was answered `202` (`Ci::BuildPendingState#created_at`): only an injected
+    /// `Fault::Accepted202` answers so.
+    #[cfg(feature = "faults")]
     pub pending_state_since: Option<Instant>,
 }
 
@@ -156,7 +161,7 @@ pub(crate) struct State {
     next_pipeline_id: i64,
     next_runner_id: i64,
     /// Registration tokens, admin tokens and token lifetimes (`registration.rs`).
-    pub registration: crate::registration::RegistrationState,
+    pub registration: crate::server::registration::RegistrationState,
     /// The refs `enqueue` made, as (repository, ref, commit): each is made once, not once per job (a `git
     /// update-ref` on the path of every job handed out).
     pub refs_made: std::collections::HashSet<(std::path::PathBuf, String, String)>,
@@ -242,6 +247,7 @@ impl State {
                 status: Status::Pending,
                 record,
                 queued_at: Instant::now(),
+                #[cfg(feature = "faults")]
                 pending_state_since: None,
             },
         );

@@ -10,7 +10,7 @@
 //! pipelines of `trigger:include` are planned with the pipeline and scheduled with it (`children.rs`);
 //! `rules:changes` sees git's changes for the pipeline source (`changes.rs`). `runwright lint` (`lint.rs`)
 //! prints the pipeline's merged configuration.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub use error::ExecError;
 

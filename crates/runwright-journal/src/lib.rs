@@ -19,8 +19,6 @@
 //! a credential). A journal directory of another user, and a lock file that is a symbolic link, another user's
 //! or writable by others, are refused (`trusted`).
 
-#![deny(clippy::print_stdout, clippy::print_stderr)]
-
 mod error;
 mod meta;
 mod recorder;

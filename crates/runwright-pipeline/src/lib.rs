@@ -11,7 +11,6 @@
 //!
 //! The order of the stages follows GitLab's `Gitlab::Ci::Config#build_config`: includes, then `extends`, then
 //! `!reference` tags, then the `.pre`/`.post` stages.
-#![deny(clippy::print_stdout, clippy::print_stderr)]
 #![deny(clippy::unwrap_used)]
 
 mod child;

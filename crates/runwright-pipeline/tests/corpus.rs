@@ -11,8 +11,9 @@
 //! files, to review a new case; every committed expected file is checked against the documentation, not
 //! just blessed (tests/corpus/README.md).
 //!
-//! Cases that the model does not get right yet live in `tests/corpus-pending/NAME/` with a `WHY.md`; they
-//! are not run.
+//! Cases that the model does not get right yet live in `tests/corpus-pending/NAME/` with a `WHY.md`; they run
+//! as expected failures (`pending_cases_still_fail`): one that starts passing fails that test, so that it is
+//! promoted to `tests/corpus/` rather than left pending.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -557,4 +558,34 @@ fn pending_cases_say_why() {
             dir.display()
         );
     }
+}
+
+/// Pending cases run as expected failures: each variant must still differ from its expected outcome (GitLab's,
+/// per the docs). One that matches is fixed and belongs in `tests/corpus/`.
+#[test]
+fn pending_cases_still_fail() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus-pending");
+    let mut fixed = Vec::new();
+    for dir in case_dirs(&root) {
+        for v in variants(&dir) {
+            // Without an expected outcome a case would "fail" for ever without saying what is right.
+            assert!(
+                v.expected_json.exists() || v.expected_error.exists(),
+                "{}: no {} or {}",
+                v.label,
+                v.expected_json.display(),
+                v.expected_error.display()
+            );
+            let (file, text) = actual(&dir, &v);
+            if std::fs::read_to_string(&file).is_ok_and(|want| want == text) {
+                fixed.push(v.label);
+            }
+        }
+    }
+    assert!(
+        fixed.is_empty(),
+        "pending corpus cases pass now: {}; promote each (`git mv tests/corpus-pending/NAME tests/corpus/`, \
+         remove its WHY.md, list it in tests/corpus/README.md)",
+        fixed.join(", ")
+    );
 }

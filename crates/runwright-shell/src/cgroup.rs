@@ -767,6 +767,7 @@ mod tests {
             "setsid env -i sh -c 'echo $$; exec sleep 300 >/dev/null 2>&1 </dev/null' &",
         ]);
         let fd = cgroup.procs_fd();
+        // SAFETY: `join` makes one write(2) to a descriptor that stays open until `output` returns.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || join(fd));
         }

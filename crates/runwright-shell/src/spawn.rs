@@ -309,29 +309,33 @@ unsafe fn clone3_into_cgroup(
     // glibc sysdeps/unix/sysv/linux/x86_64/clone3.S: the child returns from the system call on its new stack
     // (the kernel sets rsp to stack + stack_size) with rax = 0, calls `child(arg)` — both kept in registers the
     // system call preserves — and exits with its result (`child` never returns: it execs or _exits).
-    std::arch::asm!(
-        "syscall",
-        "test rax, rax",
-        "jnz 2f",
-        "xor ebp, ebp",
-        "and rsp, -16",
-        "mov rdi, r12",
-        "call r13",
-        "mov edi, eax",
-        "mov eax, {exit}",
-        "syscall",
-        "ud2",
-        "2:",
-        exit = const libc::SYS_exit,
-        inlateout("rax") libc::SYS_clone3 => ret,
-        in("rdi") &args as *const CloneArgs,
-        in("rsi") std::mem::size_of::<CloneArgs>(),
-        in("r12") arg,
-        in("r13") child as extern "C" fn(*mut c_void) -> c_int,
-        lateout("rcx") _,
-        lateout("r11") _,
-        options(nostack),
-    );
+    // SAFETY: the caller's contract (see `# Safety`): `child` and `arg` are valid for the child, which runs on
+    // `stack` and only execs or exits; `args` outlives the system call.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "and rsp, -16",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") child as extern "C" fn(*mut c_void) -> c_int,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
     if ret >= 0 {
         return Some(Ok(ret as i32));
     }

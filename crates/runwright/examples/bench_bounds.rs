@@ -8,10 +8,10 @@
 //! 100 MiB body each). Peak RSS is the service's `VmHWM` (its jobs are child processes, not counted).
 //!
 //! `bench/bounds [--case print --case files ...]` builds and runs it; it is an example, never run by `cargo test`.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-// Shared with the other examples; this bench uses only some of it.
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_api::types::Artifact;
 use runwright_coordinator::{

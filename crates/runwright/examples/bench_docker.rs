@@ -19,10 +19,10 @@
 //! It shares only `support`'s series statistics with the other benches; everything it makes on the Docker
 //! daemon carries the label `org.runwright.bench` or the runner's `com.gitlab.gitlab-runner.runner.id` and is
 //! removed at the end, which it then checks.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-// Shared with the other examples; this bench uses only its statistics.
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_api::types::Image;
 use runwright_coordinator::{

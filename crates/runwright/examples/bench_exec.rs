@@ -5,9 +5,10 @@
 //! (needs and artifacts, five stages).
 //!
 //! `bench/exec [--rounds 7]` installs the peer, builds and runs this; it is an example, never run by `cargo test`.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};

@@ -3,10 +3,10 @@
 //! start to GitLab's final state, throughput, and the service's peak RSS (`VmHWM`) and sampled `VmRSS`.
 //!
 //! `bench/journal [--mib 1024] [--rounds 2]` builds and runs it; it is an example, never run by `cargo test`.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-// Shared with the other examples; this bench uses only some of it.
-#[allow(dead_code)]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_coordinator::{Coordinator, CoordinatorOptions, JobSpec, RunnerOptions};
 use std::path::{Path, PathBuf};

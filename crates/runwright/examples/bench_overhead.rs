@@ -15,9 +15,10 @@
 //! * jobs/s: `--burst` jobs queued at once, `--concurrent` at a time, from the first handout to the last final
 //!   update;
 //! * idle RSS: `VmRSS` of the service after `--idle-secs` of polling an empty queue.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "support/mod.rs"]
-mod support;
+use runwright_testsupport as support;
 
 use runwright_coordinator::{
     fixtures, Coordinator, CoordinatorOptions, Endpoint, JobSpec, ProjectSpec, RequestLog,

@@ -1,18 +1,15 @@
 //! Fault-injection soak (issue 7 item 3): `--jobs` jobs of varied size through a real `runwright run` with
 //! `concurrent = --concurrent` while the coordinator fails `--faults` of the calls on every endpoint; checks every
 //! job's final state and stored trace and prints a markdown table row per fault share (see
-//! `support/soak.rs` for what is run and checked).
+//! `runwright-testsupport`'s `soak.rs` for what is run and checked).
 //!
 //! `bench/soak [--faults 0.1] [--faults 0.3] [--jobs 100] [--concurrent 8] [--seed N]` builds and runs it; it is an
 //! example, never run by `cargo test`. Exits non-zero when a check failed.
+// The workspace denies printing (libraries log or return errors); a bench: its output is its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-// Shared with the short soak of the test suite (tests/it/soak.rs), which uses less of it.
-#[path = "support/soak.rs"]
-mod soak;
-// Shared with the other examples; this bench uses only some of it.
-#[allow(dead_code)]
-mod support;
-
+use runwright_testsupport as support;
+use runwright_testsupport::soak;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
 //! Integration tests of runwright-client against a fake GitLab on loopback (one test binary).
+// The workspace denies printing (libraries log or return errors); tests print what they saw for `--nocapture`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod artifacts;
 mod bounds;

@@ -1,9 +1,7 @@
 //! The short fault soak (issue 7 item 3) that CI runs: 12 jobs at 30% injected faults on every endpoint, a fixed
-//! seed, the real binary. The long one is `bench/soak` (same code: `examples/support/soak.rs`).
+//! seed, the real binary. The long one is `bench/soak` (same code: `runwright-testsupport`'s `soak.rs`).
 
-#[allow(dead_code)] // the bench uses more of it
-#[path = "../../examples/support/soak.rs"]
-mod driver;
+use runwright_testsupport::soak as driver;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@
 //!   runners.md`): `paused`, `status` (`online`, `offline`, `never_contacted`), `contacted_at`, tags, …
 //!
 //! An expired runner token is unknown to GitLab: every endpoint answers `403` for it (jobs/request included,
-//! see `server.rs`).
+//! see `server/jobs.rs`).
 
 use crate::server::{
     body_object, forbidden, invalid_params, message, non_null, valid_system_id, with_content_type,

@@ -1,9 +1,13 @@
-//! Shared by the examples: building the release binary they drive.
+//! What runwright's examples, benches and tests share (instead of `#[path]` includes of each other's files):
+//! building the release binary the examples drive, the benches' statistics and memory figures, and the
+//! fault-injection soak ([`soak`]) that both `bench/soak` and the test suite run.
+
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace root (the examples live two levels below it).
+/// The workspace root (this crate, like the examples' crate, lives two levels below it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -27,7 +31,6 @@ pub fn build_release_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`): the benches' memory figures.
-#[allow(dead_code)] // not every example measures memory
 pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -38,7 +41,6 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// The median of `sorted` (ascending); NaN when empty.
-#[allow(dead_code)] // not every example summarises series
 pub fn median(sorted: &[f64]) -> f64 {
     match sorted.len() {
         0 => f64::NAN,
@@ -48,7 +50,6 @@ pub fn median(sorted: &[f64]) -> f64 {
 }
 
 /// The nearest-rank percentile `p` (0–100) of `sorted` (ascending); NaN when empty.
-#[allow(dead_code)] // not every example summarises series
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -58,7 +59,6 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Fails with what to do when the runwright binary a bench drives is not there.
-#[allow(dead_code)] // not every example is given a binary
 pub fn require_binary(path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         path.exists(),

@@ -15,7 +15,7 @@
 //! with it.
 
 use crate::error::CoordinatorError;
-use crate::faults::Endpoint;
+use crate::log::Endpoint;
 use crate::server::{
     forbidden, header_str, invalid_params, job_forbidden, message, query_param, set_header,
     with_content_type, HandlerFault,
@@ -310,9 +310,7 @@ pub(crate) async fn upload(
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
-    if let Some(drawn) = fault.0 {
-        sh.faults.give_back(Endpoint::ArtifactUpload, drawn);
-    }
+    fault.give_back(&sh, Endpoint::ArtifactUpload);
     let resp = upload_inner(&sh, &store, &id, req).await;
     sh.notify();
     resp
@@ -526,9 +524,7 @@ pub(crate) async fn download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(drawn) = fault.0 {
-        sh.faults.give_back(Endpoint::ArtifactDownload, drawn);
-    }
+    fault.give_back(&sh, Endpoint::ArtifactDownload);
     let Ok(id) = id.parse::<i64>() else {
         return invalid_params(&["id is invalid".to_string()]);
     };
@@ -588,9 +584,7 @@ pub(crate) async fn object_storage(
     Extension(fault): Extension<HandlerFault>,
     Path(link): Path<String>,
 ) -> Response {
-    if let Some(drawn) = fault.0 {
-        sh.faults.give_back(Endpoint::ObjectStorage, drawn);
-    }
+    fault.give_back(&sh, Endpoint::ObjectStorage);
     // The id is the authorization, as a signed URL's signature is; no token is looked at.
     match store.resolve(&link) {
         Some((path, filename)) => serve_file(&path, &filename).await,
