@@ -19,19 +19,118 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use toml_edit::{DocumentMut, Item, Value};
 
+/// What to do when the config file cannot be written.
+const WRITE_ADVICE: &str = "run as the config's owner (often root) or give another path with -c";
+
 /// Why `config.toml` was left as it was: one line saying what failed and what to do (the file, the key, the
 /// advice), printed as is by the verbs.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EditError(String);
+pub enum EditError {
+    /// The file cannot be read.
+    #[error("cannot read config file {}: {source} (give its path with -c/--config)", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{}: not valid TOML, nothing changed: {message}", path.display())]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// The first line of the parser's message.
+        message: String,
+    },
+    /// The rendered runner entry does not parse (a bug, or a value that escapes its quoting).
+    #[error("the new runner entry is not valid TOML: {0}")]
+    NewEntry(#[source] toml_edit::TomlError),
+    /// The entry to change is not in the file.
+    #[error("runner entry {index} not found in the config file")]
+    NoEntry {
+        /// Its position among the `[[runners]]`.
+        index: usize,
+    },
+    /// The changed file would not load.
+    #[error("the changed configuration does not load, nothing written: {0}")]
+    DoesNotLoad(#[source] crate::ConfigError),
+    /// The change would break a `[[runners]]` entry.
+    #[error("the changed configuration has a [[runners]] entry that does not load, nothing written: {errors}")]
+    BreaksEntry {
+        /// Each broken entry's error, `; `-separated.
+        errors: String,
+    },
+    /// A token time cannot be written as a TOML datetime.
+    #[error("formatting a token time: {0}")]
+    TokenTime(String),
+    /// The file cannot be opened for writing.
+    #[error("cannot write config file {shown}: {source}; {WRITE_ADVICE}")]
+    NotWritable {
+        /// The file (and its symlink's target).
+        shown: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A new file cannot be made in the file's directory.
+    #[error("cannot write config file {shown}: its directory {} is not writable ({source}); {WRITE_ADVICE}", dir.display())]
+    DirNotWritable {
+        /// The file (and its symlink's target).
+        shown: String,
+        /// Its directory.
+        dir: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A symlink on the way cannot be read.
+    #[error("cannot read the symlink {}: {source}", path.display())]
+    ReadLink {
+        /// The symlink.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Too many symlinks to follow.
+    #[error("cannot write config file {}: more than {max} symlinks to follow (a loop?)", path.display())]
+    SymlinkLoop {
+        /// The config file as given.
+        path: PathBuf,
+        /// How many were followed.
+        max: usize,
+    },
+    /// The file's directory cannot be made.
+    #[error("cannot create directory {}: {source}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the new file failed; the old one is as it was.
+    #[error("cannot write config file {shown}: {source}; the file was left unchanged")]
+    Write {
+        /// The file (and its symlink's target).
+        shown: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing in place failed part-way.
+    #[error("cannot write config file {shown} in place: {source}; check it is complete (`runwright config check`)")]
+    InPlace {
+        /// The file (and its symlink's target).
+        shown: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 type Result<T> = std::result::Result<T, EditError>;
-
-macro_rules! edit_err {
-    ($($arg:tt)*) => {
-        EditError(format!($($arg)*))
-    };
-}
 
 /// What a fresh config file starts with (GitLab's runner writes `concurrent = 1`, `check_interval = 0` and a
 /// `[session_server]` table on first registration).
@@ -53,11 +152,11 @@ impl ConfigDoc {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => String::new(),
-            Err(e) => {
-                return Err(edit_err!(
-                    "cannot read config file {}: {e} (give its path with -c/--config)",
-                    path.display()
-                ))
+            Err(source) => {
+                return Err(EditError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
             }
         };
         let body = if text.trim().is_empty() {
@@ -65,12 +164,15 @@ impl ConfigDoc {
         } else {
             &text
         };
-        let doc = body.parse::<DocumentMut>().map_err(|e| {
-            edit_err!(
-                "{}: not valid TOML, nothing changed: {}",
-                path.display(),
-                e.to_string().lines().next().unwrap_or("").trim()
-            )
+        let doc = body.parse::<DocumentMut>().map_err(|e| EditError::Syntax {
+            path: path.to_owned(),
+            message: e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
         })?;
         Ok(ConfigDoc {
             path: path.to_owned(),
@@ -89,9 +191,7 @@ impl ConfigDoc {
             text.push('\n');
         }
         text.push_str(block);
-        self.doc = text
-            .parse::<DocumentMut>()
-            .map_err(|e| edit_err!("the new runner entry is not valid TOML: {e}"))?;
+        self.doc = text.parse::<DocumentMut>().map_err(EditError::NewEntry)?;
         Ok(())
     }
 
@@ -131,7 +231,7 @@ impl ConfigDoc {
         let table = self
             .runners_mut()
             .and_then(|r| r.get_mut(index))
-            .ok_or_else(|| edit_err!("runner entry {index} not found in the config file"))?;
+            .ok_or(EditError::NoEntry { index })?;
         set_value(table, "token", Value::from(token), "id");
         set_value(
             table,
@@ -152,9 +252,7 @@ impl ConfigDoc {
     /// text did not change.
     pub fn save(&self) -> Result<()> {
         let text = self.doc.to_string();
-        let loaded = crate::parse(&text, &self.path).map_err(|e| {
-            edit_err!("the changed configuration does not load, nothing written: {e}")
-        })?;
+        let loaded = crate::parse(&text, &self.path).map_err(EditError::DoesNotLoad)?;
         if text == self.original {
             return Ok(());
         }
@@ -169,10 +267,9 @@ impl ConfigDoc {
                 .iter()
                 .map(|r| r.error.as_str())
                 .collect();
-            return Err(edit_err!(
-                "the changed configuration has a [[runners]] entry that does not load, nothing written: {}",
-                errors.join("; ")
-            ));
+            return Err(EditError::BreaksEntry {
+                errors: errors.join("; "),
+            });
         }
         write_atomic(&self.path, text.as_bytes())
     }
@@ -186,12 +283,12 @@ fn datetime(t: Option<OffsetDateTime>) -> Result<Value> {
             .replace_nanosecond(0)
             .unwrap_or(t)
             .format(&Rfc3339)
-            .map_err(|e| edit_err!("formatting a token time: {e}"))?,
+            .map_err(|e| EditError::TokenTime(e.to_string()))?,
         None => "0001-01-01T00:00:00Z".to_string(),
     };
     let dt: toml_edit::Datetime = s
         .parse()
-        .map_err(|e| edit_err!("formatting a token time: {e}"))?;
+        .map_err(|e: toml_edit::DatetimeParseError| EditError::TokenTime(e.to_string()))?;
     Ok(Value::from(dt))
 }
 
@@ -235,16 +332,13 @@ pub fn quote(s: &str) -> String {
 /// target) must be writable, a new one needs a directory that takes it.
 pub fn check_writable(path: &Path) -> Result<()> {
     let target = resolve_symlinks(path)?;
-    let advice = "run as the config's owner (often root) or give another path with -c";
     if target.exists() {
         std::fs::OpenOptions::new()
             .append(true)
             .open(&target)
-            .map_err(|e| {
-                edit_err!(
-                    "cannot write config file {}: {e}; {advice}",
-                    shown(path, &target)
-                )
+            .map_err(|source| EditError::NotWritable {
+                shown: shown(path, &target),
+                source,
             })?;
         return Ok(());
     }
@@ -255,12 +349,10 @@ pub fn check_writable(path: &Path) -> Result<()> {
     let probe = tempfile::Builder::new()
         .prefix(".runwright-probe")
         .tempfile_in(&dir)
-        .map_err(|e| {
-            edit_err!(
-                "cannot write config file {}: its directory {} is not writable ({e}); {advice}",
-                shown(path, &target),
-                dir.display()
-            )
+        .map_err(|source| EditError::DirNotWritable {
+            shown: shown(path, &target),
+            dir: dir.clone(),
+            source,
         })?;
     drop(probe);
     Ok(())
@@ -291,8 +383,10 @@ fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
     for _ in 0..MAX_LINKS {
         match std::fs::symlink_metadata(&current) {
             Ok(m) if m.file_type().is_symlink() => {
-                let link = std::fs::read_link(&current)
-                    .map_err(|e| edit_err!("cannot read the symlink {}: {e}", current.display()))?;
+                let link = std::fs::read_link(&current).map_err(|source| EditError::ReadLink {
+                    path: current.clone(),
+                    source,
+                })?;
                 current = if link.is_absolute() {
                     link
                 } else {
@@ -302,10 +396,10 @@ fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
             _ => return Ok(current),
         }
     }
-    Err(edit_err!(
-        "cannot write config file {}: more than {MAX_LINKS} symlinks to follow (a loop?)",
-        path.display()
-    ))
+    Err(EditError::SymlinkLoop {
+        path: path.to_owned(),
+        max: MAX_LINKS,
+    })
 }
 
 /// Writes `bytes` to `path` — the file at the end of its symlinks — keeping that file's owner, group and mode
@@ -321,13 +415,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| edit_err!("cannot create directory {}: {e}", dir.display()))?;
+            .map_err(|source| EditError::CreateDir {
+                dir: dir.clone(),
+                source,
+            })?;
     }
-    let fail = |e: std::io::Error| {
-        edit_err!(
-            "cannot write config file {}: {e}; the file was left unchanged",
-            shown(path, &target)
-        )
+    let fail = |source: std::io::Error| EditError::Write {
+        shown: shown(path, &target),
+        source,
     };
     let existing = match std::fs::metadata(&target) {
         Ok(m) => Some(m),
@@ -387,11 +482,11 @@ fn write_in_place(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn in_place_failed(path: &Path, target: &Path, e: std::io::Error) -> EditError {
-    edit_err!(
-        "cannot write config file {} in place: {e}; check it is complete (`runwright config check`)",
-        shown(path, target)
-    )
+fn in_place_failed(path: &Path, target: &Path, source: std::io::Error) -> EditError {
+    EditError::InPlace {
+        shown: shown(path, target),
+        source,
+    }
 }
 
 #[cfg(test)]

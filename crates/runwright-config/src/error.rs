@@ -1,7 +1,8 @@
 //! What can go wrong reading `config.toml`, and the warnings that do not stop it.
 //!
 //! Every error's `Display` is one complete line that names the file (and, when the problem is in
-//! the file, the line, column and key), so the binary can print it as is. Errors never contain a
+//! the file, the line, column and key), so the binary can print it as is; what to do about it, where
+//! there is something, is [`ConfigError::hint`]. Errors never contain a
 //! runner token: values of `token` keys are replaced by their short form before a message is
 //! built (see `load.rs`).
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file does not exist.
-    #[error("{}: config file not found (give its path with -c/--config)", path.display())]
+    #[error("{}: config file not found", path.display())]
     NotFound {
         /// The path that was looked up.
         path: PathBuf,
@@ -91,6 +92,20 @@ pub enum ConfigError {
         /// The underlying I/O error.
         error: io::Error,
     },
+}
+
+/// What to do about a config file that is not found, printed by the binary as a `hint:` line of its own.
+const NOT_FOUND_HINT: &str = "give its path with -c/--config";
+
+impl ConfigError {
+    /// What the user can do about it, when there is something to say beyond the message (the binary prints it
+    /// as a `hint:` line).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::NotFound { .. } => Some(NOT_FOUND_HINT),
+            _ => None,
+        }
+    }
 }
 
 /// Something in the file that GitLab's runner would accept but that is probably a mistake

@@ -238,8 +238,10 @@ fn missing_file_names_the_path_and_the_option() {
     assert!(matches!(err, ConfigError::NotFound { .. }));
     assert_eq!(
         err.to_string(),
-        "/nonexistent/dir/config.toml: config file not found (give its path with -c/--config)"
+        "/nonexistent/dir/config.toml: config file not found"
     );
+    // The option is the hint, printed by the binary on a line of its own.
+    assert_eq!(err.hint(), Some("give its path with -c/--config"));
 }
 
 // ---------------------------------------------------------------------------------------------

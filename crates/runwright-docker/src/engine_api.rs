@@ -165,8 +165,9 @@ pub async fn ensure_image(
                 crate::warn(
                     trace,
                     &format!(
-                        "Failed to pull image with policy \"{}\": {e}",
-                        crate::policy::policy_name(*policy)
+                        "Failed to pull image with policy \"{}\": {}",
+                        crate::policy::policy_name(*policy),
+                        e.with_hint()
                     ),
                 );
                 errors.push(e);

@@ -1,10 +1,10 @@
 //! The crate's one error type. Every variant names what failed (the image, volume, container, network or daemon
 //! address) and, where the user can do something about it, [`DockerError::hint`] says what.
 //!
-//! For now the hint is also part of the message (`Display`), worded and placed as before this type existed, so
-//! every text users read (the job's `ERROR: Job failed: …`, the CLI, the log) is unchanged. Both come from the
-//! same constants, so they cannot drift apart; when the binary's renderer prints hints as `hint:` lines of their
-//! own, the `#[error]` strings below drop them.
+//! `Display` is the message alone: the binary's renderer prints the hint as a `hint:` line of its own. What has
+//! no such line (the job's `ERROR: Job failed: …`, the journal, the dashboard) reads [`DockerError::with_hint`],
+//! the message with the hint worded and placed as always. Both come from the same constants, so they cannot
+//! drift apart.
 //!
 //! The engine sees these errors through `From<DockerError> for ExecutorError` ([`DockerError::failure_reason`]
 //! classifies them as GitLab does).
@@ -23,6 +23,9 @@ const PULL_POLICY_HINT: &str = "use always, if-not-present or never";
 const MOUNTPOINT_HINT: &str =
     "run runwright on the Docker host as root (remote Docker hosts are not supported yet)";
 const NO_SHELL_HINT: &str = "use an image with /bin/sh";
+const NO_SHELL_TEXT: &str =
+    "the job image has no shell: the docker executor feeds each stage to sh or bash, which \
+     must exist in the image (or its ENTRYPOINT must exec its arguments)";
 
 /// What to do about an image or service that is not on its allow-list.
 fn not_allowed_hint(kind: &str) -> String {
@@ -38,7 +41,7 @@ fn allow_list(allowed: &[String]) -> String {
 fn reasons(errors: &[DockerError]) -> String {
     errors
         .iter()
-        .map(ToString::to_string)
+        .map(DockerError::with_hint)
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -47,7 +50,7 @@ fn reasons(errors: &[DockerError]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     /// `host` (or `DOCKER_HOST`) names a transport the client does not speak.
-    #[error("docker host {host:?} is not supported ({UNSUPPORTED_HOST_HINT})")]
+    #[error("docker host {host:?} is not supported")]
     UnsupportedHost {
         /// The address as configured.
         host: String,
@@ -60,7 +63,7 @@ pub enum DockerError {
         source: bollard::errors::Error,
     },
     /// The daemon did not answer the API version negotiation.
-    #[error("the Docker daemon at {address} does not answer: {source} ({NO_ANSWER_HINT})")]
+    #[error("the Docker daemon at {address} does not answer: {source}")]
     NoAnswer {
         /// The daemon's address.
         address: String,
@@ -82,7 +85,7 @@ pub enum DockerError {
     Api(#[from] bollard::errors::Error),
 
     /// The job's image or service is not on `allowed_images` / `allowed_services`.
-    #[error("the {name:?} {kind} is not present on the list of allowed {kind}s:{}\n{}", allow_list(.allowed), not_allowed_hint(.kind))]
+    #[error("the {name:?} {kind} is not present on the list of allowed {kind}s:{}", allow_list(.allowed))]
     NotAllowed {
         /// `image` or `service`.
         kind: &'static str,
@@ -92,10 +95,10 @@ pub enum DockerError {
         allowed: Vec<String>,
     },
     /// Neither the job nor `[runners.docker]` names an image.
-    #[error("the job has no image and [runners.docker] image is not set: {NO_IMAGE_HINT}")]
+    #[error("the job has no image and [runners.docker] image is not set")]
     NoImage,
     /// A job's `pull_policy` that GitLab's runner does not know.
-    #[error("unsupported pull_policy {name:?} ({PULL_POLICY_HINT})")]
+    #[error("unsupported pull_policy {name:?}")]
     UnsupportedPullPolicy {
         /// The policy as written.
         name: String,
@@ -198,7 +201,7 @@ pub enum DockerError {
         source: std::io::Error,
     },
     /// The runner cannot see a volume's files, so it cannot perform sources, caches and artifacts on them.
-    #[error("volume {volume}'s mountpoint {mountpoint} is not reachable from the runner, which performs sources, caches and artifacts itself: {MOUNTPOINT_HINT}")]
+    #[error("volume {volume}'s mountpoint {mountpoint} is not reachable from the runner, which performs sources, caches and artifacts itself")]
     MountpointUnreachable {
         /// The volume's name.
         volume: String,
@@ -213,7 +216,7 @@ pub enum DockerError {
     },
     /// The runner-side shell for the predefined stages could not be set up.
     #[error("{0}")]
-    HostShell(String),
+    HostShell(#[from] runwright_shell::ShellError),
     /// The runner-side shell session failed; passed on to the engine as it is.
     #[error(transparent)]
     HostSession(#[from] ExecutorError),
@@ -221,7 +224,7 @@ pub enum DockerError {
     #[error("the build container was not created")]
     NoBuildContainer,
     /// The build container did not start because its image has no shell.
-    #[error("the job image has no shell: the docker executor feeds each stage to sh or bash, which must exist in the image (or its ENTRYPOINT must exec its arguments); {NO_SHELL_HINT} ({})", daemon_message(.source))]
+    #[error("{NO_SHELL_TEXT} ({})", daemon_message(.source))]
     NoShell {
         /// The daemon's answer to the start.
         #[source]
@@ -254,7 +257,32 @@ impl DockerError {
         }
     }
 
-    /// What the user can do about it, when there is something (today also part of the message).
+    /// The message with its hint placed where the job's trace has always shown it (`ERROR: Job failed: …`,
+    /// GitLab's wording for the allow-lists): for the engine, the journal and the dashboard, which have no
+    /// `hint:` lines. The binary prints [`Display`](std::fmt::Display) and [`DockerError::hint`] apart.
+    pub fn with_hint(&self) -> String {
+        match self {
+            DockerError::UnsupportedHost { .. } => format!("{self} ({UNSUPPORTED_HOST_HINT})"),
+            DockerError::NoAnswer { .. } => format!("{self} ({NO_ANSWER_HINT})"),
+            DockerError::NotAllowed { kind, .. } => format!("{self}\n{}", not_allowed_hint(kind)),
+            DockerError::NoImage => format!("{self}: {NO_IMAGE_HINT}"),
+            DockerError::UnsupportedPullPolicy { .. } => format!("{self} ({PULL_POLICY_HINT})"),
+            DockerError::MountpointUnreachable { .. } => format!("{self}: {MOUNTPOINT_HINT}"),
+            DockerError::NoShell { source } => {
+                format!(
+                    "{NO_SHELL_TEXT}; {NO_SHELL_HINT} ({})",
+                    daemon_message(source)
+                )
+            }
+            DockerError::Runner { runner, source } => {
+                format!("runner {runner:?}: [runners.docker] {}", source.with_hint())
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    /// What the user can do about it, when there is something: a `hint:` line of the binary's renderer, part
+    /// of the message in [`DockerError::with_hint`].
     pub fn hint(&self) -> Option<String> {
         match self {
             DockerError::UnsupportedHost { .. } => Some(UNSUPPORTED_HOST_HINT.into()),
@@ -299,8 +327,8 @@ impl From<DockerError> for ExecutorError {
             DockerError::Canceled => ExecutorError::Canceled,
             DockerError::HostSession(inner) => inner,
             e => match e.failure_reason() {
-                Some(reason) => ExecutorError::Failed(reason, e.to_string()),
-                None => ExecutorError::System(e.to_string()),
+                Some(reason) => ExecutorError::Failed(reason, e.with_hint()),
+                None => ExecutorError::System(e.with_hint()),
             },
         }
     }
@@ -349,16 +377,22 @@ mod tests {
             ),
         ];
         for (e, text) in cases {
-            assert_eq!(e.to_string(), text);
+            assert_eq!(e.with_hint(), text);
             let hint = e.hint().expect("a hint");
             assert!(text.contains(&hint), "{hint:?} not in {text:?}");
+            // The binary's renderer prints the hint on a line of its own: the message leaves it out.
+            assert!(!e.to_string().contains(&hint), "{hint:?} in {e}");
+            assert!(
+                text.starts_with(&e.to_string()),
+                "{e} is not the start of {text:?}"
+            );
         }
         let nested = DockerError::Runner {
             runner: "r".into(),
             source: Box::new(DockerError::VolumeSyntax { spec: "a:".into() }),
         };
         assert_eq!(
-            nested.to_string(),
+            nested.with_hint(),
             "runner \"r\": [runners.docker] volumes entry \"a:\" is neither \"/path\" nor \"source:/path[:mode]\""
         );
         assert_eq!(nested.hint(), None);

@@ -15,7 +15,7 @@
 use super::changes::{Base, GitProjectFiles};
 use super::{git_opt, Checkout};
 use crate::ExecOptions;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use runwright_pipeline::slug;
 use runwright_pipeline::PipelineContext;
 use std::collections::BTreeMap;
@@ -49,10 +49,11 @@ impl PipelineSource {
     pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
         match SOURCES.iter().find(|(name, _)| *name == s) {
             Some((_, source)) => Ok(*source),
-            None => bail!(
+            None => Err(crate::ExecError::Usage(format!(
                 "--pipeline-source {s:?} is not a pipeline source runwright can simulate; valid ones are {}",
                 SOURCES.map(|(name, _)| name).join(", ")
-            ),
+            ))
+            .into()),
         }
     }
 
@@ -112,10 +113,11 @@ fn tag_at_head(root: &Path) -> anyhow::Result<String> {
         git_opt(root, &["tag", "--points-at", "HEAD", "--sort=-creatordate"]).unwrap_or_default();
     match tags.lines().map(str::trim).find(|t| !t.is_empty()) {
         Some(tag) => Ok(tag.to_string()),
-        None => bail!(
+        None => Err(crate::ExecError::Usage(format!(
             "--pipeline-source tag runs the pipeline of a tag, and no tag points at HEAD in {}: tag it first (e.g. `git tag v1.0.0`)",
             root.display()
-        ),
+        ))
+        .into()),
     }
 }
 
@@ -182,10 +184,10 @@ pub(crate) fn project_variables(root: &Path) -> anyhow::Result<BTreeMap<String, 
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        out.extend(runwright_pipeline::parse_variables_file(
-            &text,
-            Path::new(name),
-        )?);
+        out.extend(
+            runwright_pipeline::parse_variables_file(&text, Path::new(name))
+                .map_err(crate::ExecError::Config)?,
+        );
     }
     Ok(out)
 }

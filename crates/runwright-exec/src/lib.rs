@@ -14,10 +14,13 @@
 //! prints the pipeline's merged configuration.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub use error::ExecError;
+
 mod changes;
 mod checkout;
 mod children;
 pub(crate) mod context;
+mod error;
 mod files;
 mod jobspec;
 pub mod lint;
@@ -136,10 +139,12 @@ fn parse_variables(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
     let mut out = BTreeMap::new();
     for item in list {
         let Some((k, v)) = item.split_once('=') else {
-            bail!("--variable {item:?}: expected KEY=VALUE");
+            return Err(
+                ExecError::Usage(format!("--variable {item:?}: expected KEY=VALUE")).into(),
+            );
         };
         if k.is_empty() {
-            bail!("--variable {item:?}: the key is empty");
+            return Err(ExecError::Usage(format!("--variable {item:?}: the key is empty")).into());
         }
         out.insert(k.to_string(), v.to_string());
     }
@@ -200,7 +205,12 @@ pub fn run(args: ExecOptions) -> anyhow::Result<ExitCode> {
         None => std::env::current_dir().context("reading the working directory")?,
     };
     let concurrency = match args.concurrency {
-        Some(0) => bail!("--concurrency 0 would run nothing: give -j 1 or more"),
+        Some(0) => {
+            return Err(ExecError::Usage(
+                "--concurrency 0 would run nothing: give -j 1 or more".into(),
+            )
+            .into())
+        }
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -223,13 +233,8 @@ pub fn run(args: ExecOptions) -> anyhow::Result<ExitCode> {
     // Child pipelines keep the project's variables; the pipeline's own reach them only when forwarded.
     let project_variables = context::project_variables(&co.root)?;
     // The whole run is planned first, child pipelines included: an invalid one runs nothing.
-    let planned = match children::plan(&co.root, &file, &ctx, &project_variables) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: invalid CI configuration: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    let planned =
+        children::plan(&co.root, &file, &ctx, &project_variables).map_err(ExecError::InvalidCi)?;
     if args.list {
         let chosen = list::Chosen {
             jobs: args.jobs.clone(),
@@ -295,7 +300,7 @@ async fn docker_decision(args: &ExecOptions, jobs: &[&PlannedJob]) -> anyhow::Re
     let ping = async {
         let docker = runwright_docker::connect(None, None, false)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.with_hint())?;
         docker.ping().await.map_err(|e| format!("{e}")).map(|_| ())
     };
     let answer = match tokio::time::timeout(Duration::from_secs(5), ping).await {

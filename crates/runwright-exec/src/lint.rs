@@ -3,7 +3,8 @@
 //! jobs (templates) dropped.
 //!
 //! On an invalid file the error goes to stderr as the pipeline crate words it (with file and line) and
-//! nothing goes to stdout, so `runwright lint > merged.yml` never leaves half a document; exit 1.
+//! nothing goes to stdout, so `runwright lint > merged.yml` never leaves half a document; exit 2 (a configuration
+//! error, [`crate::ExecError::InvalidCi`]).
 
 use anyhow::Context;
 use runwright_pipeline::Pipeline;
@@ -29,13 +30,9 @@ pub fn run(args: &LintOptions) -> anyhow::Result<ExitCode> {
     };
     // Include `rules:` need a pipeline to be evaluated for: a push of the current branch, the usual case.
     let (root, ctx) = crate::context::lint_context(&dir, &args.file)?;
-    let resolved = match Pipeline::load(&root, &args.file).and_then(|c| c.resolve(&ctx)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: invalid CI configuration: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    let resolved = Pipeline::load(&root, &args.file)
+        .and_then(|c| c.resolve(&ctx))
+        .map_err(crate::ExecError::InvalidCi)?;
     let text = if args.json {
         let mut json = serde_json::to_string_pretty(&resolved.merged_json())?;
         json.push('\n');
@@ -43,16 +40,11 @@ pub fn run(args: &LintOptions) -> anyhow::Result<ExitCode> {
     } else {
         resolved.merged_yaml()
     };
+    // `runwright lint | head`: the closed pipe goes up with the rest; the binary ends quietly with 0 on it.
     let mut stdout = std::io::stdout().lock();
-    match stdout
+    stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
-    {
-        // `runwright lint | head` is not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(e).context("writing the configuration to stdout")
-        }
-        _ => {}
-    }
+        .context("writing the configuration to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

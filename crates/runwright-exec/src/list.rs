@@ -105,8 +105,8 @@ pub(super) fn run(
             .collect();
         if !unknown.is_empty() {
             let known: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-            eprintln!(
-                "error: no job named {} in {} (its jobs: {})",
+            return Err(crate::ExecError::Usage(format!(
+                "no job named {} in {} (its jobs: {})",
                 unknown
                     .iter()
                     .map(|n| format!("{n:?}"))
@@ -114,8 +114,8 @@ pub(super) fn run(
                     .join(", "),
                 file.display(),
                 known.join(", ")
-            );
-            return Ok(ExitCode::from(1));
+            ))
+            .into());
         }
         // A child pipeline's jobs go with their trigger job.
         let mut kept: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -137,11 +137,21 @@ pub(super) fn run(
         .unwrap_or_else(|| branch.to_string());
     if json {
         let doc = document(source, &reference, plan, &rows);
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        print_text(source, &reference, plan, &rows);
+        write_stdout(&text(source, &reference, plan, &rows))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the listing. A closed pipe (`--list | head`) goes up with the rest: the binary ends quietly with 0.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the plan to stdout")
 }
 
 /// Every job of the file, in plan order, each trigger job followed by its child pipeline's rows; `parent`:
@@ -355,7 +365,10 @@ fn document(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) ->
     })
 }
 
-fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) {
+/// The plan as text, for stdout.
+fn text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let top = || rows.iter().filter(|r| r.parent.is_none());
     let included = top().filter(|r| r.planned.is_some()).count();
     let excluded = top().count() - included;
@@ -364,7 +377,8 @@ fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) 
         .filter(|r| r.parent.is_some() && r.planned.is_some())
         .count();
     if plan.workflow.created {
-        println!(
+        let _ = writeln!(
+            out,
             "{source} pipeline for {reference}{}: {included} job{} ({excluded} left out by rules){}; nothing is run (--list)",
             plan.workflow
                 .name
@@ -379,9 +393,9 @@ fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) 
             }
         );
     } else {
-        println!("{}", no_pipeline(source, &plan.workflow));
+        let _ = writeln!(out, "{}", no_pipeline(source, &plan.workflow));
         if rows.is_empty() {
-            return;
+            return out;
         }
     }
     let table: Vec<[String; 6]> = rows
@@ -425,11 +439,12 @@ fn print_text(source: &str, reference: &str, plan: &PipelinePlan, rows: &[Row]) 
                 line.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", line.trim_end());
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     for r in rows {
         if let Some(n) = &r.note {
-            println!("note: {}: {n}", r.name);
+            let _ = writeln!(out, "note: {}: {n}", r.name);
         }
     }
+    out
 }

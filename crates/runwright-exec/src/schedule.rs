@@ -6,7 +6,6 @@
 //! it, it waits and takes the child pipeline's status (docs: ci/yaml "trigger:strategy"). A trigger job never
 //! takes a slot of `-j`.
 
-use anyhow::bail;
 use runwright_pipeline::{PipelinePlan, PlannedJob, Trigger, When};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -89,10 +88,11 @@ pub(super) fn select<'a>(
     for name in named.iter().chain(manual) {
         if plan.job(name).is_none() {
             let known: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
-            bail!(
+            return Err(crate::ExecError::Usage(format!(
                 "no job named {name:?} in this pipeline (its jobs: {}); rules or `when: never` may have left it out",
                 known.join(", ")
-            );
+            ))
+            .into());
         }
     }
     let mut play: HashSet<&str> = named.iter().chain(manual).map(String::as_str).collect();

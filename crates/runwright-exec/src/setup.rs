@@ -458,7 +458,7 @@ fn start_runners(
         Duration::from_millis(1),
     );
     for r in &entries {
-        runwright_service::start_entry(&shared, r).map_err(anyhow::Error::msg)?;
+        runwright_service::start_entry(&shared, r)?;
     }
     Ok(Some(shared))
 }

@@ -19,7 +19,7 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 /// Unix milliseconds for `--since`.
-fn parse_since(s: &str, now_ms: i64) -> anyhow::Result<i64> {
+fn parse_since(s: &str, now_ms: i64) -> Result<i64, crate::ServiceError> {
     let s = s.trim();
     if let Some(ms) = parse_ago(s) {
         return Ok(now_ms.saturating_sub(ms));
@@ -31,9 +31,9 @@ fn parse_since(s: &str, now_ms: i64) -> anyhow::Result<i64> {
     if let Ok(d) = time::Date::parse(s, &date_fmt) {
         return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
     }
-    anyhow::bail!(
+    Err(crate::ServiceError::Filter(format!(
         "--since {s:?}: expected a duration (30m, 2h, 7d) or a date (2026-11-28 or 2026-11-28T12:00:00Z)"
-    )
+    )))
 }
 
 /// `90s`, `30m`, `2h`, `7d`, `2w` in milliseconds.
@@ -99,7 +99,7 @@ pub struct JobFilter {
 
 impl JobFilter {
     /// The matching entries (oldest first), at most `limit` of the newest.
-    pub fn apply(&self, entries: Vec<JobEntry>) -> anyhow::Result<Vec<JobEntry>> {
+    pub fn apply(&self, entries: Vec<JobEntry>) -> Result<Vec<JobEntry>, crate::ServiceError> {
         let since = self
             .since
             .as_deref()

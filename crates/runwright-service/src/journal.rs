@@ -417,7 +417,8 @@ async fn remove_docker_leftovers(meta: &JobMeta, config: &Config) {
         Err(e) => {
             tracing::warn!(
                 job = meta.job_id,
-                "the job's containers and network may be left on Docker: {e}"
+                "the job's containers and network may be left on Docker: {}",
+                e.with_hint()
             );
             return;
         }
@@ -436,7 +437,11 @@ async fn remove_docker_leftovers(meta: &JobMeta, config: &Config) {
             "removed what the job left on Docker"
         ),
         Ok(_) => {}
-        Err(e) => tracing::warn!(job = meta.job_id, "the job's Docker leftovers: {e}"),
+        Err(e) => tracing::warn!(
+            job = meta.job_id,
+            "the job's Docker leftovers: {}",
+            e.with_hint()
+        ),
     }
 }
 

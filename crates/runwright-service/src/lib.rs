@@ -16,6 +16,7 @@
 #![allow(clippy::print_stderr)]
 
 pub mod dashboard;
+mod error;
 pub mod gitlab;
 mod health;
 pub mod history;
@@ -29,6 +30,8 @@ pub mod rotation;
 pub mod sd;
 mod slots;
 pub mod state;
+
+pub use error::ServiceError;
 
 use anyhow::Context;
 use runwright_config::{Config, RunnerConfig};
@@ -162,7 +165,10 @@ fn entry_key(r: &RunnerConfig) -> String {
     format!("{}\u{0}{}", r.url, r.token)
 }
 
-pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn Executor>, String> {
+pub fn make_executor(
+    runner: &RunnerConfig,
+    shared: &Shared,
+) -> Result<Arc<dyn Executor>, ServiceError> {
     match runner.executor.as_str() {
         "shell" => {
             let exec = runwright_shell::ShellExecutor::new(
@@ -170,19 +176,20 @@ pub fn make_executor(runner: &RunnerConfig, shared: &Shared) -> Result<Arc<dyn E
                 shared.user.as_deref(),
                 shared.working_dir.clone(),
                 kill_grace(),
-            )?;
+            )
+            .map_err(|e| ServiceError::Entry(e.to_string()))?;
             let confinement = job_cgroups(runner, shared.user.as_deref());
             Ok(Arc::new(exec.with_confinement(&confinement)) as Arc<dyn Executor>)
         }
         "docker" => {
             runwright_docker::DockerExecutor::new(runner, shared.working_dir.clone(), kill_grace())
                 .map(|e| Arc::new(e) as Arc<dyn Executor>)
-                .map_err(|e| e.to_string())
+                .map_err(|e| ServiceError::Entry(e.with_hint()))
         }
-        other => Err(format!(
+        other => Err(ServiceError::Entry(format!(
             "executor {other:?} is not supported by this runwright build yet; runner {:?} will not request jobs",
             runner.name
-        )),
+        ))),
     }
 }
 
@@ -282,7 +289,7 @@ pub struct RunOptions {
 pub async fn run(
     args: RunOptions,
     init_logging: impl FnOnce(Option<&str>, Option<&str>),
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, ServiceError> {
     if let Some(dir) = &args.working_directory {
         std::env::set_current_dir(dir)
             .with_context(|| format!("changing to working directory {}", dir.display()))?;
@@ -299,7 +306,7 @@ pub async fn run(
         }
         Err(e) => {
             init_logging(None, None);
-            return Err(e).context("the service cannot start with this configuration");
+            return Err(ServiceError::Config(e));
         }
     };
     let system_id = match runwright_config::load_or_create_system_id(&config_path) {
@@ -312,7 +319,7 @@ pub async fn run(
             );
             id
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(ServiceError::SystemId(e)),
     };
     let identity = crate::identity::identity(&system_id);
     tracing::info!(
@@ -511,7 +518,7 @@ async fn abort_and_wait(
     timeout: Duration,
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, ServiceError> {
     tracing::warn!(
         running = shared.jobs.len(),
         "forceful shutdown: aborting running jobs (runner_interrupted)"
@@ -568,7 +575,8 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
                     },
                 );
             }
-            Err(msg) => {
+            Err(e) => {
+                let msg = e.to_string();
                 shared.state.not_started(&r.url, &r.token, &msg);
                 tracing::error!(runner = %r.name, "{msg}")
             }
@@ -578,11 +586,14 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
 
 /// Starts the pollers of one `[[runners]]` entry (its executor, `request_concurrency` poll tasks); the
 /// returned token stops them. Jobs they take run in `shared.jobs`.
-pub fn start_entry(shared: &Arc<Shared>, r: &RunnerConfig) -> Result<CancellationToken, String> {
+pub fn start_entry(
+    shared: &Arc<Shared>,
+    r: &RunnerConfig,
+) -> Result<CancellationToken, ServiceError> {
     let executor = make_executor(r, shared)?;
     let stop = shared.stop_requests.child_token();
     poll::start(shared.clone(), Arc::new(r.clone()), executor, stop.clone())
-        .map_err(|e| format!("cannot start runner entry: {e}"))?;
+        .map_err(|e| ServiceError::Entry(format!("cannot start runner entry: {e}")))?;
     Ok(stop)
 }
 

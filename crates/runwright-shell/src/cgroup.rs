@@ -13,6 +13,7 @@
 //! This module owns the probe made when a runner entry starts ([`detect`]), the job cgroups ([`JobCgroup`]) and
 //! the search for the cgroups of jobs a crashed service left running ([`kill_leftover`]).
 
+use crate::CgroupError;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -107,7 +108,7 @@ impl Placement {
         matches!(self.parent, Parent::Slots { .. })
     }
 
-    fn parent_dir(&self, slot: usize) -> Result<PathBuf, String> {
+    fn parent_dir(&self, slot: usize) -> Result<PathBuf, CgroupError> {
         match &self.parent {
             Parent::Own(dir) => Ok(dir.clone()),
             Parent::Slots { mount, template } => Ok(mount.join(slot_path(template, slot)?)),
@@ -126,14 +127,18 @@ impl Placement {
     }
 
     /// Makes the cgroup of the job marked `mark` running in `slot` (`CI_CONCURRENT_ID`).
-    pub fn create(&self, slot: usize, mark: &str) -> Result<JobCgroup, String> {
+    pub fn create(&self, slot: usize, mark: &str) -> Result<JobCgroup, CgroupError> {
         if mark.is_empty() || mark.contains(['/', '\0']) || mark.starts_with('.') {
-            return Err(format!("the process mark {mark:?} cannot name a cgroup"));
+            return Err(CgroupError::BadMark {
+                mark: mark.to_string(),
+            });
         }
         let parent = self.parent_dir(slot)?;
         if matches!(self.parent, Parent::Slots { .. }) {
-            std::fs::create_dir_all(&parent)
-                .map_err(|e| format!("creating the slot cgroup {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(&parent).map_err(|source| CgroupError::SlotCgroup {
+                path: parent.clone(),
+                source,
+            })?;
         }
         JobCgroup::create(&parent, &job_cgroup_name(mark), self.kill_file)
     }
@@ -143,7 +148,7 @@ impl Placement {
 /// `os.Expand`, only `slot` known (common/config.go `expandSlotTemplate`); a systemd slice name
 /// (`runner-slot-${slot}.slice`, the form GitLab documents for Docker's systemd cgroup driver) becomes the
 /// path systemd gives that slice.
-fn slot_path(template: &str, slot: usize) -> Result<PathBuf, String> {
+fn slot_path(template: &str, slot: usize) -> Result<PathBuf, CgroupError> {
     let slot_text = slot.to_string();
     // Go reads `$$` as the special parameter `$`, which the runner's mapping knows no more than any other name:
     // it expands to nothing (runwright's `expand` keeps a `$` for it, as job variables need).
@@ -161,9 +166,10 @@ fn slot_path(template: &str, slot: usize) -> Result<PathBuf, String> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        return Err(format!(
-            "slot_cgroup_template {template:?} gives {expanded:?}, which names no cgroup below the hierarchy's root"
-        ));
+        return Err(CgroupError::SlotTemplate {
+            template: template.to_string(),
+            expanded,
+        });
     }
     Ok(PathBuf::from(relative))
 }
@@ -199,35 +205,37 @@ struct Hierarchy {
 
 /// The cgroup2 mount: `RUNWRIGHT_CGROUP_ROOT` when set, else the first `cgroup2` entry of
 /// `/proc/self/mountinfo`; with the cgroup path the mount's root stands for.
-fn mount() -> Result<(PathBuf, String), String> {
+fn mount() -> Result<(PathBuf, String), CgroupError> {
     use runwright_static::env_vars::RUNWRIGHT_CGROUP_ROOT;
     let (mount, root) = match std::env::var_os(RUNWRIGHT_CGROUP_ROOT).filter(|v| !v.is_empty()) {
         Some(dir) => (PathBuf::from(dir), "/".to_string()),
         None => {
-            let info = std::fs::read_to_string("/proc/self/mountinfo")
-                .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
-            cgroup2_mount(&info).ok_or_else(|| {
-                "no cgroup v2 hierarchy is mounted (a cgroup v1 host: boot with systemd.unified_cgroup_hierarchy=1, or mount cgroup2)"
-                    .to_string()
-            })?
+            let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
+                CgroupError::ReadProc {
+                    file: "/proc/self/mountinfo",
+                    source,
+                }
+            })?;
+            cgroup2_mount(&info).ok_or(CgroupError::NoHierarchy)?
         }
     };
     match nix::sys::statfs::statfs(&mount) {
         Ok(fs) if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => {
             Ok((mount, root))
         }
-        Ok(_) => Err(format!("{} is not a cgroup2 filesystem", mount.display())),
-        Err(e) => Err(format!("{}: {e}", mount.display())),
+        Ok(_) => Err(CgroupError::NotCgroup2 { mount }),
+        Err(source) => Err(CgroupError::Statfs { mount, source }),
     }
 }
 
-fn hierarchy() -> Result<Hierarchy, String> {
+fn hierarchy() -> Result<Hierarchy, CgroupError> {
     let (mount, root) = mount()?;
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
-    let own = own_cgroup(&cgroups).ok_or_else(|| {
-        "this process is in no cgroup v2 (no `0::` line in /proc/self/cgroup)".to_string()
-    })?;
+    let cgroups =
+        std::fs::read_to_string("/proc/self/cgroup").map_err(|source| CgroupError::ReadProc {
+            file: "/proc/self/cgroup",
+            source,
+        })?;
+    let own = own_cgroup(&cgroups).ok_or(CgroupError::NoOwnCgroup)?;
     let below_root = if root == "/" {
         Some(own.as_str())
     } else {
@@ -235,10 +243,7 @@ fn hierarchy() -> Result<Hierarchy, String> {
             .filter(|rest| rest.is_empty() || rest.starts_with('/'))
     };
     let Some(rel) = below_root else {
-        return Err(format!(
-            "the service's cgroup {own} is outside the cgroup2 mount at {} (which shows {root})",
-            mount.display()
-        ));
+        return Err(CgroupError::OutsideMount { own, mount, root });
     };
     Ok(Hierarchy {
         own: mount.join(rel.trim_start_matches('/')),
@@ -302,7 +307,7 @@ pub fn detect(settings: &CgroupSettings) -> Confinement {
     };
     let hierarchy = match hierarchy() {
         Ok(h) => h,
-        Err(reason) => return unavailable(reason),
+        Err(reason) => return unavailable(reason.to_string()),
     };
     let parent = if settings.use_slot_cgroups {
         let template = settings
@@ -323,7 +328,7 @@ pub fn detect(settings: &CgroupSettings) -> Confinement {
     };
     let slot0 = match placement.parent_dir(0) {
         Ok(dir) => dir,
-        Err(reason) => return unavailable(reason),
+        Err(reason) => return unavailable(reason.to_string()),
     };
     match probe(&slot0, settings.user.as_deref()) {
         Ok((kill_file, warning)) => {
@@ -333,12 +338,12 @@ pub fn detect(settings: &CgroupSettings) -> Confinement {
                 warning,
             }
         }
-        Err(reason) => unavailable(reason),
+        Err(reason) => unavailable(reason.to_string()),
     }
 }
 
 /// What to do when a cgroup cannot be written.
-fn permission_hint(e: &io::Error) -> &'static str {
+pub(crate) fn permission_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(nix::libc::EACCES | nix::libc::EPERM) => {
             " (run the service as root, or under systemd with Delegate=yes in its unit so that its own cgroup is \
@@ -353,13 +358,10 @@ fn permission_hint(e: &io::Error) -> &'static str {
 }
 
 /// Returns whether `cgroup.kill` exists and a warning for jobs run through `su`.
-fn probe(parent: &Path, user: Option<&str>) -> Result<(bool, Option<String>), String> {
-    std::fs::create_dir_all(parent).map_err(|e| {
-        format!(
-            "cannot create {}: {e}{}",
-            parent.display(),
-            permission_hint(&e)
-        )
+fn probe(parent: &Path, user: Option<&str>) -> Result<(bool, Option<String>), CgroupError> {
+    std::fs::create_dir_all(parent).map_err(|source| CgroupError::CreateParent {
+        path: parent.to_path_buf(),
+        source,
     })?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -384,18 +386,17 @@ fn probe(parent: &Path, user: Option<&str>) -> Result<(bool, Option<String>), St
         Ok((out.status.success(), at))
     };
     let (_, at) =
-        landed(std::process::Command::new("cat").arg("/proc/self/cgroup")).map_err(|e| {
-            format!(
-                "cannot move a process into {}: {e}{}",
-                cgroup.dir.display(),
-                permission_hint(&e)
-            )
+        landed(std::process::Command::new("cat").arg("/proc/self/cgroup")).map_err(|source| {
+            CgroupError::MoveProbe {
+                path: cgroup.dir.clone(),
+                source,
+            }
         })?;
     if !at.ends_with(&format!("/{name}")) {
-        return Err(format!(
-            "a process moved into {} says it is in {at:?}",
-            cgroup.dir.display()
-        ));
+        return Err(CgroupError::ProbeElsewhere {
+            path: cgroup.dir.clone(),
+            at,
+        });
     }
     // runner shells/bash.go: with a user, stages run through `su`, whose PAM session may have
     // systemd-logind move the process into a session scope of its own (pam_systemd).
@@ -443,14 +444,11 @@ pub struct JobCgroup {
 }
 
 impl JobCgroup {
-    pub(crate) fn create(parent: &Path, name: &str, kill_file: bool) -> Result<Self, String> {
+    pub(crate) fn create(parent: &Path, name: &str, kill_file: bool) -> Result<Self, CgroupError> {
         let dir = parent.join(name);
-        std::fs::create_dir(&dir).map_err(|e| {
-            format!(
-                "creating the job's cgroup {}: {e}{}",
-                dir.display(),
-                permission_hint(&e)
-            )
+        std::fs::create_dir(&dir).map_err(|source| CgroupError::CreateJob {
+            path: dir.clone(),
+            source,
         })?;
         // std opens with O_CLOEXEC: no stage inherits them.
         let opened = std::fs::File::open(&dir).and_then(|d| {
@@ -469,11 +467,10 @@ impl JobCgroup {
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
-                Err(format!(
-                    "opening {} and its cgroup.procs: {e}{}",
-                    dir.display(),
-                    permission_hint(&e)
-                ))
+                Err(CgroupError::Open {
+                    path: dir,
+                    source: e,
+                })
             }
         }
     }

@@ -8,12 +8,14 @@
 //! runner entry starts) a process that leaves the group and clears its environment escapes both.
 
 pub mod cgroup;
+mod error;
 mod kill;
 mod spawn;
 #[cfg(test)]
 mod test_util;
 
 /// Kills what is left of a job by its mark; a restarted service uses it on jobs a crash left running.
+pub use error::{CgroupError, ShellError};
 pub use kill::sweep_marked;
 
 use cgroup::{Confinement, JobCgroup, Placement};
@@ -53,13 +55,13 @@ impl ShellExecutor {
         user: Option<&str>,
         working_dir: PathBuf,
         kill_grace: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ShellError> {
         let shell = match shell.map(str::trim).filter(|s| !s.is_empty()) {
             Some(s @ ("bash" | "sh")) => s.to_string(),
             Some(other) => {
-                return Err(format!(
-                    "shell {other:?} is not supported by the shell executor here (use bash or sh)"
-                ))
+                return Err(ShellError::UnsupportedShell {
+                    shell: other.to_string(),
+                })
             }
             None if which("bash") => "bash".to_string(),
             None => "sh".to_string(),
@@ -100,7 +102,7 @@ impl ShellExecutor {
         };
         match placement.create(job.concurrent_id, &job.process_mark) {
             Ok(cgroup) => Ok(Some(cgroup)),
-            Err(e) if placement.required() => Err(ExecutorError::System(e)),
+            Err(e) if placement.required() => Err(ExecutorError::System(e.to_string())),
             Err(e) => {
                 runwright_engine::job::warn(
                     &job.trace,
@@ -485,7 +487,9 @@ mod tests {
         }
         for other in ["pwsh", "zsh", "cmd"] {
             assert_eq!(
-                ShellExecutor::new(Some(other), None, dir.clone(), grace).err(),
+                ShellExecutor::new(Some(other), None, dir.clone(), grace)
+                    .err()
+                    .map(|e| e.to_string()),
                 Some(format!(
                     "shell \"{other}\" is not supported by the shell executor here (use bash or sh)"
                 ))

@@ -1,7 +1,6 @@
 //! `runwright cache list` and `runwright cache clear`: the caches every configured runner holds, locally
 //! and on S3, and deleting them for real — GitLab's "Clear runner caches" only bumps a key suffix and leaves
 //! the old archives where they are.
-#![allow(clippy::print_stdout)]
 
 use crate::args::ConfigArg;
 use anyhow::{bail, Context};
@@ -144,9 +143,11 @@ async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let runners = sources(&a.source)?;
     let entries = admin::list(&runners).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        crate::history_cmd::write_stdout(
+            format!("{}\n", serde_json::to_string_pretty(&entries)?).as_bytes(),
+        )?;
     } else {
-        print_table(&entries);
+        print_table(&entries)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -165,16 +166,21 @@ async fn clear(a: ClearArgs) -> anyhow::Result<ExitCode> {
     let entries = admin::list(&runners).await?;
     let done = admin::clear(&entries, &filter, a.dry_run).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&done)?);
+        crate::history_cmd::write_stdout(
+            format!("{}\n", serde_json::to_string_pretty(&done)?).as_bytes(),
+        )?;
     } else {
-        print_table(&done);
+        print_table(&done)?;
         let bytes: u64 = done.iter().map(|e| e.size).sum();
-        println!(
-            "{} {} cache archive(s), {}",
-            if a.dry_run { "would delete" } else { "deleted" },
-            done.len(),
-            human_size(bytes)
-        );
+        crate::history_cmd::write_stdout(
+            format!(
+                "{} {} cache archive(s), {}\n",
+                if a.dry_run { "would delete" } else { "deleted" },
+                done.len(),
+                human_size(bytes)
+            )
+            .as_bytes(),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -218,7 +224,7 @@ pub(crate) fn age(t: SystemTime) -> String {
     }
 }
 
-fn print_table(entries: &[CacheEntry]) {
+fn print_table(entries: &[CacheEntry]) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
@@ -239,18 +245,23 @@ fn print_table(entries: &[CacheEntry]) {
         &["RUNNER", "WHERE", "PROJECT", "KEY", "SIZE", "LAST USED"],
         &rows,
         &[4],
-    );
+    )
 }
 
 /// A table on stdout: columns padded to their widest cell, the `right` ones right-aligned.
-pub(crate) fn print_columns(header: &[&str], rows: &[Vec<String>], right: &[usize]) {
+pub(crate) fn print_columns(
+    header: &[&str],
+    rows: &[Vec<String>],
+    right: &[usize],
+) -> anyhow::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
+    let mut table = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
         for (i, (c, w)) in cells.zip(&widths).enumerate() {
             let w = *w;
@@ -260,12 +271,14 @@ pub(crate) fn print_columns(header: &[&str], rows: &[Vec<String>], right: &[usiz
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        table.push_str(s.trim_end());
+        table.push('\n');
     };
     line(&mut header.iter().copied());
     for r in rows {
         line(&mut r.iter().map(String::as_str));
     }
+    crate::history_cmd::write_stdout(table.as_bytes())
 }
 
 #[cfg(test)]

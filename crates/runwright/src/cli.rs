@@ -222,15 +222,15 @@ pub fn invoked_name() -> &'static str {
     }
 }
 
-fn parse_as_invoked() -> Cli {
+pub fn parse_as_invoked() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let name = invoked_name();
     let matches = Cli::command().name(name).bin_name(name).get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = parse_as_invoked();
+/// Runs the verb; a failure is rendered and classified by `diagnostics`.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let log = crate::logging::LogArgs {
         debug: cli.debug,
         level: cli.log_level,
@@ -241,12 +241,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(runwright_service::run(
+            Ok(rt.block_on(runwright_service::run(
                 args.options(),
                 |level: Option<&str>, format: Option<&str>| {
                     crate::logging::init(&log, level, format)
                 },
-            ))
+            ))?)
         }
         Command::List(args) => crate::list::run(&args),
         Command::Lint(args) => runwright_exec::lint::run(&args.options()),

@@ -116,7 +116,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
     indexed.sort_by_key(|(i, _)| *i);
     let listed: Vec<ListedRunner> = indexed.into_iter().map(|(_, r)| r).collect();
     if args.json {
-        crate::ops::print_stdout(&serde_json::to_string_pretty(&listed)?);
+        crate::ops::print_stdout(&serde_json::to_string_pretty(&listed)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     // The config's names and URLs are shown, not obeyed by the terminal (issue 17 item 8).

@@ -7,6 +7,7 @@
 mod args;
 mod cache_cmd;
 mod cli;
+mod diagnostics;
 mod history_cmd;
 mod list;
 mod logging;
@@ -17,20 +18,10 @@ mod volumes_cmd;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match cli::run() {
+    let cli = cli::parse_as_invoked();
+    let gitlab_runner_codes = diagnostics::keeps_gitlab_runner_codes(&cli.command);
+    match cli::run(cli) {
         Ok(code) => code,
-        Err(err) => {
-            // One place renders every error: the chain, most specific cause last. Errors carry texts from GitLab
-            // and config files: their control characters are shown, not obeyed (issue 17 item 8).
-            let mut msg = format!("error: {err}");
-            for cause in err.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
-            }
-            eprintln!(
-                "{}",
-                runwright_trace::ansi::escape_controls_keep_lines(&msg)
-            );
-            ExitCode::from(1)
-        }
+        Err(err) => diagnostics::report(&err, gitlab_runner_codes),
     }
 }

@@ -1,11 +1,10 @@
 //! `runwright volumes list|prune`: the runner-managed Docker volumes (caches, builds dirs, left-over temporary
 //! ones) with the runner, project and slot they belong to, their size and when a job last used them — and
 //! deleting them by runner, project or age, which build hosts otherwise do with `docker volume ls` scripts.
-#![allow(clippy::print_stdout)]
 
 use crate::args::ConfigArg;
 use crate::cache_cmd::{age, human_size, parse_age, print_columns};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use runwright_docker::admin::{self, Filter, VolumeInfo};
 use std::process::ExitCode;
@@ -103,12 +102,11 @@ fn filters(s: &Select) -> anyhow::Result<Vec<Filter>> {
 async fn select(
     s: &Select,
 ) -> anyhow::Result<(runwright_docker::bollard::Docker, Vec<VolumeInfo>)> {
-    let docker = runwright_docker::connect(s.host.as_deref(), None, false)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    // The typed error reaches the renderer, which prints its hint (`is dockerd running?`) on a line of its own.
+    let docker = runwright_docker::connect(s.host.as_deref(), None, false).await?;
     let mut out: Vec<VolumeInfo> = Vec::new();
     for f in filters(s)? {
-        for v in admin::list(&docker, &f).await.map_err(anyhow::Error::msg)? {
+        for v in admin::list(&docker, &f).await? {
             if !out.iter().any(|o| o.name == v.name) {
                 out.push(v);
             }
@@ -120,9 +118,11 @@ async fn select(
 async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let (_, volumes) = select(&a.select).await?;
     if a.select.json {
-        println!("{}", serde_json::to_string_pretty(&volumes)?);
+        crate::history_cmd::write_stdout(
+            format!("{}\n", serde_json::to_string_pretty(&volumes)?).as_bytes(),
+        )?;
     } else {
-        print_table(&volumes);
+        print_table(&volumes)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -130,7 +130,10 @@ async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let s = &a.select;
     if s.runners.is_empty() && s.project.is_none() && s.older_than.is_none() && !a.all {
-        bail!("volumes prune needs a filter (--runner, --project, --older-than) or --all");
+        return Err(crate::diagnostics::UsageError(
+            "volumes prune needs a filter (--runner, --project, --older-than) or --all".into(),
+        )
+        .into());
     }
     let (docker, volumes) = select(s).await?;
     let mut done = Vec::new();
@@ -143,23 +146,28 @@ async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         };
         if let Err(e) = &r {
             failed += 1;
-            eprintln!("ERROR: volume {}: {e}", v.name);
+            eprintln!("ERROR: volume {}: {}", v.name, e.with_hint());
         }
         done.push((v, r.is_ok()));
     }
     let removed: Vec<&VolumeInfo> = done.iter().filter(|(_, ok)| *ok).map(|(v, _)| v).collect();
     if s.json {
-        println!("{}", serde_json::to_string_pretty(&removed)?);
+        crate::history_cmd::write_stdout(
+            format!("{}\n", serde_json::to_string_pretty(&removed)?).as_bytes(),
+        )?;
     } else {
         let owned: Vec<VolumeInfo> = removed.iter().map(|v| (*v).clone()).collect();
-        print_table(&owned);
+        print_table(&owned)?;
         let bytes: u64 = owned.iter().filter_map(|v| v.size_bytes).sum();
-        println!(
-            "{} {} volume(s), {}",
-            if a.dry_run { "would delete" } else { "deleted" },
-            owned.len(),
-            human_size(bytes)
-        );
+        crate::history_cmd::write_stdout(
+            format!(
+                "{} {} volume(s), {}\n",
+                if a.dry_run { "would delete" } else { "deleted" },
+                owned.len(),
+                human_size(bytes)
+            )
+            .as_bytes(),
+        )?;
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE
@@ -168,7 +176,7 @@ async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_table(volumes: &[VolumeInfo]) {
+fn print_table(volumes: &[VolumeInfo]) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = volumes
         .iter()
         .map(|v| {
@@ -201,5 +209,5 @@ fn print_table(volumes: &[VolumeInfo]) {
         ],
         &rows,
         &[5],
-    );
+    )
 }

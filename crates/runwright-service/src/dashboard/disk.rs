@@ -70,9 +70,9 @@ async fn volumes(config: &Config) -> Value {
     for host in hosts {
         let shown = host.clone().unwrap_or_else(|| "default".into());
         let entry = match runwright_docker::connect(host.as_deref(), None, false).await {
-            Err(e) => json!({ "host": shown, "available": false, "error": e.to_string() }),
+            Err(e) => json!({ "host": shown, "available": false, "error": e.with_hint() }),
             Ok(docker) => match runwright_docker::admin::list(&docker, &Default::default()).await {
-                Err(e) => json!({ "host": shown, "available": false, "error": e.to_string() }),
+                Err(e) => json!({ "host": shown, "available": false, "error": e.with_hint() }),
                 Ok(list) => {
                     let total: u64 = list.iter().filter_map(|v| v.size_bytes).sum();
                     json!({ "host": shown, "available": true, "volumes": list, "total_bytes": total })

@@ -5,7 +5,6 @@
 //! a job request holds a slot of `concurrent` and of the entry's `limit` while it waits) — with a warning for
 //! every setting that can never take effect.
 
-use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -242,7 +241,7 @@ pub fn render(path: &std::path::Path, m: &SlotModel) -> String {
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check(args) = cmd;
     let path = args.config.path();
-    let loaded = runwright_config::load(&path).map_err(|e| anyhow!("{e}"))?;
+    let loaded = runwright_config::load(&path)?;
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
     }
@@ -251,9 +250,9 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     m.job_cgroups = job_cgroups(&loaded.config);
     eprint!("{}", render_job_cgroups(&m.job_cgroups));
     if args.json {
-        crate::ops::print_stdout(&serde_json::to_string_pretty(&m)?);
+        crate::ops::print_stdout(&serde_json::to_string_pretty(&m)?)?;
     } else {
-        crate::ops::print_stdout(render(&path, &m).trim_end());
+        crate::ops::print_stdout(render(&path, &m).trim_end())?;
     }
     // A runner that will not run is an error of the file, even though the service starts with the others.
     Ok(if m.invalid_runners.is_empty() {

@@ -79,7 +79,8 @@ impl Selection<'_> {
 /// Loads the config for a verb that needs it to exist, as one line on failure; its warnings go to stderr. The
 /// caller shows the invalid `[[runners]]` entries.
 pub fn load_config_full(path: &std::path::Path) -> anyhow::Result<runwright_config::LoadedConfig> {
-    let loaded = runwright_config::load(path).map_err(|e| anyhow!("{e}"))?;
+    // The typed error reaches the renderer: its hint, and the exit class of a configuration error.
+    let loaded = runwright_config::load(path)?;
     for w in &loaded.warnings {
         eprintln!(
             "WARNING: {}",
@@ -111,11 +112,10 @@ pub fn valid_positions(valid: usize, invalid: &[runwright_config::InvalidRunner]
         .collect()
 }
 
-/// Writes `text` and a newline to stdout (the one place the verbs print there: `--json`). A closed pipe is
-/// not an error. The C1 controls JSON leaves raw are escaped: a terminal does not obey them (issue 17 item 8).
-pub fn print_stdout(text: &str) {
-    use std::io::Write;
-    let text = runwright_trace::ansi::escape_json_controls(text);
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+/// Writes `text` and a newline to stdout (the one place the verbs print there: `--json`). A closed pipe ends
+/// the verb, quietly (`diagnostics::report`). The C1 controls JSON leaves raw are escaped: a terminal does not
+/// obey them (issue 17 item 8).
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let text = format!("{}\n", runwright_trace::ansi::escape_json_controls(text));
+    crate::history_cmd::write_stdout(text.as_bytes())
 }

@@ -221,7 +221,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let text = serde_json::to_string_pretty(&report)?;
-        crate::ops::print_stdout(&text);
+        crate::ops::print_stdout(&text)?;
     } else {
         eprint!("{}", render(&report));
     }

@@ -156,7 +156,7 @@ async fn named_jobs_run_manual_ones_and_committed_leaves_uncommitted_changes_out
 }
 
 #[tokio::test]
-async fn invalid_yaml_is_reported_with_the_file_and_exits_1() {
+async fn invalid_yaml_is_reported_with_the_file_and_exits_2() {
     let h = Harness::new().await;
     h.make_repo(
         "grp/bad",
@@ -164,7 +164,7 @@ async fn invalid_yaml_is_reported_with_the_file_and_exits_1() {
     );
     let (out, stdout) = exec(&h, &h.path().join("src/grp/bad"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stderr.contains(".gitlab-ci.yml"), "{stderr}");
     assert!(!stdout.contains("==="), "nothing runs: {stdout}");
 }
@@ -696,7 +696,7 @@ async fn push_pipelines_diff_against_origins_branch() {
     .expect("ci file");
     let (out, stdout) = exec(&h, &dir, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert_eq!(
         stderr.trim(),
         "error: invalid CI configuration: .gitlab-ci.yml:3: docs.rules[0]: rules:changes:compare_to is not a valid ref",
@@ -940,7 +940,7 @@ async fn a_missing_or_invalid_child_pipeline_runs_nothing() {
     let dir = h.path().join("src/grp/badchild");
     let (out, stdout) = exec(&h, &dir, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert_eq!(
         stderr.trim(),
         "error: invalid CI configuration: .gitlab-ci.yml:6: deploy.trigger.include: Local file `ci/child.yml` does not exist!"
@@ -954,7 +954,7 @@ async fn a_missing_or_invalid_child_pipeline_runs_nothing() {
     .expect("ci file");
     let (out, stdout) = exec(&h, &dir, &["--list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert_eq!(
         stderr.trim(),
         "error: invalid CI configuration: trigger job `deploy`: child pipeline (ci/other.yml): ci/other.yml:1: job: jobs:job config contains unknown keys: scirpt"

@@ -262,7 +262,7 @@ on-branch:
     let dir = project(&h, &[(".gitlab-ci.yml", ci)]);
     let (out, stdout, stderr) =
         runwright(&h, &dir, &["exec", "--list", "--pipeline-source", "tag"]);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
         stderr.contains("no tag points at HEAD") && stderr.contains("git tag"),
@@ -293,7 +293,7 @@ nightly:
         &dir,
         &["exec", "--list", "--pipeline-source", "nightly"],
     );
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("\"nightly\"")
             && stderr.contains("push, merge_request_event, schedule, web, api, trigger, tag"),
@@ -363,7 +363,7 @@ qa:
     )
     .expect("write");
     let (out, stdout, stderr) = runwright(&h, &dir, &["exec", "--list"]);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stderr.contains(".runwright/variables.yml:2: "), "{stderr}");
     assert!(stderr.contains("REGION"), "{stderr}");
 }
@@ -470,7 +470,7 @@ async fn lint_reports_errors_with_file_and_line() {
         ],
     );
     let (out, stdout, stderr) = runwright(&h, &dir, &["lint"]);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("ci/jobs.yml:3"), "{stderr}");
     assert!(stderr.contains("scirpt"), "{stderr}");
@@ -478,7 +478,7 @@ async fn lint_reports_errors_with_file_and_line() {
     // A YAML syntax error, in the root file.
     std::fs::write(dir.join(".gitlab-ci.yml"), "build:\n  script: [make\n").expect("write");
     let (out, stdout, stderr) = runwright(&h, &dir, &["lint", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains(".gitlab-ci.yml:"), "{stderr}");
 }
@@ -497,6 +497,6 @@ async fn list_with_job_arguments_shows_what_they_would_run() {
     assert_eq!(included(&doc), ["lint"], "{doc:#}");
     assert_eq!(job(&doc, "mr-only")["included"], false, "{doc:#}");
     let (out, stdout, stderr) = runwright(&h, &dir, &["exec", "--list", "nosuch"]);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stderr.contains("no job named \"nosuch\""), "{stderr}");
 }

@@ -10,6 +10,7 @@ mod bounds;
 mod browser;
 mod cancel;
 mod cgroup;
+mod cli;
 mod config;
 mod config_writes;
 mod dashboard;
