@@ -16,6 +16,9 @@
 
 pub use error::ExecError;
 
+// First: its `say!` is used by the modules below.
+#[macro_use]
+mod stdout;
 mod changes;
 mod checkout;
 mod children;
@@ -253,7 +256,7 @@ pub fn run(args: ExecOptions) -> anyhow::Result<ExitCode> {
     }
     let plan = &planned.plan;
     if !plan.workflow.created {
-        println!(
+        say!(
             "{}",
             list::no_pipeline(&args.pipeline_source, &plan.workflow)
         );

@@ -56,7 +56,7 @@ impl TraceOut {
         if let Some(log) = &mut self.log {
             // A log that cannot be written (disk full, …) must not stop the job's output on stdout.
             if let Err(err) = log.write_all(bytes) {
-                eprintln!("runwright exec: cannot write a job log ({err}); continuing without it");
+                eprintln!("WARNING: cannot write a job log ({err}); continuing without it");
                 self.log = None;
             }
         }
@@ -131,9 +131,7 @@ impl TraceOut {
                 shown.push('\n');
             }
         }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(shown.as_bytes());
-        let _ = out.flush();
+        crate::stdout::write(shown.as_bytes());
     }
 }
 

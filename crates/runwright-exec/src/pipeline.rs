@@ -204,7 +204,7 @@ impl<'s, 'a> Schedule<'s, 'a> {
             }
             Err(err) => {
                 eprintln!(
-                    "runwright exec: cannot create the log of {display} in {} ({err}); its output is on stdout only",
+                    "WARNING: cannot create the log of {display} in {} ({err}); its output is on stdout only",
                     run_dir.display()
                 );
                 None
@@ -262,7 +262,7 @@ impl<'s, 'a> Schedule<'s, 'a> {
             match found {
                 Some(id) => deps.push(*id),
                 // On stdout as it always was, not through the view.
-                None => println!(
+                None => say!(
                     "note: {display}: needs:pipeline:job: no job {:?} ran in pipeline {}; its artifacts are not downloaded",
                     n.job, n.pipeline
                 ),
@@ -295,10 +295,9 @@ impl<'s, 'a> Schedule<'s, 'a> {
                     &record.artifacts,
                 ) {
                     Ok(files) => self.outcomes[i].artifacts = files,
-                    Err(err) => eprintln!(
-                        "runwright exec: {} artifacts: {err:#}",
-                        self.sched.jobs[i].display
-                    ),
+                    Err(err) => {
+                        eprintln!("WARNING: {} artifacts: {err:#}", self.sched.jobs[i].display)
+                    }
                 }
                 record_status(&record, job, interrupted)
             }
@@ -378,23 +377,24 @@ impl<'s, 'a> Schedule<'s, 'a> {
                 .collect(),
         };
         if let Err(err) = state::write_json(&run_dir.path, "summary.json", &summary) {
-            eprintln!("runwright exec: {err:#}");
+            eprintln!("WARNING: {err:#}");
         }
         match signal {
-            Some(s) => println!(
+            Some(s) => say!(
                 "pipeline {} by {s} in {:.1}s",
                 verdict.as_str(),
                 elapsed.as_secs_f64()
             ),
-            None => println!(
+            None => say!(
                 "pipeline {} in {:.1}s",
                 verdict.as_str(),
                 elapsed.as_secs_f64()
             ),
         }
-        println!("pipeline directory: {}", run_dir.path.display());
+        say!("pipeline directory: {}", run_dir.path.display());
         Ok(if interrupted {
-            // The shell's convention for a command ended by a signal: 128 + its number (130 SIGINT, 143 SIGTERM).
+            // The shell's convention for a command ended by a signal: 128 + its number (130 SIGINT, 141 SIGPIPE: stdout
+            // closed, 143 SIGTERM).
             ExitCode::from(128 + signal.map_or(2, |s| s as u8))
         } else if passed {
             ExitCode::SUCCESS
@@ -457,12 +457,21 @@ pub(crate) fn watch_signals(
         let signal = tokio::select! {
             _ = sigterm.recv() => nix::sys::signal::Signal::SIGTERM,
             _ = sigint.recv() => nix::sys::signal::Signal::SIGINT,
+            // Nobody reads the output any more (`| head`): what SIGPIPE would have done, without the leftovers.
+            _ = crate::stdout::closed().cancelled() => nix::sys::signal::Signal::SIGPIPE,
         };
         let _ = watched.signal.set(signal);
-        eprintln!(
-            "runwright exec: {signal}: canceling the pending jobs and aborting the running ones (at most {} s; {signal} again to stop waiting for them)",
-            INTERRUPT_GRACE.as_secs()
-        );
+        if signal == nix::sys::signal::Signal::SIGPIPE {
+            eprintln!(
+                "runwright exec: standard output closed: canceling the pending jobs and aborting the running ones (at most {} s)",
+                INTERRUPT_GRACE.as_secs()
+            );
+        } else {
+            eprintln!(
+                "runwright exec: {signal}: canceling the pending jobs and aborting the running ones (at most {} s; {signal} again to stop waiting for them)",
+                INTERRUPT_GRACE.as_secs()
+            );
+        }
         watched.first.cancel();
         if let Some(abort) = abort {
             abort.cancel();
@@ -487,17 +496,20 @@ fn print_summary(sched: &Scheduler<'_>, outcomes: &[Outcome]) {
     };
     let w_job = width(&|s| s.display.chars().count(), 3);
     let w_stage = width(&|s| s.job.stage.len(), 5);
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<w_job$}  {:<w_stage$}  {:<16}  {:>8}  exit code",
-        "job", "stage", "status", "duration"
+        "job",
+        "stage",
+        "status",
+        "duration"
     );
     for ((s, status), o) in sched.jobs.iter().zip(&sched.status).zip(outcomes) {
         let d = o
             .duration
             .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
         let code = o.exit_code.map_or("-".to_string(), |c| c.to_string());
-        println!(
+        say!(
             "{:<w_job$}  {:<w_stage$}  {:<16}  {d:>8}  {code}",
             s.display,
             s.job.stage,

@@ -107,25 +107,25 @@ impl Lines {
 
 impl Reporter for Lines {
     fn say(&self, text: &str) {
-        println!("{text}");
+        say!("{text}");
     }
     fn skipped(&self, job: JobLine<'_>, status: &Status, why: &str) {
-        println!("{}", Lines::skipped_line(job, status, why));
+        say!("{}", Lines::skipped_line(job, status, why));
     }
     fn child_created(&self, job: JobLine<'_>, created: &str, _depend: bool) {
-        println!("{}", Lines::created_line(job, created));
+        say!("{}", Lines::created_line(job, created));
     }
     fn trigger_ended(&self, job: JobLine<'_>, status: &Status, elapsed: Duration, child: i64) {
-        println!("{}", Lines::trigger_end_line(job, status, elapsed, child));
+        say!("{}", Lines::trigger_end_line(job, status, elapsed, child));
     }
     fn started(&self, job: JobLine<'_>) {
-        println!("{}", Lines::started_line(job));
+        say!("{}", Lines::started_line(job));
     }
     fn trace_view(&self, _job: JobLine<'_>) -> Option<JobView> {
         None
     }
     fn ended(&self, job: JobLine<'_>, end: Ended<'_>) {
-        println!("{}", Lines::ended_line(job, end));
+        say!("{}", Lines::ended_line(job, end));
     }
     fn close(&self) {}
 }

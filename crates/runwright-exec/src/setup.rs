@@ -77,11 +77,11 @@ pub(crate) async fn set_up<'a>(
         &planned.children,
     );
     if args.needs && args.jobs.is_empty() {
-        println!("note: --needs adds what named jobs need; without JOB names the whole pipeline runs anyway");
+        say!("note: --needs adds what named jobs need; without JOB names the whole pipeline runs anyway");
     }
     for name in &args.manual {
         if plan.job(name).is_some_and(|j| j.when != When::Manual) {
-            println!("note: --manual {name}: not a manual job; it runs by its own `when`");
+            say!("note: --manual {name}: not a manual job; it runs by its own `when`");
         }
     }
     let view = View::choose(args, concurrency, selected.len());
@@ -244,7 +244,7 @@ async fn add_docker(
             tokens,
             cache_dir,
         )?);
-        println!(
+        say!(
             "note: jobs with image: or services: run on the docker executor{}",
             if args.executor == "docker" {
                 " (and, with --executor docker, all the others too)"
@@ -319,7 +319,7 @@ fn print_header(
     concurrency: usize,
 ) {
     let short = |s: &str| s[..s.len().min(8)].to_string();
-    println!(
+    say!(
         "runwright exec: pipeline {} for {} ({}) of {}",
         run_dir.number,
         short(&co.sha),
@@ -327,26 +327,26 @@ fn print_header(
         co.project_path
     );
     match sources {
-        Sources::Committed { dirty: true } => println!(
+        Sources::Committed { dirty: true } => say!(
             "note: --committed: jobs run the committed HEAD; uncommitted changes (and untracked files) are NOT included"
         ),
         Sources::Committed { dirty: false } => {
-            println!("note: --committed: jobs run the committed HEAD")
+            say!("note: --committed: jobs run the committed HEAD")
         }
         Sources::WorkingTree {
             head,
             changed: true,
-        } => println!(
+        } => say!(
             "note: jobs run the working tree as it is (uncommitted changes and untracked files included), committed on top of HEAD {} as {}: CI_COMMIT_SHA and `git rev-parse HEAD` in the jobs are that commit; your index and HEAD are untouched (--committed runs HEAD alone)",
             short(head),
             short(&co.sha)
         ),
         Sources::WorkingTree { changed: false, .. } => {
-            println!("note: jobs run the working tree, which matches HEAD")
+            say!("note: jobs run the working tree, which matches HEAD")
         }
     }
     if jobs > 1 {
-        println!("note: up to {concurrency} jobs at once (-j N to change)");
+        say!("note: up to {concurrency} jobs at once (-j N to change)");
     }
 }
 
@@ -433,7 +433,7 @@ fn start_runners(
         let path = run_dir.join("runner.toml");
         state::write_private(&path, runners.to_toml()?.as_bytes())
             .context("writing the runner config")?;
-        println!(
+        say!(
             "runwright exec: serving the jobs at {}; run them with: runwright run -c {}",
             coordinator.url(),
             path.display()

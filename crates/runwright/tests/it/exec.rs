@@ -1064,3 +1064,67 @@ async fn sigterm_ends_a_run_with_a_pending_job_and_a_second_one_ends_a_job_that_
         "the stubborn job's sleep outlived the run"
     );
 }
+
+const CHATTY: &str = r#"
+chatty:
+  script:
+    - echo started
+    - while true; do echo tick; sleep 0.1; done
+later:
+  script:
+    - echo later-ran
+"#;
+
+/// `runwright exec | head`: once nobody reads its output, the run ends as SIGPIPE would end it (the pending job
+/// canceled, the running one aborted, exit 141, the summary kept) instead of panicking in `println!` with the
+/// jobs left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_run_like_sigpipe_and_keeps_its_summary() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let h = Harness::new().await;
+    h.make_repo("grp/chatty", &[(".gitlab-ci.yml", CHATTY)]);
+    let mut child = h
+        .command()
+        .args(["exec", "--executor", "shell", "--view", "lines", "-j", "1"])
+        .current_dir(h.path().join("src/grp/chatty"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runwright exec starts");
+    // Read until the job runs, then close the pipe as `head` does.
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while out.read_line(&mut line).expect("reading stdout") > 0 && !line.contains("tick") {
+        line.clear();
+    }
+    drop(out);
+    let closed = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            closed.elapsed() < Duration::from_secs(40),
+            "runwright exec still running after its stdout closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("reading stderr");
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("runwright exec: standard output closed: canceling the pending jobs"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(h.path().join("state/1/summary.json")).expect("summary.json"),
+    )
+    .expect("summary is JSON");
+    assert_eq!(summary["status"], "canceled", "{summary}");
+    assert_eq!(summary["interrupted_by"], "SIGPIPE", "{summary}");
+    let log = std::fs::read_to_string(h.path().join("state/1/later.log")).unwrap_or_default();
+    assert!(!log.contains("later-ran"), "{log}");
+}
