@@ -525,14 +525,18 @@ async fn abort_and_wait(
     );
     shared.abort_jobs.cancel();
     tokio::select! {
-        _ = shared.jobs.wait() => { tracing::info!("all jobs finalised; exiting"); Ok(ExitCode::SUCCESS) }
+        _ = shared.jobs.wait() => { tracing::info!("all jobs finalised; exiting"); return Ok(ExitCode::SUCCESS) }
         _ = tokio::time::sleep(timeout) => {
             tracing::error!("shutdown_timeout of {timeout:?} reached with jobs still finishing; exiting");
-            Ok(ExitCode::from(1))
         }
-        _ = sigterm.recv() => { tracing::warn!("second signal: exiting now"); Ok(ExitCode::from(1)) }
-        _ = sigint.recv() => { tracing::warn!("second signal: exiting now"); Ok(ExitCode::from(1)) }
+        _ = sigterm.recv() => tracing::warn!("second signal: exiting now"),
+        _ = sigint.recv() => tracing::warn!("second signal: exiting now"),
     }
+    // gitlab-runner exits here and leaves a job that ignores SIGTERM running (commands/multi.go
+    // `handleShutdown`); nothing of a job outlives the service that ran it (issue 17): its processes and
+    // cgroups go now, and the next start finalises the jobs from the journal.
+    shared.kill_running_jobs().await;
+    Ok(ExitCode::from(1))
 }
 
 /// Starts, stops or restarts entries so they match `config`. Unchanged entries are left alone; a changed entry

@@ -109,3 +109,68 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
         h.log()
     );
 }
+
+/// Processes `sleep 619` (the stubborn job's) still alive.
+fn stubborn_sleeps() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00619\x00")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A second SIGTERM (or the shutdown timeout) ends the service at once; a job that ignores SIGTERM, and what it
+/// detached with `setsid`, must not outlive it — also on a host without writable cgroups, where only the mark
+/// sweep finds the detached process (before: both kept running after the service exited).
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_and_leaves_no_job_process_behind() {
+    let mut h = Harness::new().await;
+    h.single_runner("shutdown_timeout = 120", "");
+    let no_cgroups = h.path().join("no-cgroup2-here");
+    // Ten minutes between the stage's SIGTERM and its SIGKILL: only the service's exit path can end it sooner.
+    h.start_with(|cmd| {
+        cmd.env("RUNWRIGHT_KILL_GRACE_SECONDS", "600")
+            .env("RUNWRIGHT_CGROUP_ROOT", &no_cgroups);
+    });
+    let id = h.coordinator.enqueue(JobSpec::shell(
+        "stubborn",
+        &[
+            "trap '' TERM",
+            "setsid sleep 619 </dev/null >/dev/null 2>&1 &",
+            "echo started",
+            "sleep 619",
+        ],
+    ));
+    h.wait_trace(id, "started\n").await;
+    assert_eq!(stubborn_sleeps(), 2);
+    h.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.signal(Signal::SIGTERM);
+    let started = std::time::Instant::now();
+    let status = h.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(1), "{}", h.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stubborn_sleeps() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = stubborn_sleeps();
+    // A failed run must not leave its sleeps to the next test.
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-x", "-f", "sleep 619"])
+        .status();
+    assert_eq!(
+        left,
+        0,
+        "the job's sleeps outlived the service:\n{}",
+        h.log()
+    );
+}
