@@ -1204,14 +1204,7 @@ mod tests {
     }
 
     async fn run(runner: &RunnerConfig, prepare_for: Duration) -> (JobOutcome, String) {
-        let identity = RunnerIdentity {
-            name: "runwright".into(),
-            version: "0".into(),
-            revision: "0".into(),
-            platform: "linux".into(),
-            architecture: "amd64".into(),
-            system_id: "s_0".into(),
-        };
+        let identity = crate::testing::identity();
         let exec = SlowExecutor { prepare_for };
         let env = JobEnv {
             runner,

@@ -384,3 +384,15 @@ impl JobStep for FakeStep {
         ended
     }
 }
+
+/// The runner a test's job runs on.
+pub fn identity() -> crate::job::RunnerIdentity {
+    crate::job::RunnerIdentity {
+        name: "runwright".into(),
+        version: "0".into(),
+        revision: "0".into(),
+        platform: "linux".into(),
+        architecture: "amd64".into(),
+        system_id: "s_0".into(),
+    }
+}

@@ -461,17 +461,19 @@ pub(crate) fn watch_signals(
             _ = crate::stdout::closed().cancelled() => nix::sys::signal::Signal::SIGPIPE,
         };
         let _ = watched.signal.set(signal);
-        if signal == nix::sys::signal::Signal::SIGPIPE {
-            eprintln!(
-                "runwright exec: standard output closed: canceling the pending jobs and aborting the running ones (at most {} s)",
-                INTERRUPT_GRACE.as_secs()
-            );
-        } else {
-            eprintln!(
-                "runwright exec: {signal}: canceling the pending jobs and aborting the running ones (at most {} s; {signal} again to stop waiting for them)",
-                INTERRUPT_GRACE.as_secs()
-            );
-        }
+        let (what, again) = match signal {
+            nix::sys::signal::Signal::SIGPIPE => {
+                ("standard output closed".to_string(), String::new())
+            }
+            s => (
+                s.to_string(),
+                format!("; {s} again to stop waiting for them"),
+            ),
+        };
+        eprintln!(
+            "runwright exec: {what}: canceling the pending jobs and aborting the running ones (at most {} s{again})",
+            INTERRUPT_GRACE.as_secs()
+        );
         watched.first.cancel();
         if let Some(abort) = abort {
             abort.cancel();

@@ -533,7 +533,7 @@ async fn abort_and_wait(
         _ = sigint.recv() => tracing::warn!("second signal: exiting now"),
     }
     // gitlab-runner exits here and leaves a job that ignores SIGTERM running (commands/multi.go
-    // `handleShutdown`); nothing of a job outlives the service that ran it (issue 17): its processes and
+    // `handleForcefulShutdown`: "forced exit with stop signal" / "shutdown timed out"); nothing of a job outlives the service that ran it (issue 17): its processes and
     // cgroups go now, and the next start finalises the jobs from the journal.
     shared.kill_running_jobs().await;
     Ok(ExitCode::from(1))

@@ -111,14 +111,7 @@ async fn run_job_with(
     job: &JobResponse,
     during: impl FnOnce(&JobControl),
 ) -> Ran {
-    let identity = RunnerIdentity {
-        name: "runwright".into(),
-        version: "0".into(),
-        revision: "0".into(),
-        platform: "linux".into(),
-        architecture: "amd64".into(),
-        system_id: "s_0".into(),
-    };
+    let identity = crate::testing::identity();
     let rec = exec.recorder().clone();
     let env = JobEnv {
         runner,

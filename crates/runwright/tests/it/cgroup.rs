@@ -140,24 +140,6 @@ fn escape_line(h: &Harness, pids: &Path) -> String {
     )
 }
 
-async fn read_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never written",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The escaped pids, each checked to be alive, outside the stage's group and without the mark; with the
 /// cgroup (below the cgroup2 mount) the first one is in.
 async fn escaped(pids: &Path) -> (Vec<i32>, String) {

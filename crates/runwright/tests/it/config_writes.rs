@@ -188,18 +188,12 @@ async fn a_rotation_keeps_a_non_root_owner_and_mode_0600() {
     h.coordinator
         .set_token_lifetime(Some(Duration::from_secs(3600)));
     let user = LocalUser::create();
-    let fmt = |t: time::OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .expect("ns")
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("fmt")
-    };
     let now = time::OffsetDateTime::now_utc();
     // Past 75% of its lifetime: the service rotates it at start.
     let extra = format!(
         "  token_obtained_at = {}\n  token_expires_at = {}\n",
-        fmt(now - time::Duration::seconds(80)),
-        fmt(now + time::Duration::seconds(20))
+        rfc3339(now - time::Duration::seconds(80)),
+        rfc3339(now + time::Duration::seconds(20))
     );
     h.write_config(&config_text(&h, TOKEN, &extra));
     std::fs::set_permissions(&h.config_path, std::fs::Permissions::from_mode(0o600))

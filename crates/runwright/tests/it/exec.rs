@@ -1005,19 +1005,6 @@ waiting:
     - echo waiting-ran
 "#;
 
-/// Processes `sleep 613` (the stubborn job's) still alive.
-fn stubborn_sleeps() -> usize {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00613\x00")
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_a_run_with_a_pending_job_and_a_second_one_ends_a_job_that_ignores_it() {
     use crate::local_users::Exec;
@@ -1059,7 +1046,7 @@ async fn sigterm_ends_a_run_with_a_pending_job_and_a_second_one_ends_a_job_that_
         assert_eq!(row[2], "canceled", "{text}");
     }
     assert_eq!(
-        stubborn_sleeps(),
+        processes_running(&["sleep", "613"]),
         0,
         "the stubborn job's sleep outlived the run"
     );

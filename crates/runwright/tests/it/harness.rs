@@ -478,3 +478,47 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The pid a job wrote to `path`, once it is there (fails the test after [`WAIT`]).
+pub async fn read_pid(path: &Path) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many processes run exactly `argv` (e.g. `["sleep", "613"]`): a job's leftovers, found by a command
+/// line no other test uses.
+pub fn processes_running(argv: &[&str]) -> usize {
+    let mut cmdline = Vec::new();
+    for arg in argv {
+        cmdline.extend_from_slice(arg.as_bytes());
+        cmdline.push(0);
+    }
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `t` as config.toml's `token_obtained_at`/`token_expires_at` hold it (RFC 3339, whole seconds).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .expect("ns")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("fmt")
+}

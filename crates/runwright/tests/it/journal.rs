@@ -8,24 +8,6 @@ use runwright_coordinator::JobSpec;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn read_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never written",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn journal_dir(h: &Harness) -> PathBuf {
     h.path().join("journal")
 }
@@ -83,8 +65,8 @@ async fn sigkill_mid_job_is_finalised_from_the_journal_after_restart_and_nothing
         ],
     ));
     h.wait_trace(id, "before-the-kill\n").await;
-    let shell = read_pid(&pids.join("shell.pid"));
-    let escaped = read_pid(&pids.join("setsid.pid"));
+    let shell = read_pid(&pids.join("shell.pid")).await;
+    let escaped = read_pid(&pids.join("setsid.pid")).await;
     let dir = job_dir(&h, id);
     assert_eq!(meta(&dir)["state"], "running");
 

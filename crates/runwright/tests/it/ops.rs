@@ -766,18 +766,12 @@ async fn tokens_rotate_at_three_quarters_of_their_lifetime_and_are_saved() {
         .set_token_expiry(TOKEN, Some(Duration::from_secs(20)));
     h.coordinator
         .set_token_lifetime(Some(Duration::from_secs(3600)));
-    let fmt = |t: time::OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .expect("ns")
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("fmt")
-    };
     let now = time::OffsetDateTime::now_utc();
     // 80 s of a 100 s lifetime are gone: past 75%, the service resets the token at start.
     let extra = format!(
         "  # obtained and expiry, kept in place\n  token_obtained_at = {}\n  token_expires_at = {}",
-        fmt(now - time::Duration::seconds(80)),
-        fmt(now + time::Duration::seconds(20))
+        rfc3339(now - time::Duration::seconds(80)),
+        rfc3339(now + time::Duration::seconds(20))
     );
     write_config_kept_mode(
         &h,

@@ -110,19 +110,6 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
     );
 }
 
-/// Processes `sleep 619` (the stubborn job's) still alive.
-fn stubborn_sleeps() -> usize {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00619\x00")
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// A second SIGTERM (or the shutdown timeout) ends the service at once; a job that ignores SIGTERM, and what it
 /// detached with `setsid`, must not outlive it — also on a host without writable cgroups, where only the mark
 /// sweep finds the detached process (before: both kept running after the service exited).
@@ -146,7 +133,7 @@ async fn a_second_sigterm_exits_at_once_and_leaves_no_job_process_behind() {
         ],
     ));
     h.wait_trace(id, "started\n").await;
-    assert_eq!(stubborn_sleeps(), 2);
+    assert_eq!(processes_running(&["sleep", "619"]), 2);
     h.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.signal(Signal::SIGTERM);
@@ -159,10 +146,10 @@ async fn a_second_sigterm_exits_at_once_and_leaves_no_job_process_behind() {
         started.elapsed()
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while stubborn_sleeps() > 0 && std::time::Instant::now() < deadline {
+    while processes_running(&["sleep", "619"]) > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let left = stubborn_sleeps();
+    let left = processes_running(&["sleep", "619"]);
     // A failed run must not leave its sleeps to the next test.
     let _ = std::process::Command::new("pkill")
         .args(["-KILL", "-x", "-f", "sleep 619"])
