@@ -102,10 +102,6 @@ impl ExecutorSession for DockerSession {
         .map_err(ExecutorError::from)
     }
 
-    fn host_path(&self, path: &Path) -> Option<PathBuf> {
-        self.mounts.host_path(path)
-    }
-
     fn host_name(&self) -> Option<String> {
         Some(format!("{} via {}", self.names.base, self.host))
     }
