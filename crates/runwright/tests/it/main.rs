@@ -30,6 +30,7 @@ mod ops;
 mod polling;
 mod registry;
 mod secrets;
+mod shell_isolation;
 mod signals;
 mod soak;
 mod sources;
