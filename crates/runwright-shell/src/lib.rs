@@ -188,16 +188,8 @@ impl Executor for ShellExecutor {
                     job.builds_dir.display()
                 ))
             })?;
-        // Every stage script starts with `[ -d <tmp> ] || mkdir -p <tmp>`: made here it is a test instead of a
-        // process start per job. Not for `--user`: there the job's user must own it, so its script makes it.
-        if self.user.is_none() {
-            if let Err(e) = tokio::fs::create_dir_all(&job.tmp_dir).await {
-                tracing::debug!(
-                    "creating {}: {e}; the job's script will",
-                    job.tmp_dir.display()
-                );
-            }
-        }
+        // The project's dirs (`<project>.tmp` too) are made by the job's own stage scripts, as the job's user: the
+        // service opens no path below the builds dir, where a job can plant symlinks (issue 19 item 7).
         let cgroup = self.job_cgroup(job)?;
         Ok(Box::new(ShellSession {
             exec: self.clone(),
