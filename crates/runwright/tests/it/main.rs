@@ -20,6 +20,7 @@ mod exec_live;
 mod exec_served;
 mod fidelity;
 mod file_count;
+mod helper_verbs;
 mod jobs;
 mod journal;
 mod journal_bounds;
