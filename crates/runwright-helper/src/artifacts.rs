@@ -208,6 +208,11 @@ pub async fn downloader(a: DownloaderArgs, wd: &Path, log: &Log) -> Outcome {
     drop(temp);
     match r {
         Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if crate::limits::is_limit(&e) => Err(log.fatal(&format!(
+            "extracting the artifacts of job ({}): {}",
+            c.id,
+            crate::limits::explain(&e, "artifacts")
+        ))),
         Ok(Err(e)) => Err(log.fatal(&e.to_string())),
         Err(e) => Err(log.fatal(&e)),
     }
@@ -284,7 +289,18 @@ pub async fn uploader(mut a: UploaderArgs, wd: &Path, log: &Log) -> Outcome {
         untracked: a.archiver.untracked,
         max_files: a.limits.max_files(),
     };
-    let selection = crate::cache::select(wd, spec, log).await?;
+    // Over the bound: the error, and exit code 1, which fails the job (as any failing upload).
+    let selection = crate::cache::select(wd, spec, "artifacts", log)
+        .await
+        .map_err(|e| {
+            e.map_or_else(
+                |stop| stop,
+                |why| {
+                    log.error(&why);
+                    Stop(1)
+                },
+            )
+        })?;
     if selection.is_empty() {
         log.error("No files to upload");
         return Ok(());

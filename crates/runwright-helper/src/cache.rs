@@ -278,7 +278,7 @@ pub async fn extractor(a: ExtractorArgs, wd: &Path, log: &Log) -> Outcome {
     let r = crate::blocking(move || runwright_archive::extract(&archive, &wd, &opts)).await;
     match r {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(log.fatal(&e.to_string())),
+        Ok(Err(e)) => Err(log.fatal(&crate::limits::explain(&e, "cache"))),
         Err(e) => Err(log.fatal(&e)),
     }
 }
@@ -458,7 +458,10 @@ pub async fn archiver(mut a: ArchiverArgs, wd: &Path, log: &Log) -> Outcome {
         untracked: a.archiver.untracked,
         max_files: a.limits.max_files(),
     };
-    let selection = select(wd, spec, log).await?;
+    // Over the bound: a warning, and no cache (the stage says "Failed to create cache"; the job goes on).
+    let selection = select(wd, spec, "cache", log)
+        .await
+        .map_err(|e| e.map_or_else(|stop| stop, |why| log.warn_exit(&why)))?;
     if selection.is_empty() {
         log.warn("No files to cache.");
         return Ok(());
@@ -492,16 +495,26 @@ pub async fn archiver(mut a: ArchiverArgs, wd: &Path, log: &Log) -> Outcome {
 }
 
 /// The selection, with gitlab-runner's lines about it; an error is fatal.
+/// The files of `spec` below `wd`, with the selection's lines; `what` names the archive (`cache`, `artifacts`)
+/// in the error for a selection over `max_archive_files`. That error is the caller's to report (`Err(Ok(…))`);
+/// any other ends the verb (`Err(Err(stop))`).
 pub(crate) async fn select(
     wd: &Path,
     spec: ArchiveSpec,
+    what: &str,
     log: &Log,
-) -> Result<runwright_archive::Selection, Stop> {
+) -> Result<runwright_archive::Selection, Result<String, Stop>> {
     let dir = wd.to_path_buf();
     let selection = crate::blocking(move || runwright_archive::select_files(&dir, &spec))
         .await
-        .map_err(|e| log.fatal(&e))?
-        .map_err(|e| log.fatal(&e.to_string()))?;
+        .map_err(|e| Err(log.fatal(&e)))?
+        .map_err(|e| {
+            if crate::limits::is_limit(&e) {
+                Ok(crate::limits::explain(&e, what))
+            } else {
+                Err(log.fatal(&e.to_string()))
+            }
+        })?;
     for w in &selection.warnings {
         log.warn(w);
     }

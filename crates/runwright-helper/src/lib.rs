@@ -20,6 +20,7 @@
 pub mod artifacts;
 pub mod cache;
 pub mod flags;
+mod limits;
 pub mod log;
 pub mod misc;
 
