@@ -288,6 +288,13 @@ async fn a_job_swapping_its_paths_for_symlinks_neither_reads_nor_replaces_roots_
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     targets.assert_untouched("after the job ended");
+    // cleanup_file_variables ran as the job's user too: the temporary dir (file variables, GITLAB_ENV) is gone.
+    let project = builds
+        .join(runwright_config::short_token(TOKEN))
+        .join("0/grp/app");
+    assert!(project.is_dir(), "{}", project.display());
+    let tmp = project.with_file_name("app.tmp");
+    assert!(!tmp.exists(), "{} left behind", tmp.display());
 }
 
 /// The pids of the processes of `uid`.
