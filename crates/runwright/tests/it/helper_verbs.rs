@@ -30,7 +30,7 @@ fn run_in(program: &Path, wd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out
     cmd.current_dir(wd)
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PATH", std::env::var_os(runwright_static::env_vars::PATH).unwrap_or_default())
         .env("RUNWRIGHT_FAST_RETRIES", "1");
     for (k, v) in env {
         cmd.env(k, v);
