@@ -226,6 +226,23 @@ mod tests {
         assert_eq!(err.to_string(), "timeout waiting for file to be created");
     }
 
+    #[tokio::test]
+    async fn health_check_waits_for_every_port_given() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ports = vec![
+            a.local_addr().unwrap().port().to_string(),
+            b.local_addr().unwrap().port().to_string(),
+        ];
+        let cap = crate::log::testing::Captured::default();
+        let done = tokio::time::timeout(
+            Duration::from_secs(30),
+            health_check(HealthCheckArgs { ports }, &cap.log()),
+        )
+        .await;
+        assert_eq!(done.ok(), Some(Ok(())));
+    }
+
     #[test]
     fn cache_init_opens_up_the_paths() {
         use std::os::unix::fs::PermissionsExt;

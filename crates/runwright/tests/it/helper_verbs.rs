@@ -30,7 +30,10 @@ fn run_in(program: &Path, wd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out
     cmd.current_dir(wd)
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var_os(runwright_static::env_vars::PATH).unwrap_or_default())
+        .env(
+            "PATH",
+            std::env::var_os(runwright_static::env_vars::PATH).unwrap_or_default(),
+        )
         .env("RUNWRIGHT_FAST_RETRIES", "1");
     for (k, v) in env {
         cmd.env(k, v);
@@ -383,6 +386,39 @@ async fn a_presigned_cache_round_trips_through_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_cache_alone_and_a_missing_one() {
     let dir = tempfile::tempdir().expect("tmp");
+    // gitlab-runner's scripts guard every helper call with `if gitlab-runner-helper --version` (shells/
+    // abstract.go `guardRunnerCommand`); `--help` lists the verbs.
+    let out = helper(dir.path(), dir.path(), &["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("gitlab-runner-helper "),
+        "{}",
+        text(&out)
+    );
+    let out = helper(dir.path(), dir.path(), &["--help"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for verb in [
+        "cache-extractor",
+        "cache-archiver",
+        "artifacts-downloader",
+        "artifacts-uploader",
+        "cache-init",
+        "read-logs",
+        "health-check",
+    ] {
+        assert!(t.contains(verb), "{verb}: {t}");
+    }
+    assert!(!t.contains("register"), "only the helper's verbs: {t}");
+    // A flag no gitlab-runner helper has: exit 1, as gitlab-runner's helper (urfave/cli's error, Fatal).
+    let out = helper(
+        dir.path(),
+        dir.path(),
+        &["cache-extractor", "--no-such-flag"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
     let wd = dir.path().join("project");
     std::fs::create_dir_all(wd.join("node_modules/x")).expect("dirs");
     std::fs::write(wd.join("node_modules/x/index.js"), "x").expect("file");
@@ -447,9 +483,12 @@ async fn the_local_cache_alone_and_a_missing_one() {
     assert!(!t.contains("FATAL"), "{t}");
 }
 
+/// One entry of [`hostile_zip`]: name, kind, data.
+type ZipEntry<'a> = (&'a str, char, &'a str);
+
 /// A zip of `entries` (`(name, kind, data)`, kind `f` file, `l` symlink whose data is the target), written
 /// by Python's zipfile, which writes whatever names it is given.
-fn hostile_zip(path: &Path, entries: &[(&str, char, &str)]) {
+fn hostile_zip(path: &Path, entries: &[ZipEntry]) {
     let spec = serde_json::to_string(
         &entries
             .iter()
@@ -481,7 +520,7 @@ async fn hostile_archives_are_refused_from_the_cache_and_from_artifacts() {
     let dir = h.path();
     let outside = dir.join("outside");
     std::fs::create_dir_all(&outside).expect("outside");
-    let cases: [(&str, Vec<(&str, char, &str)>); 4] = [
+    let cases: [(&str, Vec<ZipEntry>); 4] = [
         ("zip-slip", vec![("../../outside/slip.txt", 'f', "pwned")]),
         (
             "absolute",
