@@ -418,6 +418,19 @@ async fn the_local_cache_alone_and_a_missing_one() {
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let runwright = linked(dir.path(), "runwright");
+    let out = run_in(
+        &runwright,
+        dir.path(),
+        &["cache-extractor", "--no-such-flag"],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "runwright <verb> too: {}",
+        text(&out)
+    );
 
     let wd = dir.path().join("project");
     std::fs::create_dir_all(wd.join("node_modules/x")).expect("dirs");
