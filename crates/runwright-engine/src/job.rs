@@ -558,7 +558,7 @@ impl StageRun<'_> {
             return outcome;
         }
 
-        let sources = SourcesRun { run: self, host };
+        let sources = SourcesRun { run: self };
         let failed_before = match sources.run(session).await {
             Err(Stop::Now(outcome)) => return outcome,
             Err(Stop::Failed(outcome)) => Some(outcome),
@@ -996,14 +996,16 @@ enum Stop {
 /// `attemptExecuteStage`).
 struct SourcesRun<'a> {
     run: &'a StageRun<'a>,
-    host: &'a HostDirs,
 }
 
 impl SourcesRun<'_> {
     /// The get_sources script, or the error the runner fails the stage with before running anything.
     fn script(&self) -> Result<String, Error> {
-        let (env, job, plan, host) = (self.run.env, self.run.job, self.run.plan, self.host);
-        let host_tmp = host.dirs.tmp_dir.to_string_lossy().to_string();
+        let (env, job, plan) = (self.run.env, self.run.job, self.run.plan);
+        // The script runs where the executor runs its stages (docker: the helper container), so it names the
+        // job's dirs as the executor sees them, not as the runner's file system does.
+        let dirs = &plan.dirs;
+        let host_tmp = dirs.tmp_dir.to_string_lossy().to_string();
         let mut w = ScriptWriter::new();
         w.exports(&plan.vars, &host_tmp);
         sources::write_git_env(&mut w);
@@ -1013,9 +1015,9 @@ impl SourcesRun<'_> {
             w.config_snippet(env.runner.pre_get_sources_script.as_deref());
             w.user_commands(&job_hook(job, "pre_get_sources_script"));
         }
-        w.cd(&host.dirs.builds_dir.to_string_lossy());
+        w.cd(&dirs.builds_dir.to_string_lossy());
         let mut settings = plan.sources.clone();
-        settings.project_dir = host.dirs.project_dir.to_string_lossy().to_string();
+        settings.project_dir = dirs.project_dir.to_string_lossy().to_string();
         settings.tmp_dir = host_tmp;
         sources::write_sources(&mut w, job, &settings)?;
         if git {
@@ -1046,7 +1048,7 @@ impl SourcesRun<'_> {
         let script = self.script();
         let clear = {
             let mut w = ScriptWriter::new();
-            sources::write_clear_worktree(&mut w, &self.host.dirs.project_dir.to_string_lossy());
+            sources::write_clear_worktree(&mut w, &plan.dirs.project_dir.to_string_lossy());
             plan.script(&w)
         };
         let mut backoff = Backoff::new(plan.stage_backoff);

@@ -134,7 +134,7 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     let short = runwright_config::short_token(&token);
     let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
@@ -184,7 +184,7 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 20");
     h.start();
     // "relay" fetches from "web" (another service, by alias) and serves what it got on its own port.
@@ -233,7 +233,7 @@ async fn a_service_without_alias_as_gitlab_sends_it_is_reached_by_its_image_name
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 20");
     h.start();
     let mut spec = sourceless(
@@ -258,7 +258,7 @@ async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 2");
     h.start();
     let mute = Image {
@@ -292,7 +292,7 @@ async fn a_service_that_exits_gets_the_warning_block_at_once() {
     if !docker_ready(&[EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     // A timeout the test would notice: the warning must come from the exit, not from the timeout.
     let token = h.docker_runner("", "    wait_for_services_timeout = 300");
     h.start();
@@ -330,7 +330,7 @@ async fn dind_service_builds_and_runs_an_image_with_tls_certs_from_the_shared_vo
     if !docker_ready(&[DIND]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let www = h.path().join("www");
     let token = h.docker_runner(
         "",
@@ -382,7 +382,7 @@ async fn bind_mounted_builds_dir_keeps_the_checkout_and_results() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let www = h.path().join("www");
     let token = h.docker_runner(
         "",
@@ -441,7 +441,7 @@ async fn cache_volumes_are_reused_within_a_project_only_and_can_be_listed_and_pr
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     // A token of this test's own, so its volumes are told apart from other tests' on the same dockerd.
     let token = format!("glrt-vol{:016x}", rand_u64());
     h.coordinator
@@ -538,7 +538,7 @@ async fn cancel_and_timeout_leave_no_container_or_network() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     h.start();
     let mut canceled = sourceless("cancel-me", &["echo started", "sleep 300"]);
@@ -578,7 +578,7 @@ async fn runner_shutdown_mid_job_leaves_no_container_network_or_volume() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     // disable_cache gives the job temporary volumes too: they must go as well.
     let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
     h.start();
@@ -607,7 +607,7 @@ async fn pull_policies_never_if_not_present_and_always_then_if_not_present() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner(
         "",
         "    allowed_pull_policies = [\"always\", \"if-not-present\", \"never\"]",
@@ -696,7 +696,7 @@ async fn disallowed_policies_and_images_are_configuration_errors() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner(
         "",
         "    allowed_images = [\"127.0.0.1:5999/runwright-test/busy*:*\"]",
@@ -743,7 +743,7 @@ async fn a_job_image_without_a_shell_gets_a_clear_error() {
     if !docker_ready(&[NOSHELL]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
     h.start();
@@ -764,7 +764,7 @@ async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
     if !docker_ready(&[DEBIAN]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     h.start();
     let mut spec = sourceless(
@@ -814,7 +814,7 @@ async fn private_registry_pulls_use_docker_auth_config_then_job_credentials() {
         crate::registry::Registry::start(BUSYBOX, "private/busybox", "1", "alice", "alice-s3cret")
             .await;
     let private = format!("{}/private/busybox:1", registry.host);
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner(
         "",
         "    allowed_users = [\"1000\"]\n    allowed_pull_policies = [\"always\", \"if-not-present\"]",
@@ -945,7 +945,7 @@ async fn exec_runs_image_jobs_in_containers_and_the_others_on_the_host() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let h = Harness::new().await;
+    let h = Harness::docker().await;
     h.make_repo("grp/pipe", &[(".gitlab-ci.yml", EXEC_PIPELINE)]);
     let dir = h.path().join("src/grp/pipe");
     let cache = h.path().join("exec-cache");
@@ -1088,7 +1088,7 @@ async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     h.docker_runner(
         "",
         &format!(
@@ -1106,7 +1106,7 @@ async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
     assert!(t.contains("remote Docker hosts are not supported"), "{t}");
 
     // Without the client certificates the daemon refuses the connection: a clear error, not a hang.
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     h.docker_runner(
         "",
         &format!("    host = \"tcp://{ip}:2376\"\n    tls_verify = false"),
@@ -1220,7 +1220,7 @@ async fn the_build_hosts_privileged_runner_asks_dockerd_for_privileged_container
         .expect("docker run")
         .status
         .success();
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let proxy = RecordingProxy::start(h.path());
     let www = h.path().join("www");
     let token = h.docker_runner(
@@ -1303,7 +1303,7 @@ async fn a_docker_job_may_choose_its_clone_path_and_git_in_the_container_sees_th
     if !docker_ready(&[DEBIAN]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     let sha = h.make_repo("grp/app", &[("README.md", "custom path\n")]);
     h.start();
@@ -1345,7 +1345,7 @@ async fn gpus_and_service_gpus_reach_dockerd_as_device_requests() {
     }
     // This machine has no GPU: dockerd refuses to start such a container ("could not select device driver"),
     // which shows the request reached it; the create bodies show what was asked for.
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let proxy = RecordingProxy::start(h.path());
     let token = h.docker_runner(
         "",

@@ -53,6 +53,32 @@ impl Harness {
         }
     }
 
+    /// A harness whose coordinator (and the git it serves) containers reach: it listens on the gateway of the
+    /// suite's own Docker network `runwright-test-reach` (made when missing), an address of this host that
+    /// every container gets to, instead of 127.0.0.1, which inside a container is the container itself. Git
+    /// clones and transfers run in the job's helper container. Without a daemon: loopback, as `new`.
+    pub async fn docker() -> Self {
+        let gateway = match runwright_docker::connect(None, None, false).await {
+            Ok(d) => runwright_docker::reach::gateway(
+                &d,
+                "runwright-test-reach",
+                std::collections::HashMap::from([(
+                    "org.runwright.test".to_string(),
+                    "reach".to_string(),
+                )]),
+            )
+            .await
+            .ok(),
+            Err(_) => None,
+        };
+        Self::with_options(|o| {
+            if let Some(ip) = gateway {
+                o.bind = std::net::SocketAddr::new(ip, 0);
+            }
+        })
+        .await
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
