@@ -172,8 +172,14 @@ async fn exit_code(docker: &Docker, exec: &str, container: &str) -> Result<i32, 
 }
 
 /// Whether the job has predefined work a helper must do: sources, caches, artifacts to upload, or artifacts of
-/// dependencies to download. A job with none (`GIT_STRATEGY: none`, no cache, no artifacts) gets no helper.
-pub fn job_needs_helper(job: &runwright_engine::PreparedJob) -> bool {
+/// dependencies to download; or a build container user who is not root, for whom the helper makes the job's
+/// dirs (with umask 0000) where that user could not. A job with none of these (`GIT_STRATEGY: none`, no cache,
+/// no artifacts, root) gets no helper: its few predefined stages (`mkdir` of the project dir, an empty
+/// cleanup) run in the build container.
+pub fn job_needs_helper(job: &runwright_engine::PreparedJob, build_user: Option<&str>) -> bool {
+    if !is_root(build_user) {
+        return true;
+    }
     let strategy = job.variables.value("GIT_STRATEGY").unwrap_or("");
     let sources = !matches!(strategy, "none");
     let j = &job.job;
@@ -187,9 +193,27 @@ pub fn job_needs_helper(job: &runwright_engine::PreparedJob) -> bool {
         })
 }
 
+/// Whether a container user (`user`, `uid[:gid]`, `name[:group]`) is root; `None` is the image's own user,
+/// which GitLab's runner also treats as root.
+pub fn is_root(user: Option<&str>) -> bool {
+    match user.map(|u| u.split(':').next().unwrap_or(u)) {
+        None | Some("") | Some("0") | Some("root") => true,
+        Some(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_users() {
+        assert!(is_root(None));
+        assert!(is_root(Some("root:root")));
+        assert!(is_root(Some("0")));
+        assert!(!is_root(Some("1000:1000")));
+        assert!(!is_root(Some("nobody")));
+    }
 
     #[test]
     fn the_stage_command_sets_the_umask_unless_disabled() {

@@ -176,7 +176,7 @@ impl DockerSession {
             env: job_environment(job),
         };
         let started = self.start_services(&p, &shared, &auth).await?;
-        if helper::job_needs_helper(job) {
+        if helper::job_needs_helper(job, image.user.as_deref()) {
             self.start_helper(&p, &shared, &auth).await?;
             p.check_canceled()?;
         }
