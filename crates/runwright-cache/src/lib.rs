@@ -25,4 +25,6 @@ pub use admin::{CacheEntry, Filter, Location, RunnerCaches};
 pub use error::{strip_query, Error, Result};
 pub use key::{candidates, default_key, hashed, sanitize, CacheKey, Candidates, KeyError};
 pub use local::{project_slug, LocalCache};
-pub use s3::{download, upload, DownloadResult, S3Cache, UploadResult};
+pub use s3::{
+    download, download_from, upload, upload_with_headers, DownloadResult, S3Cache, UploadResult,
+};

@@ -115,6 +115,26 @@ impl LocalCache {
     }
 }
 
+/// Writes `metadata.json` beside `archive` (any path, not only this layout's) from `metadata`, keys
+/// normalised as GitLab's helper does (lower-cased; empty keys dropped), mode 0640 (runner
+/// commands/helpers/cache_metadata.go `writeCacheMetadataFile`). The helper's `cache-archiver --metadata` and
+/// `cache-extractor` (the `x-amz-meta-*` headers of a download) write it.
+pub fn write_metadata_file(
+    archive: &Path,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<PathBuf> {
+    let dir = parent_dir(archive)?;
+    let path = dir.join(METADATA_FILE);
+    let normalized: std::collections::BTreeMap<String, &String> = metadata
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let body = serde_json::to_string(&normalized).map_err(|e| Error::io(&path, e.into()))?;
+    write_atomic(&path, body.as_bytes(), 0o640)?;
+    Ok(path)
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = parent_dir(path)?;

@@ -496,19 +496,33 @@ pub async fn download(
     head_url: &str,
     local: &Path,
 ) -> Result<DownloadResult> {
-    let head = client
-        .head(head_url)
-        .send()
-        .await
-        .map_err(|e| Error::http("HEAD", head_url, e))?;
-    if head.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(DownloadResult::NotFound);
-    }
-    let head = check_status("HEAD", head_url, head).await?;
-    let head_modified = last_modified(head.headers());
-    if let Some(remote) = head_modified {
-        if let Ok(meta) = std::fs::metadata(local) {
-            if meta.modified().is_ok_and(|m| m >= remote) {
+    download_from(client, get_url, Some(head_url), local).await
+}
+
+/// [`download`] with the `HEAD` request optional, as the helper's `cache-extractor` has it (`--head-url`
+/// may be left out; runner commands/helpers/cache_extractor.go `downloadPresignedSequential`): without one,
+/// the `GET` is sent straight away and its `Last-Modified` decides whether the local copy is current (the
+/// body is then dropped unread).
+pub async fn download_from(
+    client: &reqwest::Client,
+    get_url: &str,
+    head_url: Option<&str>,
+    local: &Path,
+) -> Result<DownloadResult> {
+    let mut head_modified = None;
+    if let Some(head_url) = head_url {
+        let head = client
+            .head(head_url)
+            .send()
+            .await
+            .map_err(|e| Error::http("HEAD", head_url, e))?;
+        if head.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(DownloadResult::NotFound);
+        }
+        let head = check_status("HEAD", head_url, head).await?;
+        head_modified = last_modified(head.headers());
+        if let Some(remote) = head_modified {
+            if local_is_current(local, remote) {
                 return Ok(DownloadResult::UpToDate {
                     last_modified: remote,
                 });
@@ -522,11 +536,20 @@ pub async fn download(
         .await
         .map_err(|e| Error::http("GET", get_url, e))?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
-        // Deleted between HEAD and GET.
+        // No such object (or deleted between HEAD and GET).
         return Ok(DownloadResult::NotFound);
     }
     let response = check_status("GET", get_url, response).await?;
     let remote_modified = last_modified(response.headers()).or(head_modified);
+    if head_url.is_none() {
+        if let Some(remote) = remote_modified {
+            if local_is_current(local, remote) {
+                return Ok(DownloadResult::UpToDate {
+                    last_modified: remote,
+                });
+            }
+        }
+    }
     let metadata = amz_metadata(response.headers());
 
     let dir = parent_dir(local)?;
@@ -571,6 +594,14 @@ pub async fn download(
     })
 }
 
+/// The local file exists and its mtime is at least the remote `Last-Modified` (runner
+/// commands/helpers/cache_extractor.go `isLocalCacheFileUpToDate`, which `lstat`s it).
+fn local_is_current(local: &Path, remote: SystemTime) -> bool {
+    std::fs::symlink_metadata(local)
+        .and_then(|m| m.modified())
+        .is_ok_and(|m| m >= remote)
+}
+
 /// What [`upload`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadResult {
@@ -599,36 +630,80 @@ pub async fn upload(
     human_key: &str,
     max_uploaded_archive_size: i64,
 ) -> Result<UploadResult> {
-    let file = tokio::fs::File::open(local)
+    let size = tokio::fs::metadata(local)
         .await
-        .map_err(|e| Error::io(local, e))?;
-    let meta = file.metadata().await.map_err(|e| Error::io(local, e))?;
-    let size = meta.len();
+        .map_err(|e| Error::io(local, e))?
+        .len();
     if let Ok(max) = u64::try_from(max_uploaded_archive_size) {
         if max > 0 && size > max {
             return Ok(UploadResult::TooLarge { size, max });
         }
     }
-    let mut request = client
+    let headers: Vec<(String, String)> = metadata_value(human_key)
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+        .map(|v| (CACHE_KEY_HEADER.to_owned(), v))
+        .into_iter()
+        .collect();
+    let size = upload_with_headers(client, put_url, local, &headers).await?;
+    Ok(UploadResult::Uploaded { size })
+}
+
+/// Stores `local` through a presigned `PUT` URL with the given request headers, as the helper's
+/// `cache-archiver --header 'Name: value'` sends them (runner commands/helpers/cache_archiver.go
+/// `setHeaders`): the given ones first, then `Content-Type: application/octet-stream` unless one was given,
+/// `Last-Modified` = the archive's mtime, and `Content-Length`. The body is streamed from the file.
+/// Returns the bytes sent. A header that is no valid HTTP header is an error naming it (never its value).
+pub async fn upload_with_headers(
+    client: &reqwest::Client,
+    put_url: &str,
+    local: &Path,
+    headers: &[(String, String)],
+) -> Result<u64> {
+    let file = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| Error::io(local, e))?;
+    let meta = file.metadata().await.map_err(|e| Error::io(local, e))?;
+    let size = meta.len();
+    let mut map = header::HeaderMap::new();
+    for (name, value) in headers {
+        let name = header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            Error::Config(format!(
+                "PUT header {:?} is no valid header name",
+                name.trim()
+            ))
+        })?;
+        let value = header::HeaderValue::from_str(value.trim()).map_err(|_| {
+            Error::Config(format!(
+                "PUT header {name}: the value is no valid header value"
+            ))
+        })?;
+        map.insert(name, value);
+    }
+    if !map.contains_key(header::CONTENT_TYPE) {
+        map.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    if let Ok(mtime) = meta.modified() {
+        if let Ok(v) = header::HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
+            map.insert(header::LAST_MODIFIED, v);
+        }
+    }
+    map.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
+    let request = client
         .put(put_url)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, size)
+        .headers(map)
         // A stream of the file: the archive is never held in memory.
         .body(reqwest::Body::wrap_stream(
             tokio_util::io::ReaderStream::new(file),
         ));
-    if let Some(value) = metadata_value(human_key) {
-        request = request.header(CACHE_KEY_HEADER, value);
-    }
-    if let Ok(mtime) = meta.modified() {
-        request = request.header(header::LAST_MODIFIED, httpdate::fmt_http_date(mtime));
-    }
     let response = request
         .send()
         .await
         .map_err(|e| Error::http("PUT", put_url, e))?;
     check_status("PUT", put_url, response).await?;
-    Ok(UploadResult::Uploaded { size })
+    Ok(size)
 }
 
 /// The response on success; on any other status an [`Error::Status`] with S3's error code

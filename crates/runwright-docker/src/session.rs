@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use runwright_engine::{ExecutorError, ExecutorSession};
 use runwright_trace::TraceBuffer;
-use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -60,10 +60,6 @@ impl ExecutorSession for DockerSession {
         )
         .await
         .map_err(ExecutorError::from)
-    }
-
-    fn host_path(&self, path: &Path) -> Option<PathBuf> {
-        self.mounts.host_path(path)
     }
 
     fn host_name(&self) -> Option<String> {

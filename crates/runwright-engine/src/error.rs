@@ -4,7 +4,6 @@
 
 use crate::executor::ExecutorError;
 use runwright_api::failure_reason::FailureReason;
-use std::path::PathBuf;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -24,14 +23,6 @@ pub enum Error {
     /// `GIT_SUBMODULE_PATHS` with git's `:(exclude)` and nothing to exclude.
     #[error("GIT_SUBMODULE_PATHS: invalid submodule pathspec [{}]", quoted(.0))]
     InvalidSubmodulePaths(Vec<String>),
-    /// A job directory the executor keeps where the runner cannot reach it (docker: a volume without a host
-    /// path).
-    #[error(
-        "{} is not reachable from the runner's file system, so sources, caches and artifacts cannot be moved \
-         there (run runwright on the Docker host, or bind-mount the builds dir)",
-        .0.display()
-    )]
-    NotOnHost(PathBuf),
     /// The executor could not prepare the job.
     #[error("preparing the {executor} executor: {source}")]
     Prepare {
@@ -61,7 +52,6 @@ impl Error {
             | Error::ClonePathOutsideBuildsDir { .. } => FailureReason::RunnerConfigurationError,
             Error::UnknownSubmoduleStrategy
             | Error::InvalidSubmodulePaths(_)
-            | Error::NotOnHost(_)
             | Error::Prepare { .. }
             | Error::InvalidStepName(_)
             | Error::Executor(_) => FailureReason::RunnerSystemFailure,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use runwright_api::types::FeaturesInfo;
 use runwright_api::types::JobResponse;
 use runwright_trace::TraceBuffer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -76,10 +76,11 @@ pub trait Executor: Send + Sync {
     fn default_safe_directory_checkout(&self) -> bool {
         false
     }
-    /// The (uid, gid) the job's scripts run as when that is not the runner's own, so files the runner
-    /// restores into the project directory (caches, artifacts) belong to the job.
-    fn job_owner(&self) -> Option<(u32, u32)> {
-        None
+    /// The helper command the predefined stages call (`cache-extractor`, `artifacts-uploader`, …), unquoted:
+    /// gitlab-runner's `RunnerCommand`. `gitlab-runner-helper` in a helper container; the shell executor runs
+    /// the runner's own binary by its absolute path.
+    fn helper_command(&self) -> String {
+        "gitlab-runner-helper".to_string()
     }
     /// The local cache directory when `cache_dir` is unset, relative to the working directory
     /// (`protocol.md` §6.2: `<cwd>/cache` for the shell executor).
@@ -119,13 +120,6 @@ pub trait ExecutorSession: Send + Sync {
         trace: &TraceBuffer,
         cancel: CancellationToken,
     ) -> Result<i32, ExecutorError>;
-
-    /// Where a path of the job (builds, project, temp or cache dir) is on the runner's own file system, for the
-    /// stages the runner performs itself (sources, caches, artifacts). `None` when it is not reachable there.
-    /// The shell executor's jobs run on the runner's host, so every path is itself.
-    fn host_path(&self, path: &Path) -> Option<PathBuf> {
-        Some(path.to_path_buf())
-    }
 
     /// The host name the job runs on, when the session knows it (the prepare stage prints it).
     fn host_name(&self) -> Option<String> {

@@ -115,6 +115,8 @@ pub const MASK_ALL_DEFAULT_TOKENS: &str = "FF_MASK_ALL_DEFAULT_TOKENS";
 pub const HASH_CACHE_KEYS: &str = "FF_HASH_CACHE_KEYS";
 /// Ask GitLab for a redirect to object storage when downloading artifacts (default on).
 pub const USE_DIRECT_DOWNLOAD: &str = "FF_USE_DIRECT_DOWNLOAD";
+/// Remove a cache's paths when its extraction failed, before the next key is tried (default off).
+pub const CLEAN_UP_FAILED_CACHE_EXTRACT: &str = "FF_CLEAN_UP_FAILED_CACHE_EXTRACT";
 /// A docker network per job (default off).
 pub const NETWORK_PER_BUILD: &str = "FF_NETWORK_PER_BUILD";
 

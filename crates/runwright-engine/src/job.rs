@@ -7,7 +7,6 @@
 use crate::control::{AbortReason, JobControl};
 use crate::error::Error;
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
-use crate::layout::JobDirs;
 use crate::plan::{plan, script_timeouts, Plan};
 use crate::script::ScriptWriter;
 use crate::sources::{self, GitStrategy, SubmoduleStrategy};
@@ -400,85 +399,82 @@ impl StageRun<'_> {
             }
         };
 
-        // The runner performs the predefined stages itself, on the job's dirs as its own file system sees them.
-        let host = HostDirs::of(plan, session.as_ref());
-        let outcome = match &host {
-            Ok(host) => self.run_stages(host, session.as_mut(), &prepare).await,
-            Err(e) => JobOutcome::from_error(e),
-        };
+        let outcome = self.run_stages(session.as_mut(), &prepare).await;
 
         prepare.stop();
 
-        // cleanup_file_variables: runs natively, even after an abort, so secrets never stay on disk.
+        // cleanup_file_variables: a stage like the others (gitlab-runner `writeCleanupScript`), run even after an
+        // abort so secrets never stay on disk; the runner itself opens none of the job's files.
         sections.start(
             "cleanup_file_variables",
             "Cleaning up project directory and file based variables",
         );
-        if let Ok(host) = &host {
-            // The git part of the runner's cleanup script (`writeGitCleanup`): lock files, and the configs and
-            // hooks with `clean_git_config`.
-            let submodules = matches!(
-                plan.sources.submodules,
-                Some(SubmoduleStrategy::Normal | SubmoduleStrategy::Recursive)
-            );
-            if let Err(e) = sources::cleanup_git_dir(
-                &host.dirs.project_dir,
-                &host.dirs.tmp_dir.join("git-template"),
-                submodules,
-                plan.sources.clean_git_config,
-            ) {
-                warn(
-                    trace,
-                    &format!("cleaning up {}/.git: {e}", plan.dirs.project_dir.display()),
-                );
-            }
-            if let Err(e) = remove_tmp_dir(&host.dirs.tmp_dir) {
-                warn(
-                    trace,
-                    &format!("could not remove {}: {e}", plan.dirs.tmp_dir.display()),
-                );
-            }
+        let cleanup = CancellationToken::new();
+        let timer = {
+            let cleanup = cleanup.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CLEANUP_TIMEOUT).await;
+                cleanup.cancel();
+            })
+        };
+        match run_script(
+            session.as_mut(),
+            "cleanup_file_variables",
+            &self.cleanup_script(),
+            trace,
+            cleanup,
+        )
+        .await
+        {
+            StageResult::Ok => {}
+            StageResult::ExitCode(c) => warn(
+                trace,
+                &format!(
+                    "cleaning up {}: exit status {c}",
+                    plan.dirs.tmp_dir.display()
+                ),
+            ),
+            StageResult::Canceled => warn(
+                trace,
+                &format!(
+                    "cleaning up {}: stopped after {}",
+                    plan.dirs.tmp_dir.display(),
+                    format_go_duration(CLEANUP_TIMEOUT)
+                ),
+            ),
+            StageResult::System(e) => warn(
+                trace,
+                &format!("cleaning up {}: {e}", plan.dirs.tmp_dir.display()),
+            ),
         }
+        timer.abort();
         session.cleanup().await;
         sections.end("cleanup_file_variables");
         outcome
     }
-}
 
-/// The job's dirs on the runner's file system (the same paths for the shell executor; the mounts' sources for
-/// docker), where sources are fetched, caches and artifacts moved, and file variables removed.
-struct HostDirs {
-    dirs: JobDirs,
-    cache_dir: PathBuf,
-}
-
-impl HostDirs {
-    fn of(plan: &Plan, session: &dyn ExecutorSession) -> Result<Self, Error> {
-        let map = |p: &std::path::Path| {
-            session
-                .host_path(p)
-                .ok_or_else(|| Error::NotOnHost(p.to_path_buf()))
-        };
-        let dirs = JobDirs {
-            builds_dir: map(&plan.dirs.builds_dir)?,
-            project_dir: map(&plan.dirs.project_dir)?,
-            tmp_dir: map(&plan.dirs.tmp_dir)?,
-        };
-        // A cache dir without a host counterpart (docker without a `/cache` volume) lives for the job only,
-        // as it would in GitLab's helper container.
-        let cache_dir = session
-            .host_path(&plan.cache_dir)
-            .unwrap_or_else(|| dirs.tmp_dir.join("cache"));
-        Ok(Self { dirs, cache_dir })
+    /// The `cleanup_file_variables` script (gitlab-runner `writeCleanupScript`): the job's environment without
+    /// rewriting its file variables (`writeEnvExports`), git's cached credentials forgotten
+    /// (`writeClearGitCredentials`), the git lock files and — with `clean_git_config` — the configs and hooks
+    /// (`writeGitCleanup`), then the whole temporary dir with the file variables, `GITLAB_ENV` and the git
+    /// template and external config in it.
+    fn cleanup_script(&self) -> String {
+        let plan = self.plan;
+        let tmp = plan.dirs.tmp_dir.to_string_lossy();
+        let mut w = ScriptWriter::new();
+        w.env_exports(&plan.vars, &tmp);
+        let submodules = matches!(
+            plan.sources.submodules,
+            Some(SubmoduleStrategy::Normal | SubmoduleStrategy::Recursive)
+        );
+        sources::write_cleanup(&mut w, &plan.sources, submodules);
+        sources::write_rm_dir(&mut w, &tmp);
+        plan.script(&w)
     }
 }
 
-fn remove_tmp_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
+/// How long the cleanup stage may take; it runs after the job's own time may be over.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A fresh value for `RUNWRIGHT_JOB_MARK`: the job id and a random part, unique across runners and restarts.
 pub fn new_process_mark(job_id: i64) -> String {
@@ -550,7 +546,6 @@ async fn run_script(
 impl StageRun<'_> {
     async fn run_stages(
         &self,
-        host: &HostDirs,
         session: &mut dyn ExecutorSession,
         prepare: &StageDeadline,
     ) -> JobOutcome {
@@ -563,7 +558,10 @@ impl StageRun<'_> {
             Err(Stop::Now(outcome)) => return outcome,
             Err(Stop::Failed(outcome)) => Some(outcome),
             // restore_cache, download_artifacts: pluggable.
-            Ok(()) => self.run_steps(host, StepPosition::BeforeScript, true).await,
+            Ok(()) => {
+                self.run_steps(session, StepPosition::BeforeScript, true)
+                    .await
+            }
         };
         if self.job_ctx.is_cancelled() {
             return self.ctx_outcome();
@@ -582,7 +580,7 @@ impl StageRun<'_> {
         // archive_cache / upload_artifacts: pluggable; their errors only count when the script succeeded.
         let succeeded = state == ScriptState::Success;
         if let Some(step_outcome) = self
-            .run_steps(host, StepPosition::AfterScript, succeeded)
+            .run_steps(session, StepPosition::AfterScript, succeeded)
             .await
         {
             if outcome.success {
@@ -853,24 +851,25 @@ impl StageRun<'_> {
         Ok(())
     }
 
-    /// The steps at `position` (caches, artifacts), in order; `Some` with the first one's failure.
+    /// The steps at `position` (caches, artifacts), in order, each a stage whose script the step writes;
+    /// `Some` with the first one's failure (runner common/build.go `executeScript`: `restore_cache` and
+    /// `download_artifacts` with their attempts, `archive_cache*` and `upload_artifacts_on_*`).
     async fn run_steps(
         &self,
-        host: &HostDirs,
+        session: &mut dyn ExecutorSession,
         position: StepPosition,
         succeeded: bool,
     ) -> Option<JobOutcome> {
-        let (env, plan) = (self.env, self.plan);
+        let (env, plan, trace) = (self.env, self.plan, self.trace);
+        let helper = env.executor.helper_command();
         for step in env.steps.iter().filter(|s| s.position() == position) {
             let ctx = StepContext {
                 job: self.job,
                 runner: env.runner,
-                trace: self.trace,
-                project_dir: &host.dirs.project_dir,
-                tmp_dir: &host.dirs.tmp_dir,
-                cache_dir: &host.cache_dir,
+                project_dir: &plan.dirs.project_dir,
+                tmp_dir: &plan.dirs.tmp_dir,
+                cache_dir: &plan.cache_dir,
                 empty_strategy: plan.empty_strategy,
-                owner: env.executor.job_owner(),
                 variables: &plan.vars,
                 feature_flags: &plan.settings.feature_flags,
                 succeeded,
@@ -879,16 +878,59 @@ impl StageRun<'_> {
                 time_left: plan
                     .deadline
                     .saturating_duration_since(tokio::time::Instant::now()),
-                cancel: self.job_ctx.clone(),
+                helper: &helper,
             };
-            let Some((name, title)) = step.section(&ctx) else {
+            // runner shells/abstract.go: every one of these scripts starts with `writeExports` and
+            // `writeCdBuildDir`.
+            let mut w = self.user_writer(&plan.vars);
+            let stage = match step.write(&ctx, &mut w).await {
+                Ok(Some(stage)) => stage,
+                Ok(None) => continue,
+                Err(e) => return Some(JobOutcome::failed(e.reason, e.exit_code, e.message)),
+            };
+            let script = plan.script(&w);
+            let mut backoff = Backoff::new(plan.stage_backoff);
+            let mut result = StageResult::Ok;
+            for attempt in 0..step.attempts(&ctx).max(1) {
+                if attempt > 0 {
+                    warn(trace, "Retrying...");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
+                        _ = self.job_ctx.cancelled() => {}
+                    }
+                    if self.job_ctx.is_cancelled() {
+                        result = StageResult::Canceled;
+                        break;
+                    }
+                }
+                self.sections.start(&stage.name, &stage.title);
+                let from = trace.len();
+                result =
+                    run_script(session, &stage.name, &script, trace, self.job_ctx.clone()).await;
+                self.sections.end(&stage.name);
+                if step.observes_output() {
+                    let output = trace.read(from, usize::MAX);
+                    step.observe(&ctx, &String::from_utf8_lossy(&output));
+                }
+                if matches!(result, StageResult::Ok | StageResult::Canceled) {
+                    break;
+                }
+            }
+            if matches!(result, StageResult::Canceled) {
+                return Some(self.ctx_outcome());
+            }
+            if !step.fails_job() {
+                match result {
+                    StageResult::Ok | StageResult::Canceled => {}
+                    StageResult::ExitCode(c) => {
+                        warn(trace, &format!("{}: exit status {c}", stage.name))
+                    }
+                    StageResult::System(e) => warn(trace, &format!("{}: {e}", stage.name)),
+                }
                 continue;
-            };
-            self.sections.start(&name, &title);
-            let r = step.run(&ctx).await;
-            self.sections.end(&name);
-            if let Err(e) = r {
-                return Some(JobOutcome::failed(e.reason, e.exit_code, e.message));
+            }
+            if let Some(outcome) = result.failure(FailureReason::ScriptFailure, self) {
+                return Some(outcome);
             }
         }
         None
@@ -1002,12 +1044,8 @@ impl SourcesRun<'_> {
     /// The get_sources script, or the error the runner fails the stage with before running anything.
     fn script(&self) -> Result<String, Error> {
         let (env, job, plan) = (self.run.env, self.run.job, self.run.plan);
-        // The script runs where the executor runs its stages (docker: the helper container), so it names the
-        // job's dirs as the executor sees them, not as the runner's file system does.
-        let dirs = &plan.dirs;
-        let host_tmp = dirs.tmp_dir.to_string_lossy().to_string();
         let mut w = ScriptWriter::new();
-        w.exports(&plan.vars, &host_tmp);
+        w.exports(&plan.vars, &plan.dirs.tmp_dir.to_string_lossy());
         sources::write_git_env(&mut w);
         let git = plan.sources.strategy != GitStrategy::None
             && plan.sources.strategy != GitStrategy::Empty;
@@ -1015,16 +1053,14 @@ impl SourcesRun<'_> {
             w.config_snippet(env.runner.pre_get_sources_script.as_deref());
             w.user_commands(&job_hook(job, "pre_get_sources_script"));
         }
-        w.cd(&dirs.builds_dir.to_string_lossy());
-        let mut settings = plan.sources.clone();
-        settings.project_dir = dirs.project_dir.to_string_lossy().to_string();
-        settings.tmp_dir = host_tmp;
-        sources::write_sources(&mut w, job, &settings)?;
+        w.cd(&plan.dirs.builds_dir.to_string_lossy());
+        let settings = &plan.sources;
+        sources::write_sources(&mut w, job, settings)?;
         if git {
             w.user_commands(&job_hook(job, "post_get_sources_script"));
             w.config_snippet(env.runner.post_get_sources_script.as_deref());
         }
-        sources::write_clear_credentials(&mut w, &settings);
+        sources::write_clear_credentials(&mut w, settings);
         Ok(plan.script(&w))
     }
 

@@ -40,6 +40,11 @@ impl ScriptWriter {
         self.body.is_empty()
     }
 
+    /// The commands written so far, without the wrapping [`ScriptWriter::finish`] adds.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
     pub fn line(&mut self, text: &str) {
         for _ in 0..self.indent {
             self.body.push_str("  ");
@@ -71,6 +76,37 @@ impl ScriptWriter {
 
     pub fn warning(&mut self, text: &str) {
         self.echo_colored(ansi::YELLOW, text);
+    }
+
+    /// A plain line (runner shells/bash.go `Printf`: the colour reset first).
+    pub fn printf(&mut self, text: &str) {
+        self.line(&format!(
+            "echo {}",
+            shell_escape(&format!("{}{text}", ansi::RESET))
+        ));
+    }
+
+    /// `if <command> >/dev/null 2>&1 ; then` (runner shells/bash.go `IfCmd`). `env` goes before the command as
+    /// assignments, so values reach it through its environment rather than its argv.
+    pub fn if_cmd(&mut self, env: &[(&str, &str)], argv: &[&str]) {
+        self.line(&format!(
+            "if {} >/dev/null 2>&1 ; then",
+            command_line(env, argv)
+        ));
+        self.indent += 1;
+    }
+
+    /// `if <command> ; then`, its output in the log (runner shells/bash.go `IfCmdWithOutput`); `env` as for
+    /// [`ScriptWriter::if_cmd`].
+    pub fn if_cmd_with_output(&mut self, env: &[(&str, &str)], argv: &[&str]) {
+        self.line(&format!("if {} ; then", command_line(env, argv)));
+        self.indent += 1;
+    }
+
+    /// A command whose failure ends the stage (runner shells/bash.go `Command`), with `env` as assignments before
+    /// it (in its environment, not its argv).
+    pub fn command_with_env(&mut self, env: &[(&str, &str)], argv: &[&str]) {
+        self.line(&command_line(env, argv));
     }
 
     pub fn if_directory(&mut self, path: &str) {
@@ -153,6 +189,27 @@ impl ScriptWriter {
         ));
     }
 
+    /// The job's environment without writing anything (runner shells/abstract.go `writeEnvExports`, for the
+    /// cleanup stage): file variables get their path only, `GITLAB_ENV` is read when it is there.
+    pub fn env_exports(&mut self, vars: &Variables, tmp_dir: &str) {
+        for v in vars.deduplicated() {
+            if !is_valid_env_name(&v.key) {
+                continue;
+            }
+            let value = if v.file {
+                format!("{tmp_dir}/{}", v.key)
+            } else {
+                v.value.clone()
+            };
+            self.line(&format!("export {}={}", v.key, shell_escape(&value)));
+        }
+        let env_file = shell_escape(&format!("{tmp_dir}/gitlab_runner_env"));
+        self.line(&format!("export GITLAB_ENV={env_file}"));
+        self.line(&format!(
+            "if [ -f {env_file} ]; then while read -r line; do export \"$line\"; done < {env_file}; fi"
+        ));
+    }
+
     /// User commands: each echoed as a green `$ command` line, then run (runner shells/abstract.go `writeCommands`).
     pub fn user_commands(&mut self, commands: &[String]) {
         for command in commands {
@@ -213,6 +270,16 @@ impl ScriptWriter {
         s.push_str("exit 0\n");
         s
     }
+}
+
+/// `K=v … cmd arg…`, every word quoted; assignments whose name is not a shell variable name are left out.
+fn command_line(env: &[(&str, &str)], argv: &[&str]) -> String {
+    env.iter()
+        .filter(|(k, _)| is_valid_env_name(k))
+        .map(|(k, v)| format!("{k}={}", shell_escape(v)))
+        .chain(argv.iter().map(|a| shell_escape(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Shell variable names: exporting anything else would be a syntax error that fails every stage.

@@ -12,7 +12,6 @@
 use crate::error::Error;
 use crate::script::{shell_escape, ScriptWriter};
 use runwright_api::types::JobResponse;
-use std::path::Path;
 
 /// The externalized git config (runner `externalGitConfigFile`).
 pub const EXT_GIT_CONFIG: &str = ".gitlab-runner.ext.conf";
@@ -849,101 +848,18 @@ pub fn write_clear_worktree(w: &mut ScriptWriter, project_dir: &str) {
     w.end_if();
 }
 
-/// The git part of the runner's cleanup stage (runner `writeCleanupScript` → `writeGitCleanup`), done by the
-/// runner itself on the job's files: stale lock files, and with `clean_configs` the configs and hooks, so
-/// nothing of this job's git configuration is run by the next one. Errors are returned for a warning.
-pub fn cleanup_git_dir(
-    project_dir: &Path,
-    template_dir: &Path,
-    submodules: bool,
-    clean_configs: bool,
-) -> std::io::Result<()> {
-    fn remove_file(p: &Path) -> std::io::Result<()> {
-        match std::fs::remove_file(p) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    }
-    fn remove_dir(p: &Path) -> std::io::Result<()> {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-            Ok(_) => remove_file(p),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-    /// Files named one of `names` below `dir` (no symlinks followed); with `dirs`, directories named so.
-    fn walk(dir: &Path, names: &[&str], dirs: bool, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let matches = names.iter().any(|n| glob_match(n, &name));
-            if ft.is_dir() {
-                if dirs && matches {
-                    out.push(e.path());
-                } else {
-                    walk(&e.path(), names, dirs, out);
-                }
-            } else if ft.is_file() && !dirs && matches {
-                out.push(e.path());
-            }
-        }
-    }
-    let git = project_dir.join(".git");
-    let mut first_err: Option<std::io::Error> = None;
-    let mut note = |r: std::io::Result<()>| {
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
-        }
-    };
-    for f in STALE_FILES {
-        note(remove_file(&git.join(f)));
-    }
-    let modules = git.join("modules");
-    let mut found = Vec::new();
-    if submodules {
-        let names: Vec<&str> = STALE_FILES
-            .iter()
-            .map(|f| f.rsplit('/').next().unwrap_or(f))
-            .collect();
-        walk(&modules, &names, false, &mut found);
-    }
-    walk(&git.join("refs"), &["*.lock"], false, &mut found);
-    for f in found.drain(..) {
-        note(remove_file(&f));
-    }
-    if clean_configs {
-        for d in [template_dir, git.as_path()] {
-            note(remove_file(&d.join("config")));
-            note(remove_dir(&d.join("hooks")));
-        }
-        if submodules {
-            walk(&modules, &["config"], false, &mut found);
-            for f in found.drain(..) {
-                note(remove_file(&f));
-            }
-            walk(&modules, &["hooks"], true, &mut found);
-            for d in found.drain(..) {
-                note(remove_dir(&d));
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+/// The git part of the runner's cleanup stage (runner `writeCleanupScript`: `writeClearGitCredentials`, then
+/// `writeGitCleanup`): cached credentials forgotten, stale lock files removed, and with `clean_git_config` the
+/// configs and hooks, so nothing of this job's git configuration is run by the next one. Written into the
+/// `cleanup_file_variables` stage, which runs where the job's stages run (never in the runner process).
+pub fn write_cleanup(w: &mut ScriptWriter, s: &SourcesSettings, submodules: bool) {
+    write_clear_credentials(w, s);
+    write_git_cleanup(w, s, submodules);
 }
 
-/// `find -name` patterns used here: a literal name or `*<suffix>`.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => name.ends_with(suffix),
-        None => name == pattern,
-    }
+/// Removes a directory tree as the runner does (runner shells/bash.go `RmDir`): made writable first.
+pub fn write_rm_dir(w: &mut ScriptWriter, dir: &str) {
+    rm_dir_writable(w, dir);
 }
 
 #[cfg(test)]
@@ -1216,9 +1132,9 @@ mod tests {
     }
 
     #[test]
-    fn native_cleanup_removes_locks_configs_and_hooks() {
+    fn cleanup_script_removes_locks_configs_and_hooks() {
         let dir = tempfile_dir().join("p");
-        let tmpl = tempfile_dir().join("t");
+        let tmpl = tempfile_dir().join("t.tmp").join("git-template");
         for f in [
             ".git/index.lock",
             ".git/config",
@@ -1236,13 +1152,33 @@ mod tests {
         }
         std::fs::create_dir_all(tmpl.join("hooks")).expect("tmpl");
         std::fs::write(tmpl.join("config"), "x").expect("tmpl cfg");
-        cleanup_git_dir(&dir, &tmpl, true, false).expect("cleanup");
+        // The cleanup stage's script, run by bash as the executor would run it.
+        let cleanup = |clean_git_config: bool| {
+            let mut s = settings(GitStrategy::Fetch, SubmoduleStrategy::Recursive);
+            s.project_dir = dir.to_string_lossy().to_string();
+            s.tmp_dir = tmpl.parent().expect("parent").to_string_lossy().to_string();
+            s.clean_git_config = clean_git_config;
+            let mut w = ScriptWriter::new();
+            write_cleanup(&mut w, &s, true);
+            let script = w.finish("bash", false);
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .expect("bash");
+            assert!(
+                out.status.success(),
+                "{script}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        cleanup(false);
         assert!(!dir.join(".git/index.lock").exists());
         assert!(!dir.join(".git/refs/heads/main.lock").exists());
         assert!(!dir.join(".git/modules/lib/index.lock").exists());
         assert!(dir.join(".git/refs/heads/main").exists());
         assert!(dir.join(".git/config").exists(), "configs stay by default");
-        cleanup_git_dir(&dir, &tmpl, true, true).expect("cleanup");
+        cleanup(true);
         for gone in [
             ".git/config",
             ".git/hooks",

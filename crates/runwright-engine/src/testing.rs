@@ -7,7 +7,8 @@
 //! Built for this crate's tests, and for other crates' with the `testing` feature.
 
 use crate::executor::{Executor, ExecutorError, ExecutorSession, PreparedJob};
-use crate::steps::{JobStep, StepContext, StepError, StepPosition};
+use crate::script::ScriptWriter;
+use crate::steps::{JobStep, StepContext, StepError, StepPosition, StepStage};
 use async_trait::async_trait;
 use runwright_api::failure_reason::FailureReason;
 use runwright_api::types::FeaturesInfo;
@@ -54,17 +55,22 @@ pub struct StageRecord {
     pub ended: Ended,
 }
 
-/// One transfer step the engine ran.
+/// One transfer step whose stage the engine had written (the stage itself is a [`StageRecord`] of the same
+/// name when it ran).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
-    /// The section it ran in.
+    /// The section (and stage) it wrote.
     pub name: String,
     /// `StepContext::succeeded`: the script's result as the step saw it.
     pub succeeded: bool,
     /// `StepContext::time_left`.
     pub time_left: Duration,
-    pub started: Duration,
-    pub ended: Result<(), StepError>,
+    /// When the script was written.
+    pub written: Duration,
+    /// The helper command the step was given (`Executor::helper_command`).
+    pub helper: String,
+    /// What writing it gave the engine.
+    pub result: Result<(), StepError>,
 }
 
 /// Everything the engine did through the fakes, in order.
@@ -75,6 +81,7 @@ pub enum Event {
         ok: bool,
     },
     Stage(StageRecord),
+    /// A step wrote its stage's script.
     Step(StepRecord),
     /// `ExecutorSession::cleanup`.
     Cleanup,
@@ -132,9 +139,14 @@ impl Recorder {
         self.lock().clone()
     }
 
-    /// The names of everything that ran, in order (see [`Event::name`]).
+    /// The names of everything that ran — prepare, each stage, cleanup — in order (see [`Event::name`]); a
+    /// step counts as the stage it wrote.
     pub fn names(&self) -> Vec<String> {
-        self.lock().iter().map(|e| e.name().to_string()).collect()
+        self.lock()
+            .iter()
+            .filter(|e| !matches!(e, Event::Step(_)))
+            .map(|e| e.name().to_string())
+            .collect()
     }
 
     /// Every run of the stage `name`.
@@ -161,7 +173,7 @@ impl Recorder {
         runs.remove(0)
     }
 
-    /// Every step that ran, in order.
+    /// Every step that wrote its stage, in order.
     pub fn steps(&self) -> Vec<StepRecord> {
         self.lock()
             .iter()
@@ -246,8 +258,17 @@ impl FakeExecutor {
         self
     }
 
-    /// A transfer step at `position` named `name` that records into this executor's log.
+    /// A transfer step at `position` named `name` that records into this executor's log; its stage (of the same
+    /// name) does what `act` says.
     pub fn step(&self, position: StepPosition, name: &str, act: StepAct) -> Arc<dyn JobStep> {
+        let stage = match &act {
+            StepAct::Exit(code) => Some(Act::Exit(*code)),
+            StepAct::Hang => Some(Act::Hang),
+            StepAct::Succeed | StepAct::Refuse(_) => None,
+        };
+        if let (Some(stage), Ok(mut map)) = (stage, self.acts.lock()) {
+            map.entry(name.to_string()).or_default().push_back(stage);
+        }
         Arc::new(FakeStep {
             recorder: self.recorder.clone(),
             position,
@@ -274,6 +295,9 @@ impl Executor for FakeExecutor {
     }
     fn description(&self) -> String {
         "Using the fake executor...".into()
+    }
+    fn helper_command(&self) -> String {
+        FAKE_HELPER.into()
     }
     fn host_name(&self) -> Option<String> {
         self.host_name.clone()
@@ -338,13 +362,20 @@ impl ExecutorSession for FakeSession {
     }
 }
 
+/// The helper command of the fake executor.
+pub const FAKE_HELPER: &str = "/fake/bin/runwright-helper";
+
 /// What a fake transfer step does.
 #[derive(Debug, Clone)]
 pub enum StepAct {
+    /// Its stage exits 0.
     Succeed,
-    Fail(StepError),
-    /// Waits for the job's cancellation, then fails with the error (as a transfer stopped half-way).
-    Hang(StepError),
+    /// Its stage exits with this code (a helper that failed exits 1).
+    Exit(i32),
+    /// Its stage waits for its cancellation (a transfer stopped half-way).
+    Hang,
+    /// Its script cannot be written: the job fails with the error, no stage runs.
+    Refuse(StepError),
 }
 
 struct FakeStep {
@@ -360,28 +391,43 @@ impl JobStep for FakeStep {
         self.position
     }
 
-    fn section(&self, _: &StepContext<'_>) -> Option<(String, String)> {
-        Some((self.name.clone(), format!("Fake {}", self.name)))
-    }
-
-    async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
-        let started = self.recorder.elapsed();
-        let ended = match &self.act {
-            StepAct::Succeed => Ok(()),
-            StepAct::Fail(e) => Err(e.clone()),
-            StepAct::Hang(e) => {
-                ctx.cancel.cancelled().await;
-                Err(e.clone())
-            }
+    async fn write(
+        &self,
+        ctx: &StepContext<'_>,
+        w: &mut ScriptWriter,
+    ) -> Result<Option<StepStage>, StepError> {
+        let result = match &self.act {
+            StepAct::Refuse(e) => Err(e.clone()),
+            _ => Ok(()),
         };
         self.recorder.push(Event::Step(StepRecord {
             name: self.name.clone(),
             succeeded: ctx.succeeded,
             time_left: ctx.time_left,
-            started,
-            ended: ended.clone(),
+            written: self.recorder.elapsed(),
+            helper: ctx.helper.to_string(),
+            result: result.clone(),
         }));
-        ended
+        result?;
+        w.command(&[ctx.helper, "fake-step", &self.name]);
+        Ok(Some(StepStage {
+            name: self.name.clone(),
+            title: format!("Fake {}", self.name),
+        }))
+    }
+
+    /// As GitLab's: `restore_cache` and `download_artifacts` are tried per their variables.
+    fn attempts(&self, ctx: &StepContext<'_>) -> u32 {
+        match self.name.as_str() {
+            "restore_cache" => ctx.restore_cache_attempts,
+            "download_artifacts" => ctx.artifact_download_attempts,
+            _ => 1,
+        }
+    }
+
+    /// As GitLab's: cache stages only warn.
+    fn fails_job(&self) -> bool {
+        !self.name.contains("cache")
     }
 }
 

@@ -57,7 +57,6 @@ fn trace_options(runner: &RunnerConfig) -> JobTraceOptions {
 /// upload_artifacts (`protocol.md` §7.1).
 fn transfer_steps(
     runner: &RunnerConfig,
-    client: &Client,
     trace: &TraceBuffer,
     metrics: &Arc<crate::metrics::Metrics>,
     job: &JobResponse,
@@ -87,9 +86,9 @@ fn transfer_steps(
     let store = CacheStore::observed(s3, Some(observer));
     vec![
         Arc::new(RestoreCache::new(store.clone())),
-        Arc::new(DownloadArtifacts::new(client.clone())),
+        Arc::new(DownloadArtifacts::new()),
         Arc::new(ArchiveCache::new(store)),
-        Arc::new(UploadArtifacts::new(client.clone())),
+        Arc::new(UploadArtifacts::new()),
     ]
 }
 
@@ -289,7 +288,7 @@ pub async fn handle(
         working_dir: shared.working_dir.clone(),
         concurrent_id,
         concurrent_project_id,
-        steps: transfer_steps(&runner, &client, &trace, &shared.metrics, &job),
+        steps: transfer_steps(&runner, &trace, &shared.metrics, &job),
     };
     let outcome = run_job(&env, &job, &trace, &control).await;
     watcher.abort();

@@ -47,6 +47,8 @@ pub struct ShellExecutor {
     cgroups: Option<Arc<Placement>>,
     /// Slot cgroups were asked for but cannot be made: why, for each job's failure.
     cgroups_missing: Option<String>,
+    /// What the predefined stages call for caches and artifacts: this process's executable.
+    helper: String,
 }
 
 impl ShellExecutor {
@@ -73,6 +75,7 @@ impl ShellExecutor {
             kill_grace,
             cgroups: None,
             cgroups_missing: None,
+            helper: own_executable(),
         })
     }
 
@@ -117,6 +120,17 @@ impl ShellExecutor {
     }
 }
 
+/// This process's executable by its absolute path; `runwright` (from `PATH`) if the system cannot say.
+fn own_executable() -> String {
+    match std::env::current_exe() {
+        Ok(path) => path.to_string_lossy().to_string(),
+        Err(e) => {
+            tracing::warn!("cannot find runwright's own executable ({e}); the job's stages call runwright from PATH");
+            "runwright".to_string()
+        }
+    }
+}
+
 fn which(program: &str) -> bool {
     std::env::var_os(runwright_static::env_vars::PATH)
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
@@ -148,11 +162,11 @@ impl Executor for ShellExecutor {
         true
     }
 
-    fn job_owner(&self) -> Option<(u32, u32)> {
-        // An unknown user fails the job when its script starts (`su`); restoring as root meanwhile is harmless.
-        let name = self.user.as_deref()?;
-        let user = nix::unistd::User::from_name(name).ok().flatten()?;
-        Some((user.uid.as_raw(), user.gid.as_raw()))
+    /// The runner's own binary by its absolute path, as gitlab-runner's shell executor calls its own
+    /// executable (executors/shell `RunnerCommand`): the predefined stages run it in the job's shell, as the
+    /// job's user.
+    fn helper_command(&self) -> String {
+        self.helper.clone()
     }
 
     fn description(&self) -> String {
@@ -711,18 +725,27 @@ mod tests {
         .expect("chmod");
         std::fs::create_dir_all(&stage.job.builds_dir).expect("builds dir");
         let code = stage
-            .run("echo \"user=$(id -un)\"\nshopt -q login_shell && echo login=yes || echo login=no\n")
+            .run("echo \"user=$(id -un)\"\necho \"ids=$(id -u):$(id -g)\"\nshopt -q login_shell && echo login=yes || echo login=no\n")
             .await
             .expect("runs");
         let out = stage.output();
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("user=nobody\n"), "{out}");
+        // What the job's stages write (caches, artifacts through the helper) is the user's own.
+        assert!(
+            out.contains(&format!(
+                "ids={}:{}\n",
+                nobody.uid.as_raw(),
+                nobody.gid.as_raw()
+            )),
+            "{out}"
+        );
         assert!(out.contains("login=yes\n"), "{out}");
+        // The stages call the runner's own binary for that, by its absolute path.
         let exec = ShellExecutor::new(Some("bash"), Some("nobody"), PathBuf::new(), Duration::ZERO)
             .expect("bash");
-        assert_eq!(
-            exec.job_owner(),
-            Some((nobody.uid.as_raw(), nobody.gid.as_raw()))
-        );
+        let own = std::env::current_exe().expect("current exe");
+        assert_eq!(exec.helper_command(), own.to_string_lossy());
+        assert!(own.is_absolute());
     }
 }

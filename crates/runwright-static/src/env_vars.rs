@@ -217,6 +217,66 @@ pub const RUNNER_BUILDS_DIR: &str = "RUNNER_BUILDS_DIR";
 /// `register --cache-dir`: the entry's `cache_dir`.
 pub const RUNNER_CACHE_DIR: &str = "RUNNER_CACHE_DIR";
 
+// The helper verbs (`gitlab-runner-helper <verb>`, crate runwright-helper): gitlab-runner's `env:` fallbacks of
+// their flags (commands/helpers/*.go, common/network.go `JobCredentials`). They are read from the job's own
+// environment, where the helper runs (helper container, or the job's shell as the job's user).
+
+/// `--token` of `artifacts-downloader`/`artifacts-uploader`: the job token (a secret; the scripts runwright
+/// writes pass it only this way, never on the command line).
+pub const CI_JOB_TOKEN: &str = "CI_JOB_TOKEN";
+
+/// `--id` of `artifacts-downloader`/`artifacts-uploader`: the job whose artifacts move.
+pub const CI_JOB_ID: &str = "CI_JOB_ID";
+
+/// `--tls-cert-file` of the artifact verbs: client certificate for GitLab (PEM file).
+pub const CI_SERVER_TLS_CERT_FILE: &str = "CI_SERVER_TLS_CERT_FILE";
+
+/// `--tls-key-file` of the artifact verbs: the client certificate's key (PEM file).
+pub const CI_SERVER_TLS_KEY_FILE: &str = "CI_SERVER_TLS_KEY_FILE";
+
+/// `artifacts-downloader --direct-download`: ask GitLab for a redirect to object storage (Go bool; unset: no).
+pub const FF_USE_DIRECT_DOWNLOAD: &str = "FF_USE_DIRECT_DOWNLOAD";
+
+/// `artifacts-downloader --archiver-staging-dir`: where the downloaded archive waits (unset: the temporary
+/// directory).
+pub const ARCHIVER_STAGING_DIR: &str = "ARCHIVER_STAGING_DIR";
+
+/// `artifacts-uploader --compression-level`: fastest, fast, default, slow, slowest.
+pub const ARTIFACT_COMPRESSION_LEVEL: &str = "ARTIFACT_COMPRESSION_LEVEL";
+
+/// `artifacts-uploader --ci-debug-trace` (accepted; runwright's helper logs no response details).
+pub const CI_DEBUG_TRACE: &str = "CI_DEBUG_TRACE";
+
+/// `cache-archiver --metadata`: JSON object of the cache's metadata (`{"cachekey":"…"}`), written to
+/// `metadata.json` beside the archive.
+pub const CACHE_METADATA: &str = "CACHE_METADATA";
+
+/// `cache-archiver --compression-level`: fastest, fast, default, slow, slowest.
+pub const CACHE_COMPRESSION_LEVEL: &str = "CACHE_COMPRESSION_LEVEL";
+
+/// `cache-archiver --compression-format`: zip (default), zipzstd, tarzstd.
+pub const CACHE_COMPRESSION_FORMAT: &str = "CACHE_COMPRESSION_FORMAT";
+
+/// `cache-archiver --max-uploaded-archive-size`: bytes; a bigger archive stays local (0: no limit).
+pub const CACHE_MAX_UPLOADED_ARCHIVE_SIZE: &str = "CACHE_MAX_UPLOADED_ARCHIVE_SIZE";
+
+/// `--transfer-buffer-size` of the cache verbs (accepted and ignored, with a warning).
+pub const CACHE_TRANSFER_BUFFER_SIZE: &str = "CACHE_TRANSFER_BUFFER_SIZE";
+
+/// `--chunk-size` of the cache verbs (accepted and ignored, with a warning).
+pub const CACHE_CHUNK_SIZE: &str = "CACHE_CHUNK_SIZE";
+
+/// `--concurrency` of the cache verbs (accepted and ignored, with a warning).
+pub const CACHE_CONCURRENCY: &str = "CACHE_CONCURRENCY";
+
+/// `--transfer-meter-frequency` of the transfer verbs (accepted and ignored, with a warning).
+pub const TRANSFER_METER_FREQUENCY: &str = "TRANSFER_METER_FREQUENCY";
+
+/// `--max-archive-files` of the transfer verbs (runwright's own): the most files, directories and symlinks
+/// one archive may hold when created or extracted; the runner passes its `max_archive_files`. Unset or 0: no
+/// bound, as gitlab-runner's helper.
+pub const RUNWRIGHT_MAX_ARCHIVE_FILES: &str = "RUNWRIGHT_MAX_ARCHIVE_FILES";
+
 // The host's environment.
 
 /// The user's home. Read for: the default config directory of a non-root user (`~/.gitlab-runner`, also its

@@ -1,28 +1,30 @@
-//! `download_artifacts` and `upload_artifacts_on_success` / `_on_failure` (reference `protocol.md` §5, §7.1).
-//!
-//! GitLab's runner runs these in its helper binary inside the job's environment; runwright runs them in the
-//! runner process on the job's project directory, with the archive engine of `runwright-archive`. The trace
-//! lines are GitLab's, so people reading a log find what they know.
+//! `download_artifacts` and `upload_artifacts_on_success` / `_on_failure` (reference `protocol.md` §5, §7.1),
+//! written as gitlab-runner's `shells/abstract.go` writes them (`downloadAllArtifacts`, `writeUploadArtifacts`,
+//! `writeUploadArtifact`): one `artifacts-downloader` call per dependency with artifacts, one
+//! `artifacts-uploader` call per `artifacts:` entry whose `when` matches, each talking to the runner's `url`
+//! (`--url`, `--id`). The token reaches the helper as `CI_JOB_TOKEN` in its environment (the helper's flag reads
+//! it there, `env:"CI_JOB_TOKEN"`), never on its command line, which anyone on the host can read in `ps`. A
+//! failing helper exits 1, which fails the stage and the job with exit code 1, as in GitLab.
 
-use crate::{blocking, Error};
+use crate::guard_helper;
 use async_trait::async_trait;
-use runwright_api::failure_reason::FailureReason;
 use runwright_api::types::{Artifact, Dependency};
-use runwright_archive::{ArchiveSpec, Format, Level, WriteOptions};
-use runwright_client::Client;
-use runwright_client::UploadRequest;
-use runwright_config::short_token;
-use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition};
-use std::path::{Path, PathBuf};
+use runwright_config::format_go_duration;
+use runwright_engine::script::ScriptWriter;
+use runwright_engine::steps::{JobStep, StepContext, StepError, StepPosition, StepStage};
 
-/// Downloads the artifacts of the job's dependencies into its project directory.
-pub struct DownloadArtifacts {
-    client: Client,
+/// The runner's `url` (gitlab-runner `info.Build.Runner.URL`), the helper's `--url`.
+fn runner_url<'a>(ctx: &StepContext<'a>) -> &'a str {
+    ctx.runner.url.as_str()
 }
 
+/// Downloads the artifacts of the job's dependencies into its project directory.
+#[derive(Debug, Default)]
+pub struct DownloadArtifacts;
+
 impl DownloadArtifacts {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new() -> Self {
+        Self
     }
 }
 
@@ -34,170 +36,68 @@ fn with_artifacts(deps: &[Dependency]) -> impl Iterator<Item = &Dependency> {
     })
 }
 
-/// A failed artifact transfer: `script_failure` with exit code 1, as gitlab-runner reports its
-/// `artifacts-downloader`/`artifacts-uploader` helper exiting 1 (`commands/helpers/artifacts_uploader.go`:
-/// `logrus.Fatalln`).
-fn failed(error: Error) -> StepError {
-    StepError {
-        reason: FailureReason::ScriptFailure,
-        message: error.to_string(),
-        exit_code: Some(1),
-    }
-}
-
 #[async_trait]
 impl JobStep for DownloadArtifacts {
     fn position(&self) -> StepPosition {
         StepPosition::BeforeScript
     }
 
-    fn section(&self, ctx: &StepContext<'_>) -> Option<(String, String)> {
-        with_artifacts(&ctx.job.dependencies).next()?;
-        Some(("download_artifacts".into(), "Downloading artifacts".into()))
-    }
-
-    async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
-        let tries = ctx.artifact_download_attempts;
-        // FF_USE_DIRECT_DOWNLOAD defaults to true: ask for a redirect to object storage on the first try only.
-        // gitlab-runner's helper reads it from the job's environment (`env:"FF_USE_DIRECT_DOWNLOAD"`), where the
-        // resolved value leads the list.
-        let direct = runwright_engine::variables::parse_go_bool(
-            ctx.var(runwright_engine::feature_flags::USE_DIRECT_DOWNLOAD),
-        )
-        .unwrap_or(true);
-        for dep in with_artifacts(&ctx.job.dependencies) {
-            ctx.line(&format!(
-                "{}Downloading artifacts for {} ({})...{}",
-                runwright_trace::ansi::BOLD_GREEN,
-                dep.name,
-                dep.id,
-                runwright_trace::ansi::RESET
-            ));
-            let token = if dep.token.is_empty() {
-                ctx.job.token.as_str()
-            } else {
-                dep.token.as_str()
-            };
-            let dest = ctx.tmp_dir.join(format!("artifacts-{}.download", dep.id));
-            let mut last_err = None;
-            let mut done = false;
-            for attempt in 1..=tries {
-                if ctx.cancel.is_cancelled() {
-                    return Err(failed(Error::Canceled));
-                }
-                if attempt > 1 {
-                    ctx.warn(&format!(
-                        "Retrying download of artifacts for {} ({}), attempt {attempt} of {tries}",
-                        dep.name, dep.id
-                    ));
-                }
-                match self
-                    .client
-                    .download_artifact(dep.id, token, &dest, direct && attempt == 1)
-                    .await
-                {
-                    Ok(out) => {
-                        ctx.line(&format!(
-                            "Downloading artifacts from coordinator... ok        host={} id={} responseStatus=200 OK token={}",
-                            host_of(&self.client.base_url_redacted()),
-                            dep.id,
-                            short_token(token)
-                        ));
-                        if out.redirected {
-                            ctx.line(
-                                "Downloaded the artifacts from object storage (direct download)",
-                            );
-                        }
-                        done = true;
-                        break;
-                    }
-                    Err(e) => {
-                        ctx.warn(&format!("Downloading artifacts from coordinator... {e}"));
-                        last_err = Some(e);
-                    }
-                }
-            }
-            if let (false, Some(source)) = (done, last_err) {
-                let _ = std::fs::remove_file(&dest);
-                return Err(failed(Error::Download {
-                    name: dep.name.clone(),
-                    id: dep.id,
-                    tries,
-                    source,
-                }));
-            }
-            let project = ctx.project_dir.to_path_buf();
-            let archive = dest.clone();
-            let opts = crate::extract_options(ctx);
-            let r = blocking(move || {
-                runwright_archive::extract(&archive, &project, &opts)
-                    .map_err(|e| Error::archive(e, "artifacts"))
-            })
-            .await;
-            let _ = std::fs::remove_file(&dest);
-            match r {
-                Ok(stats) => ctx.line(&format!(
-                    "Extracted {} files, {} directories and {} symlinks ({} bytes)",
-                    stats.files, stats.dirs, stats.symlinks, stats.bytes
-                )),
-                Err(e) => {
-                    return Err(failed(Error::Extract {
-                        name: dep.name.clone(),
-                        id: dep.id,
-                        source: Box::new(e),
-                    }))
-                }
-            }
+    async fn write(
+        &self,
+        ctx: &StepContext<'_>,
+        w: &mut ScriptWriter,
+    ) -> Result<Option<StepStage>, StepError> {
+        if with_artifacts(&ctx.job.dependencies).next().is_none() {
+            return Ok(None);
         }
-        Ok(())
+        guard_helper(w, ctx, "Artifacts downloading", |w| {
+            for dep in with_artifacts(&ctx.job.dependencies) {
+                let token = if dep.token.is_empty() {
+                    ctx.job.token.as_str()
+                } else {
+                    dep.token.as_str()
+                };
+                let id = dep.id.to_string();
+                w.notice(&format!(
+                    "Downloading artifacts for {} ({})...",
+                    dep.name, dep.id
+                ));
+                w.command_with_env(
+                    &[("CI_JOB_TOKEN", token)],
+                    &[
+                        ctx.helper,
+                        "artifacts-downloader",
+                        "--url",
+                        runner_url(ctx),
+                        "--id",
+                        &id,
+                    ],
+                );
+            }
+        });
+        Ok(Some(StepStage {
+            name: "download_artifacts".into(),
+            title: "Downloading artifacts".into(),
+        }))
     }
-}
 
-/// `host=` in GitLab's download line is the coordinator's host name, not its URL.
-fn host_of(url: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_else(|| url.to_string())
+    fn attempts(&self, ctx: &StepContext<'_>) -> u32 {
+        ctx.artifact_download_attempts
+    }
 }
 
 /// Uploads the job's `artifacts:` entries whose `when` matches the script's result.
-pub struct UploadArtifacts {
-    client: Client,
-}
+#[derive(Debug, Default)]
+pub struct UploadArtifacts;
 
 impl UploadArtifacts {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new() -> Self {
+        Self
     }
 }
 
 fn applies(a: &Artifact, succeeded: bool) -> bool {
     crate::when_matches(&a.when, succeeded)
-}
-
-/// The uploaded file's name (`protocol.md` §5.1): the base name of `artifacts:name` (default `default`) plus
-/// the format's suffix; `raw` keeps the name as it is.
-fn upload_file_name(name: &str, format: Option<Format>) -> String {
-    let base = Path::new(name)
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".into());
-    match format {
-        Some(f) => format!("{base}{}", f.extension()),
-        None => base,
-    }
-}
-
-/// GitLab's names (`raw`, `zip`, `gzip`; empty = zip); `None` inside `Ok` means raw.
-fn artifact_format(name: &str) -> Result<Option<Format>, Error> {
-    match name.trim() {
-        "" | "zip" => Ok(Some(Format::Zip)),
-        "gzip" => Ok(Some(Format::Gzip)),
-        "raw" => Ok(None),
-        other => Err(Error::UnsupportedArtifactFormat(other.to_string())),
-    }
 }
 
 #[async_trait]
@@ -206,172 +106,79 @@ impl JobStep for UploadArtifacts {
         StepPosition::AfterScript
     }
 
-    fn section(&self, ctx: &StepContext<'_>) -> Option<(String, String)> {
-        ctx.job
+    async fn write(
+        &self,
+        ctx: &StepContext<'_>,
+        w: &mut ScriptWriter,
+    ) -> Result<Option<StepStage>, StepError> {
+        if runner_url(ctx).is_empty() {
+            return Ok(None);
+        }
+        let mut any = false;
+        for a in ctx
+            .job
             .artifacts
             .iter()
-            .find(|a| applies(a, ctx.succeeded))?;
-        Some(crate::result_section(
+            .filter(|a| applies(a, ctx.succeeded))
+        {
+            any |= write_upload(ctx, w, a);
+        }
+        if !any {
+            return Ok(None);
+        }
+        Ok(Some(crate::result_section(
             ctx,
             "upload_artifacts_on_success",
             "upload_artifacts_on_failure",
             "Uploading artifacts",
-        ))
-    }
-
-    async fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError> {
-        let level = Level::parse(ctx.var("ARTIFACT_COMPRESSION_LEVEL"));
-        let mut first_error = None;
-        for (i, a) in ctx
-            .job
-            .artifacts
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| applies(a, ctx.succeeded))
-        {
-            if let Err(e) = self.upload_one(ctx, i, a, level).await {
-                ctx.error(&e.to_string());
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            Some(e) => Err(failed(e)),
-            None => Ok(()),
-        }
+        )))
     }
 }
 
-impl UploadArtifacts {
-    async fn upload_one(
-        &self,
-        ctx: &StepContext<'_>,
-        index: usize,
-        a: &Artifact,
-        level: Level,
-    ) -> Result<(), Error> {
-        let artifact_type = if a.artifact_type.is_empty() {
-            "archive"
-        } else {
-            a.artifact_type.as_str()
-        };
-        ctx.line(&format!(
-            "{}Uploading artifacts...{}",
-            runwright_trace::ansi::BOLD_GREEN,
-            runwright_trace::ansi::RESET
-        ));
-        let format = artifact_format(&a.artifact_format)?;
-        let spec = ArchiveSpec {
-            paths: a.paths.iter().map(|p| ctx.expand(p)).collect(),
-            exclude: a.exclude.iter().map(|p| ctx.expand(p)).collect(),
-            untracked: a.untracked,
-            max_files: None,
-        };
-        let selection = crate::select(ctx, spec, "artifacts").await?;
-        // Files and symlinks: what `No files to upload` and the raw format count.
-        let mut files = (0..selection.len()).filter(|i| !selection.is_dir(*i));
-        let first_file = files.next();
-        let file_count = first_file.map_or(0, |_| 1 + files.count());
-        if first_file.is_none() {
-            // GitLab's uploader prints this and succeeds.
-            ctx.error("No files to upload");
-            return Ok(());
-        }
-        let name = ctx.expand(&a.name);
-        let filename = upload_file_name(&name, format);
-        std::fs::create_dir_all(ctx.tmp_dir).map_err(|source| Error::CreateDir {
-            path: ctx.tmp_dir.to_path_buf(),
-            source,
-        })?;
-        let (file, temporary): (PathBuf, bool) = match format {
-            None => {
-                // raw: exactly one file, uploaded as it is.
-                match first_file {
-                    Some(i) if file_count == 1 => (selection.get(i).path, false),
-                    _ => return Err(Error::RawNeedsOneFile(file_count)),
-                }
-            }
-            Some(format) => {
-                let out = ctx.tmp_dir.join(format!(
-                    "artifacts-{index}-{artifact_type}{}",
-                    format.extension()
-                ));
-                let target = out.clone();
-                let opts = WriteOptions {
-                    format,
-                    level,
-                    ..WriteOptions::default()
-                };
-                blocking(move || {
-                    runwright_archive::write_archive(&selection, &target, &opts)
-                        .map_err(Error::Archive)
-                })
-                .await?;
-                (out, true)
-            }
-        };
-        let req = UploadRequest {
-            job_id: ctx.job.id,
-            job_token: ctx.job.token.clone(),
-            file: file.clone(),
-            filename,
-            artifact_type: artifact_type.to_string(),
-            artifact_format: match format {
-                None => "raw".into(),
-                Some(Format::Gzip) => "gzip".into(),
-                Some(_) => "zip".into(),
-            },
-            expire_in: ctx.expand(&a.expire_in),
-            // [runners.artifact] (runner shells/abstract.go `writeUploadArtifact`: --timeout,
-            // --response-header-timeout).
-            timeout: ctx.runner.artifact.as_ref().and_then(|c| c.upload_timeout),
-            response_header_timeout: ctx
-                .runner
-                .artifact
-                .as_ref()
-                .and_then(|c| c.response_header_timeout),
-        };
-        let result = self.client.upload_artifact(&req).await;
-        if temporary {
-            let _ = std::fs::remove_file(&file);
-        }
-        match result {
-            Ok(out) => {
-                ctx.line(&format!(
-                    "Uploading artifacts as \"{artifact_type}\" to coordinator... {}  id={} responseStatus={} token={}",
-                    out.status, ctx.job.id, out.status, short_token(&ctx.job.token)
-                ));
-                Ok(())
-            }
-            Err(source) => Err(Error::Upload {
-                artifact_type: artifact_type.to_string(),
-                source,
-            }),
+/// runner `writeUploadArtifact`: `false` when the entry selects nothing (no paths, no untracked).
+fn write_upload(ctx: &StepContext<'_>, w: &mut ScriptWriter, a: &Artifact) -> bool {
+    let files = crate::archiver_args(ctx, &a.paths, &a.exclude, a.untracked);
+    if files.is_empty() {
+        return false;
+    }
+    let timeouts = ctx.runner.artifact.clone().unwrap_or_default();
+    let mut args: Vec<String> = vec![
+        ctx.helper.to_string(),
+        "artifacts-uploader".into(),
+        "--url".into(),
+        runner_url(ctx).to_string(),
+        "--id".into(),
+        ctx.job.id.to_string(),
+        "--timeout".into(),
+        format_go_duration(timeouts.upload_timeout()),
+        "--response-header-timeout".into(),
+        format_go_duration(timeouts.response_header_timeout()),
+    ];
+    args.extend(files);
+    for (flag, value) in [
+        ("--name", ctx.expand(&a.name)),
+        ("--expire-in", ctx.expand(&a.expire_in)),
+        ("--artifact-format", a.artifact_format.clone()),
+        ("--artifact-type", a.artifact_type.clone()),
+    ] {
+        if !value.is_empty() {
+            args.push(flag.into());
+            args.push(value);
         }
     }
+    guard_helper(w, ctx, "Uploading artifacts", |w| {
+        w.notice("Uploading artifacts...");
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.command_with_env(&[("CI_JOB_TOKEN", &ctx.job.token)], &argv);
+    });
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_names_follow_the_format() {
-        assert_eq!(upload_file_name("", Some(Format::Zip)), "default.zip");
-        assert_eq!(
-            upload_file_name("dir/build-1", Some(Format::Zip)),
-            "build-1.zip"
-        );
-        assert_eq!(upload_file_name("junit", Some(Format::Gzip)), "junit.gz");
-        assert_eq!(upload_file_name("report.xml", None), "report.xml");
-    }
-
-    #[test]
-    fn formats_gitlab_accepts() {
-        assert_eq!(artifact_format("").ok(), Some(Some(Format::Zip)));
-        assert_eq!(artifact_format("gzip").ok(), Some(Some(Format::Gzip)));
-        assert_eq!(artifact_format("raw").ok(), Some(None));
-        assert!(artifact_format("rar").is_err());
-    }
+    use crate::testing::{parsed, Fixture};
+    use runwright_api::types::{DependencyArtifactsFile, JobResponse};
 
     #[test]
     fn when_matches_the_result() {
@@ -382,5 +189,141 @@ mod tests {
         assert!(applies(&a(""), true) && !applies(&a(""), false));
         assert!(applies(&a("on_failure"), false) && !applies(&a("on_failure"), true));
         assert!(applies(&a("always"), true) && applies(&a("always"), false));
+    }
+
+    fn job() -> JobResponse {
+        JobResponse {
+            id: 42,
+            token: "glcbt-job-secret".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_call_the_helper_per_dependency_with_the_token_in_its_environment() {
+        let mut j = job();
+        let dep = |id: i64, name: &str, token: &str, file: &str| Dependency {
+            id,
+            name: name.into(),
+            token: token.into(),
+            artifacts_file: Some(DependencyArtifactsFile {
+                filename: file.into(),
+                size: 1,
+            }),
+        };
+        j.dependencies = vec![
+            dep(7, "build", "", "artifacts.zip"),
+            dep(8, "no-files", "", ""),
+            dep(9, "other", "glcbt-dep-secret", "artifacts.zip"),
+        ];
+        let f = Fixture::new(j);
+        let mut w = ScriptWriter::new();
+        let stage = DownloadArtifacts::new()
+            .write(&f.ctx(), &mut w)
+            .await
+            .expect("written")
+            .expect("a stage");
+        let script = parsed(&w);
+        assert_eq!(stage.name, "download_artifacts");
+        assert!(
+            script.contains("Downloading artifacts for build (7)..."),
+            "{script}"
+        );
+        assert!(!script.contains("no-files"), "{script}");
+        for (token, id) in [("glcbt-job-secret", 7), ("glcbt-dep-secret", 9)] {
+            let call = format!(
+                "CI_JOB_TOKEN={token} /usr/bin/gitlab-runner-helper artifacts-downloader --url https://gitlab.example/ --id {id}\n"
+            );
+            assert!(script.contains(&call), "{call} in:\n{script}");
+        }
+        assert!(!script.contains("--token"), "{script}");
+        assert_eq!(DownloadArtifacts::new().attempts(&f.ctx()), 1);
+
+        let f = Fixture::new(job());
+        let mut w = ScriptWriter::new();
+        assert!(DownloadArtifacts::new()
+            .write(&f.ctx(), &mut w)
+            .await
+            .expect("written")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn uploads_pass_gitlabs_flags_for_each_matching_entry() {
+        let mut j = job();
+        j.variables.push(runwright_api::types::JobVariable {
+            key: "NAME".into(),
+            value: "build 1".into(),
+            ..Default::default()
+        });
+        j.artifacts = vec![
+            Artifact {
+                paths: vec!["out/".into()],
+                exclude: vec!["out/*.log".into()],
+                name: "$NAME".into(),
+                expire_in: "1 week".into(),
+                artifact_format: "zip".into(),
+                artifact_type: "archive".into(),
+                ..Artifact::default()
+            },
+            Artifact {
+                paths: vec!["junit.xml".into()],
+                artifact_format: "gzip".into(),
+                artifact_type: "junit".into(),
+                when: "always".into(),
+                ..Artifact::default()
+            },
+            Artifact {
+                when: "always".into(),
+                ..Artifact::default()
+            },
+        ];
+        let f = Fixture::new(j);
+        let mut w = ScriptWriter::new();
+        let stage = UploadArtifacts::new()
+            .write(&f.ctx(), &mut w)
+            .await
+            .expect("written")
+            .expect("a stage");
+        let script = parsed(&w);
+        assert_eq!(
+            (stage.name.as_str(), stage.title.as_str()),
+            (
+                "upload_artifacts_on_success",
+                "Uploading artifacts for successful job"
+            )
+        );
+        assert!(script.contains(
+            "CI_JOB_TOKEN=glcbt-job-secret /usr/bin/gitlab-runner-helper artifacts-uploader --url https://gitlab.example/ \
+             --id 42 --timeout 1h0m0s --response-header-timeout 10m0s --path out/ --exclude 'out/*.log' \
+             --name 'build 1' --expire-in '1 week' --artifact-format zip --artifact-type archive\n"
+        ), "{script}");
+        assert_eq!(script.matches("artifacts-uploader").count(), 2, "{script}");
+        assert_eq!(
+            script.matches("Uploading artifacts...").count(),
+            2,
+            "{script}"
+        );
+
+        // After a failure: only `when: on_failure`/`always`, in the failure's stage.
+        let mut f = f;
+        f.succeeded = false;
+        let mut w = ScriptWriter::new();
+        let stage = UploadArtifacts::new()
+            .write(&f.ctx(), &mut w)
+            .await
+            .expect("written")
+            .expect("a stage");
+        assert_eq!(stage.name, "upload_artifacts_on_failure");
+        assert_eq!(parsed(&w).matches("artifacts-uploader").count(), 1);
+
+        // No runner URL: nothing to upload to (runner `writeUploadArtifacts`).
+        f.runner.url.clear();
+        let mut w = ScriptWriter::new();
+        assert!(UploadArtifacts::new()
+            .write(&f.ctx(), &mut w)
+            .await
+            .expect("written")
+            .is_none());
     }
 }

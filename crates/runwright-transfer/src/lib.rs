@@ -1,15 +1,19 @@
 //! GitLab's cache and artifact transfer stages around the user script (reference `protocol.md` §5, §6, §7.1
 //! rows 4, 5, 8, 9): `restore_cache` and `download_artifacts` before it, `archive_cache` and
-//! `upload_artifacts_on_success`/`_on_failure` after it. Each is a [`JobStep`](runwright_engine::steps::JobStep) of `runwright-engine`, which
-//! runs them in GitLab's order and decides how their failures count; the service builds them with its HTTP
-//! client and cache store (gitlab-runner runs them in its helper binary; a helper container can run this crate).
+//! `upload_artifacts_on_success`/`_on_failure` after it. Each is a [`JobStep`](runwright_engine::steps::JobStep)
+//! that *writes* its stage's script as gitlab-runner's `shells/abstract.go` does: what needs the runner is
+//! decided here (cache keys, presigned S3 URLs from `runwright-cache`, the job's dependencies), everything that
+//! touches the job's files is a call of the helper command (`gitlab-runner-helper cache-extractor …`, or the
+//! runner's own binary for the shell executor) in the stage, where and as whom the job's stages run. The engine
+//! runs the stages in GitLab's order and decides how their failures count.
 
 pub mod artifacts;
 pub mod cache;
 pub mod error;
 
 pub use error::Error;
-use runwright_engine::steps::StepContext;
+use runwright_engine::script::ScriptWriter;
+use runwright_engine::steps::{StepContext, StepStage};
 
 /// `artifacts:when` / `cache:when` against the script's result: empty and `on_success` after success only.
 pub(crate) fn when_matches(when: &str, succeeded: bool) -> bool {
@@ -27,51 +31,141 @@ pub(crate) fn result_section(
     on_success: &str,
     on_failure: &str,
     title: &str,
-) -> (String, String) {
+) -> StepStage {
     if ctx.succeeded {
-        (on_success.into(), format!("{title} for successful job"))
+        StepStage {
+            name: on_success.into(),
+            title: format!("{title} for successful job"),
+        }
     } else {
-        (on_failure.into(), format!("{title} for failed job"))
+        StepStage {
+            name: on_failure.into(),
+            title: format!("{title} for failed job"),
+        }
     }
 }
 
-/// Resolves `paths`/`exclude`/`untracked` in the project directory and prints GitLab's lines about it. `what`
-/// (`artifacts`, `cache`) names the archive in the error for a selection over the runner's `max_archive_files`.
-pub(crate) async fn select(
+/// runner shells/abstract.go `guardRunnerCommand`: the helper's calls run only when the helper answers
+/// `--version`; otherwise the stage says what is disabled.
+pub(crate) fn guard_helper(
+    w: &mut ScriptWriter,
     ctx: &StepContext<'_>,
-    mut spec: runwright_archive::ArchiveSpec,
-    what: &'static str,
-) -> Result<runwright_archive::Selection, Error> {
-    let project = ctx.project_dir.to_path_buf();
-    // The selection lives in the service's memory (GitLab's runner makes it in its helper process, in the
-    // job's): one job's file count must not exhaust it (issue 17).
-    spec.max_files = Some(ctx.runner.max_archive_files());
-    let selection = blocking(move || {
-        runwright_archive::select_files(&project, &spec).map_err(|e| Error::archive(e, what))
-    })
-    .await?;
-    for info in &selection.infos {
-        ctx.line(info);
-    }
-    for w in &selection.warnings {
-        ctx.warn(w);
-    }
-    Ok(selection)
+    action: &str,
+    f: impl FnOnce(&mut ScriptWriter),
+) {
+    w.if_cmd(&[], &[ctx.helper, "--version"]);
+    f(w);
+    w.else_();
+    w.warning(&format!("Missing {}. {action} is disabled.", ctx.helper));
+    w.end_if();
 }
 
-/// Extraction options for the project directory: the job's owner, everything else safe by default.
-pub(crate) fn extract_options(ctx: &StepContext<'_>) -> runwright_archive::ExtractOptions {
-    runwright_archive::ExtractOptions {
-        owner: ctx.owner,
-        // As many entries as the runner would put in one archive (issue 17).
-        max_entries: Some(ctx.runner.max_archive_files()),
-        ..Default::default()
+/// `--path`/`--exclude`/`--untracked` of the archivers (runner `getArchiverArgs`, `writeUploadArtifact`), with
+/// each path expanded against the job's variables as the runner did when it archived in-process.
+pub(crate) fn archiver_args(
+    ctx: &StepContext<'_>,
+    paths: &[String],
+    exclude: &[String],
+    untracked: bool,
+) -> Vec<String> {
+    let mut args = Vec::new();
+    for p in paths {
+        args.push("--path".to_string());
+        args.push(ctx.expand(p));
     }
+    for p in exclude {
+        args.push("--exclude".to_string());
+        args.push(ctx.expand(p));
+    }
+    if untracked {
+        args.push("--untracked".to_string());
+    }
+    args
 }
 
-/// Runs blocking archive work off the async threads, turning a panic into an error rather than a crash.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f).await?
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A context to write stages with, and a bash to check that what was written parses.
+
+    use runwright_api::types::JobResponse;
+    use runwright_config::RunnerConfig;
+    use runwright_engine::feature_flags::FeatureFlags;
+    use runwright_engine::script::ScriptWriter;
+    use runwright_engine::steps::StepContext;
+    use runwright_engine::variables::Variables;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub(crate) struct Fixture {
+        pub job: JobResponse,
+        pub runner: RunnerConfig,
+        pub vars: Variables,
+        pub flags: FeatureFlags,
+        pub succeeded: bool,
+    }
+
+    impl Fixture {
+        pub(crate) fn new(job: JobResponse) -> Self {
+            let mut vars = Variables::new();
+            for v in &job.variables {
+                vars.set(&v.key, v.value.clone());
+            }
+            Self {
+                job,
+                runner: RunnerConfig {
+                    url: "https://gitlab.example/".into(),
+                    ..Default::default()
+                },
+                vars,
+                flags: FeatureFlags::default(),
+                succeeded: true,
+            }
+        }
+
+        pub(crate) fn ctx(&self) -> StepContext<'_> {
+            StepContext {
+                job: &self.job,
+                runner: &self.runner,
+                project_dir: Path::new("/builds/grp/app"),
+                tmp_dir: Path::new("/builds/grp/app.tmp"),
+                cache_dir: Path::new("/cache"),
+                empty_strategy: false,
+                variables: &self.vars,
+                feature_flags: &self.flags,
+                succeeded: self.succeeded,
+                artifact_download_attempts: 1,
+                restore_cache_attempts: 1,
+                time_left: Duration::from_secs(3600),
+                helper: "/usr/bin/gitlab-runner-helper",
+            }
+        }
+    }
+
+    /// The stage's commands; panics unless `bash -n` and `sh -n` accept them.
+    pub(crate) fn parsed(w: &ScriptWriter) -> String {
+        let script = w.body().to_string();
+        for shell in ["bash", "sh"] {
+            let out = std::process::Command::new(shell)
+                .args(["-n", "-c"])
+                .arg(&script)
+                .output()
+                .expect("shell runs");
+            assert!(
+                out.status.success(),
+                "{shell}: {script}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c"])
+            .arg(&script)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        script
+    }
 }

@@ -69,6 +69,61 @@ pub enum Command {
     Stop(crate::ops::service_unit::ServiceArgs),
     /// Restart the service (systemctl restart).
     Restart(crate::ops::service_unit::ServiceArgs),
+    /// The helper verbs a job's predefined stages call (gitlab-runner's main binary has them too).
+    #[command(flatten)]
+    Helper(runwright_helper::HelperCommand),
+}
+
+/// The binary as `gitlab-runner-helper`: the helper verbs at top level (runner apps/gitlab-runner-helper/
+/// main.go), and the logging flags gitlab-runner's helper accepts (`log.ConfigureLogging`).
+#[derive(Parser, Debug)]
+#[command(name = HELPER_NAME, version, about = "a GitLab Runner Helper (runwright)", long_about = None)]
+pub struct HelperCli {
+    /// Debug logging (accepted; the helper's lines go to the job's output).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Log level (accepted).
+    #[arg(short = 'l', long, global = true)]
+    pub log_level: Option<String>,
+    /// Log format (accepted).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: runwright_helper::HelperCommand,
+}
+
+/// The name under which the binary is the helper.
+pub const HELPER_NAME: &str = "gitlab-runner-helper";
+
+/// Whether the binary was invoked as `gitlab-runner-helper` (a link or copy under that name, as in a helper
+/// image).
+pub fn invoked_as_helper() -> bool {
+    std::env::args_os().next().is_some_and(|a| {
+        std::path::Path::new(&a)
+            .file_name()
+            .is_some_and(|f| f == HELPER_NAME)
+    })
+}
+
+/// Parses and runs `gitlab-runner-helper <verb>`. A usage error exits 1, as gitlab-runner's helper does
+/// (`logrus.Fatal` of urfave/cli's error); `--help` and `--version` exit 0.
+pub fn run_helper() -> ExitCode {
+    use clap::error::ErrorKind;
+    match HelperCli::try_parse() {
+        Ok(cli) => {
+            crate::logging::init_helper();
+            runwright_helper::run(cli.command)
+        }
+        Err(e) => {
+            let _ = e.print();
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +333,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(args) => crate::ops::service_unit::control("start", args),
         Command::Stop(args) => crate::ops::service_unit::control("stop", args),
         Command::Restart(args) => crate::ops::service_unit::control("restart", args),
+        Command::Helper(cmd) => {
+            // The job's output, not the service's log: the helper prints its own lines.
+            crate::logging::init_helper();
+            Ok(runwright_helper::run(cmd))
+        }
         Command::Exec(args) => {
             // Job outcomes are on stdout; the service's per-job warnings (e.g. GitLab's `Job-Status: failed`
             // answer to a failed job's final update) would only repeat them.

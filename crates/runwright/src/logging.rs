@@ -40,3 +40,15 @@ pub fn init(args: &LogArgs, config_level: Option<&str>, config_format: Option<&s
         _ => builder.with_target(false).try_init(),
     };
 }
+
+/// For the helper verbs: what the libraries they use log at warning level and above goes to standard error,
+/// which is the job's output (never the service's log), without timestamps.
+pub fn init_helper() {
+    let _ = fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}

@@ -19,6 +19,9 @@ mod volumes_cmd;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if cli::invoked_as_helper() {
+        return cli::run_helper();
+    }
     let cli = cli::parse_as_invoked();
     let gitlab_runner_codes = diagnostics::keeps_gitlab_runner_codes(&cli.command);
     match cli::run(cli) {

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::steps::{StepError, StepPosition};
-use crate::testing::{Act, Ended, Event, FakeExecutor, Recorder, StepAct};
+use crate::testing::{Act, Ended, Event, FakeExecutor, Recorder, StepAct, FAKE_HELPER};
 use runwright_api::types::{JobVariable, Step};
 use runwright_trace::TraceOptions;
 
@@ -62,13 +62,8 @@ fn transfer_with(exec: &FakeExecutor, download: StepAct, upload: StepAct) -> Vec
     ]
 }
 
-fn upload_error() -> StepError {
-    StepError {
-        reason: FailureReason::ScriptFailure,
-        message: "uploading artifacts: 413 Request Entity Too Large".into(),
-        exit_code: Some(1),
-    }
-}
+/// A helper that fails (gitlab-runner's `artifacts-uploader` ends with `logrus.Fatalln`): its stage exits 1.
+const HELPER_FAILED: StepAct = StepAct::Exit(1);
 
 struct Ran {
     outcome: JobOutcome,
@@ -175,6 +170,7 @@ const ALL: &[&str] = &[
     "after_script",
     "archive_cache",
     "upload_artifacts",
+    "cleanup_file_variables",
     "cleanup",
 ];
 
@@ -200,6 +196,7 @@ async fn a_job_that_succeeds_runs_every_stage_in_gitlabs_order() {
             "after_script",
             "archive_cache",
             "upload_artifacts",
+            "cleanup_file_variables",
             "cleanup",
         ])
     );
@@ -349,7 +346,7 @@ async fn the_scripts_exit_code_reaches_gitlab_unchanged_for_allow_failure_exit_c
 
     // Nor does a failing upload (runner `pickPriorityError`: the job's error first).
     let exec = FakeExecutor::new().on("step_script", [Act::Exit(42)]);
-    let steps = transfer_with(&exec, StepAct::Succeed, StepAct::Fail(upload_error()));
+    let steps = transfer_with(&exec, StepAct::Succeed, HELPER_FAILED);
     let ran = run_job_with(exec, steps, &RunnerConfig::default(), &script_job(), |_| {}).await;
     assert_eq!(
         ran.outcome,
@@ -365,17 +362,15 @@ async fn the_scripts_exit_code_reaches_gitlab_unchanged_for_allow_failure_exit_c
 #[tokio::test(start_paused = true)]
 async fn a_failing_upload_fails_a_successful_job_with_the_helpers_exit_code() {
     let exec = FakeExecutor::new();
-    let steps = transfer_with(&exec, StepAct::Succeed, StepAct::Fail(upload_error()));
+    let steps = transfer_with(&exec, StepAct::Succeed, HELPER_FAILED);
     let ran = run_job_with(exec, steps, &RunnerConfig::default(), &script_job(), |_| {}).await;
+    // gitlab-runner's words for a failing stage: the helper said why in the stage's output.
     assert_eq!(
         ran.outcome,
-        failed(
-            FailureReason::ScriptFailure,
-            Some(1),
-            "uploading artifacts: 413 Request Entity Too Large"
-        )
+        failed(FailureReason::ScriptFailure, Some(1), "exit status 1")
     );
     assert_eq!(ran.names(), names(ALL));
+    assert_eq!(ran.rec.stage("upload_artifacts").ended, Ended::Exited(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -507,6 +502,7 @@ async fn a_hard_cancel_kills_the_stage_and_runs_neither_after_script_nor_the_upl
                 "restore_cache",
                 "download_artifacts",
                 "step_script",
+                "cleanup_file_variables",
                 "cleanup",
             ])
         );
@@ -575,7 +571,13 @@ async fn a_hard_cancel_during_get_sources_ends_the_job_without_a_retry() {
     );
     assert_eq!(
         ran.names(),
-        names(&["prepare", "prepare_script", "get_sources", "cleanup"])
+        names(&[
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "cleanup_file_variables",
+            "cleanup"
+        ])
     );
     assert!(!ran.trace.contains("Retrying"), "{}", ran.trace);
 }
@@ -600,6 +602,7 @@ async fn the_job_timeout_stops_the_script_and_skips_after_script_and_the_uploads
             "restore_cache",
             "download_artifacts",
             "step_script",
+            "cleanup_file_variables",
             "cleanup",
         ])
     );
@@ -665,7 +668,13 @@ async fn the_job_timeout_during_get_sources_says_the_stage_did_not_complete() {
     );
     assert_eq!(
         ran.names(),
-        names(&["prepare", "prepare_script", "get_sources", "cleanup"])
+        names(&[
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "cleanup_file_variables",
+            "cleanup"
+        ])
     );
 }
 
@@ -693,7 +702,13 @@ async fn get_sources_timeout_ends_the_job_as_a_timeout() {
     // runner `executePrepareScripts`: a get_sources timeout ends the job, nothing is uploaded.
     assert_eq!(
         ran.names(),
-        names(&["prepare", "prepare_script", "get_sources", "cleanup"])
+        names(&[
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "cleanup_file_variables",
+            "cleanup"
+        ])
     );
 }
 
@@ -817,7 +832,12 @@ async fn a_failing_prepare_script_is_a_runner_system_failure() {
     );
     assert_eq!(
         ran.names(),
-        names(&["prepare", "prepare_script", "cleanup"])
+        names(&[
+            "prepare",
+            "prepare_script",
+            "cleanup_file_variables",
+            "cleanup"
+        ])
     );
 }
 
@@ -850,7 +870,12 @@ async fn prepare_timeout_covers_the_prepare_script_stage() {
     ));
     assert_eq!(
         ran.names(),
-        names(&["prepare", "prepare_script", "cleanup"])
+        names(&[
+            "prepare",
+            "prepare_script",
+            "cleanup_file_variables",
+            "cleanup"
+        ])
     );
 }
 
@@ -919,6 +944,7 @@ async fn a_failing_get_sources_skips_the_script_and_saves_what_a_failed_job_save
             "get_sources",
             "archive_cache",
             "upload_artifacts",
+            "cleanup_file_variables",
             "cleanup",
         ])
     );
@@ -942,25 +968,12 @@ async fn a_failing_get_sources_skips_the_script_and_saves_what_a_failed_job_save
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_artifact_download_skips_the_script_and_saves_what_a_failed_job_saves() {
-    let download_error = StepError {
-        reason: FailureReason::ScriptFailure,
-        message: "downloading artifacts from coordinator... 404 Not Found".into(),
-        exit_code: Some(1),
-    };
     let exec = FakeExecutor::new();
-    let steps = transfer_with(
-        &exec,
-        StepAct::Fail(download_error.clone()),
-        StepAct::Succeed,
-    );
+    let steps = transfer_with(&exec, HELPER_FAILED, StepAct::Succeed);
     let ran = run_job_with(exec, steps, &RunnerConfig::default(), &script_job(), |_| {}).await;
     assert_eq!(
         ran.outcome,
-        failed(
-            FailureReason::ScriptFailure,
-            Some(1),
-            &download_error.message
-        )
+        failed(FailureReason::ScriptFailure, Some(1), "exit status 1")
     );
     assert_eq!(
         ran.names(),
@@ -972,6 +985,7 @@ async fn a_failing_artifact_download_skips_the_script_and_saves_what_a_failed_jo
             "download_artifacts",
             "archive_cache",
             "upload_artifacts",
+            "cleanup_file_variables",
             "cleanup",
         ])
     );
@@ -986,15 +1000,7 @@ async fn a_failing_artifact_download_skips_the_script_and_saves_what_a_failed_jo
 #[tokio::test(start_paused = true)]
 async fn a_hard_cancel_during_a_download_ends_the_job_as_canceled() {
     let exec = FakeExecutor::new();
-    let steps = transfer_with(
-        &exec,
-        StepAct::Hang(StepError {
-            reason: FailureReason::ScriptFailure,
-            message: "canceled".into(),
-            exit_code: Some(1),
-        }),
-        StepAct::Succeed,
-    );
+    let steps = transfer_with(&exec, StepAct::Hang, StepAct::Succeed);
     let ran = run_job_with(
         exec,
         steps,
@@ -1015,7 +1021,161 @@ async fn a_hard_cancel_during_a_download_ends_the_job_as_canceled() {
             "get_sources",
             "restore_cache",
             "download_artifacts",
+            "cleanup_file_variables",
             "cleanup",
         ])
+    );
+}
+
+/// Each transfer step writes its stage's script, which calls the executor's helper command; the engine runs it
+/// as a stage like any other, never doing the transfer itself.
+#[tokio::test(start_paused = true)]
+async fn transfer_steps_are_stages_calling_the_executors_helper_command() {
+    let ran = run(FakeExecutor::new(), &script_job()).await;
+    assert!(ran.outcome.success, "{}", ran.trace);
+    for step in ran.rec.steps() {
+        assert_eq!(step.helper, FAKE_HELPER, "{step:?}");
+        let stage = ran.rec.stage(&step.name);
+        assert!(
+            stage
+                .script
+                .contains(&format!("{FAKE_HELPER} fake-step {}", step.name)),
+            "{}",
+            stage.script
+        );
+        // After the job's exports, in the project directory (runner `writeExports`, `writeCdBuildDir`).
+        assert!(
+            stage.script.contains("export GITLAB_ENV="),
+            "{}",
+            stage.script
+        );
+        assert!(
+            stage
+                .script
+                .contains("cd /nonexistent/runwright-fake/builds/"),
+            "{}",
+            stage.script
+        );
+        assert!(
+            ran.trace.contains(&format!("Fake {}", step.name)),
+            "{}",
+            ran.trace
+        );
+    }
+    assert_eq!(ran.rec.steps().len(), 4);
+}
+
+/// runner common/build.go `attemptExecuteStage`: a failing download stage is tried again per
+/// `ARTIFACT_DOWNLOAD_ATTEMPTS`, with `Retrying...` between the attempts.
+#[tokio::test(start_paused = true)]
+async fn a_failing_download_stage_is_tried_again_per_artifact_download_attempts() {
+    let exec = FakeExecutor::new().on("download_artifacts", [Act::Exit(1), Act::Exit(1)]);
+    let steps = transfer(&exec);
+    let job = with_var(script_job(), "ARTIFACT_DOWNLOAD_ATTEMPTS", "3");
+    let ran = run_job_with(exec, steps, &RunnerConfig::default(), &job, |_| {}).await;
+    assert_eq!(ran.outcome, JobOutcome::succeeded(), "{}", ran.trace);
+    assert_eq!(ran.rec.stages("download_artifacts").len(), 3);
+    assert_eq!(ran.trace.matches("WARNING: Retrying...").count(), 2);
+
+    // Out of attempts: the job fails with the helper's exit code, the script is skipped.
+    let exec = FakeExecutor::new().on("download_artifacts", [Act::Exit(1), Act::Exit(1)]);
+    let steps = transfer(&exec);
+    let job = with_var(script_job(), "ARTIFACT_DOWNLOAD_ATTEMPTS", "2");
+    let ran = run_job_with(exec, steps, &RunnerConfig::default(), &job, |_| {}).await;
+    assert_eq!(
+        ran.outcome,
+        failed(FailureReason::ScriptFailure, Some(1), "exit status 1")
+    );
+    assert!(!ran.names().contains(&"step_script".to_string()));
+}
+
+/// Cache stages never fail the job (their helper calls are guarded; a stage that fails anyway only warns).
+#[tokio::test(start_paused = true)]
+async fn a_failing_cache_stage_only_warns() {
+    let exec = FakeExecutor::new()
+        .on("restore_cache", [Act::Exit(2)])
+        .on("archive_cache", [Act::Exit(3)]);
+    let ran = run(exec, &script_job()).await;
+    assert_eq!(ran.outcome, JobOutcome::succeeded(), "{}", ran.trace);
+    assert!(
+        ran.trace.contains("WARNING: restore_cache: exit status 2"),
+        "{}",
+        ran.trace
+    );
+    assert!(
+        ran.trace.contains("WARNING: archive_cache: exit status 3"),
+        "{}",
+        ran.trace
+    );
+    assert_eq!(ran.names(), names(ALL));
+}
+
+/// A step that cannot write its script (an unknown `cache:policy`) fails the job before its stage runs; the
+/// failed job's caches and artifacts are still saved.
+#[tokio::test(start_paused = true)]
+async fn a_step_that_cannot_write_its_script_fails_the_job_without_a_stage() {
+    let exec = FakeExecutor::new();
+    let refused = StepError {
+        reason: FailureReason::ScriptFailure,
+        message: "unknown cache policy \"pul\" (use pull, push or pull-push)".into(),
+        exit_code: None,
+    };
+    let steps = transfer_with(&exec, StepAct::Refuse(refused.clone()), StepAct::Succeed);
+    let ran = run_job_with(exec, steps, &RunnerConfig::default(), &script_job(), |_| {}).await;
+    assert_eq!(ran.outcome, failed(refused.reason, None, &refused.message));
+    assert!(!ran.names().contains(&"download_artifacts".to_string()));
+    assert!(!ran.names().contains(&"step_script".to_string()));
+    assert_eq!(
+        ran.steps_saw()[2..],
+        saw(&[("archive_cache", false), ("upload_artifacts", false)])
+    );
+}
+
+/// gitlab-runner `writeCleanupScript`: the file variables, the temporary dir and the git lock files go in a
+/// stage of the job's, run also after an abort; the runner process removes nothing itself.
+#[tokio::test(start_paused = true)]
+async fn cleanup_file_variables_is_a_stage_even_after_an_abort() {
+    let mut job = with_var(script_job(), "GIT_STRATEGY", "fetch");
+    job.variables.push(JobVariable {
+        key: "SECRET_FILE".into(),
+        value: "s3cr3t".into(),
+        file: true,
+        ..Default::default()
+    });
+    let exec = FakeExecutor::new().on("step_script", [Act::Hang]);
+    let steps = transfer(&exec);
+    let ran = run_job_with(
+        exec,
+        steps,
+        &RunnerConfig::default(),
+        &job,
+        at(5 * SECOND, |c| c.abort(AbortReason::Remote)),
+    )
+    .await;
+    assert_eq!(
+        ran.outcome,
+        failed(FailureReason::JobCanceled, None, "canceled")
+    );
+    let names = ran.names();
+    assert_eq!(
+        names[names.len() - 2..],
+        ["cleanup_file_variables", "cleanup"]
+    );
+    let cleanup = ran.rec.stage("cleanup_file_variables");
+    assert_eq!(cleanup.ended, Ended::Exited(0));
+    let script = &cleanup.script;
+    // The file variable's path, never its content written again.
+    assert!(script.contains(".tmp/SECRET_FILE"), "{script}");
+    assert!(!script.contains("s3cr3t"), "{script}");
+    assert!(
+        script.contains("rm -r -f /nonexistent/runwright-fake/builds/"),
+        "{script}"
+    );
+    assert!(script.contains(".git/index.lock"), "{script}");
+    assert!(
+        ran.trace
+            .contains("Cleaning up project directory and file based variables"),
+        "{}",
+        ran.trace
     );
 }
