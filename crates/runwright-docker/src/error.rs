@@ -226,7 +226,7 @@ pub enum DockerError {
         /// What went wrong, with what to do.
         message: String,
     },
-    /// The runner-side shell session failed; passed on to the engine as it is.
+    /// An engine-side executor error, passed on to the engine as it is.
     #[error(transparent)]
     HostSession(#[from] ExecutorError),
     /// A stage ran before the build container existed.
