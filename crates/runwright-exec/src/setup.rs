@@ -121,6 +121,14 @@ pub(crate) async fn set_up<'a>(
     } else {
         docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?
     };
+    if args.executor == "docker" && args.docker_image.is_none() {
+        if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
+            bail!(
+                "--executor docker: job {:?} has no image: name one with --docker-image IMAGE (or image: in the file)",
+                s.job.name
+            );
+        }
+    }
     let reach = match (&docker, args.serve) {
         (Docker::On, None) => Some(docker_gateway().await?),
         _ => None,
@@ -142,7 +150,6 @@ pub(crate) async fn set_up<'a>(
         args,
         &docker,
         concurrency,
-        &selected,
         &coordinator,
         &tokens,
         &cache_dir,
@@ -253,20 +260,11 @@ fn add_docker(
     args: &ExecOptions,
     docker: &Docker,
     concurrency: usize,
-    selected: &[schedule::Selected<'_>],
     coordinator: &Coordinator,
     tokens: &Tokens,
     cache_dir: &Path,
     runners: &mut runner::RunnerFile,
 ) -> anyhow::Result<()> {
-    if args.executor == "docker" && args.docker_image.is_none() {
-        if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
-            bail!(
-                "--executor docker: job {:?} has no image: name one with --docker-image IMAGE (or image: in the file)",
-                s.job.name
-            );
-        }
-    }
     if matches!(docker, Docker::On) {
         coordinator.add_runner(
             &tokens.docker,

@@ -78,6 +78,6 @@ async fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("building {tag}"))?;
         eprintln!("{tag}: built");
     }
-    println!("{tag}");
+    crate::history_cmd::write_stdout(format!("{tag}\n").as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
