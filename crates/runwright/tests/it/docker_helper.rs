@@ -268,6 +268,12 @@ async fn a_helper_image_with_only_gitlabs_contract_serves_a_job() {
         let t = j.trace_text();
         assert_eq!(j.state, "success", "{t}");
         assert!(t.contains(&format!(" for {tag} ...")), "{t}");
+        // gitlab-runner-helper's own lines, from the contract image's helper.
+        assert!(t.contains("Created cache"), "{t}");
+        assert!(
+            t.contains("Uploading artifacts as \"archive\" to coordinator... 201 Created"),
+            "{t}"
+        );
         assert!(t.contains("hello from git\n"), "{t}");
         if round == 1 {
             assert!(t.contains("cache-was-restored\n"), "{t}");
@@ -354,4 +360,66 @@ async fn a_remote_daemon_runs_a_job_with_sources_service_cache_and_artifact_and_
         "reference=runwright/gitlab-runner-helper",
     ]);
     assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
+}
+
+/// A stage in the helper container honours cancel and the job timeout: the hook's `sleep` is stopped (the helper
+/// gets SIGTERM, then SIGKILL after the grace period), the job ends as canceled or timed out at once, and the
+/// helper is removed with the rest.
+#[tokio::test]
+async fn a_stage_in_the_helper_is_stopped_by_cancel_and_by_the_job_timeout() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "");
+    let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
+    h.start();
+    let hook = Hook {
+        name: "pre_get_sources_script".into(),
+        script: vec!["echo hook-started".into(), "sleep 300".into()],
+    };
+    let mut canceled = job("cancel-me", (7, "grp/app"), &sha, &["echo never"]);
+    canceled.hooks = vec![hook.clone()];
+    let cancel_id = h.coordinator.enqueue(canceled);
+    let mut timed = job("time-me-out", (7, "grp/app"), &sha, &["echo never"]);
+    timed.hooks = vec![hook];
+    timed.timeout = 6;
+    let timeout_id = h.coordinator.enqueue(timed);
+    h.wait_trace(cancel_id, "hook-started").await;
+    assert!(
+        predefined_containers(&token).contains("-predefined"),
+        "the helper runs the hook"
+    );
+    // Force-cancel (a graceful cancel stops only the user's script, as GitLab's runner does): the job context
+    // ends, and with it the hook in the helper; the runner learns it at its next update.
+    h.coordinator.force_cancel(cancel_id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !leftovers(&token, cancel_id).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canceled job's containers are still there: {:?}\n{}",
+            leftovers(&token, cancel_id),
+            h.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let j = h.final_job(cancel_id).await;
+    assert_eq!(j.state, "canceled", "{}", j.trace_text());
+    assert!(
+        h.log().contains("GitLab requests to stop the job job=1"),
+        "{}",
+        h.log()
+    );
+    let j = h.final_job(timeout_id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "{t}"
+    );
+    assert!(!t.contains("\nnever\n"), "{t}");
+    assert_eq!(leftovers(&token, cancel_id), Vec::<String>::new());
+    assert_eq!(leftovers(&token, timeout_id), Vec::<String>::new());
+    assert_eq!(predefined_containers(&token), "");
 }
