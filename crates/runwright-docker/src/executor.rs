@@ -191,6 +191,7 @@ impl Executor for DockerExecutor {
             temporary_volumes: Vec::new(),
             mounts: MountTable::default(),
             helper: None,
+            builds_temporary: false,
             kill_grace: self.kill_grace,
             host: hostname(),
         };

@@ -25,6 +25,11 @@ impl DockerSession {
             .iter()
             .any(|v| volumes::is_within(&exec.builds_dir, v.destination()));
         let fetch = git_fetch(p.job);
+        // Nothing mounted below the builds dir either: then all of it lives on the job's own builds volume.
+        let nothing_below = !specs.iter().any(|v| {
+            let d = v.destination();
+            d != exec.builds_dir && volumes::is_within(d, &exec.builds_dir)
+        });
         if !builds_covered {
             specs.push(VolumeSpec::Cache {
                 destination: exec.builds_dir.clone(),
@@ -37,6 +42,9 @@ impl DockerSession {
                     // The builds dir outlives the job only for `fetch`, which reuses the previous checkout.
                     let fresh_builds = destination == &exec.builds_dir && !builds_covered && !fetch;
                     let temporary = p.cfg.disable_cache || fresh_builds;
+                    if destination == &exec.builds_dir && !builds_covered && nothing_below {
+                        self.builds_temporary = temporary;
+                    }
                     self.mount_cache(p, destination, temporary, protected)
                         .await?
                 }
