@@ -534,7 +534,9 @@ async fn wait_before_retry(
         .and_then(|h| retry::wait_from_headers(h, SystemTime::now()))
         .unwrap_or_else(|| backoff.next_wait());
     let wait = retry::capped(wait, fast);
-    tracing::info!(job = job_id, attempt, reason = %why, duration = ?wait, "{op} waiting before the next try");
+    // A warning, as gitlab-runner's helper logs its retries (helpers/retry `WithLogrus`: `Retrying...`): the
+    // helper verbs print warnings into the job's log, which is where the reason for a slow transfer belongs.
+    tracing::warn!(job = job_id, attempt, reason = %why, duration = ?wait, "{op} waiting before the next try");
     tokio::time::sleep(wait).await;
 }
 

@@ -335,6 +335,58 @@ mod tests {
     }
 
     #[test]
+    fn env_only_exports_never_write_a_file_variable_again() {
+        let dir = std::env::temp_dir().join(format!("rw-env-exports-{}", std::process::id()));
+        let tmp = dir.to_string_lossy().to_string();
+        let mut vars = Variables::new();
+        vars.set("PLAIN", "a b");
+        vars.push(runwright_api::types::JobVariable {
+            key: "SECRET_FILE".into(),
+            value: "s3cr3t".into(),
+            file: true,
+            ..Default::default()
+        });
+        let mut w = ScriptWriter::new();
+        w.env_exports(&vars, &tmp);
+        w.line("echo \"$PLAIN|$SECRET_FILE|$GITLAB_ENV\"");
+        assert!(!w.body().contains("s3cr3t"), "{}", w.body());
+        for shell in ["bash", "sh"] {
+            let (code, out) = run(shell, &w.finish(shell, false));
+            assert_eq!(code, 0, "{shell}");
+            assert_eq!(
+                out,
+                format!("a b|{tmp}/SECRET_FILE|{tmp}/gitlab_runner_env\n"),
+                "{shell}"
+            );
+            // Nothing made: not the temporary dir, not the env file.
+            assert!(!dir.exists(), "{shell}");
+        }
+    }
+
+    #[test]
+    fn helper_calls_get_their_environment_as_assignments_not_arguments() {
+        let mut w = ScriptWriter::new();
+        w.if_cmd_with_output(
+            &[("CI_JOB_TOKEN", "tok en"), ("not valid", "x")],
+            &[
+                "sh",
+                "-c",
+                "printf '%s|%s' \"$CI_JOB_TOKEN\" \"$#\"",
+                "zero",
+            ],
+        );
+        w.line("echo");
+        w.else_();
+        w.line("echo failed");
+        w.end_if();
+        assert!(!w.body().contains("not valid"), "{}", w.body());
+        for shell in ["bash", "sh"] {
+            let (code, out) = run(shell, &w.finish(shell, false));
+            assert_eq!((code, out.as_str()), (0, "tok en|0\n"), "{shell}");
+        }
+    }
+
+    #[test]
     fn a_failing_command_keeps_its_exit_code_as_in_gitlab_runner_19() {
         // runner shells/bash.go: the subshell form keeps 127 for a missing command (the legacy pipeline gave 1).
         let mut w = ScriptWriter::new();

@@ -151,13 +151,13 @@ fn fatal_transfer(e: &ArtifactError, log: &Log) -> Stop {
 }
 
 /// `artifacts-downloader`: the artifacts of job `--id` into the working directory.
-pub async fn downloader(a: DownloaderArgs, log: &Log) -> Outcome {
+pub async fn downloader(a: DownloaderArgs, wd: &Path, log: &Log) -> Outcome {
     crate::ignored(
         log,
         "--transfer-meter-frequency",
         a.meter.transfer_meter_frequency.is_some(),
     );
-    let wd = crate::working_dir(log)?;
+    let wd = wd.to_path_buf();
     let c = &a.credentials;
     if c.url.is_empty() {
         log.warn("Missing URL (--url)");
@@ -179,7 +179,7 @@ pub async fn downloader(a: DownloaderArgs, log: &Log) -> Outcome {
         .unwrap_or_else(std::env::temp_dir);
     let temp = tempfile::Builder::new()
         .prefix("artifacts")
-        .tempfile_in(&staging)
+        .tempfile_in(wd.join(&staging))
         .map_err(|e| log.fatal(&format!("{}: {e}", staging.display())))?;
     // runwright-client tries three times (the helper's default `--retry 2` after the first), asking for a
     // direct download on the first try only, as gitlab-runner's `directDownloadFlag`.
@@ -208,6 +208,11 @@ pub async fn downloader(a: DownloaderArgs, log: &Log) -> Outcome {
     drop(temp);
     match r {
         Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if crate::limits::is_limit(&e) => Err(log.fatal(&format!(
+            "extracting the artifacts of job ({}): {}",
+            c.id,
+            crate::limits::explain(&e, "artifacts")
+        ))),
         Ok(Err(e)) => Err(log.fatal(&e.to_string())),
         Err(e) => Err(log.fatal(&e)),
     }
@@ -239,7 +244,7 @@ fn artifact_filename(name: &str, format: Option<Format>) -> String {
 }
 
 /// `artifacts-uploader`: the selected paths of the working directory as one artifact of job `--id`.
-pub async fn uploader(mut a: UploaderArgs, log: &Log) -> Outcome {
+pub async fn uploader(mut a: UploaderArgs, wd: &Path, log: &Log) -> Outcome {
     let c = a.credentials.clone();
     if c.url.is_empty() || c.token.is_empty() {
         return Err(log.fatal("Missing runner credentials"));
@@ -266,7 +271,6 @@ pub async fn uploader(mut a: UploaderArgs, log: &Log) -> Outcome {
     {
         *p = crate::expand_env(p);
     }
-    let wd = crate::working_dir(log)?;
     let format = upload_format(&a.format).map_err(|e| log.fatal(&e))?;
     let level = match a.compression_level.as_str() {
         "" | "default" | "fastest" | "fast" | "slow" | "slowest" => {
@@ -285,7 +289,18 @@ pub async fn uploader(mut a: UploaderArgs, log: &Log) -> Outcome {
         untracked: a.archiver.untracked,
         max_files: a.limits.max_files(),
     };
-    let selection = crate::cache::select(&wd, spec, log).await?;
+    // Over the bound: the error, and exit code 1, which fails the job (as any failing upload).
+    let selection = crate::cache::select(wd, spec, "artifacts", log)
+        .await
+        .map_err(|e| {
+            e.map_or_else(
+                |stop| stop,
+                |why| {
+                    log.error(&why);
+                    Stop(1)
+                },
+            )
+        })?;
     if selection.is_empty() {
         log.error("No files to upload");
         return Ok(());
@@ -376,6 +391,7 @@ fn copy_nofollow(src: &Path, dst: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::testing::Captured;
 
     #[test]
     fn file_names_follow_the_format() {
@@ -391,6 +407,99 @@ mod tests {
         assert_eq!(artifact_filename("junit", Some(Format::Gzip)), "junit.gz");
         assert_eq!(artifact_filename("c", Some(Format::TarZstd)), "c.tar.zst");
         assert_eq!(artifact_filename("report.xml", None), "report.xml");
+    }
+
+    fn credentials() -> JobCredentials {
+        JobCredentials {
+            id: 7,
+            token: "glcbt-secret-token".into(),
+            // Nothing listens: these tests end before any request.
+            url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        }
+    }
+
+    fn uploader_args(paths: &[&str]) -> UploaderArgs {
+        UploaderArgs {
+            credentials: credentials(),
+            archiver: FileArchiver {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            },
+            name: "artifacts".into(),
+            expire_in: String::new(),
+            format: String::new(),
+            artifact_type: String::new(),
+            compression_level: String::new(),
+            timeout: Duration::from_secs(3600),
+            response_header_timeout: Duration::from_secs(600),
+            ci_debug_trace: false,
+            statement: StatementArgs::default(),
+            meter: Meter::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_downloader_needs_url_token_and_id() {
+        let d = tempfile::tempdir().unwrap();
+        let cap = Captured::default();
+        let a = DownloaderArgs {
+            credentials: JobCredentials::default(),
+            direct_download: false,
+            staging_dir: None,
+            retry: Retry::default(),
+            meter: Meter::default(),
+            limits: Limits::default(),
+        };
+        assert_eq!(downloader(a, d.path(), &cap.log()).await, Err(Stop(1)));
+        assert_eq!(
+            cap.text(),
+            "WARNING: Missing URL (--url)\nWARNING: Missing runner credentials (--token)\n\
+             WARNING: Missing build ID (--id)\nFATAL: Incomplete arguments\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_uploader_refuses_what_gitlab_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let cap = Captured::default();
+        let mut a = uploader_args(&["x"]);
+        a.credentials.token.clear();
+        assert_eq!(uploader(a, d.path(), &cap.log()).await, Err(Stop(1)));
+        assert_eq!(cap.text(), "FATAL: Missing runner credentials\n");
+
+        let cap = Captured::default();
+        let mut a = uploader_args(&["x"]);
+        a.credentials.id = 0;
+        assert_eq!(uploader(a, d.path(), &cap.log()).await, Err(Stop(1)));
+        assert_eq!(cap.text(), "FATAL: Missing build ID\n");
+
+        // No files: an error line, and success (the job does not fail on it).
+        let cap = Captured::default();
+        uploader(uploader_args(&["none"]), d.path(), &cap.log())
+            .await
+            .unwrap();
+        assert!(
+            cap.text().ends_with("ERROR: No files to upload\n"),
+            "{}",
+            cap.text()
+        );
+
+        // raw takes one file.
+        std::fs::write(d.path().join("a"), "a").unwrap();
+        std::fs::write(d.path().join("b"), "b").unwrap();
+        let cap = Captured::default();
+        let mut a = uploader_args(&["a", "b"]);
+        a.format = "raw".into();
+        assert_eq!(uploader(a, d.path(), &cap.log()).await, Err(Stop(1)));
+        assert!(
+            cap.text()
+                .ends_with("FATAL: only one file can be sent as raw\n"),
+            "{}",
+            cap.text()
+        );
+        assert!(!cap.text().contains("secret"));
     }
 
     #[test]

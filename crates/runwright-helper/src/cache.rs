@@ -231,18 +231,18 @@ fn display_name(file: &Path) -> String {
 
 /// `cache-extractor`: brings the local archive up to date from `--url` (if given), then extracts it into the
 /// working directory. Exit 1 with a warning when there is no cache (runner `CacheExtractorCommand.Execute`).
-pub async fn extractor(a: ExtractorArgs, log: &Log) -> Outcome {
+pub async fn extractor(a: ExtractorArgs, wd: &Path, log: &Log) -> Outcome {
     a.tuning.warn_ignored(log);
     crate::ignored(
         log,
         "--transfer-meter-frequency",
         a.meter.transfer_meter_frequency.is_some(),
     );
-    let wd = crate::working_dir(log)?;
     if a.file.is_empty() {
         return Err(log.warn_exit("Missing cache file"));
     }
-    let file = PathBuf::from(&a.file);
+    let file = wd.join(&a.file);
+    let wd = wd.to_path_buf();
     if a.gocloud_url.is_some() || a.alternate_gocloud_url.is_some() {
         log.warn(
             "--gocloud-url is not supported by runwright's helper (its runner presigns URLs): the cache is not \
@@ -278,7 +278,7 @@ pub async fn extractor(a: ExtractorArgs, log: &Log) -> Outcome {
     let r = crate::blocking(move || runwright_archive::extract(&archive, &wd, &opts)).await;
     match r {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(log.fatal(&e.to_string())),
+        Ok(Err(e)) => Err(log.fatal(&crate::limits::explain(&e, "cache"))),
         Err(e) => Err(log.fatal(&e)),
     }
 }
@@ -419,7 +419,7 @@ fn cache_format(name: &str) -> Format {
 /// `cache-archiver`: archives the selected paths of the working directory into `--file` (unless it is
 /// already newer than all of them), writes `metadata.json` beside it, and uploads it to `--url`
 /// (runner `CacheArchiverCommand.Execute`).
-pub async fn archiver(mut a: ArchiverArgs, log: &Log) -> Outcome {
+pub async fn archiver(mut a: ArchiverArgs, wd: &Path, log: &Log) -> Outcome {
     if a.file.is_empty() {
         return Err(log.fatal("Missing --file"));
     }
@@ -450,16 +450,18 @@ pub async fn archiver(mut a: ArchiverArgs, log: &Log) -> Outcome {
     {
         *p = crate::expand_env(p);
     }
-    let file = PathBuf::from(&a.file);
-    try_rename_alternate_file(&a, &file, log);
-    let wd = crate::working_dir(log)?;
+    let file = wd.join(&a.file);
+    try_rename_alternate_file(&a, wd, &file, log);
     let spec = ArchiveSpec {
         paths: a.archiver.paths.clone(),
         exclude: a.archiver.exclude.clone(),
         untracked: a.archiver.untracked,
         max_files: a.limits.max_files(),
     };
-    let selection = select(&wd, spec, log).await?;
+    // Over the bound: a warning, and no cache (the stage says "Failed to create cache"; the job goes on).
+    let selection = select(wd, spec, "cache", log)
+        .await
+        .map_err(|e| e.map_or_else(|stop| stop, |why| log.warn_exit(&why)))?;
     if selection.is_empty() {
         log.warn("No files to cache.");
         return Ok(());
@@ -493,16 +495,26 @@ pub async fn archiver(mut a: ArchiverArgs, log: &Log) -> Outcome {
 }
 
 /// The selection, with gitlab-runner's lines about it; an error is fatal.
+/// The files of `spec` below `wd`, with the selection's lines; `what` names the archive (`cache`, `artifacts`)
+/// in the error for a selection over `max_archive_files`. That error is the caller's to report (`Err(Ok(…))`);
+/// any other ends the verb (`Err(Err(stop))`).
 pub(crate) async fn select(
     wd: &Path,
     spec: ArchiveSpec,
+    what: &str,
     log: &Log,
-) -> Result<runwright_archive::Selection, Stop> {
+) -> Result<runwright_archive::Selection, Result<String, Stop>> {
     let dir = wd.to_path_buf();
     let selection = crate::blocking(move || runwright_archive::select_files(&dir, &spec))
         .await
-        .map_err(|e| log.fatal(&e))?
-        .map_err(|e| log.fatal(&e.to_string()))?;
+        .map_err(|e| Err(log.fatal(&e)))?
+        .map_err(|e| {
+            if crate::limits::is_limit(&e) {
+                Ok(crate::limits::explain(&e, what))
+            } else {
+                Err(log.fatal(&e.to_string()))
+            }
+        })?;
     for w in &selection.warnings {
         log.warn(w);
     }
@@ -533,7 +545,7 @@ fn is_file_changed(file: &Path, selection: &runwright_archive::Selection, log: &
 }
 
 /// `tryRenameAlternateFile`: a cache restored under the other key form becomes the primary file.
-fn try_rename_alternate_file(a: &ArchiverArgs, file: &Path, log: &Log) {
+fn try_rename_alternate_file(a: &ArchiverArgs, wd: &Path, file: &Path, log: &Log) {
     let Some(alt) = a
         .alternate_file
         .as_deref()
@@ -541,6 +553,7 @@ fn try_rename_alternate_file(a: &ArchiverArgs, file: &Path, log: &Log) {
     else {
         return;
     };
+    let alt = wd.join(alt);
     match std::fs::metadata(file) {
         Ok(_) => return,
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -553,7 +566,7 @@ fn try_rename_alternate_file(a: &ArchiverArgs, file: &Path, log: &Log) {
         }
         Err(_) => {}
     }
-    if std::fs::metadata(alt).is_err() {
+    if std::fs::metadata(&alt).is_err() {
         return;
     }
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -566,7 +579,7 @@ fn try_rename_alternate_file(a: &ArchiverArgs, file: &Path, log: &Log) {
             return;
         }
     }
-    match std::fs::rename(alt, file) {
+    match std::fs::rename(&alt, file) {
         Ok(()) => log.info("Renamed alternate cache file to primary"),
         Err(e) => log.entry(
             Level::Warn,
@@ -666,4 +679,183 @@ fn split_headers(raw: &[String]) -> Vec<(String, String)> {
         }
     }
     map.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::testing::Captured;
+
+    fn archiver_args(file: &str, paths: &[&str]) -> ArchiverArgs {
+        ArchiverArgs {
+            file: file.into(),
+            archiver: FileArchiver {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_cache_round_trips_with_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let wd = d.path().join("project");
+        std::fs::create_dir_all(wd.join("vendor/lib")).unwrap();
+        std::fs::write(wd.join("vendor/lib/a.txt"), "a").unwrap();
+        // Older than the archive will be (mtimes compare in whole seconds).
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        for p in ["vendor", "vendor/lib", "vendor/lib/a.txt"] {
+            std::fs::File::open(wd.join(p))
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+        let cap = Captured::default();
+        let mut a = archiver_args("../cache/key/cache.zip", &["vendor/"]);
+        a.metadata = Some(r#"{"CacheKey":"human key"}"#.into());
+        archiver(a.clone(), &wd, &cap.log()).await.unwrap();
+        let text = cap.text();
+        assert!(
+            text.contains("vendor/: found 3 matching artifact files and directories"),
+            "{text}"
+        );
+        assert!(text.contains("No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally."), "{text}");
+        let meta = std::fs::read_to_string(d.path().join("cache/key/metadata.json")).unwrap();
+        assert_eq!(meta, r#"{"cachekey":"human key"}"#);
+
+        // Nothing changed since: gitlab-runner checks the primary remote (none here) and keeps the archive.
+        archiver(a, &wd, &cap.log()).await.unwrap();
+        assert!(cap
+            .text()
+            .contains("Primary cache does not exist remotely, uploading existing archive"));
+
+        std::fs::remove_dir_all(wd.join("vendor")).unwrap();
+        let cap = Captured::default();
+        let e = ExtractorArgs {
+            file: "../cache/key/cache.zip".into(),
+            ..Default::default()
+        };
+        extractor(e, &wd, &cap.log()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(wd.join("vendor/lib/a.txt")).unwrap(),
+            "a"
+        );
+        assert!(cap
+            .text()
+            .contains("Instead a local version of cache will be extracted."));
+    }
+
+    #[tokio::test]
+    async fn a_missing_cache_exits_1_with_gitlabs_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let cap = Captured::default();
+        let e = ExtractorArgs {
+            file: "cache/none/cache.zip".into(),
+            ..Default::default()
+        };
+        assert_eq!(extractor(e, d.path(), &cap.log()).await, Err(Stop(1)));
+        assert!(
+            cap.text().ends_with("WARNING: Cache file does not exist\n"),
+            "{}",
+            cap.text()
+        );
+        let cap = Captured::default();
+        assert_eq!(
+            extractor(ExtractorArgs::default(), d.path(), &cap.log()).await,
+            Err(Stop(1))
+        );
+        assert_eq!(cap.text(), "WARNING: Missing cache file\n");
+    }
+
+    #[tokio::test]
+    async fn nothing_to_cache_is_a_warning_and_success() {
+        let d = tempfile::tempdir().unwrap();
+        let cap = Captured::default();
+        archiver(
+            archiver_args("c/cache.zip", &["none"]),
+            d.path(),
+            &cap.log(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            cap.text().contains("WARNING: No files to cache."),
+            "{}",
+            cap.text()
+        );
+        assert!(!d.path().join("c/cache.zip").exists());
+        let cap = Captured::default();
+        assert_eq!(
+            archiver(archiver_args("", &["x"]), d.path(), &cap.log()).await,
+            Err(Stop(1))
+        );
+        assert_eq!(cap.text(), "FATAL: Missing --file\n");
+    }
+
+    #[tokio::test]
+    async fn the_alternate_file_becomes_the_primary() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let cap = Captured::default();
+        let mut a = archiver_args("c/alt/cache.zip", &["f"]);
+        archiver(a.clone(), d.path(), &cap.log()).await.unwrap();
+        a.file = "c/primary/cache.zip".into();
+        a.alternate_file = Some("c/alt/cache.zip".into());
+        try_rename_alternate_file(&a, d.path(), &d.path().join(&a.file), &cap.log());
+        assert!(d.path().join("c/primary/cache.zip").exists());
+        assert!(!d.path().join("c/alt/cache.zip").exists());
+        assert!(cap
+            .text()
+            .contains("Renamed alternate cache file to primary"));
+    }
+
+    #[tokio::test]
+    async fn a_tarzstd_cache_is_written_and_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "zstd").unwrap();
+        let mut a = archiver_args("c/cache.zip", &["f"]);
+        a.compression_format = "TarZstd".into();
+        a.compression_level = "nope".into();
+        let cap = Captured::default();
+        archiver(a, d.path(), &cap.log()).await.unwrap();
+        assert!(cap
+            .text()
+            .contains("WARNING: compression level \"nope\" is invalid, falling back to default"));
+        let head = std::fs::read(d.path().join("c/cache.zip")).unwrap();
+        assert_eq!(&head[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        let e = ExtractorArgs {
+            file: "c/cache.zip".into(),
+            ..Default::default()
+        };
+        extractor(e, d.path(), &cap.log()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("f")).unwrap(), "zstd");
+    }
+
+    #[test]
+    fn headers_and_env_files_read_as_gitlab_reads_them() {
+        assert_eq!(
+            split_headers(&[
+                "Header-1: a value".into(),
+                "no separator".into(),
+                "X-Amz-Meta-Cachekey:k:with:colons".into(),
+            ]),
+            vec![
+                ("Header-1".to_owned(), "a value".to_owned()),
+                ("X-Amz-Meta-Cachekey".to_owned(), "k:with:colons".to_owned()),
+            ]
+        );
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("env");
+        std::fs::write(
+            &p,
+            "# comment\nexport CACHE_METADATA='{\"cachekey\":\"k\"}'\nA=\"x\\ny\"\nB=plain # note\n",
+        )
+        .unwrap();
+        let env = read_env_file(&p).unwrap();
+        assert_eq!(env["CACHE_METADATA"], r#"{"cachekey":"k"}"#);
+        assert_eq!(env["A"], "x\ny");
+        assert_eq!(env["B"], "plain");
+    }
 }

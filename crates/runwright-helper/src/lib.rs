@@ -20,8 +20,13 @@
 pub mod artifacts;
 pub mod cache;
 pub mod flags;
+mod limits;
 pub mod log;
 pub mod misc;
+
+#[cfg(test)]
+#[rustfmt::skip]
+mod flag_tests;
 
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -76,10 +81,14 @@ pub fn run(command: HelperCommand) -> ExitCode {
 
 async fn run_async(command: HelperCommand, log: &Log) -> Outcome {
     match command {
-        HelperCommand::CacheExtractor(a) => cache::extractor(a, log).await,
-        HelperCommand::CacheArchiver(a) => cache::archiver(a, log).await,
-        HelperCommand::ArtifactsDownloader(a) => artifacts::downloader(a, log).await,
-        HelperCommand::ArtifactsUploader(a) => artifacts::uploader(a, log).await,
+        HelperCommand::CacheExtractor(a) => cache::extractor(a, &working_dir(log)?, log).await,
+        HelperCommand::CacheArchiver(a) => cache::archiver(a, &working_dir(log)?, log).await,
+        HelperCommand::ArtifactsDownloader(a) => {
+            artifacts::downloader(a, &working_dir(log)?, log).await
+        }
+        HelperCommand::ArtifactsUploader(a) => {
+            artifacts::uploader(a, &working_dir(log)?, log).await
+        }
         HelperCommand::HealthCheck(a) => misc::health_check(a, log).await,
         HelperCommand::CacheInit(a) => misc::cache_init(&a, log),
         HelperCommand::ReadLogs(a) => misc::read_logs(&a, log),
@@ -94,7 +103,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// The job's working directory, where archives are made and extracted (the script `cd`s into the project
-/// directory first, as gitlab-runner's does).
+/// directory first, as gitlab-runner's does). The verbs take it as a parameter and resolve relative paths
+/// (`--file`) against it.
 pub(crate) fn working_dir(log: &Log) -> Result<std::path::PathBuf, Stop> {
     std::env::current_dir().map_err(|_| log.fatal("Unable to get working directory"))
 }

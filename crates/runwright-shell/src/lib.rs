@@ -68,14 +68,25 @@ impl ShellExecutor {
             None if which("bash") => "bash".to_string(),
             None => "sh".to_string(),
         };
+        let user = user.map(str::to_string).filter(|u| !u.is_empty());
+        let helper = own_executable();
+        if let Some(user) = &user {
+            if let Some(why) = closed_to_others(std::path::Path::new(&helper)) {
+                tracing::warn!(
+                    "jobs run as {user}, who may not be able to run {helper} ({why}): their cache and artifact \
+                     stages call it and would be skipped with \"Missing {helper}\"; install runwright where every \
+                     user can run it (/usr/local/bin)"
+                );
+            }
+        }
         Ok(Self {
             shell,
-            user: user.map(str::to_string).filter(|u| !u.is_empty()),
+            user,
             working_dir,
             kill_grace,
             cgroups: None,
             cgroups_missing: None,
-            helper: own_executable(),
+            helper,
         })
     }
 
@@ -129,6 +140,29 @@ fn own_executable() -> String {
             "runwright".to_string()
         }
     }
+}
+
+/// Why another user could not run `path` (it, or a directory above it, lacks the execute bit for others);
+/// `None` when nothing stands in the way that the modes show (group membership is not considered).
+fn closed_to_others(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    for p in path.ancestors() {
+        if p.as_os_str().is_empty() {
+            continue;
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.permissions().mode() & 0o001 == 0 => {
+                return Some(format!(
+                    "{} is mode {:o}",
+                    p.display(),
+                    m.permissions().mode() & 0o7777
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        }
+    }
+    None
 }
 
 fn which(program: &str) -> bool {
@@ -188,16 +222,8 @@ impl Executor for ShellExecutor {
                     job.builds_dir.display()
                 ))
             })?;
-        // Every stage script starts with `[ -d <tmp> ] || mkdir -p <tmp>`: made here it is a test instead of a
-        // process start per job. Not for `--user`: there the job's user must own it, so its script makes it.
-        if self.user.is_none() {
-            if let Err(e) = tokio::fs::create_dir_all(&job.tmp_dir).await {
-                tracing::debug!(
-                    "creating {}: {e}; the job's script will",
-                    job.tmp_dir.display()
-                );
-            }
-        }
+        // The project's dirs (`<project>.tmp` too) are made by the job's own stage scripts, as the job's user: the
+        // service opens no path below the builds dir, where a job can plant symlinks (issue 19 item 7).
         let cgroup = self.job_cgroup(job)?;
         Ok(Box::new(ShellSession {
             exec: self.clone(),
@@ -747,5 +773,30 @@ mod tests {
         let own = std::env::current_exe().expect("current exe");
         assert_eq!(exec.helper_command(), own.to_string_lossy());
         assert!(own.is_absolute());
+    }
+
+    #[test]
+    fn a_binary_below_a_closed_directory_is_closed_to_other_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("dir");
+        let exe = bin.join("runwright");
+        std::fs::write(&exe, "").expect("file");
+        for (p, mode) in [
+            (dir.path(), 0o755),
+            (bin.as_path(), 0o755),
+            (exe.as_path(), 0o755),
+        ] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        // The temp dir's own parents (/tmp) are open; so is everything here.
+        assert_eq!(closed_to_others(&exe), None);
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        let why = closed_to_others(&exe).expect("closed");
+        assert!(why.contains("is mode 750"), "{why}");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(closed_to_others(&exe).is_some());
     }
 }

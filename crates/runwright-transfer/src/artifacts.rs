@@ -50,6 +50,7 @@ impl JobStep for DownloadArtifacts {
         if with_artifacts(&ctx.job.dependencies).next().is_none() {
             return Ok(None);
         }
+        let (limit, max) = crate::limit_env(ctx);
         guard_helper(w, ctx, "Artifacts downloading", |w| {
             for dep in with_artifacts(&ctx.job.dependencies) {
                 let token = if dep.token.is_empty() {
@@ -63,7 +64,7 @@ impl JobStep for DownloadArtifacts {
                     dep.name, dep.id
                 ));
                 w.command_with_env(
-                    &[("CI_JOB_TOKEN", token)],
+                    &[("CI_JOB_TOKEN", token), (limit, &max)],
                     &[
                         ctx.helper,
                         "artifacts-downloader",
@@ -166,10 +167,11 @@ fn write_upload(ctx: &StepContext<'_>, w: &mut ScriptWriter, a: &Artifact) -> bo
             args.push(value);
         }
     }
+    let (limit, max) = crate::limit_env(ctx);
     guard_helper(w, ctx, "Uploading artifacts", |w| {
         w.notice("Uploading artifacts...");
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        w.command_with_env(&[("CI_JOB_TOKEN", &ctx.job.token)], &argv);
+        w.command_with_env(&[("CI_JOB_TOKEN", &ctx.job.token), (limit, &max)], &argv);
     });
     true
 }
@@ -232,7 +234,7 @@ mod tests {
         assert!(!script.contains("no-files"), "{script}");
         for (token, id) in [("glcbt-job-secret", 7), ("glcbt-dep-secret", 9)] {
             let call = format!(
-                "CI_JOB_TOKEN={token} /usr/bin/gitlab-runner-helper artifacts-downloader --url https://gitlab.example/ --id {id}\n"
+                "CI_JOB_TOKEN={token} RUNWRIGHT_MAX_ARCHIVE_FILES=1000000 /usr/bin/gitlab-runner-helper artifacts-downloader --url https://gitlab.example/ --id {id}\n"
             );
             assert!(script.contains(&call), "{call} in:\n{script}");
         }
@@ -294,7 +296,7 @@ mod tests {
             )
         );
         assert!(script.contains(
-            "CI_JOB_TOKEN=glcbt-job-secret /usr/bin/gitlab-runner-helper artifacts-uploader --url https://gitlab.example/ \
+            "CI_JOB_TOKEN=glcbt-job-secret RUNWRIGHT_MAX_ARCHIVE_FILES=1000000 /usr/bin/gitlab-runner-helper artifacts-uploader --url https://gitlab.example/ \
              --id 42 --timeout 1h0m0s --response-header-timeout 10m0s --path out/ --exclude 'out/*.log' \
              --name 'build 1' --expire-in '1 week' --artifact-format zip --artifact-type archive\n"
         ), "{script}");

@@ -314,6 +314,7 @@ impl RestoreCache {
             .feature_flags
             .is_on(runwright_engine::feature_flags::CLEAN_UP_FAILED_CACHE_EXTRACT);
         let paths: Vec<String> = c.paths.iter().map(|p| ctx.expand(p)).collect();
+        let (limit, max) = crate::limit_env(ctx);
         guard_helper(w, ctx, "Extracting cache", |w| {
             for (human, args, warning) in &calls {
                 w.notice(&format!("Checking cache for {human}..."));
@@ -321,7 +322,7 @@ impl RestoreCache {
                     w.warning(warning);
                 }
                 let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-                w.if_cmd_with_output(&[], &argv);
+                w.if_cmd_with_output(&[(limit, &max)], &argv);
                 w.notice("Successfully extracted cache");
                 w.else_();
                 w.warning("Failed to extract cache");
@@ -478,10 +479,11 @@ impl ArchiveCache {
             Err(e) => w.warning(&format!("Unable to generate cache upload environment: {e}")),
         }
         let metadata = serde_json::json!({ "cachekey": k.human }).to_string();
+        let (limit, max) = crate::limit_env(ctx);
         guard_helper(w, ctx, "Creating cache", |w| {
             w.notice(&format!("Creating cache {}...", k.human));
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            w.if_cmd_with_output(&[("CACHE_METADATA", &metadata)], &argv);
+            w.if_cmd_with_output(&[("CACHE_METADATA", &metadata), (limit, &max)], &argv);
             w.notice("Created cache");
             w.else_();
             w.warning("Failed to create cache");
@@ -563,7 +565,7 @@ mod tests {
         }
         for key in ["deps", "fallback-main", "global"] {
             let call = format!(
-                "if /usr/bin/gitlab-runner-helper cache-extractor --file /cache/grp/app/{key}/cache.zip --timeout 10 ; then"
+                "if RUNWRIGHT_MAX_ARCHIVE_FILES=1000000 /usr/bin/gitlab-runner-helper cache-extractor --file /cache/grp/app/{key}/cache.zip --timeout 10 ; then"
             );
             assert!(script.contains(&call), "{call} in:\n{script}");
         }
@@ -621,7 +623,7 @@ mod tests {
         );
         assert!(
             script.contains(
-                "if CACHE_METADATA='{\"cachekey\":\"build/build\"}' /usr/bin/gitlab-runner-helper cache-archiver \
+                "if CACHE_METADATA='{\"cachekey\":\"build/build\"}' RUNWRIGHT_MAX_ARCHIVE_FILES=1000000 /usr/bin/gitlab-runner-helper cache-archiver \
                  --file /cache/grp/app/build/build/cache.zip --timeout 10 --path vendor/ --path 'out dir/' ; then"
             ),
             "{script}"

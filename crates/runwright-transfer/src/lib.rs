@@ -60,6 +60,16 @@ pub(crate) fn guard_helper(
     w.end_if();
 }
 
+/// runwright's own bound on one archive (`max_archive_files`, issue 17), for runwright's helper: in the helper
+/// call's environment (`RUNWRIGHT_MAX_ARCHIVE_FILES`), which GitLab's helper ignores, where an unknown flag
+/// would stop it.
+pub(crate) fn limit_env(ctx: &StepContext<'_>) -> (&'static str, String) {
+    (
+        runwright_static::env_vars::RUNWRIGHT_MAX_ARCHIVE_FILES,
+        ctx.runner.max_archive_files().to_string(),
+    )
+}
+
 /// `--path`/`--exclude`/`--untracked` of the archivers (runner `getArchiverArgs`, `writeUploadArtifact`), with
 /// each path expanded against the job's variables as the runner did when it archived in-process.
 pub(crate) fn archiver_args(

@@ -1,7 +1,8 @@
 //! A job's file count cannot take the service down (issue 17 item 3). The attacker is a job author whose job
 //! runs as another local account and makes more files than the runner will list for one archive: GitLab's
-//! runner lists them in its helper process (the job's memory), runwright in the service, so 400,000 files
-//! took the service to 351 MB before. Now one archive holds at most `max_archive_files` entries: past it the
+//! runner lists them in its helper process (the job's memory), runwright did in the service, so 400,000 files
+//! took the service to 351 MB before (since issue 19 runwright's helper lists them in the job's stage too, told
+//! the bound in `RUNWRIGHT_MAX_ARCHIVE_FILES`). One archive holds at most `max_archive_files` entries: past it the
 //! job's artifacts fail (exit code 1, as a failing artifact upload of GitLab's runner) and its cache is not
 //! saved (a warning), with a message naming the limit; every other job of the service runs on.
 

@@ -476,8 +476,10 @@ pub fn can_run_as_nobody() -> bool {
 }
 
 impl Harness {
-    /// A builds dir `nobody` can use inside the (root-only) temp dir, and a config with `user = "nobody"`
-    /// and that builds dir for the one shell runner. Returns the builds dir.
+    /// A builds dir `nobody` can use inside the (root-only) temp dir, a cache dir of nobody's own (the helper
+    /// archives and extracts caches as the job's user, as gitlab-runner's does, so that user must be able to
+    /// write there), and a config with `user = "nobody"` and those dirs for the one shell runner. Returns the
+    /// builds dir.
     pub fn single_runner_as_nobody(&self) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755))
@@ -485,9 +487,20 @@ impl Harness {
         let builds = self.path().join("shared-builds");
         std::fs::create_dir_all(&builds).expect("builds");
         std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let cache = self.path().join("nobody-cache");
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        let nobody = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("user nobody");
+        nix::unistd::chown(&cache, Some(nobody.uid), Some(nobody.gid)).expect("chown");
         self.single_runner(
             "user = \"nobody\"",
-            &format!("  builds_dir = \"{}\"", builds.display()),
+            &format!(
+                "  builds_dir = \"{}\"\n  cache_dir = \"{}\"",
+                builds.display(),
+                cache.display()
+            ),
         );
         builds
     }

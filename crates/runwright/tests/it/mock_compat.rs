@@ -437,8 +437,9 @@ async fn mock_cancel_stops_the_job_and_the_service_takes_the_next_one() {
     assert!(!canceled_log.contains("Job succeeded"), "{canceled_log}");
 }
 
-/// An `artifacts: paths:` job: the mock receives one multipart upload named `default.zip` whose bytes are a zip
-/// that Info-ZIP accepts and that holds the job's files.
+/// An `artifacts: paths:` job: the mock receives one multipart upload named `artifacts.zip` (no `artifacts:name`:
+/// gitlab-runner's script passes no `--name` and its uploader defaults to `artifacts`) whose bytes are a zip that
+/// Info-ZIP accepts and that holds the job's files.
 #[tokio::test]
 async fn mock_receives_the_artifacts_archive() {
     let m = mock().await;
@@ -459,7 +460,7 @@ async fn mock_receives_the_artifacts_archive() {
     assert_eq!(job.state(), MockJobState::Success, "{log}\n{}", h.log());
     let uploads: Vec<_> = job.uploaded_artifacts().collect();
     assert_eq!(uploads.len(), 1, "{log}");
-    assert_eq!(uploads[0].filename.as_deref(), Some("default.zip"));
+    assert_eq!(uploads[0].filename.as_deref(), Some("artifacts.zip"));
     let zip = h.path().join("from-mock.zip");
     std::fs::write(&zip, uploads[0].data.as_slice()).expect("write zip");
     let out = std::process::Command::new("unzip")
