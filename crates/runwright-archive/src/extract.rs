@@ -20,18 +20,26 @@
 //! moved into the target, after a planning pass that finds conflicts (a file where a non-empty directory is)
 //! before anything moves. The commit step never follows a symlink that already exists in the target: a
 //! symlink standing where the archive has a directory is replaced, not entered.
+//!
+//! **Nothing is reached through a path another process can change.** Every entry is created, moved and
+//! finished (mode, mtime, owner) through directory descriptors opened one component at a time with
+//! `O_NOFOLLOW` (`beneath`), in the staging directory and in the target alike: a directory of either swapped
+//! for a symlink while extraction runs (a job's background process, a service container on the shared
+//! volume) makes the extraction fail instead of writing, moving or changing anything outside the target.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, FileTimes, OpenOptions};
+use std::fs::{File, FileTimes};
 use std::io::{self, BufWriter, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use zip::ZipArchive;
 
+use crate::beneath;
 use crate::error::{Error, IoContext, Result};
 use crate::Format;
 
@@ -151,9 +159,13 @@ fn extract_staged(
         .prefix(".runwright-extract-")
         .tempdir_in(target)
         .at(target)?;
+    let target_fd = beneath::open_root(target).at(target)?;
+    let staging_name = Path::new(staging.path().file_name().unwrap_or_default());
+    let root_fd = beneath::open_dir(&target_fd, staging_name).at(staging.path())?;
     let mut x = Extractor {
         archive,
         root: staging.path().to_path_buf(),
+        root_fd,
         opts,
         seen: HashMap::new(),
         dirs: Vec::new(),
@@ -170,22 +182,22 @@ fn extract_staged(
             })
         }
     }
-    if let Some((uid, gid)) = opts.owner {
-        chown_tree(staging.path(), uid, gid)?;
-    }
-    commit(archive, staging.path(), target)?;
+    commit(archive, staging.path(), &x.root_fd, target, &target_fd)?;
     // Directory modes and mtimes last: adding children changes a directory's mtime, and a read-only directory
-    // could not have received its children.
+    // could not have received its children. Through a descriptor of the directory itself: a path swapped for
+    // a symlink since is not followed (it is skipped, as anything that is not a directory is).
     x.dirs
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (rel, mode, mtime) in &x.dirs {
         let p = target.join(rel);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).at(&p)?;
-                set_mtime_nofollow(&p, *mtime).at(&p)?;
-            }
-            _ => {}
+        if let Ok(fd) = beneath::open_dir(&target_fd, rel) {
+            nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(*mode))
+                .map_err(io::Error::from)
+                .at(&p)?;
+            let t = nix::sys::time::TimeSpec::new(*mtime, 0);
+            nix::sys::stat::futimens(&fd, &nix::sys::time::TimeSpec::UTIME_OMIT, &t)
+                .map_err(io::Error::from)
+                .at(&p)?;
         }
     }
     staging.close().at(target)?;
@@ -209,7 +221,9 @@ fn sniff(archive: &Path) -> Result<Format> {
 
 struct Extractor<'a> {
     archive: &'a Path,
+    /// The staging directory (for messages and the free-space check) and its descriptor (for every change).
     root: PathBuf,
+    root_fd: OwnedFd,
     opts: &'a ExtractOptions,
     /// Every path created so far (relative), with its kind.
     seen: HashMap<PathBuf, Kind>,
@@ -360,7 +374,11 @@ impl Extractor<'_> {
         if let Some(parent) = rel.parent() {
             if !parent.as_os_str().is_empty() {
                 let p = self.root.join(parent);
-                std::fs::create_dir_all(&p).at(&p)?;
+                let owner = self.opts.owner;
+                beneath::mkdir_all(&self.root_fd, parent, 0o777, |dir, name| {
+                    chown_at(dir, name, owner)
+                })
+                .at(&p)?;
                 let mut a = Some(parent);
                 while let Some(d) = a {
                     if d.as_os_str().is_empty() {
@@ -379,10 +397,13 @@ impl Extractor<'_> {
             return Ok(());
         };
         self.make_parents(&rel)?;
-        let p = self.root.join(&rel);
-        match std::fs::create_dir(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        let (dir, name) =
+            beneath::open_parent(&self.root_fd, &rel).map_err(|e| self.err(raw, e.to_string()))?;
+        match nix::sys::stat::mkdirat(&dir, name, nix::sys::stat::Mode::from_bits_truncate(0o777)) {
+            Ok(()) => {
+                chown_at(&dir, name, self.opts.owner).map_err(|e| self.err(raw, e.to_string()))?
+            }
+            Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(self.err(raw, e.to_string())),
         }
         self.seen.insert(rel.clone(), Kind::Dir);
@@ -403,15 +424,22 @@ impl Extractor<'_> {
             return Ok(());
         };
         self.make_parents(&rel)?;
-        let p = self.root.join(&rel);
+        let (dir, name) =
+            beneath::open_parent(&self.root_fd, &rel).map_err(|e| self.err(raw, e.to_string()))?;
+        use nix::fcntl::OFlag;
+        let file = nix::fcntl::openat(
+            &dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map(File::from)
+        .map_err(|e| self.err(raw, e.to_string()))?;
         self.seen.insert(rel, Kind::File);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&p)
-            .map_err(|e| self.err(raw, e.to_string()))?;
+        if let Some((uid, gid)) = self.opts.owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(|e| self.err(raw, e.to_string()))?;
+        }
         let mut w = BufWriter::with_capacity(256 << 10, file);
         // Stop one byte past the declared size: enough to tell a lie from the truth without writing a bomb.
         let n = io::copy(&mut data.take(declared.saturating_add(1)), &mut w)
@@ -446,10 +474,12 @@ impl Extractor<'_> {
         };
         self.check_link(raw, &rel, link)?;
         self.make_parents(&rel)?;
-        let p = self.root.join(&rel);
-        std::os::unix::fs::symlink(OsStr::from_bytes(link), &p)
+        let (dir, name) =
+            beneath::open_parent(&self.root_fd, &rel).map_err(|e| self.err(raw, e.to_string()))?;
+        nix::unistd::symlinkat(OsStr::from_bytes(link), &dir, name)
             .map_err(|e| self.err(raw, e.to_string()))?;
-        let _ = set_mtime_nofollow(&p, mtime);
+        chown_at(&dir, name, self.opts.owner).map_err(|e| self.err(raw, e.to_string()))?;
+        let _ = set_mtime_nofollow_at(&dir, name, mtime);
         self.seen.insert(rel, Kind::Symlink);
         self.stats.symlinks += 1;
         Ok(())
@@ -601,16 +631,19 @@ impl Extractor<'_> {
     }
 }
 
-/// `lchown` of everything below `root` (never following a symlink).
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
-    for entry in walkdir::WalkDir::new(root).min_depth(1) {
-        let entry = entry.map_err(|e| {
-            let p = e.path().unwrap_or(root).to_path_buf();
-            Error::io(&p, io::Error::other(e.to_string()))
-        })?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).at(entry.path())?;
-    }
-    Ok(())
+/// `lchown` of one new entry (never following a symlink), when an owner is asked for.
+fn chown_at(dir: &OwnedFd, name: &OsStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    nix::unistd::fchownat(
+        dir,
+        name,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
 }
 
 fn system_time(unix: i64) -> SystemTime {
@@ -621,13 +654,13 @@ fn system_time(unix: i64) -> SystemTime {
     }
 }
 
-fn set_mtime_nofollow(p: &Path, mtime: i64) -> io::Result<()> {
+fn set_mtime_nofollow_at(dir: &OwnedFd, name: &OsStr, mtime: i64) -> io::Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(mtime, 0);
     utimensat(
-        nix::fcntl::AT_FDCWD,
-        p,
+        dir,
+        name,
         &TimeSpec::UTIME_OMIT,
         &t,
         UtimensatFlags::NoFollowSymlink,
@@ -635,29 +668,57 @@ fn set_mtime_nofollow(p: &Path, mtime: i64) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// One move of the commit.
+/// One move of the commit, by path relative to the staging directory and the target.
 enum Step {
     /// Remove what is at the destination (a file or symlink where a directory goes), then rename.
-    Replace(PathBuf, PathBuf),
-    Rename(PathBuf, PathBuf),
+    Replace(PathBuf),
+    Rename(PathBuf),
 }
 
 /// Moves the staged tree into the target: plan every move first (so a conflict fails before anything moved),
-/// then rename. Existing symlinks in the target are never entered.
-fn commit(archive: &Path, staging: &Path, target: &Path) -> Result<()> {
+/// then rename. Existing symlinks in the target are never entered: every move goes between directory
+/// descriptors opened without following a symlink (`renameat(2)`), so a directory of the target swapped for
+/// a symlink after the plan makes the move fail instead of landing outside.
+fn commit(
+    archive: &Path,
+    staging: &Path,
+    staging_fd: &OwnedFd,
+    target: &Path,
+    target_fd: &OwnedFd,
+) -> Result<()> {
     let mut steps = Vec::new();
     plan(archive, staging, target, Path::new(""), &mut steps)?;
     for step in steps {
-        match step {
-            Step::Replace(s, d) => {
-                match std::fs::symlink_metadata(&d) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir(&d).at(&d)?,
-                    _ => std::fs::remove_file(&d).at(&d)?,
+        let (rel, replace) = match &step {
+            Step::Replace(r) => (r, true),
+            Step::Rename(r) => (r, false),
+        };
+        let d = target.join(rel);
+        let (sdir, name) = beneath::open_parent(staging_fd, rel).at(staging.join(rel))?;
+        let (ddir, _) = beneath::open_parent(target_fd, rel).at(&d)?;
+        if replace {
+            use nix::sys::stat::{fstatat, SFlag};
+            match fstatat(&ddir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    let flag = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+                        == SFlag::S_IFDIR
+                    {
+                        nix::unistd::UnlinkatFlags::RemoveDir
+                    } else {
+                        nix::unistd::UnlinkatFlags::NoRemoveDir
+                    };
+                    nix::unistd::unlinkat(&ddir, name, flag)
+                        .map_err(io::Error::from)
+                        .at(&d)?;
                 }
-                std::fs::rename(&s, &d).at(&d)?;
+                Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(Error::io(&d, e.into())),
             }
-            Step::Rename(s, d) => std::fs::rename(&s, &d).at(&d)?,
         }
+        // rename(2) replaces a file or symlink atomically.
+        nix::fcntl::renameat(&sdir, name, &ddir, name)
+            .map_err(io::Error::from)
+            .at(&d)?;
     }
     Ok(())
 }
@@ -682,13 +743,13 @@ fn plan(
         let d = target.join(&r);
         let s_dir = std::fs::symlink_metadata(&s).at(&s)?.is_dir();
         match std::fs::symlink_metadata(&d) {
-            Err(_) => steps.push(Step::Rename(s, d)),
+            Err(_) => steps.push(Step::Rename(r)),
             Ok(dm) if dm.is_dir() => {
                 if s_dir {
                     plan(archive, staging, target, &r, steps)?;
                 } else if std::fs::read_dir(&d).at(&d)?.next().is_none() {
                     // An empty directory where the archive has a file: rmdir then rename.
-                    steps.push(Step::Replace(s, d));
+                    steps.push(Step::Replace(r));
                 } else {
                     return Err(Error::entry(
                         archive,
@@ -697,9 +758,8 @@ fn plan(
                     ));
                 }
             }
-            Ok(_) if s_dir => steps.push(Step::Replace(s, d)),
-            // rename(2) replaces a file or symlink atomically.
-            Ok(_) => steps.push(Step::Rename(s, d)),
+            Ok(_) if s_dir => steps.push(Step::Replace(r)),
+            Ok(_) => steps.push(Step::Rename(r)),
         }
     }
     Ok(())

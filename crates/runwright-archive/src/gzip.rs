@@ -3,7 +3,6 @@
 //! mtime (runner `helpers/archives/gzip_create.go`, `writeGzipFile`). Anything but a regular file is an error
 //! there, and here.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
 use flate2::{Compression, GzBuilder};
@@ -32,7 +31,8 @@ pub(crate) fn write_gzip(
             )));
         }
         let base = e.name.rsplit('/').next().unwrap_or(&e.name);
-        let mut src = File::open(&e.path).at(&e.path)?;
+        // No symlink followed below the root (see `Selection::open_file`).
+        let mut src = selection.open_file(&e).at(&e.path)?;
         let mut gz = GzBuilder::new()
             .filename(base.as_bytes())
             .comment(e.name.as_bytes())

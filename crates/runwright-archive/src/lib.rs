@@ -11,6 +11,7 @@
 //! * [`extract`] unpacks into a staging directory and only moves the result into place once every entry has
 //!   been checked and written.
 
+mod beneath;
 mod error;
 mod extract;
 mod gzip;

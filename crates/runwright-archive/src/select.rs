@@ -174,6 +174,27 @@ impl Selection {
         }
     }
 
+    /// The directory the entries are relative to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Opens a selected regular file for reading without following a symlink anywhere below the root (a
+    /// directory swapped for a symlink since the selection fails here rather than reading outside the tree).
+    pub fn open_file(&self, entry: &SelectedEntry) -> std::io::Result<std::fs::File> {
+        let rel = entry.path.strip_prefix(&self.root).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not below {}",
+                    entry.path.display(),
+                    self.root.display()
+                ),
+            )
+        })?;
+        crate::beneath::open_file(&self.root, rel)
+    }
+
     /// Whether the `i`th entry is a directory (without building the entry).
     pub fn is_dir(&self, i: usize) -> bool {
         self.items.get(i).is_some_and(|it| it.kind == Kind::Dir)

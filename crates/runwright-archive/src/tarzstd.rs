@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 
 use crate::error::{Error, IoContext, Result};
 use crate::select::{EntryKind, Selection};
@@ -51,11 +50,8 @@ pub(crate) fn write_tar_zstd(
                 tb.append_link(&mut h, &e.name, target).map_err(name_err)?;
             }
             EntryKind::File => {
-                let src = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                    .open(&e.path)
-                    .at(&e.path)?;
+                // No symlink followed below the root (see `Selection::open_file`).
+                let src = selection.open_file(&e).at(&e.path)?;
                 // The header needs the size up front: read exactly the size we stat now (a file growing
                 // meanwhile is cut, one shrinking fails), as Go's tar writer does.
                 let size = src.metadata().at(&e.path)?.len();

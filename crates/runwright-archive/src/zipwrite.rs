@@ -29,7 +29,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -234,12 +233,9 @@ fn entry_options(
 
 /// Compresses one regular file into a single-entry zip in a spill buffer.
 fn compress_file(e: &SelectedEntry, job: &Job<'_>) -> Result<SpillBuffer> {
-    // O_NOFOLLOW: if the file was replaced by a symlink since it was selected, refuse rather than follow.
-    let mut src = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&e.path)
-        .at(&e.path)?;
+    // No symlink followed anywhere below the root: a file or directory replaced by a symlink since it was
+    // selected is refused rather than followed out of the tree.
+    let mut src = job.entries.open_file(e).at(&e.path)?;
     let size = src.metadata().at(&e.path)?.len();
     let mut entry = e.clone();
     entry.size = entry.size.max(size);

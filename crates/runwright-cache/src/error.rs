@@ -16,6 +16,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A request header the caller gave (the helper's `cache-archiver --header`) is not a valid HTTP header.
+    #[error("--header {0}")]
+    Header(String),
     /// `[runners.cache]` cannot work as written.
     #[error("[runners.cache] {0}")]
     Config(String),

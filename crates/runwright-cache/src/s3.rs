@@ -666,17 +666,10 @@ pub async fn upload_with_headers(
     let size = meta.len();
     let mut map = header::HeaderMap::new();
     for (name, value) in headers {
-        let name = header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
-            Error::Config(format!(
-                "PUT header {:?} is no valid header name",
-                name.trim()
-            ))
-        })?;
-        let value = header::HeaderValue::from_str(value.trim()).map_err(|_| {
-            Error::Config(format!(
-                "PUT header {name}: the value is no valid header value"
-            ))
-        })?;
+        let name = header::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| Error::Header(format!("{:?}: not a valid header name", name.trim())))?;
+        let value = header::HeaderValue::from_str(value.trim())
+            .map_err(|_| Error::Header(format!("{name}: the value is not a valid header value")))?;
         map.insert(name, value);
     }
     if !map.contains_key(header::CONTENT_TYPE) {

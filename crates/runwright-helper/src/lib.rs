@@ -67,7 +67,7 @@ pub fn run(command: HelperCommand) -> ExitCode {
     let log = Log::stderr();
     let outcome = match command {
         HelperCommand::CacheInit(a) => misc::cache_init(&a, &log),
-        HelperCommand::ReadLogs(a) => misc::read_logs(&a, &log),
+        HelperCommand::ReadLogs(a) => misc::read_logs(&a),
         command => match runtime() {
             Ok(rt) => rt.block_on(run_async(command, &log)),
             Err(e) => Err(log.fatal(&format!("starting the runtime: {e}"))),
@@ -91,7 +91,7 @@ async fn run_async(command: HelperCommand, log: &Log) -> Outcome {
         }
         HelperCommand::HealthCheck(a) => misc::health_check(a, log).await,
         HelperCommand::CacheInit(a) => misc::cache_init(&a, log),
-        HelperCommand::ReadLogs(a) => misc::read_logs(&a, log),
+        HelperCommand::ReadLogs(a) => misc::read_logs(&a),
     }
 }
 

@@ -57,27 +57,27 @@ const CHECK_FILE_EXISTS_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_FILE_CONTENTS: Duration = Duration::from_millis(500);
 
 /// `read-logs`: follows a log file from `--offset`, printing each line to standard output prefixed with the
-/// offset just past it (`<offset> <line>`), forever; exit 100 when the file does not (or no longer) exist(s),
-/// 1 on another error (runner `ReadLogsCommand`).
-pub fn read_logs(a: &ReadLogsArgs, log: &Log) -> Outcome {
+/// offset just past it (`<offset> <line>`), forever; exit 100 when the file is deleted, 1 with a line on
+/// standard output on another error (not there within `--wait-file-timeout`, unreadable), as gitlab-runner's
+/// `ReadLogsCommand`, whose output the Kubernetes executor parses.
+pub fn read_logs(a: &ReadLogsArgs) -> Outcome {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match follow(a, &mut out, None) {
+    match follow(a, &mut out, false) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Stop(FILE_NOT_EXISTS_EXIT_CODE)),
         Err(e) => {
             let _ = writeln!(out, "error reading logs from {}: {e}", a.path.display());
-            let _ = log;
             Err(Stop(1))
         }
     }
 }
 
-/// The loop of `read-logs`; `stop_after_eof` ends it at the first end of file (tests).
+/// The loop of `read-logs`; `stop_at_eof` ends it at the first end of file (tests).
 pub(crate) fn follow(
     a: &ReadLogsArgs,
     out: &mut dyn Write,
-    stop_after_eof: Option<()>,
+    stop_at_eof: bool,
 ) -> std::io::Result<()> {
     let attempts =
         (a.wait_file_timeout.as_secs_f64() / CHECK_FILE_EXISTS_INTERVAL.as_secs_f64()) as u64;
@@ -125,7 +125,7 @@ pub(crate) fn follow(
         }
         // End of file: a file deleted from outside ends the loop as "does not exist" (`checkedFile`).
         std::fs::metadata(&a.path)?;
-        if stop_after_eof.is_some() {
+        if stop_at_eof {
             return Ok(());
         }
         std::thread::sleep(POLL_FILE_CONTENTS);
@@ -216,14 +216,31 @@ mod tests {
             wait_file_timeout: Duration::from_secs(1),
         };
         let mut out = Vec::new();
-        follow(&a, &mut out, Some(())).unwrap();
+        follow(&a, &mut out, true).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "7 cde\n8 f\n");
         let missing = ReadLogsArgs {
             path: d.path().join("none"),
             ..a
         };
-        let err = follow(&missing, &mut Vec::new(), Some(())).unwrap_err();
+        let err = follow(&missing, &mut Vec::new(), true).unwrap_err();
         assert_eq!(err.to_string(), "timeout waiting for file to be created");
+    }
+
+    #[tokio::test]
+    async fn health_check_waits_for_every_port_given() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ports = vec![
+            a.local_addr().unwrap().port().to_string(),
+            b.local_addr().unwrap().port().to_string(),
+        ];
+        let cap = crate::log::testing::Captured::default();
+        let done = tokio::time::timeout(
+            Duration::from_secs(30),
+            health_check(HealthCheckArgs { ports }, &cap.log()),
+        )
+        .await;
+        assert_eq!(done.ok(), Some(Ok(())));
     }
 
     #[test]

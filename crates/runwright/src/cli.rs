@@ -105,11 +105,34 @@ pub fn invoked_as_helper() -> bool {
     })
 }
 
-/// Parses and runs `gitlab-runner-helper <verb>`. A usage error exits 1, as gitlab-runner's helper does
-/// (`logrus.Fatal` of urfave/cli's error); `--help` and `--version` exit 0.
+/// Whether the first argument is one of the helper verbs (`runwright cache-extractor …`, `gitlab-runner
+/// artifacts-uploader …`): those are parsed as the helper parses them, so that their usage errors exit 1 too.
+pub fn helper_verb_invoked() -> bool {
+    use clap::CommandFactory;
+    let Some(first) = std::env::args_os().nth(1) else {
+        return false;
+    };
+    HelperCli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() != "help" && first == c.get_name())
+}
+
+/// Parses and runs `gitlab-runner-helper <verb>` (or `runwright <verb>` for a helper verb). A usage error exits
+/// 1, as gitlab-runner's helper does (`logrus.Fatal` of urfave/cli's error); `--help` and `--version` exit 0.
 pub fn run_helper() -> ExitCode {
     use clap::error::ErrorKind;
-    match HelperCli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let name = if invoked_as_helper() {
+        HELPER_NAME
+    } else {
+        invoked_name()
+    };
+    let parsed = HelperCli::command()
+        .name(name)
+        .bin_name(name)
+        .try_get_matches()
+        .and_then(|m| HelperCli::from_arg_matches(&m));
+    match parsed {
         Ok(cli) => {
             crate::logging::init_helper();
             runwright_helper::run(cli.command)

@@ -19,7 +19,7 @@ mod volumes_cmd;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    if cli::invoked_as_helper() {
+    if cli::invoked_as_helper() || cli::helper_verb_invoked() {
         return cli::run_helper();
     }
     let cli = cli::parse_as_invoked();

@@ -230,3 +230,38 @@ fn existing_symlink_in_target_is_replaced_not_followed() {
     assert_eq!(listing(&outside), Vec::<String>::new());
     assert_eq!(std::fs::read(target.join("sub/file")).unwrap(), b"x");
 }
+
+/// A directory of the project swapped for a symlink after the selection (a job's process racing the
+/// archiver): writing fails instead of reading the file of the same name outside the project, in every
+/// format.
+#[test]
+fn a_directory_swapped_for_a_symlink_after_selection_is_not_read_through() {
+    use runwright_archive::{select_files, write_archive, ArchiveSpec, WriteOptions};
+    for format in [Format::Zip, Format::TarZstd, Format::Gzip] {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("project");
+        let outside = dir.path().join("outside");
+        write(&project.join("d/f.txt"), b"inside", 0o644);
+        write(&outside.join("f.txt"), b"OUTSIDE-SECRET", 0o644);
+        let spec = ArchiveSpec {
+            paths: vec![if format == Format::Gzip {
+                "d/f.txt"
+            } else {
+                "d/"
+            }
+            .into()],
+            ..Default::default()
+        };
+        let selection = select_files(&project, &spec).unwrap();
+        std::fs::rename(project.join("d"), project.join("d.real")).unwrap();
+        std::os::unix::fs::symlink(&outside, project.join("d")).unwrap();
+        let out = dir.path().join("out.archive");
+        let opts = WriteOptions {
+            format,
+            ..Default::default()
+        };
+        let err = write_archive(&selection, &out, &opts).expect_err("read through the symlink");
+        assert!(err.to_string().contains("f.txt"), "{format:?}: {err}");
+        assert!(!out.exists(), "{format:?}: no archive left");
+    }
+}

@@ -459,3 +459,68 @@ async fn an_s3_compatible_server_is_addressed_path_style_when_path_style_is_unse
     let status = client().head(head).send().await.expect("HEAD").status();
     assert_eq!(status, 200);
 }
+
+/// The helper's form (`cache-archiver --header`, `cache-extractor` without `--head-url`): headers as given, a
+/// `GET` straight away whose `Last-Modified` decides whether the local copy is current, a missing object
+/// answered `NotFound`.
+#[tokio::test]
+async fn the_helpers_headers_and_a_get_without_head() {
+    let moto = moto();
+    let cache = s3_cache(&moto.cache_config(BUCKET));
+    let u = urls(&cache, 3, "helper-key").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("up/cache.zip");
+    let bytes = content(70_000);
+    write_file(&archive, &bytes);
+    let sent = runwright_cache::upload_with_headers(
+        &client(),
+        &u.put,
+        &archive,
+        &[("X-Amz-Meta-Cachekey".into(), " helper-key ".into())],
+    )
+    .await
+    .expect("upload");
+    assert_eq!(sent, bytes.len() as u64);
+
+    let restored = dir.path().join("down/cache.zip");
+    let down = runwright_cache::download_from(&client(), &u.get, None, &restored)
+        .await
+        .expect("download");
+    let DownloadResult::Downloaded { metadata, .. } = down else {
+        panic!("expected a download, got {down:?}");
+    };
+    assert_eq!(std::fs::read(&restored).expect("restored"), bytes);
+    assert_eq!(
+        metadata.get("cachekey").map(String::as_str),
+        Some("helper-key")
+    );
+    let again = runwright_cache::download_from(&client(), &u.get, None, &restored)
+        .await
+        .expect("download");
+    assert!(
+        matches!(again, DownloadResult::UpToDate { .. }),
+        "{again:?}"
+    );
+
+    let missing = urls(&cache, 3, "nothing-here").await;
+    let none = runwright_cache::download_from(
+        &client(),
+        &missing.get,
+        None,
+        &dir.path().join("x/cache.zip"),
+    )
+    .await
+    .expect("download");
+    assert_eq!(none, DownloadResult::NotFound);
+
+    // A header that is no header is refused by name, before anything is sent.
+    let err = runwright_cache::upload_with_headers(
+        &client(),
+        &u.put,
+        &archive,
+        &[("bad name".into(), "v".into())],
+    )
+    .await
+    .expect_err("bad header");
+    assert!(err.to_string().contains("\"bad name\""), "{err}");
+}

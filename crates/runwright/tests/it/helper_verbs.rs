@@ -30,7 +30,10 @@ fn run_in(program: &Path, wd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out
     cmd.current_dir(wd)
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "PATH",
+            std::env::var_os(runwright_static::env_vars::PATH).unwrap_or_default(),
+        )
         .env("RUNWRIGHT_FAST_RETRIES", "1");
     for (k, v) in env {
         cmd.env(k, v);
@@ -383,6 +386,52 @@ async fn a_presigned_cache_round_trips_through_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_cache_alone_and_a_missing_one() {
     let dir = tempfile::tempdir().expect("tmp");
+    // gitlab-runner's scripts guard every helper call with `if gitlab-runner-helper --version` (shells/
+    // abstract.go `guardRunnerCommand`); `--help` lists the verbs.
+    let out = helper(dir.path(), dir.path(), &["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("gitlab-runner-helper "),
+        "{}",
+        text(&out)
+    );
+    let out = helper(dir.path(), dir.path(), &["--help"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for verb in [
+        "cache-extractor",
+        "cache-archiver",
+        "artifacts-downloader",
+        "artifacts-uploader",
+        "cache-init",
+        "read-logs",
+        "health-check",
+    ] {
+        assert!(t.contains(verb), "{verb}: {t}");
+    }
+    assert!(!t.contains("register"), "only the helper's verbs: {t}");
+    // A flag no gitlab-runner helper has: exit 1, as gitlab-runner's helper (urfave/cli's error, Fatal).
+    let out = helper(
+        dir.path(),
+        dir.path(),
+        &["cache-extractor", "--no-such-flag"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let runwright = linked(dir.path(), "runwright");
+    let out = run_in(
+        &runwright,
+        dir.path(),
+        &["cache-extractor", "--no-such-flag"],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "runwright <verb> too: {}",
+        text(&out)
+    );
+
     let wd = dir.path().join("project");
     std::fs::create_dir_all(wd.join("node_modules/x")).expect("dirs");
     std::fs::write(wd.join("node_modules/x/index.js"), "x").expect("file");
@@ -447,9 +496,12 @@ async fn the_local_cache_alone_and_a_missing_one() {
     assert!(!t.contains("FATAL"), "{t}");
 }
 
+/// One entry of [`hostile_zip`]: name, kind, data.
+type ZipEntry<'a> = (&'a str, char, &'a str);
+
 /// A zip of `entries` (`(name, kind, data)`, kind `f` file, `l` symlink whose data is the target), written
 /// by Python's zipfile, which writes whatever names it is given.
-fn hostile_zip(path: &Path, entries: &[(&str, char, &str)]) {
+fn hostile_zip(path: &Path, entries: &[ZipEntry]) {
     let spec = serde_json::to_string(
         &entries
             .iter()
@@ -481,7 +533,7 @@ async fn hostile_archives_are_refused_from_the_cache_and_from_artifacts() {
     let dir = h.path();
     let outside = dir.join("outside");
     std::fs::create_dir_all(&outside).expect("outside");
-    let cases: [(&str, Vec<(&str, char, &str)>); 4] = [
+    let cases: [(&str, Vec<ZipEntry>); 4] = [
         ("zip-slip", vec![("../../outside/slip.txt", 'f', "pwned")]),
         (
             "absolute",
@@ -583,4 +635,143 @@ async fn hostile_archives_are_refused_from_the_cache_and_from_artifacts() {
     assert!(t.contains("FATAL: "), "{t}");
     assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
     assert!(!wd.join("esc").exists());
+}
+
+/// Swaps `dir` for a symlink to `to` and back, as fast as it can, until the returned flag is set: half the
+/// time `dir` is the real directory, half the time the symlink. Whatever the helper made of `dir` meanwhile
+/// (a new directory where the symlink was) becomes the real directory of the next round.
+fn swapper(
+    dir: PathBuf,
+    to: PathBuf,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let real = dir.with_extension("real");
+    let handle = std::thread::spawn(move || {
+        let mut swaps = 0u64;
+        let settle = |dir: &Path, real: &Path| {
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(dir);
+            }
+            if std::fs::symlink_metadata(dir).is_err() {
+                let _ = std::fs::rename(real, dir);
+            } else if real.exists() {
+                let _ = std::fs::remove_dir_all(real);
+            }
+        };
+        while !flag.load(Ordering::Relaxed) {
+            settle(&dir, &real);
+            if std::fs::rename(&dir, &real).is_ok() && std::os::unix::fs::symlink(&to, &dir).is_ok()
+            {
+                swaps += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            settle(&dir, &real);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        settle(&dir, &real);
+        swaps
+    });
+    (stop, handle)
+}
+
+/// A process of the job swapping a directory of the project for a symlink to a directory outside while the
+/// helper archives and extracts (issue 19 item 7): no archive ever holds the outside file, nothing is ever
+/// written outside, whatever the timing. Each run either succeeds on the real tree or fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_symlink_while_the_helper_works_never_leads_outside() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tmp");
+    let wd = dir.path().join("project");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(wd.join("d")).expect("d");
+    std::fs::create_dir_all(&outside).expect("outside");
+    // Many files of the same names inside and outside: the helper spends long enough in `d` for the swaps to
+    // land in the middle of its work.
+    for n in 0..300 {
+        std::fs::write(wd.join(format!("d/f{n}.txt")), "inside").expect("inside file");
+        std::fs::write(outside.join(format!("f{n}.txt")), "OUTSIDE-SECRET").expect("outside file");
+    }
+    // Stored, not deflated (`fastest`): the outside file's text would show in the archive as is.
+    let level = [("CACHE_COMPRESSION_LEVEL", "fastest")];
+
+    // Archiving.
+    let (stop, swaps) = swapper(wd.join("d"), outside.clone());
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..25 {
+        let file = format!("../cache/{i}/cache.zip");
+        let out = helper(
+            dir.path(),
+            &wd,
+            &["cache-archiver", "--file", &file, "--path", "d/"],
+            &level,
+        );
+        let archive = dir.path().join(format!("cache/{i}/cache.zip"));
+        if let Ok(bytes) = std::fs::read(&archive) {
+            assert!(
+                !bytes.windows(14).any(|w| w == b"OUTSIDE-SECRET"),
+                "run {i}: the archive holds the file outside the project"
+            );
+        }
+        match out.status.code() {
+            Some(0) => ok += 1,
+            _ => failed += 1,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = swaps.join().expect("swapper");
+    println!("archiving: {ok} ok, {failed} failed, {n} swaps");
+    assert!(n > 0, "the swapper swapped");
+    assert!(wd.join("d").is_dir() && !wd.join("d.real").exists());
+
+    // Extraction of a good archive (made without the race) into a project whose `d` keeps being swapped.
+    let out = helper(
+        dir.path(),
+        &wd,
+        &[
+            "cache-archiver",
+            "--file",
+            "../good/cache.zip",
+            "--path",
+            "d/",
+        ],
+        &level,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(wd.join("d/f0.txt"), "changed locally").expect("rewrite");
+    let before = std::fs::read_dir(&outside).expect("outside").count();
+    let (stop, swaps) = swapper(wd.join("d"), outside.clone());
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..25 {
+        let out = helper(
+            dir.path(),
+            &wd,
+            &["cache-extractor", "--file", "../good/cache.zip"],
+            &[],
+        );
+        match out.status.code() {
+            Some(0) => ok += 1,
+            _ => failed += 1,
+        }
+        for n in 0..300 {
+            assert_eq!(
+                std::fs::read_to_string(outside.join(format!("f{n}.txt"))).expect("outside file"),
+                "OUTSIDE-SECRET",
+                "run {i}: a file outside was replaced"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("outside").count(),
+            before,
+            "run {i}: something was written outside"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = swaps.join().expect("swapper");
+    println!("extraction: {ok} ok, {failed} failed, {n} swaps");
+    assert!(n > 0, "the swapper swapped");
 }
