@@ -423,3 +423,54 @@ async fn a_stage_in_the_helper_is_stopped_by_cancel_and_by_the_job_timeout() {
     assert_eq!(leftovers(&token, timeout_id), Vec::<String>::new());
     assert_eq!(predefined_containers(&token), "");
 }
+
+/// `clone_url` is what git in the helper container fetches from: here the coordinator listens on loopback only
+/// (its `repo_url` names 127.0.0.1, which a container cannot reach) and a forwarder on the suite network's
+/// gateway is the `clone_url`; the job gets its sources only through it.
+#[tokio::test]
+async fn clone_url_is_where_the_helper_fetches_from() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let Some(gateway) = reach_address().await else {
+        panic!("no address containers reach");
+    };
+    let mut h = Harness::new().await;
+    let upstream = h
+        .coordinator
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind((gateway, 0))
+        .await
+        .expect("bind forwarder");
+    let forwarder = listener.local_addr().expect("addr");
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = forwarded.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let token = h.docker_runner(&format!("  clone_url = \"http://{forwarder}\""), "");
+    let sha = h.make_repo("grp/app", &[("README.md", "through clone_url\n")]);
+    h.start();
+    let id = h
+        .coordinator
+        .enqueue(job("clone-url", (7, "grp/app"), &sha, &["cat README.md"]));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    task.abort();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("through clone_url\n"), "{t}");
+    assert!(forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(!t.contains(&token), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
