@@ -474,3 +474,47 @@ async fn clone_url_is_where_the_helper_fetches_from() {
     assert!(!t.contains(&token), "{t}");
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
+
+/// The helper writes with umask 0000 (GitLab's default), so a build container user who is not root can change
+/// the checkout; with `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR` the files keep git's usual modes and the helper gives
+/// the project and temp dirs to that user instead (GitLab's `changeFilesOwnership`).
+#[tokio::test]
+async fn the_helper_writes_with_umask_0000_unless_the_feature_flag_disables_it() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "    user = \"1000\"");
+    let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
+    h.start();
+    let script = [
+        "id -u",
+        "stat -c 'mode %a' README.md",
+        "echo more >> README.md && touch new-file && echo writable-by-1000",
+    ];
+    let id = h
+        .coordinator
+        .enqueue(job("umask", (7, "grp/app"), &sha, &script));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("\n1000\n"), "{t}");
+    assert!(t.contains("mode 666\n"), "{t}");
+    assert!(t.contains("writable-by-1000\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+
+    let id = h.coordinator.enqueue(
+        job("no-umask", (7, "grp/app"), &sha, &script)
+            .with_variable("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR", "true"),
+    );
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("mode 644\n"), "{t}");
+    assert!(
+        t.contains("Changing ownership of files at \"/builds/grp/app\" to 1000\n"),
+        "{t}"
+    );
+    assert!(t.contains("writable-by-1000\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
