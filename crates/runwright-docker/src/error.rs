@@ -14,14 +14,11 @@ use crate::policy::policies_text;
 use runwright_api::failure_reason::FailureReason;
 use runwright_config::PullPolicy;
 use runwright_engine::ExecutorError;
-use std::path::PathBuf;
 
 const UNSUPPORTED_HOST_HINT: &str = "use unix://, tcp:// or https://";
 const NO_ANSWER_HINT: &str = "is dockerd running?";
 const NO_IMAGE_HINT: &str = "set a default image";
 const PULL_POLICY_HINT: &str = "use always, if-not-present or never";
-const MOUNTPOINT_HINT: &str =
-    "run runwright on the Docker host as root (remote Docker hosts are not supported yet)";
 const NO_SHELL_HINT: &str = "use an image with /bin/sh";
 const NO_SHELL_TEXT: &str =
     "the job image has no shell: the docker executor feeds each stage to sh or bash, which \
@@ -191,23 +188,6 @@ pub enum DockerError {
         message: String,
     },
 
-    /// A directory below `cache_dir` could not be made.
-    #[error("creating cache dir {}: {source}", .path.display())]
-    CacheDir {
-        /// The directory.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The runner cannot see a volume's files, so it cannot perform sources, caches and artifacts on them.
-    #[error("volume {volume}'s mountpoint {mountpoint} is not reachable from the runner, which performs sources, caches and artifacts itself")]
-    MountpointUnreachable {
-        /// The volume's name.
-        volume: String,
-        /// Its mountpoint as the daemon reports it.
-        mountpoint: String,
-    },
     /// No volume or bind holds the builds dir (cannot happen: one is added when none does).
     #[error("the builds dir {dir} has no volume")]
     NoBuildsVolume {
@@ -269,7 +249,6 @@ impl DockerError {
             DockerError::NotAllowed { kind, .. } => format!("{self}\n{}", not_allowed_hint(kind)),
             DockerError::NoImage => format!("{self}: {NO_IMAGE_HINT}"),
             DockerError::UnsupportedPullPolicy { .. } => format!("{self} ({PULL_POLICY_HINT})"),
-            DockerError::MountpointUnreachable { .. } => format!("{self}: {MOUNTPOINT_HINT}"),
             DockerError::NoShell { source } => {
                 format!(
                     "{NO_SHELL_TEXT}; {NO_SHELL_HINT} ({})",
@@ -292,7 +271,6 @@ impl DockerError {
             DockerError::NotAllowed { kind, .. } => Some(not_allowed_hint(kind)),
             DockerError::NoImage => Some(NO_IMAGE_HINT.into()),
             DockerError::UnsupportedPullPolicy { .. } => Some(PULL_POLICY_HINT.into()),
-            DockerError::MountpointUnreachable { .. } => Some(MOUNTPOINT_HINT.into()),
             DockerError::NoShell { .. } => Some(NO_SHELL_HINT.into()),
             DockerError::Runner { source, .. } => source.hint(),
             _ => None,
@@ -367,15 +345,6 @@ mod tests {
                 },
                 "the \"redis\" service is not present on the list of allowed services:\n- postgres:*\n- mysql\n\
                  Please check the runner's configuration (allowed_services in [runners.docker])",
-            ),
-            (
-                DockerError::MountpointUnreachable {
-                    volume: "v".into(),
-                    mountpoint: "/var/lib/docker/volumes/v/_data".into(),
-                },
-                "volume v's mountpoint /var/lib/docker/volumes/v/_data is not reachable from the runner, which \
-                 performs sources, caches and artifacts itself: run runwright on the Docker host as root (remote \
-                 Docker hosts are not supported yet)",
             ),
         ];
         for (e, text) in cases {

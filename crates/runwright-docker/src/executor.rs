@@ -4,7 +4,7 @@
 use crate::engine_api;
 use crate::names::{self, JobNames};
 use crate::session::DockerSession;
-use crate::volumes::{self, MountTable, VolumeSpec};
+use crate::volumes::{self, VolumeSpec};
 use crate::DockerError;
 use async_trait::async_trait;
 use bollard::Docker;
@@ -189,7 +189,6 @@ impl Executor for DockerExecutor {
             containers: Vec::new(),
             network: None,
             temporary_volumes: Vec::new(),
-            mounts: MountTable::default(),
             helper: None,
             builds_temporary: false,
             chown: None,

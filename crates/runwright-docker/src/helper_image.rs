@@ -110,7 +110,55 @@ pub async fn ensure(docker: &Docker, trace: &TraceBuffer) -> Result<String, Dock
             .as_bytes(),
     );
     build(docker, binary, Layout::Full, &tag).await?;
+    prune_older(docker, &tag).await;
     Ok(tag)
+}
+
+/// How old another binary's helper image must be before a new build removes it: another runwright process (an
+/// upgrade in progress, a second service) may have just checked that its image exists and be about to create
+/// a container from it.
+const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the helper images earlier runwright binaries built (about 120 MB each), keeping `keep` and any
+/// image younger than [`PRUNE_AFTER`]. The daemon refuses to remove an image a container still uses, so a job
+/// running on an older image keeps it; such a refusal is left for the next build.
+async fn prune_older(docker: &Docker, keep: &str) {
+    let filters = HashMap::from([("label".to_string(), vec![LABEL.to_string()])]);
+    let Ok(images) = docker
+        .list_images(Some(bollard::query_parameters::ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cutoff = now.saturating_sub(PRUNE_AFTER.as_secs());
+    for image in images {
+        let ours = image.repo_tags.iter().any(|t| t == keep);
+        let created = u64::try_from(image.created).unwrap_or(u64::MAX);
+        if ours || created > cutoff {
+            continue;
+        }
+        let removed = docker
+            .remove_image(
+                &image.id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+        match removed {
+            Ok(_) => tracing::info!(image = image.id, "removed an older runwright helper image"),
+            Err(e) => tracing::debug!(
+                image = image.id,
+                "keeping an older helper image: {}",
+                crate::engine_api::daemon_message(&e)
+            ),
+        }
+    }
 }
 
 /// Builds the image from `binary` as `tag` through the daemon's build API.

@@ -3,7 +3,6 @@
 
 use crate::engine_api;
 use crate::names::JobNames;
-use crate::volumes::MountTable;
 use crate::DockerError;
 use async_trait::async_trait;
 use bollard::Docker;
@@ -21,7 +20,6 @@ pub struct DockerSession {
     pub(crate) containers: Vec<String>,
     pub(crate) network: Option<String>,
     pub(crate) temporary_volumes: Vec<String>,
-    pub(crate) mounts: MountTable,
     /// The helper container for the predefined stages; `None` for a job without predefined work, whose few
     /// predefined stages (an echo, an empty cleanup) run in the build container.
     pub(crate) helper: Option<crate::helper::Helper>,

@@ -82,30 +82,6 @@ pub fn is_within(dir: &str, base: &str) -> bool {
     Path::new(dir).starts_with(Path::new(base))
 }
 
-/// Container path → host path, by the longest mount that covers it.
-#[derive(Debug, Clone, Default)]
-pub struct MountTable {
-    mounts: Vec<(PathBuf, PathBuf)>,
-}
-
-impl MountTable {
-    pub fn add(&mut self, destination: impl Into<PathBuf>, host: impl Into<PathBuf>) {
-        self.mounts.push((destination.into(), host.into()));
-    }
-
-    pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
-        self.mounts
-            .iter()
-            .filter(|(dst, _)| path.starts_with(dst))
-            .max_by_key(|(dst, _)| dst.components().count())
-            .map(|(dst, host)| match path.strip_prefix(dst) {
-                Ok(rest) if rest.as_os_str().is_empty() => host.clone(),
-                Ok(rest) => host.join(rest),
-                Err(_) => host.clone(),
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,19 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn longest_mount_wins() {
-        let mut t = MountTable::default();
-        t.add("/builds", "/var/lib/docker/volumes/v/_data");
-        t.add("/builds/icdp-osg/mdis", "/var/www/dis/15-foundation");
-        assert_eq!(
-            t.host_path(Path::new("/builds/icdp-osg/mdis")).unwrap(),
-            PathBuf::from("/var/www/dis/15-foundation")
-        );
-        assert_eq!(
-            t.host_path(Path::new("/builds/icdp-osg/mdis.tmp")).unwrap(),
-            PathBuf::from("/var/lib/docker/volumes/v/_data/icdp-osg/mdis.tmp")
-        );
-        assert_eq!(t.host_path(Path::new("/etc")), None);
+    fn paths_nest_and_normalize() {
         assert!(is_within("/builds/a", "/builds"));
         assert!(!is_within("/builds", "/builds/a"));
         assert_eq!(normalize("/a//b/"), "/a/b");

@@ -1,7 +1,6 @@
 //! The job's volumes and binds (reference `protocol.md` §10): runner-managed cache and temporary volumes (or
-//! directories below `cache_dir`), the configured binds and named volumes, each entered in the session's mount
-//! table so the runner finds on its own file system what the containers see (while the engine still moves
-//! caches and artifacts in its own process; a remote daemon's volumes have no entry).
+//! directories below `cache_dir`), the configured binds and named volumes. The runner never opens their files
+//! (the helper container does), so the daemon may be remote.
 
 use super::Prep;
 use crate::names;
@@ -15,8 +14,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 impl DockerSession {
-    /// The job's volumes: the configured ones, then the builds dir unless a bind already holds it. Each is
-    /// entered in the mount table; returns the binds every container of the job gets.
+    /// The job's volumes: the configured ones, then the builds dir unless a bind already holds it.
+    /// Returns the binds every container of the job gets.
     pub(super) async fn mount_volumes(&mut self, p: &Prep<'_>) -> Result<Vec<String>, DockerError> {
         let exec = p.exec;
         let protected = p.job.variables.value("CI_COMMIT_REF_PROTECTED") == Some("true");
@@ -79,12 +78,9 @@ impl DockerSession {
                 names::md5_hex(destination),
                 if protected { "-protected" } else { "" }
             ));
-            if let Err(source) = std::fs::create_dir_all(&host) {
-                return Err(DockerError::CacheDir { path: host, source });
-            }
-            let bind = format!("{}:{destination}", host.display());
-            self.mounts.add(destination, host);
-            return Ok(bind);
+            // A bind the daemon creates when missing (on its own host, which may not be this one), as
+            // gitlab-runner's volumes manager leaves it to the daemon.
+            return Ok(format!("{}:{destination}", host.display()));
         }
         let name = if temporary {
             self.names.temporary_volume(destination)
@@ -97,11 +93,8 @@ impl DockerSession {
         if temporary {
             self.temporary_volumes.push(name.clone());
         }
-        if let Some(mountpoint) = mountpoint {
-            if !temporary {
-                admin::touch(&mountpoint);
-            }
-            self.mounts.add(destination, mountpoint);
+        if let Some(mountpoint) = mountpoint.filter(|_| !temporary) {
+            admin::touch(&mountpoint);
         }
         Ok(format!("{name}:{destination}"))
     }
@@ -116,14 +109,10 @@ impl DockerSession {
         destination: &str,
         mode: Option<&str>,
     ) -> Result<String, DockerError> {
-        if let Some(host) = spec.host_source() {
-            // Docker would create it too; the runner needs it before the first container exists.
-            let _ = std::fs::create_dir_all(host);
-            self.mounts.add(destination, host);
-        } else {
-            if let Some(mountpoint) = self.volume(source, HashMap::new(), p.cfg).await? {
-                self.mounts.add(destination, mountpoint);
-            }
+        // A host directory is the daemon's to create when missing (its host may not be this one); a named
+        // volume is created here so it carries no surprise driver.
+        if spec.host_source().is_none() {
+            self.volume(source, HashMap::new(), p.cfg).await?;
         }
         Ok(match mode {
             Some(m) => format!("{source}:{destination}:{m}"),
