@@ -85,12 +85,19 @@ impl DockerExecutor {
             .cloned()
     }
 
-    pub(crate) fn network_per_job(&self) -> bool {
+    /// Whether the job gets a network of its own: only without `network_mode` and with
+    /// `FF_NETWORK_PER_BUILD` (runner executors/docker/internal/networks/manager.go `Create`); otherwise its
+    /// containers share the configured network or the daemon's default bridge, and the build container finds
+    /// the services through `/etc/hosts` (GitLab's emulation of links).
+    pub(crate) fn network_per_job(&self, job: &runwright_api::types::JobResponse) -> bool {
         self.config()
             .network_mode
             .as_deref()
             .unwrap_or("")
             .is_empty()
+            && runwright_engine::feature_flags::JobSettings::of(&self.runner, job)
+                .feature_flags
+                .is_on(runwright_engine::feature_flags::NETWORK_PER_BUILD)
     }
 }
 
@@ -150,7 +157,8 @@ impl Executor for DockerExecutor {
         job: &runwright_api::types::JobResponse,
         slot: usize,
     ) -> Vec<(String, String)> {
-        if !self.network_per_job() {
+        // runner common/build.go `GetAllVariables`: only with FF_NETWORK_PER_BUILD.
+        if !self.network_per_job(job) {
             return Vec::new();
         }
         vec![(

@@ -48,6 +48,8 @@ struct Prep<'a> {
     cfg: &'a DockerConfig,
     job: &'a PreparedJob,
     labels: LabelSource<'a>,
+    /// A network of the job's own (`FF_NETWORK_PER_BUILD` without `network_mode`).
+    per_job_network: bool,
 }
 
 impl Prep<'_> {
@@ -151,6 +153,7 @@ impl DockerSession {
                 slot: job.concurrent_project_id,
                 extra: &cfg.container_labels,
             },
+            per_job_network: exec.network_per_job(&job.job),
         };
         let image = JobImage::resolve(&p)?;
         let auth = registry_auth(job);
@@ -263,13 +266,11 @@ impl DockerSession {
             .await
             .map_err(|e| DockerError::daemon("starting the helper container", e))?;
         // runner executors/docker/docker_command.go `isUmaskDisabled`.
-        let umask_disabled = matches!(
-            job.variables
-                .value("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR")
-                .map(str::to_ascii_lowercase)
-                .as_deref(),
-            Some("true" | "1")
-        );
+        // The flag as every other is resolved: `[runners.feature_flags]`, then the job's variables.
+        let umask_disabled =
+            runwright_engine::feature_flags::JobSettings::of(&p.exec.runner, &job.job)
+                .feature_flags
+                .is_on("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR");
         self.helper = Some(helper::Helper {
             name,
             umask: !umask_disabled,
@@ -280,7 +281,7 @@ impl DockerSession {
 
     /// The job's own network, or the configured network mode; returns the mode the job's containers get.
     async fn create_network(&mut self, p: &Prep<'_>) -> Result<String, DockerError> {
-        if !p.exec.network_per_job() {
+        if !p.per_job_network {
             return Ok(p.cfg.network_mode.clone().unwrap_or_default());
         }
         let name = self.names.network.clone();
@@ -327,7 +328,7 @@ impl DockerSession {
                 labels: &p.labels,
                 binds: &shared.binds,
                 network_mode: &shared.network_mode,
-                per_job_network: p.exec.network_per_job(),
+                per_job_network: p.per_job_network,
                 env: &shared.env,
                 auth,
                 expand: &|s: &str| p.expand(s),
@@ -359,7 +360,7 @@ impl DockerSession {
         started: &[services::Started],
     ) -> Result<(), DockerError> {
         let cfg = p.cfg;
-        let extra_hosts = extra_hosts(cfg, p.exec.network_per_job(), started);
+        let extra_hosts = extra_hosts(cfg, p.per_job_network, started);
         let entrypoint = entrypoint(cfg, image, &p.job.trace);
         let host_config = host_config::build(
             cfg,

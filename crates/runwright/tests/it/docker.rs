@@ -168,7 +168,9 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
     );
     assert!(t.contains("hello from git\n"), "{t}");
     assert!(t.contains("dir=/builds/grp/app\n"), "{t}");
-    assert!(t.contains(&format!("net=runner-{short}-7-0-{id}\n")), "{t}");
+    // No network of the job's own without FF_NETWORK_PER_BUILD (runner common/build.go `GetAllVariables`,
+    // networks/manager.go `Create`): the default bridge, as gitlab-runner.
+    assert!(t.contains("net=\n"), "{t}");
     assert!(t.contains("plain-sh\n"), "{t}");
     assert!(t.contains("Running on runner-"), "{t}");
     assert!(
@@ -186,6 +188,7 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
     }
     let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 20");
+    let short = runwright_config::short_token(&token);
     h.start();
     // "relay" fetches from "web" (another service, by alias) and serves what it got on its own port.
     let relay = Image {
@@ -208,8 +211,11 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
             "wget -qO- http://web:8080/",
             "wget -qO- http://relay:8081/ | sed 's/^/via relay: /'",
             "cat /etc/hosts | grep -c . >/dev/null",
+            "echo net=$CI_BUILD_NETWORK_NAME",
         ],
-    );
+    )
+    // Services reach each other on a network of the job's own, which GitLab makes with this flag only.
+    .with_variable("FF_NETWORK_PER_BUILD", "true");
     spec.services = vec![service(EXPOSED, "web"), relay];
     let id = h.coordinator.enqueue(spec);
     let j = h.final_job(id).await;
@@ -221,6 +227,7 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
     );
     assert!(t.contains("\nhello from service\n"), "{t}");
     assert!(t.contains("via relay: hello from service\n"), "{t}");
+    assert!(t.contains(&format!("net=runner-{short}-7-0-{id}\n")), "{t}");
     assert!(!t.contains("probably didn't start properly"), "{t}");
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
 }
@@ -539,7 +546,10 @@ async fn cancel_and_timeout_leave_no_container_or_network() {
         return;
     }
     let mut h = Harness::docker().await;
-    let token = h.docker_runner("", "");
+    let token = h.docker_runner(
+        "  [runners.feature_flags]\n    FF_NETWORK_PER_BUILD = true",
+        "",
+    );
     h.start();
     let mut canceled = sourceless("cancel-me", &["echo started", "sleep 300"]);
     canceled.services = vec![service(EXPOSED, "web")];
@@ -580,7 +590,10 @@ async fn runner_shutdown_mid_job_leaves_no_container_network_or_volume() {
     }
     let mut h = Harness::docker().await;
     // disable_cache gives the job temporary volumes too: they must go as well.
-    let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
+    let token = h.docker_runner(
+        "  [runners.feature_flags]\n    FF_NETWORK_PER_BUILD = true",
+        "    disable_cache = true\n    volumes = [\"/cache\"]",
+    );
     h.start();
     let mut spec = sourceless("interrupted", &["echo started", "sleep 300"]);
     spec.services = vec![service(EXPOSED, "web")];

@@ -434,7 +434,10 @@ async fn sigkill_mid_docker_job_leaves_no_container_network_or_volume_after_rest
     }
     let mut h = Harness::new().await;
     // disable_cache gives the job temporary volumes too; the service gives it a network.
-    let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
+    let token = h.docker_runner(
+        "  [runners.feature_flags]\n    FF_NETWORK_PER_BUILD = true",
+        "    disable_cache = true\n    volumes = [\"/cache\"]",
+    );
     h.start();
     let mut spec = sourceless("crashy-docker", &["echo started-in-docker", "sleep 300"]);
     spec.services = vec![service(EXPOSED, "web")];
