@@ -702,8 +702,9 @@ impl<'a, 'i> Document<'a, 'i> {
         }
     }
 
-    /// runwright's docker executor has no helper container (it performs sources, caches and artifacts on the
-    /// runner host), so the helper image keys are read but have no effect.
+    /// `helper_image` takes effect (the docker executor's helper container); `helper_image_flavor` picks one of
+    /// GitLab's registry images, which runwright never pulls by itself (its default helper image is built
+    /// locally), so that key is read but has no effect.
     fn helper_image_warnings(
         &self,
         runners: &[(usize, &RunnerConfig)],
@@ -713,10 +714,7 @@ impl<'a, 'i> Document<'a, 'i> {
             let Some(docker) = runner.docker.as_ref() else {
                 continue;
             };
-            for (key, value) in [
-                ("helper_image", &docker.helper_image),
-                ("helper_image_flavor", &docker.helper_image_flavor),
-            ] {
+            for (key, value) in [("helper_image_flavor", &docker.helper_image_flavor)] {
                 if value.as_deref().is_none_or(str::is_empty) {
                     continue;
                 }
@@ -730,8 +728,8 @@ impl<'a, 'i> Document<'a, 'i> {
                 out.push(self.warning(
                     &span,
                     format!(
-                        "{}: runwright has no helper container (the runner itself fetches sources and handles \
-                         caches and artifacts on the job's volumes), so this key has no effect",
+                        "{}: runwright's default helper image is built locally from its own binary, so this key has \
+                         no effect; set helper_image to use another image (GitLab's too)",
                         display_path(&segs)
                     ),
                 ));

@@ -764,15 +764,32 @@ fn unknown_key_is_a_warning_with_its_line() {
     );
 }
 
+/// Issue 19: `helper_image` names the docker executor's helper container image, so it takes effect without a
+/// warning (it used to be said to have none); `helper_image_flavor` still has none (runwright's default helper
+/// image is built locally, GitLab's flavours are registry images).
 #[test]
-fn helper_image_is_read_but_said_to_have_no_effect() {
+fn helper_image_takes_effect_and_helper_image_flavor_is_said_to_have_none() {
     let text = format!(
         "{HEAD}  [runners.docker]\n    image = \"alpine:3\"\n    helper_image = \"registry.example/helper:x\"\n"
     );
+    assert_eq!(warnings(&text), Vec::<String>::new());
+    let loaded = parse_str(&text).unwrap();
+    assert_eq!(
+        loaded.config.runners[0]
+            .docker
+            .as_ref()
+            .unwrap()
+            .helper_image
+            .as_deref(),
+        Some("registry.example/helper:x")
+    );
+    let text = format!(
+        "{HEAD}  [runners.docker]\n    image = \"alpine:3\"\n    helper_image_flavor = \"ubuntu\"\n"
+    );
     assert_eq!(
         warnings(&text),
-        ["config.toml:8: runners[0].docker.helper_image: runwright has no helper container (the runner itself \
-          fetches sources and handles caches and artifacts on the job's volumes), so this key has no effect"]
+        ["config.toml:8: runners[0].docker.helper_image_flavor: runwright's default helper image is built locally \
+          from its own binary, so this key has no effect; set helper_image to use another image (GitLab's too)"]
     );
 }
 
@@ -1037,7 +1054,6 @@ connection_max_age = "1h30m"
             (77, "runners[0].cache.s3.ServerSideEncryption"),
             (78, "runners[0].cache.s3.ServerSideEncryptionKeyID"),
             (81, "runners[0].cache.s3.RoleARN"),
-            (148, "runners[0].docker.helper_image"),
             (149, "runners[0].docker.helper_image_flavor"),
         ],
         "{:#?}",

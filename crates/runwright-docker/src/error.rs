@@ -214,10 +214,19 @@ pub enum DockerError {
         /// The builds dir in the container.
         dir: String,
     },
-    /// The runner-side shell for the predefined stages could not be set up.
-    #[error("{0}")]
-    HostShell(#[from] runwright_shell::ShellError),
-    /// The runner-side shell session failed; passed on to the engine as it is.
+    /// A network whose gateway containers should reach this host at has none (IPv4).
+    #[error("network {network} has no IPv4 gateway")]
+    NoGateway {
+        /// The network's name.
+        network: String,
+    },
+    /// runwright's helper image could not be found or built.
+    #[error("helper image: {message}")]
+    HelperImage {
+        /// What went wrong, with what to do.
+        message: String,
+    },
+    /// An engine-side executor error, passed on to the engine as it is.
     #[error(transparent)]
     HostSession(#[from] ExecutorError),
     /// A stage ran before the build container existed.
@@ -235,13 +244,6 @@ pub enum DockerError {
     NoExitCode {
         /// The container.
         container: String,
-    },
-    /// Making the runner's files writable for a non-root container user did not finish.
-    #[error("opening up the project dir: {source}")]
-    OpenUp {
-        /// The blocking task's failure.
-        #[source]
-        source: tokio::task::JoinError,
     },
     /// The job was canceled (or timed out) while this was under way.
     #[error("canceled")]

@@ -21,15 +21,15 @@ pub struct DockerExecutor {
     pub(crate) builds_dir: String,
     builds_shared: bool,
     kill_grace: Duration,
-    pub(crate) working_dir: PathBuf,
     client: tokio::sync::OnceCell<Docker>,
 }
 
 impl DockerExecutor {
-    /// Checks the runner entry's docker settings; an error names the bad key.
+    /// Checks the runner entry's docker settings; an error names the bad key. `_working_dir` (the service's
+    /// working directory) is no longer used: nothing of a docker job runs on the host.
     pub fn new(
         runner: &RunnerConfig,
-        working_dir: PathBuf,
+        _working_dir: PathBuf,
         kill_grace: Duration,
     ) -> Result<Self, DockerError> {
         let docker = runner.docker.clone().unwrap_or_default();
@@ -59,7 +59,6 @@ impl DockerExecutor {
             builds_dir,
             builds_shared,
             kill_grace,
-            working_dir,
             client: tokio::sync::OnceCell::new(),
         })
     }
@@ -191,10 +190,10 @@ impl Executor for DockerExecutor {
             network: None,
             temporary_volumes: Vec::new(),
             mounts: MountTable::default(),
-            host_shell: None,
+            helper: None,
+            builds_temporary: false,
             kill_grace: self.kill_grace,
             host: hostname(),
-            open_up: Vec::new(),
         };
         match session.prepare(self, job).await {
             Ok(()) => Ok(Box::new(session)),

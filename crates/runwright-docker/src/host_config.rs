@@ -59,6 +59,31 @@ pub(crate) fn build(
     Ok(with_security_options(hc, &cfg.security_opt))
 }
 
+/// The helper container's host config: the job's binds and network, the runner's DNS, hosts, user namespace,
+/// runtime and security options, and nothing else: no privilege, capabilities, devices or GPUs (git, caches and
+/// artifacts need none of them, and a privileged `docker:dind` build host must not hand them to the helper).
+pub(crate) fn helper(cfg: &DockerConfig, binds: Vec<String>, network_mode: &str) -> HostConfig {
+    let hc = HostConfig {
+        binds: Some(binds),
+        dns: non_empty(&cfg.dns),
+        dns_search: non_empty(&cfg.dns_search),
+        extra_hosts: non_empty(&cfg.extra_hosts),
+        network_mode: Some(network_mode.to_string()).filter(|m| !m.is_empty()),
+        runtime: cfg.runtime.clone(),
+        isolation: isolation(cfg),
+        userns_mode: cfg.userns_mode.clone(),
+        cgroup_parent: cfg.cgroup_parent.clone(),
+        volume_driver: cfg.volume_driver.clone(),
+        volumes_from: non_empty(&cfg.volumes_from),
+        log_config: (!cfg.log_options.is_empty()).then(|| bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".to_string()),
+            config: Some(cfg.log_options.clone().into_iter().collect()),
+        }),
+        ..Default::default()
+    };
+    with_security_options(hc, &cfg.security_opt)
+}
+
 /// A service container's host config: `services_privileged` (default `privileged`) for allowed services, and
 /// runwright's `services_cap_add`/`services_cap_drop` beside GitLab's `services_security_opt`.
 pub(crate) fn service(

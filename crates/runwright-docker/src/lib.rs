@@ -3,22 +3,23 @@
 //! user's stages; everything carries GitLab's names and `com.gitlab.gitlab-runner.*` labels and is removed when
 //! the job ends, however it ends.
 //!
-//! GitLab runs the predefined stages (sources, caches, artifacts) in a helper container from its registry. No
-//! registry is needed here: the runner performs them itself, on the job's volumes and binds as its own file
-//! system sees them (`ExecutorSession::host_path`), so job images need neither git nor a shell for them. That
-//! needs the runner on the Docker host with access to the volumes' mountpoints (as root, like GitLab's own
-//! service); a remote `host` fails the job with a message saying so.
+//! The predefined stages (sources, caches, artifacts, cleanup) run in a helper container per job, as GitLab's
+//! runner runs them (`helper`), from `helper_image` or runwright's own helper image (`helper_image`), so nothing of
+//! a job runs in the runner's process or on the host, and a remote daemon serves jobs like a local one.
 
 pub mod admin;
 mod auth;
 mod engine_api;
 mod error;
 mod executor;
+pub mod helper;
+pub mod helper_image;
 mod host_config;
 pub mod leftovers;
 pub mod names;
 pub mod policy;
 mod prepare;
+pub mod reach;
 mod services;
 mod session;
 pub mod volumes;

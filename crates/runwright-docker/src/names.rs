@@ -96,6 +96,12 @@ impl JobNames {
         format!("{}-{}-build", self.base, self.random)
     }
 
+    /// GitLab's predefined (helper) container: `<base>-<random>-predefined` (executors/docker/docker.go
+    /// `makeContainerName`).
+    pub fn helper_container(&self) -> String {
+        format!("{}-{}-predefined", self.base, self.random)
+    }
+
     pub fn service_container(&self, service_slug: &str, index: usize) -> String {
         container_safe(&format!(
             "{}-{}-{service_slug}-{index}",
@@ -257,6 +263,10 @@ mod tests {
         assert_eq!(
             n.build_container(),
             "runner-abcdefghi-project-42-concurrent-1-0011223344556677-build"
+        );
+        assert_eq!(
+            n.helper_container(),
+            "runner-abcdefghi-project-42-concurrent-1-0011223344556677-predefined"
         );
         assert_eq!(n.network, "runner-abcdefghi-42-1-7");
         // md5("/cache") = 3c3f060a0374fc8bc39395164f415a70 (checked with md5sum)

@@ -1,5 +1,5 @@
 //! A docker job's session: the containers, network, volumes and mount table `prepare` made, the stages run in
-//! the build container (the predefined script stages in the runner-side shell), and the cleanup.
+//! the helper container (the predefined stages) or the build container (the user's stages), and the cleanup.
 
 use crate::engine_api;
 use crate::names::JobNames;
@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use runwright_engine::{ExecutorError, ExecutorSession};
 use runwright_trace::TraceBuffer;
-use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -22,50 +22,16 @@ pub struct DockerSession {
     pub(crate) network: Option<String>,
     pub(crate) temporary_volumes: Vec<String>,
     pub(crate) mounts: MountTable,
-    /// The runner-side shell for the predefined script stages.
-    pub(crate) host_shell: Option<Box<dyn ExecutorSession>>,
+    /// The helper container for the predefined stages; `None` for a job without predefined work, whose few
+    /// predefined stages (an echo, an empty cleanup) run in the build container.
+    pub(crate) helper: Option<crate::helper::Helper>,
+    /// The builds dir, and so the project and temp dirs under it, is a volume of this job alone, removed at
+    /// cleanup (no bind, no mount below it).
+    pub(crate) builds_temporary: bool,
     pub(crate) kill_grace: Duration,
     pub(crate) host: String,
-    /// With a non-root container user: the host dirs (project, temp) whose files the runner wrote and the
-    /// user's stages must be able to change, opened up once before the first stage in the container.
-    pub(crate) open_up: Vec<PathBuf>,
 }
 
-/// Whether a container user (`user`, `uid[:gid]`, `name[:group]`) is root; `None` is the image's own user,
-/// which GitLab's runner also treats as root (its helper writes with umask 0000 for everyone else).
-pub(crate) fn is_root(user: Option<&str>) -> bool {
-    match user.map(|u| u.split(':').next().unwrap_or(u)) {
-        None | Some("") | Some("0") | Some("root") => true,
-        Some(_) => false,
-    }
-}
-
-/// Makes what the runner wrote (sources, caches, artifacts, temp files) writable by any user, as GitLab's
-/// helper does by running with umask 0000: directories 0777, files gain rw for all. Symlinks are never
-/// followed, so a repository cannot point this at files outside the tree.
-fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        let Ok(meta) = entry.path().symlink_metadata() else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        let wanted = if meta.is_dir() {
-            mode | 0o777
-        } else if meta.is_file() {
-            mode | 0o666
-        } else {
-            continue;
-        };
-        if wanted != mode {
-            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(wanted));
-        }
-    }
-}
 #[async_trait]
 impl ExecutorSession for DockerSession {
     async fn run_stage(
@@ -75,21 +41,24 @@ impl ExecutorSession for DockerSession {
         trace: &TraceBuffer,
         cancel: CancellationToken,
     ) -> Result<i32, ExecutorError> {
-        if matches!(stage, "prepare_script" | "get_sources" | "clear_worktree") {
-            if let Some(host) = self.host_shell.as_mut() {
-                return host.run_stage(stage, script, trace, cancel).await;
+        if crate::helper::is_predefined(stage) {
+            if let Some(helper) = self.helper.as_mut() {
+                return helper
+                    .run_stage(&self.docker, script, trace, &cancel, self.kill_grace)
+                    .await
+                    .map_err(ExecutorError::from);
+            }
+            // A job without a helper has no sources, caches or artifacts: its cleanup only removes file
+            // variables and git leftovers from the builds dir, which is the job's own volume and goes with it at
+            // cleanup, so a container start for it is saved (bench/docker.md).
+            if stage == "cleanup_file_variables" && self.builds_temporary {
+                return Ok(0);
             }
         }
         let container = self
             .build_container
             .clone()
             .ok_or(DockerError::NoBuildContainer)?;
-        let dirs = std::mem::take(&mut self.open_up);
-        if !dirs.is_empty() {
-            tokio::task::spawn_blocking(move || dirs.iter().for_each(|d| open_up(d)))
-                .await
-                .map_err(|source| DockerError::OpenUp { source })?;
-        }
         engine_api::run_stage(
             &self.docker,
             &container,
@@ -107,10 +76,7 @@ impl ExecutorSession for DockerSession {
     }
 
     async fn cleanup(&mut self) {
-        if let Some(host) = self.host_shell.as_mut() {
-            host.cleanup().await;
-        }
-        // Services and the build container first, force-removed with their anonymous volumes as GitLab's runner
+        // Services, the helper and the build container first, force-removed with their anonymous volumes as GitLab's runner
         // does (executors/docker `removeContainer`): the job's stages are over, a canceled one was already
         // terminated with its grace period, and services get none. Then the network and temporary volumes.
         let containers = std::mem::take(&mut self.containers);
@@ -140,42 +106,5 @@ impl ExecutorSession for DockerSession {
                 )
                 .await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn root_users() {
-        assert!(is_root(None));
-        assert!(is_root(Some("root:root")));
-        assert!(is_root(Some("0")));
-        assert!(!is_root(Some("1000:1000")));
-        assert!(!is_root(Some("nobody")));
-    }
-
-    #[test]
-    fn open_up_makes_the_tree_writable_and_never_follows_symlinks() {
-        let outside = tempfile::tempdir().expect("tempdir");
-        let secret = outside.path().join("secret");
-        std::fs::write(&secret, "x").expect("write");
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let tree = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(tree.path().join("src")).expect("mkdir");
-        std::fs::write(tree.path().join("src/main.c"), "int main;").expect("write");
-        std::fs::set_permissions(
-            tree.path().join("src/main.c"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .expect("chmod");
-        std::os::unix::fs::symlink(&secret, tree.path().join("link")).expect("symlink");
-        open_up(tree.path());
-        let mode = |p: &Path| p.metadata().expect("meta").permissions().mode() & 0o7777;
-        assert_eq!(mode(&tree.path().join("src")), 0o777);
-        assert_eq!(mode(&tree.path().join("src/main.c")), 0o777);
-        assert_eq!(mode(&secret), 0o600);
     }
 }

@@ -114,7 +114,26 @@ pub(crate) async fn set_up<'a>(
     let lfs_objects = serve_sources(co, &git_root.join(project.repo_dir()), job_ref)?;
     print_header(co, &run_dir, sources, selected.len(), concurrency);
 
-    let (coordinator, tokens) = start_coordinator(args, &git_root).await?;
+    let docker = if args.serve.is_some() {
+        Docker::Off(
+            "the jobs are served to an outside runner (--serve), whose executor decides".into(),
+        )
+    } else {
+        docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?
+    };
+    if args.executor == "docker" && args.docker_image.is_none() {
+        if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
+            bail!(
+                "--executor docker: job {:?} has no image: name one with --docker-image IMAGE (or image: in the file)",
+                s.job.name
+            );
+        }
+    }
+    let reach = match (&docker, args.serve) {
+        (Docker::On, None) => Some(docker_gateway().await?),
+        _ => None,
+    };
+    let (coordinator, tokens) = start_coordinator(args, &git_root, reach).await?;
     let cache_dir = cache_dir(args, co)?;
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work)?;
@@ -127,16 +146,15 @@ pub(crate) async fn set_up<'a>(
         &cache_dir,
         &git_root,
     );
-    let docker = add_docker(
+    add_docker(
         args,
+        &docker,
         concurrency,
-        &selected,
         &coordinator,
         &tokens,
         &cache_dir,
         &mut runners,
-    )
-    .await?;
+    )?;
     let shared = start_runners(
         args,
         concurrency,
@@ -163,13 +181,47 @@ pub(crate) async fn set_up<'a>(
     ))
 }
 
-/// The embedded coordinator, serving the repositories under `git_root`, with the shell runner's token.
+/// The network whose gateway the embedded coordinator listens on when jobs run on the docker executor.
+const REACH_NETWORK: &str = "runwright-exec";
+
+/// Where the embedded coordinator listens when docker jobs run: the gateway of exec's own bridge network
+/// (`runwright-exec`, made once and kept, like Docker's default bridge). Git and the helper's transfers run in the
+/// job's helper container, to which 127.0.0.1 is the container itself; a network gateway is an address of this
+/// host that containers on any of the daemon's networks reach, and so do this host's processes (the shell
+/// runner). Chosen over listening on every address (0.0.0.0), which would serve the jobs' repository and token
+/// to the whole network, and over the default bridge's gateway, a network exec did not make and the host may
+/// have disabled (`"bridge": "none"`).
+async fn docker_gateway() -> anyhow::Result<std::net::IpAddr> {
+    let docker = runwright_docker::connect(None, None, false)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.with_hint()))?;
+    runwright_docker::reach::gateway(
+        &docker,
+        REACH_NETWORK,
+        std::collections::HashMap::from([(
+            "org.runwright.exec".to_string(),
+            "coordinator".to_string(),
+        )]),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.with_hint()))
+    .context("giving the docker jobs an address of the embedded coordinator")
+}
+
+/// The embedded coordinator, serving the repositories under `git_root`, with the shell runner's token; on the
+/// `reach` address when docker jobs must get to it, else loopback (or `--serve`'s address).
 async fn start_coordinator(
     args: &ExecOptions,
     git_root: &Path,
+    reach: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Coordinator, Tokens)> {
+    let bind = match (args.serve, reach) {
+        (Some(addr), _) => addr,
+        (None, Some(ip)) => std::net::SocketAddr::new(ip, 0),
+        (None, None) => CoordinatorOptions::default().bind,
+    };
     let coordinator = Coordinator::start(CoordinatorOptions {
-        bind: args.serve.unwrap_or(CoordinatorOptions::default().bind),
+        bind,
         trace_update_interval: 1,
         git_root: Some(git_root.to_path_buf()),
         ..Default::default()
@@ -203,31 +255,16 @@ fn cache_dir(args: &ExecOptions, co: &Checkout) -> anyhow::Result<PathBuf> {
     Ok(cache_dir)
 }
 
-/// Whether jobs run on the docker executor; if so its runner is registered and its entry added to `runners`.
-async fn add_docker(
+/// When jobs run on the docker executor, its runner is registered and its entry added to `runners`.
+fn add_docker(
     args: &ExecOptions,
+    docker: &Docker,
     concurrency: usize,
-    selected: &[schedule::Selected<'_>],
     coordinator: &Coordinator,
     tokens: &Tokens,
     cache_dir: &Path,
     runners: &mut runner::RunnerFile,
-) -> anyhow::Result<Docker> {
-    let docker = if args.serve.is_some() {
-        Docker::Off(
-            "the jobs are served to an outside runner (--serve), whose executor decides".into(),
-        )
-    } else {
-        docker_decision(args, &selected.iter().map(|s| s.job).collect::<Vec<_>>()).await?
-    };
-    if args.executor == "docker" && args.docker_image.is_none() {
-        if let Some(s) = selected.iter().find(|s| s.job.image.is_none()) {
-            bail!(
-                "--executor docker: job {:?} has no image: name one with --docker-image IMAGE (or image: in the file)",
-                s.job.name
-            );
-        }
-    }
+) -> anyhow::Result<()> {
     if matches!(docker, Docker::On) {
         coordinator.add_runner(
             &tokens.docker,
@@ -253,7 +290,7 @@ async fn add_docker(
             }
         );
     }
-    Ok(docker)
+    Ok(())
 }
 
 /// Makes the bare repository `bare` the jobs fetch from: the commit they run at the branch (and the tag, or a

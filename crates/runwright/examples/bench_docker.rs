@@ -719,7 +719,22 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (epoch, i0) = (SystemTime::now(), Instant::now());
+    // Git (and the helper's transfers) run in the job's helper container, to which 127.0.0.1 is itself: the
+    // coordinator listens on the gateway of a network the bench makes (labelled, removed with the rest), an
+    // address of this host that every container reaches.
+    let reach_net = format!("runwright-bench-reach-{}", std::process::id());
+    let gateway = rt.block_on(async {
+        let d = runwright_docker::connect(None, None, false).await?;
+        let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        runwright_docker::reach::gateway(
+            &d,
+            &reach_net,
+            std::collections::HashMap::from([(k.to_string(), v.to_string())]),
+        )
+        .await
+    })?;
     let coord = rt.block_on(Coordinator::start(CoordinatorOptions {
+        bind: std::net::SocketAddr::new(gateway, 0),
         git_root: Some(git_root),
         ..CoordinatorOptions::default()
     }))?;

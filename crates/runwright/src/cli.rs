@@ -43,6 +43,9 @@ pub enum Command {
     /// List or prune the Docker volumes the docker executor manages (caches, builds dirs).
     #[command(subcommand)]
     Volumes(crate::volumes_cmd::VolumesCommand),
+    /// Build runwright's helper image, the docker executor's default helper_image (from this host's packages).
+    #[command(subcommand)]
+    HelperImage(crate::helper_image_cmd::HelperImageCommand),
     /// Register a runner with GitLab and add it to config.toml.
     Register(crate::ops::register::RegisterArgs),
     /// Unregister runners from GitLab and remove them from config.toml.
@@ -337,6 +340,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volumes(cmd) => {
             crate::logging::init(&log, None, None);
             crate::volumes_cmd::run(cmd)
+        }
+        Command::HelperImage(cmd) => {
+            crate::logging::init(&log, None, None);
+            crate::helper_image_cmd::run(cmd)
         }
         Command::Register(args) => crate::ops::register::run(args),
         Command::Unregister(args) => crate::ops::tokens::unregister(args),

@@ -185,14 +185,14 @@ mod tests {
             render(&err),
             "error: loading\n  caused by: /etc/x.toml: cannot read config file: connection refused"
         );
-        let docker = runwright_docker::DockerError::HostShell(
-            runwright_shell::ShellError::UnsupportedShell {
-                shell: "zsh".into(),
-            },
-        );
+        // A docker error whose message quotes its source (`runner "r": [runners.docker] <source>`).
+        let docker = runwright_docker::DockerError::Runner {
+            runner: "r".into(),
+            source: Box::new(runwright_docker::DockerError::VolumeSyntax { spec: "x".into() }),
+        };
         assert_eq!(
             render(&docker.into()),
-            "error: shell \"zsh\" is not supported by the shell executor here (use bash or sh)"
+            "error: runner \"r\": [runners.docker] volumes entry \"x\" is neither \"/path\" nor \"source:/path[:mode]\""
         );
     }
 

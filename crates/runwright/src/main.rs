@@ -8,6 +8,7 @@ mod args;
 mod cache_cmd;
 mod cli;
 mod diagnostics;
+mod helper_image_cmd;
 mod history_cmd;
 mod list;
 mod logging;

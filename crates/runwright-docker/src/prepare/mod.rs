@@ -1,25 +1,27 @@
 //! What a docker job gets before its first stage, in GitLab's order: the image checked against the policies,
-//! the volumes, the pull, the job's network, the services, the build container and the runner-side shell.
+//! the volumes, the pull, the job's network, the services, the helper container (when the job has predefined
+//! work) and the build container.
 
 mod mounts;
 
 use crate::executor::DockerExecutor;
 use crate::names::{self, LabelSource};
-use crate::session::{is_root, DockerSession};
-use crate::{auth, engine_api, host_config, policy, services, warn, DockerError};
+use crate::session::DockerSession;
+use crate::{
+    auth, engine_api, helper, helper_image, host_config, policy, services, warn, DockerError,
+};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::CreateContainerOptions;
 use runwright_config::{DockerConfig, PullPolicy};
-use runwright_engine::{Executor, PreparedJob};
+use runwright_engine::PreparedJob;
 use runwright_trace::TraceBuffer;
 use std::collections::HashMap;
-use std::path::Path;
 
 /// GitLab's shell detection for containers (runner shells/bash.go `BashDetectShellScript`): the first bash or
 /// sh found runs the stage script it reads on stdin.
-const DETECT_SHELL: &str = r#"if [ -x /usr/local/bin/bash ]; then
+pub(crate) const DETECT_SHELL: &str = r#"if [ -x /usr/local/bin/bash ]; then
 	exec /usr/local/bin/bash
 elif [ -x /usr/bin/bash ]; then
 	exec /usr/bin/bash
@@ -174,9 +176,97 @@ impl DockerSession {
             env: job_environment(job),
         };
         let started = self.start_services(&p, &shared, &auth).await?;
+        if helper::job_needs_helper(job, image.user.as_deref()) {
+            self.start_helper(&p, &shared, &auth).await?;
+            p.check_canceled()?;
+        }
         self.create_build_container(&p, &image, shared, &started)
-            .await?;
-        self.start_host_shell(&p).await
+            .await
+    }
+
+    /// The helper container (GitLab's predefined container): from `helper_image` (variables not expanded, as
+    /// GitLab's runner) pulled by the runner's pull policy, else runwright's own helper image, built here when the
+    /// daemon lacks it and never pulled. It shares the job's binds, network (without an alias) and environment,
+    /// and is started now, once, for all the predefined stages.
+    async fn start_helper(
+        &mut self,
+        p: &Prep<'_>,
+        shared: &Shared,
+        auth: &auth::Resolver,
+    ) -> Result<(), DockerError> {
+        let cfg = p.cfg;
+        let job = p.job;
+        let image = match cfg.helper_image.as_deref().filter(|i| !i.is_empty()) {
+            Some(configured) => {
+                let pull = engine_api::PullContext {
+                    auth,
+                    platform: None,
+                };
+                engine_api::ensure_image(
+                    &self.docker,
+                    configured,
+                    &pull,
+                    &cfg.pull_policies(),
+                    &job.trace,
+                    &job.cancel,
+                )
+                .await?;
+                configured.to_string()
+            }
+            None => helper_image::ensure(&self.docker, &job.trace).await?,
+        };
+        let name = self.names.helper_container();
+        let body = ContainerCreateBody {
+            image: Some(image),
+            hostname: Some(
+                cfg.hostname
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| self.names.base.clone()),
+            ),
+            cmd: Some(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                helper::KEEPALIVE.to_string(),
+            ]),
+            env: Some(shared.env.clone()),
+            labels: Some(names::labels(&p.labels, "predefined", &[])),
+            host_config: Some(host_config::helper(
+                cfg,
+                shared.binds.clone(),
+                &shared.network_mode,
+            )),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| DockerError::daemon("creating the helper container", e))?;
+        self.containers.push(name.clone());
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(|e| DockerError::daemon("starting the helper container", e))?;
+        // runner executors/docker/docker_command.go `isUmaskDisabled`.
+        let umask_disabled = matches!(
+            job.variables
+                .value("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("true" | "1")
+        );
+        self.helper = Some(helper::Helper {
+            name,
+            umask: !umask_disabled,
+            running: true,
+        });
+        Ok(())
     }
 
     /// The job's own network, or the configured network mode; returns the mode the job's containers get.
@@ -262,12 +352,6 @@ impl DockerSession {
         let cfg = p.cfg;
         let extra_hosts = extra_hosts(cfg, p.exec.network_per_job(), started);
         let entrypoint = entrypoint(cfg, image, &p.job.trace);
-        if !is_root(image.user.as_deref()) {
-            self.open_up = [&p.job.project_dir, &p.job.tmp_dir]
-                .into_iter()
-                .filter_map(|d| self.mounts.host_path(d))
-                .collect();
-        }
         let host_config = host_config::build(
             cfg,
             &image.name,
@@ -330,28 +414,6 @@ impl DockerSession {
             networking_config: self.network.as_ref().map(|n| build_endpoint(cfg, n)),
             ..Default::default()
         }
-    }
-
-    /// The runner's own shell for the predefined stages, in the builds dir as the host sees it.
-    async fn start_host_shell(&mut self, p: &Prep<'_>) -> Result<(), DockerError> {
-        let builds_dir = &p.exec.builds_dir;
-        let host_builds = self
-            .mounts
-            .host_path(Path::new(builds_dir))
-            .ok_or_else(|| DockerError::NoBuildsVolume {
-                dir: builds_dir.clone(),
-            })?;
-        let shell = runwright_shell::ShellExecutor::new(
-            Some("bash"),
-            None,
-            p.exec.working_dir.clone(),
-            self.kill_grace,
-        )
-        .map_err(DockerError::HostShell)?;
-        let mut host_job = p.job.clone();
-        host_job.builds_dir = host_builds;
-        self.host_shell = Some(shell.prepare(&host_job).await?);
-        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The job's volumes and binds (reference `protocol.md` §10): runner-managed cache and temporary volumes (or
 //! directories below `cache_dir`), the configured binds and named volumes, each entered in the session's mount
-//! table so the runner finds on its own file system what the containers see.
+//! table so the runner finds on its own file system what the containers see (while the engine still moves
+//! caches and artifacts in its own process; a remote daemon's volumes have no entry).
 
 use super::Prep;
 use crate::names;
@@ -24,6 +25,11 @@ impl DockerSession {
             .iter()
             .any(|v| volumes::is_within(&exec.builds_dir, v.destination()));
         let fetch = git_fetch(p.job);
+        // Nothing mounted below the builds dir either: then all of it lives on the job's own builds volume.
+        let nothing_below = !specs.iter().any(|v| {
+            let d = v.destination();
+            d != exec.builds_dir && volumes::is_within(d, &exec.builds_dir)
+        });
         if !builds_covered {
             specs.push(VolumeSpec::Cache {
                 destination: exec.builds_dir.clone(),
@@ -36,6 +42,9 @@ impl DockerSession {
                     // The builds dir outlives the job only for `fetch`, which reuses the previous checkout.
                     let fresh_builds = destination == &exec.builds_dir && !builds_covered && !fetch;
                     let temporary = p.cfg.disable_cache || fresh_builds;
+                    if destination == &exec.builds_dir && !builds_covered && nothing_below {
+                        self.builds_temporary = temporary;
+                    }
                     self.mount_cache(p, destination, temporary, protected)
                         .await?
                 }
@@ -87,10 +96,13 @@ impl DockerSession {
         let mountpoint = self.volume(&name, labels, p.cfg).await?;
         if temporary {
             self.temporary_volumes.push(name.clone());
-        } else {
-            admin::touch(&mountpoint);
         }
-        self.mounts.add(destination, mountpoint);
+        if let Some(mountpoint) = mountpoint {
+            if !temporary {
+                admin::touch(&mountpoint);
+            }
+            self.mounts.add(destination, mountpoint);
+        }
         Ok(format!("{name}:{destination}"))
     }
 
@@ -109,8 +121,9 @@ impl DockerSession {
             let _ = std::fs::create_dir_all(host);
             self.mounts.add(destination, host);
         } else {
-            let mountpoint = self.volume(source, HashMap::new(), p.cfg).await?;
-            self.mounts.add(destination, mountpoint);
+            if let Some(mountpoint) = self.volume(source, HashMap::new(), p.cfg).await? {
+                self.mounts.add(destination, mountpoint);
+            }
         }
         Ok(match mode {
             Some(m) => format!("{source}:{destination}:{m}"),
@@ -118,13 +131,14 @@ impl DockerSession {
         })
     }
 
-    /// Creates a volume when missing (labelled) and returns its mountpoint, which must be reachable here.
+    /// Creates a volume when missing (labelled) and returns its mountpoint when the runner's file system has it
+    /// (a local daemon); a remote daemon's volumes are reached through its containers only.
     async fn volume(
         &self,
         name: &str,
         labels: HashMap<String, String>,
         cfg: &DockerConfig,
-    ) -> Result<PathBuf, DockerError> {
+    ) -> Result<Option<PathBuf>, DockerError> {
         let existing = self.docker.inspect_volume(name).await;
         let volume = match existing {
             Ok(v) => v,
@@ -143,13 +157,7 @@ impl DockerSession {
             Err(e) => return Err(DockerError::daemon(format!("inspecting volume {name}"), e)),
         };
         let mountpoint = PathBuf::from(&volume.mountpoint);
-        if !mountpoint.is_dir() {
-            return Err(DockerError::MountpointUnreachable {
-                volume: name.to_string(),
-                mountpoint: volume.mountpoint,
-            });
-        }
-        Ok(mountpoint)
+        Ok(mountpoint.is_dir().then_some(mountpoint))
     }
 }
 

@@ -134,7 +134,7 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     let short = runwright_config::short_token(&token);
     let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
@@ -184,7 +184,7 @@ async fn services_are_reached_by_alias_and_reach_each_other() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 20");
     h.start();
     // "relay" fetches from "web" (another service, by alias) and serves what it got on its own port.
@@ -233,7 +233,7 @@ async fn a_service_without_alias_as_gitlab_sends_it_is_reached_by_its_image_name
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 20");
     h.start();
     let mut spec = sourceless(
@@ -258,7 +258,7 @@ async fn a_service_that_never_listens_gets_the_warning_block_with_its_log() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    wait_for_services_timeout = 2");
     h.start();
     let mute = Image {
@@ -292,7 +292,7 @@ async fn a_service_that_exits_gets_the_warning_block_at_once() {
     if !docker_ready(&[EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     // A timeout the test would notice: the warning must come from the exit, not from the timeout.
     let token = h.docker_runner("", "    wait_for_services_timeout = 300");
     h.start();
@@ -330,7 +330,7 @@ async fn dind_service_builds_and_runs_an_image_with_tls_certs_from_the_shared_vo
     if !docker_ready(&[DIND]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let www = h.path().join("www");
     let token = h.docker_runner(
         "",
@@ -382,7 +382,7 @@ async fn bind_mounted_builds_dir_keeps_the_checkout_and_results() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let www = h.path().join("www");
     let token = h.docker_runner(
         "",
@@ -441,7 +441,7 @@ async fn cache_volumes_are_reused_within_a_project_only_and_can_be_listed_and_pr
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     // A token of this test's own, so its volumes are told apart from other tests' on the same dockerd.
     let token = format!("glrt-vol{:016x}", rand_u64());
     h.coordinator
@@ -521,7 +521,7 @@ async fn cache_volumes_are_reused_within_a_project_only_and_can_be_listed_and_pr
     assert!(volumes_json(&h, &["list", "--runner", "vol-runner"]).is_empty());
 }
 
-fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -538,7 +538,7 @@ async fn cancel_and_timeout_leave_no_container_or_network() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     h.start();
     let mut canceled = sourceless("cancel-me", &["echo started", "sleep 300"]);
@@ -578,7 +578,7 @@ async fn runner_shutdown_mid_job_leaves_no_container_network_or_volume() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     // disable_cache gives the job temporary volumes too: they must go as well.
     let token = h.docker_runner("", "    disable_cache = true\n    volumes = [\"/cache\"]");
     h.start();
@@ -607,7 +607,7 @@ async fn pull_policies_never_if_not_present_and_always_then_if_not_present() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner(
         "",
         "    allowed_pull_policies = [\"always\", \"if-not-present\", \"never\"]",
@@ -696,7 +696,7 @@ async fn disallowed_policies_and_images_are_configuration_errors() {
     if !docker_ready(&[BUSYBOX]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner(
         "",
         "    allowed_images = [\"127.0.0.1:5999/runwright-test/busy*:*\"]",
@@ -743,7 +743,7 @@ async fn a_job_image_without_a_shell_gets_a_clear_error() {
     if !docker_ready(&[NOSHELL]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
     h.start();
@@ -764,7 +764,7 @@ async fn a_debian_image_runs_bash_and_its_entrypoint_can_be_overridden() {
     if !docker_ready(&[DEBIAN]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     h.start();
     let mut spec = sourceless(
@@ -814,7 +814,7 @@ async fn private_registry_pulls_use_docker_auth_config_then_job_credentials() {
         crate::registry::Registry::start(BUSYBOX, "private/busybox", "1", "alice", "alice-s3cret")
             .await;
     let private = format!("{}/private/busybox:1", registry.host);
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner(
         "",
         "    allowed_users = [\"1000\"]\n    allowed_pull_policies = [\"always\", \"if-not-present\"]",
@@ -945,7 +945,7 @@ async fn exec_runs_image_jobs_in_containers_and_the_others_on_the_host() {
     if !docker_ready(&[BUSYBOX, EXPOSED]) {
         return;
     }
-    let h = Harness::new().await;
+    let h = Harness::docker().await;
     h.make_repo("grp/pipe", &[(".gitlab-ci.yml", EXEC_PIPELINE)]);
     let dir = h.path().join("src/grp/pipe");
     let cache = h.path().join("exec-cache");
@@ -1004,109 +1004,180 @@ async fn exec_runs_image_jobs_in_containers_and_the_others_on_the_host() {
     assert!(stderr.contains("--docker-image"), "{stderr}");
 }
 
+/// A TLS Docker-in-Docker daemon the test started (the suite's dind image, on a network of its own), removed with
+/// its network when dropped. Its inner daemon masquerades its containers' traffic (`--iptables=true`), so they
+/// reach the coordinator on the suite's network gateway (`Harness::docker`) as the host's containers do.
+pub struct TlsDind {
+    pub name: String,
+    /// Its address on its network; the daemon listens on port 2376.
+    pub ip: String,
+    /// The client certificates (ca.pem, cert.pem, key.pem) it generated.
+    pub client: std::path::PathBuf,
+    _certs: tempfile::TempDir,
+}
+
+impl Drop for TlsDind {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.name])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+impl TlsDind {
+    pub fn start() -> Self {
+        let name = format!("rw-tls-{:08x}", rand_u64() as u32);
+        let certs = tempfile::tempdir().expect("tempdir");
+        let docker = |args: &[&str]| {
+            let o = Command::new("docker").args(args).output().expect("docker");
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).trim().to_string(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        };
+        let (ok, _, err) = docker(&[
+            "network",
+            "create",
+            "--label",
+            "org.runwright.test=tls",
+            &name,
+        ]);
+        assert!(ok, "{err}");
+        let certs_bind = format!("{}:/certs", certs.path().display());
+        let (ok, _, err) = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &name,
+            "--label",
+            "org.runwright.test=tls",
+            "--cap-add",
+            "ALL",
+            "--cap-drop",
+            "SYS_RESOURCE",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "systempaths=unconfined",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "-v",
+            &certs_bind,
+            DIND,
+            "--iptables=true",
+        ]);
+        let mut dind = TlsDind {
+            name: name.clone(),
+            ip: String::new(),
+            client: certs.path().join("client"),
+            _certs: certs,
+        };
+        assert!(ok, "{err}");
+        let (_, ip, _) = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &name,
+        ]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(dind.client.join("key.pem").is_file()
+            && std::net::TcpStream::connect((ip.as_str(), 2376)).is_ok())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dind did not come up: {}",
+                docker(&["logs", &name]).2
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        dind.ip = ip;
+        dind
+    }
+
+    /// `[runners.docker]` lines that make it the runner's daemon.
+    pub fn runner_config(&self) -> String {
+        format!(
+            "    host = \"tcp://{}:2376\"\n    tls_verify = true\n    tls_cert_path = \"{}\"",
+            self.ip,
+            self.client.display()
+        )
+    }
+
+    /// The docker CLI talking to it.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("tcp://{}:2376", self.ip))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", &self.client)
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+
+    /// Copies a test image of the host's daemon into it (a job image; the helper image comes by the runner's
+    /// build through the API).
+    pub fn load(&self, image: &str) {
+        let saved = Command::new("docker")
+            .args(["save", image])
+            .output()
+            .expect("docker save");
+        assert!(saved.status.success(), "docker save {image}");
+        let mut load = Command::new("docker")
+            .env("DOCKER_HOST", format!("tcp://{}:2376", self.ip))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", &self.client)
+            .args(["load", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker load");
+        use std::io::Write as _;
+        load.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&saved.stdout)
+            .expect("docker load input");
+        assert!(
+            load.wait().expect("docker load").success(),
+            "docker load {image}"
+        );
+    }
+}
+
 /// `host`, `tls_verify` and `tls_cert_path` reach a TLS-protected daemon: a dind container started by the test,
-/// whose generated client certificates the runner uses. A daemon on another machine cannot serve runwright's
-/// jobs (it performs sources and caches on the job's volumes itself), so the job must stop at its first volume
-/// with that said — after the TLS connection worked.
+/// whose generated client certificates the runner uses. The runner talks to the daemon only, so a daemon that is
+/// not the runner's host serves jobs (formerly the job stopped at its first volume, "is not reachable from the
+/// runner"; the full remote job with sources, a service, a cache and an artifact is
+/// `docker_helper::a_remote_daemon_runs_a_job_with_sources_service_cache_and_artifact_and_keeps_nothing`).
 #[tokio::test]
 async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
-    if !docker_ready(&[DIND]) {
+    if !docker_ready(&[DIND, BUSYBOX]) {
         return;
     }
-    let tag = format!("rw-tls-{:08x}", rand_u64() as u32);
-    let certs = tempfile::tempdir().expect("tempdir");
-    let docker = |args: &[&str]| {
-        let o = Command::new("docker").args(args).output().expect("docker");
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", "-v", &self.0])
-                .output();
-            let _ = Command::new("docker")
-                .args(["network", "rm", &self.0])
-                .output();
-        }
-    }
-    let _cleanup = Cleanup(tag.clone());
-    let (ok, _, err) = docker(&[
-        "network",
-        "create",
-        "--label",
-        "org.runwright.test=tls",
-        &tag,
-    ]);
-    assert!(ok, "{err}");
-    let certs_bind = format!("{}:/certs", certs.path().display());
-    let (ok, _, err) = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &tag,
-        "--network",
-        &tag,
-        "--label",
-        "org.runwright.test=tls",
-        "--cap-add",
-        "ALL",
-        "--cap-drop",
-        "SYS_RESOURCE",
-        "--security-opt",
-        "seccomp=unconfined",
-        "--security-opt",
-        "apparmor=unconfined",
-        "--security-opt",
-        "systempaths=unconfined",
-        "-v",
-        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-        "-v",
-        &certs_bind,
-        DIND,
-    ]);
-    assert!(ok, "{err}");
-    let (_, ip, _) = docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        &tag,
-    ]);
-    let client = certs.path().join("client");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !(client.join("key.pem").is_file()
-        && std::net::TcpStream::connect((ip.as_str(), 2376)).is_ok())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dind did not come up: {}",
-            docker(&["logs", &tag]).2
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let mut h = Harness::new().await;
-    h.docker_runner(
-        "",
-        &format!(
-            "    host = \"tcp://{ip}:2376\"\n    tls_verify = true\n    tls_cert_path = \"{}\"",
-            client.display()
-        ),
-    );
+    let dind = TlsDind::start();
+    dind.load(BUSYBOX);
+    let ip = dind.ip.clone();
+    let mut h = Harness::docker().await;
+    h.docker_runner("", &dind.runner_config());
     h.start();
-    let id = h.coordinator.enqueue(sourceless("remote", &["echo never"]));
+    let id = h
+        .coordinator
+        .enqueue(sourceless("remote", &["echo on-the-remote-daemon"]));
     let j = h.final_job(id).await;
     let t = j.trace_text();
-    assert_eq!(j.state, "failed", "{t}");
-    // The volume was created on the TLS daemon: the connection worked.
-    assert!(t.contains("is not reachable from the runner"), "{t}");
-    assert!(t.contains("remote Docker hosts are not supported"), "{t}");
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("on-the-remote-daemon\n"), "{t}");
 
     // Without the client certificates the daemon refuses the connection: a clear error, not a hang.
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     h.docker_runner(
         "",
         &format!("    host = \"tcp://{ip}:2376\"\n    tls_verify = false"),
@@ -1121,13 +1192,13 @@ async fn a_tls_daemon_is_reached_with_the_configured_certificates() {
 
 /// A unix-socket proxy in front of the real dockerd that keeps every request the runner sends: `privileged`
 /// cannot start a container on the test machines, so what the runner asks for is checked on the wire.
-struct RecordingProxy {
-    socket: std::path::PathBuf,
+pub struct RecordingProxy {
+    pub socket: std::path::PathBuf,
     requests: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl RecordingProxy {
-    fn start(dir: &std::path::Path) -> Self {
+    pub fn start(dir: &std::path::Path) -> Self {
         let socket = dir.join("docker-proxy.sock");
         let listener = tokio::net::UnixListener::bind(&socket).expect("bind proxy socket");
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1166,7 +1237,7 @@ impl RecordingProxy {
     }
 
     /// The JSON bodies of `POST /containers/create?name=…` requests, by container name.
-    fn creates(&self) -> Vec<(String, serde_json::Value)> {
+    pub fn creates(&self) -> Vec<(String, serde_json::Value)> {
         let bytes = self.requests.lock().expect("requests").clone();
         let text = String::from_utf8_lossy(&bytes);
         let mut out = Vec::new();
@@ -1220,7 +1291,7 @@ async fn the_build_hosts_privileged_runner_asks_dockerd_for_privileged_container
         .expect("docker run")
         .status
         .success();
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let proxy = RecordingProxy::start(h.path());
     let www = h.path().join("www");
     let token = h.docker_runner(
@@ -1303,7 +1374,7 @@ async fn a_docker_job_may_choose_its_clone_path_and_git_in_the_container_sees_th
     if !docker_ready(&[DEBIAN]) {
         return;
     }
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
     let sha = h.make_repo("grp/app", &[("README.md", "custom path\n")]);
     h.start();
@@ -1345,7 +1416,7 @@ async fn gpus_and_service_gpus_reach_dockerd_as_device_requests() {
     }
     // This machine has no GPU: dockerd refuses to start such a container ("could not select device driver"),
     // which shows the request reached it; the create bodies show what was asked for.
-    let mut h = Harness::new().await;
+    let mut h = Harness::docker().await;
     let proxy = RecordingProxy::start(h.path());
     let token = h.docker_runner(
         "",

@@ -53,6 +53,26 @@ impl Harness {
         }
     }
 
+    /// A harness whose coordinator (and the git it serves) containers reach: it listens on the gateway of the
+    /// suite's own Docker network `runwright-test-reach` (made when missing), an address of this host that
+    /// every container gets to, instead of 127.0.0.1, which inside a container is the container itself. Git
+    /// clones and transfers run in the job's helper container. Without a daemon: loopback, as `new`.
+    pub async fn docker() -> Self {
+        Self::docker_with_options(|_| {}).await
+    }
+
+    /// `docker` with more coordinator options.
+    pub async fn docker_with_options(f: impl FnOnce(&mut CoordinatorOptions)) -> Self {
+        let gateway = reach_address().await;
+        Self::with_options(|o| {
+            if let Some(ip) = gateway {
+                o.bind = std::net::SocketAddr::new(ip, 0);
+            }
+            f(o)
+        })
+        .await
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -371,6 +391,19 @@ impl Harness {
             }
         }
     }
+}
+
+/// The gateway of the suite's Docker network `runwright-test-reach` (made when missing): an address of this
+/// host that containers reach (see `Harness::docker`); `None` without a daemon.
+pub async fn reach_address() -> Option<std::net::IpAddr> {
+    let d = runwright_docker::connect(None, None, false).await.ok()?;
+    runwright_docker::reach::gateway(
+        &d,
+        "runwright-test-reach",
+        std::collections::HashMap::from([("org.runwright.test".to_string(), "reach".to_string())]),
+    )
+    .await
+    .ok()
 }
 
 /// `GET path` over plain HTTP/1.1; (status, body).

@@ -15,6 +15,7 @@ mod config;
 mod config_writes;
 mod dashboard;
 mod docker;
+mod docker_helper;
 mod exec;
 mod exec_live;
 mod exec_served;

@@ -194,8 +194,21 @@ async fn a_docker_job_gets_the_tls_files_in_its_container_and_its_sources_over_h
     if !crate::docker::docker_ready(&[crate::docker::BUSYBOX]) {
         return;
     }
-    let pki = TestPki::new(&["127.0.0.1"]).expect("pki");
-    let mut h = https_harness(&pki, true).await;
+    // git runs in the job's helper container: the coordinator listens where containers reach it, and its
+    // certificate names that address too.
+    let gateway = reach_address()
+        .await
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let pki = TestPki::new(&["127.0.0.1", gateway.as_str()]).expect("pki");
+    let mut h = Harness::docker_with_options(|o| {
+        o.tls = Some(CoordinatorTls {
+            cert_chain_pem: pki.server_chain_pem(),
+            key_pem: pki.server_key_pem.clone(),
+            client_ca_pem: Some(pki.root_pem.clone()),
+        })
+    })
+    .await;
     let ca = write(&h, "ca.pem", &pki.root_pem);
     let cert = write(&h, "client.pem", &pki.client_cert_pem);
     let key = write(&h, "client.key", &pki.client_key_pem);
