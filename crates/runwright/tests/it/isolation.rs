@@ -1,0 +1,305 @@
+//! Issue 19 item 4 (and item 7's docker half): what a job controls — files an earlier job planted in the builds
+//! volume, its `GIT_*` flags, its variables, the archives it hands the helper, a service swapping paths — runs
+//! (if at all) in the job's own containers, never on the host. Every test asserts the same three things: a marker
+//! path outside the volumes (under the test's temp dir, on the host) stays absent; no process the job started is
+//! left on the host; the runner's `config.toml` and its token cannot be read from any container of the job.
+//!
+//! The "secrets" are stand-ins the tests make (never a real host file), and nothing here writes through a path
+//! that could be a symlink to one.
+
+use crate::docker::*;
+use crate::harness::*;
+use runwright_api::types::{Artifact, Cache, Hook, Image};
+use runwright_coordinator::JobSpec;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What the host side of a test watches: the marker dir on the host and the secrets the containers must not
+/// read.
+struct Witness {
+    /// `<test temp dir>/host-markers`, made empty: a command of the job run on the host writes here.
+    host: PathBuf,
+    config: String,
+    token: String,
+}
+
+impl Witness {
+    fn new(h: &Harness, token: &str) -> Self {
+        let host = h.path().join("host-markers");
+        std::fs::create_dir_all(&host).expect("host marker dir");
+        Self {
+            host,
+            config: h.config_path.display().to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// A host path for marker `name` (its dir exists on the host only).
+    fn marker(&self, name: &str) -> String {
+        self.host.join(name).display().to_string()
+    }
+
+    /// A shell line printing `<tag>:config-unreadable` (else `<tag>:CONFIG-READ`) and `<tag>:token-absent` (else
+    /// `<tag>:TOKEN-FOUND`): config.toml by its host path, the runner token in the process's and PID 1's
+    /// environment and the usual places of the container's file system and volumes. The token is put together
+    /// at run time, so the script itself (which may be a file in the volume) does not hold it.
+    fn probe(&self, tag: &str) -> String {
+        let (head, tail) = self.token.split_at(8);
+        format!(
+            "rw_probe() {{ if cat '{cfg}' 2>/dev/null | grep -q token; then echo \"$1:CONFIG-READ\"; else echo \"$1:config-unreadable\"; fi; \
+             t='{head}'; t=\"$t\"'{tail}'; if grep -rlsF \"$t\" /proc/self/environ /proc/1/environ /etc /root /tmp /builds /cache 2>/dev/null | grep -q .; \
+             then echo \"$1:TOKEN-FOUND\"; else echo \"$1:token-absent\"; fi; }}; rw_probe {tag}",
+            cfg = self.config,
+        )
+    }
+
+    /// The trace shows `tag`'s probe, and that it found nothing.
+    fn assert_probed(&self, t: &str, tag: &str) {
+        assert!(
+            t.contains(&format!("{tag}:config-unreadable")),
+            "{tag}: {t}"
+        );
+        assert!(t.contains(&format!("{tag}:token-absent")), "{tag}: {t}");
+        assert!(!t.contains(&format!("{tag}:CONFIG-READ")), "{tag}: {t}");
+        assert!(!t.contains(&format!("{tag}:TOKEN-FOUND")), "{tag}: {t}");
+    }
+
+    /// Nothing of the job reached the host: no marker, and the runner token is in no trace.
+    fn assert_host_clean(&self, what: &str, t: &str) {
+        let made: Vec<String> = std::fs::read_dir(&self.host)
+            .expect("host marker dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(made, Vec::<String>::new(), "{what}: markers on the host");
+        assert!(
+            !t.contains(&self.token),
+            "{what}: the runner token in the trace"
+        );
+    }
+}
+
+/// A shell line leaving `sleep <n>` behind in the background, outliving its stage.
+fn leave_process(n: u32) -> String {
+    format!("sleep {n} >/dev/null 2>&1 &")
+}
+
+/// Waits until no process runs `sleep <n>` (the job's containers are gone); fails after a while.
+async fn assert_no_process_left(n: u32) {
+    let arg = n.to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_running(&["sleep", &arg]) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a process of the job (sleep {n}) is still running on the host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The lines of `t` that start with `prefix`, without it, sorted.
+fn listed(t: &str, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = t
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|s| s.trim().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A docker runner's entry (as `Harness::docker_runner`), with `extra` in `[[runners]]` and `docker_extra` in
+/// `[runners.docker]`, for config files holding several.
+fn runner_entry(h: &Harness, token: &str, extra: &str, docker_extra: &str) -> String {
+    format!(
+        "[[runners]]\n  name = \"docker-{}\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"docker\"\n{extra}\n  [runners.docker]\n    image = \"{BUSYBOX}\"\n    pull_policy = [\"if-not-present\"]\n{docker_extra}\n",
+        &token[8..14],
+        h.coordinator.url()
+    )
+}
+
+/// A hook script (`#!/bin/sh`) as a planted git hook runs it: it says where it ran, leaves a marker in the
+/// volume (`/builds/rw-markers/<name>`) and one at the host marker path, probes for the runner's secrets and
+/// leaves a process behind.
+fn hook_body(w: &Witness, name: &str, sleeper: u32) -> String {
+    format!(
+        "#!/bin/sh\necho \"planted {name} ran as $(id -u)\" >&2\nmkdir -p /builds/rw-markers && touch /builds/rw-markers/{name}\n\
+         mkdir -p '{host}' 2>/dev/null && touch '{marker}'\n{probe} >&2\n{sleep}\nexit 0\n",
+        host = w.host.display(),
+        marker = w.marker(name),
+        probe = w.probe(&format!("hook-{name}")),
+        sleep = leave_process(sleeper),
+    )
+}
+
+/// Issue 19 item 4: an earlier job of the project (same builds volume, `GIT_STRATEGY: fetch`) plants hooks in
+/// `.git/hooks`, a `core.hooksPath` with hooks, and `core.fsmonitor` in `.git/config`.
+///
+/// With `clean_git_config = false` git in the next job's `get_sources` runs them — in the helper container: their
+/// markers are in the volume, none on the host, and from there config.toml and the runner token are out of reach.
+/// With `clean_git_config` on (the default of every executor but shell) the next `get_sources` removes them first,
+/// as gitlab-runner's `writeGitCleanup`/`writeGitCleanupAllConfigs` does (shells/abstract.go): `.git/config`,
+/// `.git/hooks` and the template's go (and `.git/hooks/post-checkout` and the lock files even without it); what it
+/// does not touch stays — `.git/info`, `.git/modules/*` without a submodule strategy, files outside `.git` — and
+/// git runs none of it.
+#[tokio::test]
+async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_the_host() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = format!("glrt-t1_{:016x}", rand_u64());
+    h.coordinator
+        .add_runner(&token, runwright_coordinator::RunnerOptions::default());
+    let entry = |clean: &str| runner_entry(&h, &token, clean, "");
+    let (unclean, clean) = (entry("  clean_git_config = false"), entry(""));
+    let config = |e: &str| format!("concurrent = 1\ncheck_interval = 1\n{e}");
+    h.write_config(&config(&unclean));
+    let w = Witness::new(&h, &token);
+    let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
+    h.start();
+    const SLEEPER: u32 = 7141;
+    let fetch = |name: &str, script: &[&str]| {
+        job(name, (7, "grp/app"), &sha, script).with_variable("GIT_STRATEGY", "fetch")
+    };
+
+    // The planting job: a normal job of the project, its script writing into its own checkout.
+    let write = |path: &str, body: &str| {
+        format!(
+            "mkdir -p \"$(dirname {path})\" && printf '%b' '{}' > {path} && chmod 755 {path}",
+            body.replace('\'', "'\\''").replace('\n', "\\n")
+        )
+    };
+    let mut plant = vec![
+        "test -d .git && echo checkout-present".to_string(),
+        // .git/hooks: run by git unless core.hooksPath points elsewhere.
+        write(".git/hooks/post-checkout", &hook_body(&w, "git-hooks-post-checkout", SLEEPER)),
+        write(
+            ".git/hooks/reference-transaction",
+            &hook_body(&w, "git-hooks-reference-transaction", SLEEPER),
+        ),
+        write(".git/hooks/pre-commit", &hook_body(&w, "git-hooks-pre-commit", SLEEPER)),
+        // core.hooksPath: a directory outside .git, which no cleanup removes.
+        write("/builds/grp/evil-hooks/post-checkout", &hook_body(&w, "hookspath-post-checkout", SLEEPER)),
+        write(
+            "/builds/grp/evil-hooks/reference-transaction",
+            &hook_body(&w, "hookspath-reference-transaction", SLEEPER),
+        ),
+        write("/builds/grp/evil-hooks/fsmonitor", &hook_body(&w, "fsmonitor", SLEEPER)),
+        "printf '[core]\\n\\thooksPath = /builds/grp/evil-hooks\\n\\tfsmonitor = /builds/grp/evil-hooks/fsmonitor\\n' >> .git/config"
+            .to_string(),
+        // What gitlab-runner's cleanup leaves: .git/info, and .git/modules when there are no submodules to
+        // update (its RmFilesRecursive of modules runs only with a submodule strategy).
+        "mkdir -p .git/info && echo survivor > .git/info/rw-survivor".to_string(),
+        write(".git/modules/lib/hooks/post-checkout", &hook_body(&w, "module-hook", SLEEPER)),
+        "printf '[core]\\n\\tbare = false\\n' > .git/modules/lib/config".to_string(),
+    ];
+    plant.push(leave_process(SLEEPER));
+    let plant: Vec<&str> = plant.iter().map(String::as_str).collect();
+    let id = h.coordinator.enqueue(fetch("plant", &plant));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("checkout-present\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
+    w.assert_host_clean("plant", &t);
+
+    // clean_git_config = false: the next get_sources runs what was planted, in the helper container.
+    let report = [
+        "{ ls /builds/rw-markers 2>/dev/null || true; } | sed 's/^/marker: /'",
+        "rm -rf /builds/rw-markers",
+        "echo listed",
+    ];
+    let mut runs = fetch("runs-them", &report);
+    runs.hooks = vec![Hook {
+        name: "post_get_sources_script".into(),
+        script: vec![w.probe("helper")],
+    }];
+    let id = h.coordinator.enqueue(runs);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("listed\n"), "{t}");
+    let ran = listed(&t, "marker: ");
+    // git's checkout runs the post-checkout hook of core.hooksPath (.git/hooks/post-checkout was removed as a
+    // stale file, as gitlab-runner removes it even without clean_git_config).
+    assert!(
+        ran.contains(&"hookspath-post-checkout".to_string()),
+        "{ran:?}\n{t}"
+    );
+    assert!(
+        !ran.contains(&"git-hooks-post-checkout".to_string()),
+        "{ran:?}\n{t}"
+    );
+    assert!(
+        t.contains("planted hookspath-post-checkout ran as 0"),
+        "{t}"
+    );
+    for name in &ran {
+        w.assert_probed(&t, &format!("hook-{name}"));
+    }
+    w.assert_probed(&t, "helper");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
+    w.assert_host_clean("clean_git_config = false", &t);
+
+    // clean_git_config on (the default): get_sources removes the planted config and hooks before git runs.
+    h.write_config(&config(&clean));
+    let deadline = Instant::now() + WAIT;
+    while !h.log().contains("runner entry changed") {
+        assert!(
+            Instant::now() < deadline,
+            "config not reloaded:\n{}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A poll the old entry had under way when the file changed may still take a job: let it end first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let check = [
+        "{ ls /builds/rw-markers 2>/dev/null || true; } | sed 's/^/marker: /'",
+        "echo listed",
+        "grep -n 'hooksPath\\|fsmonitor' .git/config || echo config-clean",
+        "{ ls .git/hooks 2>/dev/null || true; } | sed 's/^/git-hook: /'",
+        "cat .git/info/rw-survivor",
+        "test -x .git/modules/lib/hooks/post-checkout && echo module-hook-kept",
+        "test -f .git/modules/lib/config && echo module-config-kept",
+        "test -x /builds/grp/evil-hooks/post-checkout && echo outside-git-kept",
+        "cat README.md",
+    ];
+    let mut cleaned = fetch("cleaned", &check);
+    cleaned.hooks = vec![Hook {
+        name: "post_get_sources_script".into(),
+        script: vec![w.probe("helper")],
+    }];
+    let id = h.coordinator.enqueue(cleaned);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}\n{}", h.log());
+    assert!(t.contains("listed\n"), "{t}");
+    assert_eq!(
+        listed(&t, "marker: "),
+        Vec::<String>::new(),
+        "{t}\n{}",
+        h.log()
+    );
+    assert!(!t.contains("planted "), "{t}");
+    assert!(t.contains("config-clean\n"), "{t}");
+    assert_eq!(listed(&t, "git-hook: "), Vec::<String>::new(), "{t}");
+    for kept in [
+        "survivor\n",
+        "module-hook-kept\n",
+        "module-config-kept\n",
+        "outside-git-kept\n",
+        "hello from git\n",
+    ] {
+        assert!(t.contains(kept), "{kept:?} missing:\n{t}");
+    }
+    w.assert_probed(&t, "helper");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
+    w.assert_host_clean("clean_git_config", &t);
+}
