@@ -303,3 +303,172 @@ async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_t
     assert_no_process_left(SLEEPER).await;
     w.assert_host_clean("clean_git_config", &t);
 }
+
+/// A command substitution in three spellings (`$(…)`, backticks, after `;`), each making the host marker
+/// `<name>-<form>` and the volume marker `/cache/subst-<name>-<form>` by redirections (`>a>b`): no space a
+/// variable split on white space would cut, no `${…}` the runner's expansion of variables would eat.
+fn substitutions(w: &Witness, name: &str) -> [String; 3] {
+    let touch = |form: &str| {
+        format!(
+            ">{}>/cache/subst-{name}-{form}",
+            w.marker(&format!("{name}-{form}"))
+        )
+    };
+    [
+        format!("$({})", touch("dollar")),
+        format!("`{}`", touch("backtick")),
+        format!(";{}", touch("semicolon")),
+    ]
+}
+
+/// The lines a job prints listing the volume's substitution markers (`subst: <name>`), then `listed`.
+const LIST_SUBST: &str =
+    "{ ls /cache 2>/dev/null || true; } | { grep '^subst-' || true; } | sed 's/^/subst: /'; echo listed";
+
+/// Issue 19 item 4: `GIT_CLEAN_FLAGS`, `GIT_FETCH_EXTRA_FLAGS`, `GIT_CHECKOUT`, `GIT_SUBMODULE_PATHS`,
+/// `GIT_SUBMODULE_UPDATE_FLAGS` and submodule paths (in `.gitmodules`) holding `$(…)`, backticks and `;` reach
+/// git as literal arguments in the helper container: no substitution anywhere, neither on the host (markers
+/// under the test's temp dir) nor in the containers (markers in the `/cache` volume), and git names the literal
+/// text where it refuses it. The runner writes each flag as one quoted argument, split on white space only,
+/// as gitlab-runner does (`strings.Fields`, then its shell writer's quoting).
+#[tokio::test]
+async fn git_flags_and_submodule_paths_with_shell_metacharacters_are_never_substituted() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "    volumes = [\"/cache\"]");
+    let w = Witness::new(&h, &token);
+    const SLEEPER: u32 = 7142;
+    h.make_repo("grp/lib", &[("lib.txt", "library\n")]);
+    h.make_repo("grp/app", &[("app.txt", "app\n")]);
+    let lib_bare = h.path().join("git/grp/lib.git").display().to_string();
+    let app_src = h.path().join("src/grp/app");
+    // The same library at three paths, each a substitution in another spelling.
+    let paths: Vec<String> = substitutions(&w, "path")
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("sub{i}/x{s}"))
+        .collect();
+    for p in &paths {
+        h.git(
+            &app_src,
+            &[
+                "-c",
+                "protocol.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                &lib_bare,
+                p,
+            ],
+        );
+        h.git(
+            &app_src,
+            &[
+                "config",
+                "-f",
+                ".gitmodules",
+                &format!("submodule.{p}.url"),
+                "../lib.git",
+            ],
+        );
+    }
+    let sha = h.commit("grp/app", &[], "add the libraries");
+    h.start();
+    let spec = |name: &str, script: &[&str]| {
+        let mut s = job(name, (7, "grp/app"), &sha, script);
+        s.project.token_access = vec!["grp/lib".into()];
+        s.hooks = vec![Hook {
+            name: "post_get_sources_script".into(),
+            script: vec![w.probe("helper"), leave_process(SLEEPER)],
+        }];
+        s
+    };
+    let [c1, c2, c3] = substitutions(&w, "clean");
+    let [k1, _, _] = substitutions(&w, "checkout");
+
+    // Clean flags and GIT_CHECKOUT in a job that succeeds; the submodules are checked out at their literal paths.
+    let clean = spec(
+        "clean-flags",
+        &[
+            "for d in sub0 sub1 sub2; do find $d -name lib.txt; done",
+            &w.probe("build"),
+            LIST_SUBST,
+        ],
+    )
+    .with_variable("GIT_SUBMODULE_STRATEGY", "recursive")
+    .with_variable("GIT_CLEAN_FLAGS", &format!("-ffdx -e {c1} -e {c2} -e{c3}"))
+    .with_variable("GIT_CHECKOUT", &format!("true{k1}"));
+    let id = h.coordinator.enqueue(clean);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    for p in &paths {
+        assert!(t.contains(&format!("{p}/lib.txt\n")), "{p}: {t}");
+    }
+    assert!(t.contains("GIT_CHECKOUT: expected bool got"), "{t}");
+    assert!(t.contains("listed\n"), "{t}");
+    assert_eq!(listed(&t, "subst: "), Vec::<String>::new(), "{t}");
+    w.assert_probed(&t, "helper");
+    w.assert_probed(&t, "build");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
+    w.assert_host_clean("GIT_CLEAN_FLAGS", &t);
+
+    // Fetch flags: git gets the substitution as an argument and refuses it, literally.
+    let [f1, f2, f3] = substitutions(&w, "fetch");
+    let fetch = spec("fetch-flags", &["echo never"])
+        .with_variable("GIT_FETCH_EXTRA_FLAGS", &format!("--prune {f1} {f2} {f3}"));
+    let id = h.coordinator.enqueue(fetch);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "failed", "{t}");
+    assert!(
+        t.contains(&format!("fatal: invalid refspec '{f1}'")),
+        "the literal argument in git's error: {t}"
+    );
+    assert!(!t.contains("\nnever\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
+    w.assert_host_clean("GIT_FETCH_EXTRA_FLAGS", &t);
+
+    // Submodule paths, then update flags: literal pathspecs, refused by git.
+    let subpaths = substitutions(&w, "subpaths");
+    let update = substitutions(&w, "update");
+    for (var, value, forms) in [
+        ("GIT_SUBMODULE_PATHS", subpaths.join(" "), &subpaths),
+        (
+            "GIT_SUBMODULE_UPDATE_FLAGS",
+            format!("--jobs=1 {}", update.join(" ")),
+            &update,
+        ),
+    ] {
+        let subs = spec("submodule-flags", &["echo never"])
+            .with_variable("GIT_SUBMODULE_STRATEGY", "normal")
+            .with_variable(var, &value);
+        let id = h.coordinator.enqueue(subs);
+        let j = h.final_job(id).await;
+        let t = j.trace_text();
+        assert_eq!(j.state, "failed", "{var}: {t}");
+        for form in forms {
+            assert!(
+                t.contains(&format!("pathspec '{form}' did not match")),
+                "{var}: the literal argument in git's error: {t}"
+            );
+        }
+        assert!(!t.contains("\nnever\n"), "{t}");
+        assert_eq!(leftovers(&token, id), Vec::<String>::new());
+        assert_no_process_left(SLEEPER).await;
+        w.assert_host_clean(var, &t);
+    }
+
+    // No container substituted anything either: the volume holds no marker.
+    let id = h.coordinator.enqueue(sourceless("look", &[LIST_SUBST]));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("listed\n"), "{t}");
+    assert_eq!(listed(&t, "subst: "), Vec::<String>::new(), "{t}");
+    w.assert_host_clean("look", &t);
+}
