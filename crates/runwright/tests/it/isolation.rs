@@ -121,16 +121,24 @@ fn runner_entry(h: &Harness, token: &str, extra: &str, docker_extra: &str) -> St
 }
 
 /// A hook script (`#!/bin/sh`) as a planted git hook runs it: it says where it ran, leaves a marker in the
-/// volume (`/builds/rw-markers/<name>`) and one at the host marker path, probes for the runner's secrets and
-/// leaves a process behind.
-fn hook_body(w: &Witness, name: &str, sleeper: u32) -> String {
+/// volume (`<volume dir>/<name>`) and one at the host marker path, probes for the runner's secrets and leaves a
+/// process behind.
+fn hook_body(w: &Witness, volume: &str, name: &str, sleeper: u32) -> String {
     format!(
-        "#!/bin/sh\necho \"planted {name} ran as $(id -u)\" >&2\nmkdir -p /builds/rw-markers && touch /builds/rw-markers/{name}\n\
+        "#!/bin/sh\necho \"planted {name} ran as $(id -u)\" >&2\nmkdir -p {volume} && touch {volume}/{name}\n\
          mkdir -p '{host}' 2>/dev/null && touch '{marker}'\n{probe} >&2\n{sleep}\nexit 0\n",
         host = w.host.display(),
         marker = w.marker(name),
         probe = w.probe(&format!("hook-{name}")),
         sleep = leave_process(sleeper),
+    )
+}
+
+/// A script line writing `body` (no backslashes) to the executable file `path`, its directory made.
+fn write(path: &str, body: &str) -> String {
+    format!(
+        "mkdir -p \"$(dirname {path})\" && printf '%b' '{}' > {path} && chmod 755 {path}",
+        body.replace('\'', "'\\''").replace('\n', "\\n")
     )
 }
 
@@ -166,34 +174,28 @@ async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_t
     };
 
     // The planting job: a normal job of the project, its script writing into its own checkout.
-    let write = |path: &str, body: &str| {
-        format!(
-            "mkdir -p \"$(dirname {path})\" && printf '%b' '{}' > {path} && chmod 755 {path}",
-            body.replace('\'', "'\\''").replace('\n', "\\n")
-        )
-    };
     let mut plant = vec![
         "test -d .git && echo checkout-present".to_string(),
         // .git/hooks: run by git unless core.hooksPath points elsewhere.
-        write(".git/hooks/post-checkout", &hook_body(&w, "git-hooks-post-checkout", SLEEPER)),
+        write(".git/hooks/post-checkout", &hook_body(&w, "/builds/rw-markers", "git-hooks-post-checkout", SLEEPER)),
         write(
             ".git/hooks/reference-transaction",
-            &hook_body(&w, "git-hooks-reference-transaction", SLEEPER),
+            &hook_body(&w, "/builds/rw-markers", "git-hooks-reference-transaction", SLEEPER),
         ),
-        write(".git/hooks/pre-commit", &hook_body(&w, "git-hooks-pre-commit", SLEEPER)),
+        write(".git/hooks/pre-commit", &hook_body(&w, "/builds/rw-markers", "git-hooks-pre-commit", SLEEPER)),
         // core.hooksPath: a directory outside .git, which no cleanup removes.
-        write("/builds/grp/evil-hooks/post-checkout", &hook_body(&w, "hookspath-post-checkout", SLEEPER)),
+        write("/builds/grp/evil-hooks/post-checkout", &hook_body(&w, "/builds/rw-markers", "hookspath-post-checkout", SLEEPER)),
         write(
             "/builds/grp/evil-hooks/reference-transaction",
-            &hook_body(&w, "hookspath-reference-transaction", SLEEPER),
+            &hook_body(&w, "/builds/rw-markers", "hookspath-reference-transaction", SLEEPER),
         ),
-        write("/builds/grp/evil-hooks/fsmonitor", &hook_body(&w, "fsmonitor", SLEEPER)),
+        write("/builds/grp/evil-hooks/fsmonitor", &hook_body(&w, "/builds/rw-markers", "fsmonitor", SLEEPER)),
         "printf '[core]\\n\\thooksPath = /builds/grp/evil-hooks\\n\\tfsmonitor = /builds/grp/evil-hooks/fsmonitor\\n' >> .git/config"
             .to_string(),
         // What gitlab-runner's cleanup leaves: .git/info, and .git/modules when there are no submodules to
         // update (its RmFilesRecursive of modules runs only with a submodule strategy).
         "mkdir -p .git/info && echo survivor > .git/info/rw-survivor".to_string(),
-        write(".git/modules/lib/hooks/post-checkout", &hook_body(&w, "module-hook", SLEEPER)),
+        write(".git/modules/lib/hooks/post-checkout", &hook_body(&w, "/builds/rw-markers", "module-hook", SLEEPER)),
         "printf '[core]\\n\\tbare = false\\n' > .git/modules/lib/config".to_string(),
     ];
     plant.push(leave_process(SLEEPER));
@@ -471,4 +473,203 @@ async fn git_flags_and_submodule_paths_with_shell_metacharacters_are_never_subst
     assert!(t.contains("listed\n"), "{t}");
     assert_eq!(listed(&t, "subst: "), Vec::<String>::new(), "{t}");
     w.assert_host_clean("look", &t);
+}
+
+/// The command lines of the processes in this test's own mount namespace (the host's, not a container's) whose
+/// environment holds `needle`.
+fn host_processes_with_env(needle: &str) -> Vec<String> {
+    let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let p = e.path();
+        if std::fs::read_link(p.join("ns/mnt")).ok() != ours {
+            continue;
+        }
+        let Ok(env) = std::fs::read(p.join("environ")) else {
+            continue;
+        };
+        if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+            found.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+        }
+    }
+    found
+}
+
+/// A shared object whose constructor creates `/cache/rw-markers/ld-preload` and the host marker
+/// `ld-preload` (whichever exists where it is loaded; `O_NOFOLLOW`, so never through a symlink), built with the
+/// host's compiler; `None` without one.
+fn preload_object(w: &Witness, dir: &Path) -> Option<PathBuf> {
+    let src = dir.join("evil.c");
+    let so = dir.join("evil.so");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n__attribute__((constructor)) static void rw_mark(void) {{\n\
+             const char *p[] = {{\"/cache/rw-markers/ld-preload\", \"{}\"}};\n\
+             for (int i = 0; i < 2; i++) {{ int fd = open(p[i], O_WRONLY | O_CREAT | O_NOFOLLOW, 0666); if (fd >= 0) close(fd); }}\n}}\n",
+            w.marker("ld-preload")
+        ),
+    )
+    .expect("source");
+    let ok = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Os", "-s", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(so)
+}
+
+/// Issue 19 item 4: the job's variables `PATH` (a directory of the job's with its own `git`), `LD_PRELOAD` (a
+/// shared object of the job's) and `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` (`core.hooksPath`,
+/// `core.fsmonitor`, `credential.helper` naming the job's commands) are the job's environment in its
+/// containers, as gitlab-runner exports every variable in every stage's script (shells/abstract.go
+/// `writeExports`): what they name runs in the helper container — its markers in the volume — and nothing on the
+/// host. No process on the host (the service included) ever has them in its environment; config.toml and the
+/// runner token stay out of reach of the helper, the build container and a service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_ld_preload_and_git_config_variables_never_reach_the_host() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "    volumes = [\"/cache\"]");
+    let w = Witness::new(&h, &token);
+    const SLEEPER: u32 = 7143;
+    let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
+    let so = preload_object(&w, h.path());
+    h.start();
+
+    // The job's files, made by an earlier job in the /cache volume.
+    let mut plant = vec![
+        write(
+            "/cache/evil-bin/git",
+            &format!(
+                "#!/bin/sh\nmkdir -p /cache/rw-markers && touch /cache/rw-markers/path-git\nmkdir -p '{}' 2>/dev/null && touch '{}'\n{}\nexec /usr/bin/git \"$@\"\n",
+                w.host.display(),
+                w.marker("path-git"),
+                leave_process(SLEEPER)
+            ),
+        ),
+        write(
+            "/cache/evil-hooks/post-checkout",
+            &hook_body(&w, "/cache/rw-markers", "hookspath-post-checkout", SLEEPER),
+        ),
+        write(
+            "/cache/evil-hooks/fsmonitor",
+            &hook_body(&w, "/cache/rw-markers", "fsmonitor", SLEEPER),
+        ),
+        write(
+            "/cache/evil-hooks/credential",
+            &hook_body(&w, "/cache/rw-markers", "credential-helper", SLEEPER),
+        ),
+    ];
+    if let Some(so) = &so {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(so).expect("so"));
+        plant.push(format!("echo '{b64}' | base64 -d > /cache/evil.so"));
+    } else {
+        eprintln!("no C compiler: LD_PRELOAD names a file that is not a shared object");
+        plant.push("echo not-an-object > /cache/evil.so".into());
+    }
+    plant.push("ls /cache/evil-bin /cache/evil-hooks /cache/evil.so".into());
+    let plant: Vec<&str> = plant.iter().map(String::as_str).collect();
+    let id = h.coordinator.enqueue(sourceless("plant", &plant));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    w.assert_host_clean("plant", &t);
+
+    let host_so = so
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let path = "/cache/evil-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let preload = format!("/cache/evil.so:{host_so}");
+    let service_probe = format!(
+        "{} > /cache/probe-service.tmp; mv /cache/probe-service.tmp /cache/probe-service; exec sleep {SLEEPER}",
+        w.probe("service")
+    );
+    let mut spec = job(
+        "variables",
+        (7, "grp/app"),
+        &sha,
+        &[
+            "i=0; until [ -f /cache/probe-service ] || [ $i -gt 300 ]; do sleep 0.1; i=$((i+1)); done; cat /cache/probe-service",
+            &w.probe("build"),
+            "{ ls /cache/rw-markers 2>/dev/null || true; } | sed 's/^/marker: /'",
+            "echo listed",
+            "cat README.md",
+        ],
+    )
+    .with_variable("PATH", path)
+    .with_variable("LD_PRELOAD", &preload)
+    .with_variable("GIT_CONFIG_COUNT", "3")
+    .with_variable("GIT_CONFIG_KEY_0", "core.hooksPath")
+    .with_variable("GIT_CONFIG_VALUE_0", "/cache/evil-hooks")
+    .with_variable("GIT_CONFIG_KEY_1", "core.fsmonitor")
+    .with_variable("GIT_CONFIG_VALUE_1", "/cache/evil-hooks/fsmonitor")
+    .with_variable("GIT_CONFIG_KEY_2", "credential.helper")
+    .with_variable("GIT_CONFIG_VALUE_2", "!/cache/evil-hooks/credential");
+    spec.services = vec![Image {
+        name: BUSYBOX.into(),
+        alias: "prober".into(),
+        command: Some(vec!["sh".into(), "-c".into(), service_probe]),
+        ..Default::default()
+    }];
+    spec.hooks = vec![Hook {
+        name: "post_get_sources_script".into(),
+        script: vec![w.probe("helper"), leave_process(SLEEPER)],
+    }];
+    let id = h.coordinator.enqueue(spec);
+    // While the job runs: no host process has the job's variables in its environment.
+    let service = h.pid();
+    let mut samples = 0;
+    loop {
+        for needle in ["/cache/evil-bin", "/cache/evil.so", "/cache/evil-hooks"] {
+            let found = host_processes_with_env(needle);
+            assert_eq!(
+                found,
+                Vec::<String>::new(),
+                "{needle} in a host process's environment"
+            );
+        }
+        samples += 1;
+        if h.coordinator.job(id).is_some_and(|j| j.is_final()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive(service), "the service ran throughout");
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(samples > 10, "{samples} samples");
+    assert!(t.contains("hello from git\n"), "{t}");
+    assert!(t.contains("listed\n"), "{t}");
+    let ran = listed(&t, "marker: ");
+    eprintln!("ran in the helper: {ran:?}");
+    // The job's PATH found its git, and git its hooks, in the helper container.
+    for expected in ["path-git", "hookspath-post-checkout"] {
+        assert!(
+            ran.contains(&expected.to_string()),
+            "{expected}: {ran:?}\n{t}"
+        );
+    }
+    if so.is_some() {
+        assert!(ran.contains(&"ld-preload".to_string()), "{ran:?}\n{t}");
+    }
+    for name in ran
+        .iter()
+        .filter(|n| n.starts_with("hookspath") || *n == "fsmonitor")
+    {
+        w.assert_probed(&t, &format!("hook-{name}"));
+    }
+    for tag in ["helper", "build", "service"] {
+        w.assert_probed(&t, tag);
+    }
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
+    w.assert_host_clean("variables", &t);
 }
