@@ -673,3 +673,247 @@ async fn path_ld_preload_and_git_config_variables_never_reach_the_host() {
     assert_no_process_left(SLEEPER).await;
     w.assert_host_clean("variables", &t);
 }
+
+/// The name of the job's running helper container.
+fn helper_container(token: &str, job_id: i64) -> String {
+    let o = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!(
+                "label=com.gitlab.gitlab-runner.runner.id={}",
+                runwright_config::short_token(token)
+            ),
+            "--filter",
+            &format!("label=com.gitlab.gitlab-runner.job.id={job_id}"),
+            "--filter",
+            "label=com.gitlab.gitlab-runner.type=predefined",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .expect("docker ps");
+    let name = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!name.is_empty(), "no running helper for job {job_id}");
+    name
+}
+
+/// `sh -c script` in a running container; its stdout.
+fn exec_in(container: &str, script: &str) -> String {
+    let o = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A file on the host that must not exist (a regression would have made it): removed if it does, then the
+/// test fails.
+fn assert_absent_on_host(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok() {
+        let _ = std::fs::remove_file(path);
+        panic!("{} was written on the host", path.display());
+    }
+}
+
+/// Issue 19 item 4: hostile archives through real jobs — a cache (planted in the `/cache` volume by an earlier
+/// job, as any job of the runner can) and a dependency's artifacts (what the coordinator serves replaced by the
+/// archive) with zip-slip entries, absolute names, and a symlink (to `/etc`, to the `/cache` volume) with a file
+/// through it, each after a harmless entry. The helper container refuses every one whole: nothing of it in the
+/// project dir, nothing outside it in the volumes, nothing in the helper's `/etc`, nothing on the host. A cache
+/// that does not extract is a warning and the job goes on (gitlab-runner's `cache-extractor` failing does not
+/// fail the job); artifacts that do not extract fail it (gitlab-runner's `artifacts-downloader`, exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_caches_and_artifacts_are_refused_in_the_helper_and_reach_nothing_outside() {
+    use crate::helper_verbs::{hostile_zip, ZipEntry};
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "    volumes = [\"/cache\"]");
+    let w = Witness::new(&h, &token);
+    h.start();
+    let etc_name = format!("rw-isol-{:016x}", rand_u64());
+    let through_etc = format!("etc/{etc_name}");
+    let (slip_host, abs_host) = (w.marker("slip"), w.marker("abs"));
+    let slip_host = format!("../../../../../../../../../..{slip_host}");
+    // Extracted in /builds/grp/app: `../../../cache` is the /cache volume.
+    let cases: Vec<(&str, Vec<ZipEntry>)> = vec![
+        (
+            "slip-volume",
+            vec![("../../../cache/rw-landed-slip", 'f', "pwned")],
+        ),
+        ("slip-host", vec![(&slip_host, 'f', "pwned")]),
+        (
+            "absolute-volume",
+            vec![("/cache/rw-landed-abs", 'f', "pwned")],
+        ),
+        ("absolute-host", vec![(&abs_host, 'f', "pwned")]),
+        (
+            "link-etc",
+            vec![("etc", 'l', "/etc"), (&through_etc, 'f', "pwned")],
+        ),
+        (
+            "link-volume",
+            vec![
+                ("vol", 'l', "/cache"),
+                ("vol/rw-landed-through", 'f', "pwned"),
+            ],
+        ),
+    ];
+    let zips: Vec<(String, Vec<u8>)> = cases
+        .iter()
+        .map(|(name, entries)| {
+            let mut all: Vec<ZipEntry> = vec![("harmless.txt", 'f', "fine")];
+            all.extend(entries.iter().cloned());
+            let path = h.path().join(format!("{name}.zip"));
+            hostile_zip(&path, &all);
+            (name.to_string(), std::fs::read(&path).expect("zip"))
+        })
+        .collect();
+    let look = [
+        "{ ls /cache 2>/dev/null || true; } | { grep '^rw-landed' || true; } | sed 's/^/landed: /'",
+        "echo listed",
+    ];
+    let assert_nothing_landed = |what: &str, t: &str| {
+        assert_eq!(listed(t, "landed: "), Vec::<String>::new(), "{what}: {t}");
+        assert_absent_on_host(&Path::new("/etc").join(&etc_name));
+        w.assert_host_clean(what, t);
+    };
+
+    // The caches: made by one job, replaced by the next (what a job of this runner can do to /cache), restored by
+    // a third.
+    let caches: Vec<Cache> = cases
+        .iter()
+        .map(|(name, _)| Cache {
+            key: format!("hostile-{name}"),
+            paths: vec!["c/".into()],
+            policy: "pull-push".into(),
+            when: "on_success".into(),
+            ..Default::default()
+        })
+        .collect();
+    let mut first = sourceless("make-caches", &["mkdir -p c && echo cached > c/f"]);
+    first.cache = caches.clone();
+    let id = h.coordinator.enqueue(first);
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    use base64::Engine as _;
+    let mut plant = Vec::new();
+    for (name, bytes) in &zips {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        plant.push(format!(
+            "f=$(find /cache -name cache.zip | grep -F '/hostile-{name}'); test -n \"$f\" && echo '{b64}' | base64 -d > \"$f\" && echo \"planted {name}\""
+        ));
+    }
+    let plant: Vec<&str> = plant.iter().map(String::as_str).collect();
+    let id = h.coordinator.enqueue(sourceless("plant-caches", &plant));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    for (name, _) in &cases {
+        assert!(t.contains(&format!("planted {name}\n")), "{name}: {t}");
+    }
+    let mut restore = sourceless(
+        "restore-caches",
+        &[
+            "{ ls -A . || true; } | sed 's/^/in-project: /'",
+            "echo waiting-for-gate",
+            "i=0; until [ -e /cache/gate ] || [ $i -gt 600 ]; do sleep 0.1; i=$((i+1)); done",
+            look[0],
+            look[1],
+        ],
+    );
+    restore.cache = caches
+        .iter()
+        .map(|c| Cache {
+            policy: "pull".into(),
+            ..c.clone()
+        })
+        .collect();
+    let id = h.coordinator.enqueue(restore);
+    h.wait_trace(id, "waiting-for-gate").await;
+    // The helper's own /etc, and its view of the runner's secrets, while it still runs.
+    let helper = helper_container(&token, id);
+    assert_eq!(
+        exec_in(
+            &helper,
+            &format!("ls /etc/{etc_name} 2>/dev/null; echo checked")
+        ),
+        "checked\n"
+    );
+    let probed = exec_in(&helper, &w.probe("helper"));
+    w.assert_probed(&probed, "helper");
+    exec_in(&helper, "touch /cache/gate");
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert_eq!(
+        t.matches(": entries must stay inside the target").count()
+            + t.matches(": symlink points outside the target").count(),
+        cases.len(),
+        "{t}"
+    );
+    assert_eq!(
+        t.matches("Failed to extract cache").count(),
+        cases.len(),
+        "{t}"
+    );
+    assert!(t.contains("listed\n"), "{t}");
+    // All or nothing: not even the harmless entries were extracted.
+    assert_eq!(listed(&t, "in-project: "), Vec::<String>::new(), "{t}");
+    assert_nothing_landed("caches", &t);
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+
+    // The artifacts: a producer's upload, replaced where the coordinator keeps it by each archive in turn.
+    let mut producer = sourceless("producer", &["echo built > out.txt"]);
+    producer.artifacts = vec![Artifact {
+        paths: vec!["out.txt".into()],
+        when: "on_success".into(),
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        ..Default::default()
+    }];
+    let producer = h.coordinator.enqueue(producer);
+    let j = h.final_job(producer).await;
+    assert_eq!(j.state, "success", "{}", j.trace_text());
+    let stored = h
+        .coordinator
+        .artifact(producer, "archive")
+        .expect("uploaded")
+        .path;
+    for (name, bytes) in &zips {
+        // The coordinator's own file in its temp dir, replaced (never written through).
+        std::fs::remove_file(&stored).expect("remove the stored archive");
+        std::fs::write(&stored, bytes).expect("hostile archive");
+        let consumer = h.coordinator.enqueue(JobSpec {
+            artifact_dependencies: vec![producer],
+            ..sourceless("consumer", &["echo never"])
+        });
+        let j = h.final_job(consumer).await;
+        let t = j.trace_text();
+        assert_eq!(j.state, "failed", "{name}: {t}");
+        assert!(
+            t.contains(&format!(
+                "Downloading artifacts for producer ({producer})..."
+            )),
+            "{name}: {t}"
+        );
+        assert!(t.contains("FATAL: "), "{name}: {t}");
+        assert!(
+            t.contains("entries must stay inside the target")
+                || t.contains("symlink points outside the target"),
+            "{name}: refused for its entries: {t}"
+        );
+        assert!(!t.contains("\nnever\n"), "{name}: {t}");
+        assert_eq!(leftovers(&token, consumer), Vec::<String>::new());
+        w.assert_host_clean(name, &t);
+    }
+    let id = h.coordinator.enqueue(sourceless("look", &look));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("listed\n"), "{t}");
+    assert_nothing_landed("artifacts", &t);
+}
