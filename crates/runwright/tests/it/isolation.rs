@@ -917,3 +917,226 @@ async fn hostile_caches_and_artifacts_are_refused_in_the_helper_and_reach_nothin
     assert!(t.contains("listed\n"), "{t}");
     assert_nothing_landed("artifacts", &t);
 }
+
+/// Swaps, in the service container, forever, in the project dir `$1` (once `keep/` is there), a few times a
+/// second: `keep/leak`, `keep/env`, `keep/passwd` between a file and symlinks to the helper container's stand-in
+/// secret (`/root/rw-secret`), `/proc/self/environ` (the archiver's environment, with the job token) and
+/// `/etc/passwd`; `keep/dir` between a directory and a symlink to `/root`; `keep` itself between the directory
+/// and a symlink to `/root`. Files are put in place by `mv`, which replaces a link rather than writing through it.
+const SWAPPER: &str = r#"until [ -d "$1/keep" ]; do sleep 0.05; done; cd "$1" || exit 1
+while true; do
+  if [ -d keep ] && [ ! -L keep ]; then (cd keep && ln -sfn /root/rw-secret leak && ln -sfn /proc/self/environ env && ln -sfn /etc/passwd passwd && rm -rf dir && ln -s /root dir); fi
+  sleep 0.07
+  if [ -d keep ] && [ ! -L keep ]; then (cd keep && for f in leak env passwd; do echo innocent > .n; mv -f .n $f; done; rm -f dir; mkdir -p dir; echo innocent > dir/.n; mv -f dir/.n dir/f); fi
+  sleep 0.07
+  mv keep keep.real && ln -s /root keep && sleep 0.03 && rm -f keep && mv keep.real keep
+  sleep 0.05
+done
+"#;
+
+/// How many entries of a zip archive are symlinks (`unzip -Z`'s mode column).
+fn zip_symlinks(dir: &Path, name: &str, bytes: &[u8]) -> usize {
+    let path = dir.join(format!("{name}.zip"));
+    std::fs::write(&path, bytes).expect("zip");
+    let out = Command::new("unzip")
+        .arg("-Z")
+        .arg(&path)
+        .output()
+        .expect("unzip runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('l'))
+        .count()
+}
+
+/// `(path, bytes)` of every zip a job printed between `ZIP-BEGIN <path>` and `ZIP-END` in base64.
+fn printed_zips(t: &str) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in t.lines() {
+        if let Some(p) = line.strip_prefix("ZIP-BEGIN ") {
+            current = Some((p.trim().to_string(), String::new()));
+        } else if line.starts_with("ZIP-END") {
+            if let Some((p, b64)) = current.take() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64 of a zip");
+                out.push((p, bytes));
+            }
+        } else if let Some((_, b64)) = current.as_mut() {
+            b64.push_str(line.trim());
+        }
+    }
+    out
+}
+
+/// Every file's content in a zip archive, concatenated (`unzip -p`, to stdout only: nothing is extracted).
+fn zip_content(dir: &Path, name: &str, bytes: &[u8]) -> Vec<u8> {
+    let path = dir.join(format!("{name}.zip"));
+    std::fs::write(&path, bytes).expect("zip");
+    let out = Command::new("unzip")
+        .arg("-p")
+        .arg(&path)
+        .output()
+        .expect("unzip runs");
+    out.stdout
+}
+
+/// Issue 19 item 7, docker: a service container of the job (on the job's volumes, as GitLab's services are)
+/// keeps swapping the cached and uploaded paths for symlinks to files of the helper container's root — a
+/// root-only stand-in secret, `/proc/self/environ` (the archiver's, with the job token), `/etc/passwd` — and
+/// directories for symlinks to `/root`, while `archive_cache` and `upload_artifacts_on_success` run. No cache or
+/// artifact archive ever holds any of them, over several rounds: a path that is a symlink when the archiver
+/// looks is archived as a symlink, and one that becomes a symlink after it looked is not read through (the
+/// archive fails: a cache is then not saved, artifacts fail the job, the job's own doing). Nothing reaches the
+/// host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_swapping_cached_paths_for_symlinks_never_gets_helper_files_archived() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "    volumes = [\"/cache\"]");
+    let w = Witness::new(&h, &token);
+    const SLEEPER: u32 = 7145;
+    let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
+    h.start();
+    let secret = format!("helper-root-secret-{:016x}", rand_u64());
+    let project = "/builds/grp/app";
+    let mut tokens = Vec::new();
+    let mut artifacts = Vec::new();
+    let mut caches_made = 0;
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let mut spec = job(
+            "swapped",
+            (7, "grp/app"),
+            &sha,
+            &[
+                "mkdir -p keep/dir && for f in leak env passwd dir/f; do echo innocent > keep/$f; done",
+                &w.probe("build"),
+                "i=0; until [ -f /builds/probe-service ] || [ $i -gt 300 ]; do sleep 0.1; i=$((i+1)); done; cat /builds/probe-service",
+                &leave_process(SLEEPER),
+                // The service swaps for a while before the archiving starts, and on through it.
+                "sleep 1",
+            ],
+        );
+        spec.hooks = vec![Hook {
+            name: "pre_get_sources_script".into(),
+            script: vec![
+                // The helper container's root-only file the archiving must never read.
+                format!("umask 077; echo {secret} > /root/rw-secret"),
+                w.probe("helper"),
+                leave_process(SLEEPER),
+            ],
+        }];
+        spec.services = vec![Image {
+            name: BUSYBOX.into(),
+            alias: "swapper".into(),
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "{} > /builds/probe-service.tmp; mv /builds/probe-service.tmp /builds/probe-service; {} exec sh -c '{}' swapper {project}",
+                    w.probe("service"),
+                    leave_process(SLEEPER),
+                    SWAPPER.replace('\'', "'\\''")
+                ),
+            ]),
+            ..Default::default()
+        }];
+        spec.cache = vec![Cache {
+            key: format!("swapped-{round}"),
+            paths: vec!["keep/".into()],
+            policy: "pull-push".into(),
+            when: "on_success".into(),
+            ..Default::default()
+        }];
+        spec.artifacts = vec![Artifact {
+            paths: vec!["keep/".into()],
+            when: "on_success".into(),
+            artifact_type: "archive".into(),
+            artifact_format: "zip".into(),
+            ..Default::default()
+        }];
+        let id = h.coordinator.enqueue(spec);
+        let j = h.final_job(id).await;
+        let t = j.trace_text();
+        for tag in ["helper", "build", "service"] {
+            w.assert_probed(&t, tag);
+        }
+        if t.contains("Created cache") {
+            caches_made += 1;
+        } else {
+            assert!(t.contains("Failed to create cache"), "round {round}: {t}");
+        }
+        match h.coordinator.artifact(id, "archive") {
+            Some(stored) => {
+                assert_eq!(j.state, "success", "round {round}: {t}");
+                artifacts.push(std::fs::read(&stored.path).expect("stored artifact"));
+            }
+            None => {
+                // The archiver refused a path swapped under it: the upload stage fails, and with it the job.
+                assert_eq!(j.state, "failed", "round {round}: {t}");
+                let upload = t.rsplit("Uploading artifacts").next().unwrap_or_default();
+                assert!(
+                    upload.contains("FATAL: /builds/grp/app/keep"),
+                    "round {round}: {t}"
+                );
+            }
+        }
+        tokens.push(j.token.clone());
+        assert_eq!(leftovers(&token, id), Vec::<String>::new());
+        assert_no_process_left(SLEEPER).await;
+        w.assert_host_clean("swapped", &t);
+    }
+
+    // The caches, as the /cache volume holds them.
+    let id = h.coordinator.enqueue(sourceless(
+        "read-caches",
+        &["for f in $(find /cache -name cache.zip | sort); do echo \"ZIP-BEGIN $f\"; base64 \"$f\"; echo ZIP-END; done"],
+    ));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    let caches = printed_zips(&t);
+    assert_eq!(caches.len(), caches_made, "{t}");
+    let archives = caches.iter().map(|(p, b)| (p.clone(), b.clone())).chain(
+        artifacts
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("artifacts of round {i}"), b.clone())),
+    );
+    let (mut innocent, mut links, mut checked) = (0, 0, 0);
+    for (i, (what, bytes)) in archives.enumerate() {
+        checked += 1;
+        links += zip_symlinks(h.path(), &format!("archive-{i}"), &bytes);
+        let content = zip_content(h.path(), &format!("archive-{i}"), &bytes);
+        let text = String::from_utf8_lossy(&content);
+        innocent += text.matches("innocent").count();
+        assert!(
+            !text.contains(&secret),
+            "{what} holds the helper's root-only file"
+        );
+        assert!(!text.contains("root:x:0:0"), "{what} holds /etc/passwd");
+        for job_token in &tokens {
+            assert!(
+                !text.contains(job_token.as_str()),
+                "{what} holds a job token (the archiver's environment)"
+            );
+        }
+        assert!(
+            !text.contains("CI_JOB_TOKEN"),
+            "{what} holds an environment"
+        );
+    }
+    eprintln!(
+        "{checked} archives checked ({caches_made} caches, {} artifacts of {ROUNDS} rounds), {links} symlink entries",
+        artifacts.len()
+    );
+    assert!(innocent > 0, "the archives hold the job's own files");
+    // The swaps were seen: some archive holds a swapped path, as the symlink it was.
+    assert!(links > 0, "no archive caught a path while it was a symlink");
+    w.assert_host_clean("read-caches", &t);
+}
