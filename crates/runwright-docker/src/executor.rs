@@ -192,6 +192,7 @@ impl Executor for DockerExecutor {
             mounts: MountTable::default(),
             helper: None,
             builds_temporary: false,
+            chown: None,
             kill_grace: self.kill_grace,
             host: hostname(),
         };

@@ -202,9 +202,32 @@ pub fn is_root(user: Option<&str>) -> bool {
     }
 }
 
+/// A non-root build user given by number (`uid` or `uid:gid`), as `chown` takes it; `None` for root, the
+/// image's own user and user names (which only the build image's `/etc/passwd` resolves).
+pub fn numeric_owner(user: Option<&str>) -> Option<String> {
+    let user = user.filter(|u| !is_root(Some(u)))?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match user.split_once(':') {
+        Some((u, g)) if numeric(u) && numeric(g) => Some(user.to_string()),
+        Some((u, _)) if numeric(u) => Some(u.to_string()),
+        None if numeric(user) => Some(user.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_owners() {
+        assert_eq!(numeric_owner(Some("1000")), Some("1000".into()));
+        assert_eq!(numeric_owner(Some("1000:50")), Some("1000:50".into()));
+        assert_eq!(numeric_owner(Some("1000:staff")), Some("1000".into()));
+        assert_eq!(numeric_owner(Some("nobody")), None);
+        assert_eq!(numeric_owner(Some("0")), None);
+        assert_eq!(numeric_owner(None), None);
+    }
 
     #[test]
     fn root_users() {

@@ -28,6 +28,9 @@ pub struct DockerSession {
     /// The builds dir, and so the project and temp dirs under it, is a volume of this job alone, removed at
     /// cleanup (no bind, no mount below it).
     pub(crate) builds_temporary: bool,
+    /// With `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR` and a non-root numeric build user: `uid[:gid]` and the dirs
+    /// (project, temp) the helper gives to that user before the first build container stage.
+    pub(crate) chown: Option<(String, Vec<String>)>,
     pub(crate) kill_grace: Duration,
     pub(crate) host: String,
 }
@@ -59,6 +62,20 @@ impl ExecutorSession for DockerSession {
             .build_container
             .clone()
             .ok_or(DockerError::NoBuildContainer)?;
+        if let (Some((owner, dirs)), Some(helper)) = (self.chown.take(), self.helper.as_mut()) {
+            // runner executors/docker/docker_command.go `changeFilesOwnership`: without umask 0000 the files
+            // the helper wrote are root's, so they are given to the build container's user.
+            let mut script = String::new();
+            for dir in &dirs {
+                script.push_str(&format!(
+                    "echo 'Changing ownership of files at \"{dir}\" to {owner}'\nchown -RP -- '{owner}' '{dir}' || true\n"
+                ));
+            }
+            helper
+                .run_stage(&self.docker, &script, trace, &cancel, self.kill_grace)
+                .await
+                .map_err(ExecutorError::from)?;
+        }
         engine_api::run_stage(
             &self.docker,
             &container,

@@ -179,6 +179,15 @@ impl DockerSession {
         if helper::job_needs_helper(job, image.user.as_deref()) {
             self.start_helper(&p, &shared, &auth).await?;
             p.check_canceled()?;
+            let umask = self.helper.as_ref().is_some_and(|h| h.umask);
+            if let (false, Some(owner)) = (umask, helper::numeric_owner(image.user.as_deref())) {
+                let dirs = [&job.project_dir, &job.tmp_dir]
+                    .iter()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .filter(|d| !d.contains('\''))
+                    .collect();
+                self.chown = Some((owner, dirs));
+            }
         }
         self.create_build_container(&p, &image, shared, &started)
             .await

@@ -423,3 +423,98 @@ async fn a_stage_in_the_helper_is_stopped_by_cancel_and_by_the_job_timeout() {
     assert_eq!(leftovers(&token, timeout_id), Vec::<String>::new());
     assert_eq!(predefined_containers(&token), "");
 }
+
+/// `clone_url` is what git in the helper container fetches from: here the coordinator listens on loopback only
+/// (its `repo_url` names 127.0.0.1, which a container cannot reach) and a forwarder on the suite network's
+/// gateway is the `clone_url`; the job gets its sources only through it.
+#[tokio::test]
+async fn clone_url_is_where_the_helper_fetches_from() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let Some(gateway) = reach_address().await else {
+        panic!("no address containers reach");
+    };
+    let mut h = Harness::new().await;
+    let upstream = h
+        .coordinator
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind((gateway, 0))
+        .await
+        .expect("bind forwarder");
+    let forwarder = listener.local_addr().expect("addr");
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = forwarded.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let token = h.docker_runner(&format!("  clone_url = \"http://{forwarder}\""), "");
+    let sha = h.make_repo("grp/app", &[("README.md", "through clone_url\n")]);
+    h.start();
+    let id = h
+        .coordinator
+        .enqueue(job("clone-url", (7, "grp/app"), &sha, &["cat README.md"]));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    task.abort();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("through clone_url\n"), "{t}");
+    assert!(forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(!t.contains(&token), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
+
+/// The helper writes with umask 0000 (GitLab's default), so a build container user who is not root can change
+/// the checkout; with `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR` the files keep git's usual modes and the helper gives
+/// the project and temp dirs to that user instead (GitLab's `changeFilesOwnership`).
+#[tokio::test]
+async fn the_helper_writes_with_umask_0000_unless_the_feature_flag_disables_it() {
+    if !docker_ready(&[BUSYBOX]) {
+        return;
+    }
+    let mut h = Harness::docker().await;
+    let token = h.docker_runner("", "    user = \"1000\"");
+    let sha = h.make_repo("grp/app", &[("README.md", "x\n")]);
+    h.start();
+    let script = [
+        "id -u",
+        "stat -c 'mode %a' README.md",
+        "echo more >> README.md && touch new-file && echo writable-by-1000",
+    ];
+    let id = h
+        .coordinator
+        .enqueue(job("umask", (7, "grp/app"), &sha, &script));
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("\n1000\n"), "{t}");
+    assert!(t.contains("mode 666\n"), "{t}");
+    assert!(t.contains("writable-by-1000\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+
+    let id = h.coordinator.enqueue(
+        job("no-umask", (7, "grp/app"), &sha, &script)
+            .with_variable("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR", "true"),
+    );
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    assert!(t.contains("mode 644\n"), "{t}");
+    assert!(
+        t.contains("Changing ownership of files at \"/builds/grp/app\" to 1000\n"),
+        "{t}"
+    );
+    assert!(t.contains("writable-by-1000\n"), "{t}");
+    assert_eq!(leftovers(&token, id), Vec::<String>::new());
+}
