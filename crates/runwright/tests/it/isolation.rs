@@ -85,6 +85,31 @@ fn leave_process(n: u32) -> String {
     format!("sleep {n} >/dev/null 2>&1 &")
 }
 
+/// A service of the job (busybox, on the job's volumes as every container of the job is) that probes for the
+/// runner's secrets into `file` (in a volume), then stays, leaving `sleep <sleeper>` running.
+fn probing_service(w: &Witness, file: &str, sleeper: u32) -> Image {
+    Image {
+        name: BUSYBOX.into(),
+        alias: "prober".into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "{} > {file}.tmp; mv {file}.tmp {file}; exec sleep {sleeper}",
+                w.probe("service")
+            ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// A script line waiting (up to 30 s) for the service's probe in `file`, then printing it.
+fn service_probe_result(file: &str) -> String {
+    format!(
+        "i=0; until [ -f {file} ] || [ $i -gt 300 ]; do sleep 0.1; i=$((i+1)); done; cat {file}"
+    )
+}
+
 /// Waits until no process runs `sleep <n>` (the job's containers are gone); fails after a while.
 async fn assert_no_process_left(n: u32) {
     let arg = n.to_string();
@@ -259,6 +284,7 @@ async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_t
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let service_result = service_probe_result("/builds/probe-service");
     let check = [
         "{ ls /builds/rw-markers 2>/dev/null || true; } | sed 's/^/marker: /'",
         "echo listed",
@@ -269,8 +295,11 @@ async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_t
         "test -f .git/modules/lib/config && echo module-config-kept",
         "test -x /builds/grp/evil-hooks/post-checkout && echo outside-git-kept",
         "cat README.md",
+        &w.probe("build"),
+        &service_result,
     ];
     let mut cleaned = fetch("cleaned", &check);
+    cleaned.services = vec![probing_service(&w, "/builds/probe-service", SLEEPER)];
     cleaned.hooks = vec![Hook {
         name: "post_get_sources_script".into(),
         script: vec![w.probe("helper")],
@@ -298,7 +327,9 @@ async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_t
     ] {
         assert!(t.contains(kept), "{kept:?} missing:\n{t}");
     }
-    w.assert_probed(&t, "helper");
+    for tag in ["helper", "build", "service"] {
+        w.assert_probed(&t, tag);
+    }
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
     assert_no_process_left(SLEEPER).await;
     w.assert_host_clean("clean_git_config", &t);
@@ -394,12 +425,15 @@ async fn git_flags_and_submodule_paths_with_shell_metacharacters_are_never_subst
         &[
             "for d in sub0 sub1 sub2; do find $d -name lib.txt; done",
             &w.probe("build"),
+            &service_probe_result("/cache/probe-service"),
             LIST_SUBST,
         ],
     )
     .with_variable("GIT_SUBMODULE_STRATEGY", "recursive")
     .with_variable("GIT_CLEAN_FLAGS", &format!("-ffdx -e {c1} -e {c2} -e{c3}"))
     .with_variable("GIT_CHECKOUT", &format!("true{k1}"));
+    let mut clean = clean;
+    clean.services = vec![probing_service(&w, "/cache/probe-service", SLEEPER)];
     let id = h.coordinator.enqueue(clean);
     let j = h.final_job(id).await;
     let t = j.trace_text();
@@ -410,8 +444,9 @@ async fn git_flags_and_submodule_paths_with_shell_metacharacters_are_never_subst
     assert!(t.contains("GIT_CHECKOUT: expected bool got"), "{t}");
     assert!(t.contains("listed\n"), "{t}");
     assert_eq!(listed(&t, "subst: "), Vec::<String>::new(), "{t}");
-    w.assert_probed(&t, "helper");
-    w.assert_probed(&t, "build");
+    for tag in ["helper", "build", "service"] {
+        w.assert_probed(&t, tag);
+    }
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
     assert_no_process_left(SLEEPER).await;
     w.assert_host_clean("GIT_CLEAN_FLAGS", &t);
@@ -585,16 +620,13 @@ async fn path_ld_preload_and_git_config_variables_never_reach_the_host() {
         .unwrap_or_default();
     let path = "/cache/evil-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     let preload = format!("/cache/evil.so:{host_so}");
-    let service_probe = format!(
-        "{} > /cache/probe-service.tmp; mv /cache/probe-service.tmp /cache/probe-service; exec sleep {SLEEPER}",
-        w.probe("service")
-    );
+    let probed = service_probe_result("/cache/probe-service");
     let mut spec = job(
         "variables",
         (7, "grp/app"),
         &sha,
         &[
-            "i=0; until [ -f /cache/probe-service ] || [ $i -gt 300 ]; do sleep 0.1; i=$((i+1)); done; cat /cache/probe-service",
+            &probed,
             &w.probe("build"),
             "{ ls /cache/rw-markers 2>/dev/null || true; } | sed 's/^/marker: /'",
             "echo listed",
@@ -610,12 +642,7 @@ async fn path_ld_preload_and_git_config_variables_never_reach_the_host() {
     .with_variable("GIT_CONFIG_VALUE_1", "/cache/evil-hooks/fsmonitor")
     .with_variable("GIT_CONFIG_KEY_2", "credential.helper")
     .with_variable("GIT_CONFIG_VALUE_2", "!/cache/evil-hooks/credential");
-    spec.services = vec![Image {
-        name: BUSYBOX.into(),
-        alias: "prober".into(),
-        command: Some(vec!["sh".into(), "-c".into(), service_probe]),
-        ..Default::default()
-    }];
+    spec.services = vec![probing_service(&w, "/cache/probe-service", SLEEPER)];
     spec.hooks = vec![Hook {
         name: "post_get_sources_script".into(),
         script: vec![w.probe("helper"), leave_process(SLEEPER)],
@@ -730,6 +757,7 @@ async fn hostile_caches_and_artifacts_are_refused_in_the_helper_and_reach_nothin
     let mut h = Harness::docker().await;
     let token = h.docker_runner("", "    volumes = [\"/cache\"]");
     let w = Witness::new(&h, &token);
+    const SLEEPER: u32 = 7144;
     h.start();
     let etc_name = format!("rw-isol-{:016x}", rand_u64());
     let through_etc = format!("etc/{etc_name}");
@@ -817,12 +845,16 @@ async fn hostile_caches_and_artifacts_are_refused_in_the_helper_and_reach_nothin
         "restore-caches",
         &[
             "{ ls -A . || true; } | sed 's/^/in-project: /'",
+            &w.probe("build"),
+            &service_probe_result("/cache/probe-service"),
+            &leave_process(SLEEPER),
             "echo waiting-for-gate",
             "i=0; until [ -e /cache/gate ] || [ $i -gt 600 ]; do sleep 0.1; i=$((i+1)); done",
             look[0],
             look[1],
         ],
     );
+    restore.services = vec![probing_service(&w, "/cache/probe-service", SLEEPER)];
     restore.cache = caches
         .iter()
         .map(|c| Cache {
@@ -841,8 +873,15 @@ async fn hostile_caches_and_artifacts_are_refused_in_the_helper_and_reach_nothin
         ),
         "checked\n"
     );
-    let probed = exec_in(&helper, &w.probe("helper"));
+    let probed = exec_in(
+        &helper,
+        &format!("{}; {}", w.probe("helper"), leave_process(SLEEPER)),
+    );
     w.assert_probed(&probed, "helper");
+    assert!(
+        processes_running(&["sleep", &SLEEPER.to_string()]) > 0,
+        "the job's processes run"
+    );
     exec_in(&helper, "touch /cache/gate");
     let j = h.final_job(id).await;
     let t = j.trace_text();
@@ -862,7 +901,11 @@ async fn hostile_caches_and_artifacts_are_refused_in_the_helper_and_reach_nothin
     // All or nothing: not even the harmless entries were extracted.
     assert_eq!(listed(&t, "in-project: "), Vec::<String>::new(), "{t}");
     assert_nothing_landed("caches", &t);
+    for tag in ["build", "service"] {
+        w.assert_probed(&t, tag);
+    }
     assert_eq!(leftovers(&token, id), Vec::<String>::new());
+    assert_no_process_left(SLEEPER).await;
 
     // The artifacts: a producer's upload, replaced where the coordinator keeps it by each archive in turn.
     let mut producer = sourceless("producer", &["echo built > out.txt"]);
