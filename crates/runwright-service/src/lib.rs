@@ -558,6 +558,10 @@ fn apply_config(shared: &Arc<Shared>, entries: &mut HashMap<String, Entry>, conf
                 .map(str::trim)
                 .collect();
             tracing::info!(runner = %entry.config.name, changed = %changed.join(" "), "runner entry changed: restarting its pollers (running jobs keep their settings)");
+            // The old pollers stop: otherwise they keep taking jobs with the old settings beside the new ones (a
+            // tightened clean_git_config or allowed_images ignored for every other job). gitlab-runner reads the
+            // runner's settings from the reloaded config for each new job (commands/multi.go `feedRunners`).
+            entry.stop.cancel();
         } else if !keep {
             tracing::info!(runner = %entry.config.name, "runner entry removed or changed: stopping its pollers");
             entry.stop.cancel();

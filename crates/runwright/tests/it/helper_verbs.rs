@@ -497,11 +497,11 @@ async fn the_local_cache_alone_and_a_missing_one() {
 }
 
 /// One entry of [`hostile_zip`]: name, kind, data.
-type ZipEntry<'a> = (&'a str, char, &'a str);
+pub(crate) type ZipEntry<'a> = (&'a str, char, &'a str);
 
 /// A zip of `entries` (`(name, kind, data)`, kind `f` file, `l` symlink whose data is the target), written
 /// by Python's zipfile, which writes whatever names it is given.
-fn hostile_zip(path: &Path, entries: &[ZipEntry]) {
+pub(crate) fn hostile_zip(path: &Path, entries: &[ZipEntry]) {
     let spec = serde_json::to_string(
         &entries
             .iter()

@@ -22,6 +22,7 @@ mod exec_served;
 mod fidelity;
 mod file_count;
 mod helper_verbs;
+mod isolation;
 mod jobs;
 mod journal;
 mod journal_bounds;

@@ -1015,6 +1015,47 @@ async fn answers_as_gitlab_runner_when_linked_under_that_name() {
     );
 }
 
+/// A changed entry's old pollers stop: every job after the reload runs with the new settings (before, the old
+/// pollers went on beside the new ones and took about every other job with the old settings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reload_no_job_runs_with_the_entrys_old_settings() {
+    let mut h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    let (old, new) = (
+        h.runner_toml("reloaded", TOKEN, "  environment = [\"RW_RELOAD=old\"]"),
+        h.runner_toml("reloaded", TOKEN, "  environment = [\"RW_RELOAD=new\"]"),
+    );
+    let body = |entry: &str| format!("concurrent = 4\ncheck_interval = 1\n{entry}");
+    h.write_config(&body(&old));
+    h.start();
+    wait_ready(&h).await;
+    h.write_config(&body(&new));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !h.log().contains("runner entry changed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload: {}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..8 {
+        let id = h.coordinator.enqueue(runwright_coordinator::JobSpec::shell(
+            &format!("after-reload-{i}"),
+            &["echo \"setting=$RW_RELOAD\""],
+        ));
+        let j = h.final_job(id).await;
+        let t = j.trace_text();
+        assert_eq!(j.state, "success", "{t}");
+        assert!(
+            t.contains("setting=new\n"),
+            "job {i} ran with the old settings: {t}"
+        );
+    }
+    h.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(h.wait_exit(WAIT).await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_restarts_only_the_changed_entry_and_logs_what_changed() {
     let mut h = Harness::new().await;
