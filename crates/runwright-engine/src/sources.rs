@@ -830,8 +830,10 @@ fn write_submodules(
 /// job token it cached. Best effort.
 pub fn write_clear_credentials(w: &mut ScriptWriter, s: &SourcesSettings) {
     if let Some(host) = s.auth.remote_host() {
+        // Best effort, as the runner's (`CommandWithStdin(true, …)`); only where git exists: a docker job with
+        // no predefined work runs this in its build image, which may have no git (GitLab's helper always has).
         w.line(&format!(
-            "echo {} | git credential reject || true",
+            "if command -v git >/dev/null 2>&1; then echo {} | git credential reject || true; fi",
             shell_escape(&format!("url={host}\nusername=gitlab-ci-token"))
         ));
     }

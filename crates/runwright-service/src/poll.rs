@@ -82,9 +82,12 @@ async fn poll_loop(
             s = shared.slots.acquire(&key, runner.limit) => s,
             _ = stop.cancelled() => return,
         };
+        // Only the service's shutdown abandons a request in flight: a reloaded or removed entry's poller ends
+        // after it, running the job GitLab may already have assigned (dropping the answer would lose that job
+        // until GitLab times it out). gitlab-runner likewise lets a job requested before a reload run.
         let outcome = tokio::select! {
             o = client.request_job(&runner.token, &shared.identity.system_id, &info) => o,
-            _ = stop.cancelled() => return,
+            _ = shared.stop_requests.cancelled() => return,
         };
         let set_health = |ok: bool| {
             if let Ok(mut h) = health.lock() {

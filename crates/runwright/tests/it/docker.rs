@@ -136,7 +136,6 @@ async fn busybox_job_runs_with_sources_from_the_runner_and_leaves_nothing() {
     }
     let mut h = Harness::docker().await;
     let token = h.docker_runner("", "");
-    let short = runwright_config::short_token(&token);
     let sha = h.make_repo("grp/app", &[("README.md", "hello from git\n")]);
     h.start();
     let id = h.coordinator.enqueue(job(
