@@ -34,6 +34,9 @@ pub enum Fault {
     ResetAfterProcessing,
     /// Wait this long, then process the request normally.
     Stall(Duration),
+    /// Process the request normally, then wait this long before answering: a job handed out whose answer is
+    /// slow to arrive (a client that gives up on the request meanwhile loses the job).
+    StallAfterProcessing(Duration),
     /// Hold the request this long without processing it, then close the connection: a response stalled
     /// past the client's timeout (pick a duration above it). The request never takes effect. Not applied to
     /// git traffic (git has no such timeout; the job would hang instead).
@@ -65,6 +68,7 @@ impl Fault {
             Fault::Reset => FaultKind::Reset,
             Fault::ResetAfterProcessing => FaultKind::ResetAfterProcessing,
             Fault::Stall(_) => FaultKind::Stall,
+            Fault::StallAfterProcessing(_) => FaultKind::StallAfterProcessing,
             Fault::Hang(_) => FaultKind::Hang,
             Fault::OversizedAnswer { .. } => FaultKind::OversizedAnswer,
             Fault::TemporaryRedirect { .. } => FaultKind::TemporaryRedirect,
@@ -98,6 +102,7 @@ pub enum FaultKind {
     Reset,
     ResetAfterProcessing,
     Stall,
+    StallAfterProcessing,
     Hang,
     OversizedAnswer,
     RangeMismatch,
@@ -114,6 +119,7 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::ResetAfterProcessing => "reset_after_processing",
             FaultKind::Stall => "stall",
+            FaultKind::StallAfterProcessing => "stall_after_processing",
             FaultKind::Hang => "hang",
             FaultKind::OversizedAnswer => "oversized",
             FaultKind::RangeMismatch => "416",

@@ -30,6 +30,7 @@ pub(super) struct AppliedFault(pub(super) Fault);
 /// What [`before`] left for [`after`] to apply to the handler's answer.
 pub(super) struct Injected {
     reset_after: bool,
+    stall_after: Option<std::time::Duration>,
     oversized: Option<(u64, Drawn)>,
     kill: Option<ConnKill>,
 }
@@ -81,6 +82,7 @@ pub(super) async fn before(
         key: fault_key(method, req.uri().path(), req.headers(), endpoint),
     };
     let mut reset_after = false;
+    let mut stall_after = None;
     let mut handler_fault = None;
     let mut oversized = None;
     if let Some(drawn) = sh.faults.draw(&ctx) {
@@ -115,6 +117,7 @@ pub(super) async fn before(
                 Fault::Reset => return Err(reset(sh, entry, started, kill).await),
                 Fault::ResetAfterProcessing => reset_after = true,
                 Fault::Stall(delay) => tokio::time::sleep(delay).await,
+                Fault::StallAfterProcessing(delay) => stall_after = Some(delay),
                 Fault::Hang(delay) => {
                     // Logged first: the client gives up before the delay is over, and hyper then drops this
                     // future together with the connection.
@@ -138,6 +141,7 @@ pub(super) async fn before(
     req.extensions_mut().insert(HandlerFault(handler_fault));
     let injected = Injected {
         reset_after,
+        stall_after,
         oversized,
         kill,
     };
@@ -164,6 +168,9 @@ pub(super) async fn after(
             entry.fault = Some(drawn.fault);
             resp = padded(resp, bytes).await;
         }
+    }
+    if let Some(delay) = injected.stall_after {
+        tokio::time::sleep(delay).await;
     }
     if injected.reset_after {
         entry.response_headers = interesting(resp.headers(), RESPONSE_HEADERS);

@@ -1056,6 +1056,55 @@ async fn after_a_reload_no_job_runs_with_the_entrys_old_settings() {
     assert!(h.wait_exit(WAIT).await.success());
 }
 
+/// A reload while the entry's request is in flight: GitLab has already handed the job out (it is `running` there),
+/// its answer is slow to arrive. The old poller must still take and run that job; abandoning the request lost it
+/// until GitLab timed it out (gitlab-runner likewise runs a job requested before a reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_handed_out_while_its_entry_is_reloaded_still_runs() {
+    let mut h = Harness::new().await;
+    h.coordinator.add_runner(TOKEN, RunnerOptions::default());
+    let (old, new) = (
+        h.runner_toml("reloaded", TOKEN, "  environment = [\"RW_RELOAD=old\"]"),
+        h.runner_toml("reloaded", TOKEN, "  environment = [\"RW_RELOAD=new\"]"),
+    );
+    let body = |entry: &str| format!("concurrent = 4\ncheck_interval = 1\n{entry}");
+    h.write_config(&body(&old));
+    // The service's first request takes the job and waits for its answer.
+    h.coordinator.faults().push(
+        runwright_coordinator::Endpoint::RequestJob,
+        runwright_coordinator::Fault::StallAfterProcessing(Duration::from_secs(8)),
+    );
+    let id = h.coordinator.enqueue(runwright_coordinator::JobSpec::shell(
+        "in-flight",
+        &["echo \"setting=$RW_RELOAD\""],
+    ));
+    h.start();
+    // Handed out (taken by the runner's token at the coordinator) while its answer is held: now the reload. (The service reports
+    // ready only after its first poll, which is the held one.)
+    let deadline = std::time::Instant::now() + WAIT;
+    while h.coordinator.job(id).and_then(|j| j.runner_token).is_none() {
+        assert!(std::time::Instant::now() < deadline, "never handed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!h.log().contains("received job"), "{}", h.log());
+    h.write_config(&body(&new));
+    while !h.log().contains("runner entry changed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload: {}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let j = h.final_job(id).await;
+    let t = j.trace_text();
+    assert_eq!(j.state, "success", "{t}");
+    // Requested under the old settings, it runs with them (as gitlab-runner's would).
+    assert!(t.contains("setting=old\n"), "{t}");
+    h.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(h.wait_exit(WAIT).await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_restarts_only_the_changed_entry_and_logs_what_changed() {
     let mut h = Harness::new().await;
