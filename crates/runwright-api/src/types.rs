@@ -395,6 +395,16 @@ pub struct Dependency {
     pub artifacts_file: Option<DependencyArtifactsFile>,
 }
 
+impl Dependency {
+    /// Whether the dependency has artifacts to download (runner shells/abstract.go `jobArtifacts`: a
+    /// non-empty `artifacts_file.filename`).
+    pub fn has_artifacts(&self) -> bool {
+        self.artifacts_file
+            .as_ref()
+            .is_some_and(|f| !f.filename.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct DependencyArtifactsFile {

@@ -231,6 +231,43 @@ fn split_tag(image: &str) -> (&str, &str) {
     }
 }
 
+/// A container's or exec's output as the daemon streams it.
+pub(crate) type Output = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// Writes a stage script to a container's or exec's stdin and closes it, in a task of its own. A script that
+/// exits before reading all of stdin must not fail the stage: EPIPE is ignored.
+pub(crate) fn feed_stdin(
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    script: &str,
+) -> tokio::task::JoinHandle<()> {
+    let script = script.as_bytes().to_vec();
+    tokio::spawn(async move {
+        let _ = input.write_all(&script).await;
+        let _ = input.shutdown().await;
+    })
+}
+
+/// Copies the output frames into the job's work streams, stdout and stderr, and closes them when the output
+/// ends (runner executors/docker/docker.go `startAndWatchContainer`).
+pub(crate) async fn pump_output(mut output: Output, trace: &TraceBuffer) {
+    let stdout = trace.stream(STREAM_WORK, StreamType::Stdout);
+    let stderr = trace.stream(STREAM_WORK, StreamType::Stderr);
+    while let Some(frame) = output.next().await {
+        match frame {
+            Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                stdout.write(&message)
+            }
+            Ok(LogOutput::StdErr { message }) => stderr.write(&message),
+            Ok(LogOutput::StdIn { .. }) => {}
+            Err(_) => break,
+        }
+    }
+    stdout.close();
+    stderr.close();
+}
+
 /// Runs one stage: attach to the (created or stopped) container, start it, feed `script` on stdin, copy the
 /// output into the trace and return the exit code. On cancel: SIGTERM to the container's processes, then
 /// SIGKILL after `grace`.
@@ -258,32 +295,10 @@ pub async fn run_stage(
     if let Err(e) = docker.start_container(container, None).await {
         return Err(start_error(container, e));
     }
-    let mut input = attach.input;
-    let script = script.as_bytes().to_vec();
-    // A script that exits before reading all of stdin must not fail the stage: ignore EPIPE.
-    let feeder = tokio::spawn(async move {
-        let _ = input.write_all(&script).await;
-        let _ = input.shutdown().await;
-    });
-    let mut output = attach.output;
-    // The job's work streams, stdout and stderr, closed with the stage (runner executors/docker/docker.go
-    // `startAndWatchContainer`).
-    let stdout = trace.stream(STREAM_WORK, StreamType::Stdout);
-    let stderr = trace.stream(STREAM_WORK, StreamType::Stderr);
-    let pump = tokio::spawn(async move {
-        while let Some(frame) = output.next().await {
-            match frame {
-                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                    stdout.write(&message)
-                }
-                Ok(LogOutput::StdErr { message }) => stderr.write(&message),
-                Ok(LogOutput::StdIn { .. }) => {}
-                Err(_) => break,
-            }
-        }
-        stdout.close();
-        stderr.close();
-    });
+    let feeder = feed_stdin(attach.input, script);
+    let trace_for_pump = trace.clone();
+    let output = attach.output;
+    let pump = tokio::spawn(async move { pump_output(output, &trace_for_pump).await });
     let waited = tokio::select! {
         w = wait_exit(docker, container) => Some(w),
         _ = cancel.cancelled() => None,

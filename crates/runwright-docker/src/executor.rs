@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use runwright_api::types::FeaturesInfo;
 use runwright_config::{DockerConfig, RunnerConfig};
+use runwright_engine::feature_flags::FeatureFlags;
 use runwright_engine::{Executor, ExecutorError, ExecutorSession, PreparedJob};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,15 +90,13 @@ impl DockerExecutor {
     /// `FF_NETWORK_PER_BUILD` (runner executors/docker/internal/networks/manager.go `Create`); otherwise its
     /// containers share the configured network or the daemon's default bridge, and the build container finds
     /// the services through `/etc/hosts` (GitLab's emulation of links).
-    pub(crate) fn network_per_job(&self, job: &runwright_api::types::JobResponse) -> bool {
+    pub(crate) fn network_per_job(&self, flags: &FeatureFlags) -> bool {
         self.config()
             .network_mode
             .as_deref()
             .unwrap_or("")
             .is_empty()
-            && runwright_engine::feature_flags::JobSettings::of(&self.runner, job)
-                .feature_flags
-                .is_on(runwright_engine::feature_flags::NETWORK_PER_BUILD)
+            && flags.is_on(runwright_engine::feature_flags::NETWORK_PER_BUILD)
     }
 }
 
@@ -158,7 +157,10 @@ impl Executor for DockerExecutor {
         slot: usize,
     ) -> Vec<(String, String)> {
         // runner common/build.go `GetAllVariables`: only with FF_NETWORK_PER_BUILD.
-        if !self.network_per_job(job) {
+        // Asked while the engine plans the job's variables, before it resolved the job's flags.
+        let flags =
+            runwright_engine::feature_flags::JobSettings::of(&self.runner, job).feature_flags;
+        if !self.network_per_job(&flags) {
             return Vec::new();
         }
         vec![(

@@ -10,14 +10,10 @@
 
 use crate::engine_api;
 use crate::DockerError;
-use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
-use futures::StreamExt;
-use runwright_trace::timestamp::STREAM_WORK;
-use runwright_trace::{StreamType, TraceBuffer};
+use runwright_trace::TraceBuffer;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 /// The stages GitLab runs in the predefined container (`common.ExecutorCommand.Predefined`).
@@ -114,32 +110,9 @@ impl Helper {
                 container: self.name.clone(),
             });
         };
-        let mut input = input;
-        let script = script.as_bytes().to_vec();
-        // A script that exits before reading all of stdin must not fail the stage: ignore EPIPE.
-        let feeder = tokio::spawn(async move {
-            let _ = input.write_all(&script).await;
-            let _ = input.shutdown().await;
-        });
-        let stdout = trace.stream(STREAM_WORK, StreamType::Stdout);
-        let stderr = trace.stream(STREAM_WORK, StreamType::Stderr);
-        let mut output = output;
-        let pump = async move {
-            while let Some(frame) = output.next().await {
-                match frame {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        stdout.write(&message)
-                    }
-                    Ok(LogOutput::StdErr { message }) => stderr.write(&message),
-                    Ok(LogOutput::StdIn { .. }) => {}
-                    Err(_) => break,
-                }
-            }
-            stdout.close();
-            stderr.close();
-        };
+        let feeder = engine_api::feed_stdin(input, script);
         let finished = tokio::select! {
-            () = pump => true,
+            () = engine_api::pump_output(output, trace) => true,
             () = cancel.cancelled() => false,
         };
         feeder.abort();
@@ -186,11 +159,7 @@ pub fn job_needs_helper(job: &runwright_engine::PreparedJob, build_user: Option<
     sources
         || !j.cache.is_empty()
         || !j.artifacts.is_empty()
-        || j.dependencies.iter().any(|d| {
-            d.artifacts_file
-                .as_ref()
-                .is_some_and(|f| !f.filename.is_empty())
-        })
+        || j.dependencies.iter().any(|d| d.has_artifacts())
 }
 
 /// Whether a container user (`user`, `uid[:gid]`, `name[:group]`) is root; `None` is the image's own user,

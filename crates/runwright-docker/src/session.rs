@@ -63,10 +63,16 @@ impl ExecutorSession for DockerSession {
         if let (Some((owner, dirs)), Some(helper)) = (self.chown.take(), self.helper.as_mut()) {
             // runner executors/docker/docker_command.go `changeFilesOwnership`: without umask 0000 the files
             // the helper wrote are root's, so they are given to the build container's user.
+            // The dirs may come from the job (`GIT_CLONE_PATH`): every word is quoted.
+            use runwright_engine::script::shell_escape as q;
             let mut script = String::new();
             for dir in &dirs {
+                let said = format!("Changing ownership of files at \"{dir}\" to {owner}");
                 script.push_str(&format!(
-                    "echo 'Changing ownership of files at \"{dir}\" to {owner}'\nchown -RP -- '{owner}' '{dir}' || true\n"
+                    "echo {}\nchown -RP -- {} {} || true\n",
+                    q(&said),
+                    q(&owner),
+                    q(dir)
                 ));
             }
             helper

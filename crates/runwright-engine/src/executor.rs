@@ -52,6 +52,8 @@ pub struct PreparedJob {
     pub concurrent_project_id: usize,
     /// The runner's system ID (`s_…`/`r_…`), part of GitLab's volume names.
     pub system_id: String,
+    /// The job's feature flags as the engine resolved them (`[runners.feature_flags]` over the job's variables).
+    pub feature_flags: crate::feature_flags::FeatureFlags,
 }
 
 #[async_trait]

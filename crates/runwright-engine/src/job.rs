@@ -373,6 +373,7 @@ impl StageRun<'_> {
             concurrent_id: env.concurrent_id,
             concurrent_project_id: env.concurrent_project_id,
             system_id: env.identity.system_id.clone(),
+            feature_flags: plan.settings.feature_flags.clone(),
         };
         // The executor watches `cancel` itself, so that what it made so far is released, never leaked.
         let session = env.executor.prepare(&prepared).await;

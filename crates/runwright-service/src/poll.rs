@@ -84,7 +84,8 @@ async fn poll_loop(
         };
         // Only the service's shutdown abandons a request in flight: a reloaded or removed entry's poller ends
         // after it, running the job GitLab may already have assigned (dropping the answer would lose that job
-        // until GitLab times it out). gitlab-runner likewise lets a job requested before a reload run.
+        // until GitLab times it out). gitlab-runner cancels a request only at an interrupt signal or the end of
+        // its run, never at a reload (commands/multi.go `doJobRequest`).
         let outcome = tokio::select! {
             o = client.request_job(&runner.token, &shared.identity.system_id, &info) => o,
             _ = shared.stop_requests.cancelled() => return,

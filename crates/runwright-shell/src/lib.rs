@@ -435,6 +435,7 @@ mod tests {
                 concurrent_id: 0,
                 concurrent_project_id: 0,
                 system_id: "s_unit".into(),
+                feature_flags: Default::default(),
             };
             let session = exec.prepare(&job).await.expect("prepared");
             Stage {

@@ -29,11 +29,7 @@ impl DownloadArtifacts {
 }
 
 fn with_artifacts(deps: &[Dependency]) -> impl Iterator<Item = &Dependency> {
-    deps.iter().filter(|d| {
-        d.artifacts_file
-            .as_ref()
-            .is_some_and(|f| !f.filename.is_empty())
-    })
+    deps.iter().filter(|d| d.has_artifacts())
 }
 
 #[async_trait]

@@ -153,7 +153,7 @@ impl DockerSession {
                 slot: job.concurrent_project_id,
                 extra: &cfg.container_labels,
             },
-            per_job_network: exec.network_per_job(&job.job),
+            per_job_network: exec.network_per_job(&job.feature_flags),
         };
         let image = JobImage::resolve(&p)?;
         let auth = registry_auth(job);
@@ -266,11 +266,9 @@ impl DockerSession {
             .await
             .map_err(|e| DockerError::daemon("starting the helper container", e))?;
         // runner executors/docker/docker_command.go `isUmaskDisabled`.
-        // The flag as every other is resolved: `[runners.feature_flags]`, then the job's variables.
-        let umask_disabled =
-            runwright_engine::feature_flags::JobSettings::of(&p.exec.runner, &job.job)
-                .feature_flags
-                .is_on("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR");
+        let umask_disabled = job
+            .feature_flags
+            .is_on("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR");
         self.helper = Some(helper::Helper {
             name,
             umask: !umask_disabled,

@@ -212,6 +212,19 @@ impl Harness {
     }
 
     /// Waits until the job's trace contains `needle`.
+    /// Waits until the service's log shows `needle` (a reload's "runner entry changed", …).
+    pub async fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the service's log never showed {needle:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_trace(&self, id: i64, needle: &str) {
         let deadline = Instant::now() + WAIT;
         loop {

@@ -275,15 +275,7 @@ async fn planted_hooks_and_git_config_run_in_the_helper_or_not_at_all_never_on_t
 
     // clean_git_config on (the default): get_sources removes the planted config and hooks before git runs.
     h.write_config(&config(&clean));
-    let deadline = Instant::now() + WAIT;
-    while !h.log().contains("runner entry changed") {
-        assert!(
-            Instant::now() < deadline,
-            "config not reloaded:\n{}",
-            h.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_log("runner entry changed").await;
     let service_result = service_probe_result("/builds/probe-service");
     let check = [
         "{ ls /builds/rw-markers 2>/dev/null || true; } | sed 's/^/marker: /'",

@@ -1030,15 +1030,7 @@ async fn after_a_reload_no_job_runs_with_the_entrys_old_settings() {
     h.start();
     wait_ready(&h).await;
     h.write_config(&body(&new));
-    let deadline = std::time::Instant::now() + WAIT;
-    while !h.log().contains("runner entry changed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload: {}",
-            h.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_log("runner entry changed").await;
     for i in 0..8 {
         let id = h.coordinator.enqueue(runwright_coordinator::JobSpec::shell(
             &format!("after-reload-{i}"),
@@ -1088,14 +1080,7 @@ async fn a_job_handed_out_while_its_entry_is_reloaded_still_runs() {
     }
     assert!(!h.log().contains("received job"), "{}", h.log());
     h.write_config(&body(&new));
-    while !h.log().contains("runner entry changed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload: {}",
-            h.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_log("runner entry changed").await;
     let j = h.final_job(id).await;
     let t = j.trace_text();
     assert_eq!(j.state, "success", "{t}");
@@ -1122,15 +1107,7 @@ async fn a_reload_restarts_only_the_changed_entry_and_logs_what_changed() {
     h.start();
     wait_ready(&h).await;
     h.write_config(&body(3));
-    let deadline = std::time::Instant::now() + WAIT;
-    while !h.log().contains("runner entry changed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload: {}",
-            h.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_log("runner entry changed").await;
     let log = h.log();
     let line = log
         .lines()
